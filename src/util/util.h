@@ -1,0 +1,112 @@
+/*
+ * util.h - the foundation every layer of cairn stands on.
+ *
+ * Small pieces with no knowledge of filesystems: compiler helpers,
+ * intrusive lists, mutex helpers that assert ownership, logging.
+ * The interleaving points (syncpoint.h) and the test PRNG (prng.h) have
+ * headers of their own because tests include them directly.
+ *
+ * Error convention for all of cairn: functions return 0 or a negative
+ * errno (-ENOSPC, -EIO, -EUCLEAN for corruption). Only the FUSE adapter
+ * turns them positive.
+ */
+#ifndef CAIRN_UTIL_H
+#define CAIRN_UTIL_H
+
+#include <assert.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifndef EUCLEAN
+#define EUCLEAN 117 /* structure needs cleaning: on-disk corruption */
+#endif
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+
+/* ---- intrusive doubly linked list ---------------------------------- */
+
+struct list_node {
+	struct list_node *next, *prev;
+};
+
+static inline void list_init(struct list_node *head)
+{
+	head->next = head;
+	head->prev = head;
+}
+
+static inline bool list_empty(const struct list_node *head)
+{
+	return head->next == head;
+}
+
+/* True if @n is on some list (nodes are list_init()ed when removed). */
+static inline bool list_linked(const struct list_node *n)
+{
+	return n->next != n;
+}
+
+static inline void list_add_tail(struct list_node *head, struct list_node *n)
+{
+	n->prev = head->prev;
+	n->next = head;
+	head->prev->next = n;
+	head->prev = n;
+}
+
+static inline void list_del(struct list_node *n)
+{
+	n->prev->next = n->next;
+	n->next->prev = n->prev;
+	list_init(n);
+}
+
+#define list_for_each(pos, head) for ((pos) = (head)->next; (pos) != (head); (pos) = (pos)->next)
+
+/* ---- mutexes that know their owner --------------------------------- */
+
+/*
+ * A mutex that records its holder, so that code can assert a lock is held
+ * ("Every shared field says what protects it, and the code asserts it").
+ * The owner field is only used in assertions.
+ */
+struct cmutex {
+	pthread_mutex_t cm_mutex;
+	_Atomic(pthread_t) cm_owner; /* valid while cm_held */
+	_Atomic bool cm_held;
+};
+
+int cmutex_init(struct cmutex *m);
+void cmutex_destroy(struct cmutex *m);
+void cmutex_lock(struct cmutex *m);
+void cmutex_unlock(struct cmutex *m);
+/* Wait on @cv; @m must be held by the caller and is held again on return. */
+void cmutex_wait(struct cmutex *m, pthread_cond_t *cv);
+bool cmutex_held(struct cmutex *m);
+
+/* ---- logging -------------------------------------------------------- */
+
+enum log_level { LOG_ERR, LOG_WARN, LOG_INFO, LOG_DEBUG };
+
+/* printf-style message on the log sink (stderr unless redirected). */
+void cairn_log(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Redirect log lines (for tests that assert on them); NULL restores stderr. */
+typedef void (*log_sink_fn)(enum log_level level, const char *line, void *arg);
+void cairn_log_set_sink(log_sink_fn fn, void *arg);
+void cairn_log_set_level(enum log_level max_level);
+
+#define log_err(...) cairn_log(LOG_ERR, __VA_ARGS__)
+#define log_warn(...) cairn_log(LOG_WARN, __VA_ARGS__)
+#define log_info(...) cairn_log(LOG_INFO, __VA_ARGS__)
+#define log_debug(...) cairn_log(LOG_DEBUG, __VA_ARGS__)
+
+#endif /* CAIRN_UTIL_H */
