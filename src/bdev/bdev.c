@@ -1,0 +1,177 @@
+/*
+ * bdev.c - the common front of every block device backend.
+ *
+ * Callers see only struct bdev (opaque, bdev.h); the backends (file, ram,
+ * emu) fill a struct bdev_ops (bdev_internal.h). This file checks every
+ * argument once, so the backends can trust theirs, and holds what does
+ * not depend on the backend: geometry checks and bdev_save().
+ *
+ * Invariants
+ *   (1) A backend op is called only with 0 < count, blk + count <=
+ *       nblocks (no overflow) and a non-NULL buffer; anything else is
+ *       -EINVAL here and never reaches the backend.
+ *   (2) bdev_save() reads the device only through bdev_read(), so it
+ *       sees exactly what a reader of the device sees (and on an emulated
+ *       device, counts as reads).
+ *   (3) bdev_save() leaves either a complete, fsync()ed copy at @path or
+ *       no file there.
+ *
+ * Lock order: this file takes no lock; each backend documents its own.
+ */
+#include "bdev/bdev_internal.h"
+#include "util/util.h"
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define BDEV_SAVE_CHUNK (1u << 20) /* bytes read per step of bdev_save() */
+
+void bdev_init(struct bdev *d, const struct bdev_ops *ops, uint32_t block_size, uint64_t nblocks)
+{
+	d->bd_ops = ops;
+	d->bd_block_size = block_size;
+	d->bd_nblocks = nblocks;
+}
+
+int bdev_geometry_check(uint32_t block_size, uint64_t nblocks)
+{
+	if (block_size < BDEV_BLOCK_MIN || block_size > BDEV_BLOCK_MAX)
+		return -EINVAL;
+	if (block_size & (block_size - 1))
+		return -EINVAL;
+	if (nblocks == 0 || nblocks > (uint64_t)INT64_MAX / block_size)
+		return -EINVAL;
+	return 0;
+}
+
+size_t bdev_bytes(const struct bdev *d, uint64_t count)
+{
+	return (size_t)(count * d->bd_block_size);
+}
+
+int bdev_mem_alloc(uint32_t block_size, uint64_t nblocks, unsigned char **out)
+{
+	if (nblocks > SIZE_MAX / block_size)
+		return -ENOMEM;
+	*out = calloc((size_t)nblocks, block_size);
+	return *out ? 0 : -ENOMEM;
+}
+
+/* -EINVAL unless [@blk, @blk + @count) is a non-empty range inside @d. */
+static int bdev_range_check(const struct bdev *d, uint64_t blk, uint32_t count, const void *buf)
+{
+	if (!buf || count == 0)
+		return -EINVAL;
+	if (blk >= d->bd_nblocks || count > d->bd_nblocks - blk)
+		return -EINVAL;
+	return 0;
+}
+
+int bdev_read(struct bdev *d, uint64_t blk, uint32_t count, void *buf)
+{
+	int err;
+
+	assert(d);
+	err = bdev_range_check(d, blk, count, buf);
+	if (err)
+		return err;
+	return d->bd_ops->bo_read(d, blk, count, buf);
+}
+
+int bdev_write(struct bdev *d, uint64_t blk, uint32_t count, const void *buf)
+{
+	int err;
+
+	assert(d);
+	err = bdev_range_check(d, blk, count, buf);
+	if (err)
+		return err;
+	return d->bd_ops->bo_write(d, blk, count, buf);
+}
+
+int bdev_flush(struct bdev *d)
+{
+	assert(d);
+	return d->bd_ops->bo_flush(d);
+}
+
+uint32_t bdev_block_size(const struct bdev *d)
+{
+	return d->bd_block_size;
+}
+
+uint64_t bdev_nblocks(const struct bdev *d)
+{
+	return d->bd_nblocks;
+}
+
+void bdev_close(struct bdev *d)
+{
+	if (d)
+		d->bd_ops->bo_close(d);
+}
+
+static bool bdev_block_is_zero(const unsigned char *b, size_t len)
+{
+	return b[0] == 0 && !memcmp(b, b + 1, len - 1);
+}
+
+/* Copy every non-zero block of @d to @fd at the same offset. */
+static int bdev_save_blocks(struct bdev *d, int fd, unsigned char *buf, uint32_t chunk)
+{
+	size_t bs = d->bd_block_size;
+	int err = 0;
+
+	for (uint64_t blk = 0; blk < d->bd_nblocks && !err; blk += chunk) {
+		uint32_t n = (uint32_t)MIN((uint64_t)chunk, d->bd_nblocks - blk);
+
+		err = bdev_read(d, blk, n, buf);
+		for (uint32_t i = 0; i < n && !err; i++) {
+			if (bdev_block_is_zero(buf + i * bs, bs))
+				continue;
+			err = bdev_fd_pwrite(fd, buf + i * bs, bs, (off_t)((blk + i) * bs));
+		}
+	}
+	return err;
+}
+
+/* Give the file its full size (the zero blocks are holes) and sync it. */
+static int bdev_save_finish(struct bdev *d, int fd)
+{
+	if (ftruncate(fd, (off_t)bdev_bytes(d, d->bd_nblocks)) < 0)
+		return -errno;
+	if (fsync(fd) < 0)
+		return -errno;
+	return 0;
+}
+
+int bdev_save(struct bdev *d, const char *path)
+{
+	uint32_t chunk;
+	unsigned char *buf;
+	int fd, err;
+
+	if (!d || !path)
+		return -EINVAL;
+	chunk = BDEV_SAVE_CHUNK / d->bd_block_size;
+	buf = malloc(bdev_bytes(d, chunk));
+	if (!buf)
+		return -ENOMEM;
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		err = -errno;
+		goto out_buf;
+	}
+	err = bdev_save_blocks(d, fd, buf, chunk);
+	if (!err)
+		err = bdev_save_finish(d, fd);
+	if (close(fd) < 0 && !err)
+		err = -errno;
+	if (err)
+		unlink(path);
+out_buf:
+	free(buf);
+	return err;
+}

@@ -1,0 +1,157 @@
+/*
+ * bdev.h - the block device layer: cairn's only door to storage.
+ *
+ * A bdev is an array of fixed-size blocks with three operations: read,
+ * write and flush. A write is volatile until a later flush returns 0:
+ * flush is the barrier the log's commit order is built on. Backends:
+ *
+ *   file  - an image file or a block device (pread/pwrite, fdatasync);
+ *   ram   - memory only, for tests and benchmarks;
+ *   emu   - the emulated device for crash and fault tests: it records
+ *           every write and flush, can cut power after the Nth write
+ *           (then drops, keeps, reorders or tears the unflushed writes by
+ *           seeded choice), and returns -EIO on chosen operations.
+ *
+ * The interface is the seam where a segment store on another engine
+ * (an object store) can later replace the image file: the log only ever
+ * writes whole runs of blocks and flushes.
+ *
+ * All functions return 0 or a negative errno. A bdev may be used from
+ * many threads at once; each backend documents what protects its state.
+ */
+#ifndef CAIRN_BDEV_H
+#define CAIRN_BDEV_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct bdev;
+
+/* ---- common interface ----------------------------------------------- */
+
+/* Read @count blocks starting at @blk into @buf. -EINVAL past the end. */
+int bdev_read(struct bdev *d, uint64_t blk, uint32_t count, void *buf);
+/* Write @count blocks from @buf at @blk; volatile until bdev_flush(). */
+int bdev_write(struct bdev *d, uint64_t blk, uint32_t count, const void *buf);
+/* Make every write that returned before this call durable. */
+int bdev_flush(struct bdev *d);
+uint32_t bdev_block_size(const struct bdev *d);
+uint64_t bdev_nblocks(const struct bdev *d);
+/* Close and free; does not flush. NULL is accepted. */
+void bdev_close(struct bdev *d);
+/* Copy the device's current content to a new file at @path (a sparse
+ * copy: all-zero blocks are skipped). For saving a failing test case. */
+int bdev_save(struct bdev *d, const char *path);
+
+/* ---- file backend --------------------------------------------------- */
+
+enum bdev_open_flags {
+	BDEV_RDONLY = 1 << 0,
+	BDEV_CREATE = 1 << 1,	/* create a sparse image of @nblocks if missing */
+	BDEV_EXCL_LOCK = 1 << 2, /* take an exclusive flock; -EBUSY if held */
+};
+
+/*
+ * Open an image file or block device at @path with @block_size blocks.
+ * With BDEV_CREATE a missing file is created with @nblocks blocks;
+ * otherwise @nblocks is ignored and the size is the file's (or the block
+ * device's) size rounded down to whole blocks.
+ * Errors: -ENOENT, -EACCES, -EBUSY (locked elsewhere), -EINVAL (size
+ * not a whole block, zero size, bad block size), other -errno from open.
+ * "Size not a whole block" means smaller than one block: a larger size is
+ * rounded down. A block size is a power of two from 512 to 65536.
+ * BDEV_RDONLY with BDEV_CREATE, or an unknown flag, is -EINVAL.
+ */
+int bdev_open_file(const char *path, uint32_t block_size, uint64_t nblocks, unsigned flags,
+		   struct bdev **out);
+
+/* ---- RAM backend ---------------------------------------------------- */
+
+/* Block size and count as for bdev_open_file; -ENOMEM if it does not fit. */
+int bdev_open_ram(uint32_t block_size, uint64_t nblocks, struct bdev **out);
+
+/* ---- emulated device ------------------------------------------------ */
+
+/* What happens to unflushed writes at a power cut (bdev_emu_crash). */
+enum bdev_emu_crash_mode {
+	BDEV_EMU_KEEP_ALL = 0,	/* every accepted write survives, in order */
+	BDEV_EMU_DROP_ALL = 1,	/* only flushed writes survive */
+	BDEV_EMU_DROP_SOME = 2, /* each unflushed write kept by seeded coin */
+	BDEV_EMU_REORDER = 3,	/* DROP_SOME, and kept writes land in a seeded order */
+};
+
+struct bdev_emu_crash {
+	enum bdev_emu_crash_mode ec_mode;
+	bool ec_tear;	     /* one surviving unflushed write is torn */
+	uint64_t ec_seed;    /* drives every choice above */
+};
+
+enum bdev_emu_op { BDEV_EMU_READ, BDEV_EMU_WRITE, BDEV_EMU_FLUSH };
+
+/* One recorded operation (reads are counted, not recorded). */
+struct bdev_emu_record {
+	enum bdev_emu_op er_op;
+	uint64_t er_seq;   /* 1-based index among writes (flush: writes before it) */
+	uint64_t er_blk;   /* writes: first block */
+	uint32_t er_count; /* writes: number of blocks */
+};
+
+struct bdev_emu_stats {
+	uint64_t es_reads;    /* read calls accepted */
+	uint64_t es_writes;   /* write calls accepted */
+	uint64_t es_flushes;  /* flush calls accepted */
+	uint64_t es_unflushed; /* writes accepted since the last flush */
+	bool es_cut;	      /* power is off */
+};
+
+/*
+ * Interleaving points (util/syncpoint.h), passed before the device lock
+ * is taken, so a test may stop a thread inside device I/O:
+ * "bdev.emu.read", "bdev.emu.write", "bdev.emu.flush".
+ */
+
+/* A new emulated device of @nblocks zeroed blocks, in memory (block size
+ * and count as for bdev_open_file). */
+int bdev_emu_open(uint32_t block_size, uint64_t nblocks, struct bdev **out);
+/* A new emulated device whose durable content is a copy of @src's: what
+ * bdev_read() of @src returns now (of an emulated @src, its current
+ * content, unflushed writes included). */
+int bdev_emu_open_copy(struct bdev *src, struct bdev **out);
+/*
+ * Cut power when write number @nth (1-based, counted from device open)
+ * is issued: writes 1..nth-1 are accepted, write nth and every later
+ * read, write and flush fail with -EIO. 0 cancels.
+ * Writes are numbered as es_writes and er_seq count them: a write failed
+ * by a fault rule takes no number. If write @nth is already past, the
+ * next write cuts. Cancelling does not turn the power back on.
+ */
+void bdev_emu_cut_after(struct bdev *d, uint64_t nth);
+/* Cut power now. */
+void bdev_emu_cut_now(struct bdev *d);
+/*
+ * Fail the @nth (1-based) @op from now on with @err, then @repeat - 1
+ * more of the same op after it (repeat 0 means forever).
+ * Fault rules apply only while the power is on. An operation that matches
+ * several rules uses up one failure of each and fails with the error of
+ * the oldest. @err may be given as -EIO or EIO; 0 means -EIO; @nth 0 is 1.
+ */
+void bdev_emu_fail_op(struct bdev *d, enum bdev_emu_op op, uint64_t nth, uint32_t repeat, int err);
+/*
+ * Fail every @op that touches block @blk with @err, @repeat times (0:
+ * forever). A flush touches no block.
+ */
+void bdev_emu_fail_block(struct bdev *d, enum bdev_emu_op op, uint64_t blk, uint32_t repeat, int err);
+/* Remove every fault rule. */
+void bdev_emu_clear_faults(struct bdev *d);
+void bdev_emu_stats(struct bdev *d, struct bdev_emu_stats *st);
+/* Copy out recorded operation @i (0-based); -ENOENT past the end. */
+int bdev_emu_record(struct bdev *d, uint64_t i, struct bdev_emu_record *rec);
+/*
+ * The image after the power cut, as the next boot would see it: the
+ * durable content plus the unflushed writes chosen by @how. Returns a
+ * new emulated device (power on, no faults) that holds it; @d is left
+ * unchanged, so the same cut can be replayed with other choices.
+ */
+int bdev_emu_crash(struct bdev *d, const struct bdev_emu_crash *how, struct bdev **out);
+
+#endif /* CAIRN_BDEV_H */

@@ -1,0 +1,607 @@
+/*
+ * bdev_emu.c - the emulated block device for crash and fault tests.
+ *
+ * The device holds two images of the disk:
+ *
+ *   em_durable  what survives any power cut: every write that a
+ *               successful flush made durable;
+ *   em_current  what reads see: em_durable plus every accepted write
+ *               since the last flush, which are also kept, in order, on
+ *               em_unflushed (each with its sequence number and a copy
+ *               of its data).
+ *
+ * Every accepted write and flush is recorded (bdev_emu_record); reads are
+ * counted. A power cut (bdev_emu_cut_now, or write number em_cut_at)
+ * turns the device off for good. bdev_emu_crash() then builds, on a new
+ * device, the image the next boot would find: em_durable plus a seeded
+ * choice of the unflushed writes (all, none, a subset, a subset in
+ * another order), one of which may be torn at a 512-byte sector.
+ * Fault rules fail chosen operations with a chosen error while the
+ * power is on.
+ *
+ *   power on --bdev_emu_cut_now()-----------------------> power off
+ *            --write number em_cut_at (bdev_emu_cut_after)--^
+ *   power off is sticky; bdev_emu_crash() returns a new device, power on.
+ *
+ * Invariants
+ *   (1) em_current == em_durable with the writes on em_unflushed applied
+ *       oldest first.
+ *   (2) em_unflushed holds es_unflushed writes with increasing ew_seq;
+ *       ew_seq is the write's 1-based number among accepted writes, so
+ *       the newest write has ew_seq == es_writes.
+ *   (3) Once es_cut is set it stays set, and every read, write and flush
+ *       returns -EIO without looking at fault rules or changing anything.
+ *   (4) A refused operation (power off, fault rule, -ENOMEM) changes no
+ *       image, record or stat; only fault rules count it.
+ *   (5) em_records holds one record per accepted write and flush, in the
+ *       order they were accepted.
+ *   (6) Every choice of bdev_emu_crash() comes from one PRNG seeded with
+ *       ec_seed and drawn in a fixed order: keep coins (oldest write
+ *       first), shuffle, tear victim, tear point. The device's state and
+ *       @how so determine the image exactly.
+ *   (7) bdev_emu_crash() and bdev_emu_open_copy() never change their
+ *       source.
+ *
+ * Lock order: em_lock protects all emulated state and is a leaf: no
+ * other lock is taken and nothing is waited for while it is held
+ * (bdev_emu_crash allocates the new device before taking it, and
+ * bdev_emu_open_copy holds no emu lock of its own while reading @src).
+ * The interleaving points bdev.emu.{read,write,flush} are passed before
+ * it is taken, so a test may stop a thread there.
+ */
+#include "bdev/bdev_internal.h"
+#include "util/prng.h"
+#include "util/syncpoint.h"
+#include "util/util.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define EMU_COPY_CHUNK (1u << 20) /* bytes per read of bdev_emu_open_copy() */
+
+/* One accepted, not yet flushed write; all of it protected by em_lock. */
+struct emu_write {
+	struct list_node ew_node; /* on em_unflushed */
+	uint64_t ew_seq;	  /* 1-based number among accepted writes */
+	uint64_t ew_blk;
+	uint32_t ew_count;
+	unsigned char ew_data[]; /* ew_count blocks */
+};
+
+enum emu_fault_kind { EMU_FAULT_OP, EMU_FAULT_BLOCK };
+
+/* One fault rule (bdev_emu_fail_op, bdev_emu_fail_block); protected by em_lock. */
+struct emu_fault {
+	struct list_node ef_node; /* on em_faults */
+	enum emu_fault_kind ef_kind;
+	enum bdev_emu_op ef_op;
+	uint64_t ef_nth;  /* EMU_FAULT_OP: first failing op, 1-based */
+	uint64_t ef_seen; /* EMU_FAULT_OP: ops of ef_op seen since set */
+	uint64_t ef_blk;  /* EMU_FAULT_BLOCK: the block */
+	uint32_t ef_left; /* failures left, unless ef_forever */
+	bool ef_forever;
+	int ef_err; /* negative errno */
+};
+
+struct bdev_emu {
+	struct bdev em_bdev;
+	struct cmutex em_lock;
+	unsigned char *em_current;	    /* protected by em_lock */
+	unsigned char *em_durable;	    /* protected by em_lock */
+	struct list_node em_unflushed;	    /* emu_write, oldest first; protected by em_lock */
+	struct list_node em_faults;	    /* emu_fault, in order set; protected by em_lock */
+	struct bdev_emu_record *em_records; /* protected by em_lock */
+	uint64_t em_nrecords;		    /* protected by em_lock */
+	uint64_t em_records_cap;	    /* protected by em_lock */
+	uint64_t em_cut_at;		    /* first refused write, 0: none; protected by em_lock */
+	struct bdev_emu_stats em_stats;	    /* protected by em_lock */
+};
+
+static const struct bdev_ops bdev_emu_ops;
+
+static struct bdev_emu *bdev_to_emu(struct bdev *d)
+{
+	assert(d && d->bd_ops == &bdev_emu_ops);
+	return container_of(d, struct bdev_emu, em_bdev);
+}
+
+/* ---- records, power and faults ---------------------------------------- */
+
+/* Make room for one more record, so that appending cannot fail. */
+static int emu_records_reserve_locked(struct bdev_emu *e)
+{
+	struct bdev_emu_record *r;
+	uint64_t cap;
+
+	assert(cmutex_held(&e->em_lock));
+	if (e->em_nrecords < e->em_records_cap)
+		return 0;
+	cap = e->em_records_cap ? 2 * e->em_records_cap : 64;
+	r = realloc(e->em_records, cap * sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	e->em_records = r;
+	e->em_records_cap = cap;
+	return 0;
+}
+
+static void emu_record_add_locked(struct bdev_emu *e, enum bdev_emu_op op, uint64_t blk,
+				  uint32_t count)
+{
+	struct bdev_emu_record *r;
+
+	assert(cmutex_held(&e->em_lock));
+	assert(e->em_nrecords < e->em_records_cap);
+	r = &e->em_records[e->em_nrecords++];
+	r->er_op = op;
+	r->er_seq = e->em_stats.es_writes;
+	r->er_blk = blk;
+	r->er_count = count;
+}
+
+/* -EIO if the power is off, or goes off at this write (@op == write). */
+static int emu_power_check_locked(struct bdev_emu *e, enum bdev_emu_op op)
+{
+	assert(cmutex_held(&e->em_lock));
+	if (op == BDEV_EMU_WRITE && e->em_cut_at && e->em_stats.es_writes + 1 >= e->em_cut_at)
+		e->em_stats.es_cut = true;
+	return e->em_stats.es_cut ? -EIO : 0;
+}
+
+/* Does rule @f fail this operation? Counts the operation for @f. */
+static bool emu_fault_matches(struct emu_fault *f, enum bdev_emu_op op, uint64_t blk,
+			      uint32_t count)
+{
+	if (f->ef_op != op)
+		return false;
+	if (f->ef_kind == EMU_FAULT_OP)
+		return ++f->ef_seen >= f->ef_nth;
+	return op != BDEV_EMU_FLUSH && f->ef_blk >= blk && f->ef_blk - blk < count;
+}
+
+/*
+ * Run the fault rules on an operation: every matching rule uses up one
+ * failure (and is dropped when it has none left); the first matching
+ * rule's error is returned, 0 if none matched.
+ */
+static int emu_faults_check_locked(struct bdev_emu *e, enum bdev_emu_op op, uint64_t blk,
+				   uint32_t count)
+{
+	struct list_node *pos, *next;
+	int err = 0;
+
+	assert(cmutex_held(&e->em_lock));
+	for (pos = e->em_faults.next; pos != &e->em_faults; pos = next) {
+		struct emu_fault *f = container_of(pos, struct emu_fault, ef_node);
+
+		next = pos->next;
+		if (!emu_fault_matches(f, op, blk, count))
+			continue;
+		if (!err)
+			err = f->ef_err;
+		if (!f->ef_forever && --f->ef_left == 0) {
+			list_del(&f->ef_node);
+			free(f);
+		}
+	}
+	return err;
+}
+
+static void emu_fault_add(struct bdev *d, struct emu_fault *f, uint32_t repeat, int err)
+{
+	struct bdev_emu *e = bdev_to_emu(d);
+
+	list_init(&f->ef_node);
+	f->ef_left = repeat;
+	f->ef_forever = repeat == 0;
+	f->ef_err = err > 0 ? -err : (err < 0 ? err : -EIO);
+	cmutex_lock(&e->em_lock);
+	list_add_tail(&e->em_faults, &f->ef_node);
+	cmutex_unlock(&e->em_lock);
+}
+
+/* ---- the device operations -------------------------------------------- */
+
+static void emu_write_apply(unsigned char *image, const struct bdev *d, const struct emu_write *w,
+			    size_t bytes)
+{
+	memcpy(image + bdev_bytes(d, w->ew_blk), w->ew_data, bytes);
+}
+
+static int bdev_emu_read(struct bdev *d, uint64_t blk, uint32_t count, void *buf)
+{
+	struct bdev_emu *e = bdev_to_emu(d);
+	int err;
+
+	SYNC_POINT("bdev.emu.read");
+	cmutex_lock(&e->em_lock);
+	err = emu_power_check_locked(e, BDEV_EMU_READ);
+	if (!err)
+		err = emu_faults_check_locked(e, BDEV_EMU_READ, blk, count);
+	if (!err) {
+		memcpy(buf, e->em_current + bdev_bytes(d, blk), bdev_bytes(d, count));
+		e->em_stats.es_reads++;
+	}
+	cmutex_unlock(&e->em_lock);
+	return err;
+}
+
+/* Accept @w: apply it to em_current, queue it as unflushed, record it. */
+static void emu_write_accept_locked(struct bdev_emu *e, struct emu_write *w)
+{
+	assert(cmutex_held(&e->em_lock));
+	w->ew_seq = ++e->em_stats.es_writes;
+	e->em_stats.es_unflushed++;
+	emu_write_apply(e->em_current, &e->em_bdev, w, bdev_bytes(&e->em_bdev, w->ew_count));
+	list_add_tail(&e->em_unflushed, &w->ew_node);
+	emu_record_add_locked(e, BDEV_EMU_WRITE, w->ew_blk, w->ew_count);
+}
+
+static int bdev_emu_write(struct bdev *d, uint64_t blk, uint32_t count, const void *buf)
+{
+	struct bdev_emu *e = bdev_to_emu(d);
+	size_t bytes = bdev_bytes(d, count);
+	struct emu_write *w;
+	int err;
+
+	SYNC_POINT("bdev.emu.write");
+	w = malloc(sizeof(*w) + bytes);
+	if (!w)
+		return -ENOMEM;
+	w->ew_blk = blk;
+	w->ew_count = count;
+	memcpy(w->ew_data, buf, bytes);
+	cmutex_lock(&e->em_lock);
+	err = emu_power_check_locked(e, BDEV_EMU_WRITE);
+	if (!err)
+		err = emu_records_reserve_locked(e);
+	if (!err)
+		err = emu_faults_check_locked(e, BDEV_EMU_WRITE, blk, count);
+	if (!err) {
+		emu_write_accept_locked(e, w);
+		w = NULL;
+	}
+	cmutex_unlock(&e->em_lock);
+	free(w);
+	return err;
+}
+
+/* Move every unflushed write into em_durable, oldest first. */
+static void emu_unflushed_persist_locked(struct bdev_emu *e)
+{
+	const struct bdev *d = &e->em_bdev;
+
+	assert(cmutex_held(&e->em_lock));
+	while (!list_empty(&e->em_unflushed)) {
+		struct emu_write *w = container_of(e->em_unflushed.next, struct emu_write, ew_node);
+
+		emu_write_apply(e->em_durable, d, w, bdev_bytes(d, w->ew_count));
+		list_del(&w->ew_node);
+		free(w);
+	}
+	e->em_stats.es_unflushed = 0;
+}
+
+static int bdev_emu_flush(struct bdev *d)
+{
+	struct bdev_emu *e = bdev_to_emu(d);
+	int err;
+
+	SYNC_POINT("bdev.emu.flush");
+	cmutex_lock(&e->em_lock);
+	err = emu_power_check_locked(e, BDEV_EMU_FLUSH);
+	if (!err)
+		err = emu_records_reserve_locked(e);
+	if (!err)
+		err = emu_faults_check_locked(e, BDEV_EMU_FLUSH, 0, 0);
+	if (!err) {
+		emu_unflushed_persist_locked(e);
+		e->em_stats.es_flushes++;
+		emu_record_add_locked(e, BDEV_EMU_FLUSH, 0, 0);
+	}
+	cmutex_unlock(&e->em_lock);
+	return err;
+}
+
+static void bdev_emu_free(struct bdev_emu *e)
+{
+	while (!list_empty(&e->em_unflushed)) {
+		struct list_node *n = e->em_unflushed.next;
+
+		list_del(n);
+		free(container_of(n, struct emu_write, ew_node));
+	}
+	bdev_emu_clear_faults(&e->em_bdev);
+	cmutex_destroy(&e->em_lock);
+	free(e->em_records);
+	free(e->em_durable);
+	free(e->em_current);
+	free(e);
+}
+
+static void bdev_emu_close(struct bdev *d)
+{
+	bdev_emu_free(bdev_to_emu(d));
+}
+
+static const struct bdev_ops bdev_emu_ops = {
+	.bo_read = bdev_emu_read,
+	.bo_write = bdev_emu_write,
+	.bo_flush = bdev_emu_flush,
+	.bo_close = bdev_emu_close,
+};
+
+/* ---- open ------------------------------------------------------------- */
+
+/* A new device with zeroed images, power on, no records and no rules. */
+static int bdev_emu_alloc(uint32_t block_size, uint64_t nblocks, struct bdev_emu **out)
+{
+	struct bdev_emu *e;
+	int err;
+
+	err = bdev_geometry_check(block_size, nblocks);
+	if (err)
+		return err;
+	e = calloc(1, sizeof(*e));
+	if (!e)
+		return -ENOMEM;
+	err = bdev_mem_alloc(block_size, nblocks, &e->em_current);
+	if (err)
+		goto out_free;
+	err = bdev_mem_alloc(block_size, nblocks, &e->em_durable);
+	if (err)
+		goto out_current;
+	err = cmutex_init(&e->em_lock);
+	if (err)
+		goto out_durable;
+	bdev_init(&e->em_bdev, &bdev_emu_ops, block_size, nblocks);
+	list_init(&e->em_unflushed);
+	list_init(&e->em_faults);
+	*out = e;
+	return 0;
+
+out_durable:
+	free(e->em_durable);
+out_current:
+	free(e->em_current);
+out_free:
+	free(e);
+	return err;
+}
+
+int bdev_emu_open(uint32_t block_size, uint64_t nblocks, struct bdev **out)
+{
+	struct bdev_emu *e;
+	int err;
+
+	if (!out)
+		return -EINVAL;
+	err = bdev_emu_alloc(block_size, nblocks, &e);
+	if (!err)
+		*out = &e->em_bdev;
+	return err;
+}
+
+/* Read all of @src into @image (nblocks * block_size bytes). */
+static int emu_image_read(struct bdev *src, unsigned char *image)
+{
+	uint64_t n = bdev_nblocks(src);
+	uint32_t chunk = EMU_COPY_CHUNK / bdev_block_size(src);
+	int err = 0;
+
+	for (uint64_t blk = 0; blk < n && !err; blk += chunk) {
+		uint32_t count = (uint32_t)MIN((uint64_t)chunk, n - blk);
+
+		err = bdev_read(src, blk, count, image + bdev_bytes(src, blk));
+	}
+	return err;
+}
+
+int bdev_emu_open_copy(struct bdev *src, struct bdev **out)
+{
+	struct bdev_emu *e;
+	int err;
+
+	if (!src || !out)
+		return -EINVAL;
+	err = bdev_emu_alloc(bdev_block_size(src), bdev_nblocks(src), &e);
+	if (err)
+		return err;
+	err = emu_image_read(src, e->em_current);
+	if (err)
+		goto out_free;
+	memcpy(e->em_durable, e->em_current, bdev_bytes(src, bdev_nblocks(src)));
+	*out = &e->em_bdev;
+	return 0;
+
+out_free:
+	bdev_emu_free(e);
+	return err;
+}
+
+/* ---- power, faults, stats, records ------------------------------------ */
+
+void bdev_emu_cut_after(struct bdev *d, uint64_t nth)
+{
+	struct bdev_emu *e = bdev_to_emu(d);
+
+	cmutex_lock(&e->em_lock);
+	e->em_cut_at = nth;
+	cmutex_unlock(&e->em_lock);
+}
+
+void bdev_emu_cut_now(struct bdev *d)
+{
+	struct bdev_emu *e = bdev_to_emu(d);
+
+	cmutex_lock(&e->em_lock);
+	e->em_stats.es_cut = true;
+	cmutex_unlock(&e->em_lock);
+}
+
+void bdev_emu_fail_op(struct bdev *d, enum bdev_emu_op op, uint64_t nth, uint32_t repeat, int err)
+{
+	struct emu_fault *f = calloc(1, sizeof(*f));
+
+	assert(f); /* a test helper: no way to report -ENOMEM */
+	f->ef_kind = EMU_FAULT_OP;
+	f->ef_op = op;
+	f->ef_nth = nth ? nth : 1;
+	emu_fault_add(d, f, repeat, err);
+}
+
+void bdev_emu_fail_block(struct bdev *d, enum bdev_emu_op op, uint64_t blk, uint32_t repeat,
+			 int err)
+{
+	struct emu_fault *f = calloc(1, sizeof(*f));
+
+	assert(f); /* a test helper: no way to report -ENOMEM */
+	f->ef_kind = EMU_FAULT_BLOCK;
+	f->ef_op = op;
+	f->ef_blk = blk;
+	emu_fault_add(d, f, repeat, err);
+}
+
+void bdev_emu_clear_faults(struct bdev *d)
+{
+	struct bdev_emu *e = bdev_to_emu(d);
+
+	cmutex_lock(&e->em_lock);
+	while (!list_empty(&e->em_faults)) {
+		struct list_node *n = e->em_faults.next;
+
+		list_del(n);
+		free(container_of(n, struct emu_fault, ef_node));
+	}
+	cmutex_unlock(&e->em_lock);
+}
+
+void bdev_emu_stats(struct bdev *d, struct bdev_emu_stats *st)
+{
+	struct bdev_emu *e = bdev_to_emu(d);
+
+	cmutex_lock(&e->em_lock);
+	*st = e->em_stats;
+	cmutex_unlock(&e->em_lock);
+}
+
+int bdev_emu_record(struct bdev *d, uint64_t i, struct bdev_emu_record *rec)
+{
+	struct bdev_emu *e = bdev_to_emu(d);
+	int err = 0;
+
+	if (!rec)
+		return -EINVAL;
+	cmutex_lock(&e->em_lock);
+	if (i < e->em_nrecords)
+		*rec = e->em_records[i];
+	else
+		err = -ENOENT;
+	cmutex_unlock(&e->em_lock);
+	return err;
+}
+
+/* ---- the image after a power cut -------------------------------------- */
+
+/*
+ * Fill @keep with the unflushed writes that survive under @how, in the
+ * order they land; returns how many.
+ */
+static uint64_t emu_crash_pick_locked(struct bdev_emu *e, const struct bdev_emu_crash *how,
+				      struct prng *rng, struct emu_write **keep)
+{
+	struct list_node *pos;
+	uint64_t n = 0;
+
+	assert(cmutex_held(&e->em_lock));
+	if (how->ec_mode == BDEV_EMU_DROP_ALL)
+		return 0;
+	list_for_each(pos, &e->em_unflushed) {
+		if (how->ec_mode == BDEV_EMU_KEEP_ALL || prng_chance(rng, 1, 2))
+			keep[n++] = container_of(pos, struct emu_write, ew_node);
+	}
+	if (how->ec_mode != BDEV_EMU_REORDER)
+		return n;
+	for (uint64_t i = n; i > 1; i--) { /* Fisher-Yates */
+		uint64_t j = prng_below(rng, i);
+		struct emu_write *t = keep[i - 1];
+
+		keep[i - 1] = keep[j];
+		keep[j] = t;
+	}
+	return n;
+}
+
+/*
+ * Land the @n writes of @keep on @image in order. With @tear, one of
+ * them (seeded) lands only a prefix of whole sectors, strictly shorter
+ * than the write and, if the write has two sectors or more, not empty.
+ */
+static void emu_crash_land_locked(struct bdev_emu *e, struct emu_write **keep, uint64_t n,
+				  bool tear, struct prng *rng, unsigned char *image)
+{
+	const struct bdev *d = &e->em_bdev;
+	uint64_t victim = UINT64_MAX;
+	size_t torn = 0;
+
+	assert(cmutex_held(&e->em_lock));
+	if (tear && n) {
+		size_t sectors;
+
+		victim = prng_below(rng, n);
+		sectors = bdev_bytes(d, keep[victim]->ew_count) / BDEV_SECTOR;
+		if (sectors >= 2)
+			torn = (1 + prng_below(rng, sectors - 1)) * BDEV_SECTOR;
+	}
+	for (uint64_t i = 0; i < n; i++) {
+		size_t bytes = bdev_bytes(d, keep[i]->ew_count);
+
+		emu_write_apply(image, d, keep[i], i == victim ? torn : bytes);
+	}
+}
+
+static bool emu_crash_how_valid(const struct bdev_emu_crash *how)
+{
+	switch (how->ec_mode) {
+	case BDEV_EMU_KEEP_ALL:
+	case BDEV_EMU_DROP_ALL:
+	case BDEV_EMU_DROP_SOME:
+	case BDEV_EMU_REORDER:
+		return true;
+	}
+	return false;
+}
+
+int bdev_emu_crash(struct bdev *d, const struct bdev_emu_crash *how, struct bdev **out)
+{
+	struct bdev_emu *e = bdev_to_emu(d), *c;
+	struct emu_write **keep;
+	struct prng rng;
+	uint64_t n;
+	int err;
+
+	if (!how || !out || !emu_crash_how_valid(how))
+		return -EINVAL;
+	err = bdev_emu_alloc(d->bd_block_size, d->bd_nblocks, &c);
+	if (err)
+		return err;
+	prng_init(&rng, how->ec_seed);
+	cmutex_lock(&e->em_lock);
+	keep = calloc(e->em_stats.es_unflushed + 1, sizeof(*keep));
+	if (!keep) {
+		err = -ENOMEM;
+		goto out_unlock;
+	}
+	memcpy(c->em_durable, e->em_durable, bdev_bytes(d, d->bd_nblocks));
+	n = emu_crash_pick_locked(e, how, &rng, keep);
+	emu_crash_land_locked(e, keep, n, how->ec_tear, &rng, c->em_durable);
+	memcpy(c->em_current, c->em_durable, bdev_bytes(d, d->bd_nblocks));
+	free(keep);
+out_unlock:
+	cmutex_unlock(&e->em_lock);
+	if (err)
+		bdev_emu_free(c);
+	else
+		*out = &c->em_bdev;
+	return err;
+}

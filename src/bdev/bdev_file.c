@@ -1,0 +1,254 @@
+/*
+ * bdev_file.c - the block device backed by an image file or a block device.
+ *
+ * Block n lives at byte offset n * block_size of the file. Reads and
+ * writes are pread()/pwrite() loops; flush is fdatasync(). The size is
+ * fixed at open: fstat() for a regular file, ioctl(BLKGETSIZE64) for a
+ * block device, rounded down to whole blocks.
+ *
+ *   bdev_open_file
+ *     -> bdev_file_open_fd    open (creating with O_EXCL if asked)
+ *     -> bdev_file_lock       flock(LOCK_EX | LOCK_NB) if asked
+ *     -> bdev_file_size       ftruncate a new image; measure
+ *
+ * Invariants
+ *   (1) bf_fd and bf_rdonly never change between open and close, and
+ *       pread/pwrite/fdatasync on one descriptor are safe from many
+ *       threads: the backend needs no lock.
+ *   (2) Every read and write transfers the whole range or returns an
+ *       error: EINTR and short transfers are retried; end of file inside
+ *       the device (the file shrank under us) is -EIO.
+ *   (3) A read-only device never writes: bdev_write returns -EROFS.
+ *   (4) If open fails after creating the image, the image is removed.
+ *   (5) The exclusive lock, if taken, is held until bdev_close (it is
+ *       released by closing bf_fd).
+ *
+ * Lock order: none (no locks are taken).
+ */
+#include "bdev/bdev_internal.h"
+#include "util/util.h"
+
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <stdlib.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define BDEV_FILE_FLAGS (BDEV_RDONLY | BDEV_CREATE | BDEV_EXCL_LOCK)
+
+struct bdev_file {
+	struct bdev bf_bdev;
+	int bf_fd;	/* immutable after open */
+	bool bf_rdonly; /* immutable after open */
+};
+
+static struct bdev_file *bdev_to_file(struct bdev *d)
+{
+	return container_of(d, struct bdev_file, bf_bdev);
+}
+
+int bdev_fd_pread(int fd, void *buf, size_t len, off_t off)
+{
+	unsigned char *p = buf;
+
+	while (len) {
+		ssize_t n = pread(fd, p, len, off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -EIO;
+		p += n;
+		len -= (size_t)n;
+		off += n;
+	}
+	return 0;
+}
+
+int bdev_fd_pwrite(int fd, const void *buf, size_t len, off_t off)
+{
+	const unsigned char *p = buf;
+
+	while (len) {
+		ssize_t n = pwrite(fd, p, len, off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -EIO;
+		p += n;
+		len -= (size_t)n;
+		off += n;
+	}
+	return 0;
+}
+
+static int bdev_file_read(struct bdev *d, uint64_t blk, uint32_t count, void *buf)
+{
+	struct bdev_file *f = bdev_to_file(d);
+
+	return bdev_fd_pread(f->bf_fd, buf, bdev_bytes(d, count), (off_t)bdev_bytes(d, blk));
+}
+
+static int bdev_file_write(struct bdev *d, uint64_t blk, uint32_t count, const void *buf)
+{
+	struct bdev_file *f = bdev_to_file(d);
+
+	if (f->bf_rdonly)
+		return -EROFS;
+	return bdev_fd_pwrite(f->bf_fd, buf, bdev_bytes(d, count), (off_t)bdev_bytes(d, blk));
+}
+
+static int bdev_file_flush(struct bdev *d)
+{
+	struct bdev_file *f = bdev_to_file(d);
+
+	if (fdatasync(f->bf_fd) < 0)
+		return -errno;
+	return 0;
+}
+
+static void bdev_file_close(struct bdev *d)
+{
+	struct bdev_file *f = bdev_to_file(d);
+
+	close(f->bf_fd);
+	free(f);
+}
+
+static const struct bdev_ops bdev_file_ops = {
+	.bo_read = bdev_file_read,
+	.bo_write = bdev_file_write,
+	.bo_flush = bdev_file_flush,
+	.bo_close = bdev_file_close,
+};
+
+/*
+ * Open @path; with BDEV_CREATE try to create it first (O_EXCL, so that
+ * *@created says truthfully whether this call made the file).
+ * Returns the descriptor or -errno.
+ */
+static int bdev_file_open_fd(const char *path, unsigned flags, bool *created)
+{
+	int oflags = O_CLOEXEC | ((flags & BDEV_RDONLY) ? O_RDONLY : O_RDWR);
+	int fd;
+
+	*created = false;
+	if (flags & BDEV_CREATE) {
+		fd = open(path, oflags | O_CREAT | O_EXCL, 0644);
+		if (fd >= 0 || errno != EEXIST) {
+			*created = fd >= 0;
+			return fd >= 0 ? fd : -errno;
+		}
+	}
+	fd = open(path, oflags);
+	return fd >= 0 ? fd : -errno;
+}
+
+static int bdev_file_lock(int fd)
+{
+	while (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		if (errno == EWOULDBLOCK)
+			return -EBUSY;
+		if (errno != EINTR)
+			return -errno;
+	}
+	return 0;
+}
+
+/* The size in bytes of the regular file or block device behind @fd. */
+static int bdev_file_measure(int fd, uint64_t *bytes)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (S_ISREG(st.st_mode)) {
+		*bytes = (uint64_t)st.st_size;
+		return 0;
+	}
+	if (!S_ISBLK(st.st_mode))
+		return -EINVAL;
+	if (ioctl(fd, BLKGETSIZE64, bytes) < 0)
+		return -errno;
+	return 0;
+}
+
+/*
+ * Size a new image to @nblocks blocks (sparse), or measure an existing
+ * one; the result is in whole blocks and passes bdev_geometry_check().
+ */
+static int bdev_file_size(int fd, bool created, uint32_t block_size, uint64_t *nblocks)
+{
+	uint64_t bytes;
+	int err;
+
+	if (created) {
+		err = bdev_geometry_check(block_size, *nblocks);
+		if (err)
+			return err;
+		if (ftruncate(fd, (off_t)(*nblocks * block_size)) < 0)
+			return -errno;
+		return 0;
+	}
+	err = bdev_file_measure(fd, &bytes);
+	if (err)
+		return err;
+	*nblocks = bytes / block_size;
+	return bdev_geometry_check(block_size, *nblocks);
+}
+
+static int bdev_file_args_check(const char *path, uint32_t block_size, unsigned flags,
+				struct bdev **out)
+{
+	if (!path || !out || (flags & ~(unsigned)BDEV_FILE_FLAGS))
+		return -EINVAL;
+	if ((flags & BDEV_RDONLY) && (flags & BDEV_CREATE))
+		return -EINVAL;
+	/* any nblocks will do to check the block size */
+	return bdev_geometry_check(block_size, 1);
+}
+
+int bdev_open_file(const char *path, uint32_t block_size, uint64_t nblocks, unsigned flags,
+		   struct bdev **out)
+{
+	struct bdev_file *f;
+	bool created;
+	int fd, err;
+
+	err = bdev_file_args_check(path, block_size, flags, out);
+	if (err)
+		return err;
+	f = calloc(1, sizeof(*f));
+	if (!f)
+		return -ENOMEM;
+	fd = bdev_file_open_fd(path, flags, &created);
+	if (fd < 0) {
+		err = fd;
+		goto out_free;
+	}
+	err = (flags & BDEV_EXCL_LOCK) ? bdev_file_lock(fd) : 0;
+	if (!err)
+		err = bdev_file_size(fd, created, block_size, &nblocks);
+	if (err)
+		goto out_close;
+	bdev_init(&f->bf_bdev, &bdev_file_ops, block_size, nblocks);
+	f->bf_fd = fd;
+	f->bf_rdonly = flags & BDEV_RDONLY;
+	*out = &f->bf_bdev;
+	return 0;
+
+out_close:
+	if (created)
+		unlink(path);
+	close(fd);
+out_free:
+	free(f);
+	return err;
+}
