@@ -1,0 +1,146 @@
+/*
+ * buf_internal.h - structures shared by the files of the buffer cache
+ * layer (buf.c, buf_state.c, buf_owner.c). Nothing outside src/buf/
+ * includes this. See buf.c for the design, invariants and lock order.
+ */
+#ifndef CAIRN_BUF_INTERNAL_H
+#define CAIRN_BUF_INTERNAL_H
+
+#include "buf/buf.h"
+#include "util/syncpoint.h"
+#include "util/util.h"
+
+/*
+ * The state word: everything about a buffer's state in one 64-bit word
+ * that changes atomically (written only under the buffer's shard lock,
+ * read anywhere with an atomic load):
+ *
+ *   bits  0..3   enum buf_state
+ *   bit   4      BW_REDIRTY   modified while Written: commit makes it Dirty
+ *   bit   5      BW_DROP      delayed drop: drop when the I/O ends
+ *   bit   6      BW_HASHED    in the hash table (holds one reference)
+ *   bit   7      BW_MODIFYING a thread is changing the data (modify_begin..end)
+ *   bits 32..63  the delta a dirty buffer belongs to (seed 001)
+ */
+#define BW_STATE_MASK 0xfULL
+#define BW_REDIRTY (1ULL << 4)
+#define BW_DROP (1ULL << 5)
+#define BW_HASHED (1ULL << 6)
+#define BW_MODIFYING (1ULL << 7)
+#define BW_DELTA_SHIFT 32
+
+#define BUF_NSHARDS 64 /* hash shards; power of two */
+#define BUF_NOWNER_SHARDS 64
+
+struct buf_owner_rec;
+
+struct buf {
+	struct buf_cache *b_cache; /* immutable */
+	void *b_data;		   /* immutable */
+	uint32_t b_slot;	   /* immutable: index in bc_bufs */
+	uint32_t b_shard;	   /* set before BW_HASHED is published */
+	uint64_t b_owner;	   /* stable while hashed; set before BW_HASHED */
+	uint64_t b_index;	   /* stable while hashed; set before BW_HASHED */
+	_Atomic uint64_t b_word;   /* state word; stored under shard lock */
+	/*
+	 * References: one per user, plus one while BW_HASHED. Raised from
+	 * the hash only under the shard lock; whoever drops it to 0 frees.
+	 */
+	_Atomic uint32_t b_refs;
+	_Atomic uint8_t b_clock; /* CLOCK referenced bit */
+	int b_err;		 /* fill error, for waiters; protected by shard lock */
+	struct buf *b_hnext;	 /* hash chain; protected by shard lock */
+	struct buf_owner_rec *b_orec;  /* while hashed; protected by shard lock */
+	struct list_node b_owner_node; /* on or_bufs; protected by owner shard lock */
+	struct list_node b_dirty_node; /* on or_dirty; protected by owner shard lock */
+	struct list_node b_free_node;  /* on bc_free; protected by bc_pool_lock */
+	bool b_flushing; /* taken by buf_owner_dirty, not yet Writing; owner shard lock */
+};
+
+struct buf_shard {
+	_Alignas(64) struct cmutex bsh_lock;
+	pthread_cond_t bsh_cond;   /* any state change of this shard's buffers */
+	struct buf **bsh_buckets;  /* protected by bsh_lock */
+	uint32_t bsh_mask;	   /* buckets - 1; immutable */
+};
+
+/* Per-owner bookkeeping: every cached buffer, dirty ones, last error. */
+struct buf_owner_rec {
+	uint64_t or_owner;
+	struct list_node or_bufs;  /* all hashed buffers; protected by owner shard */
+	struct list_node or_dirty; /* Dirty/Writing/Written, oldest first; ditto */
+	uint64_t or_nbufs;	   /* protected by owner shard lock */
+	uint64_t or_ndirty;	   /* protected by owner shard lock */
+	int or_err;		   /* first unreported write error; ditto */
+	struct buf_owner_rec *or_next; /* hash chain; ditto */
+};
+
+struct buf_owner_shard {
+	_Alignas(64) struct cmutex bos_lock;
+	struct buf_owner_rec **bos_buckets; /* protected by bos_lock */
+	uint32_t bos_mask;
+};
+
+struct buf_cache {
+	uint32_t bc_block_size; /* immutable */
+	uint32_t bc_nbuffers;	/* immutable */
+	const struct buf_ops *bc_ops;
+	void *bc_ctx;
+	struct buf *bc_bufs;	  /* immutable array */
+	unsigned char *bc_memory; /* immutable: bc_nbuffers blocks */
+	struct buf_shard bc_shards[BUF_NSHARDS];
+	struct buf_owner_shard bc_owners[BUF_NOWNER_SHARDS];
+
+	struct cmutex bc_pool_lock;
+	pthread_cond_t bc_pool_cond;	/* a buffer may have become reusable */
+	struct list_node bc_free;	/* unhashed buffers; protected by bc_pool_lock */
+	uint32_t bc_clock_hand;		/* protected by bc_pool_lock */
+	bool bc_reclaiming;		/* protected by bc_pool_lock */
+	_Atomic uint32_t bc_pool_waiters; /* threads waiting in buf_alloc */
+
+	_Atomic uint64_t bc_hits, bc_misses, bc_fills, bc_evictions, bc_waits;
+	_Atomic uint32_t bc_ndirty;
+};
+
+static inline enum buf_state bw_state(uint64_t w)
+{
+	return (enum buf_state)(w & BW_STATE_MASK);
+}
+
+static inline uint64_t buf_word(const struct buf *b)
+{
+	return atomic_load_explicit(&b->b_word, memory_order_acquire);
+}
+
+static inline struct buf_shard *buf_shard_of(struct buf *b)
+{
+	return &b->b_cache->bc_shards[b->b_shard];
+}
+
+/* buf_state.c: the only writers of the state word. */
+void buf_word_set_locked(struct buf *b, uint64_t w);
+int buf_state_set_locked(struct buf *b, enum buf_state to);
+int buf_illegal(struct buf *b, const char *fn);
+void buf_read_begin_locked(struct buf *b);
+void buf_read_end_locked(struct buf *b, int err);
+/* Wait on the shard while @b is in one of the states in @mask (bits 1<<state). */
+void buf_wait_while_locked(struct buf *b, unsigned mask);
+/* Wait on the shard while @b is hashed and has one of the word flags @flags. */
+void buf_wait_flags_locked(struct buf *b, uint64_t flags);
+
+/* buf.c */
+/* Remove @b from the hash (state -> Dropped); true if that was the last reference. */
+bool buf_unhash_locked(struct buf *b);
+void buf_pool_kick(struct buf_cache *c);
+
+/* buf_owner.c: called with the buffer's shard lock held. */
+int buf_owner_attach_locked(struct buf *b);
+void buf_owner_detach_locked(struct buf *b);
+void buf_owner_mark_dirty_locked(struct buf *b);
+void buf_owner_mark_clean_locked(struct buf *b);
+void buf_owner_write_started_locked(struct buf *b);
+void buf_owner_record_error_locked(struct buf *b, int err);
+int buf_owners_init(struct buf_cache *c);
+void buf_owners_destroy(struct buf_cache *c);
+
+#endif /* CAIRN_BUF_INTERNAL_H */
