@@ -446,6 +446,7 @@ static int buf_get(struct buf_cache *c, uint64_t owner, uint64_t index, bool rea
 	int err = 0;
 
 	for (;;) {
+		err = 0;
 		b = buf_find_or_insert(c, owner, index, &fresh, read, &err);
 		if (b && err == -EAGAIN) {
 			buf_put(b);
@@ -525,7 +526,11 @@ void buf_hold(struct buf *b)
 	(void)old;
 }
 
-/* The last user left an Invalid buffer that was never filled: drop it. */
+/*
+ * A reference to an Invalid buffer (from buf_get_new, never made Dirty)
+ * was put: nobody will give it content, so drop it. Threads asleep on it
+ * wake, see it gone and look the block up again.
+ */
 static void buf_put_invalid(struct buf *b)
 {
 	struct buf_shard *sh = buf_shard_of(b);
@@ -534,7 +539,7 @@ static void buf_put_invalid(struct buf *b)
 
 	cmutex_lock(&sh->bsh_lock);
 	w = buf_word(b);
-	if ((w & BW_HASHED) && bw_state(w) == BUF_INVALID && atomic_load(&b->b_refs) == 1)
+	if ((w & BW_HASHED) && bw_state(w) == BUF_INVALID)
 		ours = buf_unhash_locked(b);
 	cmutex_unlock(&sh->bsh_lock);
 	if (ours)
@@ -557,11 +562,11 @@ void buf_put(struct buf *b)
 		return;
 	}
 	w = buf_word(b);
-	if (old != 2 || !(w & BW_HASHED))
+	if (!(w & BW_HASHED))
 		return;
 	if (bw_state(w) == BUF_INVALID)
-		buf_put_invalid(b);
-	else if (atomic_load(&c->bc_pool_waiters))
+		buf_put_invalid(b); /* its creator gave up on it: waiters retry */
+	else if (old == 2 && atomic_load(&c->bc_pool_waiters))
 		buf_pool_kick(c);
 }
 

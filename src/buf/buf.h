@@ -94,9 +94,10 @@ void buf_cache_stats(struct buf_cache *c, struct buf_cache_stats *st);
 int buf_read(struct buf_cache *c, uint64_t owner, uint64_t index, struct buf **out);
 /*
  * Get a buffer for a block the caller will overwrite entirely (a new
- * block): no read. A buffer created here is Invalid and zero-filled and
- * must be made Dirty (buf_dirty) before it is put. An existing buffer is
- * returned as buf_read would.
+ * block): no read. A buffer created here is Invalid and zero-filled; the
+ * caller makes it Dirty (buf_modify_begin) before putting it, or the put
+ * drops it (and others asking for the block meanwhile look it up again).
+ * An existing buffer is returned as buf_read would.
  */
 int buf_get_new(struct buf_cache *c, uint64_t owner, uint64_t index, struct buf **out);
 /* The cached, valid buffer for (owner, index), referenced, or NULL. */

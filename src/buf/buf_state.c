@@ -220,7 +220,8 @@ void buf_modify_end(struct buf *b)
 	struct buf_shard *sh = buf_shard_of(b);
 
 	cmutex_lock(&sh->bsh_lock);
-	assert(buf_word(b) & BW_MODIFYING);
+	/* a buffer dropped meanwhile (truncate) lost the flag with its hash */
+	assert((buf_word(b) & BW_MODIFYING) || !(buf_word(b) & BW_HASHED));
 	buf_flags_set_locked(b, 0, BW_MODIFYING);
 	pthread_cond_broadcast(&sh->bsh_cond);
 	cmutex_unlock(&sh->bsh_lock);

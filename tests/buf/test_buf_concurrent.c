@@ -81,6 +81,51 @@ static void test_one_fill_for_many_requests(void **state)
 	fixture_free(fx);
 }
 
+struct late_reader {
+	struct fixture *lr_fx;
+	struct buf *lr_buf;
+	int lr_err;
+};
+
+static void *late_reader_main(void *arg)
+{
+	struct late_reader *lr = arg;
+
+	syncpoint_thread_name("L");
+	lr->lr_err = buf_read(lr->lr_fx->fx_cache, 1, 43, &lr->lr_buf);
+	return NULL;
+}
+
+/*
+ * A reader that finds a new block's buffer still Invalid sleeps until its
+ * creator dirties it, or, if the creator gives it up, reads the block.
+ */
+static void test_reader_of_abandoned_new_block(void **state)
+{
+	struct fixture *fx = fixture_new(fixture_emu(4), 16, false);
+	struct late_reader lr = {.lr_fx = fx};
+	struct buf *b = NULL;
+	uint64_t want[FIX_BLOCK / 8];
+	pthread_t t;
+
+	(void)state;
+	test_needs_syncpoints();
+	test_watchdog("abandoned new block", 30);
+	syncpoint_enable();
+	fixture_put_block(fx, 1, 43, 5);
+	assert_int_equal(buf_get_new(fx->fx_cache, 1, 43, &b), 0);
+	test_thread_start(&t, late_reader_main, &lr);
+	syncpoint_wait_arrived("buf.wait_locked@L", 1); /* asleep on Invalid */
+	buf_put(b); /* abandoned without content */
+	test_thread_join(t);
+	assert_int_equal(lr.lr_err, 0);
+	fixture_pattern(want, 1, 43, 5);
+	assert_memory_equal(buf_data(lr.lr_buf), want, FIX_BLOCK);
+	assert_int_equal(atomic_load(&fx->fx_fills), 1);
+	buf_put(lr.lr_buf);
+	fixture_free(fx);
+}
+
 /* ---- randomized workload ---------------------------------------------- */
 
 #define WL_THREADS 4
@@ -182,6 +227,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_one_fill_for_many_requests),
+		cmocka_unit_test(test_reader_of_abandoned_new_block),
 		cmocka_unit_test(test_random_workload_keeps_content),
 	};
 	return TEST_RUN("buf_concurrent", tests);
