@@ -98,6 +98,13 @@ static struct buf *buf_find_locked(struct buf_shard *sh, uint64_t h, uint64_t ow
 	return NULL;
 }
 
+/* Mark @b recently used for CLOCK, writing its line only if needed. */
+static void buf_touch(struct buf *b)
+{
+	if (!atomic_load_explicit(&b->b_clock, memory_order_relaxed))
+		atomic_store_explicit(&b->b_clock, 1, memory_order_relaxed);
+}
+
 static uint32_t buf_pow2_at_least(uint32_t n)
 {
 	uint32_t p = 1;
@@ -264,12 +271,12 @@ static bool buf_evictable(uint64_t w, struct buf *b)
 }
 
 /* Try to take @b from the hash for reuse; true if it is now ours. */
-static bool buf_evict_one_locked(struct buf_cache *c, struct buf *b)
+static bool buf_evict_one_locked(struct buf *b)
 {
 	struct buf_shard *sh = buf_shard_of(b);
 	bool ours = false;
 
-	assert(cmutex_held(&c->bc_pool_lock));
+	assert(cmutex_held(&b->b_cache->bc_pool_lock));
 	cmutex_lock(&sh->bsh_lock);
 	if (buf_evictable(buf_word(b), b))
 		ours = buf_unhash_locked(b);
@@ -285,7 +292,7 @@ static struct buf *buf_evict_locked(struct buf_cache *c)
 		c->bc_clock_hand = (c->bc_clock_hand + 1) % c->bc_nbuffers;
 		if (!buf_evictable(buf_word(b), b) || atomic_exchange(&b->b_clock, 0))
 			continue;
-		if (buf_evict_one_locked(c, b)) {
+		if (buf_evict_one_locked(b)) {
 			atomic_fetch_add(&c->bc_evictions, 1);
 			return b;
 		}
@@ -387,7 +394,7 @@ static int buf_use_locked(struct buf *b)
 	uint64_t w;
 
 	atomic_fetch_add(&b->b_refs, 1);
-	atomic_store_explicit(&b->b_clock, 1, memory_order_relaxed);
+	buf_touch(b);
 	buf_wait_while_locked(b, (1u << BUF_READING) | (1u << BUF_INVALID));
 	w = buf_word(b);
 	if (w & BW_HASHED)
@@ -423,14 +430,14 @@ static struct buf *buf_find_or_insert(struct buf_cache *c, uint64_t owner, uint6
 	cmutex_lock(&sh->bsh_lock);
 	b = buf_find_locked(sh, h, owner, index);
 	if (b) {
-		atomic_fetch_add(&c->bc_hits, 1);
+		sh->bsh_hits++;
 		*err = buf_use_locked(b);
 	} else if (*fresh) {
 		*err = buf_insert_locked(sh, h, *fresh, owner, index);
 		if (!*err) {
 			b = *fresh;
 			*fresh = NULL;
-			atomic_fetch_add(&c->bc_misses, 1);
+			sh->bsh_misses++;
 			if (read)
 				buf_read_begin_locked(b);
 		}
@@ -456,7 +463,8 @@ static int buf_get(struct buf_cache *c, uint64_t owner, uint64_t index, bool rea
 			break;
 		if ((err = buf_alloc(c, &fresh)))
 			return err;
-		memset(fresh->b_data, 0, c->bc_block_size);
+		if (!read) /* a read overwrites it all; a new block starts as zeros */
+			memset(fresh->b_data, 0, c->bc_block_size);
 	}
 	if (fresh)
 		buf_free(c, fresh); /* someone else inserted it first, or attach failed */
@@ -496,8 +504,8 @@ struct buf *buf_lookup(struct buf_cache *c, uint64_t owner, uint64_t index)
 			b = NULL;
 		} else {
 			atomic_fetch_add(&b->b_refs, 1);
-			atomic_store_explicit(&b->b_clock, 1, memory_order_relaxed);
-			atomic_fetch_add(&c->bc_hits, 1);
+			buf_touch(b);
+			sh->bsh_hits++;
 		}
 	}
 	cmutex_unlock(&sh->bsh_lock);
@@ -604,8 +612,14 @@ bool buf_redirtied(const struct buf *b)
 
 void buf_cache_stats(struct buf_cache *c, struct buf_cache_stats *st)
 {
-	st->bs_hits = atomic_load(&c->bc_hits);
-	st->bs_misses = atomic_load(&c->bc_misses);
+	st->bs_hits = st->bs_misses = 0;
+	for (unsigned i = 0; i < BUF_NSHARDS; i++) {
+		struct buf_shard *sh = &c->bc_shards[i];
+		cmutex_lock(&sh->bsh_lock);
+		st->bs_hits += sh->bsh_hits;
+		st->bs_misses += sh->bsh_misses;
+		cmutex_unlock(&sh->bsh_lock);
+	}
 	st->bs_fills = atomic_load(&c->bc_fills);
 	st->bs_evictions = atomic_load(&c->bc_evictions);
 	st->bs_waits = atomic_load(&c->bc_waits);

@@ -88,8 +88,8 @@ void buf_cache_stats(struct buf_cache *c, struct buf_cache_stats *st);
  * one fills it; the others sleep until it leaves Reading. On success
  * *out holds a reference the caller must buf_put().
  * Errors: whatever bo_fill returned (the buffer is then dropped and a
- * later call retries), -ENOSPC if the pool is full of unevictable
- * buffers and bo_reclaim says nothing can be freed.
+ * later call retries), -ENOMEM if the pool is full of unevictable
+ * buffers that nobody holds and bo_reclaim cannot clean any.
  */
 int buf_read(struct buf_cache *c, uint64_t owner, uint64_t index, struct buf **out);
 /*

@@ -62,6 +62,9 @@ struct buf_shard {
 	pthread_cond_t bsh_cond;   /* any state change of this shard's buffers */
 	struct buf **bsh_buckets;  /* protected by bsh_lock */
 	uint32_t bsh_mask;	   /* buckets - 1; immutable */
+	/* statistics kept per shard, so that a hit writes no shared line */
+	uint64_t bsh_hits;	   /* protected by bsh_lock */
+	uint64_t bsh_misses;	   /* protected by bsh_lock */
 };
 
 /* Per-owner bookkeeping: every cached buffer, dirty ones, last error. */
@@ -96,9 +99,13 @@ struct buf_cache {
 	struct list_node bc_free;	/* unhashed buffers; protected by bc_pool_lock */
 	uint32_t bc_clock_hand;		/* protected by bc_pool_lock */
 	bool bc_reclaiming;		/* protected by bc_pool_lock */
-	_Atomic uint32_t bc_pool_waiters; /* threads waiting in buf_alloc */
 
-	_Atomic uint64_t bc_hits, bc_misses, bc_fills, bc_evictions, bc_waits;
+	/* read by every buf_put: alone on its cache line */
+	_Alignas(64) _Atomic uint32_t bc_pool_waiters; /* threads waiting in buf_alloc */
+
+	/* slow-path statistics and the dirty count, away from the hot lines */
+	_Alignas(64) _Atomic uint64_t bc_fills;
+	_Atomic uint64_t bc_evictions, bc_waits;
 	_Atomic uint32_t bc_ndirty;
 };
 
