@@ -26,6 +26,7 @@
  */
 #include "buf/buf_internal.h"
 
+#include <inttypes.h>
 #include <stdlib.h>
 
 #define TRACK_STRIPES 64
@@ -116,12 +117,27 @@ int buf_track_read_begin(struct buf_track *t, uint64_t pblk)
 	return err;
 }
 
+/* True if @zone exists; a bad one is a caller's bug, logged, never a crash. */
+static bool track_zone_ok(struct buf_track *t, uint64_t zone, const char *fn)
+{
+	if (zone < t->bt_nzones)
+		return true;
+	log_err("buf: %s: zone %" PRIu64 " past the end (%" PRIu64 " zones)", fn, zone,
+		t->bt_nzones);
+	assert(!"tracked-read zone out of range");
+	return false;
+}
+
 void buf_track_read_end(struct buf_track *t, uint64_t pblk)
 {
 	uint64_t zone = pblk >> t->bt_shift;
-	struct track_stripe *ts = track_stripe(t, zone);
-	struct track_zone *z = &t->bt_zones[zone];
+	struct track_stripe *ts;
+	struct track_zone *z;
 
+	if (pblk >= t->bt_nblocks || !track_zone_ok(t, zone, "read_end"))
+		return;
+	ts = track_stripe(t, zone);
+	z = &t->bt_zones[zone];
 	SYNC_POINT("buf.track.read_end");
 	cmutex_lock(&ts->ts_lock);
 	assert(z->tz_readers > 0);
@@ -133,14 +149,19 @@ void buf_track_read_end(struct buf_track *t, uint64_t pblk)
 
 void buf_track_reuse_begin(struct buf_track *t, uint64_t zone)
 {
-	struct track_stripe *ts = track_stripe(t, zone);
-	struct track_zone *z = &t->bt_zones[zone];
+	struct track_stripe *ts;
+	struct track_zone *z;
 
-	assert(zone < t->bt_nzones);
+	if (!track_zone_ok(t, zone, "reuse_begin"))
+		return;
+	ts = track_stripe(t, zone);
+	z = &t->bt_zones[zone];
 	SYNC_POINT("buf.track.reuse_begin");
 	cmutex_lock(&ts->ts_lock);
-	while (z->tz_reusing) /* invariant (3) */
+	while (z->tz_reusing) { /* invariant (3) */
+		SYNC_POINT("buf.track.reuse_turn_wait_locked");
 		cmutex_wait(&ts->ts_lock, &ts->ts_cond);
+	}
 	z->tz_reusing = true;
 	while (z->tz_readers) {
 		SYNC_POINT("buf.track.reuse_wait_locked");
@@ -152,9 +173,13 @@ void buf_track_reuse_begin(struct buf_track *t, uint64_t zone)
 
 void buf_track_reuse_end(struct buf_track *t, uint64_t zone)
 {
-	struct track_stripe *ts = track_stripe(t, zone);
-	struct track_zone *z = &t->bt_zones[zone];
+	struct track_stripe *ts;
+	struct track_zone *z;
 
+	if (!track_zone_ok(t, zone, "reuse_end"))
+		return;
+	ts = track_stripe(t, zone);
+	z = &t->bt_zones[zone];
 	cmutex_lock(&ts->ts_lock);
 	assert(z->tz_reusing);
 	z->tz_reusing = false;
@@ -164,9 +189,12 @@ void buf_track_reuse_end(struct buf_track *t, uint64_t zone)
 
 uint32_t buf_track_readers(struct buf_track *t, uint64_t zone)
 {
-	struct track_stripe *ts = track_stripe(t, zone);
+	struct track_stripe *ts;
 	uint32_t n;
 
+	if (!track_zone_ok(t, zone, "readers"))
+		return 0;
+	ts = track_stripe(t, zone);
 	cmutex_lock(&ts->ts_lock);
 	n = t->bt_zones[zone].tz_readers;
 	cmutex_unlock(&ts->ts_lock);
