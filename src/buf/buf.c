@@ -68,6 +68,7 @@
  */
 #include "buf/buf_internal.h"
 
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
@@ -143,6 +144,7 @@ static void buf_pool_init(struct buf_cache *c)
 		atomic_init(&b->b_word, (uint64_t)BUF_DROPPED);
 		list_init(&b->b_owner_node);
 		list_init(&b->b_dirty_node);
+		list_init(&b->b_delta_node);
 		list_add_tail(&c->bc_free, &b->b_free_node);
 	}
 	cmutex_init(&c->bc_pool_lock);
@@ -172,6 +174,7 @@ int buf_cache_create(const struct buf_cache_config *cfg, struct buf_cache **out)
 	if ((err = buf_shards_init(c)) || (err = buf_owners_init(c)))
 		goto out_free;
 	buf_pool_init(c);
+	buf_delta_init(c);
 	*out = c;
 	return 0;
 out_free:
@@ -193,6 +196,7 @@ void buf_cache_destroy(struct buf_cache *c)
 	}
 	buf_owners_destroy(c);
 	if (c->bc_bufs && c->bc_memory) {
+		buf_delta_destroy(c);
 		cmutex_destroy(&c->bc_pool_lock);
 		pthread_cond_destroy(&c->bc_pool_cond);
 	}
@@ -402,14 +406,19 @@ static int buf_use_locked(struct buf *b)
 	return b->b_err ? b->b_err : -EAGAIN;
 }
 
-static int buf_fill(struct buf_cache *c, struct buf *b)
+static int buf_fill(struct buf_cache *c, struct buf *b, uint64_t hint)
 {
 	struct buf_shard *sh = buf_shard_of(b);
 	int err;
 
 	SYNC_POINT("buf.read.fill");
 	atomic_fetch_add(&c->bc_fills, 1);
-	err = c->bc_ops->bo_fill(c->bc_ctx, b, b->b_data);
+	err = c->bc_ops->bo_fill(c->bc_ctx, b, b->b_data, hint);
+	if (err == -EAGAIN) { /* reserved for "look it up again" inside the cache */
+		log_err("buf: fill of block (%" PRIu64 ", %" PRIu64 ") returned -EAGAIN",
+			b->b_owner, b->b_index);
+		err = -EIO;
+	}
 	cmutex_lock(&sh->bsh_lock);
 	buf_read_end_locked(b, err);
 	cmutex_unlock(&sh->bsh_lock);
@@ -447,7 +456,7 @@ static struct buf *buf_find_or_insert(struct buf_cache *c, uint64_t owner, uint6
 }
 
 static int buf_get(struct buf_cache *c, uint64_t owner, uint64_t index, bool read,
-		   struct buf **out)
+		   uint64_t hint, struct buf **out)
 {
 	struct buf *b, *fresh = NULL;
 	int err = 0;
@@ -472,7 +481,7 @@ static int buf_get(struct buf_cache *c, uint64_t owner, uint64_t index, bool rea
 		buf_put(b);
 		return err;
 	}
-	if (bw_state(buf_word(b)) == BUF_READING && (err = buf_fill(c, b))) {
+	if (bw_state(buf_word(b)) == BUF_READING && (err = buf_fill(c, b, hint))) {
 		buf_put(b);
 		return err;
 	}
@@ -482,12 +491,18 @@ static int buf_get(struct buf_cache *c, uint64_t owner, uint64_t index, bool rea
 
 int buf_read(struct buf_cache *c, uint64_t owner, uint64_t index, struct buf **out)
 {
-	return buf_get(c, owner, index, true, out);
+	return buf_get(c, owner, index, true, BUF_NO_HINT, out);
+}
+
+int buf_read_hint(struct buf_cache *c, uint64_t owner, uint64_t index, uint64_t hint,
+		  struct buf **out)
+{
+	return buf_get(c, owner, index, true, hint, out);
 }
 
 int buf_get_new(struct buf_cache *c, uint64_t owner, uint64_t index, struct buf **out)
 {
-	return buf_get(c, owner, index, false, out);
+	return buf_get(c, owner, index, false, BUF_NO_HINT, out);
 }
 
 struct buf *buf_lookup(struct buf_cache *c, uint64_t owner, uint64_t index)
@@ -565,8 +580,11 @@ void buf_put(struct buf *b)
 	c = b->b_cache;
 	old = atomic_fetch_sub(&b->b_refs, 1);
 	assert(old > 0);
-	if (old == 1) {
-		buf_free(c, b); /* unhashed and we were the last */
+	if (old == 1) { /* unhashed and we were the last */
+		if (buf_word(b) & BW_SHADOW)
+			buf_shadow_free(b);
+		else
+			buf_free(c, b);
 		return;
 	}
 	w = buf_word(b);

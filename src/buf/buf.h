@@ -19,6 +19,8 @@
 
 struct buf;
 struct buf_cache;
+
+#define BUF_NO_HINT UINT64_MAX
 struct buf_track;
 
 /* The seven states of a buffer (seed 003). */
@@ -42,6 +44,9 @@ bool buf_state_legal(enum buf_state from, enum buf_state to);
  * lock held, with a reference on @b.
  *   bo_fill:    read block (owner, index) into @data (block_size bytes).
  *               For a block that was never written, fill with zeros.
+ *               @hint is what the reader passed to buf_read_hint (its
+ *               physical address, when the caller knows it), else
+ *               BUF_NO_HINT.
  *   bo_write:   write @data as the content of (owner, index). Used by
  *               buf_flush_owner(); the delta back end has its own path.
  *   bo_commit:  make the writes done by bo_write durable (flush).
@@ -51,7 +56,7 @@ bool buf_state_legal(enum buf_state from, enum buf_state to);
  *               NULL (the cache only waits).
  */
 struct buf_ops {
-	int (*bo_fill)(void *ctx, struct buf *b, void *data);
+	int (*bo_fill)(void *ctx, struct buf *b, void *data, uint64_t hint);
 	int (*bo_write)(void *ctx, struct buf *b, const void *data);
 	int (*bo_commit)(void *ctx);
 	int (*bo_reclaim)(void *ctx);
@@ -92,6 +97,9 @@ void buf_cache_stats(struct buf_cache *c, struct buf_cache_stats *st);
  * buffers that nobody holds and bo_reclaim cannot clean any.
  */
 int buf_read(struct buf_cache *c, uint64_t owner, uint64_t index, struct buf **out);
+/* buf_read, passing @hint to bo_fill if this call fills the buffer. */
+int buf_read_hint(struct buf_cache *c, uint64_t owner, uint64_t index, uint64_t hint,
+		  struct buf **out);
 /*
  * Get a buffer for a block the caller will overwrite entirely (a new
  * block): no read. A buffer created here is Invalid and zero-filled; the
@@ -152,7 +160,9 @@ void buf_modify_end(struct buf *b);
 int buf_write_begin(struct buf *b);
 /*
  * Writing -> Written on success. On error: -> Dirty, @err is recorded on
- * the owner (returned once by buf_owner_error), nothing is lost.
+ * the owner (returned once by buf_owner_error), nothing is lost. A buffer
+ * dropped while it was written (truncate) is dropped now, and its error,
+ * about data nobody wants any more, is not recorded.
  */
 int buf_write_end(struct buf *b, int err);
 /*
@@ -171,6 +181,36 @@ int buf_write_cancel(struct buf *b);
 int buf_drop(struct buf *b);
 /* Drop every buffer of @owner with index >= @from (truncate/unlink). */
 void buf_drop_owner(struct buf_cache *c, uint64_t owner, uint64_t from);
+
+/* ---- deltas (seed 001) ---------------------------------------------- */
+
+/*
+ * A buffer dirty in a delta is on that delta's dirty list (the delta is
+ * in its state word). buf_modify_begin(b, d) on a buffer still Dirty in
+ * an older delta forks it: a shadow buffer (not in the hash) takes a copy
+ * of the old data and the old delta's place, so the back end writes the
+ * old content unchanged, while @b moves to delta @d and is modified. A
+ * buffer Written in the older delta needs no copy (its data is already in
+ * the log): it moves to @d and goes Dirty when the old delta commits. A
+ * Writing buffer (its data being copied into the log) is waited for: a
+ * memory copy, never a disk write.
+ *
+ * Take up to @max buffers dirty in @delta (shadows included), oldest
+ * first, referenced, for the back end to write. Returns how many.
+ */
+unsigned buf_delta_take(struct buf_cache *c, uint32_t delta, struct buf **out, unsigned max);
+/* Buffers dirty in @delta and not yet taken. */
+uint64_t buf_delta_ndirty(struct buf_cache *c, uint32_t delta);
+/*
+ * After a failed commit of @from: every buffer still dirty in @from moves
+ * to delta @to (so a later commit carries it), and shadows of @from are
+ * dropped (their buffers, dirty in a newer delta, hold newer data).
+ */
+void buf_delta_requeue(struct buf_cache *c, uint32_t from, uint32_t to);
+/* True for a fork's shadow: a copy the back end writes, not in the cache. */
+bool buf_is_shadow(const struct buf *b);
+/* Forks done since the cache was created. */
+uint64_t buf_forks(struct buf_cache *c);
 
 /* ---- owners: dirty lists, flush and write errors ---------------------- */
 

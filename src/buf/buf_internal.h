@@ -20,6 +20,7 @@
  *   bit   5      BW_DROP      delayed drop: drop when the I/O ends
  *   bit   6      BW_HASHED    in the hash table (holds one reference)
  *   bit   7      BW_MODIFYING a thread is changing the data (modify_begin..end)
+ *   bit   8      BW_SHADOW    a fork's copy for the back end (never hashed)
  *   bits 32..63  the delta a dirty buffer belongs to (seed 001)
  */
 #define BW_STATE_MASK 0xfULL
@@ -27,6 +28,7 @@
 #define BW_DROP (1ULL << 5)
 #define BW_HASHED (1ULL << 6)
 #define BW_MODIFYING (1ULL << 7)
+#define BW_SHADOW (1ULL << 8)
 #define BW_DELTA_SHIFT 32
 
 #define BUF_NSHARDS 64 /* hash shards; power of two */
@@ -55,6 +57,8 @@ struct buf {
 	struct list_node b_dirty_node; /* on or_dirty; protected by owner shard lock */
 	struct list_node b_free_node;  /* on bc_free; protected by bc_pool_lock */
 	bool b_flushing; /* taken by buf_owner_dirty, not yet Writing; owner shard lock */
+	struct list_node b_delta_node; /* on a bc_delta_dirty list; protected by bc_delta_lock */
+	_Atomic bool b_taken;	       /* taken by buf_delta_take, not yet Writing */
 };
 
 struct buf_shard {
@@ -107,6 +111,15 @@ struct buf_cache {
 	_Alignas(64) _Atomic uint64_t bc_fills;
 	_Atomic uint64_t bc_evictions, bc_waits;
 	_Atomic uint32_t bc_ndirty;
+	_Atomic uint64_t bc_forks;
+
+	/*
+	 * Buffers in Dirty, Writing or Written, by the parity of their delta:
+	 * only two deltas are ever live (the open one and the committing one).
+	 */
+	struct cmutex bc_delta_lock;
+	struct list_node bc_delta_dirty[2]; /* protected by bc_delta_lock */
+	uint64_t bc_delta_count[2];	    /* protected by bc_delta_lock */
 };
 
 static inline enum buf_state bw_state(uint64_t w)
@@ -134,6 +147,22 @@ void buf_read_end_locked(struct buf *b, int err);
 void buf_wait_while_locked(struct buf *b, unsigned mask);
 /* Wait on the shard while @b is hashed and has one of the word flags @flags. */
 void buf_wait_flags_locked(struct buf *b, uint64_t flags);
+
+/* buf_delta.c: called with the buffer's shard lock held. */
+void buf_delta_link_locked(struct buf *b);
+void buf_delta_unlink_locked(struct buf *b);
+/* Give @b the tag @delta, moving it between delta lists if it is on one. */
+void buf_delta_retag_locked(struct buf *b, uint32_t delta);
+/* Fork @b, Dirty in an older delta, into a shadow; @b moves to @delta. */
+int buf_fork_locked(struct buf *b, uint32_t delta);
+void buf_shadow_free(struct buf *b);
+void buf_delta_init(struct buf_cache *c);
+void buf_delta_destroy(struct buf_cache *c);
+
+static inline uint32_t bw_delta(uint64_t w)
+{
+	return (uint32_t)(w >> BW_DELTA_SHIFT);
+}
 
 /* buf.c */
 /* Remove @b from the hash (state -> Dropped); true if that was the last reference. */

@@ -73,10 +73,20 @@ static void buf_dirty_account_locked(struct buf *b, enum buf_state from, enum bu
 		return;
 	if (is) {
 		atomic_fetch_add(&b->b_cache->bc_ndirty, 1);
-		buf_owner_mark_dirty_locked(b);
-	} else {
-		atomic_fetch_sub(&b->b_cache->bc_ndirty, 1);
+		if (b->b_orec)
+			buf_owner_mark_dirty_locked(b);
+		buf_delta_link_locked(b);
+		return;
+	}
+	atomic_fetch_sub(&b->b_cache->bc_ndirty, 1);
+	if (b->b_orec)
 		buf_owner_mark_clean_locked(b);
+	buf_delta_unlink_locked(b);
+	if (buf_word(b) & BW_SHADOW) {
+		/* the delta list's reference; whoever settled it holds another */
+		uint32_t old = atomic_fetch_sub(&b->b_refs, 1);
+		assert(old > 1);
+		(void)old;
 	}
 }
 
@@ -87,8 +97,7 @@ int buf_state_set_locked(struct buf *b, enum buf_state to)
 
 	if (!buf_state_legal(from, to))
 		return buf_illegal(b, buf_state_name(to));
-	if (b->b_orec)
-		buf_dirty_account_locked(b, from, to);
+	buf_dirty_account_locked(b, from, to);
 	buf_word_set_locked(b, (w & ~BW_STATE_MASK) | (uint64_t)to);
 	pthread_cond_broadcast(&buf_shard_of(b)->bsh_cond);
 	return 0;
@@ -161,26 +170,36 @@ static void buf_set_delta_locked(struct buf *b, uint32_t delta)
 	buf_word_set_locked(b, w | ((uint64_t)delta << BW_DELTA_SHIFT));
 }
 
-/* The transition of buf_dirty; the caller waited out any write. */
+/*
+ * The transition of buf_dirty; the caller waited out any write. A buffer
+ * Dirty in another (the committing) delta is forked; one Written in it
+ * moves to @delta and goes Dirty when that delta commits.
+ */
 static int buf_dirty_locked(struct buf *b, uint32_t delta)
 {
+	uint64_t w = buf_word(b);
 	int err = 0;
 
-	switch (bw_state(buf_word(b))) {
+	if (w & BW_SHADOW)
+		return buf_illegal(b, "buf_dirty of a shadow");
+	switch (bw_state(w)) {
 	case BUF_INVALID:
 	case BUF_CLEAN:
+		buf_set_delta_locked(b, delta);
 		err = buf_state_set_locked(b, BUF_DIRTY);
 		break;
 	case BUF_DIRTY:
+		if (bw_delta(w) != delta)
+			err = buf_fork_locked(b, delta);
 		break;
 	case BUF_WRITTEN:
 		buf_flags_set_locked(b, BW_REDIRTY, 0);
+		if (bw_delta(w) != delta)
+			buf_delta_retag_locked(b, delta);
 		break;
 	default:
 		err = buf_illegal(b, "buf_dirty");
 	}
-	if (!err)
-		buf_set_delta_locked(b, delta);
 	return err;
 }
 
@@ -201,6 +220,7 @@ int buf_modify_begin(struct buf *b, uint32_t delta)
 	struct buf_shard *sh = buf_shard_of(b);
 	int err;
 
+	SYNC_POINT("buf.modify.begin");
 	cmutex_lock(&sh->bsh_lock);
 	for (;;) {
 		buf_wait_while_locked(b, L(BUF_WRITING));

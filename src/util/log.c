@@ -83,6 +83,15 @@ void cmutex_wait(struct cmutex *m, pthread_cond_t *cv)
 	m->cm_held = true;
 }
 
+void cmutex_timedwait(struct cmutex *m, pthread_cond_t *cv, const struct timespec *until)
+{
+	assert(cmutex_held(m));
+	m->cm_held = false;
+	pthread_cond_timedwait(cv, &m->cm_mutex, until);
+	m->cm_owner = pthread_self();
+	m->cm_held = true;
+}
+
 bool cmutex_held(struct cmutex *m)
 {
 	return m->cm_held && pthread_equal(m->cm_owner, pthread_self());

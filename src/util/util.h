@@ -20,6 +20,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #ifndef EUCLEAN
 #define EUCLEAN 117 /* structure needs cleaning: on-disk corruption */
@@ -91,6 +92,8 @@ void cmutex_lock(struct cmutex *m);
 void cmutex_unlock(struct cmutex *m);
 /* Wait on @cv; @m must be held by the caller and is held again on return. */
 void cmutex_wait(struct cmutex *m, pthread_cond_t *cv);
+/* As cmutex_wait, but gives up at @until (on the clock @cv was made with). */
+void cmutex_timedwait(struct cmutex *m, pthread_cond_t *cv, const struct timespec *until);
 bool cmutex_held(struct cmutex *m);
 
 /* ---- logging -------------------------------------------------------- */

@@ -25,12 +25,14 @@ void fixture_pattern(void *data, uint64_t owner, uint64_t index, uint32_t v)
 		w[i] = (owner << 48) ^ (index << 24) ^ ((uint64_t)v << 8) ^ i;
 }
 
-static int fix_fill(void *ctx, struct buf *b, void *data)
+static int fix_fill(void *ctx, struct buf *b, void *data, uint64_t hint)
 {
 	struct fixture *fx = ctx;
 	uint64_t pblk = fixture_pblk(buf_owner(b), buf_index(b));
 	int err = atomic_load(&fx->fx_fill_err);
 
+	if (hint != BUF_NO_HINT)
+		pblk = hint; /* the reader knew the address */
 	atomic_fetch_add(&fx->fx_fills, 1);
 	atomic_store(&fx->fx_filling, b);
 	if (err)
