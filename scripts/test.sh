@@ -31,12 +31,15 @@ done
 
 scripts/setup.sh
 dir=build-$name
+# the build directory's configure log; shown if configuring fails
 if [ -f "$dir/build.ninja" ]; then
 	# shellcheck disable=SC2086
-	meson configure "$dir" -Dwerror=true $opts >/dev/null
+	meson configure "$dir" -Dwerror=true $opts >"$dir.configure.log" 2>&1 ||
+		{ cat "$dir.configure.log"; exit 1; }
 else
 	# shellcheck disable=SC2086
-	meson setup "$dir" -Dwerror=true $opts >/dev/null
+	meson setup "$dir" -Dwerror=true $opts >"$dir.configure.log" 2>&1 ||
+		{ cat "$dir.configure.log"; exit 1; }
 fi
 ninja -C "$dir"
 
