@@ -336,7 +336,7 @@ static bool buf_pool_has_users(struct buf_cache *c)
  * Nothing is evictable: let the layer above clean buffers, or sleep until
  * a buffer is put or becomes Clean. -ENOMEM if nothing ever could.
  */
-static int buf_pool_stall_locked(struct buf_cache *c, bool *reclaimed)
+static int buf_pool_stall_locked(struct buf_cache *c, bool *reclaimed, bool *swept_idle)
 {
 	const struct buf_ops *ops = c->bc_ops;
 	int err;
@@ -355,6 +355,14 @@ static int buf_pool_stall_locked(struct buf_cache *c, bool *reclaimed)
 	atomic_fetch_add(&c->bc_pool_waiters, 1);
 	if (!c->bc_reclaiming && !buf_pool_has_users(c)) {
 		atomic_fetch_sub(&c->bc_pool_waiters, 1);
+		/*
+		 * Nobody holds a buffer. The holders seen by the last sweep may
+		 * have put theirs since: sweep once more before giving up.
+		 */
+		if (!*swept_idle) {
+			*swept_idle = true;
+			return 0;
+		}
 		log_err("buf: pool of %u buffers is full of dirty buffers nothing can write",
 			c->bc_nbuffers);
 		return -ENOMEM;
@@ -363,13 +371,14 @@ static int buf_pool_stall_locked(struct buf_cache *c, bool *reclaimed)
 	cmutex_wait(&c->bc_pool_lock, &c->bc_pool_cond);
 	atomic_fetch_sub(&c->bc_pool_waiters, 1);
 	*reclaimed = false;
+	*swept_idle = false;
 	return 0;
 }
 
 /* A buffer that is ours alone (unhashed, no references), or an error. */
 static int buf_alloc(struct buf_cache *c, struct buf **out)
 {
-	bool waited = false, reclaimed = false;
+	bool waited = false, reclaimed = false, swept_idle = false;
 	struct buf *b;
 	int err = 0;
 
@@ -378,7 +387,7 @@ static int buf_alloc(struct buf_cache *c, struct buf **out)
 		if (!waited)
 			atomic_fetch_add(&c->bc_waits, 1);
 		waited = true;
-		if ((err = buf_pool_stall_locked(c, &reclaimed)))
+		if ((err = buf_pool_stall_locked(c, &reclaimed, &swept_idle)))
 			break;
 	}
 	cmutex_unlock(&c->bc_pool_lock);
