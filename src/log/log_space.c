@@ -1,0 +1,185 @@
+/*
+ * log_space.c - which segments are in use, and space reservations
+ * (seed 000).
+ *
+ * A segment is in use from the moment the log head enters it. There is
+ * no cleaner yet, so segments are used once, in order; the bitmap exists
+ * so that a cleaner can later free segments and the builder take them
+ * again (log_seg_take_next wraps around).
+ *
+ * Space, in blocks:
+ *
+ *   total    = nsegments * seg_blocks
+ *   written  = segments in use * seg_blocks (a segment counts whole once
+ *              entered: its unused tail is lost until cleaning)
+ *   kept     = max(2 segments, 1% of total): only LOG_RES_FREEING
+ *              reservations may use it, so deleting works on a full volume
+ *   free     = total - written - reserved - kept, at least 0
+ *
+ * The front end never holds an allocated block, only a reservation, so
+ * seed 000's deadlock (a writer waiting for space while holding what the
+ * cleaner needs) cannot arise: log_space_reserve never waits.
+ *
+ * Invariants
+ *   (1) l_nused is the number of bits set in l_seg_used.
+ *   (2) A reservation is granted only if, with it, written + reserved
+ *       stays within total - kept (within total for LOG_RES_FREEING);
+ *       otherwise it is refused at once, never waited for. written grows
+ *       as the log enters segments, before the commit that used the
+ *       reservation releases it, so the two may briefly count the same
+ *       blocks; free is clamped at 0.
+ *   (3) l_reserved never underflows (release asserts it).
+ *
+ * Lock order: l_space_lock protects l_seg_used, l_nused and l_reserved;
+ * it is a leaf, held for a few instructions and never across I/O.
+ */
+#include "log/log_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define LOG_KEPT_MIN_SEGMENTS 2u
+#define LOG_KEPT_PERCENT      1u
+
+/* ---- segment bitmap ------------------------------------------------------ */
+
+int log_seg_init(struct log *l)
+{
+	size_t words = (size_t)((l->l_geo.lg_nsegments + 63) / 64);
+	int err;
+
+	l->l_seg_used = calloc(words, sizeof(*l->l_seg_used));
+	if (!l->l_seg_used)
+		return -ENOMEM;
+	err = cmutex_init(&l->l_space_lock);
+	if (err) {
+		free(l->l_seg_used);
+		l->l_seg_used = NULL;
+	}
+	return err;
+}
+
+void log_seg_destroy(struct log *l)
+{
+	cmutex_destroy(&l->l_space_lock);
+	free(l->l_seg_used);
+	l->l_seg_used = NULL;
+}
+
+static bool log_seg_used_locked(struct log *l, uint64_t seg)
+{
+	assert(cmutex_held(&l->l_space_lock));
+	return l->l_seg_used[seg / 64] & (1ull << (seg % 64));
+}
+
+static void log_seg_take_locked(struct log *l, uint64_t seg)
+{
+	assert(cmutex_held(&l->l_space_lock));
+	assert(seg < l->l_geo.lg_nsegments);
+	if (log_seg_used_locked(l, seg))
+		return;
+	l->l_seg_used[seg / 64] |= 1ull << (seg % 64);
+	l->l_nused++;
+}
+
+void log_seg_take(struct log *l, uint64_t seg)
+{
+	cmutex_lock(&l->l_space_lock);
+	log_seg_take_locked(l, seg);
+	cmutex_unlock(&l->l_space_lock);
+}
+
+int log_seg_take_next(struct log *l, uint64_t cur, uint64_t *seg)
+{
+	uint64_t n = l->l_geo.lg_nsegments;
+	int err = -ENOSPC;
+
+	cmutex_lock(&l->l_space_lock);
+	for (uint64_t i = 1; i < n; i++) {
+		uint64_t s = (cur + i) % n;
+
+		if (!log_seg_used_locked(l, s)) {
+			log_seg_take_locked(l, s);
+			*seg = s;
+			err = 0;
+			break;
+		}
+	}
+	cmutex_unlock(&l->l_space_lock);
+	return err;
+}
+
+void log_seg_reset(struct log *l, uint64_t last)
+{
+	size_t words = (size_t)((l->l_geo.lg_nsegments + 63) / 64);
+
+	cmutex_lock(&l->l_space_lock);
+	memset(l->l_seg_used, 0, words * sizeof(*l->l_seg_used));
+	l->l_nused = 0;
+	for (uint64_t s = 0; s <= last; s++)
+		log_seg_take_locked(l, s);
+	cmutex_unlock(&l->l_space_lock);
+}
+
+/* ---- space accounting ---------------------------------------------------- */
+
+static uint64_t log_space_total(const struct log *l)
+{
+	return l->l_geo.lg_nsegments * l->l_geo.lg_seg_blocks;
+}
+
+static uint64_t log_space_kept(const struct log *l)
+{
+	uint64_t total = log_space_total(l);
+
+	return MAX((uint64_t)LOG_KEPT_MIN_SEGMENTS * l->l_geo.lg_seg_blocks,
+		   total * LOG_KEPT_PERCENT / 100);
+}
+
+/* Blocks a reservation of class @flags can still get. */
+static uint64_t log_space_avail_locked(struct log *l, unsigned flags)
+{
+	uint64_t total = log_space_total(l), kept = log_space_kept(l);
+	uint64_t used = l->l_nused * l->l_geo.lg_seg_blocks + l->l_reserved;
+	uint64_t avail;
+
+	assert(cmutex_held(&l->l_space_lock));
+	avail = used < total ? total - used : 0;
+	if (flags & LOG_RES_FREEING)
+		return avail;
+	return avail > kept ? avail - kept : 0;
+}
+
+int log_space_reserve(struct log *l, uint64_t nblocks, unsigned flags)
+{
+	int err = 0;
+
+	if (flags & ~LOG_RES_FREEING)
+		return -EINVAL;
+	cmutex_lock(&l->l_space_lock);
+	if (nblocks > log_space_avail_locked(l, flags))
+		err = -ENOSPC;
+	else
+		l->l_reserved += nblocks;
+	cmutex_unlock(&l->l_space_lock);
+	return err;
+}
+
+void log_space_release(struct log *l, uint64_t nblocks)
+{
+	cmutex_lock(&l->l_space_lock);
+	assert(nblocks <= l->l_reserved);
+	l->l_reserved -= MIN(nblocks, l->l_reserved);
+	cmutex_unlock(&l->l_space_lock);
+}
+
+void log_space(struct log *l, struct log_space *sp)
+{
+	cmutex_lock(&l->l_space_lock);
+	sp->sp_total = log_space_total(l);
+	sp->sp_written = l->l_nused * l->l_geo.lg_seg_blocks;
+	sp->sp_reserved = l->l_reserved;
+	sp->sp_kept = log_space_kept(l);
+	sp->sp_free = log_space_avail_locked(l, 0);
+	cmutex_unlock(&l->l_space_lock);
+}
