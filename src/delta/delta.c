@@ -101,6 +101,7 @@ static void delta_wait_due_locked(struct delta_sys *ds)
 	struct timespec until = ds->ds_opened;
 
 	if (!ds->ds_joined) {
+		SYNC_POINT("delta.thread.idle_locked");
 		cmutex_wait(&ds->ds_lock, &ds->ds_cond);
 		return;
 	}
@@ -286,7 +287,8 @@ int delta_op_begin(struct delta_sys *ds, uint64_t reserve, unsigned flags, struc
 	op->dop_reserved = reserve;
 	op->dop_flags = flags;
 	ds->ds_refs++;
-	ds->ds_joined++;
+	if (!ds->ds_joined++) /* the commit thread sleeps untimed on an empty delta */
+		pthread_cond_broadcast(&ds->ds_cond);
 	ds->ds_charged[op->dop_delta & 1] += reserve;
 	cmutex_unlock(&ds->ds_lock);
 	delta_ops_held++;

@@ -506,12 +506,16 @@ static void test_full_delta_commits_by_itself(void **state)
 
 static void test_old_delta_commits_by_itself(void **state)
 {
-	struct dfix *f = fix_new(0, 10);
+	struct dfix *f;
 
 	(void)state;
 	test_needs_syncpoints();
+	syncpoint_enable(); /* before the commit thread starts */
+	f = fix_new(0, 10);
 	test_watchdog("age trigger", 30);
 	syncpoint_enable();
+	/* the commit thread asleep on an empty delta must notice the first op */
+	syncpoint_wait_arrived("delta.thread.idle_locked", 1);
 	fix_write(f, OWNER0, 9, 0x66);
 	syncpoint_wait_passed("delta.commit.end", 1);
 	assert_disk(f, OWNER0, 9, 0x66, 1);
