@@ -10,7 +10,9 @@
  *   emu   - the emulated device for crash and fault tests: it records
  *           every write and flush, can cut power after the Nth write
  *           (then drops, keeps, reorders or tears the unflushed writes by
- *           seeded choice), and returns -EIO on chosen operations.
+ *           seeded choice), and returns -EIO on chosen operations;
+ *           with its history on it can build the image of any crash
+ *           point of a run after the run (bdev_emu_crash_at).
  *
  * The interface is the seam where a segment store on another engine
  * (an object store) can later replace the image file: the log only ever
@@ -153,5 +155,49 @@ int bdev_emu_record(struct bdev *d, uint64_t i, struct bdev_emu_record *rec);
  * unchanged, so the same cut can be replayed with other choices.
  */
 int bdev_emu_crash(struct bdev *d, const struct bdev_emu_crash *how, struct bdev **out);
+
+/*
+ * History: every crash point of one run, without replaying it.
+ *
+ * From this call on, @d remembers its durable content of now (the base)
+ * and every accepted write, data included, and every flush, in the order
+ * the device accepted them. Writes still unflushed now stay unflushed in
+ * the history until the next flush but take no number: history writes
+ * are numbered 1, 2, ... from this call (es_writes counts from open, so
+ * the history's write n is es_writes(at this call) + n). Calling it again
+ * starts a new history. The history holds a copy of every byte written
+ * and lives until bdev_close: it is for small test devices and short
+ * workloads (a few MiB of device, some tens of MiB written).
+ */
+void bdev_emu_keep_history(struct bdev *d);
+/* Writes and flushes in the history so far (0 if history is off). */
+uint64_t bdev_emu_history_writes(struct bdev *d);
+uint64_t bdev_emu_history_flushes(struct bdev *d);
+/*
+ * The image the next boot would see had power been cut when history
+ * write @nth was issued (1-based; bdev_emu_history_writes() + 1 means
+ * after the last write): the base, every write made durable by the last
+ * flush before write @nth, and the writes issued after that flush and
+ * before @nth treated as unflushed under @how exactly as bdev_emu_crash
+ * treats them (same code, same seeded draws). So on a replay of the same
+ * workload from open with history on from the start, bdev_emu_cut_after
+ * (@nth) then bdev_emu_crash(@how) gives the same image. Returns a new
+ * emulated device (power on, no faults, no history); @d is unchanged.
+ * -EINVAL if history is off, @nth is 0 or past history writes + 1, or
+ * @how is bad; -ENOMEM.
+ */
+int bdev_emu_crash_at(struct bdev *d, uint64_t nth, const struct bdev_emu_crash *how,
+		      struct bdev **out);
+/*
+ * The image had power been cut while history flush @nth (1-based) was in
+ * progress, so that it never completed: what flush @nth - 1 made durable,
+ * and the writes issued after it (and before flush @nth) treated as
+ * unflushed under @how. A cut at a write never sees the writes just
+ * before a flush unflushed; this one does. As with bdev_emu_fail_op of
+ * that flush and a crash right after it. -EINVAL if history is off or
+ * @nth is 0 or past bdev_emu_history_flushes(); -ENOMEM.
+ */
+int bdev_emu_crash_at_flush(struct bdev *d, uint64_t nth, const struct bdev_emu_crash *how,
+			    struct bdev **out);
 
 #endif /* CAIRN_BDEV_H */

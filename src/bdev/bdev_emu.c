@@ -19,6 +19,23 @@
  * Fault rules fail chosen operations with a chosen error while the
  * power is on.
  *
+ * History (bdev_emu_keep_history) lets a test take every crash point of
+ * one run instead of replaying the workload once per point: from the call
+ * on, the device keeps the durable image of that moment (the base) and
+ * every accepted write, data included, with the flushes between them.
+ * bdev_emu_crash_at(n) rebuilds the durable image as it stood when write
+ * n was issued (base, then every write made durable by the last flush
+ * before it) and lands the writes still unflushed at that moment by the
+ * same code, and the same PRNG draws, as bdev_emu_crash: so crash_at(n)
+ * gives exactly what cut_after(n) then bdev_emu_crash would have given.
+ * bdev_emu_crash_at_flush(f) is the cut while flush f was in progress:
+ * the writes since flush f-1 are the unflushed ones. The two kinds of
+ * cut together are every moment power can go: a cut at a write never
+ * sees the writes just before a flush unflushed, the state a commit
+ * ("write the log, flush") is most exposed in.
+ * The history holds a copy of every byte written: it is for small test
+ * devices and short workloads, and is freed only with the device.
+ *
  *   power on --bdev_emu_cut_now()-----------------------> power off
  *            --write number em_cut_at (bdev_emu_cut_after)--^
  *   power off is sticky; bdev_emu_crash() returns a new device, power on.
@@ -39,8 +56,16 @@
  *       ec_seed and drawn in a fixed order: keep coins (oldest write
  *       first), shuffle, tear victim, tear point. The device's state and
  *       @how so determine the image exactly.
- *   (7) bdev_emu_crash() and bdev_emu_open_copy() never change their
- *       source.
+ *   (7) bdev_emu_crash(), bdev_emu_crash_at() and bdev_emu_open_copy()
+ *       never change their source.
+ *   (8) With history on, eh_writes holds, oldest first, the writes that
+ *       were unflushed when it began (eh_first of them, not numbered)
+ *       and then every accepted write; eh_flushes[i] is the number of
+ *       eh_writes entries that flush i made durable (non-decreasing).
+ *       Applying eh_writes[0..eh_flushes[last]) to eh_base gives
+ *       em_durable, and all of them gives em_current.
+ *   (9) A struct emu_write is freed when it is neither on em_unflushed
+ *       nor held by the history (ew_kept).
  *
  * Lock order: em_lock protects all emulated state and is a leaf: no
  * other lock is taken and nothing is waited for while it is held
@@ -59,13 +84,29 @@
 
 #define EMU_COPY_CHUNK (1u << 20) /* bytes per read of bdev_emu_open_copy() */
 
-/* One accepted, not yet flushed write; all of it protected by em_lock. */
+/*
+ * One accepted write, while it is not yet flushed or while the history
+ * holds it (invariant 9); all of it protected by em_lock.
+ */
 struct emu_write {
-	struct list_node ew_node; /* on em_unflushed */
+	struct list_node ew_node; /* on em_unflushed while unflushed */
 	uint64_t ew_seq;	  /* 1-based number among accepted writes */
 	uint64_t ew_blk;
 	uint32_t ew_count;
+	bool ew_kept;		 /* held by the history (eh_writes) */
 	unsigned char ew_data[]; /* ew_count blocks */
+};
+
+/* The write history (bdev_emu_keep_history); protected by em_lock. */
+struct emu_history {
+	unsigned char *eh_base;	      /* em_durable when the history began */
+	struct emu_write **eh_writes; /* see invariant (8) */
+	uint64_t eh_nwrites;
+	uint64_t eh_writes_cap;
+	uint64_t eh_first;    /* writes unflushed at the start (not numbered) */
+	uint64_t *eh_flushes; /* per flush: eh_writes entries durable after it */
+	uint64_t eh_nflushes;
+	uint64_t eh_flushes_cap;
 };
 
 enum emu_fault_kind { EMU_FAULT_OP, EMU_FAULT_BLOCK };
@@ -95,6 +136,7 @@ struct bdev_emu {
 	uint64_t em_records_cap;	    /* protected by em_lock */
 	uint64_t em_cut_at;		    /* first refused write, 0: none; protected by em_lock */
 	struct bdev_emu_stats em_stats;	    /* protected by em_lock */
+	struct emu_history *em_history;	    /* NULL: off; protected by em_lock */
 };
 
 static const struct bdev_ops bdev_emu_ops;
@@ -200,6 +242,64 @@ static void emu_fault_add(struct bdev *d, struct emu_fault *f, uint32_t repeat, 
 	cmutex_unlock(&e->em_lock);
 }
 
+/* ---- history ----------------------------------------------------------- */
+
+/* Grow the array *@arr of *@cap elements of @size bytes to hold @need. */
+static int emu_array_reserve(void **arr, uint64_t *cap, uint64_t need, size_t size)
+{
+	uint64_t ncap = *cap ? *cap : 64;
+	void *a;
+
+	if (need <= *cap)
+		return 0;
+	while (ncap < need)
+		ncap *= 2;
+	a = realloc(*arr, ncap * size);
+	if (!a)
+		return -ENOMEM;
+	*arr = a;
+	*cap = ncap;
+	return 0;
+}
+
+/* Make room in the history, if on, for one more @op, so that appending cannot fail. */
+static int emu_history_reserve_locked(struct bdev_emu *e, enum bdev_emu_op op)
+{
+	struct emu_history *h = e->em_history;
+
+	assert(cmutex_held(&e->em_lock));
+	if (!h)
+		return 0;
+	if (op == BDEV_EMU_WRITE)
+		return emu_array_reserve((void **)&h->eh_writes, &h->eh_writes_cap,
+					 h->eh_nwrites + 1, sizeof(*h->eh_writes));
+	return emu_array_reserve((void **)&h->eh_flushes, &h->eh_flushes_cap, h->eh_nflushes + 1,
+				 sizeof(*h->eh_flushes));
+}
+
+/* Free @w unless it is still unflushed or held by the history (invariant 9). */
+static void emu_write_release(struct emu_write *w)
+{
+	if (!w->ew_kept && !list_linked(&w->ew_node))
+		free(w);
+}
+
+static void emu_history_free_locked(struct bdev_emu *e, struct emu_history *h)
+{
+	assert(cmutex_held(&e->em_lock));
+	(void)e; /* only asserted on */
+	if (!h)
+		return;
+	for (uint64_t i = 0; i < h->eh_nwrites; i++) {
+		h->eh_writes[i]->ew_kept = false;
+		emu_write_release(h->eh_writes[i]);
+	}
+	free(h->eh_writes);
+	free(h->eh_flushes);
+	free(h->eh_base);
+	free(h);
+}
+
 /* ---- the device operations -------------------------------------------- */
 
 static void emu_write_apply(unsigned char *image, const struct bdev *d, const struct emu_write *w,
@@ -229,12 +329,19 @@ static int bdev_emu_read(struct bdev *d, uint64_t blk, uint32_t count, void *buf
 /* Accept @w: apply it to em_current, queue it as unflushed, record it. */
 static void emu_write_accept_locked(struct bdev_emu *e, struct emu_write *w)
 {
+	struct emu_history *h = e->em_history;
+
 	assert(cmutex_held(&e->em_lock));
 	w->ew_seq = ++e->em_stats.es_writes;
 	e->em_stats.es_unflushed++;
 	emu_write_apply(e->em_current, &e->em_bdev, w, bdev_bytes(&e->em_bdev, w->ew_count));
 	list_add_tail(&e->em_unflushed, &w->ew_node);
 	emu_record_add_locked(e, BDEV_EMU_WRITE, w->ew_blk, w->ew_count);
+	if (h) {
+		assert(h->eh_nwrites < h->eh_writes_cap);
+		w->ew_kept = true;
+		h->eh_writes[h->eh_nwrites++] = w;
+	}
 }
 
 static int bdev_emu_write(struct bdev *d, uint64_t blk, uint32_t count, const void *buf)
@@ -250,11 +357,14 @@ static int bdev_emu_write(struct bdev *d, uint64_t blk, uint32_t count, const vo
 		return -ENOMEM;
 	w->ew_blk = blk;
 	w->ew_count = count;
+	w->ew_kept = false;
 	memcpy(w->ew_data, buf, bytes);
 	cmutex_lock(&e->em_lock);
 	err = emu_power_check_locked(e, BDEV_EMU_WRITE);
 	if (!err)
 		err = emu_records_reserve_locked(e);
+	if (!err)
+		err = emu_history_reserve_locked(e, BDEV_EMU_WRITE);
 	if (!err)
 		err = emu_faults_check_locked(e, BDEV_EMU_WRITE, blk, count);
 	if (!err) {
@@ -266,10 +376,11 @@ static int bdev_emu_write(struct bdev *d, uint64_t blk, uint32_t count, const vo
 	return err;
 }
 
-/* Move every unflushed write into em_durable, oldest first. */
+/* Move every unflushed write into em_durable, oldest first; note the flush in the history. */
 static void emu_unflushed_persist_locked(struct bdev_emu *e)
 {
 	const struct bdev *d = &e->em_bdev;
+	struct emu_history *h = e->em_history;
 
 	assert(cmutex_held(&e->em_lock));
 	while (!list_empty(&e->em_unflushed)) {
@@ -277,9 +388,13 @@ static void emu_unflushed_persist_locked(struct bdev_emu *e)
 
 		emu_write_apply(e->em_durable, d, w, bdev_bytes(d, w->ew_count));
 		list_del(&w->ew_node);
-		free(w);
+		emu_write_release(w);
 	}
 	e->em_stats.es_unflushed = 0;
+	if (h) {
+		assert(h->eh_nflushes < h->eh_flushes_cap);
+		h->eh_flushes[h->eh_nflushes++] = h->eh_nwrites;
+	}
 }
 
 static int bdev_emu_flush(struct bdev *d)
@@ -293,6 +408,8 @@ static int bdev_emu_flush(struct bdev *d)
 	if (!err)
 		err = emu_records_reserve_locked(e);
 	if (!err)
+		err = emu_history_reserve_locked(e, BDEV_EMU_FLUSH);
+	if (!err)
 		err = emu_faults_check_locked(e, BDEV_EMU_FLUSH, 0, 0);
 	if (!err) {
 		emu_unflushed_persist_locked(e);
@@ -305,11 +422,15 @@ static int bdev_emu_flush(struct bdev *d)
 
 static void bdev_emu_free(struct bdev_emu *e)
 {
+	cmutex_lock(&e->em_lock);
+	emu_history_free_locked(e, e->em_history);
+	e->em_history = NULL;
+	cmutex_unlock(&e->em_lock);
 	while (!list_empty(&e->em_unflushed)) {
 		struct list_node *n = e->em_unflushed.next;
 
 		list_del(n);
-		free(container_of(n, struct emu_write, ew_node));
+		emu_write_release(container_of(n, struct emu_write, ew_node));
 	}
 	bdev_emu_clear_faults(&e->em_bdev);
 	cmutex_destroy(&e->em_lock);
@@ -504,32 +625,31 @@ int bdev_emu_record(struct bdev *d, uint64_t i, struct bdev_emu_record *rec)
 /* ---- the image after a power cut -------------------------------------- */
 
 /*
- * Fill @keep with the unflushed writes that survive under @how, in the
- * order they land; returns how many.
+ * Keep, in place at the front of @ws (the @n unflushed writes, oldest
+ * first), the writes that survive under @how, in the order they land;
+ * returns how many.
  */
-static uint64_t emu_crash_pick_locked(struct bdev_emu *e, const struct bdev_emu_crash *how,
-				      struct prng *rng, struct emu_write **keep)
+static uint64_t emu_crash_pick(const struct bdev_emu_crash *how, struct prng *rng,
+			       struct emu_write **ws, uint64_t n)
 {
-	struct list_node *pos;
-	uint64_t n = 0;
+	uint64_t kept = 0;
 
-	assert(cmutex_held(&e->em_lock));
 	if (how->ec_mode == BDEV_EMU_DROP_ALL)
 		return 0;
-	list_for_each(pos, &e->em_unflushed) {
+	for (uint64_t i = 0; i < n; i++) {
 		if (how->ec_mode == BDEV_EMU_KEEP_ALL || prng_chance(rng, 1, 2))
-			keep[n++] = container_of(pos, struct emu_write, ew_node);
+			ws[kept++] = ws[i];
 	}
 	if (how->ec_mode != BDEV_EMU_REORDER)
-		return n;
-	for (uint64_t i = n; i > 1; i--) { /* Fisher-Yates */
+		return kept;
+	for (uint64_t i = kept; i > 1; i--) { /* Fisher-Yates */
 		uint64_t j = prng_below(rng, i);
-		struct emu_write *t = keep[i - 1];
+		struct emu_write *t = ws[i - 1];
 
-		keep[i - 1] = keep[j];
-		keep[j] = t;
+		ws[i - 1] = ws[j];
+		ws[j] = t;
 	}
-	return n;
+	return kept;
 }
 
 /*
@@ -537,14 +657,12 @@ static uint64_t emu_crash_pick_locked(struct bdev_emu *e, const struct bdev_emu_
  * them (seeded) lands only a prefix of whole sectors, strictly shorter
  * than the write and, if the write has two sectors or more, not empty.
  */
-static void emu_crash_land_locked(struct bdev_emu *e, struct emu_write **keep, uint64_t n,
-				  bool tear, struct prng *rng, unsigned char *image)
+static void emu_crash_land(const struct bdev *d, struct emu_write **keep, uint64_t n, bool tear,
+			   struct prng *rng, unsigned char *image)
 {
-	const struct bdev *d = &e->em_bdev;
 	uint64_t victim = UINT64_MAX;
 	size_t torn = 0;
 
-	assert(cmutex_held(&e->em_lock));
 	if (tear && n) {
 		size_t sectors;
 
@@ -560,6 +678,22 @@ static void emu_crash_land_locked(struct bdev_emu *e, struct emu_write **keep, u
 	}
 }
 
+/*
+ * The one treatment of unflushed writes at a power cut, shared by
+ * bdev_emu_crash and bdev_emu_crash_at: of the @n writes @ws (oldest
+ * first; the array is reordered), land on @image those that @how keeps,
+ * drawing every choice from a PRNG seeded with ec_seed (invariant 6).
+ */
+static void emu_unflushed_land(const struct bdev *d, const struct bdev_emu_crash *how,
+			       struct emu_write **ws, uint64_t n, unsigned char *image)
+{
+	struct prng rng;
+
+	prng_init(&rng, how->ec_seed);
+	n = emu_crash_pick(how, &rng, ws, n);
+	emu_crash_land(d, ws, n, how->ec_tear, &rng, image);
+}
+
 static bool emu_crash_how_valid(const struct bdev_emu_crash *how)
 {
 	switch (how->ec_mode) {
@@ -572,12 +706,18 @@ static bool emu_crash_how_valid(const struct bdev_emu_crash *how)
 	return false;
 }
 
+/* Make @c's images both @c->em_durable, which the caller has built. */
+static void emu_crash_settle(struct bdev_emu *c)
+{
+	memcpy(c->em_current, c->em_durable, bdev_bytes(&c->em_bdev, c->em_bdev.bd_nblocks));
+}
+
 int bdev_emu_crash(struct bdev *d, const struct bdev_emu_crash *how, struct bdev **out)
 {
 	struct bdev_emu *e = bdev_to_emu(d), *c;
-	struct emu_write **keep;
-	struct prng rng;
-	uint64_t n;
+	struct emu_write **ws;
+	struct list_node *pos;
+	uint64_t n = 0;
 	int err;
 
 	if (!how || !out || !emu_crash_how_valid(how))
@@ -585,18 +725,18 @@ int bdev_emu_crash(struct bdev *d, const struct bdev_emu_crash *how, struct bdev
 	err = bdev_emu_alloc(d->bd_block_size, d->bd_nblocks, &c);
 	if (err)
 		return err;
-	prng_init(&rng, how->ec_seed);
 	cmutex_lock(&e->em_lock);
-	keep = calloc(e->em_stats.es_unflushed + 1, sizeof(*keep));
-	if (!keep) {
+	ws = calloc(e->em_stats.es_unflushed + 1, sizeof(*ws));
+	if (!ws) {
 		err = -ENOMEM;
 		goto out_unlock;
 	}
+	list_for_each(pos, &e->em_unflushed)
+		ws[n++] = container_of(pos, struct emu_write, ew_node);
 	memcpy(c->em_durable, e->em_durable, bdev_bytes(d, d->bd_nblocks));
-	n = emu_crash_pick_locked(e, how, &rng, keep);
-	emu_crash_land_locked(e, keep, n, how->ec_tear, &rng, c->em_durable);
-	memcpy(c->em_current, c->em_durable, bdev_bytes(d, d->bd_nblocks));
-	free(keep);
+	emu_unflushed_land(d, how, ws, n, c->em_durable);
+	emu_crash_settle(c);
+	free(ws);
 out_unlock:
 	cmutex_unlock(&e->em_lock);
 	if (err)
@@ -604,4 +744,162 @@ out_unlock:
 	else
 		*out = &c->em_bdev;
 	return err;
+}
+
+/* ---- history: every crash point of one run ----------------------------- */
+
+void bdev_emu_keep_history(struct bdev *d)
+{
+	struct bdev_emu *e = bdev_to_emu(d);
+	struct emu_history *h = calloc(1, sizeof(*h)), *old;
+	struct list_node *pos;
+	int err;
+
+	assert(h); /* a test helper: no way to report -ENOMEM */
+	err = bdev_mem_alloc(d->bd_block_size, d->bd_nblocks, &h->eh_base);
+	assert(!err);
+	(void)err;
+	cmutex_lock(&e->em_lock);
+	err = emu_array_reserve((void **)&h->eh_writes, &h->eh_writes_cap,
+				e->em_stats.es_unflushed + 1, sizeof(*h->eh_writes));
+	assert(!err);
+	memcpy(h->eh_base, e->em_durable, bdev_bytes(d, d->bd_nblocks));
+	old = e->em_history;
+	e->em_history = NULL;
+	emu_history_free_locked(e, old); /* before the new one claims the unflushed writes */
+	list_for_each(pos, &e->em_unflushed) {
+		struct emu_write *w = container_of(pos, struct emu_write, ew_node);
+
+		w->ew_kept = true;
+		h->eh_writes[h->eh_nwrites++] = w;
+	}
+	h->eh_first = h->eh_nwrites;
+	e->em_history = h;
+	cmutex_unlock(&e->em_lock);
+}
+
+uint64_t bdev_emu_history_writes(struct bdev *d)
+{
+	struct bdev_emu *e = bdev_to_emu(d);
+	uint64_t n = 0;
+
+	cmutex_lock(&e->em_lock);
+	if (e->em_history)
+		n = e->em_history->eh_nwrites - e->em_history->eh_first;
+	cmutex_unlock(&e->em_lock);
+	return n;
+}
+
+uint64_t bdev_emu_history_flushes(struct bdev *d)
+{
+	struct bdev_emu *e = bdev_to_emu(d);
+	uint64_t n = 0;
+
+	cmutex_lock(&e->em_lock);
+	if (e->em_history)
+		n = e->em_history->eh_nflushes;
+	cmutex_unlock(&e->em_lock);
+	return n;
+}
+
+/* Of the @end first history writes, how many the last flush before them made durable. */
+static uint64_t emu_history_durable(const struct emu_history *h, uint64_t end)
+{
+	uint64_t i = h->eh_nflushes;
+
+	while (i > 0 && h->eh_flushes[i - 1] > end)
+		i--;
+	return i ? h->eh_flushes[i - 1] : 0;
+}
+
+/*
+ * Build on @image the device as it would boot after a cut when the first
+ * @end history writes had been issued and the first @durable of them
+ * flushed: the base, the durable writes, then the others as @how says.
+ */
+static int emu_history_image_locked(struct bdev_emu *e, uint64_t durable, uint64_t end,
+				    const struct bdev_emu_crash *how, unsigned char *image)
+{
+	const struct bdev *d = &e->em_bdev;
+	struct emu_history *h = e->em_history;
+	struct emu_write **ws;
+
+	assert(cmutex_held(&e->em_lock));
+	assert(durable <= end && end <= h->eh_nwrites);
+	ws = calloc(end - durable + 1, sizeof(*ws));
+	if (!ws)
+		return -ENOMEM;
+	memcpy(image, h->eh_base, bdev_bytes(d, d->bd_nblocks));
+	for (uint64_t i = 0; i < durable; i++)
+		emu_write_apply(image, d, h->eh_writes[i], bdev_bytes(d, h->eh_writes[i]->ew_count));
+	memcpy(ws, h->eh_writes + durable, (end - durable) * sizeof(*ws));
+	emu_unflushed_land(d, how, ws, end - durable, image);
+	free(ws);
+	return 0;
+}
+
+/*
+ * The cut of bdev_emu_crash_at (@flush false) or bdev_emu_crash_at_flush
+ * (@flush true) at @nth, as the history writes issued and flushed then;
+ * false if there is no such cut.
+ */
+static bool emu_history_cut_locked(struct bdev_emu *e, uint64_t nth, bool flush,
+				   uint64_t *durable, uint64_t *end)
+{
+	struct emu_history *h = e->em_history;
+
+	assert(cmutex_held(&e->em_lock));
+	if (!h || nth == 0)
+		return false;
+	if (flush) {
+		if (nth > h->eh_nflushes)
+			return false;
+		*end = h->eh_flushes[nth - 1];
+		*durable = nth > 1 ? h->eh_flushes[nth - 2] : 0;
+		return true;
+	}
+	if (nth > h->eh_nwrites - h->eh_first + 1)
+		return false;
+	*end = h->eh_first + nth - 1;
+	*durable = emu_history_durable(h, *end);
+	return true;
+}
+
+static int emu_crash_at(struct bdev *d, uint64_t nth, bool flush, const struct bdev_emu_crash *how,
+			struct bdev **out)
+{
+	struct bdev_emu *e = bdev_to_emu(d), *c;
+	uint64_t durable, end;
+	int err;
+
+	if (!how || !out || !emu_crash_how_valid(how))
+		return -EINVAL;
+	err = bdev_emu_alloc(d->bd_block_size, d->bd_nblocks, &c);
+	if (err)
+		return err;
+	cmutex_lock(&e->em_lock);
+	if (!emu_history_cut_locked(e, nth, flush, &durable, &end))
+		err = -EINVAL;
+	else
+		err = emu_history_image_locked(e, durable, end, how, c->em_durable);
+	cmutex_unlock(&e->em_lock);
+	if (err) {
+		bdev_emu_free(c);
+		return err;
+	}
+	emu_crash_settle(c);
+	*out = &c->em_bdev;
+	return 0;
+}
+
+int bdev_emu_crash_at(struct bdev *d, uint64_t nth, const struct bdev_emu_crash *how,
+		      struct bdev **out)
+{
+	return emu_crash_at(d, nth, false, how, out);
+}
+
+int bdev_emu_crash_at_flush(struct bdev *d, uint64_t nth, const struct bdev_emu_crash *how,
+			    struct bdev **out)
+{
+	return emu_crash_at(d, nth, true, how, out);
 }

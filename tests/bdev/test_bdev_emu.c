@@ -1,6 +1,7 @@
 /*
  * test_bdev_emu.c - the emulated device: records, power cuts, the image
- * after a crash under each mode, torn writes, fault rules, copies.
+ * after a crash under each mode, torn writes, fault rules, copies, and
+ * the history (every crash point of a run, checked against replays).
  *
  * Block content is a pattern named by a tag (emu_pattern), so a test can
  * say which write a block came from. Randomized tests print their seed.
@@ -696,6 +697,300 @@ static void test_emu_open_copy(void **state)
 	bdev_close(ram);
 }
 
+/* ---- history: crash points after the run ----------------------------- */
+
+#define EMU_HIST_OPS 40u
+
+/*
+ * A seeded run of writes (1 to 3 blocks at random places, seeded tags)
+ * and flushes. Writes refused by a power cut are fine (a replay with
+ * bdev_emu_cut_after); a failed flush ends it (a replay of a flush cut,
+ * whose flush a fault rule fails).
+ */
+static void emu_hist_workload(struct bdev *d, uint64_t seed)
+{
+	struct prng rng;
+
+	prng_init(&rng, seed);
+	for (unsigned i = 0; i < EMU_HIST_OPS; i++) {
+		uint32_t count = 1 + (uint32_t)prng_below(&rng, 3);
+		uint64_t blk = prng_below(&rng, EMU_NBLOCKS - count + 1);
+		unsigned tag = 1 + (unsigned)prng_below(&rng, 1000);
+
+		(void)emu_put(d, blk, count, tag);
+		if (prng_chance(&rng, 1, 4) && bdev_flush(d))
+			return; /* a failed flush ends the run (a replay of a flush cut) */
+	}
+}
+
+/* Some durable writes, then some unflushed ones: history starts after them. */
+static void emu_hist_prelude(struct bdev *d)
+{
+	assert_int_equal(emu_put(d, 0, 4, 500), 0);
+	assert_int_equal(bdev_flush(d), 0);
+	assert_int_equal(emu_put(d, 2, 4, 600), 0);
+	assert_int_equal(emu_put(d, 20, 2, 700), 0);
+}
+
+#define EMU_PRELUDE_WRITES 3u
+
+static struct bdev *emu_crash_at(struct bdev *d, uint64_t nth, enum bdev_emu_crash_mode mode,
+				 bool tear, uint64_t seed)
+{
+	struct bdev_emu_crash how = {.ec_mode = mode, .ec_tear = tear, .ec_seed = seed};
+	struct bdev *c = NULL;
+
+	assert_int_equal(bdev_emu_crash_at(d, nth, &how, &c), 0);
+	assert_non_null(c);
+	return c;
+}
+
+/* The image of a fresh replay of the run, cut when history write @nth is issued. */
+static struct bdev *emu_replay_crash(uint64_t seed, uint64_t nth, enum bdev_emu_crash_mode mode,
+				     bool tear, uint64_t cseed)
+{
+	struct bdev *r, *c;
+
+	assert_int_equal(bdev_emu_open(EMU_BS, EMU_NBLOCKS, &r), 0);
+	emu_hist_prelude(r);
+	bdev_emu_cut_after(r, EMU_PRELUDE_WRITES + nth);
+	emu_hist_workload(r, seed);
+	c = emu_crash(r, mode, tear, cseed);
+	bdev_close(r);
+	return c;
+}
+
+/* The image of a fresh replay of the run whose history flush @nth fails, then a crash. */
+static struct bdev *emu_replay_flush_crash(uint64_t seed, uint64_t nth,
+					   enum bdev_emu_crash_mode mode, bool tear, uint64_t cseed)
+{
+	struct bdev *r, *c;
+
+	assert_int_equal(bdev_emu_open(EMU_BS, EMU_NBLOCKS, &r), 0);
+	emu_hist_prelude(r);
+	bdev_emu_fail_op(r, BDEV_EMU_FLUSH, nth, 0, -EIO); /* counts from now */
+	emu_hist_workload(r, seed);
+	c = emu_crash(r, mode, tear, cseed);
+	bdev_close(r);
+	return c;
+}
+
+static struct bdev *emu_crash_at_flush(struct bdev *d, uint64_t nth,
+				       enum bdev_emu_crash_mode mode, bool tear, uint64_t seed)
+{
+	struct bdev_emu_crash how = {.ec_mode = mode, .ec_tear = tear, .ec_seed = seed};
+	struct bdev *c = NULL;
+
+	assert_int_equal(bdev_emu_crash_at_flush(d, nth, &how, &c), 0);
+	assert_non_null(c);
+	return c;
+}
+
+static void test_emu_history_matches_replay(void **state)
+{
+	uint64_t seed = test_seed("emu_history_matches_replay", 4242);
+	struct bdev_emu_stats st;
+	struct bdev *d, *a, *b;
+	uint64_t writes;
+
+	(void)state;
+	assert_int_equal(bdev_emu_open(EMU_BS, EMU_NBLOCKS, &d), 0);
+	emu_hist_prelude(d);
+	bdev_emu_keep_history(d);
+	emu_hist_workload(d, seed);
+	writes = bdev_emu_history_writes(d);
+	bdev_emu_stats(d, &st);
+	assert_int_equal(writes, EMU_HIST_OPS);
+	assert_int_equal(st.es_writes, EMU_PRELUDE_WRITES + writes);
+	for (uint64_t n = 1; n <= writes + 1; n++) {
+		for (unsigned m = 0; m < 8; m++) {
+			enum bdev_emu_crash_mode mode = (enum bdev_emu_crash_mode)(m % 4);
+			uint64_t cseed = seed + 1000 * n + m;
+
+			a = emu_crash_at(d, n, mode, m >= 4, cseed);
+			b = emu_replay_crash(seed, n, mode, m >= 4, cseed);
+			emu_same_content(a, b);
+			bdev_close(b);
+			bdev_close(a);
+		}
+	}
+	assert_true(bdev_emu_history_flushes(d) > 2);
+	for (uint64_t f = 1; f <= bdev_emu_history_flushes(d); f++) {
+		for (unsigned m = 0; m < 8; m++) {
+			enum bdev_emu_crash_mode mode = (enum bdev_emu_crash_mode)(m % 4);
+			uint64_t cseed = seed + 7000 * f + m;
+
+			a = emu_crash_at_flush(d, f, mode, m >= 4, cseed);
+			b = emu_replay_flush_crash(seed, f, mode, m >= 4, cseed);
+			emu_same_content(a, b);
+			bdev_close(b);
+			bdev_close(a);
+		}
+	}
+	bdev_close(d);
+}
+
+/*
+ * W1 blk 0 (tag 1), flush, W2 blk 1 (2), W3 blk 2 (3), flush, W4 blk 0 (4).
+ * Write n sees durable what the last flush before it made durable.
+ */
+static void test_emu_history_flush_boundaries(void **state)
+{
+	static const unsigned want[5][2][3] = {
+		/* per nth: DROP_ALL {blk0, blk1, blk2}, KEEP_ALL {...} */
+		{{0, 0, 0}, {0, 0, 0}}, {{1, 0, 0}, {1, 0, 0}}, {{1, 0, 0}, {1, 2, 0}},
+		{{1, 2, 3}, {1, 2, 3}}, {{1, 2, 3}, {4, 2, 3}},
+	};
+	struct bdev *d, *c;
+
+	(void)state;
+	assert_int_equal(bdev_emu_open(EMU_BS, EMU_NBLOCKS, &d), 0);
+	bdev_emu_keep_history(d);
+	assert_int_equal(emu_put(d, 0, 1, 1), 0);
+	assert_int_equal(bdev_flush(d), 0);
+	assert_int_equal(emu_put(d, 1, 1, 2), 0);
+	assert_int_equal(emu_put(d, 2, 1, 3), 0);
+	assert_int_equal(bdev_flush(d), 0);
+	assert_int_equal(bdev_flush(d), 0);
+	assert_int_equal(emu_put(d, 0, 1, 4), 0);
+	assert_int_equal(bdev_emu_history_writes(d), 4);
+	for (uint64_t n = 1; n <= 5; n++) {
+		for (unsigned k = 0; k < 2; k++) {
+			c = emu_crash_at(d, n, k ? BDEV_EMU_KEEP_ALL : BDEV_EMU_DROP_ALL, false, 1);
+			for (unsigned b = 0; b < 3; b++)
+				assert_true(emu_block_is(c, b, want[n - 1][k][b]));
+			bdev_close(c);
+		}
+	}
+	/* flush cuts: flush 1 (W1 unflushed), 2 (W2, W3), 3 (nothing new) */
+	assert_int_equal(bdev_emu_history_flushes(d), 3);
+	c = emu_crash_at_flush(d, 1, BDEV_EMU_DROP_ALL, false, 1);
+	assert_true(emu_block_is(c, 0, 0));
+	bdev_close(c);
+	c = emu_crash_at_flush(d, 1, BDEV_EMU_KEEP_ALL, false, 1);
+	assert_true(emu_block_is(c, 0, 1));
+	bdev_close(c);
+	c = emu_crash_at_flush(d, 2, BDEV_EMU_DROP_ALL, false, 1);
+	for (unsigned b = 0; b < 3; b++)
+		assert_true(emu_block_is(c, b, b ? 0 : 1));
+	bdev_close(c);
+	c = emu_crash_at_flush(d, 2, BDEV_EMU_KEEP_ALL, false, 1);
+	for (unsigned b = 0; b < 3; b++)
+		assert_true(emu_block_is(c, b, b + 1));
+	bdev_close(c);
+	c = emu_crash_at_flush(d, 3, BDEV_EMU_DROP_ALL, false, 1);
+	for (unsigned b = 0; b < 3; b++)
+		assert_true(emu_block_is(c, b, b + 1));
+	bdev_close(c);
+	/* a write after the last history write is a later cut point */
+	assert_int_equal(bdev_flush(d), 0);
+	c = emu_crash_at(d, 5, BDEV_EMU_DROP_ALL, false, 1);
+	assert_true(emu_block_is(c, 0, 4));
+	bdev_close(c);
+	bdev_close(d);
+}
+
+static void test_emu_history_args(void **state)
+{
+	struct bdev_emu_crash how = {.ec_mode = BDEV_EMU_DROP_ALL};
+	struct bdev *d, *c = NULL;
+
+	(void)state;
+	assert_int_equal(bdev_emu_open(EMU_BS, EMU_NBLOCKS, &d), 0);
+	assert_int_equal(emu_put(d, 0, 1, 1), 0);
+	assert_int_equal(bdev_emu_history_writes(d), 0);
+	assert_int_equal(bdev_emu_crash_at(d, 1, &how, &c), -EINVAL); /* history off */
+	assert_int_equal(bdev_emu_crash_at_flush(d, 1, &how, &c), -EINVAL);
+	assert_int_equal(bdev_emu_history_flushes(d), 0);
+	bdev_emu_keep_history(d);
+	assert_int_equal(bdev_emu_crash_at_flush(d, 1, &how, &c), -EINVAL); /* no flush yet */
+	assert_int_equal(bdev_emu_crash_at_flush(d, 0, &how, &c), -EINVAL);
+	assert_int_equal(bdev_emu_crash_at(d, 0, &how, &c), -EINVAL);
+	assert_int_equal(bdev_emu_crash_at(d, 2, &how, &c), -EINVAL);
+	assert_int_equal(bdev_emu_crash_at(d, 1, NULL, &c), -EINVAL);
+	how.ec_mode = (enum bdev_emu_crash_mode)9;
+	assert_int_equal(bdev_emu_crash_at(d, 1, &how, &c), -EINVAL);
+	assert_null(c);
+	how.ec_mode = BDEV_EMU_KEEP_ALL;
+	assert_int_equal(bdev_emu_crash_at(d, 1, &how, &c), 0);
+	/* the write unflushed when history began is unflushed at cut 1 */
+	assert_true(emu_block_is(c, 0, 1));
+	bdev_close(c);
+	c = emu_crash_at(d, 1, BDEV_EMU_DROP_ALL, false, 1);
+	assert_true(emu_block_is(c, 0, 0));
+	bdev_close(c);
+	bdev_close(d);
+}
+
+/* A new history starts from the durable content of then; nothing leaks. */
+static void test_emu_history_restart(void **state)
+{
+	struct bdev *d, *c;
+
+	(void)state;
+	assert_int_equal(bdev_emu_open(EMU_BS, EMU_NBLOCKS, &d), 0);
+	bdev_emu_keep_history(d);
+	assert_int_equal(emu_put(d, 0, 1, 1), 0);
+	assert_int_equal(emu_put(d, 1, 1, 2), 0);
+	assert_int_equal(bdev_flush(d), 0);
+	assert_int_equal(emu_put(d, 2, 1, 3), 0); /* unflushed across the restart */
+	bdev_emu_keep_history(d);
+	assert_int_equal(bdev_emu_history_writes(d), 0);
+	assert_int_equal(emu_put(d, 3, 1, 4), 0);
+	c = emu_crash_at(d, 1, BDEV_EMU_DROP_ALL, false, 1);
+	assert_true(emu_block_is(c, 0, 1));
+	assert_true(emu_block_is(c, 1, 2));
+	assert_true(emu_block_is(c, 2, 0));
+	bdev_close(c);
+	c = emu_crash_at(d, 2, BDEV_EMU_KEEP_ALL, false, 1);
+	assert_true(emu_block_is(c, 2, 3));
+	assert_true(emu_block_is(c, 3, 4));
+	bdev_close(c);
+	assert_int_equal(bdev_flush(d), 0);
+	/* the device goes on working, and crash agrees with crash_at at the end */
+	c = emu_crash_at(d, 2, BDEV_EMU_DROP_ALL, false, 1);
+	emu_same_content(c, d);
+	bdev_close(c);
+	bdev_close(d);
+}
+
+/* Same seed, same image; other seeds vary the subset and the tear. */
+static void test_emu_history_deterministic(void **state)
+{
+	uint64_t seed = test_seed("emu_history_deterministic", 77);
+	struct bdev *d, *a, *b;
+	unsigned char *ia, *ib, *first = NULL;
+	size_t len = EMU_NBLOCKS * EMU_BS;
+	bool varied = false;
+
+	(void)state;
+	d = emu_many_unflushed();
+	bdev_emu_keep_history(d);
+	for (unsigned i = 0; i < EMU_SOME_WRITES; i++)
+		assert_int_equal(emu_put(d, i, 1, 201 + i), 0);
+	for (uint64_t s = seed; s < seed + 8; s++) {
+		for (unsigned m = BDEV_EMU_DROP_SOME; m <= BDEV_EMU_REORDER; m++) {
+			a = emu_crash_at(d, EMU_SOME_WRITES + 1, m, true, s);
+			b = emu_crash_at(d, EMU_SOME_WRITES + 1, m, true, s);
+			ia = emu_image(a);
+			ib = emu_image(b);
+			assert_memory_equal(ia, ib, len);
+			if (!first)
+				first = ia;
+			else
+				varied |= memcmp(first, ia, len) != 0;
+			if (ia != first)
+				free(ia);
+			free(ib);
+			bdev_close(b);
+			bdev_close(a);
+		}
+	}
+	assert_true(varied);
+	free(first);
+	bdev_close(d);
+}
+
 /* ---- threads ---------------------------------------------------------- */
 
 struct emu_writer {
@@ -732,6 +1027,7 @@ static void test_emu_concurrent(void **state)
 	(void)state;
 	test_watchdog("emu_concurrent", 60);
 	assert_int_equal(bdev_emu_open(EMU_BS, EMU_NBLOCKS, &d), 0);
+	bdev_emu_keep_history(d);
 	for (unsigned i = 0; i < EMU_THREADS; i++) {
 		w[i] = (struct emu_writer){.ew_dev = d, .ew_id = i};
 		test_thread_start(&t[i], emu_writer_run, &w[i]);
@@ -742,6 +1038,11 @@ static void test_emu_concurrent(void **state)
 	assert_int_equal(st.es_writes, EMU_THREADS * EMU_ROUNDS);
 	assert_int_equal(bdev_flush(d), 0);
 	c = emu_crash(d, BDEV_EMU_DROP_ALL, false, 1);
+	emu_same_content(d, c);
+	bdev_close(c);
+	/* the history saw the writes in the order the device took them */
+	assert_int_equal(bdev_emu_history_writes(d), EMU_THREADS * EMU_ROUNDS);
+	c = emu_crash_at(d, EMU_THREADS * EMU_ROUNDS + 1, BDEV_EMU_KEEP_ALL, false, 1);
 	emu_same_content(d, c);
 	bdev_close(c);
 	bdev_close(d);
@@ -808,6 +1109,11 @@ int main(void)
 		cmocka_unit_test(test_emu_fail_block),
 		cmocka_unit_test(test_emu_save),
 		cmocka_unit_test(test_emu_open_copy),
+		cmocka_unit_test(test_emu_history_matches_replay),
+		cmocka_unit_test(test_emu_history_flush_boundaries),
+		cmocka_unit_test(test_emu_history_args),
+		cmocka_unit_test(test_emu_history_restart),
+		cmocka_unit_test(test_emu_history_deterministic),
 		cmocka_unit_test(test_emu_concurrent),
 		cmocka_unit_test(test_emu_syncpoint_write),
 	};
