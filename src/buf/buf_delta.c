@@ -154,7 +154,12 @@ int buf_fork_locked(struct buf *b, uint32_t delta)
 	s->b_delta_node.prev->next = &s->b_delta_node;
 	s->b_delta_node.next->prev = &s->b_delta_node;
 	list_init(&b->b_delta_node);
-	atomic_store(&s->b_taken, atomic_load(&b->b_taken));
+	/*
+	 * The shadow is never taken: if the commit took @b, it holds @b (and
+	 * will skip it, now of another delta), so the shadow must stay
+	 * takeable for the commit's next buf_delta_take, or its data is lost.
+	 */
+	atomic_store(&s->b_taken, false);
 	atomic_store(&b->b_taken, false);
 	list_add_tail(&c->bc_delta_dirty[delta & 1], &b->b_delta_node);
 	c->bc_delta_count[delta & 1]++;

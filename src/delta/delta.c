@@ -27,7 +27,9 @@
  *       both are below ds_open.
  *   (4) A reservation is taken before an operation joins a delta and
  *       charged to that delta; it is released when the delta's commit
- *       ends, whatever the commit consumed (an overshoot is logged).
+ *       succeeds, whatever the commit consumed (an overshoot is logged).
+ *       A failed commit's buffers go to the next delta, and so does its
+ *       reservation.
  *   (5) Nobody waits for space inside an operation: op_begin refuses to
  *       run inside another operation of the same thread (assert), and the
  *       commit it may force needs nothing the caller holds.
@@ -158,8 +160,11 @@ static void delta_commit(struct delta_sys *ds, uint32_t d, uint64_t charged)
 	SYNC_POINT("delta.commit.begin");
 	err = ds->ds_ops->do_commit(ds->ds_ctx, d, &consumed);
 	SYNC_POINT("delta.commit.end");
-	delta_settle(ds, d, charged, consumed);
+	if (!err)
+		delta_settle(ds, d, charged, consumed);
 	cmutex_lock(&ds->ds_lock);
+	if (err) /* the open delta carries the failed one's blocks: and its reservation */
+		ds->ds_charged[(d + 1) & 1] += charged;
 	ds->ds_committing = 0;
 	ds->ds_done = d;
 	ds->ds_commits++;
