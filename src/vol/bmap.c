@@ -1,0 +1,410 @@
+/*
+ * bmap.c - block maps: where an owner's blocks are on disk.
+ *
+ * Each owner's blocks are found through a radix tree of map blocks: a
+ * map block is block_size / 8 little-endian u64 block numbers (E
+ * entries, E = 2^shift), 0 meaning a hole. A tree of height h covers
+ * data indexes below E^h; height 0 has no blocks. The entry for data
+ * index i in the map block at level l (level 1 points at data) is
+ * (i >> shift*(l-1)) & (E-1), and that block is node i >> shift*l.
+ * When an index beyond the tree is set the tree grows: a new root at
+ * level h+1 whose entry 0 is the old root.
+ *
+ *            root (level h, node 0) -- from the owner's record (otab.c)
+ *             /        \
+ *     level h-1 ...    ...
+ *          |
+ *     level 1: entries are data blocks
+ *
+ * Map blocks are buffers of their tree's owner in the buffer cache, index
+ * VOL_META_BIT | level << 48 | node. Only the commit (commit.c) changes
+ * them: the front end writes data buffers and never touches a map block.
+ * The commit builds the new trees bottom up (data, then each level's map
+ * blocks once all their entries are final, then roots); a tree's placed
+ * root (bt_root) changes only when its new root has an address, so a
+ * reader always walks a complete tree, new or old.
+ *
+ * Readers (bo_fill of a block not in the cache) walk from the super
+ * root's owner-table root, through the owner table, down the owner's
+ * tree, with no lock held while they get a buffer (getting one may need
+ * a commit to finish first: a lock held there could deadlock). Instead:
+ *
+ *   walk:  shared lock { gen = bm_gen; root = placed root }
+ *          for each level:
+ *            buf_read_hint(node, hint = entry read above)   (no lock)
+ *            shared lock { restart if bm_gen != gen; read entry }
+ *
+ * and a fill that reads a block at a hinted address checks, once the
+ * block is read and before it is published, that bm_gen has not moved
+ * (bmap_hint_check); if it has, the fill fails with -ESTALE (the cache
+ * keeps -EAGAIN for itself), the buffer is dropped, and the walk (and
+ * any walker that waited for that fill) restarts. Why: a walker may read a parent's
+ * entry (old address A of child C), then lose the CPU while a whole
+ * commit rewrites C elsewhere, commits, and C, now Clean, is evicted.
+ * Reading C from A would then cache an old copy of C under C's name, for
+ * every later walker to trust. The generation is bumped once per commit,
+ * after its map changes and before any of its buffers can become
+ * evictable (buf_commit_end), which is enough: until then every block
+ * whose address changed in the commit is dirty, so it is found in the
+ * cache by name and its old address is never read.
+ *
+ * Invariants
+ *   (1) Map blocks, owner-table blocks and placed roots change only in
+ *       the commit thread, holding bm_lock exclusive; readers read them
+ *       holding it shared. bm_gen only rises, once per commit end.
+ *   (2) An entry names either a block written by a committed delta, or a
+ *       block of the delta being committed (or of a failed one, requeued)
+ *       whose buffer is dirty, hence in the cache and never evicted.
+ *   (3) A map block the commit created but has not yet linked into its
+ *       parent (entry still 0) holds only entries of blocks that are
+ *       dirty in the cache, so a reader treating the 0 as a hole misses
+ *       nothing: it only walks for blocks the cache does not hold.
+ *   (4) A tree's placed root (bt_root, bt_root_height) is always a
+ *       complete tree; bt_height >= bt_root_height is the height being
+ *       built, seen only by the commit.
+ *   (5) A fill at a hinted address publishes its block only if no commit
+ *       ended since the hint was read (bmap_hint_check).
+ *
+ * Lock order: bm_lock is taken with no other lock held and is never held
+ * while getting, modifying or putting a buffer (buffer shard locks are
+ * taken and released before it). The thread-local bmap_tls_walk says
+ * which walk a fill on this thread serves: buf.c runs bo_fill in the
+ * thread that inserted the buffer, the one calling buf_read_hint.
+ */
+#include "vol/vol_internal.h"
+#include "util/syncpoint.h"
+
+#include <endian.h>
+#include <string.h>
+
+static _Thread_local struct bmap_walk *bmap_tls_walk; /* the walk this thread's fill serves */
+
+int bmap_init(struct bmap *m, struct buf_cache *c)
+{
+	uint32_t bs = buf_cache_block_size(c);
+
+	m->bm_cache = c;
+	m->bm_entries = bs / 8;
+	m->bm_shift = (unsigned)__builtin_ctz(m->bm_entries);
+	m->bm_gen = 0;
+	return -pthread_rwlock_init(&m->bm_lock, NULL);
+}
+
+void bmap_destroy(struct bmap *m)
+{
+	pthread_rwlock_destroy(&m->bm_lock);
+}
+
+static void bmap_rdlock(struct bmap *m)
+{
+	int rc = pthread_rwlock_rdlock(&m->bm_lock);
+
+	assert(!rc);
+	(void)rc;
+}
+
+static void bmap_wrlock(struct bmap *m)
+{
+	int rc = pthread_rwlock_wrlock(&m->bm_lock);
+
+	assert(!rc);
+	(void)rc;
+}
+
+static void bmap_unlock(struct bmap *m)
+{
+	pthread_rwlock_unlock(&m->bm_lock);
+}
+
+/* True if a tree of @height holds data index @index. */
+static bool bmap_covers(const struct bmap *m, unsigned height, uint64_t index)
+{
+	if (!height)
+		return false;
+	if ((uint64_t)height * m->bm_shift >= 64)
+		return true;
+	return (index >> (height * m->bm_shift)) == 0;
+}
+
+unsigned bmap_height_for(const struct bmap *m, uint64_t index)
+{
+	unsigned h = 1;
+
+	while (!bmap_covers(m, h, index))
+		h++;
+	return h;
+}
+
+/* The slot of data index @index in its map block at @level. */
+static unsigned bmap_slot(const struct bmap *m, unsigned level, uint64_t index)
+{
+	return (unsigned)((index >> (m->bm_shift * (level - 1))) & (m->bm_entries - 1));
+}
+
+uint64_t bmap_entry(const void *data, unsigned slot)
+{
+	uint64_t v;
+
+	memcpy(&v, (const unsigned char *)data + (size_t)slot * 8, sizeof(v));
+	return le64toh(v);
+}
+
+static void bmap_entry_store(void *data, unsigned slot, uint64_t value)
+{
+	uint64_t v = htole64(value);
+
+	memcpy((unsigned char *)data + (size_t)slot * 8, &v, sizeof(v));
+}
+
+/* ---- readers ------------------------------------------------------------- */
+
+void bmap_walk_begin(struct bmap *m, const struct bmap_tree *t, struct bmap_walk *w,
+		     struct bmap_root *root)
+{
+	bmap_rdlock(m);
+	w->w_map = m;
+	w->w_gen = m->bm_gen;
+	root->br_pblk = t->bt_root;
+	root->br_height = t->bt_root_height;
+	bmap_unlock(m);
+}
+
+bool bmap_walk_valid_locked(const struct bmap_walk *w)
+{
+	return w->w_map->bm_gen == w->w_gen;
+}
+
+int bmap_read_block(struct bmap_walk *w, uint64_t owner, uint64_t index, uint64_t pblk,
+		    struct buf **out)
+{
+	struct bmap_walk *outer = bmap_tls_walk;
+	int err;
+
+	bmap_tls_walk = w;
+	err = buf_read_hint(w->w_map->bm_cache, owner, index, pblk, out);
+	bmap_tls_walk = outer;
+	return err == -ESTALE ? -EAGAIN : err; /* this fill, or one we waited for */
+}
+
+int bmap_hint_check(struct bmap *m)
+{
+	struct bmap_walk *w = bmap_tls_walk;
+	int err = 0;
+
+	if (!w || w->w_map != m)
+		return 0; /* not a walker's fill: the commit's, whose hints are current */
+	bmap_rdlock(m);
+	if (!bmap_walk_valid_locked(w))
+		err = -ESTALE;
+	bmap_unlock(m);
+	return err;
+}
+
+void bmap_gen_bump(struct bmap *m)
+{
+	bmap_wrlock(m);
+	m->bm_gen++;
+	bmap_unlock(m);
+}
+
+/* Entry for @index in map block (owner, @level) found at @pblk. */
+static int bmap_read_entry(struct bmap_walk *w, uint64_t owner, unsigned level, uint64_t index,
+			   uint64_t pblk, uint64_t *entry)
+{
+	struct bmap *m = w->w_map;
+	struct buf *b;
+	int err;
+
+	SYNC_POINT("vol.walk.node"); /* holding an address, no lock */
+	err = bmap_read_block(w, owner, bmap_node_index(m, level, index), pblk, &b);
+	if (err)
+		return err;
+	bmap_rdlock(m);
+	if (bmap_walk_valid_locked(w))
+		*entry = bmap_entry(buf_data(b), bmap_slot(m, level, index));
+	else
+		err = -EAGAIN;
+	bmap_unlock(m);
+	buf_put(b);
+	return err;
+}
+
+int bmap_lookup(struct bmap_walk *w, uint64_t owner, const struct bmap_root *root,
+		unsigned level, uint64_t index, uint64_t *pblk)
+{
+	uint64_t cur = root->br_pblk;
+	unsigned l;
+	int err;
+
+	*pblk = 0;
+	if (level > root->br_height || !bmap_covers(w->w_map, root->br_height, index))
+		return 0;
+	for (l = root->br_height; l > level && cur; l--) {
+		err = bmap_read_entry(w, owner, l, index, cur, &cur);
+		if (err)
+			return err;
+	}
+	*pblk = cur;
+	return 0;
+}
+
+/* ---- the commit ------------------------------------------------------------ */
+
+/*
+ * Map block @nidx of @owner for the commit: from the cache, else read at
+ * @pblk; if @pblk is 0 (not linked yet, or a hole), the cached block or,
+ * with @create, a new one; else NULL.
+ */
+static int bmap_node_get(struct bmap *m, uint64_t owner, uint64_t nidx, uint64_t pblk,
+			 bool create, struct buf **out)
+{
+	int err;
+
+	if (pblk) {
+		do /* -ESTALE: we waited for a stale walker's fill; ours is current */
+			err = buf_read_hint(m->bm_cache, owner, nidx, pblk, out);
+		while (err == -ESTALE);
+		return err;
+	}
+	if (create)
+		return buf_get_new(m->bm_cache, owner, nidx, out);
+	*out = buf_lookup(m->bm_cache, owner, nidx);
+	return 0;
+}
+
+/*
+ * The map block at @level on @index's path in @t as being built (the
+ * commit's view: its entries are read without the lock, as only this
+ * thread writes them). *out NULL: a hole, and !@create.
+ */
+static int bmap_path_get(struct bmap *m, struct bmap_tree *t, unsigned level, uint64_t index,
+			 bool create, struct buf **out)
+{
+	unsigned l = t->bt_height;
+	uint64_t pblk = t->bt_root_height == l ? t->bt_root : 0;
+	struct buf *b = NULL;
+	int err;
+
+	assert(level >= 1 && level <= l);
+	for (;;) {
+		err = bmap_node_get(m, t->bt_owner, bmap_node_index(m, l, index), pblk, create, &b);
+		if (err || !b || l == level)
+			break;
+		pblk = bmap_entry(buf_data(b), bmap_slot(m, l, index));
+		buf_put(b);
+		b = NULL;
+		l--;
+	}
+	*out = b;
+	return err;
+}
+
+/* Change entry @slot of map block @b to @value, in the commit's delta. */
+static int bmap_modify(struct bmap *m, const struct bmap_change *ch, struct buf *b,
+		       unsigned slot, uint64_t value)
+{
+	int err = buf_modify_begin(b, ch->bc_delta);
+
+	if (err)
+		return err;
+	bmap_wrlock(m);
+	bmap_entry_store(buf_data(b), slot, value);
+	bmap_unlock(m);
+	buf_modify_end(b);
+	return ch->bc_note(ch->bc_arg, b);
+}
+
+/* Grow @t until it has @height levels: each new root's entry 0 is the old. */
+static int bmap_grow(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch,
+		     unsigned height)
+{
+	int err = 0;
+
+	while (!err && t->bt_height < height) {
+		uint64_t old = 0;
+
+		if (t->bt_height && t->bt_root_height == t->bt_height)
+			old = t->bt_root; /* placed: link it; an unplaced one links itself */
+		t->bt_height++;
+		if (old)
+			err = bmap_set(m, t, ch, t->bt_height, 0, old);
+	}
+	return err;
+}
+
+int bmap_set(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch, unsigned level,
+	     uint64_t index, uint64_t value)
+{
+	struct buf *b;
+	int err;
+
+	err = bmap_grow(m, t, ch, MAX(level, bmap_height_for(m, index)));
+	if (err)
+		return err;
+	err = bmap_path_get(m, t, level, index, true, &b);
+	if (err)
+		return err;
+	err = bmap_modify(m, ch, b, bmap_slot(m, level, index), value);
+	buf_put(b);
+	return err;
+}
+
+int bmap_clear(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch, uint64_t index)
+{
+	unsigned slot = bmap_slot(m, 1, index);
+	struct buf *b;
+	int err;
+
+	if (!bmap_covers(m, t->bt_height, index))
+		return 0;
+	err = bmap_path_get(m, t, 1, index, false, &b);
+	if (err || !b)
+		return err;
+	if (bmap_entry(buf_data(b), slot))
+		err = bmap_modify(m, ch, b, slot, 0);
+	buf_put(b);
+	return err;
+}
+
+int bmap_place(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch,
+	       struct buf *node, uint64_t pblk, bool *is_root)
+{
+	uint64_t nidx = buf_index(node);
+	unsigned level = bmap_node_level(nidx);
+
+	assert(bmap_in_tree(m, t, nidx));
+	*is_root = level == t->bt_height;
+	if (!*is_root)
+		return bmap_set(m, t, ch, level + 1, bmap_node_first(m, nidx), pblk);
+	bmap_wrlock(m);
+	t->bt_root = pblk;
+	t->bt_root_height = (uint8_t)level;
+	bmap_unlock(m);
+	return 0;
+}
+
+bool bmap_in_tree(const struct bmap *m, const struct bmap_tree *t, uint64_t node_index)
+{
+	unsigned level = bmap_node_level(node_index);
+
+	return bmap_is_node(node_index) && level >= 1 && level <= t->bt_height &&
+	       (level == t->bt_height ? (node_index & VOL_NODE_MASK) == 0
+				      : bmap_covers(m, t->bt_height, bmap_node_first(m, node_index)));
+}
+
+int bmap_get_block(struct bmap *m, struct bmap_tree *t, uint64_t index, bool create,
+		   struct buf **out)
+{
+	uint64_t pblk = 0;
+	struct buf *leaf = NULL;
+	int err = 0;
+
+	if (bmap_covers(m, t->bt_height, index))
+		err = bmap_path_get(m, t, 1, index, false, &leaf);
+	if (err)
+		return err;
+	if (leaf)
+		pblk = bmap_entry(buf_data(leaf), bmap_slot(m, 1, index));
+	buf_put(leaf);
+	return bmap_node_get(m, t->bt_owner, index, pblk, create, out);
+}

@@ -1,0 +1,433 @@
+/*
+ * commit.c - the commit (segment constructor): delta_ops.do_commit.
+ *
+ * Writes delta D, closed and without operations, while the front end
+ * works in D+1. The order is the on-disk order, each block added to the
+ * log only once everything it points at has an address:
+ *
+ *   (1) punches of D: clear their map entries
+ *   (2) data: every buffer dirty in D (buf_delta_take until none is
+ *       left; a fork's shadow like any other): Writing, log_build_add,
+ *       Written; its map entry := its address (dirtying a level-1 map
+ *       block). Map and owner-table blocks taken here (requeued by a
+ *       failed commit, or dirtied by this one) wait for their turn.
+ *   (3) owners' map blocks, level 1 up: add each to the log, then set its
+ *       parent's entry (dirtying a block one level up) or, for a root,
+ *       the owner's record (dirtying an owner-table block)
+ *   (4) the owner-table blocks (data of owner 1, whose map entries they
+ *       set), then owner 1's map blocks level by level; its root goes in
+ *       the super root
+ *   (5) the super root, last, then log_build_finish: durable
+ *   (6) every written buffer: buf_commit_end; every N commits a
+ *       checkpoint
+ *
+ *   On error: log_build_abort, every written buffer back to Dirty
+ *   (buf_write_cancel: a shadow has no owner to record an error on, and
+ *   delta_sync reports the commit's error), buf_delta_requeue(D, D+1)
+ *   and the punches to D+1, so D+1's commit carries everything.
+ *
+ * Invariants
+ *   (1) A map or owner-table block is added to the log only after every
+ *       block it points at was: levels are processed bottom up, and a
+ *       block's entries are set only by the level below it (data for
+ *       level 1, owners' roots for owner-table blocks).
+ *   (2) Every block the commit dirtied or took is in vc_done (written) or
+ *       in vc_meta (to write), referenced, until the commit ends, and
+ *       vc_seen holds each map or owner-table block at most once.
+ *   (3) No buffer of D becomes Clean (evictable) before the log is
+ *       durable and the map generation was bumped (bmap.c (2)).
+ *   (4) The in-memory map state a failed commit built (v_trees, v_otab)
+ *       is kept: it matches the cached map blocks, which stay dirty and
+ *       are requeued with the data; the next commit finishes the job. The
+ *       durable super root (v_sr) changes only after a finish succeeded.
+ *
+ * Runs on the delta system's thread only, as a busy thread (vol.c (3)):
+ * if the cache runs dry it waits, it never waits for a commit.
+ */
+#include "vol/vol_internal.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+
+#include "util/syncpoint.h"
+
+#define VOL_TAKE_BATCH 64
+
+enum { VOL_CLASS_OWNERS = 0, VOL_CLASS_OTAB = 1, VOL_NCLASSES };
+
+struct vol_bufvec {
+	struct buf **bv_bufs;
+	size_t bv_n;
+	size_t bv_cap;
+};
+
+/* One commit's state; the commit thread's alone. */
+struct vol_commit {
+	struct vol *vc_vol;
+	uint32_t vc_delta;
+	struct log_builder *vc_lb;
+	struct bmap_change vc_change;
+	struct vol_bufvec vc_done; /* Written, to settle at the end */
+	/* map blocks by class and level to write (owner-table blocks: OTAB, 0) */
+	struct vol_bufvec vc_meta[VOL_NCLASSES][VOL_MAX_LEVELS + 1];
+	struct vol_table vc_seen; /* the blocks in vc_meta */
+	uint64_t vc_payload;	  /* blocks added to the log */
+	uint64_t vc_consumed;	  /* log blocks, headers and summaries included */
+};
+
+/* ---- bookkeeping ----------------------------------------------------------- */
+
+static int vol_bufvec_push(struct vol_bufvec *bv, struct buf *b)
+{
+	if (bv->bv_n == bv->bv_cap) {
+		size_t cap = bv->bv_cap ? bv->bv_cap * 2 : 64;
+		struct buf **bufs = realloc(bv->bv_bufs, cap * sizeof(*bufs));
+
+		if (!bufs)
+			return -ENOMEM;
+		bv->bv_bufs = bufs;
+		bv->bv_cap = cap;
+	}
+	bv->bv_bufs[bv->bv_n++] = b;
+	return 0;
+}
+
+static void vol_bufvec_release(struct vol_bufvec *bv)
+{
+	for (size_t i = 0; i < bv->bv_n; i++)
+		buf_put(bv->bv_bufs[i]);
+	free(bv->bv_bufs);
+	*bv = (struct vol_bufvec){0};
+}
+
+static bool vol_is_meta(struct buf *b)
+{
+	return buf_owner(b) == VOL_OTAB_OWNER || bmap_is_node(buf_index(b));
+}
+
+/* Keep map or owner-table block @b (taking over a reference) for its level. */
+static int vol_commit_keep(struct vol_commit *vc, struct buf *b)
+{
+	uint64_t owner = buf_owner(b), index = buf_index(b);
+	int class = owner == VOL_OTAB_OWNER ? VOL_CLASS_OTAB : VOL_CLASS_OWNERS;
+	unsigned level = bmap_is_node(index) ? bmap_node_level(index) : 0;
+	int err;
+
+	assert(level <= VOL_MAX_LEVELS && (level || class == VOL_CLASS_OTAB));
+	err = vol_table_put(&vc->vc_seen, owner, index, b);
+	if (!err)
+		err = vol_bufvec_push(&vc->vc_meta[class][level], b);
+	if (err)
+		buf_put(b);
+	return err;
+}
+
+/* bmap_change.bc_note: the commit dirtied map or owner-table block @b. */
+static int vol_commit_note(void *arg, struct buf *b)
+{
+	struct vol_commit *vc = arg;
+
+	assert(buf_state(b) == BUF_DIRTY); /* never changed once written: (1) */
+	if (vol_table_get(&vc->vc_seen, buf_owner(b), buf_index(b)))
+		return 0;
+	buf_hold(b);
+	return vol_commit_keep(vc, b);
+}
+
+/* A taken map or owner-table block (@b's reference is the take's). */
+static int vol_commit_take_meta(struct vol_commit *vc, struct buf *b)
+{
+	if (vol_table_get(&vc->vc_seen, buf_owner(b), buf_index(b))) {
+		buf_put(b);
+		return 0;
+	}
+	return vol_commit_keep(vc, b);
+}
+
+/* The map of @owner as this commit builds it (from its record at first). */
+static int vol_commit_tree(struct vol_commit *vc, uint64_t owner, struct bmap_tree **out)
+{
+	struct vol *v = vc->vc_vol;
+	struct bmap_tree *t = vol_table_get(&v->v_trees, owner, 0);
+	struct vol_rec rec;
+	int err;
+
+	if (t) {
+		*out = t;
+		return 0;
+	}
+	err = otab_load(v, owner, &rec);
+	if (err)
+		return err;
+	t = malloc(sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	*t = (struct bmap_tree){owner, rec.vr_root, rec.vr_height, rec.vr_height};
+	err = vol_table_put(&v->v_trees, owner, 0, t);
+	if (err)
+		free(t);
+	*out = t;
+	return err;
+}
+
+/* ---- writing one block ------------------------------------------------------ */
+
+/*
+ * Take @b through Writing to Written, adding it to the log unless !@add
+ * (a punched block: nothing to write). @b goes to vc_done with a
+ * reference of its own. *pblk: its address. *mine false: @b left D
+ * (forked to the open delta after it was taken) and was not touched.
+ */
+static int vol_commit_write(struct vol_commit *vc, struct buf *b, uint32_t flags, bool add,
+			    uint64_t *pblk, bool *mine)
+{
+	int err;
+
+	*mine = false;
+	*pblk = 0;
+	err = buf_write_begin(b);
+	if (err == -EBUSY)
+		return 0; /* a modifier of the open delta holds it: forked */
+	if (err)
+		return err;
+	if (buf_delta(b) != vc->vc_delta)
+		goto out_cancel; /* forked to the open delta before we got here */
+	if (add) {
+		err = log_build_add(vc->vc_lb, buf_owner(b), buf_index(b), flags, buf_data(b),
+				    pblk);
+		if (err)
+			goto out_cancel;
+	}
+	buf_write_end(b, 0);
+	err = vol_bufvec_push(&vc->vc_done, b);
+	if (err)
+		goto out_cancel; /* Written -> Dirty: write_cancel takes both */
+	buf_hold(b); /* vc_done's */
+	vc->vc_payload += add;
+	*mine = true;
+	return 0;
+out_cancel:
+	buf_write_cancel(b);
+	return err;
+}
+
+/* (2) one taken data buffer; @b's reference is the take's. */
+static int vol_commit_data_block(struct vol_commit *vc, struct buf *b)
+{
+	struct vol *v = vc->vc_vol;
+	uint64_t owner = buf_owner(b), index = buf_index(b), pblk;
+	bool zeroed, mine;
+	struct bmap_tree *t;
+	int err;
+
+	SYNC_POINT("vol.commit.taken");
+	zeroed = vol_punch_zeroed(&v->v_punches, owner, index, vc->vc_delta);
+	err = vol_commit_write(vc, b, 0, !zeroed, &pblk, &mine);
+	buf_put(b);
+	if (err || !mine || zeroed)
+		return err; /* a punched block's entry was cleared in (1) */
+	err = vol_commit_tree(vc, owner, &t);
+	if (!err)
+		err = bmap_set(&v->v_map, t, &vc->vc_change, 1, index, pblk);
+	return err;
+}
+
+/* (3), (4) map or owner-table block @b of tree @t: write it, then link it. */
+static int vol_commit_meta(struct vol_commit *vc, struct buf *b, struct bmap_tree *t)
+{
+	struct vol *v = vc->vc_vol;
+	uint64_t index = buf_index(b), pblk;
+	struct vol_rec rec;
+	bool mine, root;
+	int err;
+
+	if (bmap_is_node(index) && !bmap_in_tree(&v->v_map, t, index)) {
+		log_err("vol: map block (%" PRIu64 ", %#" PRIx64 ") is outside its tree of height %u",
+			buf_owner(b), index, t->bt_height);
+		return -EINVAL;
+	}
+	err = vol_commit_write(vc, b, LOG_ENTRY_META, true, &pblk, &mine);
+	if (err)
+		return err;
+	assert(mine); /* the front end never touches these */
+	if (!bmap_is_node(index)) /* an owner-table block */
+		return bmap_set(&v->v_map, t, &vc->vc_change, 1, index, pblk);
+	err = bmap_place(&v->v_map, t, &vc->vc_change, b, pblk, &root);
+	if (err || !root || t->bt_owner == VOL_OTAB_OWNER)
+		return err;
+	rec = (struct vol_rec){t->bt_root, t->bt_root_height, VOL_REC_IN_USE};
+	return otab_store(v, &vc->vc_change, t->bt_owner, &rec);
+}
+
+/* ---- the steps --------------------------------------------------------------- */
+
+/* (1) */
+static int vol_commit_punches(struct vol_commit *vc)
+{
+	struct vol *v = vc->vc_vol;
+	struct vol_punch_key *keys;
+	struct bmap_tree *t;
+	size_t n;
+	int err;
+
+	err = vol_punch_collect(&v->v_punches, vc->vc_delta, &keys, &n);
+	for (size_t i = 0; i < n && !err; i++) {
+		err = vol_commit_tree(vc, keys[i].pk_owner, &t);
+		if (!err)
+			err = bmap_clear(&v->v_map, t, &vc->vc_change, keys[i].pk_index);
+	}
+	free(keys);
+	return err;
+}
+
+/* (2) */
+static int vol_commit_data(struct vol_commit *vc)
+{
+	struct buf *batch[VOL_TAKE_BATCH];
+	unsigned n;
+	int err = 0;
+
+	SYNC_POINT("vol.commit.data");
+	while (!err && (n = buf_delta_take(vc->vc_vol->v_cache, vc->vc_delta, batch,
+					   ARRAY_SIZE(batch)))) {
+		for (unsigned i = 0; i < n; i++) {
+			if (err)
+				buf_put(batch[i]);
+			else if (vol_is_meta(batch[i]))
+				err = vol_commit_take_meta(vc, batch[i]);
+			else
+				err = vol_commit_data_block(vc, batch[i]);
+		}
+	}
+	return err;
+}
+
+/* (3) or (4): the blocks of @class, from @level up. */
+static int vol_commit_levels(struct vol_commit *vc, int class, unsigned level)
+{
+	struct vol *v = vc->vc_vol;
+	int err = 0;
+
+	for (; level <= VOL_MAX_LEVELS && !err; level++) {
+		struct vol_bufvec *bv = &vc->vc_meta[class][level];
+
+		/* placing a block dirties only higher levels: bv is stable */
+		for (size_t i = 0; i < bv->bv_n && !err; i++) {
+			struct buf *b = bv->bv_bufs[i];
+			struct bmap_tree *t = &v->v_otab;
+
+			if (class == VOL_CLASS_OWNERS)
+				err = vol_commit_tree(vc, buf_owner(b), &t);
+			if (!err)
+				err = vol_commit_meta(vc, b, t);
+		}
+	}
+	return err;
+}
+
+/* (5) the super root, then durable. */
+static int vol_commit_sroot(struct vol_commit *vc, struct vol_sroot *sr)
+{
+	struct vol *v = vc->vc_vol;
+	struct log_builder *lb = vc->vc_lb;
+	uint64_t pblk;
+	void *block;
+	int err;
+
+	assert(v->v_otab.bt_root_height == v->v_otab.bt_height);
+	*sr = v->v_sr;
+	sr->sr_delta = vc->vc_delta;
+	sr->sr_otab_root = v->v_otab.bt_root;
+	sr->sr_otab_height = v->v_otab.bt_root_height;
+	sr->sr_blocks_written += vc->vc_payload + 1;
+	block = malloc(v->v_block_size);
+	if (!block)
+		return -ENOMEM;
+	vol_sroot_encode(sr, block, v->v_block_size);
+	err = log_build_add(lb, VOL_SROOT_OWNER, 0, LOG_ENTRY_SUPER_ROOT, block, &pblk);
+	free(block);
+	if (err)
+		return err;
+	vc->vc_consumed = log_build_blocks(lb);
+	SYNC_POINT("vol.commit.finish");
+	vc->vc_lb = NULL; /* finish frees it, whatever happens */
+	return log_build_finish(lb);
+}
+
+/* (6) the delta is durable. */
+static void vol_commit_settle(struct vol_commit *vc, const struct vol_sroot *sr)
+{
+	struct vol *v = vc->vc_vol;
+	int err;
+
+	bmap_gen_bump(&v->v_map); /* before any buffer can be evicted: (3) */
+	for (size_t i = 0; i < vc->vc_done.bv_n; i++)
+		buf_commit_end(vc->vc_done.bv_bufs[i], 0);
+	vol_punch_forget(&v->v_punches, vc->vc_delta);
+	v->v_sr = *sr;
+	atomic_store(&v->v_committed, sr->sr_delta);
+	vol_table_clear(&v->v_trees, free);
+	if (++v->v_commits % v->v_checkpoint_every)
+		return;
+	err = log_checkpoint(v->v_log);
+	if (err)
+		log_warn("vol: checkpoint after delta %" PRIu32 " failed: %d", vc->vc_delta, err);
+}
+
+static void vol_commit_fail(struct vol_commit *vc, int err)
+{
+	struct vol *v = vc->vc_vol;
+
+	log_err("vol: commit of delta %" PRIu32 " failed: %d", vc->vc_delta, err);
+	if (vc->vc_lb) {
+		vc->vc_consumed = log_build_blocks(vc->vc_lb);
+		log_build_abort(vc->vc_lb);
+		vc->vc_lb = NULL;
+	}
+	for (size_t i = 0; i < vc->vc_done.bv_n; i++)
+		buf_write_cancel(vc->vc_done.bv_bufs[i]);
+	buf_delta_requeue(v->v_cache, vc->vc_delta, vc->vc_delta + 1);
+	vol_punch_requeue(&v->v_punches, vc->vc_delta, vc->vc_delta + 1);
+	bmap_gen_bump(&v->v_map);
+}
+
+static void vol_commit_release(struct vol_commit *vc)
+{
+	vol_bufvec_release(&vc->vc_done);
+	for (int c = 0; c < VOL_NCLASSES; c++)
+		for (unsigned l = 0; l <= VOL_MAX_LEVELS; l++)
+			vol_bufvec_release(&vc->vc_meta[c][l]);
+	vol_table_clear(&vc->vc_seen, NULL);
+}
+
+int vol_commit(void *ctx, uint32_t delta, uint64_t *consumed)
+{
+	struct vol_commit vc = {.vc_vol = ctx, .vc_delta = delta};
+	struct vol *v = ctx;
+	struct vol_sroot sr;
+	int err;
+
+	vol_busy_enter();
+	SYNC_POINT("vol.commit.begin");
+	vc.vc_change = (struct bmap_change){delta, vol_commit_note, &vc};
+	err = log_build_begin(v->v_log, delta, &vc.vc_lb);
+	if (!err)
+		err = vol_commit_punches(&vc);
+	if (!err)
+		err = vol_commit_data(&vc);
+	if (!err)
+		err = vol_commit_levels(&vc, VOL_CLASS_OWNERS, 1);
+	if (!err)
+		err = vol_commit_levels(&vc, VOL_CLASS_OTAB, 0);
+	if (!err)
+		err = vol_commit_sroot(&vc, &sr);
+	if (err)
+		vol_commit_fail(&vc, err);
+	else
+		vol_commit_settle(&vc, &sr);
+	*consumed = vc.vc_consumed;
+	vol_commit_release(&vc);
+	SYNC_POINT("vol.commit.end");
+	vol_busy_leave();
+	return err;
+}

@@ -1,0 +1,306 @@
+/*
+ * punch.c - punches waiting for their delta's commit.
+ *
+ * vol_punch cannot change the map (only the commit does), so it records
+ * (owner, index, delta) here; the commit of that delta clears the map
+ * entry before it lays out the delta's writes, then forgets the record.
+ * Until then the record answers two questions:
+ *
+ *   - a fill of the block (vol.c) must give zeros, not what the map
+ *     still names (vol_punch_pending, any delta);
+ *   - the commit must not write the block's cached buffer, which holds
+ *     the zeros the punch left (vol_punch_zeroed, this delta, "zeroed").
+ *
+ * A write of the block in the same delta cancels the record (the write
+ * is newer); vol.c makes the cancel and the punch's own record happen
+ * inside the buffer's modification, so for every block the record says
+ * "zeroed" exactly when a punch was the block's last change in the delta.
+ * After a failed commit the records move to the next delta without
+ * "zeroed": the punch must still be applied (before that delta's writes,
+ * which are newer) but the buffer may since hold a newer write.
+ *
+ * Invariants
+ *   (1) At most one record per (owner, index, delta).
+ *   (2) vp_count is the number of records; it changes only under vp_lock
+ *       and may be read without it to skip the lock when it is 0.
+ *   (3) Records of a delta are removed only after its commit set the map
+ *       entries (the map then says hole), or moved by a failed commit.
+ *
+ * Lock order: vp_lock is a leaf, taken inside buffer modifications.
+ */
+#include "vol/vol_internal.h"
+
+#include <stdlib.h>
+#include <xxhash.h>
+
+struct vol_punch_rec {
+	uint64_t pr_owner;
+	uint64_t pr_index;
+	uint32_t pr_delta;
+	bool pr_zeroed;
+	struct vol_punch_rec *pr_next;
+};
+
+int vol_punches_init(struct vol_punches *p)
+{
+	p->vp_nbuckets = 256;
+	p->vp_buckets = calloc(p->vp_nbuckets, sizeof(*p->vp_buckets));
+	if (!p->vp_buckets)
+		return -ENOMEM;
+	atomic_init(&p->vp_count, 0);
+	return cmutex_init(&p->vp_lock);
+}
+
+void vol_punches_destroy(struct vol_punches *p)
+{
+	for (size_t i = 0; p->vp_buckets && i < p->vp_nbuckets; i++) {
+		struct vol_punch_rec *r, *next;
+
+		for (r = p->vp_buckets[i]; r; r = next) {
+			next = r->pr_next;
+			free(r);
+		}
+	}
+	free(p->vp_buckets);
+	if (p->vp_buckets)
+		cmutex_destroy(&p->vp_lock);
+	p->vp_buckets = NULL;
+}
+
+static struct vol_punch_rec **vol_punch_bucket(struct vol_punches *p, uint64_t owner,
+					       uint64_t index)
+{
+	uint64_t key[2] = {owner, index};
+
+	assert(cmutex_held(&p->vp_lock));
+	return &p->vp_buckets[XXH3_64bits(key, sizeof(key)) & (p->vp_nbuckets - 1)];
+}
+
+/* The link to the record of (owner, index, delta), or to the chain's end. */
+static struct vol_punch_rec **vol_punch_find_locked(struct vol_punches *p, uint64_t owner,
+						    uint64_t index, uint32_t delta)
+{
+	struct vol_punch_rec **pp = vol_punch_bucket(p, owner, index);
+
+	while (*pp && ((*pp)->pr_owner != owner || (*pp)->pr_index != index ||
+		       (*pp)->pr_delta != delta))
+		pp = &(*pp)->pr_next;
+	return pp;
+}
+
+/* Double the buckets when the chains grow long (best effort). */
+static void vol_punch_grow_locked(struct vol_punches *p)
+{
+	size_t n = p->vp_nbuckets * 2, old_n = p->vp_nbuckets;
+	struct vol_punch_rec **old = p->vp_buckets, *r, *next;
+
+	if (atomic_load(&p->vp_count) < 2 * old_n)
+		return;
+	p->vp_buckets = calloc(n, sizeof(*p->vp_buckets));
+	if (!p->vp_buckets) {
+		p->vp_buckets = old;
+		return;
+	}
+	p->vp_nbuckets = n;
+	for (size_t i = 0; i < old_n; i++) {
+		for (r = old[i]; r; r = next) {
+			struct vol_punch_rec **pp = vol_punch_bucket(p, r->pr_owner, r->pr_index);
+
+			next = r->pr_next;
+			r->pr_next = *pp;
+			*pp = r;
+		}
+	}
+	free(old);
+}
+
+/* Add or update a record; vp_lock held. */
+static int vol_punch_add_locked(struct vol_punches *p, uint64_t owner, uint64_t index,
+				uint32_t delta, bool zeroed)
+{
+	struct vol_punch_rec **pp = vol_punch_find_locked(p, owner, index, delta), *r;
+
+	if (*pp) {
+		(*pp)->pr_zeroed |= zeroed;
+		return 0;
+	}
+	r = malloc(sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	*r = (struct vol_punch_rec){owner, index, delta, zeroed, NULL};
+	*pp = r;
+	atomic_fetch_add(&p->vp_count, 1);
+	vol_punch_grow_locked(p);
+	return 0;
+}
+
+int vol_punch_add(struct vol_punches *p, uint64_t owner, uint64_t index, uint32_t delta,
+		  bool zeroed)
+{
+	int err;
+
+	cmutex_lock(&p->vp_lock);
+	err = vol_punch_add_locked(p, owner, index, delta, zeroed);
+	cmutex_unlock(&p->vp_lock);
+	return err;
+}
+
+void vol_punch_cancel(struct vol_punches *p, uint64_t owner, uint64_t index, uint32_t delta)
+{
+	struct vol_punch_rec **pp, *r;
+
+	if (!atomic_load(&p->vp_count))
+		return; /* (2): a punch recorded later happens after this write */
+	cmutex_lock(&p->vp_lock);
+	pp = vol_punch_find_locked(p, owner, index, delta);
+	if ((r = *pp)) {
+		*pp = r->pr_next;
+		atomic_fetch_sub(&p->vp_count, 1);
+		free(r);
+	}
+	cmutex_unlock(&p->vp_lock);
+}
+
+bool vol_punch_pending(struct vol_punches *p, uint64_t owner, uint64_t index)
+{
+	struct vol_punch_rec *r;
+	bool found = false;
+
+	if (!atomic_load(&p->vp_count))
+		return false;
+	cmutex_lock(&p->vp_lock);
+	for (r = *vol_punch_bucket(p, owner, index); r && !found; r = r->pr_next)
+		found = r->pr_owner == owner && r->pr_index == index;
+	cmutex_unlock(&p->vp_lock);
+	return found;
+}
+
+bool vol_punch_zeroed(struct vol_punches *p, uint64_t owner, uint64_t index, uint32_t delta)
+{
+	struct vol_punch_rec *r;
+	bool zeroed;
+
+	if (!atomic_load(&p->vp_count))
+		return false;
+	cmutex_lock(&p->vp_lock);
+	r = *vol_punch_find_locked(p, owner, index, delta);
+	zeroed = r && r->pr_zeroed;
+	cmutex_unlock(&p->vp_lock);
+	return zeroed;
+}
+
+/* Call @fn on every record of @delta (which it may unlink through *pp). */
+static int vol_punch_each_locked(struct vol_punches *p, uint32_t delta,
+				 int (*fn)(struct vol_punches *p, struct vol_punch_rec **pp,
+					   void *arg),
+				 void *arg)
+{
+	int err = 0;
+
+	for (size_t i = 0; i < p->vp_nbuckets && !err; i++) {
+		struct vol_punch_rec **pp = &p->vp_buckets[i];
+
+		while (*pp && !err) {
+			struct vol_punch_rec *r = *pp;
+
+			if (r->pr_delta == delta)
+				err = fn(p, pp, arg);
+			if (*pp == r)
+				pp = &r->pr_next;
+		}
+	}
+	return err;
+}
+
+struct vol_punch_vec {
+	struct vol_punch_key *pv_keys;
+	size_t pv_n;
+};
+
+static int vol_punch_collect_one(struct vol_punches *p, struct vol_punch_rec **pp, void *arg)
+{
+	struct vol_punch_vec *pv = arg;
+
+	(void)p;
+	pv->pv_keys[pv->pv_n++] = (struct vol_punch_key){(*pp)->pr_owner, (*pp)->pr_index};
+	return 0;
+}
+
+int vol_punch_collect(struct vol_punches *p, uint32_t delta, struct vol_punch_key **keys,
+		      size_t *n)
+{
+	struct vol_punch_vec pv = {NULL, 0};
+	int err = 0;
+
+	cmutex_lock(&p->vp_lock);
+	if (atomic_load(&p->vp_count)) {
+		pv.pv_keys = malloc(atomic_load(&p->vp_count) * sizeof(*pv.pv_keys));
+		if (pv.pv_keys)
+			vol_punch_each_locked(p, delta, vol_punch_collect_one, &pv);
+		else
+			err = -ENOMEM;
+	}
+	cmutex_unlock(&p->vp_lock);
+	*keys = pv.pv_keys;
+	*n = pv.pv_n;
+	return err;
+}
+
+static int vol_punch_forget_one(struct vol_punches *p, struct vol_punch_rec **pp, void *arg)
+{
+	struct vol_punch_rec *r = *pp;
+
+	(void)arg;
+	*pp = r->pr_next;
+	atomic_fetch_sub(&p->vp_count, 1);
+	free(r);
+	return 0;
+}
+
+void vol_punch_forget(struct vol_punches *p, uint32_t delta)
+{
+	cmutex_lock(&p->vp_lock);
+	vol_punch_each_locked(p, delta, vol_punch_forget_one, NULL);
+	cmutex_unlock(&p->vp_lock);
+}
+
+static int vol_punch_unlink_one(struct vol_punches *p, struct vol_punch_rec **pp, void *arg)
+{
+	struct vol_punch_rec *r = *pp, **moved = arg;
+
+	*pp = r->pr_next;
+	atomic_fetch_sub(&p->vp_count, 1);
+	r->pr_next = *moved;
+	*moved = r;
+	return 0;
+}
+
+/* Link unlinked record @r, or merge it into the record it duplicates. */
+static void vol_punch_link_locked(struct vol_punches *p, struct vol_punch_rec *r)
+{
+	struct vol_punch_rec **pp = vol_punch_find_locked(p, r->pr_owner, r->pr_index, r->pr_delta);
+
+	if (*pp) {
+		(*pp)->pr_zeroed |= r->pr_zeroed;
+		free(r);
+		return;
+	}
+	r->pr_next = NULL;
+	*pp = r;
+	atomic_fetch_add(&p->vp_count, 1);
+}
+
+void vol_punch_requeue(struct vol_punches *p, uint32_t from, uint32_t to)
+{
+	struct vol_punch_rec *moved = NULL, *r;
+
+	cmutex_lock(&p->vp_lock);
+	vol_punch_each_locked(p, from, vol_punch_unlink_one, &moved);
+	while ((r = moved)) {
+		moved = r->pr_next;
+		r->pr_delta = to;
+		r->pr_zeroed = false; /* the buffer may hold a newer write now */
+		vol_punch_link_locked(p, r);
+	}
+	cmutex_unlock(&p->vp_lock);
+}

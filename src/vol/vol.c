@@ -1,0 +1,672 @@
+/*
+ * vol.c - the volume: owners' blocks in transactions on a segment log.
+ *
+ * The front end (any thread) changes data buffers only:
+ *
+ *   vol_txn_begin   reserve the worst case (vol_txn_worst) and join the
+ *                   open delta (delta_op_begin); never waits holding
+ *                   anything (seed 000)
+ *   vol_write       buf_get_new, buf_modify_begin(delta) (forks a buffer
+ *                   still dirty in the committing delta), copy, end
+ *   vol_punch       record the punch (punch.c); if the block is cached,
+ *                   zero it inside a modification, like a write
+ *   vol_read        buf_read; a miss fills through vol_fill
+ *   vol_txn_end     leave the delta
+ *
+ * The back end (the delta system's thread, commit.c) writes each delta:
+ * punches, data, map blocks bottom up, the owner table, its map, and the
+ * super root last. Only the back end touches map and owner-table blocks.
+ *
+ *   vol_fill(b): pending punch? zeros : walk super root -> owner table ->
+ *                owner's map (bmap.c) -> address; 0: zeros; else a tracked
+ *                read (zone = segment) of that block
+ *
+ * A punch does not drop the cached buffer: dropping races with a write
+ * of the block already holding it (buf_modify_begin of a dropped buffer
+ * is illegal), and would lose a write still dirty in the committing
+ * delta. Zeroing it in the punch's delta forks such a buffer like any
+ * write, and the commit, seeing the punch was the block's last change
+ * (vol_punch_zeroed), writes nothing for it.
+ *
+ * Invariants
+ *   (1) Every front-end change happens inside a transaction, to a data
+ *       buffer, between buf_modify_begin and buf_modify_end in the
+ *       transaction's delta; a transaction changes at most the blocks it
+ *       reserved for (vt_left).
+ *   (2) A punch is recorded before its buffer is looked up, and a write
+ *       cancels the punch of its delta inside its modification, so the
+ *       record and the buffer never disagree about which came last
+ *       (punch.c).
+ *   (3) A thread inside a transaction, a fill or the commit never waits
+ *       for a commit (vol_busy): the commit may need the delta it is in,
+ *       the buffer it is filling, or itself. bo_reclaim then only asks the
+ *       cache to wait (-EAGAIN).
+ *   (4) vol_committed_delta is the delta of the newest durable super
+ *       root, which vol_open checks is the one recovery found.
+ *   (5) A transaction begins only when fewer than two deltas' worth of
+ *       blocks (2 * v_max_dirty) are dirty, else it first waits for the
+ *       commit, outside any delta (vol_throttle): the open delta cannot
+ *       commit while one of its transactions waits for a buffer, so it
+ *       must not fill the cache, and the commit needs buffers for the map
+ *       blocks of what it writes.
+ *
+ * Lock order: delta system (ds_lock) and buffer cache locks are taken
+ * and released inside their calls; bm_lock (bmap.c) and vp_lock
+ * (punch.c) are leaves. No vol lock is held across a buffer get.
+ *
+ * Interleaving points: vol.txn.throttle, vol.walk.node (a walker holds
+ * an address), vol.commit.begin, .data, .taken (a data buffer taken, not
+ * yet written), .finish, .end.
+ */
+#include "vol/vol_internal.h"
+#include "util/syncpoint.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define VOL_CACHE_DEFAULT 4096
+#define VOL_CHECKPOINT_DEFAULT 16
+/* Bytes of one log summary entry (docs/FORMAT.md, "Summary entry"). */
+#define VOL_LOG_ENTRY_BYTES 32u
+/* The smallest log the log layer writes: a shorter segment tail is skipped. */
+#define VOL_LOG_MIN_BLOCKS 3u
+
+static _Thread_local unsigned vol_tls_busy; /* invariant (3) */
+
+void vol_busy_enter(void)
+{
+	vol_tls_busy++;
+}
+
+void vol_busy_leave(void)
+{
+	assert(vol_tls_busy > 0);
+	vol_tls_busy--;
+}
+
+/* ---- geometry and reservations ------------------------------------------ */
+
+/* Levels a map needs to hold indexes 0..@max with 2^@shift entries a block. */
+static unsigned vol_levels(unsigned shift, uint64_t max)
+{
+	unsigned h = 1;
+
+	while ((uint64_t)h * shift < 64 && (max >> (h * shift)))
+		h++;
+	return h;
+}
+
+static bool vol_is_pow2(uint64_t x)
+{
+	return x && !(x & (x - 1));
+}
+
+static void vol_geometry_set(struct vol *v, const struct log_geometry *g)
+{
+	unsigned shift = (unsigned)__builtin_ctz(g->lg_block_size / 8);
+
+	v->v_geo = *g;
+	v->v_block_size = g->lg_block_size;
+	v->v_recs_per_block = g->lg_block_size / VOL_REC_SIZE;
+	v->v_height_max = vol_levels(shift, VOL_MAX_INDEX);
+	v->v_otab_height_max = vol_levels(shift, VOL_MAX_OWNER / v->v_recs_per_block);
+}
+
+/* Blocks one write or punch can make its delta write besides log overhead. */
+static uint64_t vol_block_worst(const struct vol *v)
+{
+	/* the block, its map path, its owner's record block and that one's path */
+	return 1 + v->v_height_max + 1 + v->v_otab_height_max;
+}
+
+/* Headers and summaries of the logs holding @payload blocks, and the tail
+ * of a segment too short for a log. */
+static uint64_t vol_log_overhead(const struct vol *v, uint64_t payload)
+{
+	uint64_t seg = v->v_geo.lg_seg_blocks, bs = v->v_block_size;
+	uint64_t sum = (seg * VOL_LOG_ENTRY_BYTES + bs - 1) / bs; /* a log's summary, at most */
+	uint64_t cap = seg - 1 - sum; /* payload of a log filling a segment */
+	uint64_t logs = (payload + cap - 1) / cap + 1; /* + one in a segment's tail */
+
+	return logs * (1 + sum) + (VOL_LOG_MIN_BLOCKS - 1);
+}
+
+/*
+ * vol_txn_worst - what a transaction of @nblocks writes and punches must
+ * reserve: the most blocks its delta can write because of it (seed 000).
+ *
+ *   per block   the block, every map block on its path (all new or
+ *               rewritten: v_height_max), the owner-table block with its
+ *               owner's record (every block may be another owner's) and
+ *               that block's path in the owner table's map
+ *   once        the super root
+ *   logs        a header and summary blocks per log the payload spans,
+ *               one more log for a segment's tail, and a tail too short
+ *               for a log (vol_log_overhead)
+ *
+ * An over-estimate: blocks of one delta share map blocks and logs. The
+ * delta system gives it back when the delta commits.
+ */
+static uint64_t vol_txn_worst(const struct vol *v, uint64_t nblocks)
+{
+	uint64_t payload = nblocks * vol_block_worst(v) + 1;
+
+	return payload + vol_log_overhead(v, payload);
+}
+
+/* The default dirty limit of a delta: room in the cache for a delta being
+ * committed (with all its map blocks) and the next one filling up. */
+static uint32_t vol_default_max_dirty(const struct vol *v, uint32_t nbuffers)
+{
+	uint64_t n = nbuffers / (2 * vol_block_worst(v));
+
+	return (uint32_t)MAX(n, 1);
+}
+
+/* ---- reading blocks -------------------------------------------------------- */
+
+static bool vol_pblk_valid(const struct vol *v, uint64_t pblk)
+{
+	const struct log_geometry *g = &v->v_geo;
+
+	return pblk >= g->lg_seg_start && pblk - g->lg_seg_start < g->lg_nsegments * g->lg_seg_blocks;
+}
+
+/* Read block @pblk (0: a hole, zeros) as a tracked read. -ESTALE: its zone
+ * is being reused, resolve the address again. */
+static int vol_read_pblk(struct vol *v, uint64_t owner, uint64_t index, uint64_t pblk,
+			 void *data)
+{
+	uint64_t zaddr = pblk - v->v_geo.lg_seg_start;
+	int err;
+
+	if (!pblk) {
+		memset(data, 0, v->v_block_size);
+		return 0;
+	}
+	if (!vol_pblk_valid(v, pblk)) {
+		log_err("vol: block (%" PRIu64 ", %#" PRIx64 ") maps to block %" PRIu64
+			", outside the segments",
+			owner, index, pblk);
+		return -EUCLEAN;
+	}
+	err = buf_track_read_begin(v->v_track, zaddr);
+	if (err)
+		return err == -EAGAIN ? -ESTALE : err; /* the cache keeps -EAGAIN */
+	err = bdev_read(v->v_bdev, pblk, 1, data);
+	buf_track_read_end(v->v_track, zaddr);
+	return err;
+}
+
+/* One walk for the block at @level on @index's path in @owner's map. */
+static int vol_resolve_once(struct vol *v, uint64_t owner, unsigned level, uint64_t index,
+			    uint64_t *pblk)
+{
+	struct bmap_root otab, root;
+	struct bmap_walk w;
+	int err;
+
+	bmap_walk_begin(&v->v_map, &v->v_otab, &w, &otab);
+	if (owner == VOL_OTAB_OWNER) {
+		root = otab;
+	} else {
+		err = otab_read(v, &w, &otab, owner, &root);
+		if (err)
+			return err;
+	}
+	return bmap_lookup(&w, owner, &root, level, index, pblk);
+}
+
+/* The address of block (owner, index), data or map block; 0: a hole. */
+static int vol_resolve(struct vol *v, uint64_t owner, uint64_t index, uint64_t *pblk)
+{
+	unsigned level = 0;
+	int err;
+
+	if (bmap_is_node(index)) {
+		level = bmap_node_level(index);
+		index = bmap_node_first(&v->v_map, index);
+	}
+	do {
+		err = vol_resolve_once(v, owner, level, index, pblk);
+	} while (err == -EAGAIN);
+	return err;
+}
+
+/* Fill a block nobody told us the address of. */
+static int vol_fill_resolve(struct vol *v, uint64_t owner, uint64_t index, void *data)
+{
+	uint64_t pblk;
+	int err;
+
+	do {
+		if (!bmap_is_node(index) && vol_punch_pending(&v->v_punches, owner, index))
+			pblk = 0; /* punched; the map changes when the punch commits */
+		else if ((err = vol_resolve(v, owner, index, &pblk)))
+			return err;
+		err = vol_read_pblk(v, owner, index, pblk, data);
+	} while (err == -ESTALE);
+	return err;
+}
+
+/* bo_fill: a walker passes the address it found as @hint (bmap.c (5)). */
+static int vol_fill(void *ctx, struct buf *b, void *data, uint64_t hint)
+{
+	struct vol *v = ctx;
+	int err;
+
+	vol_busy_enter();
+	if (hint == BUF_NO_HINT) {
+		err = vol_fill_resolve(v, buf_owner(b), buf_index(b), data);
+	} else {
+		err = vol_read_pblk(v, buf_owner(b), buf_index(b), hint, data);
+		if (!err)
+			err = bmap_hint_check(&v->v_map);
+	}
+	vol_busy_leave();
+	return err;
+}
+
+/* bo_reclaim: commit, unless this thread may not wait for a commit. */
+static int vol_reclaim(void *ctx)
+{
+	struct vol *v = ctx;
+
+	if (vol_tls_busy || !v->v_ds)
+		return -EAGAIN; /* invariant (3): the cache waits for the commit */
+	return delta_sync(v->v_ds);
+}
+
+static const struct buf_ops vol_buf_ops = {
+	.bo_fill = vol_fill,
+	.bo_reclaim = vol_reclaim,
+};
+
+static const struct delta_ops vol_delta_ops = {
+	.do_commit = vol_commit,
+};
+
+/* ---- mkfs ------------------------------------------------------------------ */
+
+/* Write delta 1: an empty owner table, as the super root says. */
+static int vol_mkfs_first_delta(struct log *l, uint32_t bs)
+{
+	struct vol_sroot sr = {.sr_delta = 1, .sr_next_owner = VOL_FIRST_OWNER,
+			       .sr_blocks_written = 1};
+	struct log_builder *lb;
+	uint64_t pblk;
+	void *block;
+	int err;
+
+	block = malloc(bs);
+	if (!block)
+		return -ENOMEM;
+	vol_sroot_encode(&sr, block, bs);
+	err = log_build_begin(l, sr.sr_delta, &lb);
+	if (err)
+		goto out_free;
+	err = log_build_add(lb, VOL_SROOT_OWNER, 0, LOG_ENTRY_SUPER_ROOT, block, &pblk);
+	if (err) {
+		log_build_abort(lb);
+		goto out_free;
+	}
+	err = log_build_finish(lb);
+	if (!err)
+		err = log_checkpoint(l);
+out_free:
+	free(block);
+	return err;
+}
+
+/*
+ * Always formats: refusing to overwrite an existing volume (log_probe)
+ * is the tool's decision (cairn mkfs --force), not the library's.
+ */
+int vol_mkfs(struct bdev *d, const struct vol_mkfs_opts *o)
+{
+	struct log_format_opts lo = o ? o->vmo_log : (struct log_format_opts){0};
+	struct log *l;
+	int err;
+
+	if (lo.lfo_seg_blocks && !vol_is_pow2(lo.lfo_seg_blocks))
+		return -EINVAL; /* a segment is a zone of tracked reads */
+	err = log_format(d, &lo);
+	if (err)
+		return err;
+	err = log_open(d, &l);
+	if (err)
+		return err;
+	if (!vol_is_pow2(log_geometry(l)->lg_seg_blocks))
+		err = -EINVAL;
+	else
+		err = vol_mkfs_first_delta(l, log_geometry(l)->lg_block_size);
+	log_close(l);
+	return err;
+}
+
+/* ---- open and close -------------------------------------------------------- */
+
+/* Read and check the super root recovery found. */
+static int vol_sroot_read(struct vol *v, const struct log_state *st)
+{
+	void *block = malloc(v->v_block_size);
+	int err;
+
+	if (!block)
+		return -ENOMEM;
+	err = bdev_read(v->v_bdev, st->ls_sr_blk, 1, block);
+	if (!err)
+		err = vol_sroot_decode(block, v->v_block_size, st->ls_sr_blk, &v->v_sr);
+	free(block);
+	if (err)
+		return err;
+	if (v->v_sr.sr_delta != st->ls_delta || v->v_sr.sr_otab_height > v->v_otab_height_max ||
+	    (v->v_sr.sr_otab_root && !vol_pblk_valid(v, v->v_sr.sr_otab_root)) ||
+	    st->ls_delta >= UINT32_MAX - 1) {
+		log_err("vol: super root at block %" PRIu64 " does not match the log's state "
+			"(delta %" PRIu64 ", log says %" PRIu64 ")",
+			st->ls_sr_blk, v->v_sr.sr_delta, st->ls_delta);
+		return -EUCLEAN;
+	}
+	return 0;
+}
+
+/* Open the log, recover, read the super root. */
+static int vol_open_log(struct vol *v)
+{
+	const struct log_geometry *g;
+	struct log_state st;
+	int err;
+
+	err = log_open(v->v_bdev, &v->v_log);
+	if (err)
+		return err;
+	g = log_geometry(v->v_log);
+	if (g->lg_block_size != bdev_block_size(v->v_bdev) || !vol_is_pow2(g->lg_seg_blocks) ||
+	    g->lg_block_size < 512) {
+		log_err("vol: log geometry (block %" PRIu32 ", segment %" PRIu32
+			" blocks) is not a cairn volume's",
+			g->lg_block_size, g->lg_seg_blocks);
+		err = -EUCLEAN;
+		goto out_close;
+	}
+	vol_geometry_set(v, g);
+	err = log_recover(v->v_log, &st);
+	if (!err)
+		err = vol_sroot_read(v, &st);
+	if (!err)
+		return 0;
+out_close:
+	log_close(v->v_log);
+	v->v_log = NULL;
+	return err;
+}
+
+static void vol_close_cache(struct vol *v)
+{
+	buf_cache_destroy(v->v_cache);
+	buf_track_destroy(v->v_track);
+	bmap_destroy(&v->v_map);
+	vol_punches_destroy(&v->v_punches);
+	vol_table_clear(&v->v_trees, free);
+}
+
+/* The buffer cache, tracked reads, maps and punches. */
+static int vol_open_cache(struct vol *v, const struct vol_open_opts *o)
+{
+	struct buf_cache_config bc = {
+		.bcc_block_size = v->v_block_size,
+		.bcc_nbuffers = o->voo_cache_blocks ? o->voo_cache_blocks : VOL_CACHE_DEFAULT,
+		.bcc_ops = &vol_buf_ops,
+		.bcc_ctx = v,
+	};
+	const struct log_geometry *g = &v->v_geo;
+	int err;
+
+	err = vol_punches_init(&v->v_punches);
+	if (err)
+		return err;
+	err = buf_track_create(g->lg_nsegments * g->lg_seg_blocks,
+			       (unsigned)__builtin_ctz(g->lg_seg_blocks), &v->v_track);
+	if (err)
+		goto out_punches;
+	err = buf_cache_create(&bc, &v->v_cache);
+	if (err)
+		goto out_track;
+	err = bmap_init(&v->v_map, v->v_cache);
+	if (err)
+		goto out_cache;
+	v->v_otab = (struct bmap_tree){VOL_OTAB_OWNER, v->v_sr.sr_otab_root,
+				       v->v_sr.sr_otab_height, v->v_sr.sr_otab_height};
+	atomic_store(&v->v_committed, v->v_sr.sr_delta);
+	return 0;
+out_cache:
+	buf_cache_destroy(v->v_cache);
+out_track:
+	buf_track_destroy(v->v_track);
+out_punches:
+	vol_punches_destroy(&v->v_punches);
+	return err;
+}
+
+static int vol_open_deltas(struct vol *v, const struct vol_open_opts *o)
+{
+	struct delta_config dc = {
+		.dc_cache = v->v_cache,
+		.dc_log = v->v_log,
+		.dc_ops = &vol_delta_ops,
+		.dc_ctx = v,
+		.dc_first_delta = (uint32_t)v->v_sr.sr_delta + 1,
+		.dc_max_age_ms = o->voo_max_age_ms,
+	};
+	uint32_t nbuffers = o->voo_cache_blocks ? o->voo_cache_blocks : VOL_CACHE_DEFAULT;
+
+	v->v_max_dirty = o->voo_max_dirty ? o->voo_max_dirty : vol_default_max_dirty(v, nbuffers);
+	dc.dc_max_dirty = v->v_max_dirty;
+	v->v_checkpoint_every = o->voo_checkpoint_every ? o->voo_checkpoint_every
+							: VOL_CHECKPOINT_DEFAULT;
+	return delta_sys_create(&dc, &v->v_ds);
+}
+
+/* On error @d stays the caller's. */
+int vol_open(struct bdev *d, const struct vol_open_opts *o, struct vol **out)
+{
+	struct vol_open_opts opts = o ? *o : (struct vol_open_opts){0};
+	struct vol *v;
+	int err;
+
+	v = calloc(1, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	v->v_bdev = d;
+	err = vol_open_log(v);
+	if (err)
+		goto out_free;
+	err = vol_open_cache(v, &opts);
+	if (err)
+		goto out_log;
+	err = vol_open_deltas(v, &opts);
+	if (err)
+		goto out_cache;
+	*out = v;
+	return 0;
+out_cache:
+	vol_close_cache(v);
+out_log:
+	log_close(v->v_log);
+out_free:
+	free(v);
+	return err;
+}
+
+int vol_close(struct vol *v)
+{
+	int err, cp_err;
+
+	if (!v)
+		return 0;
+	err = delta_sys_destroy(v->v_ds); /* commits what is open */
+	cp_err = log_checkpoint(v->v_log);
+	if (cp_err)
+		log_err("vol: checkpoint at close failed: %d", cp_err);
+	vol_close_cache(v);
+	log_close(v->v_log);
+	bdev_close(v->v_bdev);
+	free(v);
+	return err ? err : cp_err;
+}
+
+/* ---- transactions ------------------------------------------------------------ */
+
+/*
+ * Before joining a delta (so waiting is safe: seed 000), wait for the
+ * commit while two deltas' worth of blocks are dirty: the open delta
+ * cannot commit while a transaction in it waits for a buffer, so the
+ * cache must not fill up with its blocks, and the commit needs buffers
+ * for the map blocks of what it writes (vol_default_max_dirty).
+ */
+static int vol_throttle(struct vol *v)
+{
+	struct delta_stats st;
+	uint64_t dirty;
+
+	delta_stats(v->v_ds, &st);
+	dirty = buf_delta_ndirty(v->v_cache, st.ds_open) +
+		buf_delta_ndirty(v->v_cache, st.ds_open - 1);
+	if (dirty < 2 * (uint64_t)v->v_max_dirty)
+		return 0;
+	SYNC_POINT("vol.txn.throttle");
+	return delta_sync(v->v_ds);
+}
+
+int vol_txn_begin(struct vol *v, uint64_t nblocks, unsigned flags, struct vol_txn *t)
+{
+	unsigned res = (flags & VOL_TXN_FREEING) ? LOG_RES_FREEING : 0;
+	int err;
+
+	if ((flags & ~VOL_TXN_FREEING) || nblocks > VOL_MAX_INDEX)
+		return -EINVAL;
+	err = vol_throttle(v);
+	if (err)
+		return err;
+	err = delta_op_begin(v->v_ds, vol_txn_worst(v, nblocks), res, &t->vt_op);
+	if (err)
+		return err;
+	t->vt_vol = v;
+	t->vt_left = nblocks;
+	vol_busy_enter();
+	return 0;
+}
+
+void vol_txn_end(struct vol_txn *t)
+{
+	delta_op_end(t->vt_vol->v_ds, &t->vt_op);
+	vol_busy_leave();
+}
+
+/* Check a front-end change of (owner, index) and count it against @t. */
+static int vol_txn_charge(struct vol_txn *t, uint64_t owner, uint64_t index)
+{
+	if (owner < VOL_FIRST_OWNER || owner > VOL_MAX_OWNER || index > VOL_MAX_INDEX)
+		return -EINVAL;
+	if (!t->vt_left) {
+		log_err("vol: transaction changes more blocks than it reserved");
+		return -EINVAL;
+	}
+	t->vt_left--;
+	return 0;
+}
+
+/* ---- the front end ------------------------------------------------------------- */
+
+int vol_write(struct vol_txn *t, uint64_t owner, uint64_t index, const void *data)
+{
+	struct vol *v = t->vt_vol;
+	struct buf *b;
+	int err;
+
+	err = vol_txn_charge(t, owner, index);
+	if (err)
+		return err;
+	err = buf_get_new(v->v_cache, owner, index, &b);
+	if (err)
+		return err;
+	err = buf_modify_begin(b, t->vt_op.dop_delta);
+	if (!err) {
+		vol_punch_cancel(&v->v_punches, owner, index, t->vt_op.dop_delta);
+		memcpy(buf_data(b), data, v->v_block_size);
+		buf_modify_end(b);
+	}
+	buf_put(b);
+	return err;
+}
+
+int vol_punch(struct vol_txn *t, uint64_t owner, uint64_t index)
+{
+	struct vol *v = t->vt_vol;
+	uint32_t delta = t->vt_op.dop_delta;
+	struct buf *b;
+	int err;
+
+	err = vol_txn_charge(t, owner, index);
+	if (!err)
+		err = vol_punch_add(&v->v_punches, owner, index, delta, true);
+	if (err)
+		return err;
+	b = buf_find_hold(v->v_cache, owner, index);
+	if (!b)
+		return 0; /* a later fill sees the record */
+	buf_put(b);
+	err = buf_get_new(v->v_cache, owner, index, &b); /* waits out a fill or a new write */
+	if (err)
+		return err;
+	err = buf_modify_begin(b, delta);
+	if (!err) {
+		memset(buf_data(b), 0, v->v_block_size);
+		err = vol_punch_add(&v->v_punches, owner, index, delta, true); /* (2) */
+		buf_modify_end(b);
+	}
+	buf_put(b);
+	return err;
+}
+
+int vol_read(struct vol *v, uint64_t owner, uint64_t index, void *data)
+{
+	struct buf *b;
+	int err;
+
+	if (owner < VOL_FIRST_OWNER || owner > VOL_MAX_OWNER || index > VOL_MAX_INDEX)
+		return -EINVAL;
+	err = buf_read(v->v_cache, owner, index, &b);
+	if (err)
+		return err;
+	memcpy(data, buf_data(b), v->v_block_size);
+	buf_put(b);
+	return 0;
+}
+
+int vol_sync(struct vol *v)
+{
+	return delta_sync(v->v_ds);
+}
+
+uint32_t vol_block_size(const struct vol *v)
+{
+	return v->v_block_size;
+}
+
+uint32_t vol_committed_delta(struct vol *v)
+{
+	return (uint32_t)atomic_load(&v->v_committed);
+}
+
+void vol_delta_stats(struct vol *v, struct delta_stats *st)
+{
+	delta_stats(v->v_ds, st);
+}
+
+void vol_space(struct vol *v, struct log_space *sp)
+{
+	log_space(v->v_log, sp);
+}

@@ -1,0 +1,112 @@
+/*
+ * vol.h - the volume: a transactional store of owners' blocks on a
+ * segment log, the layer the namespace is built on.
+ *
+ * An owner is a 64-bit id (an inode number, later) holding a sparse array
+ * of blocks; a block never written reads as zeros. Changes are made in
+ * transactions (vol_txn_begin .. vol_txn_end) that belong to one delta
+ * and so reach the disk together or not at all. vol_sync makes every
+ * ended transaction durable. After a crash, vol_open finds the state of
+ * the newest committed delta that reached the disk intact.
+ *
+ * On disk each owner's blocks are found through its block map (a radix
+ * tree of map blocks) whose root lives in the owner table, itself a file
+ * whose root lives in the super root. The commit (the segment
+ * constructor) lays out a delta's data blocks, then the map blocks it
+ * changed, bottom up, then the owner table, then the super root.
+ *
+ * Owners 0..VOL_FIRST_OWNER-1 are reserved for metadata files.
+ */
+#ifndef CAIRN_VOL_H
+#define CAIRN_VOL_H
+
+#include <stdint.h>
+
+#include "bdev/bdev.h"
+#include "delta/delta.h"
+#include "log/log.h"
+
+#define VOL_FIRST_OWNER 16
+#define VOL_MAX_OWNER ((1ULL << 42) - 1)
+#define VOL_MAX_INDEX ((1ULL << 36) - 1) /* 2^36 blocks of 4 KiB: 256 TiB per owner */
+
+struct vol;
+
+struct vol_mkfs_opts {
+	struct log_format_opts vmo_log;
+};
+
+/*
+ * Create an empty volume on @d (log_format, then delta 1: an empty owner
+ * table and its super root, and a checkpoint). Always formats: refusing
+ * to overwrite a volume (log_probe) is the tool's decision. Segments must
+ * be a power of two blocks (a segment is a zone of tracked reads):
+ * -EINVAL otherwise. @d stays the caller's.
+ */
+int vol_mkfs(struct bdev *d, const struct vol_mkfs_opts *o);
+
+struct vol_open_opts {
+	uint32_t voo_cache_blocks;  /* buffer cache size; 0: 4096 */
+	uint32_t voo_max_dirty;	    /* see delta_config; 0: what the cache can
+				       commit (cache / (2 * worst case per block)) */
+	uint32_t voo_max_age_ms;    /* see delta_config; 0: default */
+	uint32_t voo_checkpoint_every; /* write a checkpoint slot every N commits; 0: 16 */
+};
+
+/*
+ * Open the volume on @d (taken over: vol_close closes it), recovering
+ * the newest valid state. -EUCLEAN if the image is not a valid cairn
+ * volume or no valid state exists. On error @d stays the caller's.
+ */
+int vol_open(struct bdev *d, const struct vol_open_opts *o, struct vol **out);
+/* Commit, write a checkpoint, and close. Returns the commit's error. */
+int vol_close(struct vol *v);
+
+struct vol_txn {
+	struct vol *vt_vol;
+	struct delta_op vt_op; /* membership of the delta */
+	uint64_t vt_left;      /* writes and punches its reservation still covers */
+};
+
+/*
+ * Begin a transaction that will write or punch at most @nblocks blocks
+ * (the worst case of the map blocks and metadata they touch is added
+ * here, and reserved before joining the open delta). VOL_TXN_FREEING
+ * marks a transaction that frees space: it may use the kept reserve, so
+ * deletion works on a full volume. May first wait for a commit when the
+ * cache holds too many dirty blocks. Transactions do not nest (one per
+ * thread). -ENOSPC; -EINVAL for unknown flags; a failed commit's error.
+ */
+#define VOL_TXN_FREEING 0x1
+int vol_txn_begin(struct vol *v, uint64_t nblocks, unsigned flags, struct vol_txn *t);
+void vol_txn_end(struct vol_txn *t);
+
+/*
+ * Write a whole block. -EINVAL for a reserved owner, an index past
+ * VOL_MAX_INDEX, or a transaction past the @nblocks it reserved.
+ */
+int vol_write(struct vol_txn *t, uint64_t owner, uint64_t index, const void *data);
+/*
+ * Forget a block: it reads as zeros again and its space is no longer
+ * live (its map entry is cleared when the delta commits). Errors as
+ * vol_write. A write and a punch of one block in one delta: the later
+ * one wins.
+ */
+int vol_punch(struct vol_txn *t, uint64_t owner, uint64_t index);
+/*
+ * Read a whole block (the newest content, committed or not), from any
+ * thread, inside a transaction or not. A read racing with a write of the
+ * same block may see part of each: the layer above serializes them.
+ */
+int vol_read(struct vol *v, uint64_t owner, uint64_t index, void *data);
+/* Make every ended transaction durable (group commit); the commit's error. */
+int vol_sync(struct vol *v);
+
+uint32_t vol_block_size(const struct vol *v);
+/* The newest committed delta (for tests: the state recovery must find). */
+uint32_t vol_committed_delta(struct vol *v);
+/* The delta system's counters (commits, syncs): for benchmarks and tests. */
+void vol_delta_stats(struct vol *v, struct delta_stats *st);
+void vol_space(struct vol *v, struct log_space *sp);
+
+#endif /* CAIRN_VOL_H */

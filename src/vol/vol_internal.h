@@ -1,0 +1,302 @@
+/*
+ * vol_internal.h - what the files of the volume layer share (private to
+ * src/vol/ and its tests).
+ *
+ *   vol.c     open, close, transactions, the front end (write, punch,
+ *             read), the fill callback, reservations; the design
+ *   bmap.c    block maps: radix trees of map blocks, the walk
+ *   otab.c    the owner table (owner 1): one record per owner
+ *   sroot.c   the super root block
+ *   punch.c   punches waiting for their delta's commit
+ *   commit.c  the commit (segment constructor)
+ *   table.c   a small hash table keyed by (owner, index)
+ *
+ * docs/FORMAT.md ("Metadata blocks") describes the on-disk bytes.
+ */
+#ifndef CAIRN_VOL_INTERNAL_H
+#define CAIRN_VOL_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "buf/buf.h"
+#include "util/util.h"
+#include "vol/vol.h"
+
+/* ---- block numbering --------------------------------------------------- */
+
+#define VOL_OTAB_OWNER 1 /* the owner table is owner 1's data */
+#define VOL_SROOT_OWNER 0 /* summary entry of a super root (owner 0, index 0) */
+
+/*
+ * Map blocks are buffers of the owner whose tree they belong to, with
+ * index VOL_META_BIT | level << VOL_LEVEL_SHIFT | node number. Level 1
+ * points at data; the node at level l covering data index i is number
+ * i >> (shift * l).
+ */
+#define VOL_META_BIT (1ULL << 63)
+#define VOL_LEVEL_SHIFT 48
+#define VOL_NODE_MASK ((1ULL << VOL_LEVEL_SHIFT) - 1)
+/* Enough levels for the largest tree at the smallest block (512 bytes). */
+#define VOL_MAX_LEVELS 8
+
+/* ---- table.c: a hash table keyed by (owner, index) --------------------- */
+
+struct vol_kv {
+	uint64_t kv_owner;
+	uint64_t kv_index;
+	void *kv_val; /* NULL: empty slot */
+};
+
+/* Open addressing, no removal; owned by one thread (the commit's). */
+struct vol_table {
+	struct vol_kv *vt_slots;
+	size_t vt_cap; /* power of two, or 0 */
+	size_t vt_n;
+};
+
+void *vol_table_get(const struct vol_table *t, uint64_t owner, uint64_t index);
+/* Insert a new key (@val non-NULL); -ENOMEM. */
+int vol_table_put(struct vol_table *t, uint64_t owner, uint64_t index, void *val);
+/* Call @fn on every value, then empty the table and free its memory. */
+void vol_table_clear(struct vol_table *t, void (*fn)(void *val));
+
+/* ---- bmap.c: block maps ---------------------------------------------- */
+
+/*
+ * The map machinery of one volume: the buffer cache the map blocks live
+ * in, their geometry, and the one lock and generation that guard every
+ * map block, every owner-table block and the owner table's root.
+ */
+struct bmap {
+	struct buf_cache *bm_cache; /* immutable */
+	uint32_t bm_entries;	    /* immutable: entries per map block */
+	unsigned bm_shift;	    /* immutable: log2(bm_entries) */
+	/*
+	 * Readers of map entries, owner records and placed roots hold it
+	 * shared; the commit changes them holding it exclusive.
+	 */
+	pthread_rwlock_t bm_lock;
+	uint64_t bm_gen; /* commits ended; protected by bm_lock */
+};
+
+/* One block map (of an owner, or of the owner table). */
+struct bmap_tree {
+	uint64_t bt_owner;	/* immutable */
+	uint64_t bt_root;	/* block of the placed root, 0: none; bm_lock */
+	uint8_t bt_root_height; /* height bt_root is the root of; bm_lock */
+	uint8_t bt_height;	/* height being built (>= bt_root_height);
+				   commit thread only */
+};
+
+/* A placed root, as a reader sees it. */
+struct bmap_root {
+	uint64_t br_pblk;
+	unsigned br_height;
+};
+
+/* A reader's walk: the generation it started in. */
+struct bmap_walk {
+	struct bmap *w_map;
+	uint64_t w_gen;
+};
+
+/* What the commit changing map blocks needs: the delta, and a hook told of
+ * every map or owner-table block it dirtied (it takes its own reference). */
+struct bmap_change {
+	uint32_t bc_delta;
+	int (*bc_note)(void *arg, struct buf *b);
+	void *bc_arg;
+};
+
+int bmap_init(struct bmap *m, struct buf_cache *c);
+void bmap_destroy(struct bmap *m);
+
+static inline uint64_t bmap_node_index(const struct bmap *m, unsigned level, uint64_t index)
+{
+	return VOL_META_BIT | ((uint64_t)level << VOL_LEVEL_SHIFT) |
+	       (index >> (m->bm_shift * level));
+}
+
+static inline bool bmap_is_node(uint64_t index)
+{
+	return index & VOL_META_BIT;
+}
+
+static inline unsigned bmap_node_level(uint64_t node_index)
+{
+	return (unsigned)((node_index & ~VOL_META_BIT) >> VOL_LEVEL_SHIFT);
+}
+
+/* The first data index a map block covers. */
+static inline uint64_t bmap_node_first(const struct bmap *m, uint64_t node_index)
+{
+	return (node_index & VOL_NODE_MASK) << (m->bm_shift * bmap_node_level(node_index));
+}
+
+/* The least height whose tree holds data index @index (>= 1). */
+unsigned bmap_height_for(const struct bmap *m, uint64_t index);
+/* Entry @slot of a map block's data, in host order. */
+uint64_t bmap_entry(const void *data, unsigned slot);
+
+/* Readers (any thread). -EAGAIN from any of them: restart the walk. */
+void bmap_walk_begin(struct bmap *m, const struct bmap_tree *t, struct bmap_walk *w,
+		     struct bmap_root *root);
+/* True if no commit ended since @w began; bm_lock held (shared). */
+bool bmap_walk_valid_locked(const struct bmap_walk *w);
+/*
+ * The block at @level (0: data) on data index @index's path in the tree
+ * under @root: *pblk, 0 if there is none (a hole).
+ */
+int bmap_lookup(struct bmap_walk *w, uint64_t owner, const struct bmap_root *root,
+		unsigned level, uint64_t index, uint64_t *pblk);
+/* Get block (owner, index), whose address the walk found to be @pblk. */
+int bmap_read_block(struct bmap_walk *w, uint64_t owner, uint64_t index, uint64_t pblk,
+		    struct buf **out);
+/*
+ * For bo_fill, after reading a block at a hinted address: -ESTALE if the
+ * walk that passed the hint is stale (a commit ended since it read the
+ * address), so the fill must fail rather than cache what may be an old
+ * copy. 0 for fills not started by a walk (the commit's own).
+ */
+int bmap_hint_check(struct bmap *m);
+/* A commit ended: stale walks must restart. */
+void bmap_gen_bump(struct bmap *m);
+
+/* The commit (one thread). */
+/* Set the entry for data index @index in @t's map block at @level. */
+int bmap_set(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch, unsigned level,
+	     uint64_t index, uint64_t value);
+/* Clear @index's data entry if it is set (a punch). */
+int bmap_clear(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch, uint64_t index);
+/*
+ * Map block @node of @t now lives at @pblk: set its parent's entry, or
+ * make it @t's placed root (*is_root).
+ */
+int bmap_place(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch,
+	       struct buf *node, uint64_t pblk, bool *is_root);
+/* True if map block @node_index is part of @t as being built. */
+bool bmap_in_tree(const struct bmap *m, const struct bmap_tree *t, uint64_t node_index);
+/*
+ * Data block @index of @t for the commit: cached, read from its address,
+ * new (zeroed, Invalid) when @create, else *out = NULL (a hole).
+ */
+int bmap_get_block(struct bmap *m, struct bmap_tree *t, uint64_t index, bool create,
+		   struct buf **out);
+
+/* ---- otab.c: the owner table ------------------------------------------ */
+
+#define VOL_REC_SIZE 64
+#define VOL_REC_IN_USE 0x1
+
+struct vol_rec {
+	uint64_t vr_root;
+	uint8_t vr_height;
+	uint8_t vr_flags;
+};
+
+struct vol;
+
+/* Reader: @owner's record through walk @w, *root its map's root. */
+int otab_read(struct vol *v, struct bmap_walk *w, const struct bmap_root *otab,
+	      uint64_t owner, struct bmap_root *root);
+/* Commit: @owner's record as the commit sees it. */
+int otab_load(struct vol *v, uint64_t owner, struct vol_rec *rec);
+/* Commit: store @owner's record (dirties an owner-table block). */
+int otab_store(struct vol *v, const struct bmap_change *ch, uint64_t owner,
+	       const struct vol_rec *rec);
+
+/* ---- sroot.c: the super root ------------------------------------------- */
+
+#define VOL_SR_VERSION 1u
+
+struct vol_sroot {
+	uint64_t sr_delta;
+	uint64_t sr_otab_root;
+	uint8_t sr_otab_height;
+	uint64_t sr_next_owner;	    /* hint for the namespace layer */
+	uint64_t sr_blocks_written; /* payload blocks of committed deltas */
+};
+
+/* Encode @sr into the block @buf of @bs bytes (zeroed, checksummed). */
+void vol_sroot_encode(const struct vol_sroot *sr, void *buf, uint32_t bs);
+/* Decode and check block @blk; -EUCLEAN (logged) if it is not a valid one. */
+int vol_sroot_decode(const void *buf, uint32_t bs, uint64_t blk, struct vol_sroot *sr);
+
+/* ---- punch.c: punches waiting for their commit -------------------------- */
+
+struct vol_punch_rec;
+
+struct vol_punches {
+	struct cmutex vp_lock;
+	struct vol_punch_rec **vp_buckets; /* protected by vp_lock */
+	size_t vp_nbuckets;		   /* protected by vp_lock */
+	_Atomic uint64_t vp_count;	   /* records; changed under vp_lock */
+};
+
+struct vol_punch_key {
+	uint64_t pk_owner;
+	uint64_t pk_index;
+};
+
+int vol_punches_init(struct vol_punches *p);
+void vol_punches_destroy(struct vol_punches *p);
+/*
+ * Record a punch of (owner, index) in @delta. @zeroed: it is the newest
+ * change of the block in @delta (its cached buffer, if any, holds zeros).
+ */
+int vol_punch_add(struct vol_punches *p, uint64_t owner, uint64_t index, uint32_t delta,
+		  bool zeroed);
+/* A write in @delta overrides a punch of the block in @delta. */
+void vol_punch_cancel(struct vol_punches *p, uint64_t owner, uint64_t index, uint32_t delta);
+/* True if some delta not yet committed punched (owner, index). */
+bool vol_punch_pending(struct vol_punches *p, uint64_t owner, uint64_t index);
+/* True if a punch is the newest change of the block in @delta. */
+bool vol_punch_zeroed(struct vol_punches *p, uint64_t owner, uint64_t index, uint32_t delta);
+/* The punches of @delta, in a malloc'ed array (*keys NULL if none). */
+int vol_punch_collect(struct vol_punches *p, uint32_t delta, struct vol_punch_key **keys,
+		      size_t *n);
+/* @delta committed: forget its punches. */
+void vol_punch_forget(struct vol_punches *p, uint32_t delta);
+/* @from failed: its punches move to @to (no longer "zeroed"). */
+void vol_punch_requeue(struct vol_punches *p, uint32_t from, uint32_t to);
+
+/* ---- vol.c: the volume -------------------------------------------------- */
+
+struct vol {
+	struct bdev *v_bdev;	      /* immutable */
+	struct log *v_log;	      /* immutable */
+	struct log_geometry v_geo;    /* immutable */
+	struct buf_cache *v_cache;    /* immutable */
+	struct buf_track *v_track;    /* immutable: zone = segment */
+	struct delta_sys *v_ds;	      /* immutable once open */
+	uint32_t v_block_size;	      /* immutable */
+	uint32_t v_recs_per_block;    /* immutable: owner records per block */
+	unsigned v_height_max;	      /* immutable: levels of an owner's map */
+	unsigned v_otab_height_max;   /* immutable: levels of the owner table's */
+	uint32_t v_checkpoint_every;  /* immutable */
+	uint32_t v_max_dirty;	      /* immutable: a delta's dirty limit */
+	struct bmap v_map;	      /* lock and generation of every map */
+	struct bmap_tree v_otab;      /* the owner table's map (bmap_tree rules) */
+	struct vol_punches v_punches; /* its own lock */
+	/*
+	 * Owner maps a commit changed, with their heights as being built:
+	 * emptied by a successful commit, kept across a failed one (whose
+	 * map blocks are requeued with it). Commit thread only.
+	 */
+	struct vol_table v_trees;
+	struct vol_sroot v_sr;	       /* the newest durable super root; commit thread */
+	_Atomic uint64_t v_committed;  /* v_sr.sr_delta, for any thread */
+	uint64_t v_commits;	       /* commit thread */
+};
+
+/* Per thread: inside a transaction, a fill or the commit (no commit may
+ * be waited for: see vol_reclaim). */
+void vol_busy_enter(void);
+void vol_busy_leave(void);
+
+/* commit.c: delta_ops.do_commit. */
+int vol_commit(void *ctx, uint32_t delta, uint64_t *consumed);
+
+#endif /* CAIRN_VOL_INTERNAL_H */

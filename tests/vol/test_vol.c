@@ -1,0 +1,763 @@
+/*
+ * test_vol.c - the volume: transactions, commits, reads through the maps,
+ * persistence across close, crash and failed commits.
+ *
+ * Proves: mkfs gives an empty volume and open refuses what is not one
+ * (no state, a super root that is garbage or names another delta);
+ * blocks written read back before and after a sync, after close and
+ * reopen, from a small cache that must read them back through the maps;
+ * unwritten blocks read as zeros; punches (of cached and uncached blocks,
+ * against writes in the same delta); many owners across owner-table
+ * blocks and the owner table's own map; reserved owners, indexes past
+ * VOL_MAX_INDEX and transactions overrunning their reservation are
+ * refused; a write or punch in the next delta while the commit waits
+ * (the fork), or after the commit took the block, reads back right and
+ * leaves the committing delta unchanged; a walk that holds an address
+ * across a whole commit does not cache the old copies it would read
+ * (bmap.c's generation); a read into a segment being reused waits, then
+ * re-resolves (tracked reads); every crash point of a commit recovers
+ * the old delta or the new one whole, punches included; a failed commit
+ * (write, flush or read error) loses nothing, punches included, and the
+ * next one carries it; many threads writing, rewriting and reading while
+ * commits run (for the sanitizers).
+ */
+#include "harness.h"
+#include "vol_fixture.h"
+
+#include "log/log.h"
+#include "vol/vol_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define DEV_BLOCKS 4096 /* 16 MiB: 63 segments of 64 blocks */
+#define OWNER 20
+
+static void test_mkfs_gives_empty_volume(void **state)
+{
+	struct bdev *d = vf_mkfs(DEV_BLOCKS);
+	struct vol *v = vf_open(d, 0);
+
+	(void)state;
+	assert_int_equal(vol_block_size(v), VF_BS);
+	assert_int_equal(vol_committed_delta(v), 1);
+	vf_expect(v, OWNER, 0, 0);
+	vf_expect(v, VOL_MAX_OWNER, VOL_MAX_INDEX, 0);
+	assert_int_equal(vol_close(v), 0);
+}
+
+/* A log whose one delta ends with @sr_data as its super root. */
+static struct bdev *dev_with_super_root(const void *sr_data, uint64_t delta)
+{
+	struct log_format_opts lo = {.lfo_block_size = VF_BS, .lfo_seg_blocks = VF_SEG};
+	struct log_builder *lb;
+	struct bdev *d;
+	struct log *l;
+	uint64_t pblk;
+
+	assert_int_equal(bdev_emu_open(VF_BS, DEV_BLOCKS, &d), 0);
+	assert_int_equal(log_format(d, &lo), 0);
+	assert_int_equal(log_open(d, &l), 0);
+	assert_int_equal(log_build_begin(l, delta, &lb), 0);
+	assert_int_equal(log_build_add(lb, 0, 0, LOG_ENTRY_SUPER_ROOT, sr_data, &pblk), 0);
+	assert_int_equal(log_build_finish(lb), 0);
+	log_close(l);
+	return d;
+}
+
+static void expect_open_refused(struct bdev *d)
+{
+	struct vol *v = NULL;
+
+	assert_int_equal(vol_open(d, NULL, &v), -EUCLEAN);
+	assert_null(v);
+	bdev_close(d);
+}
+
+static void test_open_refuses_what_is_not_a_volume(void **state)
+{
+	struct log_format_opts lo = {.lfo_block_size = VF_BS, .lfo_seg_blocks = VF_SEG};
+	struct vol_sroot sr = {.sr_delta = 1};
+	unsigned char block[VF_BS];
+	struct bdev *d;
+
+	(void)state;
+	assert_int_equal(bdev_emu_open(VF_BS, DEV_BLOCKS, &d), 0);
+	expect_open_refused(d); /* blank */
+	assert_int_equal(bdev_emu_open(VF_BS, DEV_BLOCKS, &d), 0);
+	assert_int_equal(log_format(d, &lo), 0);
+	expect_open_refused(d); /* a log, but no state */
+	memset(block, 0xa5, sizeof(block));
+	expect_open_refused(dev_with_super_root(block, 1)); /* garbage super root */
+	vol_sroot_encode(&sr, block, VF_BS);
+	block[100] ^= 1;
+	expect_open_refused(dev_with_super_root(block, 1)); /* checksum */
+	sr.sr_delta = 7;
+	vol_sroot_encode(&sr, block, VF_BS);
+	expect_open_refused(dev_with_super_root(block, 1)); /* another delta's */
+	sr.sr_delta = 1;
+	sr.sr_otab_height = 1; /* a height without a root */
+	vol_sroot_encode(&sr, block, VF_BS);
+	expect_open_refused(dev_with_super_root(block, 1));
+	sr.sr_otab_height = 0;
+	vol_sroot_encode(&sr, block, VF_BS);
+	d = dev_with_super_root(block, 1); /* and the right one opens */
+	assert_int_equal(vol_close(vf_open(d, 0)), 0);
+}
+
+static void test_write_read_sync_close_reopen(void **state)
+{
+	char path[VF_PATH_MAX];
+	struct vol *v;
+
+	vf_mkfs_file(path, DEV_BLOCKS);
+	v = vf_open_file(path, 0);
+
+	(void)state;
+	for (uint64_t i = 0; i < 40; i++)
+		vf_write(v, OWNER + i % 3, i, 1);
+	for (uint64_t i = 0; i < 40; i++)
+		vf_expect(v, OWNER + i % 3, i, 1); /* from the cache, uncommitted */
+	assert_int_equal(vol_sync(v), 0);
+	assert_true(vol_committed_delta(v) > 1);
+	for (uint64_t i = 0; i < 40; i += 2)
+		vf_write(v, OWNER + i % 3, i, 2);
+	assert_int_equal(vol_close(v), 0); /* commits what is open */
+	v = vf_open_file(path, 0);
+	for (uint64_t i = 0; i < 40; i++)
+		vf_expect(v, OWNER + i % 3, i, i % 2 ? 1 : 2);
+	assert_int_equal(vol_close(v), 0);
+	vf_remove_file(path);
+}
+
+static void test_sparse_blocks_read_as_zeros(void **state)
+{
+	static const uint64_t idx[] = {0, 511, 512, 262144, 1ULL << 30, VOL_MAX_INDEX};
+	char path[VF_PATH_MAX];
+	struct vol *v;
+
+	(void)state;
+	vf_mkfs_file(path, DEV_BLOCKS);
+	v = vf_open_file(path, 0);
+	for (size_t i = 0; i < ARRAY_SIZE(idx); i += 2)
+		vf_write(v, OWNER, idx[i], 3);
+	assert_int_equal(vol_sync(v), 0);
+	assert_int_equal(vol_close(v), 0);
+	v = vf_open_file(path, 16); /* a small cache: reads go through the maps */
+	for (size_t i = 0; i < ARRAY_SIZE(idx); i++)
+		vf_expect(v, OWNER, idx[i], i % 2 ? 0 : 3);
+	vf_expect(v, OWNER, 1, 0);
+	vf_expect(v, OWNER, 513, 0);
+	vf_expect(v, OWNER, VOL_MAX_INDEX - 1, 0);
+	vf_expect(v, OWNER + 1, 0, 0); /* an owner without blocks */
+	assert_int_equal(vol_close(v), 0);
+	vf_remove_file(path);
+}
+
+static void test_punch(void **state)
+{
+	char path[VF_PATH_MAX];
+	unsigned char data[VF_BS];
+	uint64_t written;
+	struct vol_txn t;
+	struct vol *v;
+
+	(void)state;
+	vf_mkfs_file(path, DEV_BLOCKS);
+	v = vf_open_file(path, 0);
+	for (uint64_t i = 0; i < 8; i++)
+		vf_write(v, OWNER, i, 1);
+	assert_int_equal(vol_sync(v), 0);
+	written = v->v_sr.sr_blocks_written;
+	vf_punch(v, OWNER, 0); /* cached */
+	vf_expect(v, OWNER, 0, 0);
+	assert_int_equal(vol_sync(v), 0);
+	/* the punched buffer is not written: only its map block, the owner
+	 * table's block and map block (all of height 1 here), the super root */
+	assert_int_equal(v->v_sr.sr_blocks_written - written, 4);
+	assert_int_equal(vol_close(v), 0);
+	v = vf_open_file(path, 0);
+	vf_expect(v, OWNER, 0, 0);
+	vf_punch(v, OWNER, 1); /* not cached: the pending punch answers the read */
+	vf_expect(v, OWNER, 1, 0);
+	/* punch then write in one transaction: the write wins */
+	vf_pattern(data, OWNER, 2, 2);
+	assert_int_equal(vol_txn_begin(v, 2, 0, &t), 0);
+	assert_int_equal(vol_punch(&t, OWNER, 2), 0);
+	assert_int_equal(vol_write(&t, OWNER, 2, data), 0);
+	vol_txn_end(&t);
+	/* write then punch in one delta: the punch wins */
+	vf_write(v, OWNER, 3, 2);
+	vf_punch(v, OWNER, 3);
+	vf_punch(v, OWNER, 100); /* a hole: nothing to do */
+	vf_expect(v, OWNER, 2, 2);
+	vf_expect(v, OWNER, 3, 0);
+	assert_int_equal(vol_sync(v), 0);
+	/* punch in one delta, write in the next: the write wins */
+	vf_punch(v, OWNER, 4);
+	assert_int_equal(vol_sync(v), 0);
+	vf_write(v, OWNER, 4, 3);
+	assert_int_equal(vol_close(v), 0);
+	v = vf_open_file(path, 0);
+	vf_expect(v, OWNER, 0, 0);
+	vf_expect(v, OWNER, 1, 0);
+	vf_expect(v, OWNER, 2, 2);
+	vf_expect(v, OWNER, 3, 0);
+	vf_expect(v, OWNER, 4, 3);
+	for (uint64_t i = 5; i < 8; i++)
+		vf_expect(v, OWNER, i, 1);
+	vf_expect(v, OWNER, 100, 0);
+	assert_int_equal(vol_close(v), 0);
+	vf_remove_file(path);
+}
+
+static void test_many_owners(void **state)
+{
+	static const uint64_t far[] = {1ULL << 20, 1ULL << 33, VOL_MAX_OWNER};
+	char path[VF_PATH_MAX];
+	struct vol *v;
+
+	(void)state;
+	vf_mkfs_file(path, DEV_BLOCKS);
+	v = vf_open_file(path, 32); /* small: evictions all the way */
+	for (uint64_t o = VOL_FIRST_OWNER; o < VOL_FIRST_OWNER + 300; o++) {
+		vf_write(v, o, o % 7, 1);
+		vf_write(v, o, 1000 + o, 1);
+		if (o % 50 == 0)
+			assert_int_equal(vol_sync(v), 0);
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(far); i++)
+		vf_write(v, far[i], i, 2);
+	assert_int_equal(vol_sync(v), 0);
+	for (uint64_t o = VOL_FIRST_OWNER; o < VOL_FIRST_OWNER + 300; o += 7)
+		vf_expect(v, o, o % 7, 1);
+	assert_int_equal(vol_close(v), 0);
+	v = vf_open_file(path, 32);
+	for (uint64_t o = VOL_FIRST_OWNER; o < VOL_FIRST_OWNER + 300; o++) {
+		vf_expect(v, o, o % 7, 1);
+		vf_expect(v, o, 1000 + o, 1);
+		vf_expect(v, o, 1 + o % 7, 0);
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(far); i++) {
+		vf_expect(v, far[i], i, 2);
+		vf_expect(v, far[i] - 1, i, 0);
+	}
+	assert_int_equal(vol_close(v), 0);
+	vf_remove_file(path);
+}
+
+static void test_reserved_owners_and_overruns_refused(void **state)
+{
+	static const uint64_t bad[][2] = {
+		{0, 0}, {VOL_OTAB_OWNER, 0}, {VOL_FIRST_OWNER - 1, 0}, {VOL_MAX_OWNER + 1, 0},
+		{OWNER, VOL_MAX_INDEX + 1}, {OWNER, VOL_META_BIT},
+	};
+	struct bdev *d = vf_mkfs(DEV_BLOCKS);
+	struct vol *v = vf_open(d, 0);
+	unsigned char data[VF_BS] = {1};
+	struct vol_txn t;
+
+	(void)state;
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		assert_int_equal(vol_txn_begin(v, 2, 0, &t), 0);
+		assert_int_equal(vol_write(&t, bad[i][0], bad[i][1], data), -EINVAL);
+		assert_int_equal(vol_punch(&t, bad[i][0], bad[i][1]), -EINVAL);
+		vol_txn_end(&t);
+		assert_int_equal(vol_read(v, bad[i][0], bad[i][1], data), -EINVAL);
+	}
+	assert_int_equal(vol_txn_begin(v, 1, 0x80, &t), -EINVAL);
+	assert_int_equal(vol_txn_begin(v, 2, 0, &t), 0);
+	assert_int_equal(vol_write(&t, OWNER, 0, data), 0);
+	assert_int_equal(vol_punch(&t, OWNER, 1), 0);
+	assert_int_equal(vol_write(&t, OWNER, 2, data), -EINVAL); /* beyond its reservation */
+	vol_txn_end(&t);
+	assert_int_equal(vol_close(v), 0);
+}
+
+/* ---- the fork: the next delta changes blocks the commit still holds ---- */
+
+static void *sync_main(void *arg)
+{
+	return (void *)(intptr_t)vol_sync(arg);
+}
+
+static void test_fork_while_committing(void **state)
+{
+	struct bdev *d = vf_mkfs(DEV_BLOCKS);
+	struct vol *v = vf_open(d, 0), *img;
+	uint32_t committed;
+	pthread_t th;
+
+	(void)state;
+	test_needs_syncpoints();
+	test_watchdog("test_fork_while_committing", 30);
+	vf_write(v, OWNER, 1, 1);
+	vf_write(v, OWNER, 2, 1);
+	assert_int_equal(vol_sync(v), 0);
+	vf_write(v, OWNER, 1, 2); /* delta D */
+	vf_write(v, OWNER, 2, 2);
+	syncpoint_enable();
+	syncpoint_order("test.forked", "vol.commit.begin");
+	test_thread_start(&th, sync_main, v);
+	syncpoint_wait_arrived("vol.commit.begin", 1); /* D closed, D+1 open */
+	committed = vol_committed_delta(v);
+	vf_write(v, OWNER, 1, 3); /* D+1: forks the buffer D still has to write */
+	vf_punch(v, OWNER, 2);
+	vf_expect(v, OWNER, 1, 3);
+	vf_expect(v, OWNER, 2, 0);
+	assert_true(buf_forks(v->v_cache) >= 2);
+	SYNC_POINT("test.forked");
+	assert_int_equal((intptr_t)test_thread_join(th), 0);
+	assert_int_equal(vol_committed_delta(v), committed + 1);
+	vf_expect(v, OWNER, 1, 3);
+	vf_expect(v, OWNER, 2, 0);
+	img = vf_open_crash(d, BDEV_EMU_DROP_ALL, 0); /* D durable, D+1 not */
+	vf_expect(img, OWNER, 1, 2);
+	vf_expect(img, OWNER, 2, 2);
+	assert_int_equal(vol_close(img), 0);
+	assert_int_equal(vol_sync(v), 0);
+	img = vf_reopen_copy(d, 0);
+	vf_expect(img, OWNER, 1, 3);
+	vf_expect(img, OWNER, 2, 0);
+	assert_int_equal(vol_close(img), 0);
+	assert_int_equal(vol_close(v), 0);
+	test_watchdog_cancel();
+}
+
+/*
+ * The commit has taken the block's buffer and is about to write it when
+ * the next delta modifies it: the commit must skip the buffer (now of the
+ * next delta) and write the fork's shadow, which holds the content of
+ * the committing delta.
+ */
+static void test_fork_after_the_commit_took_the_block(void **state)
+{
+	struct bdev *d = vf_mkfs(DEV_BLOCKS);
+	struct vol *v = vf_open(d, 0), *img;
+	pthread_t th;
+
+	(void)state;
+	test_needs_syncpoints();
+	test_watchdog("test_fork_after_the_commit_took_the_block", 30);
+	vf_write(v, OWNER, 1, 1);
+	assert_int_equal(vol_sync(v), 0);
+	vf_write(v, OWNER, 1, 2); /* delta D: its only block */
+	syncpoint_enable();
+	syncpoint_order("test.forked", "vol.commit.taken");
+	test_thread_start(&th, sync_main, v);
+	syncpoint_wait_arrived("vol.commit.taken", 1);
+	vf_write(v, OWNER, 1, 3); /* D+1 forks the taken buffer */
+	SYNC_POINT("test.forked");
+	assert_int_equal((intptr_t)test_thread_join(th), 0);
+	vf_expect(v, OWNER, 1, 3);
+	img = vf_open_crash(d, BDEV_EMU_DROP_ALL, 0); /* D durable, D+1 not */
+	vf_expect(img, OWNER, 1, 2);
+	assert_int_equal(vol_close(img), 0);
+	assert_int_equal(vol_sync(v), 0);
+	img = vf_reopen_copy(d, 0);
+	vf_expect(img, OWNER, 1, 3);
+	assert_int_equal(vol_close(img), 0);
+	assert_int_equal(vol_close(v), 0);
+	test_watchdog_cancel();
+}
+
+struct stale_reader {
+	struct vol *sr_vol;
+	uint64_t sr_index;
+};
+
+static void *stale_reader_main(void *arg)
+{
+	struct stale_reader *r = arg;
+
+	syncpoint_thread_name("R");
+	vf_expect(r->sr_vol, OWNER, r->sr_index, 1);
+	return NULL;
+}
+
+/* Forget every clean map block and owner-table block in the cache. */
+static void drop_maps(struct vol *v)
+{
+	buf_drop_owner(v->v_cache, VOL_OTAB_OWNER, 0);
+	buf_drop_owner(v->v_cache, OWNER, VOL_META_BIT);
+}
+
+/*
+ * bmap.c's hazard at the volume: a reader's walk holds the owner table's
+ * root address when a whole commit moves the table and its map, and the
+ * cache forgets them. The reader must not read (and cache) the old
+ * copies; if it did, a later read of a block the commit wrote would
+ * follow them to the old maps and find a hole.
+ */
+static void test_walk_across_a_commit(void **state)
+{
+	struct bdev *d = vf_mkfs(DEV_BLOCKS);
+	struct vol *v = vf_open(d, 0);
+	struct stale_reader r = {v, 5};
+	struct buf *b;
+	pthread_t th;
+
+	(void)state;
+	test_needs_syncpoints();
+	test_watchdog("test_walk_across_a_commit", 30);
+	vf_write(v, OWNER, 5, 1);
+	assert_int_equal(vol_sync(v), 0);
+	buf_drop_owner(v->v_cache, OWNER, 0);
+	drop_maps(v);
+	syncpoint_enable();
+	syncpoint_order("test.moved", "vol.walk.node@R");
+	test_thread_start(&th, stale_reader_main, &r);
+	syncpoint_wait_arrived("vol.walk.node@R", 1); /* it holds the table's root */
+	vf_write(v, OWNER, 6, 1);			/* same map block, same table block */
+	assert_int_equal(vol_sync(v), 0);
+	drop_maps(v);
+	SYNC_POINT("test.moved");
+	test_thread_join(th);
+	b = buf_find_hold(v->v_cache, OWNER, 6);
+	assert_non_null(b);
+	assert_int_equal(buf_drop(b), 0); /* clean: read it back through the maps */
+	buf_put(b);
+	vf_expect(v, OWNER, 6, 1);
+	vf_expect(v, OWNER, 5, 1);
+	assert_int_equal(vol_close(v), 0);
+	test_watchdog_cancel();
+}
+
+static void *read5_main(void *arg)
+{
+	vf_expect(arg, OWNER, 5, 1);
+	return NULL;
+}
+
+/*
+ * Tracked reads (seed 004): a walk whose read lands in a segment being
+ * reused waits for the reuse to end, then resolves its addresses again
+ * and reads the block right.
+ */
+static void test_read_waits_out_a_reused_segment(void **state)
+{
+	struct bdev *d = vf_mkfs(DEV_BLOCKS);
+	struct vol *v = vf_open(d, 0);
+	uint64_t zone;
+	pthread_t th;
+
+	(void)state;
+	test_needs_syncpoints();
+	test_watchdog("test_read_waits_out_a_reused_segment", 30);
+	vf_write(v, OWNER, 5, 1);
+	assert_int_equal(vol_sync(v), 0);
+	buf_drop_owner(v->v_cache, OWNER, 0);
+	drop_maps(v);
+	zone = (v->v_otab.bt_root - v->v_geo.lg_seg_start) / VF_SEG; /* the walk's first read */
+	buf_track_reuse_begin(v->v_track, zone);
+	syncpoint_enable();
+	test_thread_start(&th, read5_main, v);
+	syncpoint_wait_arrived("buf.track.read_wait_locked", 1);
+	buf_track_reuse_end(v->v_track, zone);
+	test_thread_join(th);
+	assert_int_equal(buf_track_readers(v->v_track, zone), 0);
+	assert_int_equal(vol_close(v), 0);
+	test_watchdog_cancel();
+}
+
+/* ---- crashes and failed commits ---------------------------------------- */
+
+static void test_crash_keeps_what_was_synced(void **state)
+{
+	struct bdev *d = vf_mkfs(DEV_BLOCKS);
+	struct vol *v = vf_open(d, 0), *img;
+
+	(void)state;
+	for (uint64_t i = 0; i < 50; i++)
+		vf_write(v, OWNER, i * 300, 1);
+	assert_int_equal(vol_sync(v), 0);
+	for (uint64_t i = 0; i < 10; i++)
+		vf_write(v, OWNER, i * 300, 2); /* not synced */
+	for (int mode = BDEV_EMU_KEEP_ALL; mode <= BDEV_EMU_DROP_ALL; mode++) {
+		img = vf_open_crash(d, mode, 16);
+		for (uint64_t i = 0; i < 50; i++)
+			vf_expect(img, OWNER, i * 300, 1);
+		assert_int_equal(vol_close(img), 0);
+	}
+	assert_int_equal(vol_close(v), 0);
+}
+
+/* Every crash point of one commit recovers one delta or the other, whole. */
+static void test_crash_points_of_a_commit(void **state)
+{
+	static const int modes[] = {BDEV_EMU_KEEP_ALL, BDEV_EMU_DROP_ALL, BDEV_EMU_REORDER};
+	struct bdev *d = vf_mkfs(DEV_BLOCKS);
+	struct vol *v = vf_open(d, 0);
+	uint64_t nwrites, nnew = 0;
+
+	(void)state;
+	for (uint64_t i = 0; i < 100; i++)
+		vf_write(v, OWNER, i * 97, 1);
+	vf_write(v, OWNER + 1, 5, 1);
+	assert_int_equal(vol_sync(v), 0);
+	bdev_emu_keep_history(d);
+	for (uint64_t i = 0; i < 100; i++)
+		vf_write(v, OWNER, i * 97, 2); /* spans two segments */
+	vf_punch(v, OWNER + 1, 5);
+	assert_int_equal(vol_sync(v), 0);
+	nwrites = bdev_emu_history_writes(d);
+	assert_true(nwrites >= 2);
+	for (uint64_t n = 1; n <= nwrites + 1; n++) {
+		for (size_t m = 0; m < ARRAY_SIZE(modes); m++) {
+			struct bdev_emu_crash how = {.ec_mode = modes[m], .ec_seed = n};
+			struct bdev *imgdev;
+			struct vol *img;
+			uint32_t ver;
+
+			assert_int_equal(bdev_emu_crash_at(d, n, &how, &imgdev), 0);
+			img = vf_open(imgdev, 64);
+			ver = vf_has(img, OWNER, 0, 2) ? 2 : 1;
+			nnew += ver == 2;
+			for (uint64_t i = 0; i < 100; i++)
+				if (!vf_has(img, OWNER, i * 97, ver))
+					fail_msg("crash at write %llu mode %d: block %llu is not "
+						 "version %u like block 0",
+						 (unsigned long long)n, modes[m],
+						 (unsigned long long)(i * 97), ver);
+			vf_expect(img, OWNER + 1, 5, ver == 2 ? 0 : 1);
+			assert_int_equal(vol_close(img), 0);
+		}
+	}
+	assert_true(nnew > 0); /* the last point has the whole commit */
+	assert_int_equal(vol_close(v), 0);
+}
+
+static void check_failed_commit(enum bdev_emu_op op)
+{
+	struct bdev *d = vf_mkfs(DEV_BLOCKS);
+	struct vol *v = vf_open(d, 0), *img;
+	struct buf_cache_stats bs;
+	uint32_t committed;
+
+	for (uint64_t i = 0; i < 10; i++)
+		vf_write(v, OWNER, i, 1);
+	assert_int_equal(vol_sync(v), 0);
+	committed = vol_committed_delta(v);
+	for (uint64_t i = 0; i < 5; i++)
+		vf_write(v, OWNER, i, 2);
+	vf_punch(v, OWNER, 5);
+	vf_write(v, OWNER + 1, 600, 2);	  /* a new owner, a map of height 2 */
+	vf_write(v, 5000, 0, 2);	  /* in another owner-table block */
+	bdev_emu_fail_op(d, op, 1, 1, -EIO);
+	assert_int_equal(vol_sync(v), -EIO);
+	assert_int_equal(vol_committed_delta(v), committed);
+	bdev_emu_clear_faults(d);
+	vf_expect(v, OWNER, 0, 2); /* nothing lost meanwhile */
+	vf_expect(v, OWNER, 5, 0);
+	vf_expect(v, OWNER + 1, 600, 2);
+	assert_int_equal(vol_sync(v), 0); /* the next commit carries it all */
+	assert_true(vol_committed_delta(v) > committed);
+	buf_cache_stats(v->v_cache, &bs);
+	assert_int_equal(bs.bs_dirty, 0); /* nothing left behind */
+	img = vf_reopen_copy(d, 16);
+	for (uint64_t i = 0; i < 10; i++)
+		vf_expect(img, OWNER, i, i < 5 ? 2 : i == 5 ? 0 : 1);
+	vf_expect(img, OWNER + 1, 600, 2);
+	vf_expect(img, 5000, 0, 2);
+	assert_int_equal(vol_close(img), 0);
+	assert_int_equal(vol_close(v), 0);
+}
+
+static void test_failed_commit_write_loses_nothing(void **state)
+{
+	(void)state;
+	check_failed_commit(BDEV_EMU_WRITE);
+}
+
+static void test_failed_commit_flush_loses_nothing(void **state)
+{
+	(void)state;
+	check_failed_commit(BDEV_EMU_FLUSH);
+}
+
+/*
+ * A commit fails before it could apply a punch (reading a map block on
+ * the punch's path fails): the punch must be carried by the next one.
+ */
+static void test_failed_commit_keeps_punches(void **state)
+{
+	struct bdev *d = vf_mkfs(DEV_BLOCKS), *cold;
+	struct vol *v = vf_open(d, 0), *img;
+
+	(void)state;
+	for (uint64_t i = 0; i < 10; i++)
+		vf_write(v, OWNER, i, 1);
+	assert_int_equal(vol_sync(v), 0);
+	assert_int_equal(bdev_emu_open_copy(d, &cold), 0);
+	assert_int_equal(vol_close(v), 0);
+	v = vf_open(cold, 0); /* nothing cached: the punch is only recorded */
+	vf_punch(v, OWNER, 5);
+	vf_expect(v, OWNER, 5, 0);
+	bdev_emu_fail_op(cold, BDEV_EMU_READ, 1, 1, -EIO); /* the commit's first read */
+	assert_int_equal(vol_sync(v), -EIO);
+	bdev_emu_clear_faults(cold);
+	vf_expect(v, OWNER, 5, 0);
+	assert_int_equal(vol_sync(v), 0);
+	img = vf_reopen_copy(cold, 0);
+	for (uint64_t i = 0; i < 10; i++)
+		vf_expect(img, OWNER, i, i == 5 ? 0 : 1);
+	assert_int_equal(vol_close(img), 0);
+	assert_int_equal(vol_close(v), 0);
+}
+
+/*
+ * A block punched in delta D is written again in D+1 while D commits, and
+ * D's commit fails: D's punch moves to D+1, and must not make D+1's
+ * commit skip the block (it holds D+1's write now, not the punch's zeros).
+ */
+static void test_failed_commit_punch_then_write(void **state)
+{
+	struct bdev *d = vf_mkfs(DEV_BLOCKS);
+	struct vol *v = vf_open(d, 0), *img;
+	pthread_t th;
+
+	(void)state;
+	test_needs_syncpoints();
+	test_watchdog("test_failed_commit_punch_then_write", 30);
+	vf_write(v, OWNER, 1, 1);
+	assert_int_equal(vol_sync(v), 0);
+	vf_punch(v, OWNER, 1); /* delta D */
+	syncpoint_enable();
+	syncpoint_order("test.written", "vol.commit.begin");
+	bdev_emu_fail_op(d, BDEV_EMU_WRITE, 1, 1, -EIO);
+	test_thread_start(&th, sync_main, v);
+	syncpoint_wait_arrived("vol.commit.begin", 1);
+	vf_write(v, OWNER, 1, 2); /* D+1 */
+	SYNC_POINT("test.written");
+	assert_int_equal((intptr_t)test_thread_join(th), -EIO);
+	bdev_emu_clear_faults(d);
+	assert_int_equal(vol_sync(v), 0);
+	vf_expect(v, OWNER, 1, 2);
+	img = vf_reopen_copy(d, 0);
+	vf_expect(img, OWNER, 1, 2);
+	assert_int_equal(vol_close(img), 0);
+	assert_int_equal(vol_close(v), 0);
+	test_watchdog_cancel();
+}
+
+/* ---- threads ---------------------------------------------------------------- */
+
+#define NWRITERS 4
+#define NREADERS 2
+#define STABLE 150 /* write-once blocks per writer, read by everyone */
+#define ROUNDS 6   /* rewrites of the writer's own blocks */
+#define OWN 8
+
+struct mt {
+	struct vol *mt_vol;
+	_Atomic uint64_t mt_done[NWRITERS]; /* stable blocks written, per writer */
+	_Atomic int mt_writers_left;
+	uint64_t mt_seed;
+};
+
+struct mt_arg {
+	struct mt *ma_mt;
+	unsigned ma_id;
+};
+
+static uint64_t mt_stable_index(uint64_t i)
+{
+	return i * 1021; /* spread: many map blocks */
+}
+
+static void *mt_writer(void *arg)
+{
+	struct mt_arg *a = arg;
+	struct vol *v = a->ma_mt->mt_vol;
+	uint64_t owner = OWNER + a->ma_id;
+
+	for (uint64_t i = 0; i < STABLE; i++) {
+		vf_write(v, owner, mt_stable_index(i), 1);
+		atomic_store(&a->ma_mt->mt_done[a->ma_id], i + 1);
+		if (i % (STABLE / ROUNDS) == 0) {
+			uint32_t r = (uint32_t)(i / (STABLE / ROUNDS)) + 2;
+			for (uint64_t j = 0; j < OWN; j++)
+				vf_write(v, owner, 7 + j, r); /* rewritten: forks */
+			for (uint64_t j = 0; j < OWN; j++)
+				vf_expect(v, owner, 7 + j, r);
+		}
+		if (i % 25 == a->ma_id)
+			assert_int_equal(vol_sync(v), 0);
+	}
+	atomic_fetch_sub(&a->ma_mt->mt_writers_left, 1);
+	return NULL;
+}
+
+static void *mt_reader(void *arg)
+{
+	struct mt_arg *a = arg;
+	struct mt *mt = a->ma_mt;
+	struct prng p;
+
+	prng_init(&p, mt->mt_seed + a->ma_id);
+	while (atomic_load(&mt->mt_writers_left)) {
+		unsigned w = (unsigned)prng_below(&p, NWRITERS);
+		uint64_t done = atomic_load(&mt->mt_done[w]);
+
+		if (done)
+			vf_expect(mt->mt_vol, OWNER + w, mt_stable_index(prng_below(&p, done)), 1);
+	}
+	return NULL;
+}
+
+static void test_threads_write_rewrite_read(void **state)
+{
+	struct bdev *d = vf_mkfs(DEV_BLOCKS * 2);
+	struct mt mt = {.mt_vol = vf_open(d, 256), .mt_writers_left = NWRITERS};
+	struct mt_arg args[NWRITERS + NREADERS];
+	pthread_t th[NWRITERS + NREADERS];
+	struct vol *img;
+
+	(void)state;
+	mt.mt_seed = test_seed("test_threads_write_rewrite_read", 42);
+	test_watchdog("test_threads_write_rewrite_read", 120);
+	for (unsigned i = 0; i < NWRITERS + NREADERS; i++) {
+		args[i] = (struct mt_arg){&mt, i < NWRITERS ? i : i - NWRITERS};
+		test_thread_start(&th[i], i < NWRITERS ? mt_writer : mt_reader, &args[i]);
+	}
+	for (unsigned i = 0; i < NWRITERS + NREADERS; i++)
+		test_thread_join(th[i]);
+	assert_int_equal(vol_sync(mt.mt_vol), 0);
+	img = vf_reopen_copy(d, 64);
+	for (unsigned w = 0; w < NWRITERS; w++) {
+		for (uint64_t i = 0; i < STABLE; i++)
+			vf_expect(img, OWNER + w, mt_stable_index(i), 1);
+		for (uint64_t j = 0; j < OWN; j++)
+			vf_expect(img, OWNER + w, 7 + j, ROUNDS + 1);
+	}
+	assert_int_equal(vol_close(img), 0);
+	assert_int_equal(vol_close(mt.mt_vol), 0);
+	test_watchdog_cancel();
+}
+
+int main(void)
+{
+	static const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_mkfs_gives_empty_volume),
+		cmocka_unit_test(test_open_refuses_what_is_not_a_volume),
+		cmocka_unit_test(test_write_read_sync_close_reopen),
+		cmocka_unit_test(test_sparse_blocks_read_as_zeros),
+		cmocka_unit_test(test_punch),
+		cmocka_unit_test(test_many_owners),
+		cmocka_unit_test(test_reserved_owners_and_overruns_refused),
+		cmocka_unit_test(test_fork_while_committing),
+		cmocka_unit_test(test_fork_after_the_commit_took_the_block),
+		cmocka_unit_test(test_walk_across_a_commit),
+		cmocka_unit_test(test_read_waits_out_a_reused_segment),
+		cmocka_unit_test(test_crash_keeps_what_was_synced),
+		cmocka_unit_test(test_crash_points_of_a_commit),
+		cmocka_unit_test(test_failed_commit_write_loses_nothing),
+		cmocka_unit_test(test_failed_commit_flush_loses_nothing),
+		cmocka_unit_test(test_failed_commit_keeps_punches),
+		cmocka_unit_test(test_failed_commit_punch_then_write),
+		cmocka_unit_test(test_threads_write_rewrite_read),
+	};
+
+	vf_filter_from_env();
+	return TEST_RUN("vol", tests);
+}

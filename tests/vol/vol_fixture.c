@@ -1,0 +1,135 @@
+/*
+ * vol_fixture.c - see vol_fixture.h.
+ */
+#include "vol_fixture.h"
+
+#include "harness.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct bdev *vf_mkfs(uint64_t nblocks)
+{
+	struct vol_mkfs_opts mo = {.vmo_log = {.lfo_block_size = VF_BS, .lfo_seg_blocks = VF_SEG}};
+	struct bdev *d;
+
+	assert_int_equal(bdev_emu_open(VF_BS, nblocks, &d), 0);
+	assert_int_equal(vol_mkfs(d, &mo), 0);
+	return d;
+}
+
+void vf_mkfs_file(char *path, uint64_t nblocks)
+{
+	struct vol_mkfs_opts mo = {.vmo_log = {.lfo_block_size = VF_BS, .lfo_seg_blocks = VF_SEG}};
+	struct bdev *d;
+	int fd;
+
+	snprintf(path, VF_PATH_MAX, "/tmp/cairn-vol-test-XXXXXX");
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(unlink(path), 0); /* BDEV_CREATE makes it, sparse */
+	assert_int_equal(bdev_open_file(path, VF_BS, nblocks, BDEV_CREATE, &d), 0);
+	assert_int_equal(vol_mkfs(d, &mo), 0);
+	bdev_close(d);
+}
+
+struct vol *vf_open_file(const char *path, uint32_t cache_blocks)
+{
+	struct bdev *d;
+
+	assert_int_equal(bdev_open_file(path, VF_BS, 0, 0, &d), 0);
+	return vf_open(d, cache_blocks);
+}
+
+void vf_remove_file(const char *path)
+{
+	assert_int_equal(unlink(path), 0);
+}
+
+struct vol *vf_open(struct bdev *d, uint32_t cache_blocks)
+{
+	struct vol_open_opts oo = {
+		.voo_cache_blocks = cache_blocks,
+		.voo_max_age_ms = 3600 * 1000, /* commits only when a test says */
+	};
+	struct vol *v;
+
+	assert_int_equal(vol_open(d, &oo, &v), 0);
+	return v;
+}
+
+struct vol *vf_reopen_copy(struct bdev *d, uint32_t cache_blocks)
+{
+	struct bdev *copy;
+
+	assert_int_equal(bdev_emu_open_copy(d, &copy), 0);
+	return vf_open(copy, cache_blocks);
+}
+
+struct vol *vf_open_crash(struct bdev *d, int mode, uint32_t cache_blocks)
+{
+	struct bdev_emu_crash how = {.ec_mode = (enum bdev_emu_crash_mode)mode, .ec_seed = 1};
+	struct bdev *img;
+
+	assert_int_equal(bdev_emu_crash(d, &how, &img), 0);
+	return vf_open(img, cache_blocks);
+}
+
+void vf_filter_from_env(void)
+{
+	const char *f = getenv("CAIRN_TEST_FILTER");
+
+	if (f)
+		cmocka_set_test_filter(f);
+}
+
+void vf_pattern(void *data, uint64_t owner, uint64_t index, uint32_t version)
+{
+	uint64_t *w = data;
+
+	if (!version) {
+		memset(data, 0, VF_BS);
+		return;
+	}
+	for (size_t i = 0; i < VF_BS / 8; i++)
+		w[i] = (owner * 0x9e3779b97f4a7c15ULL) ^ (index << 20) ^ ((uint64_t)version << 8) ^ i;
+}
+
+void vf_write(struct vol *v, uint64_t owner, uint64_t index, uint32_t version)
+{
+	static _Thread_local uint64_t data[VF_BS / 8];
+	struct vol_txn t;
+
+	vf_pattern(data, owner, index, version);
+	assert_int_equal(vol_txn_begin(v, 1, 0, &t), 0);
+	assert_int_equal(vol_write(&t, owner, index, data), 0);
+	vol_txn_end(&t);
+}
+
+void vf_punch(struct vol *v, uint64_t owner, uint64_t index)
+{
+	struct vol_txn t;
+
+	assert_int_equal(vol_txn_begin(v, 1, 0, &t), 0);
+	assert_int_equal(vol_punch(&t, owner, index), 0);
+	vol_txn_end(&t);
+}
+
+bool vf_has(struct vol *v, uint64_t owner, uint64_t index, uint32_t version)
+{
+	static _Thread_local uint64_t want[VF_BS / 8], got[VF_BS / 8];
+
+	vf_pattern(want, owner, index, version);
+	assert_int_equal(vol_read(v, owner, index, got), 0);
+	return !memcmp(want, got, VF_BS);
+}
+
+void vf_expect(struct vol *v, uint64_t owner, uint64_t index, uint32_t version)
+{
+	if (!vf_has(v, owner, index, version))
+		fail_msg("block (%llu, %llu) is not version %u", (unsigned long long)owner,
+			 (unsigned long long)index, version);
+}
