@@ -514,7 +514,12 @@ int buf_get_new(struct buf_cache *c, uint64_t owner, uint64_t index, struct buf 
 	return buf_get(c, owner, index, false, BUF_NO_HINT, out);
 }
 
-struct buf *buf_lookup(struct buf_cache *c, uint64_t owner, uint64_t index)
+/*
+ * The hashed buffer for (owner, index), referenced, or NULL; with
+ * @valid_only, NULL also for one still Invalid or Reading (no data yet).
+ */
+static struct buf *buf_find_ref(struct buf_cache *c, uint64_t owner, uint64_t index,
+				bool valid_only)
 {
 	uint64_t h = buf_hash(owner, index);
 	struct buf_shard *sh = buf_shard_for(c, h);
@@ -522,32 +527,29 @@ struct buf *buf_lookup(struct buf_cache *c, uint64_t owner, uint64_t index)
 
 	cmutex_lock(&sh->bsh_lock);
 	b = buf_find_locked(sh, h, owner, index);
-	if (b) {
+	if (b && valid_only) {
 		enum buf_state s = bw_state(buf_word(b));
-		if (s == BUF_INVALID || s == BUF_READING) {
+		if (s == BUF_INVALID || s == BUF_READING)
 			b = NULL;
-		} else {
-			atomic_fetch_add(&b->b_refs, 1);
-			buf_touch(b);
+		else
 			sh->bsh_hits++;
-		}
+	}
+	if (b) {
+		atomic_fetch_add(&b->b_refs, 1);
+		buf_touch(b);
 	}
 	cmutex_unlock(&sh->bsh_lock);
 	return b;
 }
 
+struct buf *buf_lookup(struct buf_cache *c, uint64_t owner, uint64_t index)
+{
+	return buf_find_ref(c, owner, index, true);
+}
+
 struct buf *buf_find_hold(struct buf_cache *c, uint64_t owner, uint64_t index)
 {
-	uint64_t h = buf_hash(owner, index);
-	struct buf_shard *sh = buf_shard_for(c, h);
-	struct buf *b;
-
-	cmutex_lock(&sh->bsh_lock);
-	b = buf_find_locked(sh, h, owner, index);
-	if (b)
-		atomic_fetch_add(&b->b_refs, 1);
-	cmutex_unlock(&sh->bsh_lock);
-	return b;
+	return buf_find_ref(c, owner, index, false);
 }
 
 void buf_hold(struct buf *b)
