@@ -1,14 +1,17 @@
 /*
  * bdev_emu.c - the emulated block device for crash and fault tests.
  *
- * The device holds two images of the disk:
+ * The device holds one image of the disk and a list:
  *
- *   em_durable  what survives any power cut: every write that a
- *               successful flush made durable;
- *   em_current  what reads see: em_durable plus every accepted write
- *               since the last flush, which are also kept, in order, on
- *               em_unflushed (each with its sequence number and a copy
- *               of its data).
+ *   em_durable    what survives any power cut: every write that a
+ *                 successful flush made durable;
+ *   em_unflushed  every accepted write since the last flush, in order,
+ *                 each with its sequence number and a copy of its data.
+ *
+ * Reads see em_durable with the unflushed writes that overlap them laid
+ * over it, oldest first. (No second image of "current" content is kept:
+ * the list is short, since a flush empties it, and a crash image is then
+ * one copy of the disk, not two.)
  *
  * Every accepted write and flush is recorded (bdev_emu_record); reads are
  * counted. A power cut (bdev_emu_cut_now, or write number em_cut_at)
@@ -41,8 +44,8 @@
  *   power off is sticky; bdev_emu_crash() returns a new device, power on.
  *
  * Invariants
- *   (1) em_current == em_durable with the writes on em_unflushed applied
- *       oldest first.
+ *   (1) A read returns em_durable with the writes on em_unflushed that
+ *       overlap it applied oldest first.
  *   (2) em_unflushed holds es_unflushed writes with increasing ew_seq;
  *       ew_seq is the write's 1-based number among accepted writes, so
  *       the newest write has ew_seq == es_writes.
@@ -63,7 +66,7 @@
  *       and then every accepted write; eh_flushes[i] is the number of
  *       eh_writes entries that flush i made durable (non-decreasing).
  *       Applying eh_writes[0..eh_flushes[last]) to eh_base gives
- *       em_durable, and all of them gives em_current.
+ *       em_durable, and all of them what reads see.
  *   (9) A struct emu_write is freed when it is neither on em_unflushed
  *       nor held by the history (ew_kept).
  *
@@ -127,7 +130,6 @@ struct emu_fault {
 struct bdev_emu {
 	struct bdev em_bdev;
 	struct cmutex em_lock;
-	unsigned char *em_current;	    /* protected by em_lock */
 	unsigned char *em_durable;	    /* protected by em_lock */
 	struct list_node em_unflushed;	    /* emu_write, oldest first; protected by em_lock */
 	struct list_node em_faults;	    /* emu_fault, in order set; protected by em_lock */
@@ -308,6 +310,24 @@ static void emu_write_apply(unsigned char *image, const struct bdev *d, const st
 	memcpy(image + bdev_bytes(d, w->ew_blk), w->ew_data, bytes);
 }
 
+/* What reads of blocks @blk..@blk+@count see: invariant (1). */
+static void emu_read_locked(struct bdev_emu *e, uint64_t blk, uint32_t count, unsigned char *buf)
+{
+	const struct bdev *d = &e->em_bdev;
+	struct list_node *pos;
+
+	assert(cmutex_held(&e->em_lock));
+	memcpy(buf, e->em_durable + bdev_bytes(d, blk), bdev_bytes(d, count));
+	list_for_each(pos, &e->em_unflushed) {
+		const struct emu_write *w = container_of(pos, struct emu_write, ew_node);
+		uint64_t from = MAX(blk, w->ew_blk), to = MIN(blk + count, w->ew_blk + w->ew_count);
+
+		if (from < to)
+			memcpy(buf + bdev_bytes(d, from - blk), w->ew_data + bdev_bytes(d, from - w->ew_blk),
+			       bdev_bytes(d, to - from));
+	}
+}
+
 static int bdev_emu_read(struct bdev *d, uint64_t blk, uint32_t count, void *buf)
 {
 	struct bdev_emu *e = bdev_to_emu(d);
@@ -319,14 +339,14 @@ static int bdev_emu_read(struct bdev *d, uint64_t blk, uint32_t count, void *buf
 	if (!err)
 		err = emu_faults_check_locked(e, BDEV_EMU_READ, blk, count);
 	if (!err) {
-		memcpy(buf, e->em_current + bdev_bytes(d, blk), bdev_bytes(d, count));
+		emu_read_locked(e, blk, count, buf);
 		e->em_stats.es_reads++;
 	}
 	cmutex_unlock(&e->em_lock);
 	return err;
 }
 
-/* Accept @w: apply it to em_current, queue it as unflushed, record it. */
+/* Accept @w: queue it as unflushed (reads see it from now on), record it. */
 static void emu_write_accept_locked(struct bdev_emu *e, struct emu_write *w)
 {
 	struct emu_history *h = e->em_history;
@@ -334,7 +354,6 @@ static void emu_write_accept_locked(struct bdev_emu *e, struct emu_write *w)
 	assert(cmutex_held(&e->em_lock));
 	w->ew_seq = ++e->em_stats.es_writes;
 	e->em_stats.es_unflushed++;
-	emu_write_apply(e->em_current, &e->em_bdev, w, bdev_bytes(&e->em_bdev, w->ew_count));
 	list_add_tail(&e->em_unflushed, &w->ew_node);
 	emu_record_add_locked(e, BDEV_EMU_WRITE, w->ew_blk, w->ew_count);
 	if (h) {
@@ -436,7 +455,6 @@ static void bdev_emu_free(struct bdev_emu *e)
 	cmutex_destroy(&e->em_lock);
 	free(e->em_records);
 	free(e->em_durable);
-	free(e->em_current);
 	free(e);
 }
 
@@ -466,12 +484,9 @@ static int bdev_emu_alloc(uint32_t block_size, uint64_t nblocks, struct bdev_emu
 	e = calloc(1, sizeof(*e));
 	if (!e)
 		return -ENOMEM;
-	err = bdev_mem_alloc(block_size, nblocks, &e->em_current);
-	if (err)
-		goto out_free;
 	err = bdev_mem_alloc(block_size, nblocks, &e->em_durable);
 	if (err)
-		goto out_current;
+		goto out_free;
 	err = cmutex_init(&e->em_lock);
 	if (err)
 		goto out_durable;
@@ -483,8 +498,6 @@ static int bdev_emu_alloc(uint32_t block_size, uint64_t nblocks, struct bdev_emu
 
 out_durable:
 	free(e->em_durable);
-out_current:
-	free(e->em_current);
 out_free:
 	free(e);
 	return err;
@@ -528,10 +541,9 @@ int bdev_emu_open_copy(struct bdev *src, struct bdev **out)
 	err = bdev_emu_alloc(bdev_block_size(src), bdev_nblocks(src), &e);
 	if (err)
 		return err;
-	err = emu_image_read(src, e->em_current);
+	err = emu_image_read(src, e->em_durable);
 	if (err)
 		goto out_free;
-	memcpy(e->em_durable, e->em_current, bdev_bytes(src, bdev_nblocks(src)));
 	*out = &e->em_bdev;
 	return 0;
 
@@ -706,11 +718,6 @@ static bool emu_crash_how_valid(const struct bdev_emu_crash *how)
 	return false;
 }
 
-/* Make @c's images both @c->em_durable, which the caller has built. */
-static void emu_crash_settle(struct bdev_emu *c)
-{
-	memcpy(c->em_current, c->em_durable, bdev_bytes(&c->em_bdev, c->em_bdev.bd_nblocks));
-}
 
 int bdev_emu_crash(struct bdev *d, const struct bdev_emu_crash *how, struct bdev **out)
 {
@@ -735,7 +742,6 @@ int bdev_emu_crash(struct bdev *d, const struct bdev_emu_crash *how, struct bdev
 		ws[n++] = container_of(pos, struct emu_write, ew_node);
 	memcpy(c->em_durable, e->em_durable, bdev_bytes(d, d->bd_nblocks));
 	emu_unflushed_land(d, how, ws, n, c->em_durable);
-	emu_crash_settle(c);
 	free(ws);
 out_unlock:
 	cmutex_unlock(&e->em_lock);
@@ -887,7 +893,6 @@ static int emu_crash_at(struct bdev *d, uint64_t nth, bool flush, const struct b
 		bdev_emu_free(c);
 		return err;
 	}
-	emu_crash_settle(c);
 	*out = &c->em_bdev;
 	return 0;
 }

@@ -574,8 +574,8 @@ static unsigned co_struct_bytes(const struct co_run *r, uint64_t b, unsigned byt
 /*
  * Every byte of the structs recovery reads first, inverted in turn: both
  * superblocks and both checkpoint slots (each a redundant copy: nothing
- * may change), and the headers of the last CO_STRUCT_LOGS logs (half as
- * many in sanitizer builds), those after the checkpoint among them
+ * may change), and the headers of the last CO_STRUCT_LOGS logs (a quarter
+ * as many in sanitizer builds), those after the checkpoint among them
  * (recovery may stop before the damaged log, and must stay right).
  * Deterministic and exhaustive where random damage would rarely hit a
  * field. The byte counts bound the structs (FORMAT.md: superblock 152
@@ -585,7 +585,7 @@ static void test_vol_corrupt_structs(void **state)
 {
 	static const uint64_t fixed[] = {0, CO_NBLOCKS - 1, 1, 2};
 	static const unsigned fixed_bytes[] = {160, 160, 96, 96};
-	uint64_t logs = 0, nlogs = CO_STRUCT_LOGS / (getenv("CAIRN_WATCHDOG_SCALE") ? 2 : 1);
+	uint64_t logs = 0, nlogs = CO_STRUCT_LOGS / (getenv("CAIRN_WATCHDOG_SCALE") ? 4 : 1);
 	struct co_run *r = calloc(1, sizeof(*r));
 	struct co_tally t = {0};
 	unsigned failed = 0;

@@ -68,8 +68,11 @@
  * run and of a free run (CAIRN_CRASH_CASES each, default 200, 50 in
  * sanitizer builds); and the double crash: at flush cuts where a delta's
  * later log lands without an earlier one, recover, run a second workload
- * that writes over what the crash left, and check every cut of it
- * (CAIRN_CRASH_TWICE first crashes, default 8, 3 in sanitizer builds):
+ * that writes over what the crash left (the first run's operations again,
+ * as a program that starts over after a crash would, with other content:
+ * so the new logs may match the lost ones in all but their payload), and
+ * check every cut of it
+ * (CAIRN_CRASH_TWICE first crashes, default 8, 2 in sanitizer builds):
  * the log chain must never be followed into a stale log.
  *
  * A failure prints "crash case: CAIRN_SEED=<seed> cut=<n|fn> mode=<m>
@@ -91,7 +94,14 @@
 
 #define CR_BS	      4096u
 #define CR_SEG_BLOCKS 64u
-#define CR_NBLOCKS    2048u /* 8 MiB */
+/*
+ * Devices are small (each case copies one, which costs under TSan) but
+ * roomy: a transaction reserves its worst case until its delta commits,
+ * and a deterministic run must never run short (a reservation that forces
+ * a commit makes the schedule depend on timing; such a run fails).
+ */
+#define CR_NBLOCKS     2048u /* 8 MiB */
+#define CR_BIG_NBLOCKS 3072u /* 12 MiB, for the larger deterministic run */
 /*
  * The free run's device is larger: a transaction reserves its worst case
  * (17 to 47 blocks here) until its delta commits, and four threads that
@@ -110,6 +120,7 @@
 #define CR_MAX_REPORTS	    10u /* failing cases printed before giving up */
 #define CR_COMMIT_BEGIN	    "vol.commit.begin"
 #define CR_COMMIT_END	    "vol.commit.end"
+#define CR_RESERVE_SHORT    "delta.reserve.short" /* a reservation forces a commit */
 #define CR_FORK_POINT	    "buf.fork_locked"
 
 static const char *const cr_mode_names[] = {"keep_all", "drop_all", "drop_some", "reorder"};
@@ -131,6 +142,7 @@ struct cr_run;
 
 struct cr_thread {
 	struct cr_run *ct_run;
+	bool ct_full;		 /* the free run filled the volume: this thread stopped */
 	bool ct_in_sync;	 /* protected by cr_lock */
 	uint64_t ct_sync_commit; /* the commit its sync waits for; cr_lock */
 	uint32_t ct_id;
@@ -197,6 +209,7 @@ struct cr_run {
 	uint64_t cr_holds;	   /* commits held */
 	uint64_t cr_hold_forks[4]; /* forks while a commit was held, by enum cr_hold */
 	uint64_t cr_hold_timeouts; /* holds given up on (should be 0) */
+	uint64_t cr_short;	   /* reservations that had to force a commit */
 };
 
 /*
@@ -298,6 +311,10 @@ static void cr_txn(struct cr_thread *th, void *buf)
 	int err;
 
 	err = vol_txn_begin(th->ct_run->cr_vol, k, 0, &t);
+	if (err == -ENOSPC && th->ct_run->cr_sched == CR_SCHED_FREE) {
+		th->ct_full = true; /* no cleaner yet: the log filled the volume */
+		return;
+	}
 	if (err) {
 		cr_fail(th, err, "vol_txn_begin");
 		return;
@@ -413,6 +430,8 @@ static void *cr_thread_run(void *arg)
 		}
 		if (!th->ct_err) {
 			cr_txn(th, buf);
+			if (th->ct_full)
+				break;
 			vm_txn_apply(&th->ct_now, &th->ct_txns[th->ct_ntxns - 1]);
 			cr_live_reads(th, buf, want);
 		}
@@ -469,7 +488,7 @@ static bool cr_hold_stalled_locked(const struct cr_run *r)
 {
 	const struct cr_thread *th = r->cr_turn >= 0 ? &r->cr_th[r->cr_turn] : NULL;
 
-	if (r->cr_finished || r->cr_sched_wait > r->cr_parked)
+	if (r->cr_finished || r->cr_short || r->cr_sched_wait > r->cr_parked)
 		return true;
 	return th && th->ct_in_sync && th->ct_sync_commit >= r->cr_parked;
 }
@@ -516,7 +535,10 @@ static void cr_hold_point(const char *point, void *arg)
 		r->cr_hold_turns = 1 + prng_below(&p, 3);
 		r->cr_held = false;
 	}
-	if (!strcmp(point, CR_COMMIT_END)) {
+	if (!strcmp(point, CR_RESERVE_SHORT)) {
+		r->cr_short++; /* the turn waits for a commit: let any hold go */
+		pthread_cond_broadcast(&r->cr_cond);
+	} else if (!strcmp(point, CR_COMMIT_END)) {
 		r->cr_commits_ended++;
 		pthread_cond_broadcast(&r->cr_cond);
 	} else if (r->cr_hold != CR_HOLD_NONE && !r->cr_held &&
@@ -636,9 +658,10 @@ static void cr_volume(struct cr_run *r)
 		oo.voo_max_age_ms = 3600u * 1000;
 	} else {
 		oo.voo_max_dirty = 4;
-		oo.voo_max_age_ms = 2;
+		oo.voo_max_age_ms = 5;
 	}
-	r->cr_nblocks = r->cr_sched == CR_SCHED_FREE ? CR_FREE_NBLOCKS : CR_NBLOCKS;
+	if (!r->cr_nblocks)
+		r->cr_nblocks = r->cr_sched == CR_SCHED_FREE ? CR_FREE_NBLOCKS : CR_NBLOCKS;
 	assert_int_equal(bdev_emu_open(CR_BS, r->cr_nblocks, &r->cr_dev), 0);
 	assert_int_equal(vol_mkfs(r->cr_dev, &mo), 0);
 	/* vol_open takes the device over; it stays valid until vol_close */
@@ -669,24 +692,19 @@ static uint64_t cr_records_digest(struct cr_run *r)
 	return h;
 }
 
-static void cr_workload(struct cr_run *r)
+/* Start the run's threads (and arm the holds of the deterministic schedule). */
+static void cr_threads_start(struct cr_run *r, pthread_t *t)
 {
-	pthread_t t[CR_THREADS];
-	struct timespec t0, t1;
-	struct log_space sp;
-	uint64_t forks;
-
-	cr_volume(r);
 	pthread_mutex_init(&r->cr_lock, NULL);
 	pthread_cond_init(&r->cr_cond, NULL);
 	r->cr_turn = -1;
 	syncpoint_enable(); /* counts forks; the deterministic schedule also waits on points */
-	forks = syncpoint_arrived(CR_FORK_POINT);
-	clock_gettime(CLOCK_MONOTONIC, &t0);
+	r->cr_forks = syncpoint_arrived(CR_FORK_POINT); /* the count before */
 	if (r->cr_sched == CR_SCHED_DET) {
 		for (unsigned h = CR_HOLD_BEGIN; h < CR_NHOLDS; h++)
 			syncpoint_callback(cr_hold_points[h], cr_hold_point, r);
 		syncpoint_callback(CR_COMMIT_END, cr_hold_point, r);
+		syncpoint_callback(CR_RESERVE_SHORT, cr_hold_point, r);
 	}
 	for (uint32_t i = 0; i < CR_THREADS; i++) {
 		struct cr_thread *th = &r->cr_th[i];
@@ -699,13 +717,11 @@ static void cr_workload(struct cr_run *r)
 		assert_true(th->ct_txns && th->ct_syncs);
 		test_thread_start(&t[i], cr_thread_run, th);
 	}
-	if (r->cr_sched == CR_SCHED_DET)
-		cr_schedule(r);
-	for (uint32_t i = 0; i < CR_THREADS; i++)
-		test_thread_join(t[i]);
-	clock_gettime(CLOCK_MONOTONIC, &t1);
-	r->cr_ms = (uint64_t)(t1.tv_sec - t0.tv_sec) * 1000 +
-		   (uint64_t)(t1.tv_nsec - t0.tv_nsec) / 1000000;
+}
+
+/* After the threads: their errors, the newest delta joined, a last sync. */
+static void cr_threads_done(struct cr_run *r)
+{
 	r->cr_max_delta = r->cr_delta0;
 	for (uint32_t i = 0; i < CR_THREADS; i++) {
 		struct cr_thread *th = &r->cr_th[i];
@@ -725,19 +741,57 @@ static void cr_workload(struct cr_run *r)
 	r->cr_final.cs_flushes = bdev_emu_history_flushes(r->cr_dev);
 	r->cr_writes = r->cr_final.cs_writes;
 	r->cr_flushes = r->cr_final.cs_flushes;
-	r->cr_forks = syncpoint_arrived(CR_FORK_POINT) - forks;
+}
+
+static void cr_workload_report(struct cr_run *r)
+{
+	struct log_space sp;
+	unsigned full = 0, txns = 0;
+
+	for (uint32_t i = 0; i < CR_THREADS; i++) {
+		full += r->cr_th[i].ct_full;
+		txns += r->cr_th[i].ct_ntxns;
+	}
+	if (full)
+		print_message(
+		    "# %s: the volume filled up (no cleaner yet): %u threads stopped early\n",
+		    r->cr_name, full);
+	vol_space(r->cr_vol, &sp);
+	print_message("# %s: %u transactions in %" PRIu64 " ms, deltas %u..%u, %" PRIu64
+		      " commits held (forks while held: %" PRIu64 " at begin, %" PRIu64
+		      " after take), %" PRIu64 " forks, %" PRIu64 " device writes and %" PRIu64
+		      " flushes, %" PRIu64 " of %" PRIu64 " blocks written, records %016" PRIx64
+		      "\n",
+		      r->cr_name, txns, r->cr_ms, r->cr_delta0, r->cr_max_delta, r->cr_holds,
+		      r->cr_hold_forks[CR_HOLD_BEGIN], r->cr_hold_forks[CR_HOLD_TAKEN], r->cr_forks,
+		      r->cr_writes, r->cr_flushes, sp.sp_written, sp.sp_total, r->cr_digest);
+}
+
+/* Run the workload of @r on its volume (a fresh one unless cr_vol is set), and record it. */
+static void cr_workload(struct cr_run *r)
+{
+	pthread_t t[CR_THREADS];
+	struct timespec t0, t1;
+
+	cr_volume(r);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	cr_threads_start(r, t);
+	if (r->cr_sched == CR_SCHED_DET)
+		cr_schedule(r);
+	for (uint32_t i = 0; i < CR_THREADS; i++)
+		test_thread_join(t[i]);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	r->cr_ms = (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000);
+	cr_threads_done(r);
+	r->cr_forks = syncpoint_arrived(CR_FORK_POINT) - r->cr_forks;
 	syncpoint_reset(); /* no holds for the recoveries */
+	if (r->cr_sched == CR_SCHED_DET && r->cr_short)
+		fail_msg("%s: %" PRIu64 " reservations forced a commit: the device (%" PRIu64
+			 " blocks) is too small for a deterministic run",
+			 r->cr_name, r->cr_short, r->cr_nblocks);
 	assert_int_equal(r->cr_hold_timeouts, 0);
 	r->cr_digest = cr_records_digest(r);
-	vol_space(r->cr_vol, &sp);
-	print_message(
-	    "# %s: %u transactions in %" PRIu64 " ms, deltas %u..%u, %" PRIu64
-	    " commits held (forks while held: %" PRIu64 " at begin, %" PRIu64
-	    " after take), %" PRIu64 " forks, %" PRIu64 " device writes and %" PRIu64
-	    " flushes, %" PRIu64 " of %" PRIu64 " blocks written, records %016" PRIx64 "\n",
-	    r->cr_name, CR_THREADS * r->cr_txns, r->cr_ms, r->cr_delta0, r->cr_max_delta,
-	    r->cr_holds, r->cr_hold_forks[CR_HOLD_BEGIN], r->cr_hold_forks[CR_HOLD_TAKEN],
-	    r->cr_forks, r->cr_writes, r->cr_flushes, sp.sp_written, sp.sp_total, r->cr_digest);
+	cr_workload_report(r);
 }
 
 static void cr_run_free(struct cr_run *r)
@@ -1042,8 +1096,9 @@ static void cr_cases_run(struct cr_run *r, const struct cr_case *c, uint64_t n)
 
 /* ---- the tests --------------------------------------------------------------------- */
 
+/* Run a workload of @txns per thread (@nblocks device blocks; 0: the default) to crash. */
 static void cr_setup(struct cr_run *r, const char *name, enum cr_sched sched, uint32_t txns,
-		     uint32_t cp_every)
+		     uint32_t cp_every, uint64_t nblocks)
 {
 	memset(r, 0, sizeof(*r));
 	r->cr_name = name;
@@ -1051,14 +1106,18 @@ static void cr_setup(struct cr_run *r, const char *name, enum cr_sched sched, ui
 	r->cr_sched = sched;
 	r->cr_txns = txns;
 	r->cr_cp_every = cp_every;
+	r->cr_nblocks = nblocks;
 	cairn_log_set_sink(cr_log_sink, NULL);
 	cr_workload(r);
 	/*
 	 * The deterministic schedule exists to force forks, among them of
 	 * buffers the commit had already taken: if it no longer does (an
-	 * interleaving point renamed?), the test has lost its point.
+	 * interleaving point renamed?), the test has lost its point. Any
+	 * seed must hold commits; the default seed must also fork after a
+	 * take (another seed's small run may draw no such fork).
 	 */
-	if (sched == CR_SCHED_DET && (!r->cr_holds || !r->cr_hold_forks[CR_HOLD_TAKEN]))
+	if (sched == CR_SCHED_DET &&
+	    (!r->cr_holds || (r->cr_seed == CR_SEED && !r->cr_hold_forks[CR_HOLD_TAKEN])))
 		fail_msg("%s: %" PRIu64 " commits held, %" PRIu64
 			 " forks after a take: the schedule "
 			 "no longer forces them (interleaving points %s, %s?)",
@@ -1120,7 +1179,7 @@ static void test_vol_crash_every_cut(void **state)
 	(void)state;
 	test_needs_syncpoints();
 	test_watchdog("vol_crash_every_cut", 120);
-	cr_setup(&r, "every cut", CR_SCHED_DET, 32, 3);
+	cr_setup(&r, "every cut", CR_SCHED_DET, 32, 3, 0);
 	c = cr_every_cut(&r, "", modes, ARRAY_SIZE(modes), &n);
 	cr_cases_run(&r, c, n);
 	free(c);
@@ -1139,8 +1198,8 @@ static void test_vol_crash_deterministic(void **state)
 	assert_non_null(a);
 	test_needs_syncpoints();
 	test_watchdog("vol_crash_deterministic", 120);
-	cr_setup(a, "first run", CR_SCHED_DET, 32, 3);
-	cr_setup(b, "second run", CR_SCHED_DET, 32, 3);
+	cr_setup(a, "first run", CR_SCHED_DET, 32, 3, 0);
+	cr_setup(b, "second run", CR_SCHED_DET, 32, 3, 0);
 	for (uint32_t i = 0; i < CR_THREADS; i++) {
 		for (uint32_t x = 0; x < a->cr_th[i].ct_ntxns; x++) {
 			if (a->cr_th[i].ct_txns[x].vx_delta != b->cr_th[i].ct_txns[x].vx_delta)
@@ -1274,14 +1333,14 @@ static void cr_crash_again(struct cr_run *a, const struct cr_case *c1)
 static void test_vol_crash_twice(void **state)
 {
 	bool slow = getenv("CAIRN_WATCHDOG_SCALE") != NULL;
-	uint64_t max = cr_env_u64("CAIRN_CRASH_TWICE", slow ? 3 : 8), n;
+	uint64_t max = cr_env_u64("CAIRN_CRASH_TWICE", slow ? 2 : 8), n;
 	struct cr_case *first;
 	struct cr_run r;
 
 	(void)state;
 	test_needs_syncpoints();
 	test_watchdog("vol_crash_twice", 120 + (unsigned)max * 20);
-	cr_setup(&r, "first of two", CR_SCHED_DET, 32, 3);
+	cr_setup(&r, "first of two", CR_SCHED_DET, 32, 3, 0);
 	first = calloc(max + 1, sizeof(*first));
 	assert_non_null(first);
 	n = cr_first_crashes(&r, first, max);
@@ -1318,13 +1377,14 @@ static struct cr_case *cr_random_cases(const struct cr_run *r, uint64_t *n)
 	return c;
 }
 
-static void cr_random(const char *name, enum cr_sched sched, uint32_t txns, uint32_t cp_every)
+static void cr_random(const char *name, enum cr_sched sched, uint32_t txns, uint32_t cp_every,
+		      uint64_t nblocks)
 {
 	struct cr_case *c;
 	struct cr_run r;
 	uint64_t n;
 
-	cr_setup(&r, name, sched, txns, cp_every);
+	cr_setup(&r, name, sched, txns, cp_every, nblocks);
 	c = cr_random_cases(&r, &n);
 	cr_cases_run(&r, c, n);
 	free(c);
@@ -1337,7 +1397,7 @@ static void test_vol_crash_random(void **state)
 	(void)state;
 	test_needs_syncpoints();
 	test_watchdog("vol_crash_random", 600);
-	cr_random("random cuts", CR_SCHED_DET, 64, 7);
+	cr_random("random cuts", CR_SCHED_DET, 64, 7, CR_BIG_NBLOCKS);
 }
 
 /* Random cut points of a free-running run (the pipeline commits on its own too). */
@@ -1345,7 +1405,7 @@ static void test_vol_crash_free(void **state)
 {
 	(void)state;
 	test_watchdog("vol_crash_free", 600);
-	cr_random("free run", CR_SCHED_FREE, 160, 0);
+	cr_random("free run", CR_SCHED_FREE, 160, 0, 0);
 }
 
 int main(void)
