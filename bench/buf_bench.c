@@ -60,16 +60,16 @@
 #include <string.h>
 #include <time.h>
 
-#define BENCH_BLOCK 4096	  /* bytes per block and buffer */
-#define BENCH_HIT_BUFFERS 4096	  /* hit cache: pool size */
-#define BENCH_HIT_BLOCKS 4096	  /* hit working set: fits the pool */
-#define BENCH_MISS_BUFFERS 256	  /* miss cache: pool size */
-#define BENCH_MISS_BLOCKS 65536	  /* miss working set, and RAM bdev size */
-#define BENCH_OWNER 1		  /* every block belongs to one file */
-#define BENCH_BATCH 256		  /* operations between two looks at br_stop */
-#define BENCH_MAX_THREADS 64
-#define BENCH_MAX_TLIST 16	  /* entries of --threads */
-#define BENCH_MAX_FIGURES 128
+#define BENCH_BLOCK	   4096	 /* bytes per block and buffer */
+#define BENCH_HIT_BUFFERS  4096	 /* hit cache: pool size */
+#define BENCH_HIT_BLOCKS   4096	 /* hit working set: fits the pool */
+#define BENCH_MISS_BUFFERS 256	 /* miss cache: pool size */
+#define BENCH_MISS_BLOCKS  65536 /* miss working set, and RAM bdev size */
+#define BENCH_OWNER	   1	 /* every block belongs to one file */
+#define BENCH_BATCH	   256	 /* operations between two looks at br_stop */
+#define BENCH_MAX_THREADS  64
+#define BENCH_MAX_TLIST	   16 /* entries of --threads */
+#define BENCH_MAX_FIGURES  128
 
 /* ---- figures and the report --------------------------------------- */
 
@@ -85,7 +85,7 @@ typedef int (*bench_batch_fn)(void *arg, struct bench_self *self, unsigned n);
 
 /* One thing to measure. */
 struct bench_work {
-	const char *bw_name;	    /* "buf hit", "ref mutex", ... */
+	const char *bw_name; /* "buf hit", "ref mutex", ... */
 	bench_batch_fn bw_batch;
 	void *bw_arg;
 	struct buf_cache *bw_cache; /* buf figures: whose counters to check */
@@ -143,8 +143,8 @@ static uint64_t bench_now_ns(void)
 static void bench_sleep(double seconds)
 {
 	struct timespec ts = {
-		.tv_sec = (time_t)seconds,
-		.tv_nsec = (long)((seconds - (double)(time_t)seconds) * 1e9),
+	    .tv_sec = (time_t)seconds,
+	    .tv_nsec = (long)((seconds - (double)(time_t)seconds) * 1e9),
 	};
 
 	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
@@ -381,14 +381,14 @@ static int bench_refs(const struct bench_opts *o, struct bench_report *rep,
 	struct bench_pingpong pp = {0};
 	struct cmutex cm;
 	const struct bench_work prng = {.bw_name = "ref prng", .bw_batch = bench_prng_batch};
-	const struct bench_work pingpong = {.bw_name = "ref line-pingpong",
-					    .bw_batch = bench_pingpong_batch, .bw_arg = &pp};
+	const struct bench_work pingpong = {
+	    .bw_name = "ref line-pingpong", .bw_batch = bench_pingpong_batch, .bw_arg = &pp};
 	const struct bench_work works[] = {
-		{.bw_name = "ref mutex", .bw_batch = bench_mutex_batch, .bw_arg = &mutex},
-		{.bw_name = "ref cmutex", .bw_batch = bench_cmutex_batch, .bw_arg = &cm},
-		{.bw_name = "ref memcpy4k-hot", .bw_batch = bench_memcpy_batch, .bw_arg = hot},
-		{.bw_name = "ref memcpy4k-cold", .bw_batch = bench_memcpy_batch, .bw_arg = cold},
-		{.bw_name = "ref memset4k", .bw_batch = bench_memset_batch, .bw_arg = hot},
+	    {.bw_name = "ref mutex", .bw_batch = bench_mutex_batch, .bw_arg = &mutex},
+	    {.bw_name = "ref cmutex", .bw_batch = bench_cmutex_batch, .bw_arg = &cm},
+	    {.bw_name = "ref memcpy4k-hot", .bw_batch = bench_memcpy_batch, .bw_arg = hot},
+	    {.bw_name = "ref memcpy4k-cold", .bw_batch = bench_memcpy_batch, .bw_arg = cold},
+	    {.bw_name = "ref memset4k", .bw_batch = bench_memset_batch, .bw_arg = hot},
 	};
 	int err = 0;
 
@@ -436,7 +436,7 @@ static int bench_fill(void *ctx, struct buf *b, void *data, uint64_t hint)
 }
 
 static const struct buf_ops bench_buf_ops = {
-	.bo_fill = bench_fill,
+    .bo_fill = bench_fill,
 };
 
 static int bench_read_batch(void *arg, struct bench_self *self, unsigned n)
@@ -478,10 +478,10 @@ static int bench_dev_open(struct bdev **out)
 static int bench_cache_create(struct bdev *d, uint32_t nbuffers, struct buf_cache **out)
 {
 	const struct buf_cache_config cfg = {
-		.bcc_block_size = BENCH_BLOCK,
-		.bcc_nbuffers = nbuffers,
-		.bcc_ops = &bench_buf_ops,
-		.bcc_ctx = d,
+	    .bcc_block_size = BENCH_BLOCK,
+	    .bcc_nbuffers = nbuffers,
+	    .bcc_ops = &bench_buf_ops,
+	    .bcc_ctx = d,
 	};
 
 	return buf_cache_create(&cfg, out);
@@ -572,8 +572,7 @@ static const struct bench_result *bench_find(const struct bench_report *rep, con
 }
 
 /* @v / @ref as "12.3x", or "-" without a reference. */
-static void bench_ratio(char *s, size_t len, double v, const struct bench_result *ref,
-			bool by_ns)
+static void bench_ratio(char *s, size_t len, double v, const struct bench_result *ref, bool by_ns)
 {
 	double r = ref ? (by_ns ? ref->re_ns_op : ref->re_ops_s) : 0;
 
@@ -594,8 +593,8 @@ static void bench_summary_line(const struct bench_report *rep, const struct benc
 	bench_ratio(sc, sizeof(sc), r->re_ops_s, bench_find(rep, r->re_name, 1), false);
 	if (r->re_miss_pct >= 0)
 		snprintf(miss, sizeof(miss), "%.1f", r->re_miss_pct);
-	printf("%-18s %7u %13.0f %10.1f %9s %9s %8s %6s\n", r->re_name, r->re_threads,
-	       r->re_ops_s, r->re_ns_op, xm, xc, sc, miss);
+	printf("%-18s %7u %13.0f %10.1f %9s %9s %8s %6s\n", r->re_name, r->re_threads, r->re_ops_s,
+	       r->re_ns_op, xm, xc, sc, miss);
 }
 
 /*
@@ -604,8 +603,8 @@ static void bench_summary_line(const struct bench_report *rep, const struct benc
  */
 static void bench_summary(const struct bench_report *rep)
 {
-	printf("\n%-18s %7s %13s %10s %9s %9s %8s %6s\n", "figure", "threads", "ops/s",
-	       "ns/op", "x mutex", "x memcpy", "x T=1", "miss%");
+	printf("\n%-18s %7s %13s %10s %9s %9s %8s %6s\n", "figure", "threads", "ops/s", "ns/op",
+	       "x mutex", "x memcpy", "x T=1", "miss%");
 	for (unsigned i = 0; i < rep->rp_n; i++)
 		bench_summary_line(rep, &rep->rp_res[i]);
 }
@@ -614,10 +613,11 @@ static void bench_summary(const struct bench_report *rep)
 
 static void bench_usage(FILE *f)
 {
-	fprintf(f, "usage: buf_bench [--seconds S] [--threads T1,T2,...]\n"
-		   "  --seconds S   time per figure (default 1)\n"
-		   "  --threads L   thread counts, 1..%d (default 1,2,4)\n"
-		   "  CAIRN_SEED=n  seed of the per-thread PRNGs (default 1)\n",
+	fprintf(f,
+		"usage: buf_bench [--seconds S] [--threads T1,T2,...]\n"
+		"  --seconds S   time per figure (default 1)\n"
+		"  --threads L   thread counts, 1..%d (default 1,2,4)\n"
+		"  CAIRN_SEED=n  seed of the per-thread PRNGs (default 1)\n",
 		BENCH_MAX_THREADS);
 }
 
@@ -640,10 +640,10 @@ static int bench_parse_threads(struct bench_opts *o, const char *s)
 static int bench_parse(struct bench_opts *o, int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"seconds", required_argument, NULL, 's'},
-		{"threads", required_argument, NULL, 't'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	    {"seconds", required_argument, NULL, 's'},
+	    {"threads", required_argument, NULL, 't'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	char *end;
 	int ch;

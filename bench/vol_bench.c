@@ -74,34 +74,34 @@
 #include <time.h>
 #include <unistd.h>
 
-#define BENCH_BLOCK	  4096			   /* bytes per block */
+#define BENCH_BLOCK	  4096 /* bytes per block */
 #define BENCH_MIB	  (1024 * 1024)
 #define BENCH_CHUNK	  BENCH_MIB		   /* raw: bytes per pwrite */
 #define BENCH_OWNER	  VOL_FIRST_OWNER	   /* commit figures' owner */
 #define BENCH_WARM_OWNER  (VOL_FIRST_OWNER + 1000) /* the warm-up's (5) */
 #define BENCH_IMAGE	  "/var/tmp/cairn-bench.img"
-#define BENCH_SIZE	  (4ULL << 30)		   /* default image size */
+#define BENCH_SIZE	  (4ULL << 30) /* default image size */
 #define BENCH_MAX_THREADS 64
-#define BENCH_MAX_LIST	  16			   /* entries of --deltas, --threads */
+#define BENCH_MAX_LIST	  16 /* entries of --deltas, --threads */
 
 /* ---- options and results ------------------------------------------------ */
 
 struct bench_opts {
 	const char *bo_image;
-	uint64_t bo_size;		     /* bytes of the image */
-	uint64_t bo_mib;		     /* data of a raw or commit figure */
-	uint32_t bo_cache;		     /* voo_cache_blocks */
-	uint32_t bo_txn;		     /* blocks per transaction (commit figures) */
-	uint32_t bo_seg_blocks;		     /* lfo_seg_blocks; 0: the default */
-	uint32_t bo_deltas[BENCH_MAX_LIST];  /* voo_max_dirty per commit figure */
+	uint64_t bo_size;		    /* bytes of the image */
+	uint64_t bo_mib;		    /* data of a raw or commit figure */
+	uint32_t bo_cache;		    /* voo_cache_blocks */
+	uint32_t bo_txn;		    /* blocks per transaction (commit figures) */
+	uint32_t bo_seg_blocks;		    /* lfo_seg_blocks; 0: the default */
+	uint32_t bo_deltas[BENCH_MAX_LIST]; /* voo_max_dirty per commit figure */
 	unsigned bo_ndeltas;
 	unsigned bo_threads[BENCH_MAX_LIST]; /* T per sync figure */
 	unsigned bo_nthreads;
-	double bo_seconds;		     /* per sync figure */
+	double bo_seconds; /* per sync figure */
 	bool bo_keep;
-	bool bo_drop;			     /* --drop-caches */
-	bool bo_marks;			     /* --timestamps */
-	bool bo_raw, bo_commit, bo_sync;     /* phases to run (--phases) */
+	bool bo_drop;			 /* --drop-caches */
+	bool bo_marks;			 /* --timestamps */
+	bool bo_raw, bo_commit, bo_sync; /* phases to run (--phases) */
 };
 
 /* CPU time of the machine and of this process at the start of a figure (3). */
@@ -111,8 +111,8 @@ struct bench_load {
 };
 
 struct bench_raw {
-	double rr_write_s;     /* the pwrites */
-	double rr_sync_s;      /* the fdatasync */
+	double rr_write_s; /* the pwrites */
+	double rr_sync_s;  /* the fdatasync */
 	double rr_mib_s;
 	double rr_other_s;     /* cpu of the rest of the machine (3) */
 	uint64_t rr_t0, rr_t1; /* ns, CLOCK_MONOTONIC: the timed span */
@@ -120,13 +120,13 @@ struct bench_raw {
 
 struct bench_commit {
 	uint32_t cr_max_dirty;
-	uint64_t cr_mib;       /* data written */
-	double cr_s;	       /* first vol_txn_begin to vol_sync's return */
-	double cr_begin_s;     /* in vol_txn_begin (throttle and joins) */
-	double cr_front_s;     /* until the last vol_txn_end */
-	double cr_cpu_s;       /* process cpu (3) */
-	double cr_other_s;     /* cpu of the rest of the machine (3) */
-	uint64_t cr_faults;    /* page faults (3) */
+	uint64_t cr_mib;    /* data written */
+	double cr_s;	    /* first vol_txn_begin to vol_sync's return */
+	double cr_begin_s;  /* in vol_txn_begin (throttle and joins) */
+	double cr_front_s;  /* until the last vol_txn_end */
+	double cr_cpu_s;    /* process cpu (3) */
+	double cr_other_s;  /* cpu of the rest of the machine (3) */
+	uint64_t cr_faults; /* page faults (3) */
 	double cr_mib_s;
 	uint64_t cr_commits;   /* delta_stats */
 	uint64_t cr_written;   /* log blocks consumed (whole segments taken) */
@@ -141,7 +141,7 @@ struct bench_sync {
 	double sr_syncs_s;   /* loops of all threads over the wall time */
 	double sr_p50_us, sr_p99_us, sr_mean_us, sr_max_us;
 	double sr_cpu_s;
-	double sr_other_s;     /* cpu of the rest of the machine (3) */
+	double sr_other_s; /* cpu of the rest of the machine (3) */
 	uint64_t sr_faults;
 	uint64_t sr_csw;       /* context switches (3) */
 	uint64_t sr_t0, sr_t1; /* ns, CLOCK_MONOTONIC: the timed span */
@@ -246,8 +246,8 @@ static double bench_load_other_s(const struct bench_load *l)
 static void bench_sleep(double seconds)
 {
 	struct timespec ts = {
-		.tv_sec = (time_t)seconds,
-		.tv_nsec = (long)((seconds - (double)(time_t)seconds) * 1e9),
+	    .tv_sec = (time_t)seconds,
+	    .tv_nsec = (long)((seconds - (double)(time_t)seconds) * 1e9),
 	};
 
 	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
@@ -496,8 +496,7 @@ static void bench_commit_print(const struct bench_opts *o, const struct bench_re
 }
 
 /* The timed part of a commit figure, on @v warmed up; counters into @res. */
-static int bench_commit_measure(const struct bench_opts *o, struct vol *v,
-				struct bench_commit *res)
+static int bench_commit_measure(const struct bench_opts *o, struct vol *v, struct bench_commit *res)
 {
 	struct delta_stats before, after;
 	struct log_space sp0, sp1;
@@ -1048,21 +1047,21 @@ static bool bench_delta_fits(const struct bench_opts *o, uint32_t max_dirty)
 static int bench_parse(struct bench_opts *o, int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"image", required_argument, NULL, 'i'},
-		{"size", required_argument, NULL, 'z'},
-		{"mib", required_argument, NULL, 'm'},
-		{"cache", required_argument, NULL, 'c'},
-		{"txn", required_argument, NULL, 'x'},
-		{"seg-blocks", required_argument, NULL, 'g'},
-		{"deltas", required_argument, NULL, 'd'},
-		{"threads", required_argument, NULL, 't'},
-		{"seconds", required_argument, NULL, 's'},
-		{"phases", required_argument, NULL, 'p'},
-		{"keep", no_argument, NULL, 'k'},
-		{"drop-caches", no_argument, NULL, 'D'},
-		{"timestamps", no_argument, NULL, 'T'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	    {"image", required_argument, NULL, 'i'},
+	    {"size", required_argument, NULL, 'z'},
+	    {"mib", required_argument, NULL, 'm'},
+	    {"cache", required_argument, NULL, 'c'},
+	    {"txn", required_argument, NULL, 'x'},
+	    {"seg-blocks", required_argument, NULL, 'g'},
+	    {"deltas", required_argument, NULL, 'd'},
+	    {"threads", required_argument, NULL, 't'},
+	    {"seconds", required_argument, NULL, 's'},
+	    {"phases", required_argument, NULL, 'p'},
+	    {"keep", no_argument, NULL, 'k'},
+	    {"drop-caches", no_argument, NULL, 'D'},
+	    {"timestamps", no_argument, NULL, 'T'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	int ch;
 
@@ -1076,8 +1075,9 @@ static int bench_parse(struct bench_opts *o, int argc, char **argv)
 		return -EINVAL; /* raw writes --mib MiB; the volume needs more */
 	for (unsigned i = 0; i < o->bo_ndeltas; i++) {
 		if (!bench_delta_fits(o, o->bo_deltas[i])) {
-			fprintf(stderr, "vol_bench: a dirty limit of %" PRIu32 " blocks does not fit"
-					" a cache of %" PRIu32 " blocks\n",
+			fprintf(stderr,
+				"vol_bench: a dirty limit of %" PRIu32 " blocks does not fit"
+				" a cache of %" PRIu32 " blocks\n",
 				o->bo_deltas[i], o->bo_cache);
 			return -EINVAL;
 		}
@@ -1102,11 +1102,19 @@ int main(int argc, char **argv)
 {
 	static struct bench_report rep;
 	struct bench_opts o = {
-		.bo_image = BENCH_IMAGE, .bo_size = BENCH_SIZE, .bo_mib = 1024,
-		.bo_cache = 65536, .bo_txn = 256,
-		.bo_deltas = {16384, 4096, 1024, 256}, .bo_ndeltas = 4,
-		.bo_threads = {1, 8}, .bo_nthreads = 2, .bo_seconds = 5,
-		.bo_raw = true, .bo_commit = true, .bo_sync = true,
+	    .bo_image = BENCH_IMAGE,
+	    .bo_size = BENCH_SIZE,
+	    .bo_mib = 1024,
+	    .bo_cache = 65536,
+	    .bo_txn = 256,
+	    .bo_deltas = {16384, 4096, 1024, 256},
+	    .bo_ndeltas = 4,
+	    .bo_threads = {1, 8},
+	    .bo_nthreads = 2,
+	    .bo_seconds = 5,
+	    .bo_raw = true,
+	    .bo_commit = true,
+	    .bo_sync = true,
 	};
 	int err;
 

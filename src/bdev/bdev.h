@@ -49,7 +49,7 @@ int bdev_save(struct bdev *d, const char *path);
 
 enum bdev_open_flags {
 	BDEV_RDONLY = 1 << 0,
-	BDEV_CREATE = 1 << 1,	/* create a sparse image of @nblocks if missing */
+	BDEV_CREATE = 1 << 1,	 /* create a sparse image of @nblocks if missing */
 	BDEV_EXCL_LOCK = 1 << 2, /* take an exclusive flock; -EBUSY if held */
 };
 
@@ -84,8 +84,8 @@ enum bdev_emu_crash_mode {
 
 struct bdev_emu_crash {
 	enum bdev_emu_crash_mode ec_mode;
-	bool ec_tear;	     /* one surviving unflushed write is torn */
-	uint64_t ec_seed;    /* drives every choice above */
+	bool ec_tear;	  /* one surviving unflushed write is torn */
+	uint64_t ec_seed; /* drives every choice above */
 };
 
 enum bdev_emu_op { BDEV_EMU_READ, BDEV_EMU_WRITE, BDEV_EMU_FLUSH };
@@ -99,11 +99,11 @@ struct bdev_emu_record {
 };
 
 struct bdev_emu_stats {
-	uint64_t es_reads;    /* read calls accepted */
-	uint64_t es_writes;   /* write calls accepted */
-	uint64_t es_flushes;  /* flush calls accepted */
+	uint64_t es_reads;     /* read calls accepted */
+	uint64_t es_writes;    /* write calls accepted */
+	uint64_t es_flushes;   /* flush calls accepted */
 	uint64_t es_unflushed; /* writes accepted since the last flush */
-	bool es_cut;	      /* power is off */
+	bool es_cut;	       /* power is off */
 };
 
 /*
@@ -142,7 +142,8 @@ void bdev_emu_fail_op(struct bdev *d, enum bdev_emu_op op, uint64_t nth, uint32_
  * Fail every @op that touches block @blk with @err, @repeat times (0:
  * forever). A flush touches no block.
  */
-void bdev_emu_fail_block(struct bdev *d, enum bdev_emu_op op, uint64_t blk, uint32_t repeat, int err);
+void bdev_emu_fail_block(struct bdev *d, enum bdev_emu_op op, uint64_t blk, uint32_t repeat,
+			 int err);
 /* Remove every fault rule. */
 void bdev_emu_clear_faults(struct bdev *d);
 void bdev_emu_stats(struct bdev *d, struct bdev_emu_stats *st);

@@ -318,12 +318,14 @@ static void emu_read_locked(struct bdev_emu *e, uint64_t blk, uint32_t count, un
 
 	assert(cmutex_held(&e->em_lock));
 	memcpy(buf, e->em_durable + bdev_bytes(d, blk), bdev_bytes(d, count));
-	list_for_each(pos, &e->em_unflushed) {
+	list_for_each(pos, &e->em_unflushed)
+	{
 		const struct emu_write *w = container_of(pos, struct emu_write, ew_node);
 		uint64_t from = MAX(blk, w->ew_blk), to = MIN(blk + count, w->ew_blk + w->ew_count);
 
 		if (from < to)
-			memcpy(buf + bdev_bytes(d, from - blk), w->ew_data + bdev_bytes(d, from - w->ew_blk),
+			memcpy(buf + bdev_bytes(d, from - blk),
+			       w->ew_data + bdev_bytes(d, from - w->ew_blk),
 			       bdev_bytes(d, to - from));
 	}
 }
@@ -464,10 +466,10 @@ static void bdev_emu_close(struct bdev *d)
 }
 
 static const struct bdev_ops bdev_emu_ops = {
-	.bo_read = bdev_emu_read,
-	.bo_write = bdev_emu_write,
-	.bo_flush = bdev_emu_flush,
-	.bo_close = bdev_emu_close,
+    .bo_read = bdev_emu_read,
+    .bo_write = bdev_emu_write,
+    .bo_flush = bdev_emu_flush,
+    .bo_close = bdev_emu_close,
 };
 
 /* ---- open ------------------------------------------------------------- */
@@ -718,7 +720,6 @@ static bool emu_crash_how_valid(const struct bdev_emu_crash *how)
 	return false;
 }
 
-
 int bdev_emu_crash(struct bdev *d, const struct bdev_emu_crash *how, struct bdev **out)
 {
 	struct bdev_emu *e = bdev_to_emu(d), *c;
@@ -738,8 +739,7 @@ int bdev_emu_crash(struct bdev *d, const struct bdev_emu_crash *how, struct bdev
 		err = -ENOMEM;
 		goto out_unlock;
 	}
-	list_for_each(pos, &e->em_unflushed)
-		ws[n++] = container_of(pos, struct emu_write, ew_node);
+	list_for_each(pos, &e->em_unflushed) ws[n++] = container_of(pos, struct emu_write, ew_node);
 	memcpy(c->em_durable, e->em_durable, bdev_bytes(d, d->bd_nblocks));
 	emu_unflushed_land(d, how, ws, n, c->em_durable);
 	free(ws);
@@ -773,7 +773,8 @@ void bdev_emu_keep_history(struct bdev *d)
 	old = e->em_history;
 	e->em_history = NULL;
 	emu_history_free_locked(e, old); /* before the new one claims the unflushed writes */
-	list_for_each(pos, &e->em_unflushed) {
+	list_for_each(pos, &e->em_unflushed)
+	{
 		struct emu_write *w = container_of(pos, struct emu_write, ew_node);
 
 		w->ew_kept = true;
@@ -837,7 +838,8 @@ static int emu_history_image_locked(struct bdev_emu *e, uint64_t durable, uint64
 		return -ENOMEM;
 	memcpy(image, h->eh_base, bdev_bytes(d, d->bd_nblocks));
 	for (uint64_t i = 0; i < durable; i++)
-		emu_write_apply(image, d, h->eh_writes[i], bdev_bytes(d, h->eh_writes[i]->ew_count));
+		emu_write_apply(image, d, h->eh_writes[i],
+				bdev_bytes(d, h->eh_writes[i]->ew_count));
 	memcpy(ws, h->eh_writes + durable, (end - durable) * sizeof(*ws));
 	emu_unflushed_land(d, how, ws, end - durable, image);
 	free(ws);
@@ -849,8 +851,8 @@ static int emu_history_image_locked(struct bdev_emu *e, uint64_t durable, uint64
  * (@flush true) at @nth, as the history writes issued and flushed then;
  * false if there is no such cut.
  */
-static bool emu_history_cut_locked(struct bdev_emu *e, uint64_t nth, bool flush,
-				   uint64_t *durable, uint64_t *end)
+static bool emu_history_cut_locked(struct bdev_emu *e, uint64_t nth, bool flush, uint64_t *durable,
+				   uint64_t *end)
 {
 	struct emu_history *h = e->em_history;
 

@@ -123,10 +123,10 @@ static void bdev_file_close(struct bdev *d)
 }
 
 static const struct bdev_ops bdev_file_ops = {
-	.bo_read = bdev_file_read,
-	.bo_write = bdev_file_write,
-	.bo_flush = bdev_file_flush,
-	.bo_close = bdev_file_close,
+    .bo_read = bdev_file_read,
+    .bo_write = bdev_file_write,
+    .bo_flush = bdev_file_flush,
+    .bo_close = bdev_file_close,
 };
 
 /*

@@ -66,10 +66,10 @@ static void bdev_ram_close(struct bdev *d)
 }
 
 static const struct bdev_ops bdev_ram_ops = {
-	.bo_read = bdev_ram_read,
-	.bo_write = bdev_ram_write,
-	.bo_flush = bdev_ram_flush,
-	.bo_close = bdev_ram_close,
+    .bo_read = bdev_ram_read,
+    .bo_write = bdev_ram_write,
+    .bo_flush = bdev_ram_flush,
+    .bo_close = bdev_ram_close,
 };
 
 int bdev_open_ram(uint32_t block_size, uint64_t nblocks, struct bdev **out)

@@ -90,8 +90,7 @@ static struct buf **buf_bucket(struct buf_shard *sh, uint64_t h)
 	return &sh->bsh_buckets[(h >> 6) & sh->bsh_mask];
 }
 
-static struct buf *buf_find_locked(struct buf_shard *sh, uint64_t h, uint64_t owner,
-				   uint64_t index)
+static struct buf *buf_find_locked(struct buf_shard *sh, uint64_t h, uint64_t owner, uint64_t index)
 {
 	for (struct buf *b = *buf_bucket(sh, h); b; b = b->b_hnext)
 		if (b->b_owner == owner && b->b_index == index)
@@ -464,8 +463,8 @@ static struct buf *buf_find_or_insert(struct buf_cache *c, uint64_t owner, uint6
 	return b;
 }
 
-static int buf_get(struct buf_cache *c, uint64_t owner, uint64_t index, bool read,
-		   uint64_t hint, struct buf **out)
+static int buf_get(struct buf_cache *c, uint64_t owner, uint64_t index, bool read, uint64_t hint,
+		   struct buf **out)
 {
 	struct buf *b, *fresh = NULL;
 	int err = 0;

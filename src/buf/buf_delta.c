@@ -52,8 +52,8 @@ void buf_delta_destroy(struct buf_cache *c)
 		do {
 			n = 0;
 			struct list_node *node, *next;
-			for (node = c->bc_delta_dirty[p].next; node != &c->bc_delta_dirty[p] && n < 64;
-			     node = next) {
+			for (node = c->bc_delta_dirty[p].next;
+			     node != &c->bc_delta_dirty[p] && n < 64; node = next) {
 				next = node->next;
 				struct buf *b = container_of(node, struct buf, b_delta_node);
 				list_del(node);
@@ -167,7 +167,7 @@ int buf_fork_locked(struct buf *b, uint32_t delta)
 	atomic_fetch_add(&c->bc_ndirty, 1);
 	atomic_fetch_add(&c->bc_forks, 1);
 	buf_word_set_locked(b, (buf_word(b) & ((1ULL << BW_DELTA_SHIFT) - 1)) |
-				       ((uint64_t)delta << BW_DELTA_SHIFT));
+				   ((uint64_t)delta << BW_DELTA_SHIFT));
 	return 0;
 }
 
@@ -194,7 +194,8 @@ unsigned buf_delta_take(struct buf_cache *c, uint32_t delta, struct buf **out, u
 	unsigned got = 0;
 
 	cmutex_lock(&c->bc_delta_lock);
-	list_for_each(n, &c->bc_delta_dirty[delta & 1]) {
+	list_for_each(n, &c->bc_delta_dirty[delta & 1])
+	{
 		struct buf *b = container_of(n, struct buf, b_delta_node);
 		uint64_t w = buf_word(b);
 		if (got == max)
@@ -221,14 +222,14 @@ uint64_t buf_delta_ndirty(struct buf_cache *c, uint32_t delta)
 }
 
 /* References on up to @max buffers on @delta's list (any state). */
-static unsigned buf_delta_hold(struct buf_cache *c, uint32_t delta, struct buf **out,
-			       unsigned max)
+static unsigned buf_delta_hold(struct buf_cache *c, uint32_t delta, struct buf **out, unsigned max)
 {
 	struct list_node *n;
 	unsigned got = 0;
 
 	cmutex_lock(&c->bc_delta_lock);
-	list_for_each(n, &c->bc_delta_dirty[delta & 1]) {
+	list_for_each(n, &c->bc_delta_dirty[delta & 1])
+	{
 		struct buf *b = container_of(n, struct buf, b_delta_node);
 		if (got == max)
 			break;

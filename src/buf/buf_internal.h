@@ -23,15 +23,15 @@
  *   bit   8      BW_SHADOW    a fork's copy for the back end (never hashed)
  *   bits 32..63  the delta a dirty buffer belongs to (seed 001)
  */
-#define BW_STATE_MASK 0xfULL
-#define BW_REDIRTY (1ULL << 4)
-#define BW_DROP (1ULL << 5)
-#define BW_HASHED (1ULL << 6)
-#define BW_MODIFYING (1ULL << 7)
-#define BW_SHADOW (1ULL << 8)
+#define BW_STATE_MASK  0xfULL
+#define BW_REDIRTY     (1ULL << 4)
+#define BW_DROP	       (1ULL << 5)
+#define BW_HASHED      (1ULL << 6)
+#define BW_MODIFYING   (1ULL << 7)
+#define BW_SHADOW      (1ULL << 8)
 #define BW_DELTA_SHIFT 32
 
-#define BUF_NSHARDS 64 /* hash shards; power of two */
+#define BUF_NSHARDS	  64 /* hash shards; power of two */
 #define BUF_NOWNER_SHARDS 64
 
 struct buf_owner_rec;
@@ -49,9 +49,9 @@ struct buf {
 	 * the hash only under the shard lock; whoever drops it to 0 frees.
 	 */
 	_Atomic uint32_t b_refs;
-	_Atomic uint8_t b_clock; /* CLOCK referenced bit */
-	int b_err;		 /* fill error, for waiters; protected by shard lock */
-	struct buf *b_hnext;	 /* hash chain; protected by shard lock */
+	_Atomic uint8_t b_clock;       /* CLOCK referenced bit */
+	int b_err;		       /* fill error, for waiters; protected by shard lock */
+	struct buf *b_hnext;	       /* hash chain; protected by shard lock */
 	struct buf_owner_rec *b_orec;  /* while hashed; protected by shard lock */
 	struct list_node b_owner_node; /* on or_bufs; protected by owner shard lock */
 	struct list_node b_dirty_node; /* on or_dirty; protected by owner shard lock */
@@ -63,22 +63,22 @@ struct buf {
 
 struct buf_shard {
 	_Alignas(64) struct cmutex bsh_lock;
-	pthread_cond_t bsh_cond;   /* any state change of this shard's buffers */
-	struct buf **bsh_buckets;  /* protected by bsh_lock */
-	uint32_t bsh_mask;	   /* buckets - 1; immutable */
+	pthread_cond_t bsh_cond;  /* any state change of this shard's buffers */
+	struct buf **bsh_buckets; /* protected by bsh_lock */
+	uint32_t bsh_mask;	  /* buckets - 1; immutable */
 	/* statistics kept per shard, so that a hit writes no shared line */
-	uint64_t bsh_hits;	   /* protected by bsh_lock */
-	uint64_t bsh_misses;	   /* protected by bsh_lock */
+	uint64_t bsh_hits;   /* protected by bsh_lock */
+	uint64_t bsh_misses; /* protected by bsh_lock */
 };
 
 /* Per-owner bookkeeping: every cached buffer, dirty ones, last error. */
 struct buf_owner_rec {
 	uint64_t or_owner;
-	struct list_node or_bufs;  /* all hashed buffers; protected by owner shard */
-	struct list_node or_dirty; /* Dirty/Writing/Written, oldest first; ditto */
-	uint64_t or_nbufs;	   /* protected by owner shard lock */
-	uint64_t or_ndirty;	   /* protected by owner shard lock */
-	int or_err;		   /* first unreported write error; ditto */
+	struct list_node or_bufs;      /* all hashed buffers; protected by owner shard */
+	struct list_node or_dirty;     /* Dirty/Writing/Written, oldest first; ditto */
+	uint64_t or_nbufs;	       /* protected by owner shard lock */
+	uint64_t or_ndirty;	       /* protected by owner shard lock */
+	int or_err;		       /* first unreported write error; ditto */
 	struct buf_owner_rec *or_next; /* hash chain; ditto */
 };
 
@@ -99,10 +99,10 @@ struct buf_cache {
 	struct buf_owner_shard bc_owners[BUF_NOWNER_SHARDS];
 
 	struct cmutex bc_pool_lock;
-	pthread_cond_t bc_pool_cond;	/* a buffer may have become reusable */
-	struct list_node bc_free;	/* unhashed buffers; protected by bc_pool_lock */
-	uint32_t bc_clock_hand;		/* protected by bc_pool_lock */
-	bool bc_reclaiming;		/* protected by bc_pool_lock */
+	pthread_cond_t bc_pool_cond; /* a buffer may have become reusable */
+	struct list_node bc_free;    /* unhashed buffers; protected by bc_pool_lock */
+	uint32_t bc_clock_hand;	     /* protected by bc_pool_lock */
+	bool bc_reclaiming;	     /* protected by bc_pool_lock */
 
 	/* read by every buf_put: alone on its cache line */
 	_Alignas(64) _Atomic uint32_t bc_pool_waiters; /* threads waiting in buf_alloc */

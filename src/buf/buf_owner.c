@@ -168,8 +168,8 @@ void buf_owner_record_error_locked(struct buf *b, int err)
 {
 	struct buf_owner_shard *os = buf_owner_shard(b->b_cache, b->b_owner);
 
-	log_err("buf: write of block (%" PRIu64 ", %" PRIu64 ") failed: %s", b->b_owner,
-		b->b_index, strerror(-err));
+	log_err("buf: write of block (%" PRIu64 ", %" PRIu64 ") failed: %s", b->b_owner, b->b_index,
+		strerror(-err));
 	cmutex_lock(&os->bos_lock);
 	if (!b->b_orec->or_err)
 		b->b_orec->or_err = err;
@@ -217,7 +217,8 @@ unsigned buf_owner_dirty(struct buf_cache *c, uint64_t owner, struct buf **out, 
 	cmutex_lock(&os->bos_lock);
 	r = buf_owner_find_locked(os, owner);
 	if (r) {
-		list_for_each(n, &r->or_dirty) {
+		list_for_each(n, &r->or_dirty)
+		{
 			struct buf *b = container_of(n, struct buf, b_dirty_node);
 			if (got == max)
 				break;
@@ -308,7 +309,8 @@ static uint64_t *buf_owner_indexes(struct buf_cache *c, uint64_t owner, uint64_t
 	cmutex_lock(&os->bos_lock);
 	r = buf_owner_find_locked(os, owner);
 	if (r && r->or_nbufs && (idx = malloc(r->or_nbufs * sizeof(*idx)))) {
-		list_for_each(n, &r->or_bufs) {
+		list_for_each(n, &r->or_bufs)
+		{
 			struct buf *b = container_of(n, struct buf, b_owner_node);
 			if (b->b_index >= from)
 				idx[got++] = b->b_index;

@@ -15,8 +15,8 @@
  *   Clean        .   .   .   x   .   .   x     buf_dirty, drop/evict
  *   Dirty        .   .   .   .   x   .   x     write_begin, drop
  *   Writing      .   .   .   x   .   x   x     write_end(err)/cancel, write_end(0), delayed drop
- *   Written      .   .   x   x   .   .   x     commit_end, commit_end(err)/redirtied/cancel, delayed drop
- *   Dropped      x   .   .   .   .   .   .     reuse for another block (alloc)
+ *   Written      .   .   x   x   .   .   x     commit_end, commit_end(err)/redirtied/cancel,
+ * delayed drop Dropped      x   .   .   .   .   .   .     reuse for another block (alloc)
  */
 #include "buf/buf_internal.h"
 
@@ -24,18 +24,18 @@
 
 #define L(s) (1u << (s))
 static const unsigned buf_legal_to[BUF_NSTATES] = {
-	[BUF_INVALID] = L(BUF_READING) | L(BUF_DIRTY) | L(BUF_DROPPED),
-	[BUF_READING] = L(BUF_INVALID) | L(BUF_CLEAN) | L(BUF_DROPPED),
-	[BUF_CLEAN] = L(BUF_DIRTY) | L(BUF_DROPPED),
-	[BUF_DIRTY] = L(BUF_WRITING) | L(BUF_DROPPED),
-	[BUF_WRITING] = L(BUF_DIRTY) | L(BUF_WRITTEN) | L(BUF_DROPPED),
-	[BUF_WRITTEN] = L(BUF_CLEAN) | L(BUF_DIRTY) | L(BUF_DROPPED),
-	[BUF_DROPPED] = L(BUF_INVALID),
+    [BUF_INVALID] = L(BUF_READING) | L(BUF_DIRTY) | L(BUF_DROPPED),
+    [BUF_READING] = L(BUF_INVALID) | L(BUF_CLEAN) | L(BUF_DROPPED),
+    [BUF_CLEAN] = L(BUF_DIRTY) | L(BUF_DROPPED),
+    [BUF_DIRTY] = L(BUF_WRITING) | L(BUF_DROPPED),
+    [BUF_WRITING] = L(BUF_DIRTY) | L(BUF_WRITTEN) | L(BUF_DROPPED),
+    [BUF_WRITTEN] = L(BUF_CLEAN) | L(BUF_DIRTY) | L(BUF_DROPPED),
+    [BUF_DROPPED] = L(BUF_INVALID),
 };
 #define BUF_DIRTY_SET (L(BUF_DIRTY) | L(BUF_WRITING) | L(BUF_WRITTEN))
 
 static const char *const buf_state_names[BUF_NSTATES] = {
-	"Invalid", "Reading", "Clean", "Dirty", "Writing", "Written", "Dropped",
+    "Invalid", "Reading", "Clean", "Dirty", "Writing", "Written", "Dropped",
 };
 
 const char *buf_state_name(enum buf_state s)

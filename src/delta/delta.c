@@ -50,24 +50,24 @@ struct delta_sys {
 	struct log *ds_log;	    /* immutable; NULL: no space accounting */
 	const struct delta_ops *ds_ops;
 	void *ds_ctx;
-	uint32_t ds_max_dirty;	 /* immutable */
-	uint32_t ds_max_age_ms;	 /* immutable */
+	uint32_t ds_max_dirty;	/* immutable */
+	uint32_t ds_max_age_ms; /* immutable */
 
 	struct cmutex ds_lock;
-	pthread_cond_t ds_cond;	   /* any change below */
-	uint32_t ds_open;	   /* protected by ds_lock */
-	uint64_t ds_refs;	   /* ops in ds_open; protected by ds_lock */
-	uint64_t ds_joined;	   /* ops that joined ds_open; protected by ds_lock */
-	bool ds_closing;	   /* transition waiting for ds_refs; ds_lock */
-	uint32_t ds_committing;	   /* delta being committed, or 0; ds_lock */
-	uint32_t ds_done;	   /* newest delta whose commit ended; ds_lock */
-	uint32_t ds_committed;	   /* newest delta on disk; ds_lock */
-	uint32_t ds_want;	   /* newest delta a syncer waits for; ds_lock */
-	bool ds_kick;		   /* the open delta is full; ds_lock */
-	bool ds_stop;		   /* protected by ds_lock */
-	int ds_err;		   /* error of the last failed commit; ds_lock */
-	uint64_t ds_charged[2];	   /* reservations by delta parity; ds_lock */
-	struct timespec ds_opened; /* when ds_open opened; ds_lock */
+	pthread_cond_t ds_cond;			 /* any change below */
+	uint32_t ds_open;			 /* protected by ds_lock */
+	uint64_t ds_refs;			 /* ops in ds_open; protected by ds_lock */
+	uint64_t ds_joined;			 /* ops that joined ds_open; protected by ds_lock */
+	bool ds_closing;			 /* transition waiting for ds_refs; ds_lock */
+	uint32_t ds_committing;			 /* delta being committed, or 0; ds_lock */
+	uint32_t ds_done;			 /* newest delta whose commit ended; ds_lock */
+	uint32_t ds_committed;			 /* newest delta on disk; ds_lock */
+	uint32_t ds_want;			 /* newest delta a syncer waits for; ds_lock */
+	bool ds_kick;				 /* the open delta is full; ds_lock */
+	bool ds_stop;				 /* protected by ds_lock */
+	int ds_err;				 /* error of the last failed commit; ds_lock */
+	uint64_t ds_charged[2];			 /* reservations by delta parity; ds_lock */
+	struct timespec ds_opened;		 /* when ds_open opened; ds_lock */
 	uint64_t ds_commits, ds_syncs, ds_under; /* protected by ds_lock */
 	pthread_t ds_thread;
 };
@@ -93,8 +93,7 @@ static bool delta_due_locked(struct delta_sys *ds)
 		return true;
 	if (!ds->ds_joined)
 		return false;
-	return ds->ds_kick || ds->ds_stop ||
-	       delta_ms_since(&ds->ds_opened) >= ds->ds_max_age_ms;
+	return ds->ds_kick || ds->ds_stop || delta_ms_since(&ds->ds_opened) >= ds->ds_max_age_ms;
 }
 
 /* Sleep until something changes, or until the open delta grows old. */

@@ -47,9 +47,10 @@ struct delta_config {
 	struct log *dc_log;
 	const struct delta_ops *dc_ops;
 	void *dc_ctx;
-	uint32_t dc_first_delta;     /* the first delta to open (recovered + 1) */
-	uint32_t dc_max_dirty;	     /* transition when the open delta dirties this many blocks; 0: 1/4 of the cache */
-	uint32_t dc_max_age_ms;	     /* transition when the open delta is this old; 0: 5000 */
+	uint32_t dc_first_delta; /* the first delta to open (recovered + 1) */
+	uint32_t dc_max_dirty; /* transition when the open delta dirties this many blocks; 0: 1/4 of
+				  the cache */
+	uint32_t dc_max_age_ms; /* transition when the open delta is this old; 0: 5000 */
 };
 
 int delta_sys_create(const struct delta_config *cfg, struct delta_sys **out);
@@ -82,10 +83,10 @@ void delta_op_end(struct delta_sys *ds, struct delta_op *op);
 int delta_sync(struct delta_sys *ds);
 
 struct delta_stats {
-	uint32_t ds_open;	 /* the open delta */
-	uint32_t ds_committed;	 /* the newest committed delta */
-	uint64_t ds_commits;	 /* commits done (empty deltas are not committed) */
-	uint64_t ds_syncs;	 /* delta_sync calls */
+	uint32_t ds_open;	    /* the open delta */
+	uint32_t ds_committed;	    /* the newest committed delta */
+	uint64_t ds_commits;	    /* commits done (empty deltas are not committed) */
+	uint64_t ds_syncs;	    /* delta_sync calls */
 	uint64_t ds_underestimates; /* commits that consumed more than reserved */
 };
 void delta_stats(struct delta_sys *ds, struct delta_stats *st);

@@ -31,11 +31,11 @@ struct log_builder;
 
 /* The geometry read from the superblock; immutable while open. */
 struct log_geometry {
-	uint32_t lg_block_size;	 /* bytes per block */
-	uint32_t lg_seg_blocks;	 /* blocks per segment */
-	uint64_t lg_nblocks;	 /* blocks on the device used by the volume */
-	uint64_t lg_seg_start;	 /* first block of segment 0 */
-	uint64_t lg_nsegments;	 /* whole segments */
+	uint32_t lg_block_size; /* bytes per block */
+	uint32_t lg_seg_blocks; /* blocks per segment */
+	uint64_t lg_nblocks;	/* blocks on the device used by the volume */
+	uint64_t lg_seg_start;	/* first block of segment 0 */
+	uint64_t lg_nsegments;	/* whole segments */
 	uint8_t lg_uuid[16];
 };
 
@@ -72,14 +72,14 @@ struct bdev *log_bdev(const struct log *l);
 
 /* The newest valid state found on disk. */
 struct log_state {
-	uint64_t ls_delta;	/* delta of the newest super root */
-	uint64_t ls_sr_blk;	/* its block (read it with bdev_read) */
-	uint64_t ls_log_seq;	/* sequence number of the log holding it */
-	uint64_t ls_next_blk;	/* where the next log is written */
-	uint64_t ls_next_seq;	/* the next log's sequence number */
-	uint64_t ls_rolled;	/* logs rolled forward past the checkpoint's
-				   log to reach the state's log */
-	uint64_t ls_cp_seq;	/* sequence number of the checkpoint used */
+	uint64_t ls_delta;    /* delta of the newest super root */
+	uint64_t ls_sr_blk;   /* its block (read it with bdev_read) */
+	uint64_t ls_log_seq;  /* sequence number of the log holding it */
+	uint64_t ls_next_blk; /* where the next log is written */
+	uint64_t ls_next_seq; /* the next log's sequence number */
+	uint64_t ls_rolled;   /* logs rolled forward past the checkpoint's
+				 log to reach the state's log */
+	uint64_t ls_cp_seq;   /* sequence number of the checkpoint used */
 };
 
 /*
@@ -99,7 +99,7 @@ int log_recover(struct log *l, struct log_state *st);
 
 /* Summary entry flags. */
 #define LOG_ENTRY_SUPER_ROOT 0x1 /* the delta's super root; last entry */
-#define LOG_ENTRY_META 0x2	 /* a metadata block (tree node, table) */
+#define LOG_ENTRY_META	     0x2 /* a metadata block (tree node, table) */
 
 /*
  * Begin laying out delta @delta after the current head. Blocks are added

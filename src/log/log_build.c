@@ -133,14 +133,14 @@ static uint64_t log_build_seal(struct log_builder *lb, uint64_t next_blk)
 	unsigned char *buf = l->l_segbuf;
 	uint64_t nsum = 1 + (uint64_t)lb->lb_sum;
 	struct log_header_disk h = {
-		.hd_version = LOG_FORMAT_VERSION,
-		.hd_flags = lb->lb_sr ? LOG_SR : 0,
-		.hd_seq = lb->lb_seq,
-		.hd_delta = lb->lb_delta,
-		.hd_nblocks = 1 + lb->lb_sum + lb->lb_n,
-		.hd_nentries = lb->lb_n,
-		.hd_next_blk = next_blk,
-		.hd_prev_sum = l->l_head_prev,
+	    .hd_version = LOG_FORMAT_VERSION,
+	    .hd_flags = lb->lb_sr ? LOG_SR : 0,
+	    .hd_seq = lb->lb_seq,
+	    .hd_delta = lb->lb_delta,
+	    .hd_nblocks = 1 + lb->lb_sum + lb->lb_n,
+	    .hd_nentries = lb->lb_n,
+	    .hd_next_blk = next_blk,
+	    .hd_prev_sum = l->l_head_prev,
 	};
 	uint64_t sum_csum, data_csum;
 
@@ -237,10 +237,10 @@ static void log_build_put(struct log_builder *lb, uint64_t owner, uint64_t index
 {
 	unsigned char *buf = lb->lb_log->l_segbuf;
 	struct log_entry_disk e = {
-		.ed_owner = owner,
-		.ed_index = index,
-		.ed_delta = lb->lb_delta,
-		.ed_flags = flags,
+	    .ed_owner = owner,
+	    .ed_index = index,
+	    .ed_delta = lb->lb_delta,
+	    .ed_flags = flags,
 	};
 
 	log_entry_le(&e);
@@ -296,11 +296,11 @@ static int log_build_commit(struct log_builder *lb)
 {
 	struct log *l = lb->lb_log;
 	struct log_durable du = {
-		.du_valid = true,
-		.du_sr_blk = lb->lb_blk + lb->lb_sum + lb->lb_n, /* the last payload block */
-		.du_log_seq = lb->lb_seq,
-		.du_log_blk = lb->lb_blk,
-		.du_delta = lb->lb_delta,
+	    .du_valid = true,
+	    .du_sr_blk = lb->lb_blk + lb->lb_sum + lb->lb_n, /* the last payload block */
+	    .du_log_seq = lb->lb_seq,
+	    .du_log_blk = lb->lb_blk,
+	    .du_delta = lb->lb_delta,
 	};
 	uint64_t next;
 	int err;

@@ -93,12 +93,12 @@ static void log_cp_encode(const struct log *l, uint64_t cp_seq, const struct log
 			  unsigned char *buf)
 {
 	struct log_cp_disk cp = {
-		.cd_version = LOG_FORMAT_VERSION,
-		.cd_cp_seq = cp_seq,
-		.cd_log_seq = du->du_log_seq,
-		.cd_log_blk = du->du_log_blk,
-		.cd_sr_blk = du->du_sr_blk,
-		.cd_delta = du->du_delta,
+	    .cd_version = LOG_FORMAT_VERSION,
+	    .cd_cp_seq = cp_seq,
+	    .cd_log_seq = du->du_log_seq,
+	    .cd_log_blk = du->du_log_blk,
+	    .cd_sr_blk = du->du_sr_blk,
+	    .cd_delta = du->du_delta,
 	};
 
 	memcpy(cp.cd_magic, LOG_CP_MAGIC, LOG_MAGIC_LEN);

@@ -146,15 +146,15 @@ static int log_verify(struct log *l, uint64_t blk, struct log_verified *lv, cons
 	if (!log_next_sane(l, blk, &h))
 		return -EUCLEAN;
 	*lv = (struct log_verified){
-		.lv_blk = blk,
-		.lv_seq = h.hd_seq,
-		.lv_delta = h.hd_delta,
-		.lv_next_blk = h.hd_next_blk,
-		.lv_prev_sum = h.hd_prev_sum,
-		.lv_sum_csum = h.hd_sum_csum,
-		.lv_flags = h.hd_flags,
-		.lv_nblocks = h.hd_nblocks,
-		.lv_nentries = h.hd_nentries,
+	    .lv_blk = blk,
+	    .lv_seq = h.hd_seq,
+	    .lv_delta = h.hd_delta,
+	    .lv_next_blk = h.hd_next_blk,
+	    .lv_prev_sum = h.hd_prev_sum,
+	    .lv_sum_csum = h.hd_sum_csum,
+	    .lv_flags = h.hd_flags,
+	    .lv_nblocks = h.hd_nblocks,
+	    .lv_nentries = h.hd_nentries,
 	};
 	*why = NULL;
 	return 0;
@@ -289,23 +289,23 @@ static void log_recover_ready(struct log *l, const struct log_cp_disk *cp,
 	l->l_head_skip = false;
 	l->l_unanchored = false;
 	l->l_durable = (struct log_durable){
-		.du_valid = true,
-		.du_sr_blk = log_verified_sr_blk(best),
-		.du_log_seq = best->lv_seq,
-		.du_log_blk = best->lv_blk,
-		.du_delta = best->lv_delta,
+	    .du_valid = true,
+	    .du_sr_blk = log_verified_sr_blk(best),
+	    .du_log_seq = best->lv_seq,
+	    .du_log_blk = best->lv_blk,
+	    .du_delta = best->lv_delta,
 	};
 	l->l_cp_seq = cp->cd_cp_seq;
 	log_seg_reset(l, last_seg);
 	l->l_writable = true;
 	*st = (struct log_state){
-		.ls_delta = best->lv_delta,
-		.ls_sr_blk = log_verified_sr_blk(best),
-		.ls_log_seq = best->lv_seq,
-		.ls_next_blk = l->l_head_blk,
-		.ls_next_seq = l->l_head_seq,
-		.ls_rolled = rolled,
-		.ls_cp_seq = cp->cd_cp_seq,
+	    .ls_delta = best->lv_delta,
+	    .ls_sr_blk = log_verified_sr_blk(best),
+	    .ls_log_seq = best->lv_seq,
+	    .ls_next_blk = l->l_head_blk,
+	    .ls_next_seq = l->l_head_seq,
+	    .ls_rolled = rolled,
+	    .ls_cp_seq = cp->cd_cp_seq,
 	};
 }
 

@@ -11,8 +11,8 @@
 #include <stdio.h>
 
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
-static log_sink_fn log_sink;	    /* protected by log_lock */
-static void *log_sink_arg;	    /* protected by log_lock */
+static log_sink_fn log_sink; /* protected by log_lock */
+static void *log_sink_arg;   /* protected by log_lock */
 static _Atomic int log_max = LOG_WARN;
 
 static const char *const log_names[] = {"error", "warning", "info", "debug"};

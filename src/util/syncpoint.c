@@ -13,9 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SP_NAME_MAX 96
-#define SP_COUNTERS 512
-#define SP_RULES 64
+#define SP_NAME_MAX  96
+#define SP_COUNTERS  512
+#define SP_RULES     64
 #define SP_CALLBACKS 32
 
 struct sp_counter {
@@ -38,10 +38,10 @@ struct sp_callback {
 static pthread_mutex_t sp_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t sp_cond = PTHREAD_COND_INITIALIZER;
 static _Atomic bool sp_enabled;
-static struct sp_counter sp_counters[SP_COUNTERS]; /* protected by sp_lock */
-static unsigned sp_ncounters;			   /* protected by sp_lock */
-static struct sp_rule sp_rules[SP_RULES];	   /* protected by sp_lock */
-static unsigned sp_nrules;			   /* protected by sp_lock */
+static struct sp_counter sp_counters[SP_COUNTERS];    /* protected by sp_lock */
+static unsigned sp_ncounters;			      /* protected by sp_lock */
+static struct sp_rule sp_rules[SP_RULES];	      /* protected by sp_lock */
+static unsigned sp_nrules;			      /* protected by sp_lock */
 static struct sp_callback sp_callbacks[SP_CALLBACKS]; /* protected by sp_lock */
 static unsigned sp_ncallbacks;			      /* protected by sp_lock */
 static _Thread_local char sp_thread_tag[32];

@@ -26,12 +26,12 @@
 #define EUCLEAN 117 /* structure needs cleaning: on-disk corruption */
 #endif
 
-#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
-#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
-#define likely(x) __builtin_expect(!!(x), 1)
-#define unlikely(x) __builtin_expect(!!(x), 0)
-#define MIN(a, b) ((a) < (b) ? (a) : (b))
-#define MAX(a, b) ((a) > (b) ? (a) : (b))
+#define ARRAY_SIZE(a)			(sizeof(a) / sizeof((a)[0]))
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+#define likely(x)			__builtin_expect(!!(x), 1)
+#define unlikely(x)			__builtin_expect(!!(x), 0)
+#define MIN(a, b)			((a) < (b) ? (a) : (b))
+#define MAX(a, b)			((a) > (b) ? (a) : (b))
 
 /* ---- intrusive doubly linked list ---------------------------------- */
 
@@ -107,9 +107,9 @@ typedef void (*log_sink_fn)(enum log_level level, const char *line, void *arg);
 void cairn_log_set_sink(log_sink_fn fn, void *arg);
 void cairn_log_set_level(enum log_level max_level);
 
-#define log_err(...) cairn_log(LOG_ERR, __VA_ARGS__)
-#define log_warn(...) cairn_log(LOG_WARN, __VA_ARGS__)
-#define log_info(...) cairn_log(LOG_INFO, __VA_ARGS__)
+#define log_err(...)   cairn_log(LOG_ERR, __VA_ARGS__)
+#define log_warn(...)  cairn_log(LOG_WARN, __VA_ARGS__)
+#define log_info(...)  cairn_log(LOG_INFO, __VA_ARGS__)
 #define log_debug(...) cairn_log(LOG_DEBUG, __VA_ARGS__)
 
 #endif /* CAIRN_UTIL_H */

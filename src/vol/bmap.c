@@ -229,8 +229,8 @@ static int bmap_read_entry(struct bmap_walk *w, uint64_t owner, unsigned level, 
 	return err;
 }
 
-int bmap_lookup(struct bmap_walk *w, uint64_t owner, const struct bmap_root *root,
-		unsigned level, uint64_t index, uint64_t *pblk)
+int bmap_lookup(struct bmap_walk *w, uint64_t owner, const struct bmap_root *root, unsigned level,
+		uint64_t index, uint64_t *pblk)
 {
 	uint64_t cur = root->br_pblk;
 	unsigned l;
@@ -255,8 +255,8 @@ int bmap_lookup(struct bmap_walk *w, uint64_t owner, const struct bmap_root *roo
  * @pblk; if @pblk is 0 (not linked yet, or a hole), the cached block or,
  * with @create, a new one; else NULL.
  */
-static int bmap_node_get(struct bmap *m, uint64_t owner, uint64_t nidx, uint64_t pblk,
-			 bool create, struct buf **out)
+static int bmap_node_get(struct bmap *m, uint64_t owner, uint64_t nidx, uint64_t pblk, bool create,
+			 struct buf **out)
 {
 	int err;
 
@@ -300,8 +300,8 @@ static int bmap_path_get(struct bmap *m, struct bmap_tree *t, unsigned level, ui
 }
 
 /* Change entry @slot of map block @b to @value, in the commit's delta. */
-static int bmap_modify(struct bmap *m, const struct bmap_change *ch, struct buf *b,
-		       unsigned slot, uint64_t value)
+static int bmap_modify(struct bmap *m, const struct bmap_change *ch, struct buf *b, unsigned slot,
+		       uint64_t value)
 {
 	int err = buf_modify_begin(b, ch->bc_delta);
 
@@ -366,8 +366,8 @@ int bmap_clear(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch
 	return err;
 }
 
-int bmap_place(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch,
-	       struct buf *node, uint64_t pblk, bool *is_root)
+int bmap_place(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch, struct buf *node,
+	       uint64_t pblk, bool *is_root)
 {
 	uint64_t nidx = buf_index(node);
 	unsigned level = bmap_node_level(nidx);
@@ -388,8 +388,9 @@ bool bmap_in_tree(const struct bmap *m, const struct bmap_tree *t, uint64_t node
 	unsigned level = bmap_node_level(node_index);
 
 	return bmap_is_node(node_index) && level >= 1 && level <= t->bt_height &&
-	       (level == t->bt_height ? (node_index & VOL_NODE_MASK) == 0
-				      : bmap_covers(m, t->bt_height, bmap_node_first(m, node_index)));
+	       (level == t->bt_height
+		    ? (node_index & VOL_NODE_MASK) == 0
+		    : bmap_covers(m, t->bt_height, bmap_node_first(m, node_index)));
 }
 
 int bmap_get_block(struct bmap *m, struct bmap_tree *t, uint64_t index, bool create,

@@ -193,8 +193,8 @@ static int vol_commit_write(struct vol_commit *vc, struct buf *b, uint32_t flags
 	if (buf_delta(b) != vc->vc_delta)
 		goto out_cancel; /* forked to the open delta before we got here */
 	if (add) {
-		err = log_build_add(vc->vc_lb, buf_owner(b), buf_index(b), flags, buf_data(b),
-				    pblk);
+		err =
+		    log_build_add(vc->vc_lb, buf_owner(b), buf_index(b), flags, buf_data(b), pblk);
 		if (err)
 			goto out_cancel;
 	}
@@ -202,7 +202,7 @@ static int vol_commit_write(struct vol_commit *vc, struct buf *b, uint32_t flags
 	err = vol_bufvec_push(&vc->vc_done, b);
 	if (err)
 		goto out_cancel; /* Written -> Dirty: write_cancel takes both */
-	buf_hold(b); /* vc_done's */
+	buf_hold(b);		 /* vc_done's */
 	vc->vc_payload += add;
 	*mine = true;
 	return 0;
@@ -242,14 +242,15 @@ static int vol_commit_meta(struct vol_commit *vc, struct buf *b, struct bmap_tre
 	int err;
 
 	if (bmap_is_node(index) && !bmap_in_tree(&v->v_map, t, index)) {
-		log_err("vol: map block (%" PRIu64 ", %#" PRIx64 ") is outside its tree of height %u",
+		log_err("vol: map block (%" PRIu64 ", %#" PRIx64
+			") is outside its tree of height %u",
 			buf_owner(b), index, t->bt_height);
 		return -EINVAL;
 	}
 	err = vol_commit_write(vc, b, LOG_ENTRY_META, true, &pblk, &mine);
 	if (err)
 		return err;
-	assert(mine); /* the front end never touches these */
+	assert(mine);		  /* the front end never touches these */
 	if (!bmap_is_node(index)) /* an owner-table block */
 		return bmap_set(&v->v_map, t, &vc->vc_change, 1, index, pblk);
 	err = bmap_place(&v->v_map, t, &vc->vc_change, b, pblk, &root);
@@ -288,8 +289,8 @@ static int vol_commit_data(struct vol_commit *vc)
 	int err = 0;
 
 	SYNC_POINT("vol.commit.data");
-	while (!err && (n = buf_delta_take(vc->vc_vol->v_cache, vc->vc_delta, batch,
-					   ARRAY_SIZE(batch)))) {
+	while (!err &&
+	       (n = buf_delta_take(vc->vc_vol->v_cache, vc->vc_delta, batch, ARRAY_SIZE(batch)))) {
 		for (unsigned i = 0; i < n; i++) {
 			if (err)
 				buf_put(batch[i]);

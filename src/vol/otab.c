@@ -70,8 +70,8 @@ static int otab_rec_check(const struct vol *v, uint64_t owner, const struct vol_
 	return -EUCLEAN;
 }
 
-int otab_read(struct vol *v, struct bmap_walk *w, const struct bmap_root *otab,
-	      uint64_t owner, struct bmap_root *root)
+int otab_read(struct vol *v, struct bmap_walk *w, const struct bmap_root *otab, uint64_t owner,
+	      struct bmap_root *root)
 {
 	uint64_t blk = otab_block_of(v, owner), pblk;
 	struct vol_rec rec = {0};

@@ -82,8 +82,8 @@ static struct vol_punch_rec **vol_punch_find_locked(struct vol_punches *p, uint6
 {
 	struct vol_punch_rec **pp = vol_punch_bucket(p, owner, index);
 
-	while (*pp && ((*pp)->pr_owner != owner || (*pp)->pr_index != index ||
-		       (*pp)->pr_delta != delta))
+	while (*pp &&
+	       ((*pp)->pr_owner != owner || (*pp)->pr_index != index || (*pp)->pr_delta != delta))
 		pp = &(*pp)->pr_next;
 	return pp;
 }
@@ -226,8 +226,7 @@ static int vol_punch_collect_one(struct vol_punches *p, struct vol_punch_rec **p
 	return 0;
 }
 
-int vol_punch_collect(struct vol_punches *p, uint32_t delta, struct vol_punch_key **keys,
-		      size_t *n)
+int vol_punch_collect(struct vol_punches *p, uint32_t delta, struct vol_punch_key **keys, size_t *n)
 {
 	struct vol_punch_vec pv = {NULL, 0};
 	int err = 0;

@@ -28,15 +28,15 @@
 #include <string.h>
 #include <xxhash.h>
 
-#define VOL_SR_MAGIC "CAIRNSR1"
-#define VOL_SR_MAGIC_LEN 8
-#define SR_VERSION_OFF 8
-#define SR_HEIGHT_OFF 12
-#define SR_DELTA_OFF 16
-#define SR_ROOT_OFF 24
+#define VOL_SR_MAGIC	  "CAIRNSR1"
+#define VOL_SR_MAGIC_LEN  8
+#define SR_VERSION_OFF	  8
+#define SR_HEIGHT_OFF	  12
+#define SR_DELTA_OFF	  16
+#define SR_ROOT_OFF	  24
 #define SR_NEXT_OWNER_OFF 32
-#define SR_WRITTEN_OFF 40
-#define SR_CSUM_OFF 48
+#define SR_WRITTEN_OFF	  40
+#define SR_CSUM_OFF	  48
 
 static void sr_put64(unsigned char *p, size_t off, uint64_t v)
 {

@@ -65,7 +65,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define VOL_CACHE_DEFAULT 4096
+#define VOL_CACHE_DEFAULT      4096
 #define VOL_CHECKPOINT_DEFAULT 16
 /* Bytes of one log summary entry (docs/FORMAT.md, "Summary entry"). */
 #define VOL_LOG_ENTRY_BYTES 32u
@@ -126,7 +126,7 @@ static uint64_t vol_log_overhead(const struct vol *v, uint64_t payload)
 {
 	uint64_t seg = v->v_geo.lg_seg_blocks, bs = v->v_block_size;
 	uint64_t sum = (seg * VOL_LOG_ENTRY_BYTES + bs - 1) / bs; /* a log's summary, at most */
-	uint64_t cap = seg - 1 - sum; /* payload of a log filling a segment */
+	uint64_t cap = seg - 1 - sum;		       /* payload of a log filling a segment */
 	uint64_t logs = (payload + cap - 1) / cap + 1; /* + one in a segment's tail */
 
 	return logs * (1 + sum) + (VOL_LOG_MIN_BLOCKS - 1);
@@ -170,13 +170,13 @@ static bool vol_pblk_valid(const struct vol *v, uint64_t pblk)
 {
 	const struct log_geometry *g = &v->v_geo;
 
-	return pblk >= g->lg_seg_start && pblk - g->lg_seg_start < g->lg_nsegments * g->lg_seg_blocks;
+	return pblk >= g->lg_seg_start &&
+	       pblk - g->lg_seg_start < g->lg_nsegments * g->lg_seg_blocks;
 }
 
 /* Read block @pblk (0: a hole, zeros) as a tracked read. -ESTALE: its zone
  * is being reused, resolve the address again. */
-static int vol_read_pblk(struct vol *v, uint64_t owner, uint64_t index, uint64_t pblk,
-			 void *data)
+static int vol_read_pblk(struct vol *v, uint64_t owner, uint64_t index, uint64_t pblk, void *data)
 {
 	uint64_t zaddr = pblk - v->v_geo.lg_seg_start;
 	int err;
@@ -279,12 +279,12 @@ static int vol_reclaim(void *ctx)
 }
 
 static const struct buf_ops vol_buf_ops = {
-	.bo_fill = vol_fill,
-	.bo_reclaim = vol_reclaim,
+    .bo_fill = vol_fill,
+    .bo_reclaim = vol_reclaim,
 };
 
 static const struct delta_ops vol_delta_ops = {
-	.do_commit = vol_commit,
+    .do_commit = vol_commit,
 };
 
 /* ---- mkfs ------------------------------------------------------------------ */
@@ -292,8 +292,8 @@ static const struct delta_ops vol_delta_ops = {
 /* Write delta 1: an empty owner table, as the super root says. */
 static int vol_mkfs_first_delta(struct log *l, uint32_t bs)
 {
-	struct vol_sroot sr = {.sr_delta = 1, .sr_next_owner = VOL_FIRST_OWNER,
-			       .sr_blocks_written = 1};
+	struct vol_sroot sr = {
+	    .sr_delta = 1, .sr_next_owner = VOL_FIRST_OWNER, .sr_blocks_written = 1};
 	struct log_builder *lb;
 	uint64_t pblk;
 	void *block;
@@ -416,10 +416,10 @@ static void vol_close_cache(struct vol *v)
 static int vol_open_cache(struct vol *v, const struct vol_open_opts *o)
 {
 	struct buf_cache_config bc = {
-		.bcc_block_size = v->v_block_size,
-		.bcc_nbuffers = o->voo_cache_blocks ? o->voo_cache_blocks : VOL_CACHE_DEFAULT,
-		.bcc_ops = &vol_buf_ops,
-		.bcc_ctx = v,
+	    .bcc_block_size = v->v_block_size,
+	    .bcc_nbuffers = o->voo_cache_blocks ? o->voo_cache_blocks : VOL_CACHE_DEFAULT,
+	    .bcc_ops = &vol_buf_ops,
+	    .bcc_ctx = v,
 	};
 	const struct log_geometry *g = &v->v_geo;
 	int err;
@@ -437,8 +437,8 @@ static int vol_open_cache(struct vol *v, const struct vol_open_opts *o)
 	err = bmap_init(&v->v_map, v->v_cache);
 	if (err)
 		goto out_cache;
-	v->v_otab = (struct bmap_tree){VOL_OTAB_OWNER, v->v_sr.sr_otab_root,
-				       v->v_sr.sr_otab_height, v->v_sr.sr_otab_height};
+	v->v_otab = (struct bmap_tree){VOL_OTAB_OWNER, v->v_sr.sr_otab_root, v->v_sr.sr_otab_height,
+				       v->v_sr.sr_otab_height};
 	atomic_store(&v->v_committed, v->v_sr.sr_delta);
 	return 0;
 out_cache:
@@ -453,19 +453,19 @@ out_punches:
 static int vol_open_deltas(struct vol *v, const struct vol_open_opts *o)
 {
 	struct delta_config dc = {
-		.dc_cache = v->v_cache,
-		.dc_log = v->v_log,
-		.dc_ops = &vol_delta_ops,
-		.dc_ctx = v,
-		.dc_first_delta = (uint32_t)v->v_sr.sr_delta + 1,
-		.dc_max_age_ms = o->voo_max_age_ms,
+	    .dc_cache = v->v_cache,
+	    .dc_log = v->v_log,
+	    .dc_ops = &vol_delta_ops,
+	    .dc_ctx = v,
+	    .dc_first_delta = (uint32_t)v->v_sr.sr_delta + 1,
+	    .dc_max_age_ms = o->voo_max_age_ms,
 	};
 	uint32_t nbuffers = o->voo_cache_blocks ? o->voo_cache_blocks : VOL_CACHE_DEFAULT;
 
 	v->v_max_dirty = o->voo_max_dirty ? o->voo_max_dirty : vol_default_max_dirty(v, nbuffers);
 	dc.dc_max_dirty = v->v_max_dirty;
-	v->v_checkpoint_every = o->voo_checkpoint_every ? o->voo_checkpoint_every
-							: VOL_CHECKPOINT_DEFAULT;
+	v->v_checkpoint_every =
+	    o->voo_checkpoint_every ? o->voo_checkpoint_every : VOL_CHECKPOINT_DEFAULT;
 	return delta_sys_create(&dc, &v->v_ds);
 }
 
@@ -532,8 +532,8 @@ static int vol_throttle(struct vol *v)
 	uint64_t dirty;
 
 	delta_stats(v->v_ds, &st);
-	dirty = buf_delta_ndirty(v->v_cache, st.ds_open) +
-		buf_delta_ndirty(v->v_cache, st.ds_open - 1);
+	dirty =
+	    buf_delta_ndirty(v->v_cache, st.ds_open) + buf_delta_ndirty(v->v_cache, st.ds_open - 1);
 	if (dirty < 2 * (uint64_t)v->v_max_dirty)
 		return 0;
 	SYNC_POINT("vol.txn.throttle");

@@ -27,8 +27,8 @@
 #include "log/log.h"
 
 #define VOL_FIRST_OWNER 16
-#define VOL_MAX_OWNER ((1ULL << 42) - 1)
-#define VOL_MAX_INDEX ((1ULL << 36) - 1) /* 2^36 blocks of 4 KiB: 256 TiB per owner */
+#define VOL_MAX_OWNER	((1ULL << 42) - 1)
+#define VOL_MAX_INDEX	((1ULL << 36) - 1) /* 2^36 blocks of 4 KiB: 256 TiB per owner */
 
 struct vol;
 
@@ -46,10 +46,10 @@ struct vol_mkfs_opts {
 int vol_mkfs(struct bdev *d, const struct vol_mkfs_opts *o);
 
 struct vol_open_opts {
-	uint32_t voo_cache_blocks;  /* buffer cache size; 0: 4096 */
-	uint32_t voo_max_dirty;	    /* see delta_config; 0: what the cache can
-				       commit (cache / (2 * worst case per block)) */
-	uint32_t voo_max_age_ms;    /* see delta_config; 0: default */
+	uint32_t voo_cache_blocks;     /* buffer cache size; 0: 4096 */
+	uint32_t voo_max_dirty;	       /* see delta_config; 0: what the cache can
+					  commit (cache / (2 * worst case per block)) */
+	uint32_t voo_max_age_ms;       /* see delta_config; 0: default */
 	uint32_t voo_checkpoint_every; /* write a checkpoint slot every N commits; 0: 16 */
 };
 

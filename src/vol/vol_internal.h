@@ -26,7 +26,7 @@
 
 /* ---- block numbering --------------------------------------------------- */
 
-#define VOL_OTAB_OWNER 1 /* the owner table is owner 1's data */
+#define VOL_OTAB_OWNER	1 /* the owner table is owner 1's data */
 #define VOL_SROOT_OWNER 0 /* summary entry of a super root (owner 0, index 0) */
 
 /*
@@ -35,9 +35,9 @@
  * points at data; the node at level l covering data index i is number
  * i >> (shift * l).
  */
-#define VOL_META_BIT (1ULL << 63)
+#define VOL_META_BIT	(1ULL << 63)
 #define VOL_LEVEL_SHIFT 48
-#define VOL_NODE_MASK ((1ULL << VOL_LEVEL_SHIFT) - 1)
+#define VOL_NODE_MASK	((1ULL << VOL_LEVEL_SHIFT) - 1)
 /* Enough levels for the largest tree at the smallest block (512 bytes). */
 #define VOL_MAX_LEVELS 8
 
@@ -149,8 +149,8 @@ bool bmap_walk_valid_locked(const struct bmap_walk *w);
  * The block at @level (0: data) on data index @index's path in the tree
  * under @root: *pblk, 0 if there is none (a hole).
  */
-int bmap_lookup(struct bmap_walk *w, uint64_t owner, const struct bmap_root *root,
-		unsigned level, uint64_t index, uint64_t *pblk);
+int bmap_lookup(struct bmap_walk *w, uint64_t owner, const struct bmap_root *root, unsigned level,
+		uint64_t index, uint64_t *pblk);
 /* Get block (owner, index), whose address the walk found to be @pblk. */
 int bmap_read_block(struct bmap_walk *w, uint64_t owner, uint64_t index, uint64_t pblk,
 		    struct buf **out);
@@ -174,8 +174,8 @@ int bmap_clear(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch
  * Map block @node of @t now lives at @pblk: set its parent's entry, or
  * make it @t's placed root (*is_root).
  */
-int bmap_place(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch,
-	       struct buf *node, uint64_t pblk, bool *is_root);
+int bmap_place(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch, struct buf *node,
+	       uint64_t pblk, bool *is_root);
 /* True if map block @node_index is part of @t as being built. */
 bool bmap_in_tree(const struct bmap *m, const struct bmap_tree *t, uint64_t node_index);
 /*
@@ -187,7 +187,7 @@ int bmap_get_block(struct bmap *m, struct bmap_tree *t, uint64_t index, bool cre
 
 /* ---- otab.c: the owner table ------------------------------------------ */
 
-#define VOL_REC_SIZE 64
+#define VOL_REC_SIZE   64
 #define VOL_REC_IN_USE 0x1
 
 struct vol_rec {
@@ -199,8 +199,8 @@ struct vol_rec {
 struct vol;
 
 /* Reader: @owner's record through walk @w, *root its map's root. */
-int otab_read(struct vol *v, struct bmap_walk *w, const struct bmap_root *otab,
-	      uint64_t owner, struct bmap_root *root);
+int otab_read(struct vol *v, struct bmap_walk *w, const struct bmap_root *otab, uint64_t owner,
+	      struct bmap_root *root);
 /* Commit: @owner's record as the commit sees it. */
 int otab_load(struct vol *v, uint64_t owner, struct vol_rec *rec);
 /* Commit: store @owner's record (dirties an owner-table block). */
@@ -286,9 +286,9 @@ struct vol {
 	 * map blocks are requeued with it). Commit thread only.
 	 */
 	struct vol_table v_trees;
-	struct vol_sroot v_sr;	       /* the newest durable super root; commit thread */
-	_Atomic uint64_t v_committed;  /* v_sr.sr_delta, for any thread */
-	uint64_t v_commits;	       /* commit thread */
+	struct vol_sroot v_sr;	      /* the newest durable super root; commit thread */
+	_Atomic uint64_t v_committed; /* v_sr.sr_delta, for any thread */
+	uint64_t v_commits;	      /* commit thread */
 };
 
 /* Per thread: inside a transaction, a fill or the commit (no commit may

@@ -441,7 +441,7 @@ static size_t emu_split_point(struct bdev *c, uint64_t blk, uint32_t count, unsi
 	for (uint32_t i = 0; i < count; i++) {
 		if (old_tag)
 			emu_pattern(old + i * bs, bs, old_tag + i);
-		emu_pattern(new + i * bs, bs, new_tag + i);
+		emu_pattern(new + i *bs, bs, new_tag + i);
 	}
 	for (size_t i = 0; i < len; i++) {
 		if (got[i] != new[i]) {
@@ -775,8 +775,8 @@ static struct bdev *emu_replay_flush_crash(uint64_t seed, uint64_t nth,
 	return c;
 }
 
-static struct bdev *emu_crash_at_flush(struct bdev *d, uint64_t nth,
-				       enum bdev_emu_crash_mode mode, bool tear, uint64_t seed)
+static struct bdev *emu_crash_at_flush(struct bdev *d, uint64_t nth, enum bdev_emu_crash_mode mode,
+				       bool tear, uint64_t seed)
 {
 	struct bdev_emu_crash how = {.ec_mode = mode, .ec_tear = tear, .ec_seed = seed};
 	struct bdev *c = NULL;
@@ -837,9 +837,9 @@ static void test_emu_history_matches_replay(void **state)
 static void test_emu_history_flush_boundaries(void **state)
 {
 	static const unsigned want[5][2][3] = {
-		/* per nth: DROP_ALL {blk0, blk1, blk2}, KEEP_ALL {...} */
-		{{0, 0, 0}, {0, 0, 0}}, {{1, 0, 0}, {1, 0, 0}}, {{1, 0, 0}, {1, 2, 0}},
-		{{1, 2, 3}, {1, 2, 3}}, {{1, 2, 3}, {4, 2, 3}},
+	    /* per nth: DROP_ALL {blk0, blk1, blk2}, KEEP_ALL {...} */
+	    {{0, 0, 0}, {0, 0, 0}}, {{1, 0, 0}, {1, 0, 0}}, {{1, 0, 0}, {1, 2, 0}},
+	    {{1, 2, 3}, {1, 2, 3}}, {{1, 2, 3}, {4, 2, 3}},
 	};
 	struct bdev *d, *c;
 
@@ -1092,30 +1092,30 @@ static void test_emu_syncpoint_write(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_emu_records),
-		cmocka_unit_test(test_emu_read_sees_unflushed),
-		cmocka_unit_test(test_emu_cut_after),
-		cmocka_unit_test(test_emu_cut_cancel_and_now),
-		cmocka_unit_test(test_emu_crash_drop_all),
-		cmocka_unit_test(test_emu_crash_keep_all),
-		cmocka_unit_test(test_emu_crash_drop_some),
-		cmocka_unit_test(test_emu_drop_some_keeps_order),
-		cmocka_unit_test(test_emu_reorder),
-		cmocka_unit_test(test_emu_tear),
-		cmocka_unit_test(test_emu_tear_one_of_many),
-		cmocka_unit_test(test_emu_tear_single_sector),
-		cmocka_unit_test(test_emu_crash_args),
-		cmocka_unit_test(test_emu_fail_op),
-		cmocka_unit_test(test_emu_fail_block),
-		cmocka_unit_test(test_emu_save),
-		cmocka_unit_test(test_emu_open_copy),
-		cmocka_unit_test(test_emu_history_matches_replay),
-		cmocka_unit_test(test_emu_history_flush_boundaries),
-		cmocka_unit_test(test_emu_history_args),
-		cmocka_unit_test(test_emu_history_restart),
-		cmocka_unit_test(test_emu_history_deterministic),
-		cmocka_unit_test(test_emu_concurrent),
-		cmocka_unit_test(test_emu_syncpoint_write),
+	    cmocka_unit_test(test_emu_records),
+	    cmocka_unit_test(test_emu_read_sees_unflushed),
+	    cmocka_unit_test(test_emu_cut_after),
+	    cmocka_unit_test(test_emu_cut_cancel_and_now),
+	    cmocka_unit_test(test_emu_crash_drop_all),
+	    cmocka_unit_test(test_emu_crash_keep_all),
+	    cmocka_unit_test(test_emu_crash_drop_some),
+	    cmocka_unit_test(test_emu_drop_some_keeps_order),
+	    cmocka_unit_test(test_emu_reorder),
+	    cmocka_unit_test(test_emu_tear),
+	    cmocka_unit_test(test_emu_tear_one_of_many),
+	    cmocka_unit_test(test_emu_tear_single_sector),
+	    cmocka_unit_test(test_emu_crash_args),
+	    cmocka_unit_test(test_emu_fail_op),
+	    cmocka_unit_test(test_emu_fail_block),
+	    cmocka_unit_test(test_emu_save),
+	    cmocka_unit_test(test_emu_open_copy),
+	    cmocka_unit_test(test_emu_history_matches_replay),
+	    cmocka_unit_test(test_emu_history_flush_boundaries),
+	    cmocka_unit_test(test_emu_history_args),
+	    cmocka_unit_test(test_emu_history_restart),
+	    cmocka_unit_test(test_emu_history_deterministic),
+	    cmocka_unit_test(test_emu_concurrent),
+	    cmocka_unit_test(test_emu_syncpoint_write),
 	};
 	return TEST_RUN("bdev_emu", tests);
 }

@@ -331,16 +331,11 @@ static void test_file_save_error(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		FILE_TEST(test_file_create_persist),
-		FILE_TEST(test_file_create_sparse),
-		FILE_TEST(test_file_size_rounding),
-		FILE_TEST(test_file_range),
-		FILE_TEST(test_file_excl_lock),
-		FILE_TEST(test_file_rdonly),
-		FILE_TEST(test_file_bad_block_size),
-		FILE_TEST(test_file_missing),
-		FILE_TEST(test_file_save_round_trip),
-		FILE_TEST(test_file_save_error),
+	    FILE_TEST(test_file_create_persist),  FILE_TEST(test_file_create_sparse),
+	    FILE_TEST(test_file_size_rounding),	  FILE_TEST(test_file_range),
+	    FILE_TEST(test_file_excl_lock),	  FILE_TEST(test_file_rdonly),
+	    FILE_TEST(test_file_bad_block_size),  FILE_TEST(test_file_missing),
+	    FILE_TEST(test_file_save_round_trip), FILE_TEST(test_file_save_error),
 	};
 	return TEST_RUN("bdev_file", tests);
 }

@@ -153,10 +153,10 @@ static void test_ram_concurrent_writers(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_ram_read_write),
-		cmocka_unit_test(test_ram_range),
-		cmocka_unit_test(test_ram_bad_geometry),
-		cmocka_unit_test(test_ram_concurrent_writers),
+	    cmocka_unit_test(test_ram_read_write),
+	    cmocka_unit_test(test_ram_range),
+	    cmocka_unit_test(test_ram_bad_geometry),
+	    cmocka_unit_test(test_ram_concurrent_writers),
 	};
 	return TEST_RUN("bdev_ram", tests);
 }

@@ -12,8 +12,8 @@
 #include "bdev/bdev.h"
 #include "buf/buf.h"
 
-#define FIX_BLOCK 4096
-#define FIX_SPAN 1024 /* blocks per owner */
+#define FIX_BLOCK      4096
+#define FIX_SPAN       1024 /* blocks per owner */
 #define FIX_ZONE_SHIFT 4
 
 struct fixture {
@@ -25,7 +25,7 @@ struct fixture {
 	_Atomic uint64_t fx_writes;  /* bo_write calls */
 	_Atomic uint64_t fx_commits; /* bo_commit calls */
 	_Atomic uint64_t fx_reclaims;
-	_Atomic int fx_fill_err;     /* error to return from the next fills */
+	_Atomic int fx_fill_err;	/* error to return from the next fills */
 	struct buf *_Atomic fx_filling; /* the buffer of the latest fill */
 };
 

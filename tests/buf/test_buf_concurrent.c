@@ -116,7 +116,7 @@ static void test_reader_of_abandoned_new_block(void **state)
 	assert_int_equal(buf_get_new(fx->fx_cache, 1, 43, &b), 0);
 	test_thread_start(&t, late_reader_main, &lr);
 	syncpoint_wait_arrived("buf.wait_locked@L", 1); /* asleep on Invalid */
-	buf_put(b); /* abandoned without content */
+	buf_put(b);					/* abandoned without content */
 	test_thread_join(t);
 	assert_int_equal(lr.lr_err, 0);
 	fixture_pattern(want, 1, 43, 5);
@@ -129,8 +129,8 @@ static void test_reader_of_abandoned_new_block(void **state)
 /* ---- randomized workload ---------------------------------------------- */
 
 #define WL_THREADS 4
-#define WL_BLOCKS 48 /* per owner */
-#define WL_SHARED 0  /* owner read by every thread */
+#define WL_BLOCKS  48 /* per owner */
+#define WL_SHARED  0  /* owner read by every thread */
 
 struct worker {
 	struct fixture *w_fx;
@@ -176,10 +176,14 @@ static void *worker_main(void *arg)
 		case 0:
 			assert_int_equal(buf_flush_owner(w->w_fx->fx_cache, w->w_owner), 0);
 			break;
-		case 1: case 2: case 3:
+		case 1:
+		case 2:
+		case 3:
 			worker_write(w, idx);
 			break;
-		case 4: case 5: case 6:
+		case 4:
+		case 5:
+		case 6:
 			worker_check(w, w->w_owner, idx, w->w_version[idx]);
 			break;
 		default:
@@ -202,8 +206,8 @@ static void test_random_workload_keeps_content(void **state)
 	for (uint64_t i = 0; i < WL_BLOCKS; i++)
 		fixture_put_block(fx, WL_SHARED, i, 1);
 	for (int i = 0; i < WL_THREADS; i++) {
-		w[i] = (struct worker){.w_fx = fx, .w_seed = seed + i, .w_owner = i + 1,
-				       .w_ops = 20000};
+		w[i] = (struct worker){
+		    .w_fx = fx, .w_seed = seed + i, .w_owner = i + 1, .w_ops = 20000};
 		for (uint64_t j = 0; j < WL_BLOCKS; j++)
 			fixture_put_block(fx, i + 1, j, 0);
 		test_thread_start(&t[i], worker_main, &w[i]);
@@ -226,9 +230,9 @@ static void test_random_workload_keeps_content(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_one_fill_for_many_requests),
-		cmocka_unit_test(test_reader_of_abandoned_new_block),
-		cmocka_unit_test(test_random_workload_keeps_content),
+	    cmocka_unit_test(test_one_fill_for_many_requests),
+	    cmocka_unit_test(test_reader_of_abandoned_new_block),
+	    cmocka_unit_test(test_random_workload_keeps_content),
 	};
 	return TEST_RUN("buf_concurrent", tests);
 }

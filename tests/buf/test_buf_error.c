@@ -442,10 +442,10 @@ static void test_fill_error_reaches_waiter(void **state)
 	test_needs_syncpoints();
 	fx = error_fixture("buf_error: fill_error_reaches_waiter");
 	fixture_put_block(fx, 1, 7, 4);
-	f = (struct reader){.rd_fx = fx, .rd_owner = 1, .rd_index = 7, .rd_tag = "F",
-			    .rd_done = 'f'};
-	w = (struct reader){.rd_fx = fx, .rd_owner = 1, .rd_index = 7, .rd_tag = "W",
-			    .rd_done = 'x'};
+	f = (struct reader){
+	    .rd_fx = fx, .rd_owner = 1, .rd_index = 7, .rd_tag = "F", .rd_done = 'f'};
+	w = (struct reader){
+	    .rd_fx = fx, .rd_owner = 1, .rd_index = 7, .rd_tag = "W", .rd_done = 'x'};
 	ev_reset();
 	ev_on("buf.wait_locked@W", 'w');
 	syncpoint_order("test.release_fill", "buf.read.fill@F");
@@ -478,15 +478,15 @@ static void test_fill_error_reaches_waiter(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_write_error_keeps_buffer_dirty),
-		cmocka_unit_test(test_commit_error_keeps_buffer_dirty),
-		cmocka_unit_test(test_errors_are_per_owner),
-		cmocka_unit_test(test_block_error_fails_only_that_buffer),
-		cmocka_unit_test(test_write_end_error_recorded_once),
-		cmocka_unit_test(test_commit_end_error_recorded_once),
-		cmocka_unit_test(test_error_outlives_dropped_buffer),
-		cmocka_unit_test(test_fill_error_caches_nothing),
-		cmocka_unit_test(test_fill_error_reaches_waiter),
+	    cmocka_unit_test(test_write_error_keeps_buffer_dirty),
+	    cmocka_unit_test(test_commit_error_keeps_buffer_dirty),
+	    cmocka_unit_test(test_errors_are_per_owner),
+	    cmocka_unit_test(test_block_error_fails_only_that_buffer),
+	    cmocka_unit_test(test_write_end_error_recorded_once),
+	    cmocka_unit_test(test_commit_end_error_recorded_once),
+	    cmocka_unit_test(test_error_outlives_dropped_buffer),
+	    cmocka_unit_test(test_fill_error_caches_nothing),
+	    cmocka_unit_test(test_fill_error_reaches_waiter),
 	};
 	return TEST_RUN("buf_error", tests);
 }

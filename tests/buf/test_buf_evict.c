@@ -237,12 +237,12 @@ static void test_many_threads_tiny_pool(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_working_set_bigger_than_pool),
-		cmocka_unit_test(test_in_use_dirty_writing_never_evicted),
-		cmocka_unit_test(test_full_pool_waits_for_a_put),
-		cmocka_unit_test(test_all_dirty_pool_reclaims),
-		cmocka_unit_test(test_all_dirty_without_reclaim_fails_not_hangs),
-		cmocka_unit_test(test_many_threads_tiny_pool),
+	    cmocka_unit_test(test_working_set_bigger_than_pool),
+	    cmocka_unit_test(test_in_use_dirty_writing_never_evicted),
+	    cmocka_unit_test(test_full_pool_waits_for_a_put),
+	    cmocka_unit_test(test_all_dirty_pool_reclaims),
+	    cmocka_unit_test(test_all_dirty_without_reclaim_fails_not_hangs),
+	    cmocka_unit_test(test_many_threads_tiny_pool),
 	};
 	return TEST_RUN("buf_evict", tests);
 }

@@ -21,12 +21,12 @@
 
 /* The documented transitions (docs/DESIGN.md), written out independently. */
 static const enum buf_state legal_pairs[][2] = {
-	{BUF_INVALID, BUF_READING}, {BUF_INVALID, BUF_DIRTY},	{BUF_INVALID, BUF_DROPPED},
-	{BUF_READING, BUF_INVALID}, {BUF_READING, BUF_CLEAN},	{BUF_READING, BUF_DROPPED},
-	{BUF_CLEAN, BUF_DIRTY},	    {BUF_CLEAN, BUF_DROPPED},	{BUF_DIRTY, BUF_WRITING},
-	{BUF_DIRTY, BUF_DROPPED},   {BUF_WRITING, BUF_DIRTY},	{BUF_WRITING, BUF_WRITTEN},
-	{BUF_WRITING, BUF_DROPPED}, {BUF_WRITTEN, BUF_CLEAN},	{BUF_WRITTEN, BUF_DIRTY},
-	{BUF_WRITTEN, BUF_DROPPED}, {BUF_DROPPED, BUF_INVALID},
+    {BUF_INVALID, BUF_READING}, {BUF_INVALID, BUF_DIRTY},   {BUF_INVALID, BUF_DROPPED},
+    {BUF_READING, BUF_INVALID}, {BUF_READING, BUF_CLEAN},   {BUF_READING, BUF_DROPPED},
+    {BUF_CLEAN, BUF_DIRTY},	{BUF_CLEAN, BUF_DROPPED},   {BUF_DIRTY, BUF_WRITING},
+    {BUF_DIRTY, BUF_DROPPED},	{BUF_WRITING, BUF_DIRTY},   {BUF_WRITING, BUF_WRITTEN},
+    {BUF_WRITING, BUF_DROPPED}, {BUF_WRITTEN, BUF_CLEAN},   {BUF_WRITTEN, BUF_DIRTY},
+    {BUF_WRITTEN, BUF_DROPPED}, {BUF_DROPPED, BUF_INVALID},
 };
 
 static void test_legal_table_is_the_documented_one(void **state)
@@ -123,21 +123,29 @@ static void leave_state(struct fixture *fx, struct buf *b, struct held_read *hr,
 
 enum tfn { T_DIRTY, T_WBEGIN, T_WEND_OK, T_WEND_ERR, T_CEND_OK, T_CEND_ERR, T_CANCEL, T_DROP, T_N };
 static const char *const tfn_names[T_N] = {
-	"buf_dirty",	    "buf_write_begin", "buf_write_end(0)", "buf_write_end(-EIO)",
-	"buf_commit_end(0)", "buf_commit_end(-EIO)", "buf_write_cancel", "buf_drop",
+    "buf_dirty",	 "buf_write_begin",	 "buf_write_end(0)", "buf_write_end(-EIO)",
+    "buf_commit_end(0)", "buf_commit_end(-EIO)", "buf_write_cancel", "buf_drop",
 };
 
 static int call_tfn(enum tfn f, struct buf *b)
 {
 	switch (f) {
-	case T_DIRTY: return buf_dirty(b, 2);
-	case T_WBEGIN: return buf_write_begin(b);
-	case T_WEND_OK: return buf_write_end(b, 0);
-	case T_WEND_ERR: return buf_write_end(b, -EIO);
-	case T_CEND_OK: return buf_commit_end(b, 0);
-	case T_CEND_ERR: return buf_commit_end(b, -EIO);
-	case T_CANCEL: return buf_write_cancel(b);
-	default: return buf_drop(b);
+	case T_DIRTY:
+		return buf_dirty(b, 2);
+	case T_WBEGIN:
+		return buf_write_begin(b);
+	case T_WEND_OK:
+		return buf_write_end(b, 0);
+	case T_WEND_ERR:
+		return buf_write_end(b, -EIO);
+	case T_CEND_OK:
+		return buf_commit_end(b, 0);
+	case T_CEND_ERR:
+		return buf_commit_end(b, -EIO);
+	case T_CANCEL:
+		return buf_write_cancel(b);
+	default:
+		return buf_drop(b);
 	}
 }
 
@@ -147,14 +155,20 @@ static int expect_tfn(enum tfn f, enum buf_state s)
 	switch (f) {
 	case T_DIRTY:
 		return s == BUF_INVALID || s == BUF_CLEAN || s == BUF_DIRTY ? BUF_DIRTY
-		       : s == BUF_WRITTEN			      ? BUF_WRITTEN
-								      : -1;
-	case T_WBEGIN: return s == BUF_DIRTY ? BUF_WRITING : -1;
-	case T_WEND_OK: return s == BUF_WRITING ? BUF_WRITTEN : -1;
-	case T_WEND_ERR: return s == BUF_WRITING ? BUF_DIRTY : -1;
-	case T_CEND_OK: return s == BUF_WRITTEN ? BUF_CLEAN : -1;
-	case T_CEND_ERR: return s == BUF_WRITTEN ? BUF_DIRTY : -1;
-	case T_CANCEL: return s == BUF_WRITING || s == BUF_WRITTEN ? BUF_DIRTY : -1;
+		       : s == BUF_WRITTEN				    ? BUF_WRITTEN
+									    : -1;
+	case T_WBEGIN:
+		return s == BUF_DIRTY ? BUF_WRITING : -1;
+	case T_WEND_OK:
+		return s == BUF_WRITING ? BUF_WRITTEN : -1;
+	case T_WEND_ERR:
+		return s == BUF_WRITING ? BUF_DIRTY : -1;
+	case T_CEND_OK:
+		return s == BUF_WRITTEN ? BUF_CLEAN : -1;
+	case T_CEND_ERR:
+		return s == BUF_WRITTEN ? BUF_DIRTY : -1;
+	case T_CANCEL:
+		return s == BUF_WRITING || s == BUF_WRITTEN ? BUF_DIRTY : -1;
 	default:
 		/* Reading, Writing, Written: delayed; the state stays for now */
 		return s == BUF_READING || s == BUF_WRITING || s == BUF_WRITTEN ? (int)s
@@ -447,17 +461,17 @@ static void test_modifiers_exclude_each_other_and_writes(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_legal_table_is_the_documented_one),
-		cmocka_unit_test(test_every_function_from_every_state),
-		cmocka_unit_test(test_delayed_drop_of_writing_buffer),
-		cmocka_unit_test(test_drop_discards_dirty_and_frees_on_put),
-		cmocka_unit_test(test_written_redirtied_goes_dirty_on_commit),
-		cmocka_unit_test(test_commit_makes_clean_and_leaves_dirty_list),
-		cmocka_unit_test(test_delta_tag_is_in_the_state_word),
-		cmocka_unit_test(test_dirty_waits_for_write),
-		cmocka_unit_test(test_get_new_unused_is_dropped_on_put),
-		cmocka_unit_test(test_write_refused_while_modifying),
-		cmocka_unit_test(test_modifiers_exclude_each_other_and_writes),
+	    cmocka_unit_test(test_legal_table_is_the_documented_one),
+	    cmocka_unit_test(test_every_function_from_every_state),
+	    cmocka_unit_test(test_delayed_drop_of_writing_buffer),
+	    cmocka_unit_test(test_drop_discards_dirty_and_frees_on_put),
+	    cmocka_unit_test(test_written_redirtied_goes_dirty_on_commit),
+	    cmocka_unit_test(test_commit_makes_clean_and_leaves_dirty_list),
+	    cmocka_unit_test(test_delta_tag_is_in_the_state_word),
+	    cmocka_unit_test(test_dirty_waits_for_write),
+	    cmocka_unit_test(test_get_new_unused_is_dropped_on_put),
+	    cmocka_unit_test(test_write_refused_while_modifying),
+	    cmocka_unit_test(test_modifiers_exclude_each_other_and_writes),
 	};
 	return TEST_RUN("buf_state", tests);
 }

@@ -246,10 +246,15 @@ static void test_reuse_waits_for_read_in_flight(void **state)
 	test_needs_syncpoints();
 	test_watchdog("buf_track: reuse waits for read in flight", 30);
 	fx = fixture_new(fixture_emu(4), 16, false);
-	r = (struct reader){.rd_fx = fx, .rd_owner = 1, .rd_index = 5, .rd_tag = "R",
-			    .rd_done = 'r'};
-	u = (struct reuser){.ru_fx = fx, .ru_zone = zone, .ru_tag = "U", .ru_owner = 1,
-			    .ru_first = 5, .ru_count = 1, .ru_version = 9};
+	r = (struct reader){
+	    .rd_fx = fx, .rd_owner = 1, .rd_index = 5, .rd_tag = "R", .rd_done = 'r'};
+	u = (struct reuser){.ru_fx = fx,
+			    .ru_zone = zone,
+			    .ru_tag = "U",
+			    .ru_owner = 1,
+			    .ru_first = 5,
+			    .ru_count = 1,
+			    .ru_version = 9};
 	fixture_put_block(fx, 1, 5, 3);
 	ev_reset();
 	ev_on("buf.track.read_end", 'e');
@@ -290,15 +295,18 @@ static void test_reuse_waits_for_read_in_flight(void **state)
 
 static const char *const new_tags[NEW_READERS] = {"N0", "N1", "N2", "N3"};
 static const char *const new_waits[NEW_READERS] = {
-	"buf.track.read_wait_locked@N0", "buf.track.read_wait_locked@N1",
-	"buf.track.read_wait_locked@N2", "buf.track.read_wait_locked@N3"};
+    "buf.track.read_wait_locked@N0", "buf.track.read_wait_locked@N1",
+    "buf.track.read_wait_locked@N2", "buf.track.read_wait_locked@N3"};
 
 /* Start the new readers of blocks 1..NEW_READERS of owner 1, logging 'c' when done. */
 static void new_readers_start(struct fixture *fx, struct reader *n, pthread_t *tn)
 {
 	for (unsigned i = 0; i < NEW_READERS; i++) {
-		n[i] = (struct reader){.rd_fx = fx, .rd_owner = 1, .rd_index = 1 + i,
-				       .rd_tag = new_tags[i], .rd_done = 'c'};
+		n[i] = (struct reader){.rd_fx = fx,
+				       .rd_owner = 1,
+				       .rd_index = 1 + i,
+				       .rd_tag = new_tags[i],
+				       .rd_done = 'c'};
 		test_thread_start(&tn[i], reader_main, &n[i]);
 	}
 }
@@ -317,10 +325,15 @@ static void test_reuse_not_starved_by_new_readers(void **state)
 	test_needs_syncpoints();
 	test_watchdog("buf_track: reuse not starved", 30);
 	fx = fixture_new(fixture_emu(4), 16, false);
-	r1 = (struct reader){.rd_fx = fx, .rd_owner = 1, .rd_index = 0, .rd_tag = "R1",
-			     .rd_done = 'r'};
-	u = (struct reuser){.ru_fx = fx, .ru_zone = zone, .ru_tag = "U", .ru_owner = 1,
-			    .ru_first = 0, .ru_count = NEW_READERS + 1, .ru_version = 20};
+	r1 = (struct reader){
+	    .rd_fx = fx, .rd_owner = 1, .rd_index = 0, .rd_tag = "R1", .rd_done = 'r'};
+	u = (struct reuser){.ru_fx = fx,
+			    .ru_zone = zone,
+			    .ru_tag = "U",
+			    .ru_owner = 1,
+			    .ru_first = 0,
+			    .ru_count = NEW_READERS + 1,
+			    .ru_version = 20};
 	for (unsigned i = 0; i <= NEW_READERS; i++) {
 		assert_int_equal(zone_of(1, i), zone);
 		fixture_put_block(fx, 1, i, 10);
@@ -402,7 +415,7 @@ static void test_read_begin_during_reuse_waits_then_eagain(void **state)
 	test_thread_join(ta);
 	assert_true(waited); /* held until the reuse ended */
 	assert_int_equal(waiting_readers, 0);
-	assert_int_equal(a.tr_err, -EAGAIN); /* then told to re-resolve */
+	assert_int_equal(a.tr_err, -EAGAIN);	      /* then told to re-resolve */
 	assert_int_equal(buf_track_readers(t, 3), 0); /* holding no count */
 
 	/* the retry counts */
@@ -525,14 +538,14 @@ static void test_reusers_of_one_zone_serialize(void **state)
 /* ---- (d) stress, for ThreadSanitizer --------------------------------------- */
 
 #define STRESS_READERS 4
-#define STRESS_ITERS 20000
-#define STRESS_SHIFT 2
-#define STRESS_ZONES 128
+#define STRESS_ITERS   20000
+#define STRESS_SHIFT   2
+#define STRESS_ZONES   128
 
 struct stress {
 	struct buf_track *st_track;
 	uint64_t st_seed;
-	pthread_barrier_t st_start; /* all threads begin together */
+	pthread_barrier_t st_start;	      /* all threads begin together */
 	_Atomic bool st_reused[STRESS_ZONES]; /* between reuse_begin and reuse_end */
 	_Atomic uint64_t st_violations;
 	_Atomic uint64_t st_eagain;
@@ -655,13 +668,13 @@ static void test_stress_reads_and_reuses(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_reuse_waits_for_read_in_flight),
-		cmocka_unit_test(test_reuse_not_starved_by_new_readers),
-		cmocka_unit_test(test_read_begin_during_reuse_waits_then_eagain),
-		cmocka_unit_test(test_reuse_stops_only_its_zone),
-		cmocka_unit_test(test_bounds),
-		cmocka_unit_test(test_reusers_of_one_zone_serialize),
-		cmocka_unit_test(test_stress_reads_and_reuses),
+	    cmocka_unit_test(test_reuse_waits_for_read_in_flight),
+	    cmocka_unit_test(test_reuse_not_starved_by_new_readers),
+	    cmocka_unit_test(test_read_begin_during_reuse_waits_then_eagain),
+	    cmocka_unit_test(test_reuse_stops_only_its_zone),
+	    cmocka_unit_test(test_bounds),
+	    cmocka_unit_test(test_reusers_of_one_zone_serialize),
+	    cmocka_unit_test(test_stress_reads_and_reuses),
 	};
 	return TEST_RUN("buf_track", tests);
 }

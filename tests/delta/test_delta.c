@@ -22,7 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define BS 4096
+#define BS     4096
 #define OWNERS 4
 #define OWNER0 100
 #define BLOCKS 16
@@ -204,7 +204,7 @@ static void test_fork_of_dirty_buffer_during_commit(void **state)
 	fix_write(f, OWNER0, 3, 0x11);
 	start_sync(&s, f, &t);
 	syncpoint_wait_arrived("delta.commit.begin", 1); /* delta 1 closed, 2 open */
-	fix_write(f, OWNER0, 3, 0x22);			   /* forks the buffer */
+	fix_write(f, OWNER0, 3, 0x22);			 /* forks the buffer */
 	assert_int_equal(buf_forks(f->f_cache), 1);
 	syncpoint_hit("test.release_commit");
 	test_thread_join(t);
@@ -386,14 +386,14 @@ static void test_transition_waits_for_ops_in_flight(void **state)
 	syncpoint_wait_arrived("delta.transition.wait_locked", 1); /* waits for us */
 	test_thread_start(&tj, joiner_main, &j);
 	syncpoint_wait_arrived("delta.op.wait_locked@N", 1); /* held back */
-	fix_write_in(f, &op, OWNER0, 1, 0x11, 0, BS);		/* still delta 1 */
+	fix_write_in(f, &op, OWNER0, 1, 0x11, 0, BS);	     /* still delta 1 */
 	delta_op_end(f->f_ds, &op);
 	test_thread_join(ts);
 	test_thread_join(tj);
 	assert_int_equal(op.dop_delta, 1);
 	assert_int_equal(j.j_delta, 2);
 	assert_disk(f, OWNER0, 0, 0x11, 1);
-	assert_disk(f, OWNER0, 1, 0x11, 1); /* the whole operation, in one delta */
+	assert_disk(f, OWNER0, 1, 0x11, 1);	       /* the whole operation, in one delta */
 	assert_int_equal(f->f_disk[1][0].db_delta, 0); /* the later one is not */
 	assert_int_equal(delta_sync(f->f_ds), 0);
 	assert_disk(f, OWNER0 + 1, 0, 0x33, 2);
@@ -414,7 +414,8 @@ static void *op_syncer_main(void *arg)
 	struct op_syncer *o = arg;
 
 	syncpoint_thread_name(o->os_tag);
-	fix_write(o->os_fx, OWNER0 + (uint64_t)o->os_n / BLOCKS, (uint64_t)o->os_n % BLOCKS, o->os_n + 1);
+	fix_write(o->os_fx, OWNER0 + (uint64_t)o->os_n / BLOCKS, (uint64_t)o->os_n % BLOCKS,
+		  o->os_n + 1);
 	o->os_err = delta_sync(o->os_fx->f_ds);
 	return NULL;
 }
@@ -542,16 +543,16 @@ static void test_sync_with_nothing_to_do_commits_nothing(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_fork_of_dirty_buffer_during_commit),
-		cmocka_unit_test(test_written_buffer_moves_without_copy),
-		cmocka_unit_test(test_writer_waits_for_copy_not_disk),
-		cmocka_unit_test(test_two_forks_of_one_buffer_racing),
-		cmocka_unit_test(test_transition_waits_for_ops_in_flight),
-		cmocka_unit_test(test_eight_syncs_one_commit),
-		cmocka_unit_test(test_failed_commit_loses_nothing),
-		cmocka_unit_test(test_full_delta_commits_by_itself),
-		cmocka_unit_test(test_old_delta_commits_by_itself),
-		cmocka_unit_test(test_sync_with_nothing_to_do_commits_nothing),
+	    cmocka_unit_test(test_fork_of_dirty_buffer_during_commit),
+	    cmocka_unit_test(test_written_buffer_moves_without_copy),
+	    cmocka_unit_test(test_writer_waits_for_copy_not_disk),
+	    cmocka_unit_test(test_two_forks_of_one_buffer_racing),
+	    cmocka_unit_test(test_transition_waits_for_ops_in_flight),
+	    cmocka_unit_test(test_eight_syncs_one_commit),
+	    cmocka_unit_test(test_failed_commit_loses_nothing),
+	    cmocka_unit_test(test_full_delta_commits_by_itself),
+	    cmocka_unit_test(test_old_delta_commits_by_itself),
+	    cmocka_unit_test(test_sync_with_nothing_to_do_commits_nothing),
 	};
 	return TEST_RUN("delta", tests);
 }

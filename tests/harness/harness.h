@@ -30,12 +30,12 @@ uint64_t test_seed(const char *what, uint64_t fallback);
 void test_watchdog(const char *what, unsigned seconds);
 void test_watchdog_cancel(void);
 /* Skip the calling test when interleaving points are compiled out. */
-#define test_needs_syncpoints()                                                              \
-	do {                                                                                 \
-		if (!SYNCPOINTS_BUILT) {                                                     \
-			print_message("# skipped: needs interleaving points (not in release)\n"); \
-			skip();                                                              \
-		}                                                                            \
+#define test_needs_syncpoints()                                                                    \
+	do {                                                                                       \
+		if (!SYNCPOINTS_BUILT) {                                                           \
+			print_message("# skipped: needs interleaving points (not in release)\n");  \
+			skip();                                                                    \
+		}                                                                                  \
 	} while (0)
 
 /* Start a thread or fail the test. */

@@ -22,10 +22,10 @@ struct bdev *lt_dev(uint32_t seg_blocks, uint64_t nsegs)
 void lt_format(struct bdev *d, uint32_t seg_blocks)
 {
 	struct log_format_opts o = {
-		.lfo_block_size = LT_BS,
-		.lfo_seg_blocks = seg_blocks,
-		.lfo_label = "test",
-		.lfo_uuid = lt_uuid,
+	    .lfo_block_size = LT_BS,
+	    .lfo_seg_blocks = seg_blocks,
+	    .lfo_label = "test",
+	    .lfo_uuid = lt_uuid,
 	};
 
 	assert_int_equal(log_format(d, &o), 0);

@@ -482,18 +482,18 @@ static void test_build_anchor_error(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_build_addresses_land),
-		cmocka_unit_test(test_build_raw_logs),
-		cmocka_unit_test(test_build_reserved_summary),
-		cmocka_unit_test(test_build_last_log_next),
-		cmocka_unit_test(test_build_enospc),
-		cmocka_unit_test(test_build_finish_flushes),
-		cmocka_unit_test(test_build_misuse),
-		cmocka_unit_test(test_build_abort),
-		cmocka_unit_test(test_build_write_error),
-		cmocka_unit_test(test_build_flush_error),
-		cmocka_unit_test(test_build_error_is_sticky),
-		cmocka_unit_test(test_build_anchor_error),
+	    cmocka_unit_test(test_build_addresses_land),
+	    cmocka_unit_test(test_build_raw_logs),
+	    cmocka_unit_test(test_build_reserved_summary),
+	    cmocka_unit_test(test_build_last_log_next),
+	    cmocka_unit_test(test_build_enospc),
+	    cmocka_unit_test(test_build_finish_flushes),
+	    cmocka_unit_test(test_build_misuse),
+	    cmocka_unit_test(test_build_abort),
+	    cmocka_unit_test(test_build_write_error),
+	    cmocka_unit_test(test_build_flush_error),
+	    cmocka_unit_test(test_build_error_is_sticky),
+	    cmocka_unit_test(test_build_anchor_error),
 	};
 
 	return TEST_RUN("log_build", tests);

@@ -240,7 +240,7 @@ static void test_corrupt_loop(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_corrupt_loop),
+	    cmocka_unit_test(test_corrupt_loop),
 	};
 
 	return TEST_RUN("log_corrupt", tests);

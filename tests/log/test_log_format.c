@@ -215,23 +215,23 @@ static void test_open_refuses_bad_geometry(void **state)
 		uint64_t v;
 		bool wide;
 	} bad[] = {
-		{SB_VERSION, 2, false},
-		{SB_BLOCK_SIZE, 8192, false},
-		{SB_BLOCK_SIZE, 4000, false},
-		{SB_BLOCK_SIZE, 0, false},
-		{SB_SEG_BLOCKS, 8, false},
-		{SB_SEG_BLOCKS, 0, false},
-		{SB_SEG_BLOCKS, 1u << 31, false},
-		{SB_RESERVED, 1, false},
-		{SB_NBLOCKS, 1ull << 62, true},
-		{SB_NBLOCKS, 0, true},
-		{SB_SEG_START, 0, true},
-		{SB_SEG_START, 3, true},
-		{SB_NSEGMENTS, 5, true},
-		{SB_NSEGMENTS, 3, true},
-		{SB_NSEGMENTS, UINT64_MAX, true},
-		{SB_FEATURES, 1, true},
-		{SB_LABEL + 60, 0x41414141u, false},
+	    {SB_VERSION, 2, false},
+	    {SB_BLOCK_SIZE, 8192, false},
+	    {SB_BLOCK_SIZE, 4000, false},
+	    {SB_BLOCK_SIZE, 0, false},
+	    {SB_SEG_BLOCKS, 8, false},
+	    {SB_SEG_BLOCKS, 0, false},
+	    {SB_SEG_BLOCKS, 1u << 31, false},
+	    {SB_RESERVED, 1, false},
+	    {SB_NBLOCKS, 1ull << 62, true},
+	    {SB_NBLOCKS, 0, true},
+	    {SB_SEG_START, 0, true},
+	    {SB_SEG_START, 3, true},
+	    {SB_NSEGMENTS, 5, true},
+	    {SB_NSEGMENTS, 3, true},
+	    {SB_NSEGMENTS, UINT64_MAX, true},
+	    {SB_FEATURES, 1, true},
+	    {SB_LABEL + 60, 0x41414141u, false},
 	};
 	struct log *l = NULL;
 
@@ -326,16 +326,16 @@ static void test_format_refuses_small_device(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_format_round_trip),
-		cmocka_unit_test(test_format_is_durable),
-		cmocka_unit_test(test_format_defaults),
-		cmocka_unit_test(test_open_uses_b_when_a_is_bad),
-		cmocka_unit_test(test_open_both_bad),
-		cmocka_unit_test(test_probe_blank_and_garbage),
-		cmocka_unit_test(test_open_refuses_bad_geometry),
-		cmocka_unit_test(test_open_refuses_other_device),
-		cmocka_unit_test(test_format_refuses_bad_options),
-		cmocka_unit_test(test_format_refuses_small_device),
+	    cmocka_unit_test(test_format_round_trip),
+	    cmocka_unit_test(test_format_is_durable),
+	    cmocka_unit_test(test_format_defaults),
+	    cmocka_unit_test(test_open_uses_b_when_a_is_bad),
+	    cmocka_unit_test(test_open_both_bad),
+	    cmocka_unit_test(test_probe_blank_and_garbage),
+	    cmocka_unit_test(test_open_refuses_bad_geometry),
+	    cmocka_unit_test(test_open_refuses_other_device),
+	    cmocka_unit_test(test_format_refuses_bad_options),
+	    cmocka_unit_test(test_format_refuses_small_device),
 	};
 
 	return TEST_RUN("log_format", tests);

@@ -412,13 +412,13 @@ static void test_recover_forged_logs(void **state)
 	head = st.ls_next_blk;
 	assert_int_equal(head, SEG0 + 9);
 	good = (struct forge){
-		.fg_seq = st.ls_next_seq,
-		.fg_delta = 4,
-		.fg_prev = raw_sum(d, SEG0 + 6),
-		.fg_next = head + 4, /* 3 blocks remain after it */
-		.fg_flags = 1,
-		.fg_nentries = 2,
-		.fg_last_flags = LOG_ENTRY_SUPER_ROOT,
+	    .fg_seq = st.ls_next_seq,
+	    .fg_delta = 4,
+	    .fg_prev = raw_sum(d, SEG0 + 6),
+	    .fg_next = head + 4, /* 3 blocks remain after it */
+	    .fg_flags = 1,
+	    .fg_nentries = 2,
+	    .fg_last_flags = LOG_ENTRY_SUPER_ROOT,
 	};
 	c = dev_copy(d);
 	forge_log(c, head, &good);
@@ -688,8 +688,8 @@ static void test_recover_every_crash_point(void **state)
 		enum bdev_emu_crash_mode mode;
 		bool tear;
 	} how[] = {
-		{BDEV_EMU_DROP_ALL, false},	 {BDEV_EMU_KEEP_ALL, false}, {BDEV_EMU_KEEP_ALL, true},
-		{BDEV_EMU_DROP_SOME, false}, {BDEV_EMU_REORDER, false},  {BDEV_EMU_REORDER, true},
+	    {BDEV_EMU_DROP_ALL, false},	 {BDEV_EMU_KEEP_ALL, false}, {BDEV_EMU_KEEP_ALL, true},
+	    {BDEV_EMU_DROP_SOME, false}, {BDEV_EMU_REORDER, false},  {BDEV_EMU_REORDER, true},
 	};
 	uint64_t seed = test_seed("log_recover: every_crash_point", 777);
 	struct bdev_emu_stats s;
@@ -730,18 +730,18 @@ static void test_recover_every_crash_point(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_recover_fresh_volume),
-		cmocka_unit_test(test_recover_newest),
-		cmocka_unit_test(test_recover_rolls_forward),
-		cmocka_unit_test(test_recover_unflushed_delta),
-		cmocka_unit_test(test_recover_corrupt_last_log),
-		cmocka_unit_test(test_recover_two_log_delta),
-		cmocka_unit_test(test_recover_forged_logs),
-		cmocka_unit_test(test_recover_stale_older_log),
-		cmocka_unit_test(test_recover_stale_after_reuse),
-		cmocka_unit_test(test_recover_slots_alternate),
-		cmocka_unit_test(test_recover_slot_fallback),
-		cmocka_unit_test(test_recover_every_crash_point),
+	    cmocka_unit_test(test_recover_fresh_volume),
+	    cmocka_unit_test(test_recover_newest),
+	    cmocka_unit_test(test_recover_rolls_forward),
+	    cmocka_unit_test(test_recover_unflushed_delta),
+	    cmocka_unit_test(test_recover_corrupt_last_log),
+	    cmocka_unit_test(test_recover_two_log_delta),
+	    cmocka_unit_test(test_recover_forged_logs),
+	    cmocka_unit_test(test_recover_stale_older_log),
+	    cmocka_unit_test(test_recover_stale_after_reuse),
+	    cmocka_unit_test(test_recover_slots_alternate),
+	    cmocka_unit_test(test_recover_slot_fallback),
+	    cmocka_unit_test(test_recover_every_crash_point),
 	};
 
 	return TEST_RUN("log_recover", tests);

@@ -178,11 +178,11 @@ static void test_space_concurrent_with_builder(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_space_fresh_volume),
-		cmocka_unit_test(test_space_reserve_release),
-		cmocka_unit_test(test_space_kept_percent),
-		cmocka_unit_test(test_space_written_counts_segments),
-		cmocka_unit_test(test_space_concurrent_with_builder),
+	    cmocka_unit_test(test_space_fresh_volume),
+	    cmocka_unit_test(test_space_reserve_release),
+	    cmocka_unit_test(test_space_kept_percent),
+	    cmocka_unit_test(test_space_written_counts_segments),
+	    cmocka_unit_test(test_space_concurrent_with_builder),
 	};
 
 	return TEST_RUN("log_space", tests);

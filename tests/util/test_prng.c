@@ -59,10 +59,10 @@ static void test_fill_covers_odd_lengths(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_same_seed_same_sequence),
-		cmocka_unit_test(test_different_seeds_differ),
-		cmocka_unit_test(test_below_in_range_and_spread),
-		cmocka_unit_test(test_fill_covers_odd_lengths),
+	    cmocka_unit_test(test_same_seed_same_sequence),
+	    cmocka_unit_test(test_different_seeds_differ),
+	    cmocka_unit_test(test_below_in_range_and_spread),
+	    cmocka_unit_test(test_fill_covers_odd_lengths),
 	};
 	return TEST_RUN("prng", tests);
 }

@@ -131,10 +131,10 @@ static void test_disarmed_points_count_nothing(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_order_forces_both_interleavings),
-		cmocka_unit_test(test_thread_tag_stops_only_that_thread),
-		cmocka_unit_test(test_callback_and_counts),
-		cmocka_unit_test(test_disarmed_points_count_nothing),
+	    cmocka_unit_test(test_order_forces_both_interleavings),
+	    cmocka_unit_test(test_thread_tag_stops_only_that_thread),
+	    cmocka_unit_test(test_callback_and_counts),
+	    cmocka_unit_test(test_disarmed_points_count_nothing),
 	};
 	return TEST_RUN("syncpoint", tests);
 }

@@ -31,7 +31,7 @@
 #include <string.h>
 
 #define DEV_BLOCKS 4096 /* 16 MiB: 63 segments of 64 blocks */
-#define OWNER 20
+#define OWNER	   20
 
 static void test_mkfs_gives_empty_volume(void **state)
 {
@@ -249,8 +249,12 @@ static void test_many_owners(void **state)
 static void test_reserved_owners_and_overruns_refused(void **state)
 {
 	static const uint64_t bad[][2] = {
-		{0, 0}, {VOL_OTAB_OWNER, 0}, {VOL_FIRST_OWNER - 1, 0}, {VOL_MAX_OWNER + 1, 0},
-		{OWNER, VOL_MAX_INDEX + 1}, {OWNER, VOL_META_BIT},
+	    {0, 0},
+	    {VOL_OTAB_OWNER, 0},
+	    {VOL_FIRST_OWNER - 1, 0},
+	    {VOL_MAX_OWNER + 1, 0},
+	    {OWNER, VOL_MAX_INDEX + 1},
+	    {OWNER, VOL_META_BIT},
 	};
 	struct bdev *d = vf_mkfs(DEV_BLOCKS);
 	struct vol *v = vf_open(d, 0);
@@ -408,7 +412,7 @@ static void test_walk_across_a_commit(void **state)
 	syncpoint_order("test.moved", "vol.walk.node@R");
 	test_thread_start(&th, stale_reader_main, &r);
 	syncpoint_wait_arrived("vol.walk.node@R", 1); /* it holds the table's root */
-	vf_write(v, OWNER, 6, 1);			/* same map block, same table block */
+	vf_write(v, OWNER, 6, 1);		      /* same map block, same table block */
 	assert_int_equal(vol_sync(v), 0);
 	drop_maps(v);
 	SYNC_POINT("test.moved");
@@ -541,8 +545,8 @@ static void check_failed_commit(enum bdev_emu_op op)
 	for (uint64_t i = 0; i < 5; i++)
 		vf_write(v, OWNER, i, 2);
 	vf_punch(v, OWNER, 5);
-	vf_write(v, OWNER + 1, 600, 2);	  /* a new owner, a map of height 2 */
-	vf_write(v, 5000, 0, 2);	  /* in another owner-table block */
+	vf_write(v, OWNER + 1, 600, 2); /* a new owner, a map of height 2 */
+	vf_write(v, 5000, 0, 2);	/* in another owner-table block */
 	bdev_emu_fail_op(d, op, 1, 1, -EIO);
 	assert_int_equal(vol_sync(v), -EIO);
 	assert_int_equal(vol_committed_delta(v), committed);
@@ -644,9 +648,9 @@ static void test_failed_commit_punch_then_write(void **state)
 
 #define NWRITERS 4
 #define NREADERS 2
-#define STABLE 150 /* write-once blocks per writer, read by everyone */
-#define ROUNDS 6   /* rewrites of the writer's own blocks */
-#define OWN 8
+#define STABLE	 150 /* write-once blocks per writer, read by everyone */
+#define ROUNDS	 6   /* rewrites of the writer's own blocks */
+#define OWN	 8
 
 struct mt {
 	struct vol *mt_vol;
@@ -738,24 +742,24 @@ static void test_threads_write_rewrite_read(void **state)
 int main(void)
 {
 	static const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_mkfs_gives_empty_volume),
-		cmocka_unit_test(test_open_refuses_what_is_not_a_volume),
-		cmocka_unit_test(test_write_read_sync_close_reopen),
-		cmocka_unit_test(test_sparse_blocks_read_as_zeros),
-		cmocka_unit_test(test_punch),
-		cmocka_unit_test(test_many_owners),
-		cmocka_unit_test(test_reserved_owners_and_overruns_refused),
-		cmocka_unit_test(test_fork_while_committing),
-		cmocka_unit_test(test_fork_after_the_commit_took_the_block),
-		cmocka_unit_test(test_walk_across_a_commit),
-		cmocka_unit_test(test_read_waits_out_a_reused_segment),
-		cmocka_unit_test(test_crash_keeps_what_was_synced),
-		cmocka_unit_test(test_crash_points_of_a_commit),
-		cmocka_unit_test(test_failed_commit_write_loses_nothing),
-		cmocka_unit_test(test_failed_commit_flush_loses_nothing),
-		cmocka_unit_test(test_failed_commit_keeps_punches),
-		cmocka_unit_test(test_failed_commit_punch_then_write),
-		cmocka_unit_test(test_threads_write_rewrite_read),
+	    cmocka_unit_test(test_mkfs_gives_empty_volume),
+	    cmocka_unit_test(test_open_refuses_what_is_not_a_volume),
+	    cmocka_unit_test(test_write_read_sync_close_reopen),
+	    cmocka_unit_test(test_sparse_blocks_read_as_zeros),
+	    cmocka_unit_test(test_punch),
+	    cmocka_unit_test(test_many_owners),
+	    cmocka_unit_test(test_reserved_owners_and_overruns_refused),
+	    cmocka_unit_test(test_fork_while_committing),
+	    cmocka_unit_test(test_fork_after_the_commit_took_the_block),
+	    cmocka_unit_test(test_walk_across_a_commit),
+	    cmocka_unit_test(test_read_waits_out_a_reused_segment),
+	    cmocka_unit_test(test_crash_keeps_what_was_synced),
+	    cmocka_unit_test(test_crash_points_of_a_commit),
+	    cmocka_unit_test(test_failed_commit_write_loses_nothing),
+	    cmocka_unit_test(test_failed_commit_flush_loses_nothing),
+	    cmocka_unit_test(test_failed_commit_keeps_punches),
+	    cmocka_unit_test(test_failed_commit_punch_then_write),
+	    cmocka_unit_test(test_threads_write_rewrite_read),
 	};
 
 	vf_filter_from_env();

@@ -19,9 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define OWNER 100
+#define OWNER	    100
 #define DISK_BLOCKS 4096
-#define PBLK_BASE 1000
+#define PBLK_BASE   1000
 
 struct mfix {
 	uint32_t mf_bs;
@@ -127,9 +127,8 @@ static void mf_commit(struct mfix *f)
 			if (bmap_node_level(buf_index(b)) != level)
 				continue;
 			assert_true(bmap_in_tree(&f->mf_map, &f->mf_tree, buf_index(b)));
-			assert_int_equal(bmap_place(&f->mf_map, &f->mf_tree, &ch, b, mf_write(f, b),
-						    &root),
-					 0);
+			assert_int_equal(
+			    bmap_place(&f->mf_map, &f->mf_tree, &ch, b, mf_write(f, b), &root), 0);
 			assert_int_equal(root, level == f->mf_tree.bt_height);
 		}
 	}
@@ -191,8 +190,19 @@ static void test_empty_tree_is_all_holes(void **state)
 }
 
 static const uint64_t spread[] = {
-	0, 1, 511, 512, 513, 262143, 262144, 262145, 134217727, 134217728, 9999999999ULL,
-	VOL_MAX_INDEX - 1, VOL_MAX_INDEX,
+    0,
+    1,
+    511,
+    512,
+    513,
+    262143,
+    262144,
+    262145,
+    134217727,
+    134217728,
+    9999999999ULL,
+    VOL_MAX_INDEX - 1,
+    VOL_MAX_INDEX,
 };
 
 static bool in_spread(uint64_t index)
@@ -216,7 +226,8 @@ static void check_spread(uint32_t bs, unsigned want_height)
 		for (size_t i = 0; i < ARRAY_SIZE(spread); i++) {
 			assert_int_equal(mf_lookup(f, spread[i]), 0x1000 + i);
 			if (spread[i] > 0 && !in_spread(spread[i] - 1))
-				assert_int_equal(mf_lookup(f, spread[i] - 1), 0); /* neighbours: holes */
+				assert_int_equal(mf_lookup(f, spread[i] - 1),
+						 0); /* neighbours: holes */
 		}
 		assert_int_equal(mf_lookup(f, 77777), 0);
 		mf_drop_cache(f); /* second pass: every map block read at its address */
@@ -255,9 +266,9 @@ static void test_growth_keeps_old_root_as_entry_0(void **state)
 	mf_commit(f);
 	assert_int_equal(f->mf_tree.bt_root_height, 3);
 	/* the old root is reused as it is, through entry 0 of each new level */
-	assert_int_equal(buf_read_hint(f->mf_cache, OWNER, bmap_node_index(&f->mf_map, 2, 0),
-				       BUF_NO_HINT, &b),
-			 0);
+	assert_int_equal(
+	    buf_read_hint(f->mf_cache, OWNER, bmap_node_index(&f->mf_map, 2, 0), BUF_NO_HINT, &b),
+	    0);
 	assert_int_equal(bmap_entry(buf_data(b), 0), old_root);
 	buf_put(b);
 	mf_drop_cache(f);
@@ -279,7 +290,7 @@ static void test_clear_entry(void **state)
 	ch = mf_change(f);
 	assert_int_equal(bmap_clear(&f->mf_map, &f->mf_tree, &ch, 5000000), 0); /* a hole */
 	assert_int_equal(bmap_clear(&f->mf_map, &f->mf_tree, &ch, 1002), 0);	/* a hole */
-	assert_int_equal(f->mf_nnoted, 0);					/* nothing dirtied */
+	assert_int_equal(f->mf_nnoted, 0); /* nothing dirtied */
 	assert_int_equal(bmap_clear(&f->mf_map, &f->mf_tree, &ch, 1000), 0);
 	assert_int_equal(f->mf_nnoted, 1);
 	mf_commit(f);
@@ -358,21 +369,21 @@ static void test_geometry_helpers(void **state)
 	assert_false(bmap_in_tree(m, &t, bmap_node_index(m, 1, 512 * 512)));
 	assert_false(bmap_in_tree(m, &t, bmap_node_index(m, 3, 0)));
 	assert_false(bmap_in_tree(m, &t, bmap_node_index(m, 2, 512 * 512))); /* a second root */
-	assert_false(bmap_in_tree(m, &t, 42)); /* a data block */
+	assert_false(bmap_in_tree(m, &t, 42));				     /* a data block */
 	mf_free(f);
 }
 
 int main(void)
 {
 	static const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_empty_tree_is_all_holes),
-		cmocka_unit_test(test_set_lookup_every_level_4k),
-		cmocka_unit_test(test_set_lookup_every_level_512),
-		cmocka_unit_test(test_growth_keeps_old_root_as_entry_0),
-		cmocka_unit_test(test_clear_entry),
-		cmocka_unit_test(test_stale_walk_refuses_old_copy),
-		cmocka_unit_test(test_walk_restarts_after_commit),
-		cmocka_unit_test(test_geometry_helpers),
+	    cmocka_unit_test(test_empty_tree_is_all_holes),
+	    cmocka_unit_test(test_set_lookup_every_level_4k),
+	    cmocka_unit_test(test_set_lookup_every_level_512),
+	    cmocka_unit_test(test_growth_keeps_old_root_as_entry_0),
+	    cmocka_unit_test(test_clear_entry),
+	    cmocka_unit_test(test_stale_walk_refuses_old_copy),
+	    cmocka_unit_test(test_walk_restarts_after_commit),
+	    cmocka_unit_test(test_geometry_helpers),
 	};
 
 	vf_filter_from_env();

@@ -18,16 +18,16 @@
 #include <string.h>
 
 #define DEV_BLOCKS 1024 /* 4 MiB: 15 segments of 64 blocks */
-#define NTHREADS 4
-#define OWNER0 40
+#define NTHREADS   4
+#define OWNER0	   40
 #define MAX_BLOCKS 4096 /* per thread; far more than fit */
 
 struct filler {
 	struct vol *f_vol;
 	unsigned f_id;
-	uint64_t f_written; /* blocks written (each in its own transaction) */
-	uint64_t f_synced;  /* blocks written before the last successful sync */
-	int f_stop_err;	    /* what stopped it */
+	uint64_t f_written;    /* blocks written (each in its own transaction) */
+	uint64_t f_synced;     /* blocks written before the last successful sync */
+	int f_stop_err;	       /* what stopped it */
 	const char *f_stop_at; /* and where */
 };
 
@@ -125,7 +125,7 @@ static void test_fill_from_threads_then_free(void **state)
 int main(void)
 {
 	static const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_fill_from_threads_then_free),
+	    cmocka_unit_test(test_fill_from_threads_then_free),
 	};
 
 	vf_filter_from_env();

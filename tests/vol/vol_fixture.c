@@ -52,8 +52,8 @@ void vf_remove_file(const char *path)
 struct vol *vf_open(struct bdev *d, uint32_t cache_blocks)
 {
 	struct vol_open_opts oo = {
-		.voo_cache_blocks = cache_blocks,
-		.voo_max_age_ms = 3600 * 1000, /* commits only when a test says */
+	    .voo_cache_blocks = cache_blocks,
+	    .voo_max_age_ms = 3600 * 1000, /* commits only when a test says */
 	};
 	struct vol *v;
 
@@ -95,7 +95,8 @@ void vf_pattern(void *data, uint64_t owner, uint64_t index, uint32_t version)
 		return;
 	}
 	for (size_t i = 0; i < VF_BS / 8; i++)
-		w[i] = (owner * 0x9e3779b97f4a7c15ULL) ^ (index << 20) ^ ((uint64_t)version << 8) ^ i;
+		w[i] =
+		    (owner * 0x9e3779b97f4a7c15ULL) ^ (index << 20) ^ ((uint64_t)version << 8) ^ i;
 }
 
 void vf_write(struct vol *v, uint64_t owner, uint64_t index, uint32_t version)

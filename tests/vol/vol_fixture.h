@@ -15,7 +15,7 @@
 #include "bdev/bdev.h"
 #include "vol/vol.h"
 
-#define VF_BS 4096
+#define VF_BS  4096
 #define VF_SEG 64
 
 /* A fresh emulated device of @nblocks, with a new volume on it. */
