@@ -34,8 +34,9 @@
  *       run inside another operation of the same thread (assert), and the
  *       commit it may force needs nothing the caller holds.
  *
- * Lock order: ds_lock is taken with no other cairn lock held, except the
- * interleaving-point lock. do_commit runs without ds_lock.
+ * Lock order: ds_lock is taken with no other cairn lock held; under it
+ * only the buffer cache's delta lock and the interleaving-point lock,
+ * both leaves. do_commit runs without ds_lock.
  */
 #include "delta/delta.h"
 #include "util/syncpoint.h"
@@ -314,17 +315,6 @@ void delta_op_end(struct delta_sys *ds, struct delta_op *op)
 	delta_ops_held--;
 }
 
-/* The open delta, read without waiting for a transition. */
-static uint32_t delta_open(struct delta_sys *ds)
-{
-	uint32_t d;
-
-	cmutex_lock(&ds->ds_lock);
-	d = ds->ds_open;
-	cmutex_unlock(&ds->ds_lock);
-	return d;
-}
-
 int delta_sync(struct delta_sys *ds)
 {
 	uint64_t open_dirty;
@@ -332,8 +322,9 @@ int delta_sync(struct delta_sys *ds)
 	int err = 0;
 
 	assert(delta_ops_held == 0);
-	open_dirty = buf_delta_ndirty(ds->ds_cache, delta_open(ds));
 	cmutex_lock(&ds->ds_lock);
+	/* under ds_lock, so no transition slips in (bc_delta_lock is a leaf) */
+	open_dirty = buf_delta_ndirty(ds->ds_cache, ds->ds_open);
 	ds->ds_syncs++;
 	/*
 	 * What ended before this call is in the open delta or older ones.
