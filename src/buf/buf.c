@@ -314,12 +314,18 @@ static struct buf *buf_take_free_locked(struct buf_cache *c)
 	return container_of(n, struct buf, b_free_node);
 }
 
-/* True if some thread holds a reference on @b (beyond the hash's). */
+/*
+ * True if some thread holds @b: a reference beyond the hash's, or, for a
+ * buffer neither hashed nor on the free list, an allocation in flight
+ * (taken by buf_alloc, not yet inserted or freed). Pool lock held.
+ */
 static bool buf_has_users(struct buf *b)
 {
-	uint32_t base = (buf_word(b) & BW_HASHED) ? 1 : 0;
+	uint64_t w = buf_word(b);
 
-	return atomic_load(&b->b_refs) > base;
+	if (!(w & BW_HASHED) && !list_linked(&b->b_free_node))
+		return true;
+	return atomic_load(&b->b_refs) > ((w & BW_HASHED) ? 1u : 0u);
 }
 
 /* True if some thread holds a buffer (and so will put it later). */
@@ -653,6 +659,8 @@ void buf_cache_stats(struct buf_cache *c, struct buf_cache_stats *st)
 	st->bs_waits = atomic_load(&c->bc_waits);
 	st->bs_dirty = atomic_load(&c->bc_ndirty);
 	st->bs_in_use = 0;
+	cmutex_lock(&c->bc_pool_lock);
 	for (uint32_t i = 0; i < c->bc_nbuffers; i++)
 		st->bs_in_use += buf_has_users(&c->bc_bufs[i]);
+	cmutex_unlock(&c->bc_pool_lock);
 }
