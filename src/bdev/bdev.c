@@ -91,6 +91,39 @@ int bdev_write(struct bdev *d, uint64_t blk, uint32_t count, const void *buf)
 	return d->bd_ops->bo_write(d, blk, count, buf);
 }
 
+int bdev_writev(struct bdev *d, uint64_t blk, const struct iovec *iov, unsigned n)
+{
+	uint64_t bytes = 0, count;
+	unsigned char *bounce, *p;
+	int err;
+
+	assert(d);
+	for (unsigned i = 0; i < n; i++) {
+		if (!iov[i].iov_base || iov[i].iov_len % d->bd_block_size)
+			return -EINVAL;
+		bytes += iov[i].iov_len;
+	}
+	count = bytes / d->bd_block_size;
+	if (count > UINT32_MAX)
+		return -EINVAL;
+	err = bdev_range_check(d, blk, (uint32_t)count, iov);
+	if (err)
+		return err;
+	if (d->bd_ops->bo_writev)
+		return d->bd_ops->bo_writev(d, blk, iov, n);
+	bounce = malloc(bytes);
+	if (!bounce)
+		return -ENOMEM;
+	p = bounce;
+	for (unsigned i = 0; i < n; i++) {
+		memcpy(p, iov[i].iov_base, iov[i].iov_len);
+		p += iov[i].iov_len;
+	}
+	err = d->bd_ops->bo_write(d, blk, (uint32_t)count, bounce);
+	free(bounce);
+	return err;
+}
+
 int bdev_flush(struct bdev *d)
 {
 	assert(d);

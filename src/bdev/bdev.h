@@ -26,6 +26,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 struct bdev;
 
@@ -35,6 +36,12 @@ struct bdev;
 int bdev_read(struct bdev *d, uint64_t blk, uint32_t count, void *buf);
 /* Write @count blocks from @buf at @blk; volatile until bdev_flush(). */
 int bdev_write(struct bdev *d, uint64_t blk, uint32_t count, const void *buf);
+/*
+ * bdev_write of the concatenation of @iov[0..@n) (each a whole number of
+ * blocks) at @blk: one write, gathered without a copy where the backend
+ * can (a file: pwritev). -EINVAL for a partial block or past the end.
+ */
+int bdev_writev(struct bdev *d, uint64_t blk, const struct iovec *iov, unsigned n);
 /* Make every write that returned before this call durable. */
 int bdev_flush(struct bdev *d);
 uint32_t bdev_block_size(const struct bdev *d);

@@ -31,6 +31,8 @@
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <stdlib.h>
+#include <limits.h>
+#include <string.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -89,6 +91,31 @@ int bdev_fd_pwrite(int fd, const void *buf, size_t len, off_t off)
 	return 0;
 }
 
+int bdev_fd_pwritev(int fd, struct iovec *iov, unsigned n, off_t off)
+{
+	while (n) {
+		ssize_t done = pwritev(fd, iov, (int)MIN(n, (unsigned)IOV_MAX), off);
+
+		if (done < 0 && errno == EINTR)
+			continue;
+		if (done < 0)
+			return -errno;
+		if (done == 0)
+			return -EIO;
+		off += done;
+		while (n && (size_t)done >= iov->iov_len) {
+			done -= (ssize_t)iov->iov_len;
+			iov++;
+			n--;
+		}
+		if (n) {
+			iov->iov_base = (unsigned char *)iov->iov_base + done;
+			iov->iov_len -= (size_t)done;
+		}
+	}
+	return 0;
+}
+
 static int bdev_file_read(struct bdev *d, uint64_t blk, uint32_t count, void *buf)
 {
 	struct bdev_file *f = bdev_to_file(d);
@@ -103,6 +130,23 @@ static int bdev_file_write(struct bdev *d, uint64_t blk, uint32_t count, const v
 	if (f->bf_rdonly)
 		return -EROFS;
 	return bdev_fd_pwrite(f->bf_fd, buf, bdev_bytes(d, count), (off_t)bdev_bytes(d, blk));
+}
+
+static int bdev_file_writev(struct bdev *d, uint64_t blk, const struct iovec *iov, unsigned n)
+{
+	struct bdev_file *f = bdev_to_file(d);
+	struct iovec *copy;
+	int err;
+
+	if (f->bf_rdonly)
+		return -EROFS;
+	copy = malloc(n * sizeof(*copy)); /* bdev_fd_pwritev consumes it */
+	if (!copy)
+		return -ENOMEM;
+	memcpy(copy, iov, n * sizeof(*copy));
+	err = bdev_fd_pwritev(f->bf_fd, copy, n, (off_t)bdev_bytes(d, blk));
+	free(copy);
+	return err;
 }
 
 static int bdev_file_flush(struct bdev *d)
@@ -125,6 +169,7 @@ static void bdev_file_close(struct bdev *d)
 static const struct bdev_ops bdev_file_ops = {
     .bo_read = bdev_file_read,
     .bo_write = bdev_file_write,
+    .bo_writev = bdev_file_writev,
     .bo_flush = bdev_file_flush,
     .bo_close = bdev_file_close,
 };

@@ -29,6 +29,8 @@
 struct bdev_ops {
 	int (*bo_read)(struct bdev *d, uint64_t blk, uint32_t count, void *buf);
 	int (*bo_write)(struct bdev *d, uint64_t blk, uint32_t count, const void *buf);
+	/* optional: without it, bdev_writev gathers into a bounce buffer */
+	int (*bo_writev)(struct bdev *d, uint64_t blk, const struct iovec *iov, unsigned n);
 	int (*bo_flush)(struct bdev *d);
 	/* Free the backend; does not flush. */
 	void (*bo_close)(struct bdev *d);
@@ -53,5 +55,7 @@ int bdev_mem_alloc(uint32_t block_size, uint64_t nblocks, unsigned char **out);
 /* Whole-buffer pread/pwrite: retry on EINTR and short transfers (bdev_file.c). */
 int bdev_fd_pread(int fd, void *buf, size_t len, off_t off);
 int bdev_fd_pwrite(int fd, const void *buf, size_t len, off_t off);
+/* pwritev all of @iov (consumed: its entries are advanced), retrying short writes. */
+int bdev_fd_pwritev(int fd, struct iovec *iov, unsigned n, off_t off);
 
 #endif /* CAIRN_BDEV_INTERNAL_H */

@@ -326,6 +326,55 @@ static void test_file_save_error(void **state)
 	bdev_close(ram);
 }
 
+/*
+ * bdev_writev: many vectors (more than IOV_MAX, so the file backend
+ * loops), on the file and on RAM (the bounce-buffer path), land exactly
+ * as one bdev_write of their concatenation would; bad vectors are
+ * refused.
+ */
+static void writev_check(struct bdev *d)
+{
+	enum { NVEC = 1500, NBLK = NVEC + NVEC / 2 };
+	unsigned char *src = malloc((size_t)NBLK * FILE_BS), *r = malloc((size_t)NBLK * FILE_BS);
+	struct iovec *iov = calloc(NVEC, sizeof(*iov));
+	size_t off = 0;
+
+	file_pattern(src, (size_t)NBLK * FILE_BS, 7);
+	for (unsigned i = 0; i < NVEC; i++) { /* every other vector is two blocks */
+		size_t len = (i % 2 ? 2 : 1) * (size_t)FILE_BS;
+		iov[i] = (struct iovec){src + off, len};
+		off += len;
+	}
+	assert_int_equal(off, (size_t)NBLK * FILE_BS);
+	assert_int_equal(bdev_writev(d, 5, iov, NVEC), 0);
+	assert_int_equal(bdev_read(d, 5, NBLK, r), 0);
+	assert_memory_equal(r, src, (size_t)NBLK * FILE_BS);
+	/* the caller's vectors are left as they were */
+	assert_ptr_equal(iov[0].iov_base, src);
+	assert_int_equal(iov[1].iov_len, 2 * FILE_BS);
+
+	iov[0].iov_len = FILE_BS / 2;
+	assert_int_equal(bdev_writev(d, 5, iov, 1), -EINVAL);
+	iov[0].iov_len = FILE_BS;
+	assert_int_equal(bdev_writev(d, bdev_nblocks(d) - 1, iov, 2), -EINVAL);
+	free(iov);
+	free(r);
+	free(src);
+}
+
+static void test_file_writev(void **state)
+{
+	struct file_tmp *t = *state;
+	struct bdev *d;
+
+	assert_int_equal(bdev_open_file(t->ft_path, FILE_BS, 4096, BDEV_CREATE, &d), 0);
+	writev_check(d);
+	bdev_close(d);
+	assert_int_equal(bdev_open_ram(FILE_BS, 4096, &d), 0);
+	writev_check(d);
+	bdev_close(d);
+}
+
 #define FILE_TEST(fn) cmocka_unit_test_setup_teardown(fn, file_tmp_setup, file_tmp_teardown)
 
 int main(void)
@@ -336,6 +385,7 @@ int main(void)
 	    FILE_TEST(test_file_excl_lock),	  FILE_TEST(test_file_rdonly),
 	    FILE_TEST(test_file_bad_block_size),  FILE_TEST(test_file_missing),
 	    FILE_TEST(test_file_save_round_trip), FILE_TEST(test_file_save_error),
+	    FILE_TEST(test_file_writev),
 	};
 	return TEST_RUN("bdev_file", tests);
 }
