@@ -17,9 +17,15 @@
  * (Written) needs no shadow: it just moves to D+1. One being copied
  * (Writing) is waited for: a memory copy, not a disk write.
  *
+ * Each parity has two lists: bc_delta_dirty holds the buffers not yet
+ * taken by the commit, bc_delta_taken the ones buf_delta_take handed out,
+ * so that a commit's takes cost time linear in the delta's size.
+ *
  * Invariants
- *   (1) A buffer is on bc_delta_dirty[d & 1] iff it is in Dirty, Writing
- *       or Written with delta d; bc_delta_count counts each list.
+ *   (1) A buffer is on bc_delta_dirty[d & 1] or bc_delta_taken[d & 1] iff
+ *       it is in Dirty, Writing or Written with delta d; bc_delta_count
+ *       counts both lists of a parity. It is on bc_delta_taken iff its
+ *       b_taken is set.
  *   (2) A buffer on a delta list is hashed or a shadow, so a reference may
  *       be raised under bc_delta_lock alone (buf_delta_take).
  *   (3) A shadow is never hashed, never modified, has no owner record and
@@ -38,8 +44,10 @@
 void buf_delta_init(struct buf_cache *c)
 {
 	cmutex_init(&c->bc_delta_lock);
-	list_init(&c->bc_delta_dirty[0]);
-	list_init(&c->bc_delta_dirty[1]);
+	for (int p = 0; p < 2; p++) {
+		list_init(&c->bc_delta_dirty[p]);
+		list_init(&c->bc_delta_taken[p]);
+	}
 }
 
 void buf_delta_destroy(struct buf_cache *c)
@@ -48,12 +56,12 @@ void buf_delta_destroy(struct buf_cache *c)
 	unsigned n;
 
 	/* shadows still listed (a cache destroyed mid-commit) belong to us */
-	for (int p = 0; p < 2; p++) {
+	for (int l = 0; l < 4; l++) {
+		struct list_node *head = l < 2 ? &c->bc_delta_dirty[l] : &c->bc_delta_taken[l - 2];
 		do {
 			n = 0;
 			struct list_node *node, *next;
-			for (node = c->bc_delta_dirty[p].next;
-			     node != &c->bc_delta_dirty[p] && n < 64; node = next) {
+			for (node = head->next; node != head && n < 64; node = next) {
 				next = node->next;
 				struct buf *b = container_of(node, struct buf, b_delta_node);
 				list_del(node);
@@ -147,18 +155,23 @@ int buf_fork_locked(struct buf *b, uint32_t delta)
 	s = buf_shadow_new(b);
 	if (!s)
 		return -ENOMEM;
-	/* the shadow takes @b's place on the old delta's list */
-	cmutex_lock(&c->bc_delta_lock);
-	s->b_delta_node.prev = b->b_delta_node.prev;
-	s->b_delta_node.next = b->b_delta_node.next;
-	s->b_delta_node.prev->next = &s->b_delta_node;
-	s->b_delta_node.next->prev = &s->b_delta_node;
-	list_init(&b->b_delta_node);
 	/*
-	 * The shadow is never taken: if the commit took @b, it holds @b (and
-	 * will skip it, now of another delta), so the shadow must stay
-	 * takeable for the commit's next buf_delta_take, or its data is lost.
+	 * The shadow takes @b's place on the old delta's untaken list. It is
+	 * never taken yet: if the commit took @b, it holds @b (and will skip
+	 * it, now of another delta), so the shadow must stay takeable for the
+	 * commit's next buf_delta_take, or its data is lost.
 	 */
+	cmutex_lock(&c->bc_delta_lock);
+	if (atomic_load(&b->b_taken)) {
+		list_del(&b->b_delta_node);
+		list_add_tail(&c->bc_delta_dirty[bw_delta(buf_word(b)) & 1], &s->b_delta_node);
+	} else {
+		s->b_delta_node.prev = b->b_delta_node.prev;
+		s->b_delta_node.next = b->b_delta_node.next;
+		s->b_delta_node.prev->next = &s->b_delta_node;
+		s->b_delta_node.next->prev = &s->b_delta_node;
+	}
+	list_init(&b->b_delta_node);
 	atomic_store(&s->b_taken, false);
 	atomic_store(&b->b_taken, false);
 	list_add_tail(&c->bc_delta_dirty[delta & 1], &b->b_delta_node);
@@ -190,20 +203,21 @@ uint64_t buf_forks(struct buf_cache *c)
 
 unsigned buf_delta_take(struct buf_cache *c, uint32_t delta, struct buf **out, unsigned max)
 {
-	struct list_node *n;
+	struct list_node *head = &c->bc_delta_dirty[delta & 1], *n, *next;
 	unsigned got = 0;
 
 	cmutex_lock(&c->bc_delta_lock);
-	list_for_each(n, &c->bc_delta_dirty[delta & 1])
-	{
+	for (n = head->next; n != head && got < max; n = next) {
 		struct buf *b = container_of(n, struct buf, b_delta_node);
 		uint64_t w = buf_word(b);
-		if (got == max)
-			break;
-		if (bw_delta(w) != delta || bw_state(w) != BUF_DIRTY || (w & BW_MODIFYING) ||
-		    atomic_load(&b->b_taken))
+
+		next = n->next;
+		if (bw_delta(w) != delta || bw_state(w) != BUF_DIRTY || (w & BW_MODIFYING))
 			continue;
+		assert(!atomic_load(&b->b_taken));
 		atomic_store(&b->b_taken, true);
+		list_del(n);
+		list_add_tail(&c->bc_delta_taken[delta & 1], n);
 		atomic_fetch_add(&b->b_refs, 1); /* safe: invariant (2) */
 		out[got++] = b;
 	}
@@ -228,15 +242,19 @@ static unsigned buf_delta_hold(struct buf_cache *c, uint32_t delta, struct buf *
 	unsigned got = 0;
 
 	cmutex_lock(&c->bc_delta_lock);
-	list_for_each(n, &c->bc_delta_dirty[delta & 1])
-	{
-		struct buf *b = container_of(n, struct buf, b_delta_node);
-		if (got == max)
-			break;
-		if (bw_delta(buf_word(b)) != delta)
-			continue;
-		atomic_fetch_add(&b->b_refs, 1);
-		out[got++] = b;
+	for (int l = 0; l < 2; l++) {
+		struct list_node *head =
+		    l ? &c->bc_delta_taken[delta & 1] : &c->bc_delta_dirty[delta & 1];
+		list_for_each(n, head)
+		{
+			struct buf *b = container_of(n, struct buf, b_delta_node);
+			if (got == max)
+				break;
+			if (bw_delta(buf_word(b)) != delta)
+				continue;
+			atomic_fetch_add(&b->b_refs, 1);
+			out[got++] = b;
+		}
 	}
 	cmutex_unlock(&c->bc_delta_lock);
 	return got;

@@ -57,7 +57,7 @@ struct buf {
 	struct list_node b_dirty_node; /* on or_dirty; protected by owner shard lock */
 	struct list_node b_free_node;  /* on bc_free; protected by bc_pool_lock */
 	bool b_flushing; /* taken by buf_owner_dirty, not yet Writing; owner shard lock */
-	struct list_node b_delta_node; /* on a bc_delta_dirty list; protected by bc_delta_lock */
+	struct list_node b_delta_node; /* on a bc_delta_dirty or _taken list; bc_delta_lock */
 	_Atomic bool b_taken;	       /* taken by buf_delta_take, not yet Writing */
 };
 
@@ -118,7 +118,8 @@ struct buf_cache {
 	 * only two deltas are ever live (the open one and the committing one).
 	 */
 	struct cmutex bc_delta_lock;
-	struct list_node bc_delta_dirty[2]; /* protected by bc_delta_lock */
+	struct list_node bc_delta_dirty[2]; /* not yet taken; protected by bc_delta_lock */
+	struct list_node bc_delta_taken[2]; /* taken by the commit; bc_delta_lock */
 	uint64_t bc_delta_count[2];	    /* protected by bc_delta_lock */
 };
 
