@@ -469,15 +469,17 @@ static struct buf *buf_find_or_insert(struct buf_cache *c, uint64_t owner, uint6
 	return b;
 }
 
-static int buf_get(struct buf_cache *c, uint64_t owner, uint64_t index, bool read, uint64_t hint,
-		   struct buf **out)
+enum buf_get_mode { BUF_GET_READ, BUF_GET_ZEROED, BUF_GET_OVERWRITE };
+
+static int buf_get(struct buf_cache *c, uint64_t owner, uint64_t index, enum buf_get_mode mode,
+		   uint64_t hint, struct buf **out)
 {
 	struct buf *b, *fresh = NULL;
 	int err = 0;
 
 	for (;;) {
 		err = 0;
-		b = buf_find_or_insert(c, owner, index, &fresh, read, &err);
+		b = buf_find_or_insert(c, owner, index, &fresh, mode == BUF_GET_READ, &err);
 		if (b && err == -EAGAIN) {
 			buf_put(b);
 			continue;
@@ -486,8 +488,9 @@ static int buf_get(struct buf_cache *c, uint64_t owner, uint64_t index, bool rea
 			break;
 		if ((err = buf_alloc(c, &fresh)))
 			return err;
-		if (!read) /* a read overwrites it all; a new block starts as zeros */
+		if (mode == BUF_GET_ZEROED) /* a read or the caller overwrites the rest */
 			memset(fresh->b_data, 0, c->bc_block_size);
+		SYNC_POINT("buf.alloc.taken"); /* ours, not yet hashed; no lock held */
 	}
 	if (fresh)
 		buf_free(c, fresh); /* someone else inserted it first, or attach failed */
@@ -505,18 +508,23 @@ static int buf_get(struct buf_cache *c, uint64_t owner, uint64_t index, bool rea
 
 int buf_read(struct buf_cache *c, uint64_t owner, uint64_t index, struct buf **out)
 {
-	return buf_get(c, owner, index, true, BUF_NO_HINT, out);
+	return buf_get(c, owner, index, BUF_GET_READ, BUF_NO_HINT, out);
 }
 
 int buf_read_hint(struct buf_cache *c, uint64_t owner, uint64_t index, uint64_t hint,
 		  struct buf **out)
 {
-	return buf_get(c, owner, index, true, hint, out);
+	return buf_get(c, owner, index, BUF_GET_READ, hint, out);
 }
 
 int buf_get_new(struct buf_cache *c, uint64_t owner, uint64_t index, struct buf **out)
 {
-	return buf_get(c, owner, index, false, BUF_NO_HINT, out);
+	return buf_get(c, owner, index, BUF_GET_ZEROED, BUF_NO_HINT, out);
+}
+
+int buf_get_overwrite(struct buf_cache *c, uint64_t owner, uint64_t index, struct buf **out)
+{
+	return buf_get(c, owner, index, BUF_GET_OVERWRITE, BUF_NO_HINT, out);
 }
 
 /*

@@ -108,6 +108,12 @@ int buf_read_hint(struct buf_cache *c, uint64_t owner, uint64_t index, uint64_t 
  * An existing buffer is returned as buf_read would.
  */
 int buf_get_new(struct buf_cache *c, uint64_t owner, uint64_t index, struct buf **out);
+/*
+ * buf_get_new, but a buffer created here holds undefined bytes (no
+ * memset): for a caller that overwrites the whole block inside its
+ * modification, before anyone else can see the data.
+ */
+int buf_get_overwrite(struct buf_cache *c, uint64_t owner, uint64_t index, struct buf **out);
 /* The cached, valid buffer for (owner, index), referenced, or NULL. */
 struct buf *buf_lookup(struct buf_cache *c, uint64_t owner, uint64_t index);
 /*

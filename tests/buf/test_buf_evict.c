@@ -5,8 +5,10 @@
  * evictions, and the pool never grows; buffers in use, Dirty buffers and
  * buffers being written are never evicted; when nothing can be evicted a
  * caller sleeps until a buffer is put (forced, no sleeps), or reclaim is
- * asked to clean buffers; when nothing could ever free a buffer the
- * answer is -ENOMEM, not a hang; and many threads on a tiny pool finish.
+ * asked to clean buffers; a buffer in the middle of another thread's
+ * allocation counts as held, so its pool is not given up on (forced);
+ * when nothing could ever free a buffer the answer is -ENOMEM, not a
+ * hang; and many threads on a tiny pool finish.
  */
 #include "buf_fixture.h"
 #include "harness.h"
@@ -192,6 +194,98 @@ static void test_all_dirty_without_reclaim_fails_not_hangs(void **state)
 	fixture_free(fx);
 }
 
+struct allocator {
+	struct fixture *al_fx;
+	const char *al_tag;
+	uint64_t al_index;
+	bool al_put; /* put the buffer at once */
+	int al_err;
+	enum buf_state al_state;
+	struct buf *al_buf;
+};
+
+static void *allocator_main(void *arg)
+{
+	struct allocator *al = arg;
+
+	syncpoint_thread_name(al->al_tag);
+	al->al_err = buf_get_new(al->al_fx->fx_cache, OWNER, al->al_index, &al->al_buf);
+	if (!al->al_err)
+		al->al_state = buf_state(al->al_buf);
+	SYNC_POINT("test.alloc.returned");
+	if (al->al_put) { /* never made Dirty: dropped and freed */
+		buf_put(al->al_buf);
+		al->al_buf = NULL;
+	}
+	return NULL;
+}
+
+/* B either sleeps for a buffer or has returned: either way, B moved. */
+static void note_b_moved(const char *point, void *arg)
+{
+	(void)point;
+	(void)arg;
+	syncpoint_hit("test.b.moved");
+}
+
+/*
+ * A pool of 4: 3 Dirty buffers nobody holds (no reclaim), 1 free. A takes
+ * the free one and is held before it inserts it into the hash: the buffer
+ * then has no reference and is on no list. B, asking for another new
+ * block, finds nothing free or evictable; it must count A's buffer as held
+ * and sleep until it comes back, not fail with -ENOMEM. A then puts its
+ * buffer unused (dropped, freed) and B gets it.
+ */
+static void test_buffer_being_allocated_counts_as_held(void **state)
+{
+	struct fixture *fx = fixture_new(fixture_emu(4), 4, false);
+	struct allocator a = {.al_fx = fx, .al_tag = "A", .al_index = 20, .al_put = true};
+	struct allocator b = {.al_fx = fx, .al_tag = "B", .al_index = 21};
+	struct buf_cache_stats st;
+	bool b_slept, b_returned;
+	uint32_t in_use_taken;
+	pthread_t ta, tb;
+
+	(void)state;
+	test_needs_syncpoints();
+	test_watchdog("buffer being allocated", 30);
+	for (uint64_t i = 0; i < 3; i++)
+		dirty_block(fx, i, 1);
+	syncpoint_order("test.release_a", "buf.alloc.taken@A");
+	syncpoint_callback("buf.alloc.wait_locked@B", note_b_moved, NULL);
+	syncpoint_callback("test.alloc.returned@B", note_b_moved, NULL);
+	test_thread_start(&ta, allocator_main, &a);
+	syncpoint_wait_arrived("buf.alloc.taken@A", 1); /* A has the last free buffer */
+	buf_cache_stats(fx->fx_cache, &st);
+	in_use_taken = st.bs_in_use;
+	test_thread_start(&tb, allocator_main, &b);
+	syncpoint_wait_arrived("test.b.moved", 1);
+	b_slept = syncpoint_arrived("buf.alloc.wait_locked@B") > 0;
+	b_returned = syncpoint_arrived("test.alloc.returned@B") > 0;
+	syncpoint_hit("test.release_a");
+	test_thread_join(ta); /* A inserted its buffer and put it */
+	test_thread_join(tb);
+	assert_int_equal(b.al_err, 0); /* not -ENOMEM */
+	assert_false(b_returned);      /* not before A gave its buffer back */
+	assert_true(b_slept);
+	assert_int_equal(in_use_taken, 1); /* A's buffer, unhashed and unreferenced */
+	assert_int_equal(a.al_err, 0);
+	assert_int_equal(a.al_state, BUF_INVALID);
+	assert_int_equal(b.al_state, BUF_INVALID);
+	assert_int_equal(buf_index(b.al_buf), 21);
+	assert_null(buf_find_hold(fx->fx_cache, OWNER, 20)); /* A's block was dropped */
+	buf_put(b.al_buf);
+	for (uint64_t i = 0; i < 3; i++) { /* the Dirty buffers were left alone */
+		struct buf *d = buf_lookup(fx->fx_cache, OWNER, i);
+		assert_non_null(d);
+		assert_int_equal(buf_state(d), BUF_DIRTY);
+		buf_put(d);
+	}
+	buf_cache_stats(fx->fx_cache, &st);
+	assert_int_equal(st.bs_in_use, 0);
+	fixture_free(fx);
+}
+
 #define TP_THREADS 8
 
 struct tiny_worker {
@@ -242,6 +336,7 @@ int main(void)
 	    cmocka_unit_test(test_full_pool_waits_for_a_put),
 	    cmocka_unit_test(test_all_dirty_pool_reclaims),
 	    cmocka_unit_test(test_all_dirty_without_reclaim_fails_not_hangs),
+	    cmocka_unit_test(test_buffer_being_allocated_counts_as_held),
 	    cmocka_unit_test(test_many_threads_tiny_pool),
 	};
 	return TEST_RUN("buf_evict", tests);
