@@ -322,6 +322,7 @@ int delta_sync(struct delta_sys *ds)
 	int err = 0;
 
 	assert(delta_ops_held == 0);
+	SYNC_POINT("delta.sync.lock");
 	cmutex_lock(&ds->ds_lock);
 	/* under ds_lock, so no transition slips in (bc_delta_lock is a leaf) */
 	open_dirty = buf_delta_ndirty(ds->ds_cache, ds->ds_open);
@@ -343,6 +344,35 @@ int delta_sync(struct delta_sys *ds)
 	}
 	if (ds->ds_committed < target)
 		err = ds->ds_err ? ds->ds_err : -EIO;
+	cmutex_unlock(&ds->ds_lock);
+	return err;
+}
+
+int delta_throttle(struct delta_sys *ds)
+{
+	uint32_t d;
+	int err = 0;
+
+	assert(delta_ops_held == 0);
+	cmutex_lock(&ds->ds_lock);
+	if (ds->ds_committing) {
+		d = ds->ds_committing;
+		while (ds->ds_done < d) {
+			SYNC_POINT("delta.throttle.commit_locked");
+			cmutex_wait(&ds->ds_lock, &ds->ds_cond);
+		}
+		if (ds->ds_committed < d)
+			err = ds->ds_err ? ds->ds_err : -EIO;
+	} else if (ds->ds_joined || buf_delta_ndirty(ds->ds_cache, ds->ds_open)) {
+		d = ds->ds_open;
+		if (d > ds->ds_want)
+			ds->ds_want = d;
+		pthread_cond_broadcast(&ds->ds_cond);
+		while (ds->ds_open == d) {
+			SYNC_POINT("delta.throttle.close_locked");
+			cmutex_wait(&ds->ds_lock, &ds->ds_cond);
+		}
+	}
 	cmutex_unlock(&ds->ds_lock);
 	return err;
 }

@@ -82,6 +82,15 @@ void delta_op_end(struct delta_sys *ds, struct delta_op *op);
  */
 int delta_sync(struct delta_sys *ds);
 
+/*
+ * Make room, waiting for at most one commit: if a delta is being
+ * committed, wait for its commit to end; else ask for the open delta to
+ * be committed (if operations joined it or it carries blocks) and wait
+ * only until it is closed. For a caller outside any operation that finds
+ * too many blocks dirty. Returns the awaited commit's error.
+ */
+int delta_throttle(struct delta_sys *ds);
+
 struct delta_stats {
 	uint32_t ds_open;	    /* the open delta */
 	uint32_t ds_committed;	    /* the newest committed delta */

@@ -10,8 +10,10 @@
  * which is waited for without waiting for the disk); two forks of one
  * buffer racing make one shadow; a transition waits for the operations
  * in flight and holds new ones back, so each operation lands in one
- * delta; syncs from 8 threads cost one commit; a failed commit loses
- * nothing; size and age start a commit by themselves.
+ * delta; syncs from 8 threads cost one commit; a sync that a transition
+ * overtakes before it takes the delta lock asks for no commit of the new,
+ * empty delta; a failed commit loses nothing; size and age start a commit
+ * by themselves.
  */
 #include "harness.h"
 
@@ -38,7 +40,8 @@ struct dfix {
 	pthread_mutex_t f_lock;
 	struct disk_block f_disk[OWNERS][BLOCKS]; /* protected by f_lock */
 	_Atomic int f_fail_next;
-	unsigned char f_staging[64][BS]; /* commit thread only */
+	_Atomic unsigned f_empty_commits; /* successful commits that wrote nothing */
+	unsigned char f_staging[64][BS];  /* commit thread only */
 };
 
 static struct disk_block *fix_block(struct dfix *f, struct buf *b)
@@ -96,6 +99,8 @@ static int fix_do_commit(void *ctx, uint32_t d, uint64_t *consumed)
 			return fail;
 		}
 	}
+	if (!*consumed)
+		atomic_fetch_add(&f->f_empty_commits, 1);
 	return 0;
 }
 
@@ -463,6 +468,45 @@ static void test_eight_syncs_one_commit(void **state)
 	fix_free(f);
 }
 
+/*
+ * A sync that entered delta_sync while the open delta (1) was dirty, and
+ * that a transition overtakes before it takes ds_lock (another sync
+ * commits delta 1 and opens 2), must see the new open delta as it is:
+ * empty, nobody joined, nothing to commit. Reading the dirty count before
+ * the lock made it ask for a commit of empty delta 2, which nobody had
+ * reserved for (a second commit, empty; 'reserved 0' on a volume).
+ */
+static void test_sync_overtaken_by_transition_commits_no_empty_delta(void **state)
+{
+	struct dfix *f = fix_new(0, 0);
+	struct syncer s = {.s_fx = f, .s_tag = "A"};
+	struct delta_stats st;
+	pthread_t t;
+
+	(void)state;
+	test_needs_syncpoints();
+	test_watchdog("sync overtaken by a transition", 30);
+	syncpoint_order("test.release_sync", "delta.sync.lock@A");
+	fix_write(f, OWNER0, 4, 0x77); /* delta 1 holds a dirty block */
+	test_thread_start(&t, syncer_main, &s);
+	syncpoint_wait_arrived("delta.sync.lock@A", 1); /* A: in delta_sync, before ds_lock */
+	assert_int_equal(delta_sync(f->f_ds), 0);	/* the transition: 1 commits, 2 opens */
+	delta_stats(f->f_ds, &st);
+	assert_int_equal(st.ds_commits, 1);
+	assert_int_equal(st.ds_open, 2);
+	syncpoint_hit("test.release_sync");
+	test_thread_join(t);
+	assert_int_equal(s.s_err, 0);
+	delta_stats(f->f_ds, &st);
+	assert_int_equal(st.ds_syncs, 2);
+	assert_int_equal(atomic_load(&f->f_empty_commits), 0); /* no empty delta committed */
+	assert_int_equal(st.ds_commits, 1);		       /* A's sync cost no commit */
+	assert_int_equal(st.ds_committed, 1);
+	assert_int_equal(st.ds_open, 2);
+	assert_disk(f, OWNER0, 4, 0x77, 1);
+	fix_free(f);
+}
+
 /* ---- errors and triggers --------------------------------------------------- */
 
 static void test_failed_commit_loses_nothing(void **state)
@@ -549,6 +593,7 @@ int main(void)
 	    cmocka_unit_test(test_two_forks_of_one_buffer_racing),
 	    cmocka_unit_test(test_transition_waits_for_ops_in_flight),
 	    cmocka_unit_test(test_eight_syncs_one_commit),
+	    cmocka_unit_test(test_sync_overtaken_by_transition_commits_no_empty_delta),
 	    cmocka_unit_test(test_failed_commit_loses_nothing),
 	    cmocka_unit_test(test_full_delta_commits_by_itself),
 	    cmocka_unit_test(test_old_delta_commits_by_itself),
