@@ -6,7 +6,7 @@
  *   vol_txn_begin   reserve the worst case (vol_txn_worst) and join the
  *                   open delta (delta_op_begin); never waits holding
  *                   anything (seed 000)
- *   vol_write       buf_get_new, buf_modify_begin(delta) (forks a buffer
+ *   vol_write       buf_get_overwrite, buf_modify_begin(delta) (forks a buffer
  *                   still dirty in the committing delta), copy, end
  *   vol_punch       record the punch (punch.c); if the block is cached,
  *                   zero it inside a modification, like a write
@@ -43,12 +43,14 @@
  *       cache to wait (-EAGAIN).
  *   (4) vol_committed_delta is the delta of the newest durable super
  *       root, which vol_open checks is the one recovery found.
- *   (5) A transaction begins only when fewer than two deltas' worth of
- *       blocks (2 * v_max_dirty) are dirty, else it first waits for the
- *       commit, outside any delta (vol_throttle): the open delta cannot
- *       commit while one of its transactions waits for a buffer, so it
- *       must not fill the cache, and the commit needs buffers for the map
- *       blocks of what it writes.
+ *   (5) A transaction begins only when the blocks dirty in the cache plus
+ *       those the transactions in flight (and it) may dirty stay under
+ *       v_dirty_limit, else it first waits for a commit, outside any
+ *       delta (vol_throttle): the open delta cannot commit while one of
+ *       its transactions waits for a buffer, so it must not fill the
+ *       cache, and the commit needs buffers for the map blocks of what it
+ *       writes. v_dirty_limit leaves room for those (vol_dirty_limit),
+ *       whatever dirty limit per delta was asked for.
  *
  * Lock order: delta system (ds_lock) and buffer cache locks are taken
  * and released inside their calls; bm_lock (bmap.c) and vp_lock
@@ -155,13 +157,23 @@ static uint64_t vol_txn_worst(const struct vol *v, uint64_t nblocks)
 	return payload + vol_log_overhead(v, payload);
 }
 
+/*
+ * The most blocks the cache may hold dirty (both deltas) or booked by
+ * transactions in flight: each may need its whole map path and owner
+ * record path at commit, and an eighth of the cache stays for reads.
+ */
+static uint64_t vol_dirty_limit(const struct vol *v, uint32_t nbuffers)
+{
+	uint64_t n = (uint64_t)nbuffers * 7 / 8 / vol_block_worst(v);
+
+	return MAX(n, 1);
+}
+
 /* The default dirty limit of a delta: room in the cache for a delta being
  * committed (with all its map blocks) and the next one filling up. */
 static uint32_t vol_default_max_dirty(const struct vol *v, uint32_t nbuffers)
 {
-	uint64_t n = nbuffers / (2 * vol_block_worst(v));
-
-	return (uint32_t)MAX(n, 1);
+	return (uint32_t)MAX(vol_dirty_limit(v, nbuffers) / 2, 1);
 }
 
 /* ---- reading blocks -------------------------------------------------------- */
@@ -463,6 +475,7 @@ static int vol_open_deltas(struct vol *v, const struct vol_open_opts *o)
 	uint32_t nbuffers = o->voo_cache_blocks ? o->voo_cache_blocks : VOL_CACHE_DEFAULT;
 
 	v->v_max_dirty = o->voo_max_dirty ? o->voo_max_dirty : vol_default_max_dirty(v, nbuffers);
+	v->v_dirty_limit = vol_dirty_limit(v, nbuffers);
 	dc.dc_max_dirty = v->v_max_dirty;
 	v->v_checkpoint_every =
 	    o->voo_checkpoint_every ? o->voo_checkpoint_every : VOL_CHECKPOINT_DEFAULT;
@@ -480,6 +493,8 @@ int vol_open(struct bdev *d, const struct vol_open_opts *o, struct vol **out)
 	if (!v)
 		return -ENOMEM;
 	v->v_bdev = d;
+	cmutex_init(&v->v_throttle_lock);
+	pthread_cond_init(&v->v_throttle_cond, NULL);
 	err = vol_open_log(v);
 	if (err)
 		goto out_free;
@@ -496,6 +511,8 @@ out_cache:
 out_log:
 	log_close(v->v_log);
 out_free:
+	cmutex_destroy(&v->v_throttle_lock);
+	pthread_cond_destroy(&v->v_throttle_cond);
 	free(v);
 	return err;
 }
@@ -513,6 +530,8 @@ int vol_close(struct vol *v)
 	vol_close_cache(v);
 	log_close(v->v_log);
 	bdev_close(v->v_bdev);
+	cmutex_destroy(&v->v_throttle_lock);
+	pthread_cond_destroy(&v->v_throttle_cond);
 	free(v);
 	return err ? err : cp_err;
 }
@@ -520,24 +539,50 @@ int vol_close(struct vol *v)
 /* ---- transactions ------------------------------------------------------------ */
 
 /*
- * Before joining a delta (so waiting is safe: seed 000), wait for the
- * commit while two deltas' worth of blocks are dirty: the open delta
- * cannot commit while a transaction in it waits for a buffer, so the
- * cache must not fill up with its blocks, and the commit needs buffers
- * for the map blocks of what it writes (vol_default_max_dirty).
+ * Before joining a delta (so waiting is safe: seed 000), make sure the
+ * blocks dirty in the cache, plus those the transactions in flight and
+ * this one may still dirty, stay under v_dirty_limit: the open delta
+ * cannot commit while one of its transactions waits for a buffer, and
+ * the commit needs buffers for the map blocks of what it writes. Over
+ * the limit, wait for one commit (delta_throttle) and look again.
+ * Transactions book their blocks in v_inflight until they end.
  */
-static int vol_throttle(struct vol *v)
+/* Wait until some transaction ends (one ended since @ends was read). */
+static void vol_throttle_wait_end(struct vol *v, uint64_t ends)
 {
-	struct delta_stats st;
-	uint64_t dirty;
+	cmutex_lock(&v->v_throttle_lock);
+	atomic_fetch_add(&v->v_throttle_waiters, 1);
+	while (atomic_load(&v->v_txn_ends) == ends) {
+		SYNC_POINT("vol.txn.throttle_wait_locked");
+		cmutex_wait(&v->v_throttle_lock, &v->v_throttle_cond);
+	}
+	atomic_fetch_sub(&v->v_throttle_waiters, 1);
+	cmutex_unlock(&v->v_throttle_lock);
+}
 
-	delta_stats(v->v_ds, &st);
-	dirty =
-	    buf_delta_ndirty(v->v_cache, st.ds_open) + buf_delta_ndirty(v->v_cache, st.ds_open - 1);
-	if (dirty < 2 * (uint64_t)v->v_max_dirty)
-		return 0;
-	SYNC_POINT("vol.txn.throttle");
-	return delta_sync(v->v_ds);
+static int vol_throttle(struct vol *v, uint64_t nblocks)
+{
+	for (;;) {
+		uint64_t ends = atomic_load(&v->v_txn_ends), dirty, inflight;
+		struct delta_stats st;
+		int err;
+
+		delta_stats(v->v_ds, &st);
+		dirty = buf_delta_ndirty(v->v_cache, st.ds_open) +
+			buf_delta_ndirty(v->v_cache, st.ds_open - 1);
+		inflight = atomic_fetch_add(&v->v_inflight, nblocks);
+		if (dirty + inflight + nblocks <= v->v_dirty_limit)
+			return 0;
+		atomic_fetch_sub(&v->v_inflight, nblocks);
+		SYNC_POINT("vol.txn.throttle");
+		if (!dirty) { /* only transactions in flight: wait for one to end */
+			vol_throttle_wait_end(v, ends);
+			continue;
+		}
+		err = delta_throttle(v->v_ds);
+		if (err)
+			return err;
+	}
 }
 
 int vol_txn_begin(struct vol *v, uint64_t nblocks, unsigned flags, struct vol_txn *t)
@@ -547,28 +592,51 @@ int vol_txn_begin(struct vol *v, uint64_t nblocks, unsigned flags, struct vol_tx
 
 	if ((flags & ~VOL_TXN_FREEING) || nblocks > VOL_MAX_INDEX)
 		return -EINVAL;
-	err = vol_throttle(v);
+	if (nblocks > v->v_dirty_limit) {
+		log_err("vol: a transaction of %" PRIu64
+			" blocks cannot fit in the cache (at most %" PRIu64 ")",
+			nblocks, v->v_dirty_limit);
+		return -EINVAL;
+	}
+	err = vol_throttle(v, nblocks);
 	if (err)
 		return err;
 	err = delta_op_begin(v->v_ds, vol_txn_worst(v, nblocks), res, &t->vt_op);
-	if (err)
+	if (err) {
+		atomic_fetch_sub(&v->v_inflight, nblocks);
 		return err;
+	}
 	t->vt_vol = v;
 	t->vt_left = nblocks;
+	t->vt_booked = nblocks;
 	vol_busy_enter();
 	return 0;
 }
 
 void vol_txn_end(struct vol_txn *t)
 {
-	delta_op_end(t->vt_vol->v_ds, &t->vt_op);
+	struct vol *v = t->vt_vol;
+
+	delta_op_end(v->v_ds, &t->vt_op);
+	atomic_fetch_sub(&v->v_inflight, t->vt_booked);
+	atomic_fetch_add(&v->v_txn_ends, 1);
+	if (atomic_load(&v->v_throttle_waiters)) { /* seq_cst: pairs with the waiter's */
+		cmutex_lock(&v->v_throttle_lock);
+		pthread_cond_broadcast(&v->v_throttle_cond);
+		cmutex_unlock(&v->v_throttle_lock);
+	}
 	vol_busy_leave();
+}
+
+static bool vol_owner_valid(uint64_t owner, uint64_t index)
+{
+	return owner >= VOL_CLIENT_META && owner <= VOL_MAX_OWNER && index <= VOL_MAX_INDEX;
 }
 
 /* Check a front-end change of (owner, index) and count it against @t. */
 static int vol_txn_charge(struct vol_txn *t, uint64_t owner, uint64_t index)
 {
-	if (owner < VOL_FIRST_OWNER || owner > VOL_MAX_OWNER || index > VOL_MAX_INDEX)
+	if (!vol_owner_valid(owner, index))
 		return -EINVAL;
 	if (!t->vt_left) {
 		log_err("vol: transaction changes more blocks than it reserved");
@@ -589,13 +657,40 @@ int vol_write(struct vol_txn *t, uint64_t owner, uint64_t index, const void *dat
 	err = vol_txn_charge(t, owner, index);
 	if (err)
 		return err;
-	err = buf_get_new(v->v_cache, owner, index, &b);
+	err = buf_get_overwrite(v->v_cache, owner, index, &b);
 	if (err)
 		return err;
 	err = buf_modify_begin(b, t->vt_op.dop_delta);
 	if (!err) {
 		vol_punch_cancel(&v->v_punches, owner, index, t->vt_op.dop_delta);
 		memcpy(buf_data(b), data, v->v_block_size);
+		buf_modify_end(b);
+	}
+	buf_put(b);
+	return err;
+}
+
+int vol_write_range(struct vol_txn *t, uint64_t owner, uint64_t index, uint32_t off, uint32_t len,
+		    const void *data)
+{
+	struct vol *v = t->vt_vol;
+	struct buf *b;
+	int err;
+
+	if (off > v->v_block_size || len > v->v_block_size - off)
+		return -EINVAL;
+	if (off == 0 && len == v->v_block_size)
+		return vol_write(t, owner, index, data);
+	err = vol_txn_charge(t, owner, index);
+	if (err)
+		return err;
+	err = buf_read(v->v_cache, owner, index, &b);
+	if (err)
+		return err;
+	err = buf_modify_begin(b, t->vt_op.dop_delta);
+	if (!err) {
+		vol_punch_cancel(&v->v_punches, owner, index, t->vt_op.dop_delta);
+		memcpy((unsigned char *)buf_data(b) + off, data, len);
 		buf_modify_end(b);
 	}
 	buf_put(b);
@@ -631,19 +726,25 @@ int vol_punch(struct vol_txn *t, uint64_t owner, uint64_t index)
 	return err;
 }
 
-int vol_read(struct vol *v, uint64_t owner, uint64_t index, void *data)
+int vol_read_range(struct vol *v, uint64_t owner, uint64_t index, uint32_t off, uint32_t len,
+		   void *data)
 {
 	struct buf *b;
 	int err;
 
-	if (owner < VOL_FIRST_OWNER || owner > VOL_MAX_OWNER || index > VOL_MAX_INDEX)
+	if (!vol_owner_valid(owner, index) || off > v->v_block_size || len > v->v_block_size - off)
 		return -EINVAL;
 	err = buf_read(v->v_cache, owner, index, &b);
 	if (err)
 		return err;
-	memcpy(data, buf_data(b), v->v_block_size);
+	memcpy(data, (const unsigned char *)buf_data(b) + off, len);
 	buf_put(b);
 	return 0;
+}
+
+int vol_read(struct vol *v, uint64_t owner, uint64_t index, void *data)
+{
+	return vol_read_range(v, owner, index, 0, v->v_block_size, data);
 }
 
 int vol_sync(struct vol *v)

@@ -26,6 +26,13 @@
 #include "delta/delta.h"
 #include "log/log.h"
 
+/*
+ * Owners 0..VOL_CLIENT_META-1 are the volume's own metadata files;
+ * VOL_CLIENT_META..VOL_FIRST_OWNER-1 are the client's (the namespace's
+ * inode file, ...), and from VOL_FIRST_OWNER on its ordinary owners:
+ * both are written and read alike.
+ */
+#define VOL_CLIENT_META 8
 #define VOL_FIRST_OWNER 16
 #define VOL_MAX_OWNER	((1ULL << 42) - 1)
 #define VOL_MAX_INDEX	((1ULL << 36) - 1) /* 2^36 blocks of 4 KiB: 256 TiB per owner */
@@ -66,6 +73,7 @@ struct vol_txn {
 	struct vol *vt_vol;
 	struct delta_op vt_op; /* membership of the delta */
 	uint64_t vt_left;      /* writes and punches its reservation still covers */
+	uint64_t vt_booked;    /* blocks counted in flight (the throttle's) */
 };
 
 /*
@@ -75,17 +83,27 @@ struct vol_txn {
  * marks a transaction that frees space: it may use the kept reserve, so
  * deletion works on a full volume. May first wait for a commit when the
  * cache holds too many dirty blocks. Transactions do not nest (one per
- * thread). -ENOSPC; -EINVAL for unknown flags; a failed commit's error.
+ * thread). -ENOSPC; -EINVAL for unknown flags or more blocks than the
+ * cache can hold for one commit; a failed commit's error.
  */
 #define VOL_TXN_FREEING 0x1
 int vol_txn_begin(struct vol *v, uint64_t nblocks, unsigned flags, struct vol_txn *t);
 void vol_txn_end(struct vol_txn *t);
 
 /*
- * Write a whole block. -EINVAL for a reserved owner, an index past
+ * Write a whole block. -EINVAL for one of the volume's own owners, an index past
  * VOL_MAX_INDEX, or a transaction past the @nblocks it reserved.
  */
 int vol_write(struct vol_txn *t, uint64_t owner, uint64_t index, const void *data);
+/*
+ * Write @len bytes at byte @off of a block (@off + @len at most a
+ * block), keeping the rest of its content: read (if not cached), then
+ * changed inside one modification, so concurrent partial writes of one
+ * block never lose each other's bytes. Counts as one block of @t.
+ * Errors as vol_write, -EINVAL for a range past the block, and a read's.
+ */
+int vol_write_range(struct vol_txn *t, uint64_t owner, uint64_t index, uint32_t off, uint32_t len,
+		    const void *data);
 /*
  * Forget a block: it reads as zeros again and its space is no longer
  * live (its map entry is cleared when the delta commits). Errors as
@@ -99,6 +117,9 @@ int vol_punch(struct vol_txn *t, uint64_t owner, uint64_t index);
  * same block may see part of each: the layer above serializes them.
  */
 int vol_read(struct vol *v, uint64_t owner, uint64_t index, void *data);
+/* vol_read of @len bytes at byte @off of the block. */
+int vol_read_range(struct vol *v, uint64_t owner, uint64_t index, uint32_t off, uint32_t len,
+		   void *data);
 /* Make every ended transaction durable (group commit); the commit's error. */
 int vol_sync(struct vol *v);
 

@@ -265,18 +265,24 @@ void vol_punch_requeue(struct vol_punches *p, uint32_t from, uint32_t to);
 /* ---- vol.c: the volume -------------------------------------------------- */
 
 struct vol {
-	struct bdev *v_bdev;	      /* immutable */
-	struct log *v_log;	      /* immutable */
-	struct log_geometry v_geo;    /* immutable */
-	struct buf_cache *v_cache;    /* immutable */
-	struct buf_track *v_track;    /* immutable: zone = segment */
-	struct delta_sys *v_ds;	      /* immutable once open */
-	uint32_t v_block_size;	      /* immutable */
-	uint32_t v_recs_per_block;    /* immutable: owner records per block */
-	unsigned v_height_max;	      /* immutable: levels of an owner's map */
-	unsigned v_otab_height_max;   /* immutable: levels of the owner table's */
-	uint32_t v_checkpoint_every;  /* immutable */
-	uint32_t v_max_dirty;	      /* immutable: a delta's dirty limit */
+	struct bdev *v_bdev;	     /* immutable */
+	struct log *v_log;	     /* immutable */
+	struct log_geometry v_geo;   /* immutable */
+	struct buf_cache *v_cache;   /* immutable */
+	struct buf_track *v_track;   /* immutable: zone = segment */
+	struct delta_sys *v_ds;	     /* immutable once open */
+	uint32_t v_block_size;	     /* immutable */
+	uint32_t v_recs_per_block;   /* immutable: owner records per block */
+	unsigned v_height_max;	     /* immutable: levels of an owner's map */
+	unsigned v_otab_height_max;  /* immutable: levels of the owner table's */
+	uint32_t v_checkpoint_every; /* immutable */
+	uint32_t v_max_dirty;	     /* immutable: a delta's dirty limit */
+	uint64_t v_dirty_limit;	     /* immutable: vol.c invariant (5) */
+	_Atomic uint64_t v_inflight; /* blocks booked by open transactions */
+	_Atomic uint64_t v_txn_ends; /* transactions ended, for the throttle */
+	_Atomic unsigned v_throttle_waiters;
+	struct cmutex v_throttle_lock; /* a leaf: only to wait for a txn end */
+	pthread_cond_t v_throttle_cond;
 	struct bmap v_map;	      /* lock and generation of every map */
 	struct bmap_tree v_otab;      /* the owner table's map (bmap_tree rules) */
 	struct vol_punches v_punches; /* its own lock */

@@ -251,7 +251,7 @@ static void test_reserved_owners_and_overruns_refused(void **state)
 	static const uint64_t bad[][2] = {
 	    {0, 0},
 	    {VOL_OTAB_OWNER, 0},
-	    {VOL_FIRST_OWNER - 1, 0},
+	    {VOL_CLIENT_META - 1, 0},
 	    {VOL_MAX_OWNER + 1, 0},
 	    {OWNER, VOL_MAX_INDEX + 1},
 	    {OWNER, VOL_META_BIT},
@@ -283,6 +283,169 @@ static void test_reserved_owners_and_overruns_refused(void **state)
 static void *sync_main(void *arg)
 {
 	return (void *)(intptr_t)vol_sync(arg);
+}
+
+/*
+ * vol_write_range keeps the rest of the block, from the cache, from disk
+ * and over a hole; client metadata owners work like others; a range past
+ * the block is refused.
+ */
+static void test_write_range(void **state)
+{
+	char path[VF_PATH_MAX];
+	unsigned char data[VF_BS], want[VF_BS], bytes[100];
+	struct vol_txn t;
+	struct vol *v;
+
+	(void)state;
+	vf_mkfs_file(path, DEV_BLOCKS);
+	v = vf_open_file(path, 0);
+	vf_write(v, OWNER, 3, 1);
+	assert_int_equal(vol_sync(v), 0);
+	assert_int_equal(vol_close(v), 0);
+	v = vf_open_file(path, 0); /* block 3 is on disk only */
+	memset(bytes, 0xab, sizeof(bytes));
+	assert_int_equal(vol_txn_begin(v, 4, 0, &t), 0);
+	assert_int_equal(vol_write_range(&t, OWNER, 3, 4000, 96, bytes), 0);
+	assert_int_equal(vol_write_range(&t, OWNER, 9, 10, 100, bytes), 0); /* a hole */
+	assert_int_equal(vol_write_range(&t, VOL_CLIENT_META, 0, 0, 8, bytes), 0);
+	assert_int_equal(vol_write_range(&t, OWNER, 3, 4000, 97, bytes), -EINVAL);
+	assert_int_equal(vol_write_range(&t, OWNER, 3, VF_BS + 1, 0, bytes), -EINVAL);
+	vol_txn_end(&t);
+	for (int pass = 0; pass < 2; pass++) {
+		vf_pattern(want, OWNER, 3, 1);
+		memset(want + 4000, 0xab, 96);
+		assert_int_equal(vol_read(v, OWNER, 3, data), 0);
+		assert_memory_equal(data, want, VF_BS);
+		memset(want, 0, VF_BS);
+		memset(want + 10, 0xab, 100);
+		assert_int_equal(vol_read(v, OWNER, 9, data), 0);
+		assert_memory_equal(data, want, VF_BS);
+		assert_int_equal(vol_read_range(v, VOL_CLIENT_META, 0, 0, 8, data), 0);
+		assert_memory_equal(data, bytes, 8);
+		assert_int_equal(vol_read_range(v, OWNER, 9, 4090, 7, data), -EINVAL);
+		assert_int_equal(vol_close(v), 0);
+		v = vf_open_file(path, 0); /* and again from disk */
+	}
+	assert_int_equal(vol_close(v), 0);
+	vf_remove_file(path);
+}
+
+/* Threads each own a range of one block: no partial write loses another's. */
+enum { RANGE_THREADS = 4, RANGE_ROUNDS = 200, RANGE_BYTES = VF_BS / RANGE_THREADS };
+
+struct range_arg {
+	struct vol *ra_vol;
+	unsigned ra_id;
+};
+
+static void *range_writer(void *arg)
+{
+	struct range_arg *a = arg;
+	unsigned char bytes[RANGE_BYTES];
+
+	for (unsigned r = 1; r <= RANGE_ROUNDS; r++) {
+		struct vol_txn t;
+
+		memset(bytes, (int)(a->ra_id * 50 + r % 50), sizeof(bytes));
+		assert_int_equal(vol_txn_begin(a->ra_vol, 1, 0, &t), 0);
+		assert_int_equal(
+		    vol_write_range(&t, OWNER, 0, a->ra_id * RANGE_BYTES, RANGE_BYTES, bytes), 0);
+		vol_txn_end(&t);
+		if (r % 50 == 0)
+			assert_int_equal(vol_sync(a->ra_vol), 0);
+	}
+	return NULL;
+}
+
+static void test_write_range_threads(void **state)
+{
+	struct bdev *d = vf_mkfs(DEV_BLOCKS);
+	struct vol *v = vf_open(d, 64), *img;
+	struct range_arg args[RANGE_THREADS];
+	pthread_t th[RANGE_THREADS];
+	unsigned char data[VF_BS];
+
+	(void)state;
+	test_watchdog("test_write_range_threads", 120);
+	for (unsigned i = 0; i < RANGE_THREADS; i++) {
+		args[i] = (struct range_arg){v, i};
+		test_thread_start(&th[i], range_writer, &args[i]);
+	}
+	for (unsigned i = 0; i < RANGE_THREADS; i++)
+		test_thread_join(th[i]);
+	assert_int_equal(vol_sync(v), 0);
+	img = vf_reopen_copy(d, 64);
+	for (int k = 0; k < 2; k++) {
+		assert_int_equal(vol_read(k ? img : v, OWNER, 0, data), 0);
+		for (unsigned i = 0; i < VF_BS; i++)
+			assert_int_equal(data[i], (i / RANGE_BYTES) * 50 + RANGE_ROUNDS % 50);
+	}
+	assert_int_equal(vol_close(img), 0);
+	assert_int_equal(vol_close(v), 0);
+	test_watchdog_cancel();
+}
+
+/*
+ * A dirty limit per delta far beyond what the cache can commit (deltas
+ * close at syncs only) and scattered writes, each needing its own map
+ * path, from several threads into a small cache: the throttle keeps the
+ * blocks dirty or booked within what the cache can commit, so the
+ * commit always finds buffers for the map blocks. Before the throttle
+ * counted transactions in flight and bounded by the cache itself, this
+ * hung (the watchdog fails it). A transaction larger than the cache can
+ * ever commit is refused.
+ */
+enum { FLOOD_THREADS = 4, FLOOD_TXNS = 40, FLOOD_TXN_BLOCKS = 4 };
+
+static void *flood_writer(void *arg)
+{
+	struct range_arg *a = arg;
+	unsigned char data[VF_BS];
+
+	for (unsigned i = 0; i < FLOOD_TXNS; i++) {
+		struct vol_txn t;
+
+		assert_int_equal(vol_txn_begin(a->ra_vol, FLOOD_TXN_BLOCKS, 0, &t), 0);
+		for (unsigned j = 0; j < FLOOD_TXN_BLOCKS; j++) {
+			uint64_t index = ((uint64_t)(i * FLOOD_TXN_BLOCKS + j) << 18) + a->ra_id;
+
+			vf_pattern(data, OWNER + a->ra_id, index, 1);
+			assert_int_equal(vol_write(&t, OWNER + a->ra_id, index, data), 0);
+		}
+		vol_txn_end(&t);
+	}
+	return NULL;
+}
+
+static void test_throttle_bounds_dirty_blocks_by_the_cache(void **state)
+{
+	struct vol_open_opts oo = {
+	    .voo_cache_blocks = 160, .voo_max_dirty = 1u << 30, .voo_max_age_ms = 3600 * 1000};
+	struct bdev *d = vf_mkfs(DEV_BLOCKS * 4);
+	struct range_arg args[FLOOD_THREADS];
+	pthread_t th[FLOOD_THREADS];
+	struct vol_txn t;
+	struct vol *v, *img;
+
+	(void)state;
+	test_watchdog("test_throttle_bounds_dirty_blocks_by_the_cache", 120);
+	assert_int_equal(vol_open(d, &oo, &v), 0);
+	assert_int_equal(vol_txn_begin(v, 160, 0, &t), -EINVAL);
+	for (unsigned i = 0; i < FLOOD_THREADS; i++) {
+		args[i] = (struct range_arg){v, i};
+		test_thread_start(&th[i], flood_writer, &args[i]);
+	}
+	for (unsigned i = 0; i < FLOOD_THREADS; i++)
+		test_thread_join(th[i]);
+	assert_int_equal(vol_sync(v), 0);
+	img = vf_reopen_copy(d, 0);
+	for (unsigned w = 0; w < FLOOD_THREADS; w++)
+		for (unsigned k = 0; k < FLOOD_TXNS * FLOOD_TXN_BLOCKS; k++)
+			vf_expect(img, OWNER + w, ((uint64_t)k << 18) + w, 1);
+	assert_int_equal(vol_close(img), 0);
+	assert_int_equal(vol_close(v), 0);
+	test_watchdog_cancel();
 }
 
 static void test_fork_while_committing(void **state)
@@ -749,6 +912,9 @@ int main(void)
 	    cmocka_unit_test(test_punch),
 	    cmocka_unit_test(test_many_owners),
 	    cmocka_unit_test(test_reserved_owners_and_overruns_refused),
+	    cmocka_unit_test(test_write_range),
+	    cmocka_unit_test(test_write_range_threads),
+	    cmocka_unit_test(test_throttle_bounds_dirty_blocks_by_the_cache),
 	    cmocka_unit_test(test_fork_while_committing),
 	    cmocka_unit_test(test_fork_after_the_commit_took_the_block),
 	    cmocka_unit_test(test_walk_across_a_commit),
