@@ -258,21 +258,38 @@ int delta_sys_destroy(struct delta_sys *ds)
 	return err;
 }
 
-/* Reserve, forcing a commit (which reconciles) once on a shortfall. */
+/*
+ * Reserve, forcing a commit (which releases the committed delta's
+ * reservations) on a shortfall, and again while commits free something:
+ * other threads may take what a commit released before this one retries.
+ * -ENOSPC once a commit brought nothing new.
+ */
 static int delta_reserve(struct delta_sys *ds, uint64_t reserve, unsigned flags)
 {
 	int err;
 
 	if (!ds->ds_log || !reserve)
 		return 0;
-	err = log_space_reserve(ds->ds_log, reserve, flags);
-	if (err != -ENOSPC)
-		return err;
-	SYNC_POINT("delta.reserve.short");
-	err = delta_sync(ds);
-	if (err)
-		return err;
-	return log_space_reserve(ds->ds_log, reserve, flags);
+	for (;;) {
+		uint32_t before;
+
+		err = log_space_reserve(ds->ds_log, reserve, flags);
+		if (err != -ENOSPC)
+			return err;
+		SYNC_POINT("delta.reserve.short");
+		cmutex_lock(&ds->ds_lock);
+		before = ds->ds_committed;
+		cmutex_unlock(&ds->ds_lock);
+		err = delta_sync(ds);
+		if (err)
+			return err;
+		cmutex_lock(&ds->ds_lock);
+		err = ds->ds_committed == before ? -ENOSPC : 0;
+		cmutex_unlock(&ds->ds_lock);
+		SYNC_POINT("delta.reserve.retry");
+		if (err)
+			return log_space_reserve(ds->ds_log, reserve, flags);
+	}
 }
 
 int delta_op_begin(struct delta_sys *ds, uint64_t reserve, unsigned flags, struct delta_op *op)

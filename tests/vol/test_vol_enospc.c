@@ -12,6 +12,7 @@
 #include "harness.h"
 #include "vol_fixture.h"
 
+#include "util/syncpoint.h"
 #include "vol/vol_internal.h"
 
 #include <stdlib.h>
@@ -122,10 +123,91 @@ static void test_fill_from_threads_then_free(void **state)
 	test_watchdog_cancel();
 }
 
+/*
+ * The retry after a forced commit races with other reservers: A falls
+ * short, its commit releases the open delta's reservations, B takes
+ * them before A retries (forced: A is held at delta.reserve.retry until
+ * B has reserved and ended). A must commit again, not fail: a volume
+ * holding a few blocks of data cannot be "full". A single retry gave
+ * -ENOSPC here.
+ */
+struct racer {
+	struct vol *r_vol;
+	uint64_t r_nblocks;
+	int r_err;
+};
+
+static void *racer_main(void *arg)
+{
+	struct racer *r = arg;
+	struct vol_txn t;
+
+	syncpoint_thread_name("A");
+	r->r_err = vol_txn_begin(r->r_vol, r->r_nblocks, 0, &t);
+	if (!r->r_err)
+		vol_txn_end(&t);
+	return NULL;
+}
+
+static void test_reserve_retry_raced_by_another_reserver(void **state)
+{
+	struct bdev *d;
+	struct vol *v;
+	struct vol_txn t;
+	struct log_space sp;
+	struct racer a;
+	pthread_t th;
+	uint64_t n = 1;
+
+	(void)state;
+	if (!SYNCPOINTS_BUILT)
+		skip();
+	test_watchdog("test_reserve_retry_raced_by_another_reserver", 60);
+	d = vf_mkfs(DEV_BLOCKS * 4);
+	v = vf_open(d, 0);
+	vol_space(v, &sp);
+	/* the smallest transaction whose worst case is over a third of what is free */
+	for (;; n++) {
+		struct log_space in;
+
+		assert_int_equal(vol_txn_begin(v, n, 0, &t), 0);
+		vol_space(v, &in);
+		vol_txn_end(&t);
+		assert_int_equal(vol_sync(v), 0);
+		if (3 * (in.sp_reserved - sp.sp_reserved) > sp.sp_free)
+			break;
+	}
+	vol_space(v, &sp);
+	assert_int_equal(sp.sp_reserved, 0);
+	/* two of them fill the reservations of the open delta: the third falls short */
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(vol_txn_begin(v, n, 0, &t), 0);
+		vol_txn_end(&t);
+	}
+	a = (struct racer){v, n, 1};
+	syncpoint_reset();
+	syncpoint_enable();
+	syncpoint_order("test.b.reserved", "delta.reserve.retry@A");
+	test_thread_start(&th, racer_main, &a);
+	syncpoint_wait_arrived("delta.reserve.retry@A", 1);
+	/* A's commit released both; B takes two again before A retries */
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(vol_txn_begin(v, n, 0, &t), 0);
+		vol_txn_end(&t);
+	}
+	SYNC_POINT("test.b.reserved");
+	test_thread_join(th);
+	assert_int_equal(a.r_err, 0);
+	syncpoint_reset();
+	assert_int_equal(vol_close(v), 0);
+	test_watchdog_cancel();
+}
+
 int main(void)
 {
 	static const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_fill_from_threads_then_free),
+	    cmocka_unit_test(test_reserve_retry_raced_by_another_reserver),
 	};
 
 	vf_filter_from_env();
