@@ -104,13 +104,16 @@ void buf_delta_retag_locked(struct buf *b, uint32_t delta)
 	uint64_t w = buf_word(b);
 	unsigned from = bw_delta(w) & 1, to = delta & 1;
 
-	if (list_linked(&b->b_delta_node) && from != to) {
+	if (from != to) {
+		/* neighbours' takes and forks rewrite the node: read it locked */
 		cmutex_lock(&c->bc_delta_lock);
-		list_del(&b->b_delta_node);
-		c->bc_delta_count[from]--;
-		list_add_tail(&c->bc_delta_dirty[to], &b->b_delta_node);
-		c->bc_delta_count[to]++;
-		atomic_store(&b->b_taken, false);
+		if (list_linked(&b->b_delta_node)) {
+			list_del(&b->b_delta_node);
+			c->bc_delta_count[from]--;
+			list_add_tail(&c->bc_delta_dirty[to], &b->b_delta_node);
+			c->bc_delta_count[to]++;
+			atomic_store(&b->b_taken, false);
+		}
 		cmutex_unlock(&c->bc_delta_lock);
 	}
 	w &= (1ULL << BW_DELTA_SHIFT) - 1;
@@ -265,11 +268,14 @@ static bool buf_requeue_one(struct buf *b, uint32_t from, uint32_t to)
 {
 	struct buf_shard *sh = buf_shard_of(b);
 	uint64_t w;
-	bool moved = false;
+	bool moved = false, linked;
 
 	cmutex_lock(&sh->bsh_lock);
 	w = buf_word(b);
-	if (bw_delta(w) == from && list_linked(&b->b_delta_node)) {
+	cmutex_lock(&b->b_cache->bc_delta_lock); /* neighbours rewrite the node */
+	linked = list_linked(&b->b_delta_node);
+	cmutex_unlock(&b->b_cache->bc_delta_lock);
+	if (bw_delta(w) == from && linked) {
 		if (w & BW_SHADOW) {
 			/* its buffer is dirty in a newer delta with newer data */
 			buf_state_set_locked(b, BUF_DROPPED);
