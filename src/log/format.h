@@ -21,7 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define LOG_FORMAT_VERSION 1u
+#define LOG_FORMAT_VERSION 2u /* 2: mount nonces in log headers and slots */
 
 #define LOG_SB_MAGIC  "CAIRNSB1" /* superblock */
 #define LOG_CP_MAGIC  "CAIRNCP1" /* checkpoint slot */
@@ -60,7 +60,7 @@ struct log_super_disk {
 	uint8_t sd_uuid[16];
 	char sd_label[LOG_LABEL_LEN]; /* NUL-terminated, zero-padded */
 	uint64_t sd_ctime;	      /* format time, seconds since the epoch */
-	uint64_t sd_features;	      /* 0 in version 1 */
+	uint64_t sd_features;	      /* 0: no feature bits are defined */
 	uint64_t sd_checksum;	      /* over this struct, this field zero */
 };
 
@@ -102,19 +102,21 @@ struct log_cp_disk {
 	uint64_t cd_log_blk;	      /* header block of that log */
 	uint64_t cd_sr_blk;	      /* the super root block */
 	uint64_t cd_delta;	      /* the super root's delta */
+	uint64_t cd_log_nonce;	      /* hd_nonce of that log */
 	uint8_t cd_uuid[16];	      /* the superblock's */
 	uint64_t cd_checksum;	      /* over this struct, this field zero */
 };
 
-_Static_assert(sizeof(struct log_cp_disk) == 80, "checkpoint slot size");
+_Static_assert(sizeof(struct log_cp_disk) == 88, "checkpoint slot size");
 _Static_assert(offsetof(struct log_cp_disk, cd_version) == 8, "cd_version");
 _Static_assert(offsetof(struct log_cp_disk, cd_cp_seq) == 16, "cd_cp_seq");
 _Static_assert(offsetof(struct log_cp_disk, cd_log_seq) == 24, "cd_log_seq");
 _Static_assert(offsetof(struct log_cp_disk, cd_log_blk) == 32, "cd_log_blk");
 _Static_assert(offsetof(struct log_cp_disk, cd_sr_blk) == 40, "cd_sr_blk");
 _Static_assert(offsetof(struct log_cp_disk, cd_delta) == 48, "cd_delta");
-_Static_assert(offsetof(struct log_cp_disk, cd_uuid) == 56, "cd_uuid");
-_Static_assert(offsetof(struct log_cp_disk, cd_checksum) == 72, "cd_checksum");
+_Static_assert(offsetof(struct log_cp_disk, cd_log_nonce) == 56, "cd_log_nonce");
+_Static_assert(offsetof(struct log_cp_disk, cd_uuid) == 64, "cd_uuid");
+_Static_assert(offsetof(struct log_cp_disk, cd_checksum) == 80, "cd_checksum");
 
 static inline void log_cp_le(struct log_cp_disk *c)
 {
@@ -125,6 +127,7 @@ static inline void log_cp_le(struct log_cp_disk *c)
 	c->cd_log_blk = htole64(c->cd_log_blk);
 	c->cd_sr_blk = htole64(c->cd_sr_blk);
 	c->cd_delta = htole64(c->cd_delta);
+	c->cd_log_nonce = htole64(c->cd_log_nonce);
 	c->cd_checksum = htole64(c->cd_checksum);
 }
 
@@ -139,6 +142,14 @@ static inline void log_cp_le(struct log_cp_disk *c)
  * hd_nentries payload blocks. hd_sum_csum covers the header block (with
  * hd_sum_csum and hd_data_csum zero) followed by every summary block;
  * hd_data_csum covers the payload blocks.
+ *
+ * hd_nonce names the mount that wrote the log: a random nonzero value
+ * drawn each time the write head is placed (a fresh volume opened, or
+ * a recovery), the same in every log that mount writes. The link to the
+ * previous log is hd_prev_nonce and hd_prev_sum, and hd_sum_csum covers
+ * hd_nonce, so a log a later mount rewrites in place never links to
+ * what an earlier mount left after it, even when its header and summary
+ * are otherwise the same (log.c (3)).
  */
 struct log_header_disk {
 	char hd_magic[LOG_MAGIC_LEN]; /* "CAIRNLG1" */
@@ -150,12 +161,14 @@ struct log_header_disk {
 	uint32_t hd_nentries;	      /* payload blocks */
 	uint64_t hd_next_blk;	      /* header block of the next log */
 	uint8_t hd_uuid[16];	      /* the superblock's */
+	uint64_t hd_nonce;	      /* the writing mount's; never 0 */
+	uint64_t hd_prev_nonce;	      /* hd_nonce of the previous log; 0 for the first */
 	uint64_t hd_prev_sum;	      /* hd_sum_csum of the previous log; 0 for the first */
 	uint64_t hd_sum_csum;	      /* header block + summary blocks */
 	uint64_t hd_data_csum;	      /* payload blocks */
 };
 
-_Static_assert(sizeof(struct log_header_disk) == 88, "log header size");
+_Static_assert(sizeof(struct log_header_disk) == 104, "log header size");
 _Static_assert(offsetof(struct log_header_disk, hd_version) == 8, "hd_version");
 _Static_assert(offsetof(struct log_header_disk, hd_flags) == 12, "hd_flags");
 _Static_assert(offsetof(struct log_header_disk, hd_seq) == 16, "hd_seq");
@@ -164,9 +177,11 @@ _Static_assert(offsetof(struct log_header_disk, hd_nblocks) == 32, "hd_nblocks")
 _Static_assert(offsetof(struct log_header_disk, hd_nentries) == 36, "hd_nentries");
 _Static_assert(offsetof(struct log_header_disk, hd_next_blk) == 40, "hd_next_blk");
 _Static_assert(offsetof(struct log_header_disk, hd_uuid) == 48, "hd_uuid");
-_Static_assert(offsetof(struct log_header_disk, hd_prev_sum) == 64, "hd_prev_sum");
-_Static_assert(offsetof(struct log_header_disk, hd_sum_csum) == 72, "hd_sum_csum");
-_Static_assert(offsetof(struct log_header_disk, hd_data_csum) == 80, "hd_data_csum");
+_Static_assert(offsetof(struct log_header_disk, hd_nonce) == 64, "hd_nonce");
+_Static_assert(offsetof(struct log_header_disk, hd_prev_nonce) == 72, "hd_prev_nonce");
+_Static_assert(offsetof(struct log_header_disk, hd_prev_sum) == 80, "hd_prev_sum");
+_Static_assert(offsetof(struct log_header_disk, hd_sum_csum) == 88, "hd_sum_csum");
+_Static_assert(offsetof(struct log_header_disk, hd_data_csum) == 96, "hd_data_csum");
 
 static inline void log_header_le(struct log_header_disk *h)
 {
@@ -177,6 +192,8 @@ static inline void log_header_le(struct log_header_disk *h)
 	h->hd_nblocks = htole32(h->hd_nblocks);
 	h->hd_nentries = htole32(h->hd_nentries);
 	h->hd_next_blk = htole64(h->hd_next_blk);
+	h->hd_nonce = htole64(h->hd_nonce);
+	h->hd_prev_nonce = htole64(h->hd_prev_nonce);
 	h->hd_prev_sum = htole64(h->hd_prev_sum);
 	h->hd_sum_csum = htole64(h->hd_sum_csum);
 	h->hd_data_csum = htole64(h->hd_data_csum);

@@ -37,11 +37,12 @@
  *   (2) A checkpoint slot names only a log that a flush has made durable,
  *       and is flushed before log_checkpoint returns 0.
  *   (3) Logs form a chain: each names the next log's header block
- *       (hd_next_blk) and the previous log's summary checksum
- *       (hd_prev_sum); sequence numbers rise by one. Recovery follows a
- *       log only if it is complete and both links and the sequence match,
- *       so it never follows a stale log, older or from an unfinished
- *       delta whose place was reused after a crash.
+ *       (hd_next_blk) and the previous log's mount nonce and summary
+ *       checksum (hd_prev_nonce, hd_prev_sum); sequence numbers rise by
+ *       one. Recovery follows a log only if it is complete and the links
+ *       and the sequence match, so it never follows a stale log, older
+ *       or from an unfinished delta whose place was reused after a
+ *       crash: see (10).
  *   (4) A log never crosses a segment boundary. A log's hd_next_blk is
  *       either right after it, with at least LOG_MIN_LOG_BLOCKS left in
  *       the segment, or the first block of another segment.
@@ -59,6 +60,21 @@
  *   (9) Recovery trusts no field before its checksum is verified and
  *       checks every block address read from disk against the geometry
  *       before using it; corrupt input yields -EUCLEAN, never a crash.
+ *  (10) Every log carries its mount's nonce (hd_nonce, l_nonce): random,
+ *       nonzero, drawn anew whenever the head is placed (log_open of a
+ *       fresh volume, log_recover), covered by hd_sum_csum. After a
+ *       crash the next mount writes again where unflushed logs of the
+ *       last one may lie, with the same sequence numbers, and may lay
+ *       out the same header and summary (same delta, owners, indexes:
+ *       hd_sum_csum does not cover the payload). Its nonce differs, so
+ *       neither link of a log the earlier mount left further on names
+ *       the new log, and the chain ends there instead of running into
+ *       a state that never existed. A nonce changes only right after a
+ *       super root (the head is placed after the recovered state).
+ *       A random nonce needs no write: a counter would have to be made
+ *       durable before a mount's first log, since a mount that crashed
+ *       before anything of it was durable leaves no trace of the value
+ *       it used, and the next would use it again.
  *
  * Concurrency and lock order: the write side (l_head_*, l_durable,
  * l_cp_seq, l_segbuf) belongs to the committing thread: log_recover, the
@@ -72,8 +88,19 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "util/util.h"
+
+int log_nonce_draw(uint64_t *nonce)
+{
+	uint64_t n;
+
+	if (getrandom(&n, sizeof(n), 0) != (ssize_t)sizeof(n))
+		return errno ? -errno : -EIO;
+	*nonce = n ? n : 1; /* 0 means "no previous log" in hd_prev_nonce */
+	return 0;
+}
 
 static int log_geometry_from_super(struct log *l, const struct log_super_disk *sb)
 {
@@ -98,7 +125,7 @@ static int log_geometry_from_super(struct log *l, const struct log_super_disk *s
 static int log_head_init(struct log *l)
 {
 	struct log_cp_disk cp;
-	int a, b;
+	int a, b, err;
 
 	a = log_cp_read(l, LOG_CP_A_BLK, &cp);
 	b = log_cp_read(l, LOG_CP_B_BLK, &cp);
@@ -108,11 +135,15 @@ static int log_head_init(struct log *l)
 		return b;
 	if (a != -ENODATA || b != -ENODATA)
 		return 0;
+	err = log_nonce_draw(&l->l_nonce);
+	if (err)
+		return err;
 	l->l_writable = true;
 	l->l_unanchored = true;
 	l->l_head_blk = l->l_geo.lg_seg_start;
 	l->l_head_seq = 1;
 	l->l_head_prev = 0;
+	l->l_head_prev_nonce = 0;
 	log_seg_take(l, 0);
 	return 0;
 }

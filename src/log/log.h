@@ -87,11 +87,14 @@ struct log_state {
  * checksum is right and whose log checks out, then follow the chain of
  * logs after it while each is complete (header, summary and payload
  * checksums right, sequence number the next one, naming the previous
- * log); the newest super root met is the state. Stops at the first
- * invalid log and trusts no byte no checksum covers. Also readies the
- * log for writing right after that state's log (logs of an unfinished
- * delta after it are overwritten). -EUCLEAN if no valid state exists
- * (no valid slot, or its log is bad); -EBUSY while a builder exists.
+ * log by its mount nonce and summary checksum); the newest super root
+ * met is the state. Stops at the first invalid log and trusts no byte
+ * no checksum covers. Also readies the log for writing right after that
+ * state's log, as a new mount with a new nonce (logs of an unfinished
+ * delta after it are overwritten, and what the last mount left further
+ * on can never be linked to). -EUCLEAN if no valid state exists (no
+ * valid slot, or its log is bad); -EBUSY while a builder exists; the
+ * error if no random nonce can be drawn.
  */
 int log_recover(struct log *l, struct log_state *st);
 

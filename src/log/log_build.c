@@ -28,7 +28,8 @@
  *   (2) The super root, once added, is the builder's last block.
  *   (3) Every log written names its successor (hd_next_blk), whose
  *       segment is taken before the log is written, and its predecessor
- *       (hd_prev_sum = l_head_prev).
+ *       (hd_prev_nonce = l_head_prev_nonce, hd_prev_sum = l_head_prev),
+ *       and carries the mount's nonce (hd_nonce = l_nonce).
  *   (4) l_durable changes only after the flush (and, if the head was
  *       unanchored, the checkpoint) of a finish succeeded.
  *
@@ -140,10 +141,13 @@ static uint64_t log_build_seal(struct log_builder *lb, uint64_t next_blk)
 	    .hd_nblocks = 1 + lb->lb_sum + lb->lb_n,
 	    .hd_nentries = lb->lb_n,
 	    .hd_next_blk = next_blk,
+	    .hd_nonce = l->l_nonce,
+	    .hd_prev_nonce = l->l_head_prev_nonce,
 	    .hd_prev_sum = l->l_head_prev,
 	};
 	uint64_t sum_csum, data_csum;
 
+	assert(l->l_nonce); /* drawn when the head was placed (log.c (10)) */
 	memcpy(h.hd_magic, LOG_HDR_MAGIC, LOG_MAGIC_LEN);
 	memcpy(h.hd_uuid, l->l_geo.lg_uuid, sizeof(h.hd_uuid));
 	log_header_le(&h);
@@ -188,6 +192,7 @@ static int log_build_write(struct log_builder *lb, uint64_t next_blk)
 	l->l_head_blk = next_blk;
 	l->l_head_seq = lb->lb_seq + 1;
 	l->l_head_prev = sum_csum;
+	l->l_head_prev_nonce = l->l_nonce;
 	return 0;
 }
 
@@ -301,6 +306,7 @@ static int log_build_commit(struct log_builder *lb)
 	    .du_log_seq = lb->lb_seq,
 	    .du_log_blk = lb->lb_blk,
 	    .du_delta = lb->lb_delta,
+	    .du_nonce = l->l_nonce,
 	};
 	uint64_t next;
 	int err;

@@ -1,12 +1,12 @@
 /*
  * log_cp.c - the two checkpoint slots.
  *
- * A slot names a durable state: the log holding a super root (its block
- * and sequence number), the super root's block and its delta. Slots are
- * written alternately, odd cp_seq in slot A (block 1), even in slot B
- * (block 2), so the slot being written is never the one recovery would
- * fall back to. Recovery starts from the newest valid slot and rolls
- * forward along the chain of logs.
+ * A slot names a durable state: the log holding a super root (its block,
+ * sequence number and mount nonce), the super root's block and its
+ * delta. Slots are written alternately, odd cp_seq in slot A (block 1),
+ * even in slot B (block 2), so the slot being written is never the one
+ * recovery would fall back to. Recovery starts from the newest valid
+ * slot and rolls forward along the chain of logs.
  *
  * Invariants
  *   (1) A slot names only a state a finished flush made durable
@@ -17,7 +17,8 @@
  *       the one recovery falls back to, is never overwritten while the
  *       newer one may be torn.
  *   (3) A slot is trusted only if its magic, checksum, version, uuid and
- *       slot parity are right and its block addresses lie in segments.
+ *       slot parity are right, its block addresses lie in segments and
+ *       it names a nonce (never 0 in a log).
  *
  * Runs on the committing thread (log.c); no lock of its own.
  */
@@ -56,7 +57,7 @@ static bool log_bytes_zero(const unsigned char *p, size_t n)
 static bool log_cp_sane(const struct log *l, uint64_t blk, const struct log_cp_disk *cp)
 {
 	return cp->cd_version == LOG_FORMAT_VERSION && !cp->cd_reserved && cp->cd_cp_seq &&
-	       log_cp_slot_blk(cp->cd_cp_seq) == blk && cp->cd_log_seq &&
+	       log_cp_slot_blk(cp->cd_cp_seq) == blk && cp->cd_log_seq && cp->cd_log_nonce &&
 	       !memcmp(cp->cd_uuid, l->l_geo.lg_uuid, sizeof(cp->cd_uuid)) &&
 	       log_blk_in_segments(l, cp->cd_log_blk) && log_blk_in_segments(l, cp->cd_sr_blk);
 }
@@ -99,6 +100,7 @@ static void log_cp_encode(const struct log *l, uint64_t cp_seq, const struct log
 	    .cd_log_blk = du->du_log_blk,
 	    .cd_sr_blk = du->du_sr_blk,
 	    .cd_delta = du->du_delta,
+	    .cd_log_nonce = du->du_nonce,
 	};
 
 	memcpy(cp.cd_magic, LOG_CP_MAGIC, LOG_MAGIC_LEN);

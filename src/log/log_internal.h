@@ -21,6 +21,7 @@ struct log_durable {
 	uint64_t du_log_seq;
 	uint64_t du_log_blk;
 	uint64_t du_delta;
+	uint64_t du_nonce; /* hd_nonce of the log holding it */
 };
 
 struct log {
@@ -42,6 +43,9 @@ struct log {
 	uint64_t l_head_blk;	      /* where the next log's header goes */
 	uint64_t l_head_seq;	      /* the next log's sequence number */
 	uint64_t l_head_prev;	      /* hd_sum_csum of the log before it */
+	uint64_t l_head_prev_nonce;   /* hd_nonce of the log before it (0: none) */
+	uint64_t l_nonce;	      /* this mount's, in every log it writes;
+					 drawn whenever the head is placed */
 	bool l_head_skip;	      /* after an I/O error: next log in a fresh segment */
 	bool l_unanchored;	      /* no checkpoint reaches the head: the next
 					 finish writes one */
@@ -54,6 +58,11 @@ struct log {
 	uint64_t l_nused;     /* bits set in l_seg_used; protected by l_space_lock */
 	uint64_t l_reserved;  /* blocks reserved; protected by l_space_lock */
 };
+
+/* ---- log.c ----------------------------------------------------------- */
+
+/* Draw a new mount nonce (random, never 0) into *nonce; -errno if none. */
+int log_nonce_draw(uint64_t *nonce);
 
 /* ---- log_super.c ----------------------------------------------------- */
 

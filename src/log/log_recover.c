@@ -9,11 +9,14 @@
  *
  * A log is followed only if it is complete (header, summary and payload
  * checksums right, fields consistent with the geometry), its sequence
- * number is the previous one's plus one, its hd_prev_sum is the
- * previous log's summary checksum, and its delta is not older. The
- * newest log with a super root met is the state; logs after it without
- * one belong to a delta that never finished, and the head goes right
- * after the state's log, where they will be overwritten.
+ * number is the previous one's plus one, it names the previous log
+ * (hd_prev_nonce its mount nonce, hd_prev_sum its summary checksum),
+ * its delta is not older, and, if a new mount wrote it, the previous
+ * log holds a super root (a mount starts writing right after the state
+ * it recovered). The newest log with a super root met is the state;
+ * logs after it without one belong to a delta that never finished, and
+ * the head goes right after the state's log, where they will be
+ * overwritten by a mount with a new nonce (log.c (10)).
  *
  * Invariants
  *   (1) No field of a log is trusted before its header and summary
@@ -23,8 +26,10 @@
  *   (2) The roll-forward visits each block at most once (sequence
  *       numbers rise) and at most l_seg_end / LOG_MIN_LOG_BLOCKS logs.
  *   (3) On success the head is readied exactly as a finish that wrote
- *       the state's log would have left it, and every segment up to the
- *       head's is in use.
+ *       the state's log would have left it, but for the nonce: a new one
+ *       is drawn, so that nothing written from here links to what the
+ *       last mount left past the head. Every segment up to the head's is
+ *       in use.
  *
  * Runs on the committing thread with no builder (log.c).
  */
@@ -40,6 +45,8 @@ struct log_verified {
 	uint64_t lv_seq;
 	uint64_t lv_delta;
 	uint64_t lv_next_blk;
+	uint64_t lv_nonce;
+	uint64_t lv_prev_nonce;
 	uint64_t lv_prev_sum;
 	uint64_t lv_sum_csum;
 	uint32_t lv_flags;
@@ -142,6 +149,9 @@ static int log_verify(struct log *l, uint64_t blk, struct log_verified *lv, cons
 		goto out_unreadable;
 	if ((*why = log_verify_csums(l, &h)) || (*why = log_verify_entries(l, &h)))
 		return -EUCLEAN;
+	*why = "no mount nonce";
+	if (!h.hd_nonce)
+		return -EUCLEAN;
 	*why = "bad next log address";
 	if (!log_next_sane(l, blk, &h))
 		return -EUCLEAN;
@@ -150,6 +160,8 @@ static int log_verify(struct log *l, uint64_t blk, struct log_verified *lv, cons
 	    .lv_seq = h.hd_seq,
 	    .lv_delta = h.hd_delta,
 	    .lv_next_blk = h.hd_next_blk,
+	    .lv_nonce = h.hd_nonce,
+	    .lv_prev_nonce = h.hd_prev_nonce,
 	    .lv_prev_sum = h.hd_prev_sum,
 	    .lv_sum_csum = h.hd_sum_csum,
 	    .lv_flags = h.hd_flags,
@@ -181,6 +193,8 @@ static const char *log_anchor_mismatch(const struct log_cp_disk *cp, const struc
 		return "no super root";
 	if (log_verified_sr_blk(lv) != cp->cd_sr_blk || lv->lv_delta != cp->cd_delta)
 		return "super root differs from the checkpoint's";
+	if (lv->lv_nonce != cp->cd_log_nonce)
+		return "mount nonce differs from the checkpoint's";
 	return NULL;
 }
 
@@ -189,10 +203,14 @@ static const char *log_link_mismatch(const struct log_verified *cur, const struc
 {
 	if (nx->lv_seq != cur->lv_seq + 1)
 		return "stale log (sequence number not the next)";
+	if (nx->lv_prev_nonce != cur->lv_nonce)
+		return "stale log (follows a log of another mount)";
 	if (nx->lv_prev_sum != cur->lv_sum_csum)
 		return "stale log (does not name the previous log)";
 	if (nx->lv_delta < cur->lv_delta)
 		return "stale log (older delta)";
+	if (nx->lv_nonce != cur->lv_nonce && !(cur->lv_flags & LOG_SR))
+		return "stale log (a mount began after a log without super root)";
 	return NULL;
 }
 
@@ -276,9 +294,12 @@ static int log_recover_slots(struct log *l, struct log_cp_disk cps[2], unsigned 
 	return 0;
 }
 
-/* Ready the head after @best, recovered from slot @cp, and fill @st. */
+/*
+ * Ready the head after @best, recovered from slot @cp, for a mount with
+ * the new nonce @nonce, and fill @st.
+ */
 static void log_recover_ready(struct log *l, const struct log_cp_disk *cp,
-			      const struct log_verified *best, uint64_t rolled,
+			      const struct log_verified *best, uint64_t rolled, uint64_t nonce,
 			      struct log_state *st)
 {
 	uint64_t last_seg = MAX(log_seg_of(l, best->lv_blk), log_seg_of(l, best->lv_next_blk));
@@ -286,6 +307,8 @@ static void log_recover_ready(struct log *l, const struct log_cp_disk *cp,
 	l->l_head_blk = best->lv_next_blk;
 	l->l_head_seq = best->lv_seq + 1;
 	l->l_head_prev = best->lv_sum_csum;
+	l->l_head_prev_nonce = best->lv_nonce;
+	l->l_nonce = nonce;
 	l->l_head_skip = false;
 	l->l_unanchored = false;
 	l->l_durable = (struct log_durable){
@@ -294,6 +317,7 @@ static void log_recover_ready(struct log *l, const struct log_cp_disk *cp,
 	    .du_log_seq = best->lv_seq,
 	    .du_log_blk = best->lv_blk,
 	    .du_delta = best->lv_delta,
+	    .du_nonce = best->lv_nonce,
 	};
 	l->l_cp_seq = cp->cd_cp_seq;
 	log_seg_reset(l, last_seg);
@@ -313,12 +337,15 @@ int log_recover(struct log *l, struct log_state *st)
 {
 	struct log_cp_disk cps[2];
 	struct log_verified best;
-	uint64_t rolled;
+	uint64_t rolled, nonce;
 	unsigned n, i;
 	int err;
 
 	if (atomic_load(&l->l_building))
 		return -EBUSY;
+	err = log_nonce_draw(&nonce);
+	if (err)
+		return err;
 	err = log_recover_slots(l, cps, &n);
 	if (err)
 		return err;
@@ -329,6 +356,6 @@ int log_recover(struct log *l, struct log_state *st)
 			n ? "no checkpoint names a valid log" : "no valid checkpoint");
 	if (err)
 		return err;
-	log_recover_ready(l, &cps[i - 1], &best, rolled, st);
+	log_recover_ready(l, &cps[i - 1], &best, rolled, nonce, st);
 	return 0;
 }

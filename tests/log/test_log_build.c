@@ -6,7 +6,10 @@
  *     the layout FORMAT.md gives (header, reserved summary, payload);
  *   - headers and summary entries hold what FORMAT.md says, checksums
  *     included (decoded here by offset, recomputed with XXH3), and logs
- *     chain across segments (next_blk, seq, prev_sum);
+ *     chain across segments (next_blk, seq, prev_nonce, prev_sum);
+ *   - every log of a mount carries its nonce; each open of a fresh
+ *     volume and each recovery draws a new one, and the first log after
+ *     it names the previous mount's last log;
  *   - a delta's last log is followed by the next one in the same segment
  *     only while 3 blocks remain;
  *   - -ENOSPC when no segment is left, in add and in finish;
@@ -39,10 +42,12 @@ enum {
 	LH_NENTRIES = 36,
 	LH_NEXT = 40,
 	LH_UUID = 48,
-	LH_PREV = 64,
-	LH_SUM = 72,
-	LH_DATA = 80,
-	LH_SIZE = 88,
+	LH_NONCE = 64,
+	LH_PREV_NONCE = 72,
+	LH_PREV = 80,
+	LH_SUM = 88,
+	LH_DATA = 96,
+	LH_SIZE = 104,
 };
 
 /* A log read raw from the device: its blocks and decoded header. */
@@ -50,7 +55,7 @@ struct raw_log {
 	unsigned char *rl_buf;
 	uint64_t rl_blk;
 	uint32_t rl_nblocks, rl_nentries, rl_flags;
-	uint64_t rl_seq, rl_delta, rl_next, rl_prev, rl_sum, rl_data;
+	uint64_t rl_seq, rl_delta, rl_next, rl_nonce, rl_prev_nonce, rl_prev, rl_sum, rl_data;
 };
 
 static void raw_log_read(struct bdev *d, uint64_t blk, struct raw_log *rl)
@@ -59,7 +64,7 @@ static void raw_log_read(struct bdev *d, uint64_t blk, struct raw_log *rl)
 
 	lt_read(d, blk, head);
 	assert_memory_equal(head, "CAIRNLG1", 8);
-	assert_int_equal(lt_get_le32(head, LH_VERSION), 1);
+	assert_int_equal(lt_get_le32(head, LH_VERSION), 2);
 	assert_memory_equal(head + LH_UUID, lt_uuid, 16);
 	rl->rl_blk = blk;
 	rl->rl_flags = lt_get_le32(head, LH_FLAGS);
@@ -68,6 +73,8 @@ static void raw_log_read(struct bdev *d, uint64_t blk, struct raw_log *rl)
 	rl->rl_nblocks = lt_get_le32(head, LH_NBLOCKS);
 	rl->rl_nentries = lt_get_le32(head, LH_NENTRIES);
 	rl->rl_next = lt_get_le64(head, LH_NEXT);
+	rl->rl_nonce = lt_get_le64(head, LH_NONCE);
+	rl->rl_prev_nonce = lt_get_le64(head, LH_PREV_NONCE);
 	rl->rl_prev = lt_get_le64(head, LH_PREV);
 	rl->rl_sum = lt_get_le64(head, LH_SUM);
 	rl->rl_data = lt_get_le64(head, LH_DATA);
@@ -159,6 +166,8 @@ static void test_build_raw_logs(void **state)
 
 	assert_int_equal(rl[0].rl_seq, 1); /* the volume's first log */
 	assert_int_equal(rl[0].rl_prev, 0);
+	assert_int_equal(rl[0].rl_prev_nonce, 0);
+	assert_int_not_equal(rl[0].rl_nonce, 0);
 	assert_int_equal(rl[0].rl_flags, 0);
 	assert_int_equal(rl[0].rl_delta, 7);
 	assert_int_equal(rl[0].rl_nblocks, 16);
@@ -167,6 +176,8 @@ static void test_build_raw_logs(void **state)
 
 	assert_int_equal(rl[1].rl_seq, 2);
 	assert_int_equal(rl[1].rl_prev, rl[0].rl_sum);
+	assert_int_equal(rl[1].rl_nonce, rl[0].rl_nonce); /* one mount */
+	assert_int_equal(rl[1].rl_prev_nonce, rl[0].rl_nonce);
 	assert_int_equal(rl[1].rl_flags, 1); /* SR */
 	assert_int_equal(rl[1].rl_nblocks, 1 + 1 + 7);
 	assert_int_equal(rl[1].rl_nentries, 7);
@@ -183,6 +194,8 @@ static void test_build_raw_logs(void **state)
 		assert_int_equal(lt_get_le32(e, 28), 0);
 	}
 	assert_memory_equal(raw_entry(&rl[1], 7), zero, 32); /* unused entries are zero */
+	lt_read(d, SEG0, head);
+	assert_memory_equal(head + LH_SIZE, zero, sizeof(zero)); /* the header ends there */
 	/* nothing written yet at the head: no header there */
 	lt_read(d, rl[1].rl_next, head);
 	assert_memory_not_equal(head, "CAIRNLG1", 8);
@@ -241,6 +254,55 @@ static void test_build_last_log_next(void **state)
 	raw_log_free(&rl);
 	lt_delta_ok(l, 4, 0, &blk, &sr);
 	assert_int_equal(sr, SEG0 + 2 * SEG + 2);
+	log_close(l);
+	bdev_close(d);
+}
+
+/* The header of the log at @blk, its checksums checked (rl_buf freed). */
+static void raw_log_header(struct bdev *d, uint64_t blk, struct raw_log *rl)
+{
+	raw_log_read(d, blk, rl);
+	raw_log_check_csums(rl);
+	assert_int_not_equal(rl->rl_nonce, 0);
+	raw_log_free(rl);
+}
+
+/*
+ * Each placing of the head is a new mount with a new nonce: opening a
+ * fresh volume, and every recovery, even on a handle that wrote before.
+ * The first log of a mount names the last log before it, of the mount
+ * before (prev_nonce, prev_sum).
+ */
+static void test_build_nonce_per_mount(void **state)
+{
+	struct bdev *d;
+	struct log *l = lt_volume(SEG, 8, &d);
+	struct raw_log rl[4];
+	struct log_state st;
+
+	(void)state;
+	/* one 3-block log per delta, from SEG0 on: two by the first mount */
+	lt_delta_ok(l, 1, 0, NULL, NULL);
+	lt_delta_ok(l, 2, 0, NULL, NULL);
+	log_close(l);
+	l = lt_recover(d, &st); /* a second mount */
+	lt_delta_ok(l, 3, 0, NULL, NULL);
+	assert_int_equal(log_recover(l, &st), 0); /* a third, on the same handle */
+	lt_delta_ok(l, 4, 0, NULL, NULL);
+	for (int i = 0; i < 4; i++)
+		raw_log_header(d, SEG0 + 3 * (uint64_t)i, &rl[i]);
+	assert_int_equal(rl[0].rl_prev_nonce, 0);
+	assert_int_equal(rl[1].rl_nonce, rl[0].rl_nonce);
+	for (int i = 1; i < 4; i++) {
+		assert_int_equal(rl[i].rl_prev_nonce, rl[i - 1].rl_nonce);
+		assert_int_equal(rl[i].rl_prev, rl[i - 1].rl_sum);
+	}
+	assert_int_not_equal(rl[2].rl_nonce, rl[1].rl_nonce);
+	assert_int_not_equal(rl[3].rl_nonce, rl[2].rl_nonce);
+	assert_int_not_equal(rl[3].rl_nonce, rl[1].rl_nonce);
+	assert_int_equal(log_recover(l, &st), 0); /* and the chain crosses the mounts */
+	lt_assert_state(d, &st, 4);
+	assert_int_equal(st.ls_rolled, 3);
 	log_close(l);
 	bdev_close(d);
 }
@@ -486,6 +548,7 @@ int main(void)
 	    cmocka_unit_test(test_build_raw_logs),
 	    cmocka_unit_test(test_build_reserved_summary),
 	    cmocka_unit_test(test_build_last_log_next),
+	    cmocka_unit_test(test_build_nonce_per_mount),
 	    cmocka_unit_test(test_build_enospc),
 	    cmocka_unit_test(test_build_finish_flushes),
 	    cmocka_unit_test(test_build_misuse),

@@ -10,8 +10,11 @@
  *   - a log is followed only if every check FORMAT.md lists holds: each
  *     is broken alone on a log forged here from FORMAT.md (with right
  *     checksums), and the unbroken forgery is accepted;
- *   - stale logs are not followed: an older log at next_blk, and a log of
- *     an unfinished delta whose place the next delta reused (prev_sum);
+ *   - stale logs are not followed: an older log at next_blk, a log of
+ *     an unfinished delta whose place the next delta reused (prev_sum),
+ *     even when the new log has the same header and summary and only
+ *     its payload and mount nonce differ (prev_nonce), and a new mount's
+ *     log after a log without super root;
  *   - slots alternate, hold what FORMAT.md says, are retried in place
  *     after a failed write, and a bad slot (or a slot naming a bad log)
  *     falls back to the other; nothing valid is -EUCLEAN, logged;
@@ -70,12 +73,23 @@ static uint64_t raw_seq(struct bdev *d, uint64_t blk)
 	return lt_get_le64(buf, 16);
 }
 
+/* Log header fields (FORMAT.md). */
+enum { LH_NONCE = 64, LH_PREV_NONCE = 72, LH_PREV = 80, LH_SUM = 88, LH_DATA = 96, LH_SIZE = 104 };
+
 static uint64_t raw_sum(struct bdev *d, uint64_t blk)
 {
 	unsigned char buf[LT_BS];
 
 	lt_read(d, blk, buf);
-	return lt_get_le64(buf, 72);
+	return lt_get_le64(buf, LH_SUM);
+}
+
+static uint64_t raw_nonce(struct bdev *d, uint64_t blk)
+{
+	unsigned char buf[LT_BS];
+
+	lt_read(d, blk, buf);
+	return lt_get_le64(buf, LH_NONCE);
 }
 
 /* ---- finding the newest state ---------------------------------------------- */
@@ -215,7 +229,8 @@ static void test_recover_corrupt_last_log(void **state)
 	struct log *l = lt_volume(SEG, 8, &d);
 	uint64_t sr, head;
 	/* bits of the log: header fields, header padding, summary, payload */
-	const uint64_t bits[] = {0, 8 * 16, 8 * 32 + 3, 8 * 40, 8 * 64, 8 * 72, 8 * 88, 8 * 4000};
+	const uint64_t bits[] = {0,	 8 * 16, 8 * 32 + 3, 8 * 40,  8 * 64,
+				 8 * 72, 8 * 80, 8 * 88,     8 * 104, 8 * 4000};
 	struct log_state st;
 
 	(void)state;
@@ -275,7 +290,7 @@ static void test_recover_two_log_delta(void **state)
 
 /* What to write in a forged log; fields are FORMAT.md's. */
 struct forge {
-	uint64_t fg_seq, fg_delta, fg_prev, fg_next;
+	uint64_t fg_seq, fg_delta, fg_prev, fg_next, fg_nonce, fg_prev_nonce;
 	uint32_t fg_flags, fg_nentries, fg_nblocks; /* fg_nblocks 0: 2 + nentries */
 	uint32_t fg_last_flags, fg_reserved, fg_entry_delta_off;
 	bool fg_other_uuid;
@@ -283,22 +298,24 @@ struct forge {
 
 /*
  * Write the log @f describes at @blk, checksums computed as FORMAT.md
- * says. Its summary area fills what fg_nblocks leaves (one block if
- * fg_nblocks is 0 or too small to lay the log out).
+ * says; returns its summary checksum. Its summary area fills what
+ * fg_nblocks leaves (one block if fg_nblocks is 0 or too small to lay
+ * the log out).
  */
-static void forge_log(struct bdev *d, uint64_t blk, const struct forge *f)
+static uint64_t forge_log(struct bdev *d, uint64_t blk, const struct forge *f)
 {
 	uint32_t n = MAX(f->fg_nentries, 1);
 	uint32_t nblocks = f->fg_nblocks ? f->fg_nblocks : 2 + f->fg_nentries;
 	uint32_t nsum = nblocks >= 2 + n ? nblocks - 1 - n : 1;
 	unsigned char *buf = calloc(1 + nsum + n, LT_BS), *pay = buf + (1 + nsum) * LT_BS;
+	uint64_t sum;
 	uint8_t uuid[16];
 
 	assert_non_null(buf);
 	memcpy(uuid, lt_uuid, 16);
 	uuid[15] ^= f->fg_other_uuid;
 	memcpy(buf, "CAIRNLG1", 8);
-	lt_put_le32(buf, 8, 1);
+	lt_put_le32(buf, 8, 2);
 	lt_put_le32(buf, 12, f->fg_flags);
 	lt_put_le64(buf, 16, f->fg_seq);
 	lt_put_le64(buf, 24, f->fg_delta);
@@ -306,7 +323,9 @@ static void forge_log(struct bdev *d, uint64_t blk, const struct forge *f)
 	lt_put_le32(buf, 36, f->fg_nentries);
 	lt_put_le64(buf, 40, f->fg_next);
 	memcpy(buf + 48, uuid, 16);
-	lt_put_le64(buf, 64, f->fg_prev);
+	lt_put_le64(buf, LH_NONCE, f->fg_nonce);
+	lt_put_le64(buf, LH_PREV_NONCE, f->fg_prev_nonce);
+	lt_put_le64(buf, LH_PREV, f->fg_prev);
 	for (uint32_t i = 0; i < n; i++) {
 		unsigned char *e = buf + LT_BS + 32 * i;
 		bool last = i + 1 == n;
@@ -321,11 +340,13 @@ static void forge_log(struct bdev *d, uint64_t blk, const struct forge *f)
 		else
 			lt_pattern(pay + i * LT_BS, LT_DATA_OWNER, i, f->fg_delta);
 	}
-	lt_put_le64(buf, 72, XXH3_64bits(buf, (1 + nsum) * LT_BS)); /* both checksums zero */
-	lt_put_le64(buf, 80, XXH3_64bits(pay, (size_t)f->fg_nentries * LT_BS));
+	sum = XXH3_64bits(buf, (1 + nsum) * LT_BS); /* both checksums zero */
+	lt_put_le64(buf, LH_SUM, sum);
+	lt_put_le64(buf, LH_DATA, XXH3_64bits(pay, (size_t)f->fg_nentries * LT_BS));
 	assert_int_equal(bdev_write(d, blk, 1 + nsum + n, buf), 0);
 	assert_int_equal(bdev_flush(d), 0);
 	free(buf);
+	return sum;
 }
 
 /*
@@ -390,6 +411,15 @@ static const char *forge_spoil(struct forge *f, int i, uint64_t head)
 		f->fg_nentries = 0;
 		f->fg_next = head + 2;
 		return "no entries";
+	case 17:
+		f->fg_prev_nonce ^= 1;
+		return "prev_nonce names another mount";
+	case 18:
+		f->fg_prev_nonce = 0;
+		return "prev_nonce says there is no previous log";
+	case 19:
+		f->fg_nonce = 0;
+		return "no mount nonce";
 	}
 	return NULL;
 }
@@ -401,7 +431,7 @@ static void test_recover_forged_logs(void **state)
 	struct log_state st;
 	struct forge good, f;
 	const char *what;
-	uint64_t head;
+	uint64_t head, nonce;
 
 	(void)state;
 	lt_delta_ok(l, 1, 0, NULL, NULL);
@@ -411,11 +441,14 @@ static void test_recover_forged_logs(void **state)
 	assert_int_equal(recover_delta(d, &st), 3);
 	head = st.ls_next_blk;
 	assert_int_equal(head, SEG0 + 9);
+	nonce = ~raw_nonce(d, SEG0 + 6); /* a later mount's */
 	good = (struct forge){
 	    .fg_seq = st.ls_next_seq,
 	    .fg_delta = 4,
 	    .fg_prev = raw_sum(d, SEG0 + 6),
 	    .fg_next = head + 4, /* 3 blocks remain after it */
+	    .fg_nonce = nonce,
+	    .fg_prev_nonce = raw_nonce(d, SEG0 + 6),
 	    .fg_flags = 1,
 	    .fg_nentries = 2,
 	    .fg_last_flags = LOG_ENTRY_SUPER_ROOT,
@@ -435,6 +468,59 @@ static void test_recover_forged_logs(void **state)
 		forge_log(c, head, &f);
 		if (recover_delta(c, NULL) != 3)
 			fail_msg("forged log followed: %s", what);
+		bdev_close(c);
+	}
+	bdev_close(d);
+}
+
+/*
+ * A new mount starts writing right after the super root it recovered:
+ * a log whose nonce differs from the previous log's is followed only
+ * after a log with a super root.
+ */
+static void test_recover_forged_mount_change(void **state)
+{
+	struct bdev *d, *c;
+	struct log *l = lt_volume(SEG, 8, &d);
+	struct log_state st;
+	struct forge a, b;
+	uint64_t head, nonce;
+
+	(void)state;
+	lt_delta_ok(l, 1, 0, NULL, NULL);
+	lt_delta_ok(l, 2, 0, NULL, NULL);
+	lt_delta_ok(l, 3, 0, NULL, NULL); /* logs at SEG0, +3, +6 */
+	log_close(l);
+	head = SEG0 + 9;
+	nonce = ~raw_nonce(d, SEG0 + 6); /* a later mount's */
+	/* A: delta 4 without its super root, by a new mount, after delta 3 */
+	a = (struct forge){
+	    .fg_seq = 4,
+	    .fg_delta = 4,
+	    .fg_prev = raw_sum(d, SEG0 + 6),
+	    .fg_next = head + 3,
+	    .fg_nonce = nonce,
+	    .fg_prev_nonce = raw_nonce(d, SEG0 + 6),
+	    .fg_nentries = 1,
+	};
+	/* B: delta 4's super root, the last 3 blocks of the segment */
+	b = (struct forge){
+	    .fg_seq = 5,
+	    .fg_delta = 4,
+	    .fg_next = SEG0 + SEG,
+	    .fg_nonce = nonce,
+	    .fg_prev_nonce = nonce,
+	    .fg_flags = 1,
+	    .fg_nentries = 1,
+	    .fg_last_flags = LOG_ENTRY_SUPER_ROOT,
+	};
+	for (int other = 0; other < 2; other++) {
+		c = dev_copy(d);
+		b.fg_prev = forge_log(c, head, &a);
+		b.fg_nonce = other ? ~nonce : nonce; /* B by the mount of A, or the next */
+		forge_log(c, head + 3, &b);
+		assert_int_equal(recover_delta(c, &st), other ? 3 : 4);
+		assert_int_equal(st.ls_next_blk, other ? head : SEG0 + SEG);
 		bdev_close(c);
 	}
 	bdev_close(d);
@@ -515,26 +601,90 @@ static void test_recover_stale_after_reuse(void **state)
 	bdev_close(d);
 }
 
+/*
+ * The same when the new delta lays out exactly what the lost log held:
+ * the same delta, owners and indexes with other content, so the new log
+ * has the header and summary of the lost one but for its mount's nonce.
+ * Without the nonce both would have the same summary checksum, and the
+ * stale log after them would name the new one as its predecessor.
+ */
+static void test_recover_stale_same_summary(void **state)
+{
+	struct bdev *d;
+	struct log *l = lt_volume(SEG, 8, &d);
+	struct log_builder *lb = NULL;
+	unsigned char buf[LT_BS], lost[2 * LT_BS], now[2 * LT_BS];
+	struct log_state st;
+	uint64_t blk;
+
+	(void)state;
+	lt_delta_ok(l, 1, 1, NULL, NULL);  /* SEG0 .. +3 */
+	lt_delta_ok(l, 2, 15, NULL, NULL); /* logs at SEG0 + 4 (10 entries) and SEG0 + SEG */
+	log_close(l);
+	/* delta 2's first log (its header and summary kept here) never landed */
+	assert_int_equal(bdev_read(d, SEG0 + 4, 2, lost), 0);
+	lt_zero(d, SEG0 + 4);
+	l = lt_recover(d, &st);
+	lt_assert_state(d, &st, 1);
+
+	/* delta 2 again, its first log with the same blocks, other content */
+	assert_int_equal(log_build_begin(l, 2, &lb), 0);
+	for (uint32_t i = 0; i < 11; i++) {
+		lt_pattern(buf, LT_DATA_OWNER, i, 1002);
+		assert_int_equal(log_build_add(lb, LT_DATA_OWNER, i, 0, buf, &blk), 0);
+	}
+	assert_int_equal(blk, SEG0 + SEG + 2); /* the first log was written */
+	log_build_abort(lb);		       /* and then the power went */
+	assert_int_equal(bdev_flush(d), 0);
+	log_close(l);
+	assert_int_equal(bdev_read(d, SEG0 + 4, 2, now), 0);
+	/* all alike but the nonce and the checksums */
+	assert_memory_equal(now, lost, LH_NONCE);
+	assert_memory_not_equal(now + LH_NONCE, lost + LH_NONCE, 8);
+	assert_memory_equal(now + LH_PREV_NONCE, lost + LH_PREV_NONCE, LH_SUM - LH_PREV_NONCE);
+	assert_memory_equal(now + LH_SIZE, lost + LH_SIZE, 2 * LT_BS - LH_SIZE);
+	assert_int_equal(recover_delta(d, &st), 1);
+	assert_int_equal(st.ls_next_blk, SEG0 + 4);
+	bdev_close(d);
+}
+
 /* ---- checkpoint slots ----------------------------------------------------------- */
+
+/* Checkpoint slot fields (FORMAT.md). */
+enum { CP_NONCE = 56, CP_CHECKSUM = 80, CP_SIZE = 88 };
 
 /* Slot @blk holds checkpoint @cp_seq naming delta @delta, as FORMAT.md says. */
 static void assert_slot(struct bdev *d, uint64_t blk, uint64_t cp_seq, uint64_t delta,
 			uint64_t sr_blk)
 {
-	unsigned char buf[LT_BS], tmp[80];
+	unsigned char buf[LT_BS], tmp[CP_SIZE], zero[CP_SIZE] = {0};
 
 	lt_read(d, blk, buf);
 	assert_memory_equal(buf, "CAIRNCP1", 8);
-	assert_int_equal(lt_get_le32(buf, 8), 1);
+	assert_int_equal(lt_get_le32(buf, 8), 2);
 	assert_int_equal(lt_get_le32(buf, 12), 0);
 	assert_int_equal(lt_get_le64(buf, 16), cp_seq);
 	assert_int_equal(lt_get_le64(buf, 40), sr_blk);
 	assert_int_equal(lt_get_le64(buf, 48), delta);
 	assert_int_equal(raw_seq(d, lt_get_le64(buf, 32)), lt_get_le64(buf, 24));
-	assert_memory_equal(buf + 56, lt_uuid, 16);
-	memcpy(tmp, buf, 80);
-	lt_put_le64(tmp, 72, 0);
-	assert_int_equal(lt_get_le64(buf, 72), XXH3_64bits(tmp, 80));
+	assert_int_equal(raw_nonce(d, lt_get_le64(buf, 32)), lt_get_le64(buf, CP_NONCE));
+	assert_memory_equal(buf + 64, lt_uuid, 16);
+	memcpy(tmp, buf, CP_SIZE);
+	lt_put_le64(tmp, CP_CHECKSUM, 0);
+	assert_int_equal(lt_get_le64(buf, CP_CHECKSUM), XXH3_64bits(tmp, CP_SIZE));
+	assert_memory_equal(buf + CP_SIZE, zero, CP_SIZE); /* the slot ends there */
+}
+
+/* Set the nonce slot @blk names to @nonce, checksum kept right. */
+static void slot_forge_nonce(struct bdev *d, uint64_t blk, uint64_t nonce)
+{
+	unsigned char buf[LT_BS];
+
+	lt_read(d, blk, buf);
+	lt_put_le64(buf, CP_NONCE, nonce);
+	lt_put_le64(buf, CP_CHECKSUM, 0);
+	lt_put_le64(buf, CP_CHECKSUM, XXH3_64bits(buf, CP_SIZE));
+	lt_write(d, blk, buf);
 }
 
 static void test_recover_slots_alternate(void **state)
@@ -596,6 +746,22 @@ static void test_recover_slot_fallback(void **state)
 	lt_flip(c, sr2, 5);
 	lt_log_catch("block 20");
 	assert_int_equal(recover_delta(c, &st), 1);
+	assert_int_equal(lt_log_named(), 1);
+	assert_int_equal(st.ls_cp_seq, 1);
+	bdev_close(c);
+
+	c = dev_copy(d); /* slot B names another mount's log: A, then roll forward */
+	slot_forge_nonce(c, 2, ~raw_nonce(c, sr2 - 3)); /* delta 2's header */
+	lt_log_catch("mount nonce");
+	assert_int_equal(recover_delta(c, &st), 3);
+	assert_int_equal(lt_log_named(), 1);
+	assert_int_equal(st.ls_cp_seq, 1);
+	bdev_close(c);
+
+	c = dev_copy(d); /* slot B names no nonce at all: A */
+	slot_forge_nonce(c, 2, 0);
+	lt_log_catch("block 2");
+	assert_int_equal(recover_delta(c, &st), 3);
 	assert_int_equal(lt_log_named(), 1);
 	assert_int_equal(st.ls_cp_seq, 1);
 	bdev_close(c);
@@ -737,8 +903,10 @@ int main(void)
 	    cmocka_unit_test(test_recover_corrupt_last_log),
 	    cmocka_unit_test(test_recover_two_log_delta),
 	    cmocka_unit_test(test_recover_forged_logs),
+	    cmocka_unit_test(test_recover_forged_mount_change),
 	    cmocka_unit_test(test_recover_stale_older_log),
 	    cmocka_unit_test(test_recover_stale_after_reuse),
+	    cmocka_unit_test(test_recover_stale_same_summary),
 	    cmocka_unit_test(test_recover_slots_alternate),
 	    cmocka_unit_test(test_recover_slot_fallback),
 	    cmocka_unit_test(test_recover_every_crash_point),

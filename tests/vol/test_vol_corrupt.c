@@ -579,12 +579,12 @@ static unsigned co_struct_bytes(const struct co_run *r, uint64_t b, unsigned byt
  * (recovery may stop before the damaged log, and must stay right).
  * Deterministic and exhaustive where random damage would rarely hit a
  * field. The byte counts bound the structs (FORMAT.md: superblock 152
- * bytes, checkpoint slot 80, log header 88).
+ * bytes, checkpoint slot 88, log header 104).
  */
 static void test_vol_corrupt_structs(void **state)
 {
 	static const uint64_t fixed[] = {0, CO_NBLOCKS - 1, 1, 2};
-	static const unsigned fixed_bytes[] = {160, 160, 96, 96};
+	static const unsigned fixed_bytes[] = {160, 160, 104, 104};
 	uint64_t logs = 0, nlogs = CO_STRUCT_LOGS / (getenv("CAIRN_WATCHDOG_SCALE") ? 4 : 1);
 	struct co_run *r = calloc(1, sizeof(*r));
 	struct co_tally t = {0};
@@ -602,7 +602,7 @@ static void test_vol_corrupt_structs(void **state)
 
 		if (b <= 2 || b == CO_NBLOCKS - 1)
 			continue;
-		failed = co_struct_bytes(r, b, 96, &t, failed);
+		failed = co_struct_bytes(r, b, 112, &t, failed);
 		logs++;
 	}
 	cairn_log_set_sink(NULL, NULL);

@@ -71,9 +71,12 @@
  * that writes over what the crash left (the first run's operations again,
  * as a program that starts over after a crash would, with other content:
  * so the new logs may match the lost ones in all but their payload), and
- * check every cut of it
+ * check every cut of it, unflushed writes dropped, kept, a seeded subset
+ * kept, or kept with one torn
  * (CAIRN_CRASH_TWICE first crashes, default 8, 2 in sanitizer builds):
- * the log chain must never be followed into a stale log.
+ * the log chain must never be followed into a stale log. Double crashes
+ * that once failed are also run every time, each from a fixed line
+ * (test_vol_crash_twice_regressions).
  *
  * A failure prints "crash case: CAIRN_SEED=<seed> cut=<n|fn> mode=<m>
  * tear=<t>" (a double crash adds "var=", and "cut2= mode2= tear2=" for
@@ -102,6 +105,11 @@
  */
 #define CR_NBLOCKS     2048u /* 8 MiB */
 #define CR_BIG_NBLOCKS 3072u /* 12 MiB, for the larger deterministic run */
+/*
+ * The double crash's: its second runs start where a first crash left
+ * the volume, some late in the first run, and must not run short either.
+ */
+#define CR_TWICE_NBLOCKS CR_BIG_NBLOCKS
 /*
  * The free run's device is larger: a transaction reserves its worst case
  * (17 to 47 blocks here) until its delta commits, and four threads that
@@ -1096,13 +1104,16 @@ static void cr_cases_run(struct cr_run *r, const struct cr_case *c, uint64_t n)
 
 /* ---- the tests --------------------------------------------------------------------- */
 
-/* Run a workload of @txns per thread (@nblocks device blocks; 0: the default) to crash. */
-static void cr_setup(struct cr_run *r, const char *name, enum cr_sched sched, uint32_t txns,
-		     uint32_t cp_every, uint64_t nblocks)
+/*
+ * Run a workload of seed @seed, @txns per thread (@nblocks device
+ * blocks; 0: the default), to crash.
+ */
+static void cr_setup_seeded(struct cr_run *r, const char *name, uint64_t seed, enum cr_sched sched,
+			    uint32_t txns, uint32_t cp_every, uint64_t nblocks)
 {
 	memset(r, 0, sizeof(*r));
 	r->cr_name = name;
-	r->cr_seed = test_seed("vol crash", CR_SEED);
+	r->cr_seed = seed;
 	r->cr_sched = sched;
 	r->cr_txns = txns;
 	r->cr_cp_every = cp_every;
@@ -1123,6 +1134,13 @@ static void cr_setup(struct cr_run *r, const char *name, enum cr_sched sched, ui
 			 "no longer forces them (interleaving points %s, %s?)",
 			 name, r->cr_holds, r->cr_hold_forks[CR_HOLD_TAKEN],
 			 cr_hold_points[CR_HOLD_BEGIN], cr_hold_points[CR_HOLD_TAKEN]);
+}
+
+/* The same with the seed of the run (CAIRN_SEED, else CR_SEED). */
+static void cr_setup(struct cr_run *r, const char *name, enum cr_sched sched, uint32_t txns,
+		     uint32_t cp_every, uint64_t nblocks)
+{
+	cr_setup_seeded(r, name, test_seed("vol crash", CR_SEED), sched, txns, cp_every, nblocks);
 }
 
 static void cr_teardown(struct cr_run *r)
@@ -1241,32 +1259,79 @@ static bool cr_write_landed(struct bdev *img, struct bdev *all, struct bdev *non
 }
 
 /*
- * A draw (cc_var) of DROP_SOME at flush cut @f in which the first of the
- * unflushed writes did not land and the last did: a delta's later log
- * on disk without the earlier one, what the log chain must not follow
- * into once the space before it is written again. False if none of a few.
+ * The unflushed writes of flush cut f: the first and the last, and the
+ * images with all of them kept and all dropped.
  */
-static bool cr_stale_tail_case(struct cr_run *r, uint64_t f, struct cr_case *c)
+struct cr_tail {
+	struct bdev_emu_record ct_w1, ct_wn;
+	struct bdev *ct_all, *ct_none;
+};
+
+/* Set @t up for flush cut @f; false (nothing to close) if fewer than 2 writes are unflushed. */
+static bool cr_tail_open(struct cr_run *r, uint64_t f, struct cr_tail *t)
 {
 	struct cr_case all = {f, true, BDEV_EMU_KEEP_ALL, false, 0};
 	struct cr_case none = {f, true, BDEV_EMU_DROP_ALL, false, 0};
-	struct bdev_emu_record w1, wn;
-	struct bdev *ia, *in, *img;
+
+	if (cr_flush_unflushed(r, f, &t->ct_w1, &t->ct_wn) < 2)
+		return false;
+	t->ct_all = cr_case_image(r, &all);
+	t->ct_none = cr_case_image(r, &none);
+	return true;
+}
+
+static void cr_tail_close(struct cr_tail *t)
+{
+	bdev_close(t->ct_none);
+	bdev_close(t->ct_all);
+}
+
+/*
+ * Does case @c (of @t's flush cut) leave a stale tail: the first of the
+ * unflushed writes not landed and the last landed? A delta's later log
+ * on disk without the earlier one, what the log chain must not follow
+ * into once the space before it is written again.
+ */
+static bool cr_tail_stale(struct cr_run *r, const struct cr_tail *t, const struct cr_case *c)
+{
+	struct bdev *img = cr_case_image(r, c);
+	bool stale = !cr_write_landed(img, t->ct_all, t->ct_none, &t->ct_w1) &&
+		     cr_write_landed(img, t->ct_all, t->ct_none, &t->ct_wn);
+
+	bdev_close(img);
+	return stale;
+}
+
+/*
+ * A draw (cc_var) of DROP_SOME at flush cut @f that leaves a stale tail
+ * (cr_tail_stale), in *c. False if none of a few does.
+ */
+static bool cr_stale_tail_case(struct cr_run *r, uint64_t f, struct cr_case *c)
+{
+	struct cr_tail t;
 	bool found = false;
 
-	if (cr_flush_unflushed(r, f, &w1, &wn) < 2)
+	if (!cr_tail_open(r, f, &t))
 		return false;
-	ia = cr_case_image(r, &all);
-	in = cr_case_image(r, &none);
 	for (uint32_t var = 1; var <= 32 && !found; var++) {
 		*c = (struct cr_case){f, true, BDEV_EMU_DROP_SOME, false, var};
-		img = cr_case_image(r, c);
-		found = !cr_write_landed(img, ia, in, &w1) && cr_write_landed(img, ia, in, &wn);
-		bdev_close(img);
+		found = cr_tail_stale(r, &t, c);
 	}
-	bdev_close(in);
-	bdev_close(ia);
+	cr_tail_close(&t);
 	return found;
+}
+
+/* Does flush cut @c leave a stale tail (cr_tail_stale)? */
+static bool cr_case_stale_tail(struct cr_run *r, const struct cr_case *c)
+{
+	struct cr_tail t;
+	bool stale;
+
+	if (!c->cc_flush || !cr_tail_open(r, c->cc_cut, &t))
+		return false;
+	stale = cr_tail_stale(r, &t, c);
+	cr_tail_close(&t);
+	return stale;
 }
 
 /*
@@ -1288,13 +1353,14 @@ static uint64_t cr_first_crashes(struct cr_run *r, struct cr_case *c, uint64_t m
 /*
  * After the first crash @c1 of @a: recover, check, run a second
  * deterministic workload on the recovered volume, and check every cut
- * of that run against the first run's model at the recovered delta
- * followed by the second run's transactions.
+ * of that run (or only @c2, if not NULL) against the first run's model
+ * at the recovered delta followed by the second run's transactions.
  */
-static void cr_crash_again(struct cr_run *a, const struct cr_case *c1)
+static void cr_crash_again(struct cr_run *a, const struct cr_case *c1, const struct cr_case *c2)
 {
 	static const struct cr_case modes[] = {{.cc_mode = BDEV_EMU_DROP_ALL, .cc_tear = false},
 					       {.cc_mode = BDEV_EMU_KEEP_ALL, .cc_tear = false},
+					       {.cc_mode = BDEV_EMU_DROP_SOME, .cc_tear = false},
 					       {.cc_mode = BDEV_EMU_KEEP_ALL, .cc_tear = true}};
 	struct vol_open_opts oo = {
 	    .voo_max_dirty = 1u << 30, .voo_max_age_ms = 3600u * 1000, .voo_checkpoint_every = 3};
@@ -1322,9 +1388,18 @@ static void cr_crash_again(struct cr_run *a, const struct cr_case *c1)
 	b->cr_first = c1;
 	b->cr_tag_base = CR_THREADS;
 	cr_workload(b);
-	c = cr_every_cut(b, "2", modes, ARRAY_SIZE(modes), &n);
-	cr_cases_run(b, c, n);
-	free(c);
+	if (c2) {
+		if (c2->cc_cut > (c2->cc_flush ? b->cr_flushes : b->cr_writes + 1))
+			fail_msg("%s: second cut %s%" PRIu64 " is past the run's %" PRIu64
+				 " writes and %" PRIu64 " flushes (the schedule changed?)",
+				 b->cr_name, c2->cc_flush ? "f" : "", c2->cc_cut, b->cr_writes,
+				 b->cr_flushes);
+		cr_cases_run(b, c2, 1);
+	} else {
+		c = cr_every_cut(b, "2", modes, ARRAY_SIZE(modes), &n);
+		cr_cases_run(b, c, n);
+		free(c);
+	}
 	cr_run_free(b);
 	free(b);
 }
@@ -1340,15 +1415,69 @@ static void test_vol_crash_twice(void **state)
 	(void)state;
 	test_needs_syncpoints();
 	test_watchdog("vol_crash_twice", 120 + (unsigned)max * 20);
-	cr_setup(&r, "first of two", CR_SCHED_DET, 32, 3, 0);
+	cr_setup(&r, "first of two", CR_SCHED_DET, 32, 3, CR_TWICE_NBLOCKS);
 	first = calloc(max + 1, sizeof(*first));
 	assert_non_null(first);
 	n = cr_first_crashes(&r, first, max);
 	assert_true(n > 0);
 	for (uint64_t i = 0; i < n; i++)
-		cr_crash_again(&r, &first[i]);
+		cr_crash_again(&r, &first[i], NULL);
 	free(first);
 	cr_teardown(&r);
+}
+
+/*
+ * Double crashes that once failed: a seed's first run (as in
+ * test_vol_crash_twice), its first crash, and the one second crash that
+ * showed the bug. Replay one with its line, e.g. CAIRN_SEED=10
+ * CAIRN_CRASH_CUT=f7 CAIRN_CRASH_MODE=drop_some CAIRN_CRASH_TEAR=0
+ * CAIRN_CRASH_VAR=5 CAIRN_CRASH_CUT2=2 CAIRN_CRASH_MODE2=keep_all
+ * CAIRN_CRASH_TEAR2=0.
+ */
+struct cr_twice_case {
+	uint64_t ct_seed;
+	struct cr_case ct_first, ct_second;
+};
+
+/*
+ * The first crash leaves delta 7's second log (from the first run)
+ * without its first; after recovery (delta 6) the second run writes
+ * delta 7's first log in the same place with the same header and
+ * summary, other content, and the power goes before (cut=2) or while
+ * (cut=f1, its second log dropped) that log's delta is flushed. Until
+ * logs carried their mount's nonce (format version 2), the new log had
+ * the summary checksum of the lost one, and recovery followed the old
+ * second log into a delta 7 that never existed.
+ */
+static const struct cr_twice_case cr_twice_regressions[] = {
+    {10, {7, true, BDEV_EMU_DROP_SOME, false, 5}, {2, false, BDEV_EMU_KEEP_ALL, false, 0}},
+    {10, {7, true, BDEV_EMU_DROP_SOME, false, 5}, {1, true, BDEV_EMU_DROP_SOME, false, 2}},
+};
+
+static void test_vol_crash_twice_regressions(void **state)
+{
+	struct cr_run *r = calloc(1, sizeof(*r));
+
+	(void)state;
+	assert_non_null(r);
+	test_needs_syncpoints();
+	test_watchdog("vol_crash_twice_regressions", 120);
+	for (size_t i = 0; i < ARRAY_SIZE(cr_twice_regressions); i++) {
+		const struct cr_twice_case *t = &cr_twice_regressions[i];
+
+		cr_setup_seeded(r, "first of two (regression)", t->ct_seed, CR_SCHED_DET, 32, 3,
+				CR_TWICE_NBLOCKS);
+		/* a first crash that no longer leaves a stale tail tests nothing */
+		if (!cr_case_stale_tail(r, &t->ct_first))
+			fail_msg("regression %zu (CAIRN_SEED=%" PRIu64
+				 "): its first crash no longer leaves a delta's later log without "
+				 "the earlier one (the schedule changed?): find another with "
+				 "CAIRN_SEED=<n> CAIRN_CRASH_TWICE=64",
+				 i, t->ct_seed);
+		cr_crash_again(r, &t->ct_first, &t->ct_second);
+		cr_teardown(r);
+	}
+	free(r);
 }
 
 /* @n seeded random cut points of @r, REORDER with a torn write. */
@@ -1416,6 +1545,7 @@ int main(void)
 	    cmocka_unit_test(test_vol_crash_random),
 	    cmocka_unit_test(test_vol_crash_free),
 	    cmocka_unit_test(test_vol_crash_twice),
+	    cmocka_unit_test(test_vol_crash_twice_regressions),
 	};
 	return TEST_RUN("vol_crash", tests);
 }
