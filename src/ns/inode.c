@@ -962,3 +962,14 @@ void ialloc_destroy(struct ialloc *a)
 	ialloc_locks_destroy(a);
 	ialloc_free_mem(a);
 }
+
+int inode_high(struct vol *v, uint64_t *high)
+{
+	uint8_t slot[INODE_REC_SIZE];
+	int err;
+
+	err = vol_read_range(v, INODE_FILE_OWNER, 0, 0, INODE_REC_SIZE, slot);
+	if (!err)
+		err = ialloc_hdr_decode(slot, inode_max_ino(vol_block_size(v)), high);
+	return err;
+}

@@ -103,6 +103,13 @@ int inode_read(struct vol *v, uint64_t ino, struct inode_rec *r);
  */
 int inode_write(struct vol_txn *t, uint64_t ino, const struct inode_rec *r);
 
+/*
+ * The allocator header's high mark: no inode number >= *@high was ever
+ * allocated on the volume (for fsck: the range to check). -EUCLEAN for
+ * a corrupt header, read errors.
+ */
+int inode_high(struct vol *v, uint64_t *high);
+
 /* ---- allocation ----------------------------------------------------- */
 
 struct ialloc;
