@@ -14,6 +14,7 @@
 #ifndef CAIRN_BUF_H
 #define CAIRN_BUF_H
 
+#include <stddef.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -185,6 +186,13 @@ int buf_write_cancel(struct buf *b);
  * the last reference is put.
  */
 int buf_drop(struct buf *b);
+/*
+ * The indexes of @owner's hashed buffers (any state) at or past @from, in
+ * a malloc'ed array (*idx, NULL if none): a snapshot, for a caller that
+ * then looks each one up. -ENOMEM.
+ */
+int buf_owner_cached(struct buf_cache *c, uint64_t owner, uint64_t from, uint64_t **idx,
+		     size_t *count);
 /* Drop every buffer of @owner with index >= @from (truncate/unlink). */
 void buf_drop_owner(struct buf_cache *c, uint64_t owner, uint64_t from);
 

@@ -321,6 +321,36 @@ static uint64_t *buf_owner_indexes(struct buf_cache *c, uint64_t owner, uint64_t
 	return idx;
 }
 
+int buf_owner_cached(struct buf_cache *c, uint64_t owner, uint64_t from, uint64_t **idx,
+		     size_t *count)
+{
+	struct buf_owner_shard *os = buf_owner_shard(c, owner);
+	struct buf_owner_rec *r;
+	struct list_node *n;
+	uint64_t *out = NULL;
+	size_t got = 0;
+	int err = 0;
+
+	cmutex_lock(&os->bos_lock);
+	r = buf_owner_find_locked(os, owner);
+	if (r && r->or_nbufs) {
+		out = malloc(r->or_nbufs * sizeof(*out));
+		if (!out)
+			err = -ENOMEM;
+		else
+			list_for_each(n, &r->or_bufs)
+			{
+				struct buf *b = container_of(n, struct buf, b_owner_node);
+				if (b->b_index >= from)
+					out[got++] = b->b_index;
+			}
+	}
+	cmutex_unlock(&os->bos_lock);
+	*idx = out;
+	*count = got;
+	return err;
+}
+
 void buf_drop_owner(struct buf_cache *c, uint64_t owner, uint64_t from)
 {
 	size_t n;

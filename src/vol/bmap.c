@@ -64,6 +64,12 @@
  *       built, seen only by the commit.
  *   (5) A fill at a hinted address publishes its block only if no commit
  *       ended since the hint was read (bmap_hint_check).
+ *   (6) A truncate unlinks whole subtrees (bmap_prune). Their cached map
+ *       blocks are dropped by the commit that prunes them (no walker can
+ *       be on them: a fill of a truncated block reads zeros until that
+ *       commit ends, and vol_truncate waited out the fills in progress),
+ *       and a Clean map block found where the tree being built has no
+ *       entry is such a leftover: dropped, never reused.
  *
  * Lock order: bm_lock is taken with no other lock held and is never held
  * while getting, modifying or putting a buffer (buffer shard locks are
@@ -266,10 +272,19 @@ static int bmap_node_get(struct bmap *m, uint64_t owner, uint64_t nidx, uint64_t
 		while (err == -ESTALE);
 		return err;
 	}
-	if (create)
-		return buf_get_new(m->bm_cache, owner, nidx, out);
-	*out = buf_lookup(m->bm_cache, owner, nidx);
-	return 0;
+	/* an unlinked node is one this commit (or a failed one) made: Dirty */
+	for (;;) {
+		struct buf *b = buf_lookup(m->bm_cache, owner, nidx);
+
+		if (!b && create && (err = buf_get_new(m->bm_cache, owner, nidx, &b)))
+			return err;
+		if (!b || buf_state(b) != BUF_CLEAN) {
+			*out = b;
+			return 0;
+		}
+		buf_drop(b); /* (6): a pruned subtree's, not ours */
+		buf_put(b);
+	}
 }
 
 /*
@@ -381,6 +396,67 @@ int bmap_place(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch
 	t->bt_root_height = (uint8_t)level;
 	bmap_unlock(m);
 	return 0;
+}
+
+/*
+ * Clear entries [@from_slot, E) of map block @b in one modification
+ * (nothing if they are all holes already).
+ */
+static int bmap_clear_from(struct bmap *m, const struct bmap_change *ch, struct buf *b,
+			   unsigned from_slot)
+{
+	unsigned s = from_slot;
+	int err;
+
+	while (s < m->bm_entries && !bmap_entry(buf_data(b), s))
+		s++;
+	if (s == m->bm_entries)
+		return 0;
+	err = buf_modify_begin(b, ch->bc_delta);
+	if (err)
+		return err;
+	bmap_wrlock(m);
+	for (; s < m->bm_entries; s++)
+		bmap_entry_store(buf_data(b), s, 0);
+	bmap_unlock(m);
+	buf_modify_end(b);
+	return ch->bc_note(ch->bc_arg, b);
+}
+
+int bmap_prune(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch, uint64_t from)
+{
+	unsigned l = t->bt_height;
+	uint64_t pblk = t->bt_root_height == l ? t->bt_root : 0;
+	int err = 0;
+
+	assert(from > 0);
+	if (!bmap_covers(m, l, from))
+		return 0; /* nothing at or past @from */
+	for (; l >= 1 && !err; l--) {
+		uint64_t span_mask = (1ULL << (m->bm_shift * (l - 1))) - 1;
+		unsigned slot = bmap_slot(m, l, from);
+		bool whole = l == 1 || !(from & span_mask); /* the child at slot is all >= from */
+		struct buf *b;
+
+		err = bmap_node_get(m, t->bt_owner, bmap_node_index(m, l, from), pblk, false, &b);
+		if (err || !b)
+			return err;
+		pblk = bmap_entry(buf_data(b), slot);
+		err = bmap_clear_from(m, ch, b, whole ? slot : slot + 1);
+		buf_put(b);
+		if (whole)
+			break;
+	}
+	return err;
+}
+
+void bmap_empty(struct bmap *m, struct bmap_tree *t)
+{
+	bmap_wrlock(m);
+	t->bt_root = 0;
+	t->bt_root_height = 0;
+	t->bt_height = 0;
+	bmap_unlock(m);
 }
 
 bool bmap_in_tree(const struct bmap *m, const struct bmap_tree *t, uint64_t node_index)

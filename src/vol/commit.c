@@ -5,7 +5,10 @@
  * works in D+1. The order is the on-disk order, each block added to the
  * log only once everything it points at has an address:
  *
- *   (1) punches of D: clear their map entries
+ *   (1) truncates of D: prune the owners' maps (the map path of the
+ *       first index truncated, or the whole map: bmap_prune) and drop the
+ *       cached map blocks of the subtrees unlinked; then punches of D:
+ *       clear their map entries
  *   (2) data: every buffer dirty in D (buf_delta_take until none is
  *       left; a fork's shadow like any other): Writing, log_build_add,
  *       Written; its map entry := its address (dirtying a level-1 map
@@ -262,6 +265,56 @@ static int vol_commit_meta(struct vol_commit *vc, struct buf *b, struct bmap_tre
 
 /* ---- the steps --------------------------------------------------------------- */
 
+/*
+ * Drop the cached map blocks of @owner that cover only data indexes at
+ * or past @from: a truncate unlinked them (bmap.c (6)).
+ */
+static int vol_commit_drop_nodes(struct vol_commit *vc, uint64_t owner, uint64_t from)
+{
+	struct vol *v = vc->vc_vol;
+	uint64_t *idx;
+	size_t n;
+	int err;
+
+	err = buf_owner_cached(v->v_cache, owner, VOL_META_BIT, &idx, &n);
+	for (size_t i = 0; i < n && !err; i++) {
+		struct buf *b;
+
+		if (bmap_node_first(&v->v_map, idx[i]) < from)
+			continue;
+		b = buf_find_hold(v->v_cache, owner, idx[i]);
+		if (!b)
+			continue;
+		assert(!vol_table_get(&vc->vc_seen, owner, idx[i]));
+		buf_drop(b);
+		buf_put(b);
+	}
+	free(idx);
+	return err;
+}
+
+/*
+ * (1) a truncate of @t's owner from @from on: prune the map (a map path
+ * rewritten, or the owner emptied: one record), then drop the blocks of
+ * the subtrees it unlinked.
+ */
+static int vol_commit_truncate(struct vol_commit *vc, struct bmap_tree *t, uint64_t from)
+{
+	struct vol *v = vc->vc_vol;
+	struct vol_rec rec = {0, 0, VOL_REC_IN_USE};
+	int err = 0;
+
+	if (from) {
+		err = bmap_prune(&v->v_map, t, &vc->vc_change, from);
+	} else if (t->bt_height || t->bt_root) {
+		bmap_empty(&v->v_map, t);
+		err = otab_store(v, &vc->vc_change, t->bt_owner, &rec);
+	}
+	if (!err)
+		err = vol_commit_drop_nodes(vc, t->bt_owner, from);
+	return err;
+}
+
 /* (1) */
 static int vol_commit_punches(struct vol_commit *vc)
 {
@@ -271,6 +324,15 @@ static int vol_commit_punches(struct vol_commit *vc)
 	size_t n;
 	int err;
 
+	err = vol_trunc_collect(&v->v_punches, vc->vc_delta, &keys, &n);
+	for (size_t i = 0; i < n && !err; i++) {
+		err = vol_commit_tree(vc, keys[i].pk_owner, &t);
+		if (!err)
+			err = vol_commit_truncate(vc, t, keys[i].pk_index);
+	}
+	free(keys);
+	if (err)
+		return err;
 	err = vol_punch_collect(&v->v_punches, vc->vc_delta, &keys, &n);
 	for (size_t i = 0; i < n && !err; i++) {
 		err = vol_commit_tree(vc, keys[i].pk_owner, &t);

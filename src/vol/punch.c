@@ -15,9 +15,20 @@
  * is newer); vol.c makes the cancel and the punch's own record happen
  * inside the buffer's modification, so for every block the record says
  * "zeroed" exactly when a punch was the block's last change in the delta.
- * After a failed commit the records move to the next delta without
- * "zeroed": the punch must still be applied (before that delta's writes,
- * which are newer) but the buffer may since hold a newer write.
+ * A write in a later delta marks the older records of the block "newer".
+ * After a failed commit the records move to the next delta, "zeroed"
+ * only if no later write came (not "newer"): the punch must still be
+ * applied (before that delta's writes, which are newer), and the buffer
+ * still holds the punch's zeros unless a newer write changed it. So a
+ * requeued punch or truncate never makes the next commit write a block
+ * of zeros its transaction did not reserve.
+ *
+ * Truncates (vol_truncate) are recorded the same way, one record per
+ * (owner, delta) holding the lowest index truncated from: a fill of a
+ * block at or past it gives zeros until the commit prunes the map
+ * (vol_punch_pending), and the commit collects them (vol_trunc_collect)
+ * before the punches. The truncate's cached blocks each get a punch
+ * record ("zeroed"), so the commit does not write them.
  *
  * Invariants
  *   (1) At most one record per (owner, index, delta).
@@ -25,6 +36,12 @@
  *       and may be read without it to skip the lock when it is 0.
  *   (3) Records of a delta are removed only after its commit set the map
  *       entries (the map then says hole), or moved by a failed commit.
+ *   (4) A record is "zeroed" only while the block's cached buffer, if
+ *       any, holds the punch's zeros as its newest content in the
+ *       record's delta: a write in that delta removes the record, one in
+ *       a later delta sets "newer", which a requeue turns into not zeroed.
+ *   (5) At most one truncate record per (owner, delta); vp_ntrunc counts
+ *       them like vp_count.
  *
  * Lock order: vp_lock is a leaf, taken inside buffer modifications.
  */
@@ -38,7 +55,16 @@ struct vol_punch_rec {
 	uint64_t pr_index;
 	uint32_t pr_delta;
 	bool pr_zeroed;
+	bool pr_newer; /* a later delta wrote the block */
 	struct vol_punch_rec *pr_next;
+};
+
+/* A truncate of pr_owner from pr_index on (vp_truncs). */
+struct vol_trunc_rec {
+	uint64_t tr_owner;
+	uint64_t tr_from;
+	uint32_t tr_delta;
+	struct vol_trunc_rec *tr_next;
 };
 
 int vol_punches_init(struct vol_punches *p)
@@ -48,6 +74,8 @@ int vol_punches_init(struct vol_punches *p)
 	if (!p->vp_buckets)
 		return -ENOMEM;
 	atomic_init(&p->vp_count, 0);
+	atomic_init(&p->vp_ntrunc, 0);
+	p->vp_truncs = NULL;
 	return cmutex_init(&p->vp_lock);
 }
 
@@ -60,6 +88,12 @@ void vol_punches_destroy(struct vol_punches *p)
 			next = r->pr_next;
 			free(r);
 		}
+	}
+	while (p->vp_truncs) {
+		struct vol_trunc_rec *t = p->vp_truncs;
+
+		p->vp_truncs = t->tr_next;
+		free(t);
 	}
 	free(p->vp_buckets);
 	if (p->vp_buckets)
@@ -127,7 +161,7 @@ static int vol_punch_add_locked(struct vol_punches *p, uint64_t owner, uint64_t 
 	r = malloc(sizeof(*r));
 	if (!r)
 		return -ENOMEM;
-	*r = (struct vol_punch_rec){owner, index, delta, zeroed, NULL};
+	*r = (struct vol_punch_rec){owner, index, delta, zeroed, false, NULL};
 	*pp = r;
 	atomic_fetch_add(&p->vp_count, 1);
 	vol_punch_grow_locked(p);
@@ -152,11 +186,18 @@ void vol_punch_cancel(struct vol_punches *p, uint64_t owner, uint64_t index, uin
 	if (!atomic_load(&p->vp_count))
 		return; /* (2): a punch recorded later happens after this write */
 	cmutex_lock(&p->vp_lock);
-	pp = vol_punch_find_locked(p, owner, index, delta);
-	if ((r = *pp)) {
-		*pp = r->pr_next;
-		atomic_fetch_sub(&p->vp_count, 1);
-		free(r);
+	pp = vol_punch_bucket(p, owner, index);
+	while ((r = *pp)) {
+		if (r->pr_owner != owner || r->pr_index != index) {
+			pp = &r->pr_next;
+		} else if (r->pr_delta == delta) {
+			*pp = r->pr_next;
+			atomic_fetch_sub(&p->vp_count, 1);
+			free(r);
+		} else {
+			r->pr_newer = true; /* an older delta's: this write is newer */
+			pp = &r->pr_next;
+		}
 	}
 	cmutex_unlock(&p->vp_lock);
 }
@@ -164,15 +205,113 @@ void vol_punch_cancel(struct vol_punches *p, uint64_t owner, uint64_t index, uin
 bool vol_punch_pending(struct vol_punches *p, uint64_t owner, uint64_t index)
 {
 	struct vol_punch_rec *r;
+	struct vol_trunc_rec *t;
 	bool found = false;
 
-	if (!atomic_load(&p->vp_count))
+	if (!atomic_load(&p->vp_count) && !atomic_load(&p->vp_ntrunc))
 		return false;
 	cmutex_lock(&p->vp_lock);
 	for (r = *vol_punch_bucket(p, owner, index); r && !found; r = r->pr_next)
 		found = r->pr_owner == owner && r->pr_index == index;
+	for (t = p->vp_truncs; t && !found; t = t->tr_next)
+		found = t->tr_owner == owner && t->tr_from <= index;
 	cmutex_unlock(&p->vp_lock);
 	return found;
+}
+
+/* The link to the truncate record of (owner, delta), or to the list's end. */
+static struct vol_trunc_rec **vol_trunc_find_locked(struct vol_punches *p, uint64_t owner,
+						    uint32_t delta)
+{
+	struct vol_trunc_rec **pp = &p->vp_truncs;
+
+	assert(cmutex_held(&p->vp_lock));
+	while (*pp && ((*pp)->tr_owner != owner || (*pp)->tr_delta != delta))
+		pp = &(*pp)->tr_next;
+	return pp;
+}
+
+/* Add a truncate record, or lower the one of (owner, delta); vp_lock held. */
+static int vol_trunc_add_locked(struct vol_punches *p, uint64_t owner, uint64_t from,
+				uint32_t delta)
+{
+	struct vol_trunc_rec **pp = vol_trunc_find_locked(p, owner, delta), *t;
+
+	if (*pp) {
+		(*pp)->tr_from = MIN((*pp)->tr_from, from);
+		return 0;
+	}
+	t = malloc(sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	*t = (struct vol_trunc_rec){owner, from, delta, NULL};
+	*pp = t;
+	atomic_fetch_add(&p->vp_ntrunc, 1);
+	return 0;
+}
+
+int vol_trunc_add(struct vol_punches *p, uint64_t owner, uint64_t from, uint32_t delta)
+{
+	int err;
+
+	cmutex_lock(&p->vp_lock);
+	err = vol_trunc_add_locked(p, owner, from, delta);
+	cmutex_unlock(&p->vp_lock);
+	return err;
+}
+
+int vol_trunc_collect(struct vol_punches *p, uint32_t delta, struct vol_punch_key **keys, size_t *n)
+{
+	struct vol_punch_key *k = NULL;
+	struct vol_trunc_rec *t;
+	size_t got = 0;
+	int err = 0;
+
+	cmutex_lock(&p->vp_lock);
+	if (atomic_load(&p->vp_ntrunc)) {
+		k = malloc(atomic_load(&p->vp_ntrunc) * sizeof(*k));
+		if (!k)
+			err = -ENOMEM;
+		for (t = p->vp_truncs; k && t; t = t->tr_next)
+			if (t->tr_delta == delta)
+				k[got++] = (struct vol_punch_key){t->tr_owner, t->tr_from};
+	}
+	cmutex_unlock(&p->vp_lock);
+	*keys = k;
+	*n = got;
+	return err;
+}
+
+/* Forget @delta's truncates, or move them to @to (if not 0); vp_lock held. */
+static void vol_trunc_move_locked(struct vol_punches *p, uint32_t delta, uint32_t to)
+{
+	struct vol_trunc_rec **pp = &p->vp_truncs, *t, *moved = NULL;
+
+	while ((t = *pp)) {
+		if (t->tr_delta != delta) {
+			pp = &t->tr_next;
+			continue;
+		}
+		*pp = t->tr_next;
+		atomic_fetch_sub(&p->vp_ntrunc, 1);
+		t->tr_next = moved;
+		moved = t;
+	}
+	while ((t = moved)) {
+		moved = t->tr_next;
+		/* merged into (owner, to)'s record if there is one: no allocation */
+		pp = vol_trunc_find_locked(p, t->tr_owner, to);
+		if (!to || *pp) {
+			if (to)
+				(*pp)->tr_from = MIN((*pp)->tr_from, t->tr_from);
+			free(t);
+			continue;
+		}
+		t->tr_delta = to;
+		t->tr_next = NULL;
+		*pp = t;
+		atomic_fetch_add(&p->vp_ntrunc, 1);
+	}
 }
 
 bool vol_punch_zeroed(struct vol_punches *p, uint64_t owner, uint64_t index, uint32_t delta)
@@ -260,6 +399,7 @@ void vol_punch_forget(struct vol_punches *p, uint32_t delta)
 {
 	cmutex_lock(&p->vp_lock);
 	vol_punch_each_locked(p, delta, vol_punch_forget_one, NULL);
+	vol_trunc_move_locked(p, delta, 0);
 	cmutex_unlock(&p->vp_lock);
 }
 
@@ -281,6 +421,7 @@ static void vol_punch_link_locked(struct vol_punches *p, struct vol_punch_rec *r
 
 	if (*pp) {
 		(*pp)->pr_zeroed |= r->pr_zeroed;
+		(*pp)->pr_newer |= r->pr_newer;
 		free(r);
 		return;
 	}
@@ -298,8 +439,9 @@ void vol_punch_requeue(struct vol_punches *p, uint32_t from, uint32_t to)
 	while ((r = moved)) {
 		moved = r->pr_next;
 		r->pr_delta = to;
-		r->pr_zeroed = false; /* the buffer may hold a newer write now */
+		r->pr_zeroed &= !r->pr_newer; /* the buffer holds a newer write */
 		vol_punch_link_locked(p, r);
 	}
+	vol_trunc_move_locked(p, from, to);
 	cmutex_unlock(&p->vp_lock);
 }

@@ -10,6 +10,9 @@
  *                   still dirty in the committing delta), copy, end
  *   vol_punch       record the punch (punch.c); if the block is cached,
  *                   zero it inside a modification, like a write
+ *   vol_truncate    record the truncate (punch.c), then zero each cached
+ *                   block at or past it like a punch; the commit prunes
+ *                   the map (one block of the reservation)
  *   vol_read        buf_read; a miss fills through vol_fill
  *   vol_txn_end     leave the delta
  *
@@ -17,7 +20,7 @@
  * punches, data, map blocks bottom up, the owner table, its map, and the
  * super root last. Only the back end touches map and owner-table blocks.
  *
- *   vol_fill(b): pending punch? zeros : walk super root -> owner table ->
+ *   vol_fill(b): pending punch or truncate? zeros : walk super root -> owner table ->
  *                owner's map (bmap.c) -> address; 0: zeros; else a tracked
  *                read (zone = segment) of that block
  *
@@ -697,18 +700,16 @@ int vol_write_range(struct vol_txn *t, uint64_t owner, uint64_t index, uint32_t 
 	return err;
 }
 
-int vol_punch(struct vol_txn *t, uint64_t owner, uint64_t index)
+/*
+ * The punch of (owner, index) in @delta is recorded: if the block is
+ * cached, zero it in @delta (forking a buffer of the committing delta)
+ * and say again, inside the modification, that the punch came last (2).
+ */
+static int vol_zero_cached(struct vol *v, uint64_t owner, uint64_t index, uint32_t delta)
 {
-	struct vol *v = t->vt_vol;
-	uint32_t delta = t->vt_op.dop_delta;
 	struct buf *b;
 	int err;
 
-	err = vol_txn_charge(t, owner, index);
-	if (!err)
-		err = vol_punch_add(&v->v_punches, owner, index, delta, true);
-	if (err)
-		return err;
 	b = buf_find_hold(v->v_cache, owner, index);
 	if (!b)
 		return 0; /* a later fill sees the record */
@@ -723,6 +724,53 @@ int vol_punch(struct vol_txn *t, uint64_t owner, uint64_t index)
 		buf_modify_end(b);
 	}
 	buf_put(b);
+	return err;
+}
+
+int vol_punch(struct vol_txn *t, uint64_t owner, uint64_t index)
+{
+	struct vol *v = t->vt_vol;
+	uint32_t delta = t->vt_op.dop_delta;
+	int err;
+
+	err = vol_txn_charge(t, owner, index);
+	if (!err)
+		err = vol_punch_add(&v->v_punches, owner, index, delta, true);
+	if (err)
+		return err;
+	return vol_zero_cached(v, owner, index, delta);
+}
+
+/*
+ * The truncate is recorded first (2), so a fill that starts later reads
+ * zeros; then every cached data block at or past @from_index is zeroed
+ * as a punch would (a fill in progress is waited out by buf_get_new). A
+ * block not cached needs nothing until the commit prunes the map. One
+ * block of @t: the commit rewrites at most one map path and one owner
+ * record for it (commit.c (1)).
+ */
+int vol_truncate(struct vol_txn *t, uint64_t owner, uint64_t from_index)
+{
+	struct vol *v = t->vt_vol;
+	uint32_t delta = t->vt_op.dop_delta;
+	uint64_t *idx;
+	size_t n;
+	int err;
+
+	err = vol_txn_charge(t, owner, MIN(from_index, VOL_MAX_INDEX));
+	if (err || from_index > VOL_MAX_INDEX)
+		return err; /* past every block: nothing to do */
+	err = vol_trunc_add(&v->v_punches, owner, from_index, delta);
+	if (!err)
+		err = buf_owner_cached(v->v_cache, owner, from_index, &idx, &n);
+	if (err)
+		return err;
+	for (size_t i = 0; i < n && !err; i++) {
+		if (bmap_is_node(idx[i]))
+			continue; /* a map block: the commit's */
+		err = vol_zero_cached(v, owner, idx[i], delta);
+	}
+	free(idx);
 	return err;
 }
 

@@ -112,6 +112,18 @@ int vol_write_range(struct vol_txn *t, uint64_t owner, uint64_t index, uint32_t 
  */
 int vol_punch(struct vol_txn *t, uint64_t owner, uint64_t index);
 /*
+ * Forget every block of @owner at index @from_index or past it: they
+ * read as zeros from now on and their space is no longer live (the
+ * commit prunes the owner's map; from_index 0 empties the owner, its
+ * map root goes away). The cost is in the blocks cached and mapped, not
+ * in the range. Counts as ONE block of @t, whatever the range (the
+ * commit rewrites one map path and one owner record for it); works on a
+ * full volume in a VOL_TXN_FREEING transaction. Writes in the same
+ * delta after it win, as after a punch. A @from_index past
+ * VOL_MAX_INDEX truncates nothing. Errors as vol_write.
+ */
+int vol_truncate(struct vol_txn *t, uint64_t owner, uint64_t from_index);
+/*
  * Read a whole block (the newest content, committed or not), from any
  * thread, inside a transaction or not. A read racing with a write of the
  * same block may see part of each: the layer above serializes them.
@@ -129,5 +141,18 @@ uint32_t vol_committed_delta(struct vol *v);
 /* The delta system's counters (commits, syncs): for benchmarks and tests. */
 void vol_delta_stats(struct vol *v, struct delta_stats *st);
 void vol_space(struct vol *v, struct log_space *sp);
+
+/* check.c: the volume half of fsck (see there). */
+struct vol_check_stats {
+	uint64_t cs_blocks; /* blocks named by the durable state's trees */
+};
+/*
+ * Check the durable state (no transaction in flight, after vol_sync):
+ * every block named once and inside a segment, every owner record
+ * sound. Each problem goes to @report (may be NULL) as one line.
+ * Returns the number of problems, or a read's negative errno.
+ */
+int vol_check(struct vol *v, void (*report)(void *arg, const char *msg), void *arg,
+	      struct vol_check_stats *st);
 
 #endif /* CAIRN_VOL_H */

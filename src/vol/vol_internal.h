@@ -10,6 +10,7 @@
  *   punch.c   punches waiting for their delta's commit
  *   commit.c  the commit (segment constructor)
  *   table.c   a small hash table keyed by (owner, index)
+ *   check.c   vol_check: the volume half of fsck
  *
  * docs/FORMAT.md ("Metadata blocks") describes the on-disk bytes.
  */
@@ -176,6 +177,14 @@ int bmap_clear(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch
  */
 int bmap_place(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch, struct buf *node,
 	       uint64_t pblk, bool *is_root);
+/*
+ * A truncate: clear every entry of @t for data indexes >= @from (> 0),
+ * rewriting only the map blocks on @from's path; the subtrees unlinked
+ * are the caller's to drop from the cache (bmap.c (6)).
+ */
+int bmap_prune(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch, uint64_t from);
+/* A truncate to 0: @t has no blocks any more (the caller stores the record). */
+void bmap_empty(struct bmap *m, struct bmap_tree *t);
 /* True if map block @node_index is part of @t as being built. */
 bool bmap_in_tree(const struct bmap *m, const struct bmap_tree *t, uint64_t node_index);
 /*
@@ -227,12 +236,15 @@ int vol_sroot_decode(const void *buf, uint32_t bs, uint64_t blk, struct vol_sroo
 /* ---- punch.c: punches waiting for their commit -------------------------- */
 
 struct vol_punch_rec;
+struct vol_trunc_rec;
 
 struct vol_punches {
 	struct cmutex vp_lock;
 	struct vol_punch_rec **vp_buckets; /* protected by vp_lock */
 	size_t vp_nbuckets;		   /* protected by vp_lock */
 	_Atomic uint64_t vp_count;	   /* records; changed under vp_lock */
+	struct vol_trunc_rec *vp_truncs;   /* truncates; protected by vp_lock */
+	_Atomic uint64_t vp_ntrunc;	   /* truncates; changed under vp_lock */
 };
 
 struct vol_punch_key {
@@ -250,16 +262,25 @@ int vol_punch_add(struct vol_punches *p, uint64_t owner, uint64_t index, uint32_
 		  bool zeroed);
 /* A write in @delta overrides a punch of the block in @delta. */
 void vol_punch_cancel(struct vol_punches *p, uint64_t owner, uint64_t index, uint32_t delta);
-/* True if some delta not yet committed punched (owner, index). */
+/*
+ * True if some delta not yet committed punched (owner, index), or
+ * truncated @owner at or below @index: the block reads as zeros.
+ */
 bool vol_punch_pending(struct vol_punches *p, uint64_t owner, uint64_t index);
+/* Record a truncate of @owner from @from on, in @delta. */
+int vol_trunc_add(struct vol_punches *p, uint64_t owner, uint64_t from, uint32_t delta);
+/* The truncates of @delta as (owner, from) keys, malloc'ed (NULL if none). */
+int vol_trunc_collect(struct vol_punches *p, uint32_t delta, struct vol_punch_key **keys,
+		      size_t *n);
 /* True if a punch is the newest change of the block in @delta. */
 bool vol_punch_zeroed(struct vol_punches *p, uint64_t owner, uint64_t index, uint32_t delta);
 /* The punches of @delta, in a malloc'ed array (*keys NULL if none). */
 int vol_punch_collect(struct vol_punches *p, uint32_t delta, struct vol_punch_key **keys,
 		      size_t *n);
-/* @delta committed: forget its punches. */
+/* @delta committed: forget its punches and truncates. */
 void vol_punch_forget(struct vol_punches *p, uint32_t delta);
-/* @from failed: its punches move to @to (no longer "zeroed"). */
+/* @from failed: its punches and truncates move to @to ("zeroed" only if
+ * no later delta wrote the block since). */
 void vol_punch_requeue(struct vol_punches *p, uint32_t from, uint32_t to);
 
 /* ---- vol.c: the volume -------------------------------------------------- */

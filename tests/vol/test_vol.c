@@ -18,7 +18,11 @@
  * re-resolves (tracked reads); every crash point of a commit recovers
  * the old delta or the new one whole, punches included; a failed commit
  * (write, flush or read error) loses nothing, punches included, and the
- * next one carries it; many threads writing, rewriting and reading while
+ * next one carries it; truncates of sparse owners over the whole index
+ * range (cheap, before and after sync and reopen, regrowing over dropped
+ * map blocks), against writes in the same delta and the next, at every
+ * crash point of their commit, and across a failed commit, never
+ * consuming more than was reserved; many threads writing, rewriting and reading while
  * commits run (for the sanitizers).
  */
 #include "harness.h"
@@ -126,6 +130,7 @@ static void test_write_read_sync_close_reopen(void **state)
 	v = vf_open_file(path, 0);
 	for (uint64_t i = 0; i < 40; i++)
 		vf_expect(v, OWNER + i % 3, i, i % 2 ? 1 : 2);
+	vf_check(v);
 	assert_int_equal(vol_close(v), 0);
 	vf_remove_file(path);
 }
@@ -207,6 +212,7 @@ static void test_punch(void **state)
 	for (uint64_t i = 5; i < 8; i++)
 		vf_expect(v, OWNER, i, 1);
 	vf_expect(v, OWNER, 100, 0);
+	vf_check(v);
 	assert_int_equal(vol_close(v), 0);
 	vf_remove_file(path);
 }
@@ -242,6 +248,7 @@ static void test_many_owners(void **state)
 		vf_expect(v, far[i], i, 2);
 		vf_expect(v, far[i] - 1, i, 0);
 	}
+	vf_check(v);
 	assert_int_equal(vol_close(v), 0);
 	vf_remove_file(path);
 }
@@ -487,6 +494,7 @@ static void test_fork_while_committing(void **state)
 	vf_expect(img, OWNER, 1, 3);
 	vf_expect(img, OWNER, 2, 0);
 	assert_int_equal(vol_close(img), 0);
+	vf_check(v);
 	assert_int_equal(vol_close(v), 0);
 	test_watchdog_cancel();
 }
@@ -694,6 +702,309 @@ static void test_crash_points_of_a_commit(void **state)
 	assert_int_equal(vol_close(v), 0);
 }
 
+/* One transaction truncating @owner from @from on. */
+static void truncate_txn(struct vol *v, uint64_t owner, uint64_t from)
+{
+	struct vol_txn t;
+
+	assert_int_equal(vol_txn_begin(v, 1, 0, &t), 0);
+	assert_int_equal(vol_truncate(&t, owner, from), 0);
+	assert_int_equal(t.vt_left, 0); /* one block, whatever the range */
+	vol_txn_end(&t);
+}
+
+static const uint64_t sparse_idx[] = {
+    0, 1, 511, 512, 1000, 1ULL << 20, 1ULL << 30, VOL_MAX_INDEX - 1, VOL_MAX_INDEX};
+#define NSPARSE ARRAY_SIZE(sparse_idx)
+
+/* @owner's sparse blocks: version @version below @from, zeros from it on. */
+static void expect_sparse(struct vol *v, uint64_t owner, uint64_t from, uint32_t version)
+{
+	for (size_t i = 0; i < NSPARSE; i++)
+		vf_expect(v, owner, sparse_idx[i], sparse_idx[i] < from ? version : 0);
+}
+
+/*
+ * Truncates of a sparse owner spanning the whole index range (2^36
+ * blocks) cost what is mapped, not the range; they hold before and
+ * after a sync, after reopening with a small cache (reads through the
+ * pruned maps), and the owner can grow again, including over map blocks
+ * the truncate dropped.
+ */
+static void test_truncate_sparse_huge_ranges(void **state)
+{
+	struct bdev *d = vf_mkfs(DEV_BLOCKS);
+	struct vol *v = vf_open(d, 0), *img;
+	struct vol_txn t;
+
+	(void)state;
+	test_watchdog("test_truncate_sparse_huge_ranges", 60);
+	for (size_t i = 0; i < NSPARSE; i++)
+		vf_write(v, OWNER, sparse_idx[i], 1);
+	vf_write(v, OWNER + 1, 7, 1); /* a neighbour, untouched */
+	assert_int_equal(vol_sync(v), 0);
+	truncate_txn(v, OWNER, 1000); /* cached blocks, some map blocks */
+	expect_sparse(v, OWNER, 1000, 1);
+	assert_int_equal(vol_sync(v), 0);
+	expect_sparse(v, OWNER, 1000, 1);
+	img = vf_reopen_copy(d, 16);
+	expect_sparse(img, OWNER, 1000, 1);
+	vf_expect(img, OWNER + 1, 7, 1);
+	assert_int_equal(vol_close(img), 0);
+
+	truncate_txn(v, OWNER, 1); /* not aligned to a map block */
+	expect_sparse(v, OWNER, 1, 1);
+	assert_int_equal(vol_sync(v), 0);
+	img = vf_reopen_copy(d, 16);
+	expect_sparse(img, OWNER, 1, 1);
+	assert_int_equal(vol_close(img), 0);
+
+	/* grow again over what the truncates dropped, then empty */
+	for (size_t i = 0; i < NSPARSE; i++)
+		vf_write(v, OWNER, sparse_idx[i], 2);
+	assert_int_equal(vol_sync(v), 0);
+	expect_sparse(v, OWNER, UINT64_MAX, 2);
+	truncate_txn(v, OWNER, 0);
+	expect_sparse(v, OWNER, 0, 2);
+	assert_int_equal(vol_sync(v), 0);
+	img = vf_reopen_copy(d, 16);
+	expect_sparse(img, OWNER, 0, 2);
+	vf_expect(img, OWNER + 1, 7, 1);
+	vf_check(img);
+	assert_int_equal(vol_close(img), 0);
+	truncate_txn(v, OWNER, 0);		   /* an empty owner */
+	truncate_txn(v, OWNER + 2, 12345);	   /* one never written */
+	truncate_txn(v, OWNER, VOL_MAX_INDEX + 1); /* past everything */
+	vf_write(v, OWNER, 1ULL << 30, 3);
+	assert_int_equal(vol_sync(v), 0);
+	img = vf_reopen_copy(d, 16);
+	vf_expect(img, OWNER, 1ULL << 30, 3);
+	vf_expect(img, OWNER, 0, 0);
+	vf_expect(img, OWNER + 1, 7, 1);
+	assert_int_equal(vol_close(img), 0);
+
+	assert_int_equal(vol_txn_begin(v, 1, 0, &t), 0);
+	assert_int_equal(vol_truncate(&t, 3, 0), -EINVAL); /* the volume's own */
+	assert_int_equal(vol_truncate(&t, OWNER, 0), 0);
+	assert_int_equal(vol_truncate(&t, OWNER, 0), -EINVAL); /* past its reservation */
+	vol_txn_end(&t);
+	vf_check(v);
+	assert_int_equal(vol_close(v), 0);
+	test_watchdog_cancel();
+}
+
+/* Blocks 0..n-1 of OWNER at version 1, synced; a cold volume (nothing cached) if @cold. */
+static struct vol *truncate_setup(struct bdev **d, uint64_t n, bool cold)
+{
+	struct vol *v;
+	struct bdev *copy;
+
+	*d = vf_mkfs(DEV_BLOCKS);
+	v = vf_open(*d, 0);
+	for (uint64_t i = 0; i < n; i++)
+		vf_write(v, OWNER, i, 1);
+	assert_int_equal(vol_sync(v), 0);
+	if (!cold)
+		return v;
+	assert_int_equal(bdev_emu_open_copy(*d, &copy), 0);
+	assert_int_equal(vol_close(v), 0);
+	*d = copy;
+	return vf_open(copy, 0);
+}
+
+/*
+ * Writes after a truncate in the same delta win (as after a punch),
+ * writes before it lose; a partial write after it sees zeros around its
+ * bytes; the same on cached and on cold blocks.
+ */
+static void test_truncate_then_write_same_delta(void **state)
+{
+	(void)state;
+	for (int cold = 0; cold < 2; cold++) {
+		unsigned char buf[VF_BS], part[16];
+		struct bdev *d;
+		struct vol *v = truncate_setup(&d, 12, cold), *img = NULL;
+		struct vol_txn t;
+
+		memset(part, 0x5a, sizeof(part));
+		assert_int_equal(vol_txn_begin(v, 5, 0, &t), 0);
+		vf_pattern(buf, OWNER, 9, 2);
+		assert_int_equal(vol_write(&t, OWNER, 9, buf), 0); /* before: lost */
+		assert_int_equal(vol_truncate(&t, OWNER, 6), 0);
+		vf_pattern(buf, OWNER, 8, 3);
+		assert_int_equal(vol_write(&t, OWNER, 8, buf), 0); /* after: wins */
+		assert_int_equal(vol_write_range(&t, OWNER, 10, 100, sizeof(part), part), 0);
+		vf_pattern(buf, OWNER, 5, 3);
+		assert_int_equal(vol_write(&t, OWNER, 5, buf), 0);
+		vol_txn_end(&t);
+		for (int pass = 0; pass < 3; pass++) {
+			struct vol *r = v;
+
+			if (pass == 1)
+				assert_int_equal(vol_sync(v), 0);
+			if (pass == 2)
+				r = img = vf_reopen_copy(d, 16);
+			for (uint64_t i = 0; i < 12; i++) {
+				if (i == 10) {
+					assert_int_equal(vol_read(r, OWNER, i, buf), 0);
+					for (uint32_t k = 0; k < VF_BS; k++)
+						assert_int_equal(buf[k],
+								 k >= 100 && k < 116 ? 0x5a : 0);
+					continue;
+				}
+				vf_expect(r, OWNER, i, i == 5 || i == 8 ? 3 : i < 6 ? 1 : 0);
+			}
+			if (pass == 2)
+				assert_int_equal(vol_close(img), 0);
+		}
+		vf_check(v);
+		assert_int_equal(vol_close(v), 0);
+	}
+}
+
+/*
+ * A truncate in delta D, then, while D's commit waits, writes and reads
+ * in D+1: the write (of a cached and of an uncached block) wins, an
+ * uncached truncated block reads as zeros before D's commit pruned the
+ * map, and a crash after D keeps D's truncate without D+1's writes.
+ */
+static void test_truncate_then_write_next_delta(void **state)
+{
+	struct bdev *d;
+	struct vol *v = truncate_setup(&d, 12, true), *img;
+	pthread_t th;
+
+	(void)state;
+	test_needs_syncpoints();
+	test_watchdog("test_truncate_then_write_next_delta", 30);
+	vf_expect(v, OWNER, 7, 1); /* cached; 8.. are not */
+	truncate_txn(v, OWNER, 4); /* delta D */
+	syncpoint_enable();
+	syncpoint_order("test.written", "vol.commit.begin");
+	test_thread_start(&th, sync_main, v);
+	syncpoint_wait_arrived("vol.commit.begin", 1); /* D closed, D+1 open */
+	vf_write(v, OWNER, 7, 2);		       /* D+1 */
+	vf_write(v, OWNER, 9, 2);
+	vf_expect(v, OWNER, 10, 0); /* a fill: D's truncate is pending */
+	vf_expect(v, OWNER, 3, 1);
+	SYNC_POINT("test.written");
+	assert_int_equal((intptr_t)test_thread_join(th), 0);
+	img = vf_open_crash(d, BDEV_EMU_DROP_ALL, 16); /* D durable, D+1 not */
+	for (uint64_t i = 0; i < 12; i++)
+		vf_expect(img, OWNER, i, i < 4 ? 1 : 0);
+	assert_int_equal(vol_close(img), 0);
+	assert_int_equal(vol_sync(v), 0);
+	img = vf_reopen_copy(d, 16);
+	for (uint64_t i = 0; i < 12; i++)
+		vf_expect(img, OWNER, i, i < 4 ? 1 : i == 7 || i == 9 ? 2 : 0);
+	assert_int_equal(vol_close(img), 0);
+	vf_check(v);
+	assert_int_equal(vol_close(v), 0);
+	test_watchdog_cancel();
+}
+
+/* Every crash point of a commit with truncates: the old state or the new, whole. */
+static void test_truncate_across_crash(void **state)
+{
+	static const int modes[] = {BDEV_EMU_KEEP_ALL, BDEV_EMU_DROP_ALL, BDEV_EMU_REORDER};
+	struct bdev *d;
+	struct vol *v = truncate_setup(&d, 40, false);
+	uint64_t nwrites, nnew = 0;
+
+	(void)state;
+	vf_write(v, OWNER + 1, 1000, 1);
+	assert_int_equal(vol_sync(v), 0);
+	bdev_emu_keep_history(d);
+	vf_write(v, OWNER, 2, 2);
+	truncate_txn(v, OWNER, 5);
+	vf_write(v, OWNER, 30, 2);
+	truncate_txn(v, OWNER + 1, 0);
+	assert_int_equal(vol_sync(v), 0);
+	nwrites = bdev_emu_history_writes(d);
+	for (uint64_t n = 1; n <= nwrites + 1; n++) {
+		for (size_t m = 0; m < ARRAY_SIZE(modes); m++) {
+			struct bdev_emu_crash how = {.ec_mode = modes[m], .ec_seed = n};
+			struct bdev *imgdev;
+			struct vol *img;
+			bool new_state;
+
+			assert_int_equal(bdev_emu_crash_at(d, n, &how, &imgdev), 0);
+			img = vf_open(imgdev, 16);
+			new_state = vf_has(img, OWNER, 30, 2);
+			nnew += new_state;
+			for (uint64_t i = 0; i < 40; i++)
+				vf_expect(img, OWNER, i,
+					  !new_state	      ? 1
+					  : i == 2 || i == 30 ? 2
+					  : i < 5	      ? 1
+							      : 0);
+			vf_expect(img, OWNER + 1, 1000, new_state ? 0 : 1);
+			assert_int_equal(vol_close(img), 0);
+		}
+	}
+	assert_true(nnew > 0);
+	vf_check(v);
+	assert_int_equal(vol_close(v), 0);
+}
+
+/*
+ * A commit fails before it could apply a truncate (reading a map block
+ * on its path fails), or after (its write fails): the truncate must be
+ * carried by the next commit, and its zeroed blocks not written.
+ */
+static void test_failed_commit_keeps_truncate(void **state)
+{
+	(void)state;
+	for (int fault = 0; fault < 2; fault++) {
+		struct bdev *d;
+		struct vol *v = truncate_setup(&d, 600, true), *img;
+
+		vf_expect(v, OWNER, 550, 1); /* cached: the truncate zeroes it */
+		truncate_txn(v, OWNER, 3);
+		vf_expect(v, OWNER, 3, 0);
+		vf_expect(v, OWNER, 550, 0);
+		bdev_emu_fail_op(d, fault ? BDEV_EMU_WRITE : BDEV_EMU_READ, 1, 1, -EIO);
+		assert_int_equal(vol_sync(v), -EIO);
+		bdev_emu_clear_faults(d);
+		vf_expect(v, OWNER, 4, 0);
+		vf_expect(v, OWNER, 550, 0);
+		vf_write(v, OWNER, 599, 2);
+		assert_int_equal(vol_sync(v), 0);
+		img = vf_reopen_copy(d, 16);
+		for (uint64_t i = 0; i < 600; i++)
+			vf_expect(img, OWNER, i, i < 3 ? 1 : i == 599 ? 2 : 0);
+		assert_int_equal(vol_close(img), 0);
+		vf_check(v);
+		assert_int_equal(vol_close(v), 0);
+	}
+}
+
+/* vol_check finds a durable state naming a block outside the segments, or one twice. */
+static void test_check_reports_damage(void **state)
+{
+	struct bdev *d = vf_mkfs(DEV_BLOCKS);
+	struct vol *v = vf_open(d, 0);
+	struct vol_check_stats cs;
+	struct vol_sroot saved;
+
+	(void)state;
+	vf_write(v, OWNER, 0, 1);
+	vf_write(v, OWNER, 600, 1);
+	vf_check(v);
+	assert_int_equal(vol_check(v, NULL, NULL, &cs), 0);
+	assert_int_equal(cs.cs_blocks, 2 + 3 + 2); /* data, owner map (height 2), otab + its map */
+	saved = v->v_sr;
+	v->v_sr.sr_otab_root = 1; /* a checkpoint slot */
+	assert_int_equal(vol_check(v, NULL, NULL, NULL), 1);
+	v->v_sr = saved;
+	v->v_sr.sr_otab_height =
+	    2; /* the otab's map block read as a level-2 one: names itself again */
+	assert_true(vol_check(v, NULL, NULL, NULL) >= 1);
+	v->v_sr = saved;
+	assert_int_equal(vol_check(v, NULL, NULL, NULL), 0);
+	assert_int_equal(vol_close(v), 0);
+}
+
 static void check_failed_commit(enum bdev_emu_op op)
 {
 	struct bdev *d = vf_mkfs(DEV_BLOCKS);
@@ -727,6 +1038,7 @@ static void check_failed_commit(enum bdev_emu_op op)
 	vf_expect(img, OWNER + 1, 600, 2);
 	vf_expect(img, 5000, 0, 2);
 	assert_int_equal(vol_close(img), 0);
+	vf_check(v);
 	assert_int_equal(vol_close(v), 0);
 }
 
@@ -925,6 +1237,12 @@ int main(void)
 	    cmocka_unit_test(test_failed_commit_flush_loses_nothing),
 	    cmocka_unit_test(test_failed_commit_keeps_punches),
 	    cmocka_unit_test(test_failed_commit_punch_then_write),
+	    cmocka_unit_test(test_truncate_sparse_huge_ranges),
+	    cmocka_unit_test(test_truncate_then_write_same_delta),
+	    cmocka_unit_test(test_truncate_then_write_next_delta),
+	    cmocka_unit_test(test_truncate_across_crash),
+	    cmocka_unit_test(test_failed_commit_keeps_truncate),
+	    cmocka_unit_test(test_check_reports_damage),
 	    cmocka_unit_test(test_threads_write_rewrite_read),
 	};
 

@@ -140,6 +140,7 @@ static void co_txn(struct co_run *r, struct vol *v, struct prng *rng, bool all, 
 				   : CO_COLD + (uint32_t)prng_below(rng, CO_OWNERS - CO_COLD);
 		op->vo_index = (uint32_t)prng_below(rng, CO_BLOCKS);
 		op->vo_punch = prng_chance(rng, 1, 8);
+		op->vo_trunc = false;
 		owner = VOL_FIRST_OWNER + op->vo_owner;
 		if (op->vo_punch) {
 			assert_int_equal(vol_punch(&t, owner, op->vo_index * CO_STRIDE), 0);

@@ -93,6 +93,7 @@
 
 #include "bdev/bdev.h"
 #include "vol/vol.h"
+#include "vol/vol_internal.h" /* vol_check */
 #include "vol_model.h"
 
 #define CR_BS	      4096u
@@ -301,6 +302,15 @@ static int cr_op(struct cr_thread *th, struct vol_txn *t, struct vm_op *op, void
 	op->vo_owner = th->ct_id * CR_OWNERS + local;
 	op->vo_index = index;
 	op->vo_punch = prng_chance(&th->ct_rng, 1, CR_PUNCH_ONE_IN);
+	op->vo_trunc = false;
+	if (op->vo_punch && (op->vo_index & 3) == 3) {
+		/* a quarter of the punches truncate instead (no draw of its own, so
+		 * the schedules of the recorded cases stay what they were) */
+		op->vo_punch = false;
+		op->vo_trunc = true;
+		op->vo_tag = 0;
+		return vol_truncate(t, owner, op->vo_index);
+	}
 	if (op->vo_punch) {
 		op->vo_tag = 0;
 		return vol_punch(t, owner, op->vo_index);
@@ -332,7 +342,10 @@ static void cr_txn(struct cr_thread *th, void *buf)
 	for (uint32_t i = 0; i < k && !err; i++) {
 		err = cr_op(th, &t, &x->vx_ops[i], buf);
 		if (err)
-			cr_fail(th, err, x->vx_ops[i].vo_punch ? "vol_punch" : "vol_write");
+			cr_fail(th, err,
+				x->vx_ops[i].vo_trunc	? "vol_truncate"
+				: x->vx_ops[i].vo_punch ? "vol_punch"
+							: "vol_write");
 	}
 	vol_txn_end(&t);
 	if (th->ct_ntxns && x->vx_delta < x[-1].vx_delta)
@@ -865,7 +878,19 @@ static uint32_t cr_promised(const struct cr_run *r, const struct cr_case *c)
 	return d;
 }
 
-/* Check the recovered volume @v against the model; *why says what is wrong. */
+/* vol_check's report: keep the first problem (200 bytes at @arg). */
+static void cr_check_report(void *arg, const char *msg)
+{
+	char *first = arg;
+
+	if (!first[0])
+		snprintf(first, 200, "%s", msg);
+}
+
+/*
+ * Check the recovered volume @v against the model, then its maps with
+ * vol_check; *why says what is wrong.
+ */
 static bool cr_case_check(const struct cr_run *r, struct vol *v, const struct cr_case *c, char *why,
 			  size_t len)
 {
@@ -883,8 +908,16 @@ static bool cr_case_check(const struct cr_run *r, struct vol *v, const struct cr
 	cr_state_start(r, &s);
 	for (uint32_t i = 0; i < CR_THREADS; i++)
 		vm_state_apply(&s, r->cr_th[i].ct_txns, r->cr_th[i].ct_ntxns, rd);
-	if (vm_check(v, &s, &rep))
-		return true;
+	if (vm_check(v, &s, &rep)) {
+		char first[200] = "";
+		int problems = vol_check(v, cr_check_report, first, NULL);
+
+		if (!problems)
+			return true;
+		snprintf(why, len, "at delta %u: vol_check: %d (problems, or an error); first: %s",
+			 rd, problems, first);
+		return false;
+	}
 	th = &r->cr_th[rep.vr_first_owner / CR_OWNERS];
 	vm_block_history(th->ct_txns, th->ct_ntxns, rep.vr_first_owner, rep.vr_first_block, hist,
 			 sizeof(hist));

@@ -110,13 +110,20 @@ static void test_fill_from_threads_then_free(void **state)
 		assert_int_equal(vol_punch(&t, OWNER0 + i, filler_index(0)), 0);
 	vol_txn_end(&t);
 	assert_int_equal(vol_sync(v), 0);
+	/* and so does a truncate (one block, whatever it frees) */
+	assert_int_equal(vol_txn_begin(v, 1, VOL_TXN_FREEING, &t), 0);
+	assert_int_equal(vol_truncate(&t, OWNER0 + NTHREADS - 1, filler_index(1)), 0);
+	vol_txn_end(&t);
+	assert_int_equal(vol_sync(v), 0);
+	delta_stats(v->v_ds, &ds);
+	assert_int_equal(ds.ds_underestimates, 0);
 	assert_int_equal(vol_close(v), 0);
 
 	v = vf_open_file(path, 64);
 	for (unsigned i = 0; i < NTHREADS; i++) {
 		vf_expect(v, OWNER0 + i, filler_index(0), 0);
 		for (uint64_t b = 1; b < f[i].f_synced; b++)
-			vf_expect(v, OWNER0 + i, filler_index(b), 1);
+			vf_expect(v, OWNER0 + i, filler_index(b), i == NTHREADS - 1 ? 0 : 1);
 	}
 	assert_int_equal(vol_close(v), 0);
 	vf_remove_file(path);

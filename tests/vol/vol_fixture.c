@@ -4,6 +4,7 @@
 #include "vol_fixture.h"
 
 #include "harness.h"
+#include "vol/vol_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -133,4 +134,21 @@ void vf_expect(struct vol *v, uint64_t owner, uint64_t index, uint32_t version)
 	if (!vf_has(v, owner, index, version))
 		fail_msg("block (%llu, %llu) is not version %u", (unsigned long long)owner,
 			 (unsigned long long)index, version);
+}
+
+static void vf_check_report(void *arg, const char *msg)
+{
+	(void)arg;
+	print_message("# vol_check: %s\n", msg);
+}
+
+void vf_check(struct vol *v)
+{
+	struct vol_check_stats cs;
+	struct delta_stats ds;
+
+	assert_int_equal(vol_sync(v), 0);
+	assert_int_equal(vol_check(v, vf_check_report, NULL, &cs), 0);
+	vol_delta_stats(v, &ds);
+	assert_int_equal(ds.ds_underestimates, 0);
 }

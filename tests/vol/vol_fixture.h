@@ -46,4 +46,11 @@ void vf_punch(struct vol *v, uint64_t owner, uint64_t index);
 void vf_expect(struct vol *v, uint64_t owner, uint64_t index, uint32_t version);
 bool vf_has(struct vol *v, uint64_t owner, uint64_t index, uint32_t version);
 
+/*
+ * Sync, then fail the test unless vol_check finds the durable state
+ * sound and no commit consumed more than it reserved. No transaction
+ * may be in flight.
+ */
+void vf_check(struct vol *v);
+
 #endif /* CAIRN_VOL_FIXTURE_H */

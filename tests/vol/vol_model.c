@@ -70,6 +70,11 @@ void vm_txn_apply(struct vm_state *s, const struct vm_txn *t)
 		const struct vm_op *op = &t->vx_ops[i];
 
 		assert(op->vo_owner < s->vs_nowners && op->vo_index < s->vs_nblocks);
+		if (op->vo_trunc) {
+			for (uint32_t b = op->vo_index; b < s->vs_nblocks; b++)
+				s->vs_tag[op->vo_owner][b] = 0;
+			continue;
+		}
 		s->vs_tag[op->vo_owner][op->vo_index] = op->vo_punch ? 0 : op->vo_tag;
 	}
 }
@@ -148,10 +153,14 @@ void vm_block_history(const struct vm_txn *txns, size_t n, uint32_t owner, uint3
 			const struct vm_op *op = &txns[i].vx_ops[k];
 			int w;
 
-			if (op->vo_owner != owner || op->vo_index != index)
+			if (op->vo_owner != owner ||
+			    (op->vo_trunc ? op->vo_index > index : op->vo_index != index))
 				continue;
 			w = snprintf(buf + used, len - used, "%sx%zu%s@d%u", used ? " " : "", i,
-				     op->vo_punch ? "(punch)" : "", txns[i].vx_delta);
+				     op->vo_trunc   ? "(trunc)"
+				     : op->vo_punch ? "(punch)"
+						    : "",
+				     txns[i].vx_delta);
 			used += w > 0 ? (size_t)w : 0;
 			break;
 		}

@@ -31,6 +31,7 @@
 /* One operation of a transaction. */
 struct vm_op {
 	bool vo_punch;
+	bool vo_trunc;	   /* vol_truncate from vo_index (vo_punch false) */
 	uint32_t vo_owner; /* index into the model's owners */
 	uint32_t vo_index; /* block in that owner */
 	uint64_t vo_tag;   /* content written (0 for a punch) */
