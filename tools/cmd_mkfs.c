@@ -36,6 +36,7 @@
  *       it is grown and reopened.
  */
 #include "cli.h"
+#include "ns/ns.h"
 
 #include "log/log.h"
 #include "vol/vol.h"
@@ -439,7 +440,7 @@ static int mkfs_too_small(const struct mkfs_args *a, uint64_t bytes)
 	return CLI_FAIL;
 }
 
-/* Format the locked device @d and print what was made. */
+/* Format the locked device @d (taken over) as an empty filesystem and print what was made. */
 static int mkfs_format_dev(const struct mkfs_args *a, struct bdev *d)
 {
 	struct vol_mkfs_opts o = {
@@ -452,24 +453,30 @@ static int mkfs_format_dev(const struct mkfs_args *a, struct bdev *d)
 	struct log *l;
 	int err;
 
-	err = vol_mkfs(d, &o); /* the arguments are checked: -EINVAL is the size */
+	err = ns_mkfs(d, &o); /* the arguments are checked: -EINVAL is the size */
 	if (err == -EINVAL)
 		return mkfs_too_small(a, bytes);
 	if (!err)
+		err = bdev_open_file(a->ma_path, a->ma_block_size, 0, BDEV_RDONLY, &d);
+	if (!err) {
 		err = log_open(d, &l);
+		if (err)
+			bdev_close(d);
+	}
 	if (err) {
 		cli_err("cannot format %s: %s", a->ma_path, cli_strerror(err));
 		return CLI_FAIL;
 	}
 	mkfs_summary(a, log_geometry(l), bytes);
 	log_close(l);
+	bdev_close(d);
 	return CLI_OK;
 }
 
 static int mkfs_format(const struct mkfs_args *a, uint64_t size)
 {
 	struct bdev *d;
-	int err, ret;
+	int err;
 
 	err = bdev_open_file(a->ma_path, a->ma_block_size, 0, BDEV_EXCL_LOCK, &d);
 	if (err == -EINVAL) /* less than one block */
@@ -479,9 +486,7 @@ static int mkfs_format(const struct mkfs_args *a, uint64_t size)
 			err == -EBUSY ? "in use by another cairn process" : cli_strerror(err));
 		return CLI_FAIL;
 	}
-	ret = mkfs_format_dev(a, d);
-	bdev_close(d);
-	return ret;
+	return mkfs_format_dev(a, d);
 }
 
 static int mkfs_run(int argc, char **argv)

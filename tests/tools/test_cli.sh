@@ -143,7 +143,7 @@ expect_rc 0 "info img"
 [ "$(field 'segment size')" = "4 MiB (1024 blocks)" ] || fail "info: segment size"
 [ "$(field segments)" = 14 ] || fail "info: segments"
 [ "$(field 'device size')" = "64 MiB (16384 blocks)" ] || fail "info: device size"
-[ "$(field 'committed delta')" = 1 ] || fail "info: committed delta"
+[ "$(field 'committed delta')" = 2 ] || fail "info: committed delta (mkfs commits the root in delta 2)"
 for f in 'format version' label 'space total' 'space written' 'space free' 'space kept'; do
 	[ -n "$(field "$f")" ] || fail "info: no '$f'"
 done
@@ -151,6 +151,37 @@ done
 ok "info prints the volume's fields"
 [ "$(md5sum <img)" = "$sum" ] || fail "info modified the image"
 ok "info leaves the image unchanged"
+
+# fsck: a fresh filesystem is clean (0), read-only; damage is a problem (4);
+# no volume is an operational error (8); a wrong command line 16.
+run fsck img
+expect_rc 0 "fsck on a fresh image"
+grep -q "^namespace: 1 inodes (1 directories" out || fail "fsck: the root directory not counted"
+grep -q "img: clean (0 problems)" out || fail "fsck: no clean summary"
+[ ! -s err ] || fail "fsck wrote on stderr"
+[ "$(md5sum <img)" = "$sum" ] || fail "fsck modified the image"
+ok "fsck finds a fresh image clean and leaves it unchanged"
+run fsck
+[ "$rc" -eq 16 ] || fail "fsck without IMAGE: exit $rc, expected 16"
+run fsck --bogus img
+[ "$rc" -eq 16 ] || fail "fsck --bogus: exit $rc, expected 16"
+ok "fsck usage errors exit 16"
+run fsck no-such-image
+[ "$rc" -eq 8 ] || fail "fsck on a missing image: exit $rc, expected 8"
+[ "$(wc -l <err)" -eq 1 ] || fail "fsck on a missing image: not one line on stderr"
+head -c 1M /dev/urandom >noise
+run fsck noise
+[ "$rc" -eq 8 ] || fail "fsck on noise: exit $rc, expected 8"
+ok "fsck on a missing image or noise exits 8 with one line"
+cp --sparse=always img damaged
+# the first segment (block 1024 on, after the alignment) holds the first
+# logs: the root directory and its records
+dd if=/dev/zero of=damaged bs=4096 seek=3 count=2045 conv=notrunc status=none
+run fsck damaged
+[ "$rc" -eq 4 ] || fail "fsck on a damaged image: exit $rc, expected 4"
+grep -q "^problem: " out || fail "fsck on a damaged image: no problem line"
+grep -q "PROBLEMS FOUND" out || fail "fsck on a damaged image: no summary"
+ok "fsck reports a damaged image and exits 4"
 
 run mkfs --size 128M --block-size 512 --segment-size 8K small-blocks
 expect_rc 0 "mkfs with 512-byte blocks"
