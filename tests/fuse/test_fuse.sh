@@ -1,0 +1,450 @@
+#!/bin/bash
+# test_fuse.sh - `cairn mount` driven as a user would drive it: mount a
+# fresh volume, use it with ordinary tools, unmount, remount, check.
+#
+#   tests/fuse/test_fuse.sh PATH/TO/cairn PATH/TO/fuse_mkfs PATH/TO/mount.fuse.cairn
+#
+# Prints cmocka's report lines ("[ RUN      ] case", "[       OK ] case",
+# "[  FAILED  ] case", "[  SKIPPED ] case"), which scripts/test-summary.py
+# counts. Exits 77 (meson's skip) with every case SKIPPED when FUSE
+# cannot be used here (no usable /dev/fuse, no fusermount3). Every mount
+# is waited for by polling `mountpoint -q` (bounded), never by sleeping a
+# fixed time, and is unmounted by the EXIT trap whatever happens.
+set -uo pipefail
+
+CAIRN=$(realpath "${1:?usage: test_fuse.sh CAIRN FUSE_MKFS MOUNT_HELPER}")
+FUSE_MKFS=$(realpath "${2:?usage: test_fuse.sh CAIRN FUSE_MKFS MOUNT_HELPER}")
+HELPER=$(realpath "${3:?usage: test_fuse.sh CAIRN FUSE_MKFS MOUNT_HELPER}")
+
+CASES=(errors file_ops large_dir parallel busy persistence remount_at_once sigterm_helper
+	permissions read_only enospc)
+WAIT_STEPS=200 # polls of 0.05 s: 10 s
+
+echo "[==========] Running ${#CASES[@]} test(s)."
+
+skip_all() {
+	echo "# skip: $*"
+	for c in "${CASES[@]}"; do
+		echo "[ RUN      ] $c"
+		echo "[  SKIPPED ] $c"
+	done
+	exit 77
+}
+
+command -v fusermount3 >/dev/null || skip_all "fusermount3 not installed (fuse3)"
+command -v mountpoint >/dev/null || skip_all "mountpoint not installed (util-linux)"
+[ -c /dev/fuse ] || skip_all "no /dev/fuse"
+(exec 3<>/dev/fuse) 2>/dev/null || skip_all "/dev/fuse is not usable by $(id -un)"
+"$CAIRN" help mount >/dev/null 2>&1 || skip_all "cairn was built without libfuse3"
+
+dir=$(mktemp -d "${TMPDIR:-/tmp}/cairn-fuse.XXXXXX")
+chmod 755 "$dir" # other users reach the mount in the permissions case
+pids=()
+
+cleanup() {
+	local m p
+	for m in "$dir"/mnt*; do
+		mountpoint -q "$m" 2>/dev/null && fusermount3 -u -z "$m" 2>/dev/null
+	done
+	for p in "${pids[@]}"; do
+		kill "$p" 2>/dev/null
+	done
+	rm -rf "$dir"
+}
+trap cleanup EXIT
+cd "$dir" || exit 1
+
+# ---- helpers ------------------------------------------------------------------
+
+case_name=""
+case_failed=false
+
+fail() {
+	echo "# FAIL ($case_name): $*"
+	case_failed=true
+	return 1
+}
+
+check() { # check WHAT CMD...: run CMD, fail with WHAT unless it succeeds
+	local what=$1
+	shift
+	"$@" >out 2>err || {
+		sed 's/^/#   stdout: /' out
+		sed 's/^/#   stderr: /' err
+		fail "$what"
+	}
+}
+
+# expect_error CODE PATTERN WHAT CMD...: exit CODE, one stderr line matching PATTERN
+expect_error() {
+	local code=$1 pat=$2 what=$3 rc
+	shift 3
+	"$@" >out 2>err
+	rc=$?
+	[ "$rc" -eq "$code" ] || { cat err | sed 's/^/#   stderr: /'; fail "$what: exit $rc, expected $code"; return 1; }
+	[ "$(wc -l <err)" -eq 1 ] || { sed 's/^/#   stderr: /' err; fail "$what: stderr is not one line"; return 1; }
+	grep -q "$pat" err || { sed 's/^/#   stderr: /' err; fail "$what: stderr does not match '$pat'"; return 1; }
+}
+
+wait_mounted() { # wait_mounted DIR
+	local i
+	for ((i = 0; i < WAIT_STEPS; i++)); do
+		mountpoint -q "$1" && return 0
+		sleep 0.05
+	done
+	fail "$1 not mounted after 10 s"
+}
+
+wait_exit() { # wait_exit PID: the daemon's exit code in $exit_rc
+	local i
+	for ((i = 0; i < WAIT_STEPS; i++)); do
+		if ! kill -0 "$1" 2>/dev/null; then
+			wait "$1" 2>/dev/null
+			exit_rc=$?
+			return 0
+		fi
+		sleep 0.05
+	done
+	fail "daemon $1 still running after 10 s"
+}
+
+wait_gone() { # wait_gone IMAGE: the daemon that had IMAGE let go of its lock
+	local i
+	for ((i = 0; i < WAIT_STEPS; i++)); do
+		flock -n -E 75 "$1" true 2>/dev/null && return 0
+		sleep 0.05
+	done
+	fail "$1 still locked after 10 s"
+}
+
+# mount_fg IMAGE DIR [OPTS...]: `cairn mount -f` in the background; pid in $fg_pid
+mount_fg() {
+	local img=$1 mnt=$2
+	shift 2
+	"$CAIRN" -v mount -f "$@" "$img" "$mnt" >"$dir/daemon.log" 2>&1 &
+	fg_pid=$!
+	pids+=("$fg_pid")
+	wait_mounted "$mnt" || { sed 's/^/#   daemon: /' "$dir/daemon.log"; return 1; }
+}
+
+unmount() { # unmount DIR PID: fusermount3 -u, then the daemon exits 0
+	fusermount3 -u "$1" || { fail "fusermount3 -u $1"; return 1; }
+	wait_exit "$2" || return 1
+	[ "$exit_rc" -eq 0 ] || fail "daemon exited $exit_rc after unmount"
+	! grep -q "forget" "$dir/daemon.log" || fail "lookup counts: $(grep forget "$dir/daemon.log")"
+}
+
+# mkimg IMAGE MIB: a new filesystem. `cairn mkfs` makes the volume; until
+# it also makes the namespace, fuse_mkfs (cairn_mkfs) does both.
+mkimg() {
+	local img=$1 mib=$2
+	rm -f "$img"
+	"$CAIRN" mkfs --size "${mib}M" "$img" >/dev/null 2>&1 || { fail "cairn mkfs $img"; return 1; }
+	mkdir -p "$dir/probe"
+	if "$CAIRN" mount "$img" "$dir/probe" 2>/dev/null; then
+		fusermount3 -u "$dir/probe"
+		wait_gone "$img"
+		return 0
+	fi
+	rm -f "$img"
+	"$FUSE_MKFS" "$img" "$mib" || fail "fuse_mkfs $img"
+}
+
+run_case() {
+	case_name=$1
+	case_failed=false
+	echo "[ RUN      ] $1"
+	"case_$1"
+	if $case_failed; then
+		echo "[  FAILED  ] $1"
+		failures=$((failures + 1))
+	else
+		echo "[       OK ] $1"
+	fi
+}
+
+# ---- cases ----------------------------------------------------------------------
+
+case_errors() {
+	mkdir -p mnt0
+	head -c 1M /dev/zero >notcairn.img
+	expect_error 1 "not a cairn volume" "an image that is not cairn" \
+		"$CAIRN" mount notcairn.img mnt0
+	expect_error 1 "No such file" "a missing image" "$CAIRN" mount missing.img mnt0
+	mkimg a.img 64 || return
+	expect_error 1 "does not exist" "a missing mount point" "$CAIRN" mount a.img nodir
+	expect_error 1 "not a directory" "a mount point that is a file" \
+		"$CAIRN" mount a.img notcairn.img
+	mkimg broken.img 64 || return
+	# its checkpoints and first logs overwritten (the superblock, block 0, kept)
+	head -c 8M /dev/zero | tr '\0' '\245' | dd of=broken.img bs=4096 seek=1 conv=notrunc status=none
+	expect_error 1 "corrupt" "a corrupt image" "$CAIRN" mount broken.img mnt0
+	expect_error 2 "no DIR given" "a missing DIR" "$CAIRN" mount a.img
+	expect_error 2 "unknown option" "an unknown option" "$CAIRN" mount --bogus a.img mnt0
+	expect_error 2 "bad mount options" "an -o option libfuse does not know" \
+		"$CAIRN" mount -o no_such_option a.img mnt0
+	mountpoint -q mnt0 && fail "something got mounted"
+}
+
+case_file_ops() {
+	local m=mnt1
+	mkdir -p $m
+	mkimg b.img 128 || return
+	mount_fg b.img $m || return
+	check "write a file" sh -c "echo hello >$m/a"
+	[ "$(cat $m/a)" = hello ] || fail "read back"
+	check "mkdir" mkdir -p $m/d/e
+	check "rename" mv $m/a $m/d/b
+	[ ! -e $m/a ] && [ "$(cat $m/d/b)" = hello ] || fail "rename moved nothing"
+	[ "$(ls $m/d | tr '\n' ' ')" = "b e " ] || fail "ls: $(ls $m/d)"
+	check "overwrite (O_TRUNC)" sh -c "printf 'a longer text' >$m/t; printf ab >$m/t"
+	[ "$(cat $m/t)" = ab ] || fail "O_TRUNC left: $(cat $m/t)"
+	check "rm" rm $m/t
+	check "append" sh -c "echo world >>$m/d/b"
+	[ "$(cat $m/d/b)" = "$(printf 'hello\nworld')" ] || fail "append"
+	check "hard link" ln $m/d/b $m/hl
+	[ "$(stat -c %h $m/hl)" = 2 ] || fail "nlink after ln: $(stat -c %h $m/hl)"
+	[ "$(stat -c %i $m/hl)" = "$(stat -c %i $m/d/b)" ] || fail "a hard link has its own inode"
+	check "symlink" ln -s d/b $m/sl
+	[ "$(readlink $m/sl)" = d/b ] && [ "$(head -1 $m/sl)" = hello ] || fail "symlink"
+	check "truncate" truncate -s 3 $m/hl
+	[ "$(cat $m/d/b)" = hel ] || fail "truncate through a hard link"
+	check "big write" dd if=/dev/urandom of=big.src bs=1M count=8 status=none
+	check "copy with fsync" dd if=big.src of=$m/big bs=256K conv=fsync status=none
+	cmp -s big.src $m/big || fail "big file differs"
+	check "chmod" chmod 640 $m/big
+	[ "$(stat -c %a $m/big)" = 640 ] || fail "chmod"
+	check "touch -d" touch -d "2001-02-03 04:05:06" $m/big
+	[ "$(stat -c %Y $m/big)" = "$(date -d '2001-02-03 04:05:06' +%s)" ] || fail "mtime"
+	if command -v setfattr >/dev/null; then
+		check "setfattr" setfattr -n user.color -v blue $m/big
+		[ "$(getfattr --only-values -n user.color $m/big)" = blue ] || fail "getfattr"
+		getfattr -d $m/big 2>/dev/null | grep -q 'user.color="blue"' || fail "listxattr"
+		check "setfattr -x" setfattr -x user.color $m/big
+		getfattr -n user.color $m/big >/dev/null 2>&1 && fail "xattr still there"
+	else
+		echo "# setfattr not installed (attr): xattrs not checked"
+	fi
+	if command -v python3 >/dev/null; then
+		check "renameat2 flags" python3 - "$m" <<'PY'
+import ctypes, errno, os, sys
+m = sys.argv[1]
+libc = ctypes.CDLL(None, use_errno=True)
+def rename2(a, b, flags):
+    r = libc.renameat2(-100, os.fsencode(a), -100, os.fsencode(b), flags)
+    return 0 if r == 0 else ctypes.get_errno()
+open(m + "/x1", "w").write("one")
+open(m + "/x2", "w").write("two")
+assert rename2(m + "/x1", m + "/x2", 1) == errno.EEXIST, "NOREPLACE"
+assert rename2(m + "/x1", m + "/x2", 2) == 0, "EXCHANGE"
+assert open(m + "/x1").read() == "two" and open(m + "/x2").read() == "one", "EXCHANGE swapped nothing"
+e = rename2(m + "/x1", m + "/x3", 4)
+assert e == errno.EINVAL, "WHITEOUT: %s" % os.strerror(e)
+assert os.path.exists(m + "/x1") and not os.path.exists(m + "/x3"), "WHITEOUT renamed"
+os.unlink(m + "/x1")
+os.unlink(m + "/x2")
+PY
+	fi
+	check "rm" rm $m/hl
+	[ "$(stat -c %h $m/d/b)" = 1 ] || fail "nlink after rm"
+	check "rmdir" rmdir $m/d/e
+	rmdir $m/d 2>/dev/null && fail "rmdir of a non-empty directory"
+	check "mknod fifo" mkfifo $m/fifo
+	[ -p $m/fifo ] || fail "fifo"
+	if [ "$(id -u)" -eq 0 ]; then
+		check "mknod char device" mknod $m/cdev c 1 3
+		[ "$(stat -c %F:%t:%T $m/cdev)" = "character special file:1:3" ] ||
+			fail "char device: $(stat -c %F:%t:%T $m/cdev)"
+		check "rm device" rm $m/cdev
+	fi
+	if command -v fallocate >/dev/null; then
+		check "fallocate" fallocate -l 1M $m/fa
+		[ "$(stat -c %s $m/fa)" = 1048576 ] || fail "fallocate size"
+		check "fallocate -n" fallocate -n -o 1M -l 1M $m/fa
+		[ "$(stat -c %s $m/fa)" = 1048576 ] || fail "fallocate -n (KEEP_SIZE) changed the size"
+		check "fill" dd if=big.src of=$m/fa bs=1M count=1 conv=notrunc,fsync status=none
+		check "punch" fallocate -p -o 4096 -l 8192 $m/fa
+		[ "$(head -c 12288 $m/fa | tail -c 8192 | tr -d '\0' | wc -c)" -eq 0 ] ||
+			fail "punched range is not zeros"
+		cmp -s <(head -c 4096 big.src) <(head -c 4096 $m/fa) || fail "punch hit the block before"
+		check "rm" rm $m/fa
+	fi
+	# a file unlinked while open keeps its data until closed
+	check "unlinked open file" sh -c "exec 3<$m/big; rm $m/big; cmp -s big.src /dev/fd/3"
+	check "statfs" stat -f $m
+	# the kernel forgets what it drops: FORGETs must match the lookups
+	if [ -w /proc/sys/vm/drop_caches ]; then
+		sync
+		echo 2 >/proc/sys/vm/drop_caches
+		[ "$(cat $m/d/b)" = hel ] || fail "d/b after dropping the kernel's caches"
+		ls -lR $m >/dev/null || fail "ls -lR after dropping the kernel's caches"
+		echo 2 >/proc/sys/vm/drop_caches
+	fi
+	check "sync" sync -f $m
+	unmount $m "$fg_pid"
+}
+
+# listings longer than one READDIR(PLUS) reply resume at the right cookie
+case_large_dir() {
+	local m=mnt6 n
+	mkdir -p $m
+	mkimg f.img 512 || return
+	mount_fg f.img $m || return
+	check "mkdir" mkdir $m/many
+	(cd $m/many && seq -f "file-with-a-longish-name-%04g" 1 1500 | xargs touch) ||
+		fail "create 1500 files"
+	n=$(ls $m/many | wc -l)
+	[ "$n" -eq 1500 ] || fail "ls lists $n of 1500"
+	# shellcheck disable=SC2010 # ls -l is the point: READDIRPLUS
+	n=$(ls -l $m/many | grep -c '^-')
+	[ "$n" -eq 1500 ] || fail "ls -l lists $n of 1500"
+	[ "$(ls $m/many | sort -u | wc -l)" -eq 1500 ] || fail "duplicates in the listing"
+	# remove while listing: every name that stayed is listed once
+	check "rm half while listing" sh -c "ls $m/many >/dev/null & rm $m/many/*[02468]; wait"
+	n=$(ls $m/many | wc -l)
+	[ "$n" -eq 750 ] || fail "after removing half: $n"
+	check "rm -r" rm -r $m/many
+	[ -z "$(ls $m)" ] || fail "not empty: $(ls $m)"
+	unmount $m "$fg_pid"
+}
+
+# several writers and readers at once (the multi-threaded loop)
+case_parallel() {
+	local m=mnt6 i jobs=()
+	mount_fg f.img $m || return
+	head -c 4M /dev/urandom >par.src
+	for i in 1 2 3 4 5 6; do
+		dd if=par.src of=$m/p$i bs=64K conv=fsync status=none &
+		jobs+=($!)
+	done
+	for i in "${jobs[@]}"; do # not a bare wait: the daemon is a child too
+		wait "$i" || fail "a writer failed"
+	done
+	for i in 1 2 3 4 5 6; do
+		cmp -s par.src $m/p$i || fail "p$i differs"
+	done
+	jobs=()
+	for i in 1 2 3 4 5 6; do
+		mv $m/p$i $m/q$i &
+		jobs+=($!)
+	done
+	for i in "${jobs[@]}"; do
+		wait "$i" || fail "a rename failed"
+	done
+	[ "$(ls $m | tr '\n' ' ')" = "q1 q2 q3 q4 q5 q6 " ] || fail "after renames: $(ls $m)"
+	unmount $m "$fg_pid"
+}
+
+case_busy() {
+	local m=mnt2
+	mkdir -p $m mnt2b
+	mkimg c.img 64 || return
+	mount_fg c.img $m || return
+	expect_error 1 "in use" "an image mounted elsewhere" "$CAIRN" mount c.img mnt2b
+	expect_error 1 "busy" "a busy mount point" "$CAIRN" mount a.img $m
+	mountpoint -q mnt2b && fail "mounted twice"
+	unmount $m "$fg_pid"
+}
+
+# unmount, then remount as a daemon: everything file_ops left is there
+case_persistence() {
+	local m=mnt1
+	check "remount (daemon)" "$CAIRN" mount b.img $m || return
+	mountpoint -q $m || { fail "not mounted when cairn mount returned"; return; }
+	[ "$(cat $m/d/b)" = hel ] || fail "d/b after remount"
+	[ "$(readlink $m/sl)" = d/b ] || fail "symlink after remount"
+	[ -p $m/fifo ] || fail "fifo after remount"
+	[ ! -e $m/big ] || fail "an unlinked file came back"
+	[ "$(ls $m | tr '\n' ' ')" = "d fifo sl " ] || fail "ls after remount: $(ls $m)"
+	check "write after remount" cp big.src $m/big2
+	fusermount3 -u $m || fail "fusermount3 -u"
+	wait_gone b.img
+}
+
+# `umount && mount` at once: the new mount waits for the old daemon's commit
+case_remount_at_once() {
+	local m=mnt6
+	check "mount" "$CAIRN" mount f.img $m || return
+	check "write" cp par.src $m/r
+	fusermount3 -u $m || { fail "fusermount3 -u"; return; }
+	check "mount again at once" "$CAIRN" mount f.img $m || return
+	cmp -s par.src $m/r || fail "r after remount"
+	fusermount3 -u $m || fail "fusermount3 -u"
+	wait_gone f.img
+}
+
+# SIGTERM commits what the kernel still caches; mount.fuse.cairn mounts
+case_sigterm_helper() {
+	local m=mnt1
+	mount_fg b.img $m || return
+	cmp -s big.src $m/big2 || fail "big2 after remount"
+	check "write" cp big.src $m/big3 # in the writeback cache, not synced
+	kill -TERM "$fg_pid"
+	wait_exit "$fg_pid" || return
+	[ "$exit_rc" -eq 0 ] || fail "exit code $exit_rc after SIGTERM"
+	mountpoint -q $m && fail "still mounted after SIGTERM"
+	check "mount.fuse.cairn" "$HELPER" "$dir/b.img" "$dir/$m" -o rw,nofail,defaults || return
+	mountpoint -q $m || { fail "the helper did not mount"; return; }
+	cmp -s big.src $m/big3 || fail "big3 lost at SIGTERM"
+	fusermount3 -u $m || fail "fusermount3 -u"
+	wait_gone b.img
+}
+
+case_permissions() {
+	local m=mnt3 as
+	if [ "$(id -u)" -ne 0 ] || ! command -v setpriv >/dev/null || ! id nobody >/dev/null 2>&1; then
+		echo "# needs root, setpriv and user nobody: not checked"
+		return
+	fi
+	as="setpriv --reuid=$(id -u nobody) --regid=$(id -g nobody) --clear-groups"
+	mkdir -p $m
+	mkimg d.img 64 || return
+	mount_fg d.img $m -o allow_other || return
+	chmod 1777 $m
+	mkdir $m/private && chmod 700 $m/private && echo secret >$m/private/f
+	echo root >$m/rootfile && chmod 644 $m/rootfile
+	$as cat $m/private/f >/dev/null 2>&1 && fail "read inside a 0700 directory of root"
+	$as sh -c "echo x >$m/rootfile" 2>/dev/null && fail "wrote a 0644 file of root"
+	$as chmod 666 $m/rootfile 2>/dev/null && fail "chmod of root's file"
+	$as rm $m/rootfile 2>/dev/null && fail "removed root's file from a sticky directory"
+	check "create as nobody" $as sh -c "echo mine >$m/nobodyfile"
+	[ "$(stat -c %u:%g $m/nobodyfile)" = "$(id -u nobody):$(id -g nobody)" ] ||
+		fail "owner of a new file: $(stat -c %u:%g $m/nobodyfile)"
+	check "chmod own file" $as chmod 600 $m/nobodyfile
+	cat $m/nobodyfile >/dev/null || fail "root cannot read"
+	unmount $m "$fg_pid"
+}
+
+case_read_only() {
+	local m=mnt4
+	mkdir -p $m
+	mount_fg c.img $m -o ro || return
+	grep -q " $dir/$m fuse.cairn ro," /proc/mounts || fail "not mounted ro"
+	sh -c "echo x >$m/f" 2>err && fail "wrote on a read-only mount"
+	grep -q "Read-only" err || fail "not EROFS: $(cat err)"
+	unmount $m "$fg_pid"
+}
+
+case_enospc() {
+	local m=mnt5
+	mkdir -p $m
+	mkimg e.img 48 || return
+	mount_fg e.img $m || return
+	head -c 80M /dev/urandom >fill.src
+	dd if=fill.src of=$m/fill bs=1M conv=fsync status=none 2>err && fail "80 MiB fit in 48"
+	grep -q "No space left on device" err || fail "not ENOSPC: $(cat err)"
+	unmount $m "$fg_pid"
+	# without fsync: the writeback cache takes the writes, close(2) fails
+	mkimg e2.img 48 || return
+	mount_fg e2.img $m || return
+	cp fill.src $m/fill 2>err && fail "80 MiB fit in 48 (cp)"
+	grep -q "close.*No space left on device" err || fail "close is not ENOSPC: $(cat err)"
+	unmount $m "$fg_pid"
+}
+
+failures=0
+for c in "${CASES[@]}"; do
+	run_case "$c"
+done
+echo "[==========] ${#CASES[@]} test(s) run."
+[ "$failures" -eq 0 ]
