@@ -488,6 +488,7 @@ int vol_commit(void *ctx, uint32_t delta, uint64_t *consumed)
 		vol_commit_fail(&vc, err);
 	else
 		vol_commit_settle(&vc, &sr);
+	vol_paths_settle(v, delta, err != 0);
 	*consumed = vc.vc_consumed;
 	vol_commit_release(&vc);
 	SYNC_POINT("vol.commit.end");

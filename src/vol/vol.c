@@ -46,14 +46,19 @@
  *       cache to wait (-EAGAIN).
  *   (4) vol_committed_delta is the delta of the newest durable super
  *       root, which vol_open checks is the one recovery found.
- *   (5) A transaction begins only when the blocks dirty in the cache plus
- *       those the transactions in flight (and it) may dirty stay under
- *       v_dirty_limit, else it first waits for a commit, outside any
- *       delta (vol_throttle): the open delta cannot commit while one of
- *       its transactions waits for a buffer, so it must not fill the
- *       cache, and the commit needs buffers for the map blocks of what it
- *       writes. v_dirty_limit leaves room for those (vol_dirty_limit),
- *       whatever dirty limit per delta was asked for.
+ *   (5) A transaction begins only when the buffers dirty in the cache,
+ *       plus the map paths booked for the dirty blocks (v_paths: one
+ *       worst case per level-1 map block a thread's run of changes
+ *       entered, vol_book_path), plus the worst case of every block the
+ *       transactions in flight (and it) booked, stay under
+ *       v_buffer_limit (7/8 of the cache); else it first waits for a
+ *       commit, outside any delta (vol_throttle): the open delta cannot
+ *       commit while one of its transactions waits for a buffer, so it
+ *       must not fill the cache, and the commit needs buffers for the map
+ *       blocks of what it writes. This holds whatever dirty limit per
+ *       delta was asked for; clustered writes book one path per map
+ *       block, so deltas can be large. A delta's bookings are dropped
+ *       when its commit ends (carried to the next if it failed).
  *
  * Lock order: delta system (ds_lock) and buffer cache locks are taken
  * and released inside their calls; bm_lock (bmap.c) and vp_lock
@@ -78,6 +83,7 @@
 #define VOL_LOG_MIN_BLOCKS 3u
 
 static _Thread_local unsigned vol_tls_busy; /* invariant (3) */
+static _Atomic uint64_t vol_next_id;	    /* tells volumes apart (vol_book_path) */
 
 void vol_busy_enter(void)
 {
@@ -161,22 +167,30 @@ static uint64_t vol_txn_worst(const struct vol *v, uint64_t nblocks)
 }
 
 /*
- * The most blocks the cache may hold dirty (both deltas) or booked by
- * transactions in flight: each may need its whole map path and owner
- * record path at commit, and an eighth of the cache stays for reads.
+ * Buffers the front end may fill (vol.c (5)): an eighth of the cache
+ * stays for reads and fills.
+ */
+static uint64_t vol_buffer_limit(uint32_t nbuffers)
+{
+	return MAX((uint64_t)nbuffers * 7 / 8, 1);
+}
+
+/*
+ * The most blocks one transaction may book: each counts its worst case
+ * (the block, its map path, its owner's record and that one's path)
+ * until the transaction ends.
  */
 static uint64_t vol_dirty_limit(const struct vol *v, uint32_t nbuffers)
 {
-	uint64_t n = (uint64_t)nbuffers * 7 / 8 / vol_block_worst(v);
-
-	return MAX(n, 1);
+	return MAX(vol_buffer_limit(nbuffers) / vol_block_worst(v), 1);
 }
 
-/* The default dirty limit of a delta: room in the cache for a delta being
- * committed (with all its map blocks) and the next one filling up. */
-static uint32_t vol_default_max_dirty(const struct vol *v, uint32_t nbuffers)
+/* The default dirty limit of a delta: a quarter of the cache, so that a
+ * delta being committed and the next one filling up both fit with their
+ * map blocks when writes are clustered (the throttle bounds the rest). */
+static uint32_t vol_default_max_dirty(uint32_t nbuffers)
 {
-	return (uint32_t)MAX(vol_dirty_limit(v, nbuffers) / 2, 1);
+	return (uint32_t)MAX(nbuffers / 4, 1);
 }
 
 /* ---- reading blocks -------------------------------------------------------- */
@@ -477,8 +491,10 @@ static int vol_open_deltas(struct vol *v, const struct vol_open_opts *o)
 	};
 	uint32_t nbuffers = o->voo_cache_blocks ? o->voo_cache_blocks : VOL_CACHE_DEFAULT;
 
-	v->v_max_dirty = o->voo_max_dirty ? o->voo_max_dirty : vol_default_max_dirty(v, nbuffers);
+	v->v_max_dirty = o->voo_max_dirty ? o->voo_max_dirty : vol_default_max_dirty(nbuffers);
 	v->v_dirty_limit = vol_dirty_limit(v, nbuffers);
+	v->v_buffer_limit = vol_buffer_limit(nbuffers);
+	v->v_id = atomic_fetch_add(&vol_next_id, 1) + 1;
 	dc.dc_max_dirty = v->v_max_dirty;
 	v->v_checkpoint_every =
 	    o->voo_checkpoint_every ? o->voo_checkpoint_every : VOL_CHECKPOINT_DEFAULT;
@@ -565,16 +581,19 @@ static void vol_throttle_wait_end(struct vol *v, uint64_t ends)
 
 static int vol_throttle(struct vol *v, uint64_t nblocks)
 {
+	uint64_t worst = vol_block_worst(v);
+
 	for (;;) {
-		uint64_t ends = atomic_load(&v->v_txn_ends), dirty, inflight;
+		uint64_t ends = atomic_load(&v->v_txn_ends), dirty, inflight, paths;
 		struct delta_stats st;
 		int err;
 
 		delta_stats(v->v_ds, &st);
 		dirty = buf_delta_ndirty(v->v_cache, st.ds_open) +
 			buf_delta_ndirty(v->v_cache, st.ds_open - 1);
+		paths = atomic_load(&v->v_paths[0]) + atomic_load(&v->v_paths[1]);
 		inflight = atomic_fetch_add(&v->v_inflight, nblocks);
-		if (dirty + inflight + nblocks <= v->v_dirty_limit)
+		if (dirty + paths + (inflight + nblocks) * worst <= v->v_buffer_limit)
 			return 0;
 		atomic_fetch_sub(&v->v_inflight, nblocks);
 		SYNC_POINT("vol.txn.throttle");
@@ -636,6 +655,40 @@ static bool vol_owner_valid(uint64_t owner, uint64_t index)
 	return owner >= VOL_CLIENT_META && owner <= VOL_MAX_OWNER && index <= VOL_MAX_INDEX;
 }
 
+/*
+ * Book the map blocks a change of (owner, index) may need at commit
+ * (vol.c (5)): the first change under a level-1 map block in a run of
+ * this thread's changes in one delta books the whole path (worst case
+ * but the block itself, which is counted dirty); the next ones under the
+ * same map block book nothing. A thread keeps the last few map blocks it
+ * booked. Distinct level-1 map blocks, hence map paths, never outnumber
+ * the bookings, so the sum stays an upper bound.
+ */
+#define VOL_PATH_CACHE 4
+static _Thread_local struct vol_path_seen {
+	uint64_t ps_vol, ps_owner, ps_node;
+	uint32_t ps_delta;
+} vol_tls_paths[VOL_PATH_CACHE];
+static _Thread_local unsigned vol_tls_path_next;
+
+static void vol_book_path(struct vol_txn *t, uint64_t owner, uint64_t index)
+{
+	struct vol *v = t->vt_vol;
+	uint32_t delta = t->vt_op.dop_delta;
+	uint64_t node = index / (v->v_block_size / 8);
+	struct vol_path_seen *ps;
+
+	for (unsigned i = 0; i < VOL_PATH_CACHE; i++) {
+		ps = &vol_tls_paths[i];
+		if (ps->ps_vol == v->v_id && ps->ps_delta == delta && ps->ps_owner == owner &&
+		    ps->ps_node == node)
+			return;
+	}
+	atomic_fetch_add(&v->v_paths[delta & 1], vol_block_worst(v) - 1);
+	ps = &vol_tls_paths[vol_tls_path_next++ % VOL_PATH_CACHE];
+	*ps = (struct vol_path_seen){v->v_id, owner, node, delta};
+}
+
 /* Check a front-end change of (owner, index) and count it against @t. */
 static int vol_txn_charge(struct vol_txn *t, uint64_t owner, uint64_t index)
 {
@@ -646,7 +699,16 @@ static int vol_txn_charge(struct vol_txn *t, uint64_t owner, uint64_t index)
 		return -EINVAL;
 	}
 	t->vt_left--;
+	vol_book_path(t, owner, index);
 	return 0;
+}
+
+void vol_paths_settle(struct vol *v, uint32_t delta, bool failed)
+{
+	uint64_t n = atomic_exchange(&v->v_paths[delta & 1], 0);
+
+	if (failed) /* its blocks go to the next delta, and so do their paths */
+		atomic_fetch_add(&v->v_paths[(delta + 1) & 1], n);
 }
 
 /* ---- the front end ------------------------------------------------------------- */

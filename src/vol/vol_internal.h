@@ -298,7 +298,10 @@ struct vol {
 	unsigned v_otab_height_max;  /* immutable: levels of the owner table's */
 	uint32_t v_checkpoint_every; /* immutable */
 	uint32_t v_max_dirty;	     /* immutable: a delta's dirty limit */
-	uint64_t v_dirty_limit;	     /* immutable: vol.c invariant (5) */
+	uint64_t v_dirty_limit;	     /* immutable: most blocks one transaction may book */
+	uint64_t v_buffer_limit;     /* immutable: vol.c invariant (5) */
+	uint64_t v_id;		     /* immutable: unique among this process's volumes */
+	_Atomic uint64_t v_paths[2]; /* map-path buffers booked, by delta parity: (5) */
 	_Atomic uint64_t v_inflight; /* blocks booked by open transactions */
 	_Atomic uint64_t v_txn_ends; /* transactions ended, for the throttle */
 	_Atomic unsigned v_throttle_waiters;
@@ -321,6 +324,8 @@ struct vol {
 /* Per thread: inside a transaction, a fill or the commit (no commit may
  * be waited for: see vol_reclaim). */
 void vol_busy_enter(void);
+/* The commit of @delta ended: drop its map-path bookings (to the next delta if @failed). */
+void vol_paths_settle(struct vol *v, uint32_t delta, bool failed);
 void vol_busy_leave(void);
 
 /* commit.c: delta_ops.do_commit. */
