@@ -9,7 +9,8 @@
  *   front end works in D+1, forking buffers still dirty in D.
  *
  * The commit thread loops: wait until a sync wants a delta committed, the
- * open delta holds too many dirty blocks, or it is too old; close it (the
+ * open delta holds too many dirty blocks or its reservations more than
+ * half of the space left, or it is too old; close it (the
  * transition); commit it through do_commit; settle its reservations; wake
  * the syncers. One thread, so at most one delta is ever committing, and a
  * transition never overtakes a commit.
@@ -292,14 +293,32 @@ static int delta_reserve(struct delta_sys *ds, uint64_t reserve, unsigned flags)
 	}
 }
 
+/*
+ * True when reservations hold more than what is still free: worst cases
+ * overstate what operations consume many times over, so waiting for the
+ * size or age trigger would make the volume look full (statfs) and send
+ * reservations into the forced-commit path. A commit settles them.
+ */
+static bool delta_reservations_heavy(struct delta_sys *ds)
+{
+	struct log_space sp;
+
+	if (!ds->ds_log)
+		return false;
+	log_space(ds->ds_log, &sp);
+	return sp.sp_reserved > sp.sp_free;
+}
+
 int delta_op_begin(struct delta_sys *ds, uint64_t reserve, unsigned flags, struct delta_op *op)
 {
+	bool heavy;
 	int err;
 
 	assert(delta_ops_held == 0); /* invariant (5) */
 	err = delta_reserve(ds, reserve, flags);
 	if (err)
 		return err;
+	heavy = delta_reservations_heavy(ds);
 	cmutex_lock(&ds->ds_lock);
 	while (ds->ds_closing) {
 		SYNC_POINT("delta.op.wait_locked");
@@ -312,6 +331,10 @@ int delta_op_begin(struct delta_sys *ds, uint64_t reserve, unsigned flags, struc
 	if (!ds->ds_joined++) /* the commit thread sleeps untimed on an empty delta */
 		pthread_cond_broadcast(&ds->ds_cond);
 	ds->ds_charged[op->dop_delta & 1] += reserve;
+	if (heavy && !ds->ds_kick) { /* commit soon: its reconciliation frees the excess */
+		ds->ds_kick = true;
+		pthread_cond_broadcast(&ds->ds_cond);
+	}
 	cmutex_unlock(&ds->ds_lock);
 	delta_ops_held++;
 	return 0;

@@ -156,55 +156,135 @@ static void *racer_main(void *arg)
 	return NULL;
 }
 
+/* What a transaction of @n blocks reserves on @v (measured, then settled);
+ * a huge value if it does not fit at all. */
+static uint64_t reserve_of(struct vol *v, uint64_t n)
+{
+	struct log_space before, in;
+	struct vol_txn t;
+
+	assert_int_equal(vol_sync(v), 0);
+	vol_space(v, &before);
+	if (vol_txn_begin(v, n, 0, &t) == -ENOSPC)
+		return UINT64_MAX / 4; /* more than there is */
+	vol_space(v, &in);
+	vol_txn_end(&t);
+	assert_int_equal(vol_sync(v), 0);
+	return in.sp_reserved - before.sp_reserved;
+}
+
 static void test_reserve_retry_raced_by_another_reserver(void **state)
 {
+	uint64_t nb, na, rb, free, lo, hi;
+	struct log_space sp;
+	struct vol_txn t;
+	struct racer a;
 	struct bdev *d;
 	struct vol *v;
-	struct vol_txn t;
-	struct log_space sp;
-	struct racer a;
 	pthread_t th;
-	uint64_t n = 1;
 
 	(void)state;
 	if (!SYNCPOINTS_BUILT)
 		skip();
 	test_watchdog("test_reserve_retry_raced_by_another_reserver", 60);
 	d = vf_mkfs(DEV_BLOCKS * 4);
-	v = vf_open(d, 0);
-	vol_space(v, &sp);
-	/* the smallest transaction whose worst case is over a third of what is free */
-	for (;; n++) {
-		struct log_space in;
+	v = vf_open(d, 8192); /* A's and B's bookings both fit (vol_throttle) */
+	/*
+	 * B's transactions reserve just under half of what is free (so they
+	 * never make the reservations "heavy", which would commit at once),
+	 * A's a little more than the rest: A falls short while one of B's is
+	 * in the open delta. Binary searches: each measurement commits, and
+	 * commits use log space.
+	 */
+	lo = 1, hi = v->v_dirty_limit;
+	while (lo < hi) {
+		uint64_t mid = (lo + hi + 1) / 2;
 
-		assert_int_equal(vol_txn_begin(v, n, 0, &t), 0);
-		vol_space(v, &in);
-		vol_txn_end(&t);
-		assert_int_equal(vol_sync(v), 0);
-		if (3 * (in.sp_reserved - sp.sp_reserved) > sp.sp_free)
-			break;
+		vol_space(v, &sp);
+		if (2 * reserve_of(v, mid) < sp.sp_free - sp.sp_free / 16)
+			lo = mid;
+		else
+			hi = mid - 1;
 	}
+	nb = lo;
+	rb = reserve_of(v, nb);
+	vol_space(v, &sp);
+	free = sp.sp_free;
+	lo = nb, hi = v->v_dirty_limit;
+	while (lo < hi) { /* the smallest A with rb + its reserve > what is free now */
+		uint64_t mid = (lo + hi) / 2;
+
+		if (reserve_of(v, mid) + rb > free)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	na = lo;
+	vol_space(v, &sp);
+	print_message("# free %llu, B: %llu blocks reserve %llu, A: %llu blocks reserve %llu\n",
+		      (unsigned long long)sp.sp_free, (unsigned long long)nb,
+		      (unsigned long long)rb, (unsigned long long)na,
+		      (unsigned long long)reserve_of(v, na));
+	assert_true(reserve_of(v, na) + rb > sp.sp_free);
+	assert_true(2 * rb < sp.sp_free);
 	vol_space(v, &sp);
 	assert_int_equal(sp.sp_reserved, 0);
-	/* two of them fill the reservations of the open delta: the third falls short */
-	for (int i = 0; i < 2; i++) {
-		assert_int_equal(vol_txn_begin(v, n, 0, &t), 0);
-		vol_txn_end(&t);
-	}
-	a = (struct racer){v, n, 1};
+	assert_int_equal(vol_txn_begin(v, nb, 0, &t), 0);
+	vol_txn_end(&t);
+	a = (struct racer){v, na, 1};
 	syncpoint_reset();
 	syncpoint_enable();
 	syncpoint_order("test.b.reserved", "delta.reserve.retry@A");
 	test_thread_start(&th, racer_main, &a);
 	syncpoint_wait_arrived("delta.reserve.retry@A", 1);
-	/* A's commit released both; B takes two again before A retries */
-	for (int i = 0; i < 2; i++) {
-		assert_int_equal(vol_txn_begin(v, n, 0, &t), 0);
-		vol_txn_end(&t);
-	}
+	/* A's commit released B's reservation; B reserves again before A retries */
+	assert_int_equal(vol_txn_begin(v, nb, 0, &t), 0);
+	vol_txn_end(&t);
 	SYNC_POINT("test.b.reserved");
 	test_thread_join(th);
 	assert_int_equal(a.r_err, 0);
+	syncpoint_reset();
+	assert_int_equal(vol_close(v), 0);
+	test_watchdog_cancel();
+}
+
+/*
+ * Reservations holding more than what is left free make the open delta
+ * commit on its own (no sync, no age or size trigger): its
+ * reconciliation gives back what the worst cases overstated, so free
+ * space (statfs) recovers. Without the trigger nothing would commit for
+ * an hour here (the watchdog fails it).
+ */
+static void test_heavy_reservations_commit(void **state)
+{
+	struct bdev *d = vf_mkfs(DEV_BLOCKS * 4);
+	struct vol *v = vf_open(d, 8192);
+	struct log_space sp, after;
+	struct vol_txn t;
+	uint64_t n = 1;
+	uint32_t before;
+
+	(void)state;
+	if (!SYNCPOINTS_BUILT)
+		skip();
+	test_watchdog("test_heavy_reservations_commit", 60);
+	vol_space(v, &sp);
+	while (3 * reserve_of(v, n + 1) < sp.sp_free) /* n: just under a third of free */
+		n++;
+	assert_true(4 * reserve_of(v, n) > sp.sp_free); /* two: over half, under all */
+	before = vol_committed_delta(v);
+	syncpoint_reset();
+	syncpoint_enable();
+	assert_int_equal(vol_txn_begin(v, n, 0, &t), 0); /* not heavy yet */
+	vol_txn_end(&t);
+	assert_int_equal(syncpoint_passed("vol.commit.end"), 0);
+	assert_int_equal(vol_txn_begin(v, n, 0, &t), 0); /* heavy: the delta commits */
+	vol_txn_end(&t);
+	syncpoint_wait_passed("vol.commit.end", 1);
+	assert_int_equal(vol_sync(v), 0); /* waits for that commit to settle */
+	assert_true(vol_committed_delta(v) > before);
+	vol_space(v, &after);
+	assert_int_equal(after.sp_reserved, 0);
 	syncpoint_reset();
 	assert_int_equal(vol_close(v), 0);
 	test_watchdog_cancel();
@@ -215,6 +295,7 @@ int main(void)
 	static const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_fill_from_threads_then_free),
 	    cmocka_unit_test(test_reserve_retry_raced_by_another_reserver),
+	    cmocka_unit_test(test_heavy_reservations_commit),
 	};
 
 	vf_filter_from_env();
