@@ -801,10 +801,17 @@ static struct cairn *ns_alloc_struct(void)
 	return c;
 }
 
+static void ns_vol_opts(const struct cairn_open_opts *o, uint32_t bs, struct vol_open_opts *vo)
+{
+	uint32_t mb = o->coo_cache_mb ? o->coo_cache_mb : NS_CACHE_MB;
+
+	*vo = (struct vol_open_opts){.voo_max_age_ms = o->coo_max_age_ms};
+	vo->voo_cache_blocks = (uint32_t)MIN((uint64_t)mb * 1024 * 1024 / bs, UINT32_MAX);
+}
+
 static int ns_open_vol(struct cairn *c, const char *path, const struct cairn_open_opts *o)
 {
-	struct vol_open_opts vo = {.voo_max_age_ms = o->coo_max_age_ms};
-	uint32_t mb = o->coo_cache_mb ? o->coo_cache_mb : NS_CACHE_MB;
+	struct vol_open_opts vo;
 	struct bdev *d;
 	uint32_t bs = 0;
 	int err;
@@ -812,7 +819,7 @@ static int ns_open_vol(struct cairn *c, const char *path, const struct cairn_ope
 	err = ns_find_block_size(path, &bs);
 	if (err)
 		return err;
-	vo.voo_cache_blocks = (uint32_t)MIN((uint64_t)mb * 1024 * 1024 / bs, UINT32_MAX);
+	ns_vol_opts(o, bs, &vo);
 	err = bdev_open_file(path, bs, 0, BDEV_EXCL_LOCK, &d);
 	if (err)
 		return err;
@@ -822,10 +829,12 @@ static int ns_open_vol(struct cairn *c, const char *path, const struct cairn_ope
 	return err;
 }
 
+/* The namespace on c->c_vol (open): superblock, allocator, orphans. Closes the volume on error. */
+static int ns_open_ns(struct cairn *c, const struct cairn_open_opts *o);
+
 int cairn_open(const char *path, const struct cairn_open_opts *o, struct cairn **out)
 {
 	struct cairn_open_opts def = {0};
-	struct ialloc_opts io = {0};
 	struct cairn *c;
 	int err;
 
@@ -835,8 +844,51 @@ int cairn_open(const char *path, const struct cairn_open_opts *o, struct cairn *
 	if (!c)
 		return -ENOMEM;
 	err = ns_open_vol(c, path, o);
-	if (err)
-		goto out_free;
+	if (!err)
+		err = ns_open_ns(c, o);
+	if (err) {
+		ns_free_struct(c);
+		return err;
+	}
+	*out = c;
+	return 0;
+}
+
+int ns_open_dev(struct bdev *d, const struct cairn_open_opts *o, struct cairn **out)
+{
+	struct cairn_open_opts def = {0};
+	struct vol_open_opts vo;
+	struct cairn *c;
+	int err;
+
+	if (!o)
+		o = &def;
+	c = ns_alloc_struct();
+	if (!c) {
+		bdev_close(d);
+		return -ENOMEM;
+	}
+	ns_vol_opts(o, bdev_block_size(d), &vo);
+	err = vol_open(d, &vo, &c->c_vol);
+	if (err) {
+		bdev_close(d);
+		ns_free_struct(c);
+		return err;
+	}
+	err = ns_open_ns(c, o);
+	if (err) {
+		ns_free_struct(c);
+		return err;
+	}
+	*out = c;
+	return 0;
+}
+
+static int ns_open_ns(struct cairn *c, const struct cairn_open_opts *o)
+{
+	struct ialloc_opts io = {0};
+	int err;
+
 	c->c_bs = vol_block_size(c->c_vol);
 	c->c_dir_blocks = dir_op_blocks(c->c_bs);
 	c->c_max_ino = io.iao_max_ino = MIN(inode_max_ino(c->c_bs), NS_XATTR_BASE - 1);
@@ -850,14 +902,12 @@ int cairn_open(const char *path, const struct cairn_open_opts *o, struct cairn *
 	c->c_rdonly = o->coo_read_only;
 	if (err)
 		goto out_ialloc;
-	*out = c;
 	return 0;
 out_ialloc:
 	ialloc_destroy(c->c_ialloc);
 out_vol:
 	vol_close(c->c_vol);
-out_free:
-	ns_free_struct(c);
+	c->c_vol = NULL;
 	return err;
 }
 

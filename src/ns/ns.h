@@ -75,6 +75,15 @@ struct cairn {
  */
 int ns_mkfs(struct bdev *d, const struct vol_mkfs_opts *mo);
 
+/*
+ * cairn_open on an already-open device @d (taken over: closed on error
+ * too, and by cairn_close): vol_open (recovery), the namespace superblock
+ * and allocator, and the orphans freed unless o->coo_read_only. For
+ * tests on the emulated device and tools that open the device
+ * themselves; no lock is taken on it. Errors as cairn_open.
+ */
+int ns_open_dev(struct bdev *d, const struct cairn_open_opts *o, struct cairn **out);
+
 int ns_iget(struct cairn *c, uint64_t ino, struct ns_inode **out);
 /* As ns_iget, but any loaded record (free ones too): for reclaim. */
 int ns_iget_any(struct cairn *c, uint64_t ino, struct ns_inode **out);
