@@ -173,7 +173,8 @@ static int nc_walk_dir(struct cairn *c, uint64_t dir, const char *path, struct n
 		err = -ELOOP;
 	if (err)
 		goto out;
-	qsort(ns.n, ns.len, sizeof(*ns.n), nc_cmp);
+	if (ns.len) /* qsort wants a non-null array, even empty */
+		qsort(ns.n, ns.len, sizeof(*ns.n), nc_cmp);
 	for (size_t i = 0; i < ns.len && !err; i++) {
 		char sub[1024];
 		struct cairn_stat st;
