@@ -4,7 +4,8 @@
 set -eu
 
 PACKAGES="gcc libc6-dev meson ninja-build pkg-config python3
-fuse3 libfuse3-dev libcmocka-dev libxxhash-dev libblkid-dev e2fsprogs attr"
+fuse3 libfuse3-dev libcmocka-dev libxxhash-dev libblkid-dev e2fsprogs attr
+fuse2fs fio bc"
 
 missing=""
 for p in $PACKAGES; do
