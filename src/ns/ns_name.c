@@ -13,8 +13,9 @@
  * directory up to the root before the inodes are locked, and the result
  * stays true until the rename ends.
  *
- * Directory link counts: 2 + subdirectories. Creating in, or renaming
- * into, a removed directory (nlink 0) is -ENOENT.
+ * Directory link counts: 2 + subdirectories. Looking up, listing,
+ * creating or renaming in a removed directory (nlink 0, or already freed
+ * while the caller held it) is -ENOENT: its blocks may be gone.
  *
  * No transaction abort exists yet: a call checks everything it can
  * (lookups, emptiness, types) before it writes; a failure after its first
@@ -22,6 +23,7 @@
  * its partial change in the transaction (possibly a leaked inode).
  */
 #include "ns/ns.h"
+#include "util/syncpoint.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -74,8 +76,9 @@ int ns_lookup_ino(struct cairn *c, uint64_t dir, const char *name, size_t len, u
 	err = ns_iget(c, dir, &d);
 	if (err)
 		return err;
+	SYNC_POINT("ns.lookup.dir_held"); /* an rmdir may free the directory here */
 	ns_rlock(d);
-	err = S_ISDIR(d->ni_rec.ir_mode) ? 0 : -ENOTDIR;
+	err = ns_check_dir(d);
 	if (!err)
 		err = dir_lookup(c->c_vol, dir, name, len, &de);
 	ns_unlock(d);
@@ -533,14 +536,12 @@ static bool ns_isdir(struct ns_inode *ni)
 	return dir;
 }
 
-/* With everything locked: do the names still name S and D? */
+/* With everything locked, both parents live: do the names still name S and D? */
 static bool ns_rename_same(struct cairn *c, struct ns_rename *rn)
 {
 	struct dir_entry de;
 	int err;
 
-	if (ns_check_dir(rn->rn_p1) || ns_check_dir(rn->rn_p2))
-		return false;
 	err = dir_lookup(c->c_vol, rn->rn_p1->ni_ino, rn->rn_n1, rn->rn_l1, &de);
 	if (err || de.de_ino != rn->rn_s->ni_ino)
 		return false;
@@ -590,9 +591,19 @@ static int ns_rename_prepare(struct cairn *c, struct ns_rename *rn)
 				return err;
 			}
 			ns_rename_lock(rn, true);
-			if (ns_rename_same(c, rn))
+			/* a removed parent stays removed: -ENOENT, not a retry */
+			err = ns_check_dir(rn->rn_p1);
+			if (!err)
+				err = ns_check_dir(rn->rn_p2);
+			if (!err && ns_rename_same(c, rn))
 				return 0;
 			ns_rename_lock(rn, false);
+			if (err) {
+				ns_iput(c, rn->rn_s);
+				ns_iput(c, rn->rn_d);
+				rn->rn_s = rn->rn_d = NULL;
+				return err;
+			}
 		}
 		ns_iput(c, rn->rn_s);
 		ns_iput(c, rn->rn_d);
@@ -737,6 +748,7 @@ int cairn_rename(struct cairn *c, uint64_t parent, const char *name, uint64_t ne
 	err = ns_iget(c, parent, &rn.rn_p1);
 	if (!err)
 		err = ns_iget(c, newparent, &rn.rn_p2);
+	SYNC_POINT("ns.rename.parents_held"); /* an rmdir may remove one here */
 	if (!err)
 		err = ns_txn_begin(c,
 				   4 * c->c_dir_blocks + 4 * INODE_WRITE_BLOCKS + ns_drop_blocks(c),
@@ -786,8 +798,9 @@ int cairn_readdir(struct cairn *c, uint64_t ino, uint64_t cookie, cairn_fill_fn 
 	err = ns_iget(c, ino, &d);
 	if (err)
 		return err;
+	SYNC_POINT("ns.readdir.dir_held");
 	ns_rlock(d);
-	err = S_ISDIR(d->ni_rec.ir_mode) ? 0 : -ENOTDIR;
+	err = ns_check_dir(d); /* a removed directory lists nothing: -ENOENT */
 	if (!err)
 		err = dir_readdir(c->c_vol, ino, cookie, ns_readdir_cb, &rc);
 	ns_unlock(d);

@@ -14,10 +14,12 @@
  * compared with the directories and files, and again after a close and
  * reopen. The seed is printed; CAIRN_SEED replays a thread's operations
  * (the interleaving is the scheduler's). CAIRN_NS_OPS sets the operations
- * per thread.
+ * per thread. Races the churn has found are forced at interleaving points
+ * in tests of their own.
  */
 #include "harness.h"
 #include "ns_fixture.h"
+#include "util/syncpoint.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -401,9 +403,92 @@ static void test_threads_model(void **state)
 	test_watchdog_cancel();
 }
 
+/* ---- forced interleavings ------------------------------------------------------------------ */
+
+enum dir_op { OP_LOOKUP, OP_READDIR, OP_RENAME_INTO, OP_NOPS };
+
+struct dir_reader {
+	struct cairn *r_c;
+	uint64_t r_dir;
+	enum dir_op r_op;
+	int r_err;
+};
+
+static int count_cb(void *ctx, const char *name, size_t len, uint64_t ino, unsigned type,
+		    uint64_t next)
+{
+	(void)name, (void)len, (void)ino, (void)type, (void)next;
+	++*(int *)ctx;
+	return 0;
+}
+
+static void *dir_reader_run(void *arg)
+{
+	struct dir_reader *r = arg;
+	struct cairn_stat st;
+	int n = 0;
+
+	syncpoint_thread_name("R");
+	switch (r->r_op) {
+	case OP_LOOKUP:
+		r->r_err = cairn_lookup(r->r_c, r->r_dir, "x", &st);
+		break;
+	case OP_READDIR:
+		r->r_err = cairn_readdir(r->r_c, r->r_dir, 0, count_cb, &n);
+		break;
+	default:
+		r->r_err = cairn_rename(r->r_c, CAIRN_ROOT_INO, "f", r->r_dir, "f", 0);
+		break;
+	}
+	return NULL;
+}
+
+/*
+ * A lookup, listing or rename has taken its directory when an rmdir
+ * removes and frees it: the directory's blocks are gone, and the answer
+ * must be -ENOENT, not a damaged directory (-EUCLEAN) nor a rename that
+ * retries until it gives up (-EUCLEAN). The shared-directory churn of
+ * the model test met both when a rename moved a name into, or out of, a
+ * subdirectory another thread was removing.
+ */
+static void test_dir_removed_meanwhile(void **state)
+{
+	static const char *point[OP_NOPS] = {"ns.lookup.dir_held@R", "ns.readdir.dir_held@R",
+					     "ns.rename.parents_held@R"};
+	struct cairn_stat st, f;
+	struct nf nf;
+
+	(void)state;
+	test_needs_syncpoints();
+	test_watchdog("operations on a directory removed meanwhile", 120);
+	nf_new(&nf, 64);
+	assert_int_equal(cairn_mknod(nf.nf_c, CAIRN_ROOT_INO, "f", 0644, 0, NULL, &f), 0);
+	for (int op = 0; op < OP_NOPS; op++) {
+		struct dir_reader r = {.r_c = nf.nf_c, .r_op = op};
+		pthread_t t;
+
+		assert_int_equal(cairn_mkdir(nf.nf_c, CAIRN_ROOT_INO, "d", 0755, NULL, &st), 0);
+		r.r_dir = st.cs_ino;
+		syncpoint_order("test.release_r", point[op]);
+		test_thread_start(&t, dir_reader_run, &r);
+		syncpoint_wait_arrived(point[op], 1); /* R holds d */
+		assert_int_equal(cairn_rmdir(nf.nf_c, CAIRN_ROOT_INO, "d"), 0);
+		syncpoint_hit("test.release_r");
+		test_thread_join(t);
+		assert_int_equal(r.r_err, -ENOENT);
+		assert_int_equal(cairn_getattr(nf.nf_c, r.r_dir, &st), -ENOENT);
+		assert_int_equal(cairn_lookup(nf.nf_c, CAIRN_ROOT_INO, "f", &st), 0);
+		assert_int_equal(st.cs_ino, f.cs_ino);
+		syncpoint_reset();
+	}
+	nf_done(&nf);
+	test_watchdog_cancel();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_dir_removed_meanwhile),
 	    cmocka_unit_test(test_threads_model),
 	};
 
