@@ -108,7 +108,7 @@ static void fsck_problem(void *ctx, uint64_t ino, const char *problem)
 /* (1): open read-only, recovering; FSCK_OK with *@out, or an exit code. */
 static int fsck_open(const char *path, struct vol **out)
 {
-	struct vol_open_opts o = {.voo_cache_blocks = FSCK_CACHE_BLOCKS};
+	struct vol_open_opts o = {.voo_cache_blocks = FSCK_CACHE_BLOCKS, .voo_read_only = true};
 	struct stat st;
 	struct bdev *d;
 	uint32_t bs;

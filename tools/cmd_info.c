@@ -6,17 +6,14 @@
  *   cli_find_volume    the block size whose superblock log_probe accepts
  *   info_geometry      log_open on a read-only device: the superblock's
  *                      geometry and uuid
- *   info_state         vol_open on a read-only device: recovery (which
- *                      only reads), then vol_space and the committed
- *                      delta; vol_close
+ *   info_state         vol_open read-only (voo_read_only): recovery,
+ *                      which only reads, and the count of live blocks
+ *                      per segment; then vol_space, vol_usage and the
+ *                      committed delta; vol_close
  *
- * Read-only, and why it works: recovery (log_recover, the super root
- * read) never writes; vol_open starts a commit thread that has nothing
- * to commit; vol_close then writes a checkpoint, which the read-only
- * device refuses with -EROFS (the library logs it; that line is hidden
- * unless -v). That error, and only that one, is expected and ignored:
- * the image is not modified. (A read-only mode of vol_open that skips
- * the closing checkpoint would make this explicit.)
+ * Read-only: recovery (log_recover, the super root read) never writes,
+ * and a read-only vol_open writes no checkpoint and frees no segment;
+ * the commit thread has nothing to commit. The image is not modified.
  *
  * No lock is taken, so info works on a mounted image: recovery trusts
  * only complete, checksummed logs, so it sees some committed state, not
@@ -141,27 +138,34 @@ static void info_print_geometry(const char *path, struct bdev *d, const struct l
 	       cli_size_str(g->lg_nblocks * g->lg_block_size, b3, sizeof(b3)), g->lg_nblocks);
 }
 
-static void info_print_space(const struct log_space *sp, uint32_t bs, uint32_t delta)
+/*
+ * Read-only, no segment is released: the space that is free after a
+ * writable open is every segment holding no live block, less the kept
+ * reserve (a mount also keeps the few segments recovery still needs).
+ */
+static void info_print_space(const struct log_space *sp, const struct vol_usage_stats *us,
+			     uint32_t bs, uint32_t seg_blocks, uint32_t delta)
 {
-	char b1[32], b2[32], b3[32], b4[32], b5[32];
+	uint64_t busy = us->vus_live_segments * seg_blocks;
+	uint64_t avail = sp->sp_total > busy + sp->sp_kept ? sp->sp_total - busy - sp->sp_kept : 0;
+	char b1[32], b2[32], b3[32], b4[32];
 
 	printf("space total:     %s (%" PRIu64 " blocks)\n"
-	       "space written:   %s (%" PRIu64 " blocks)\n"
-	       "space reserved:  %s (%" PRIu64 " blocks)\n"
+	       "space live:      %s (%" PRIu64 " blocks, in %" PRIu64 " segments)\n"
 	       "space kept:      %s (%" PRIu64 " blocks, for freeing operations)\n"
-	       "space free:      %s (%" PRIu64 " blocks)\n"
+	       "space free:      %s (%" PRIu64 " blocks, in segments holding nothing live)\n"
 	       "committed delta: %" PRIu32 "\n",
 	       cli_size_str(sp->sp_total * bs, b1, sizeof(b1)), sp->sp_total,
-	       cli_size_str(sp->sp_written * bs, b2, sizeof(b2)), sp->sp_written,
-	       cli_size_str(sp->sp_reserved * bs, b5, sizeof(b5)), sp->sp_reserved,
-	       cli_size_str(sp->sp_kept * bs, b3, sizeof(b3)), sp->sp_kept,
-	       cli_size_str(sp->sp_free * bs, b4, sizeof(b4)), sp->sp_free, delta);
+	       cli_size_str(us->vus_live_blocks * bs, b2, sizeof(b2)), us->vus_live_blocks,
+	       us->vus_live_segments, cli_size_str(sp->sp_kept * bs, b3, sizeof(b3)), sp->sp_kept,
+	       cli_size_str(avail * bs, b4, sizeof(b4)), avail, delta);
 }
 
 /* Recover the state on @d (taken over) and print it; CLI_OK or CLI_FAIL. */
-static int info_state(const char *path, struct bdev *d, uint32_t bs)
+static int info_state(const char *path, struct bdev *d, uint32_t bs, uint32_t seg_blocks)
 {
-	struct vol_open_opts o = {.voo_cache_blocks = INFO_CACHE_BLOCKS};
+	struct vol_open_opts o = {.voo_cache_blocks = INFO_CACHE_BLOCKS, .voo_read_only = true};
+	struct vol_usage_stats us;
 	struct log_space sp;
 	struct vol *v;
 	uint32_t delta;
@@ -174,13 +178,14 @@ static int info_state(const char *path, struct bdev *d, uint32_t bs)
 		return CLI_FAIL;
 	}
 	vol_space(v, &sp);
+	vol_usage(v, &us);
 	delta = vol_committed_delta(v);
 	err = vol_close(v);
-	if (err && err != -EROFS) { /* -EROFS: the closing checkpoint, see the top */
+	if (err) {
 		cli_err("%s: %s", path, cli_strerror(err));
 		return CLI_FAIL;
 	}
-	info_print_space(&sp, bs, delta);
+	info_print_space(&sp, &us, bs, seg_blocks, delta);
 	return CLI_OK;
 }
 
@@ -210,7 +215,7 @@ static int info_show(const char *path)
 	}
 	info_print_geometry(path, d, &g);
 	fflush(stdout);
-	return info_state(path, d, bs);
+	return info_state(path, d, bs, g.lg_seg_blocks);
 }
 
 static int info_run(int argc, char **argv)

@@ -172,4 +172,19 @@ int log_space_reserve(struct log *l, uint64_t nblocks, unsigned flags);
 void log_space_release(struct log *l, uint64_t nblocks);
 void log_space(struct log *l, struct log_space *sp);
 
+/*
+ * Segment @seg holds no live block: free it for the builder to take
+ * again. -EBUSY (still in use) if recovery could need its logs: it holds
+ * the head, or a log at or after the one the older checkpoint slot names,
+ * or no checkpoint was written since the mount yet. The caller must have
+ * drained the segment's tracked reads. Committing thread only (log.c).
+ */
+int log_seg_release(struct log *l, uint64_t seg);
+/* Would log_seg_release refuse @seg now (committing thread only)? */
+bool log_seg_needed(struct log *l, uint64_t seg);
+/* Is segment @seg in use (false past the last)? */
+bool log_seg_in_use(struct log *l, uint64_t seg);
+/* The segment holding block @blk (which must lie in the segments). */
+uint64_t log_blk_segment(const struct log *l, uint64_t blk);
+
 #endif /* CAIRN_LOG_H */

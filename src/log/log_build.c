@@ -189,6 +189,7 @@ static int log_build_write(struct log_builder *lb, uint64_t next_blk)
 	if (err)
 		return log_build_fail(lb, "write", err);
 	lb->lb_blocks += nblocks;
+	log_seg_wrote(l, lb->lb_blk, lb->lb_seq);
 	l->l_head_blk = next_blk;
 	l->l_head_seq = lb->lb_seq + 1;
 	l->l_head_prev = sum_csum;

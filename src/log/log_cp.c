@@ -132,6 +132,8 @@ int log_cp_write(struct log *l, const struct log_durable *du)
 			blk, err);
 	else
 		l->l_cp_seq = cp_seq;
+	if (!err)
+		l->l_cp_log_seq[cp_seq % 2] = du->du_log_seq;
 	free(buf);
 	return err;
 }

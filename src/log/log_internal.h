@@ -51,12 +51,17 @@ struct log {
 					 finish writes one */
 	struct log_durable l_durable; /* newest state a finish made durable */
 	uint64_t l_cp_seq;	      /* cp_seq of the slot written or recovered last */
+	uint64_t l_cp_log_seq[2];     /* the log each slot names (by cp_seq % 2);
+					 UINT64_MAX: none known */
 
 	/* Space and segment use. */
 	struct cmutex l_space_lock;
 	uint64_t *l_seg_used; /* bitmap of segments in use; protected by l_space_lock */
 	uint64_t l_nused;     /* bits set in l_seg_used; protected by l_space_lock */
 	uint64_t l_reserved;  /* blocks reserved; protected by l_space_lock */
+	/* per segment, the sequence number of the last log known to be
+	 * written there (0: none since the mount); the write side's */
+	uint64_t *l_seg_seq;
 };
 
 /* ---- log.c ----------------------------------------------------------- */
@@ -85,8 +90,14 @@ int log_cp_write(struct log *l, const struct log_durable *du);
 
 int log_seg_init(struct log *l);
 void log_seg_destroy(struct log *l);
-/* Segments 0..@last in use, every other free (recovery; no builder). */
-void log_seg_reset(struct log *l, uint64_t last);
+/*
+ * Every segment in use, none known written since the mount (recovery; no
+ * builder): the layer above knows which hold live blocks and releases
+ * the others (log_seg_release).
+ */
+void log_seg_reset(struct log *l);
+/* The write side wrote log @seq into the segment of @blk. */
+void log_seg_wrote(struct log *l, uint64_t blk, uint64_t seq);
 /* Mark @seg in use if it is not. */
 void log_seg_take(struct log *l, uint64_t seg);
 /* Take the lowest free segment after @cur (wrapping); -ENOSPC if none. */

@@ -235,6 +235,7 @@ static int log_roll_forward(struct log *l, struct log_verified cur, struct log_v
 		if (err)
 			return err;
 		n++;
+		log_seg_wrote(l, nx.lv_blk, nx.lv_seq);
 		if (nx.lv_flags & LOG_SR) {
 			*best = nx;
 			*rolled = n;
@@ -263,6 +264,7 @@ static int log_recover_from(struct log *l, const struct log_cp_disk *cp, struct 
 			cp->cd_cp_seq, cp->cd_log_seq, cp->cd_log_blk, why);
 		return err;
 	}
+	log_seg_wrote(l, anchor.lv_blk, anchor.lv_seq);
 	return log_roll_forward(l, anchor, best, rolled);
 }
 
@@ -302,8 +304,6 @@ static void log_recover_ready(struct log *l, const struct log_cp_disk *cp,
 			      const struct log_verified *best, uint64_t rolled, uint64_t nonce,
 			      struct log_state *st)
 {
-	uint64_t last_seg = MAX(log_seg_of(l, best->lv_blk), log_seg_of(l, best->lv_next_blk));
-
 	l->l_head_blk = best->lv_next_blk;
 	l->l_head_seq = best->lv_seq + 1;
 	l->l_head_prev = best->lv_sum_csum;
@@ -320,7 +320,11 @@ static void log_recover_ready(struct log *l, const struct log_cp_disk *cp,
 	    .du_nonce = best->lv_nonce,
 	};
 	l->l_cp_seq = cp->cd_cp_seq;
-	log_seg_reset(l, last_seg);
+	/* the other slot's chain was not followed: keep everything until a
+	 * checkpoint is written (log_space.c) */
+	l->l_cp_log_seq[cp->cd_cp_seq % 2] = cp->cd_log_seq;
+	l->l_cp_log_seq[(cp->cd_cp_seq + 1) % 2] = 0;
+	log_seg_take(l, log_seg_of(l, l->l_head_blk));
 	l->l_writable = true;
 	*st = (struct log_state){
 	    .ls_delta = best->lv_delta,
@@ -349,6 +353,7 @@ int log_recover(struct log *l, struct log_state *st)
 	err = log_recover_slots(l, cps, &n);
 	if (err)
 		return err;
+	log_seg_reset(l); /* every segment in use; the chain followed is marked */
 	for (i = 0, err = -EUCLEAN; i < n && err == -EUCLEAN; i++)
 		err = log_recover_from(l, &cps[i], &best, &rolled);
 	if (err == -EUCLEAN)

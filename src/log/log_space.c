@@ -2,10 +2,22 @@
  * log_space.c - which segments are in use, and space reservations
  * (seed 000).
  *
- * A segment is in use from the moment the log head enters it. There is
- * no cleaner yet, so segments are used once, in order; the bitmap exists
- * so that a cleaner can later free segments and the builder take them
- * again (log_seg_take_next wraps around).
+ * A segment is in use from the moment the log head enters it until the
+ * layer above releases it (log_seg_release): it holds no live block,
+ * and recovery can no longer need it. The builder takes the next free
+ * segment after the head's (log_seg_take_next wraps around). At mount
+ * every segment is in use (log_seg_reset) until the layer above, which
+ * alone knows where live blocks are, releases the others.
+ *
+ * Which segments recovery may need: every log from the one named by the
+ * older checkpoint slot on (the newer slot may be torn or corrupt, and
+ * recovery then rolls forward from the older). The write side records,
+ * per segment, the sequence number of the last log it wrote (or that
+ * recovery followed) there; a segment whose last log is at or after the
+ * older slot's log, or that holds the head, is protected. A segment
+ * whose logs all came before is free to reuse: a later chain never runs
+ * into its stale logs (their sequence numbers and links do not match,
+ * log.c (3)).
  *
  * Space, in blocks:
  *
@@ -29,9 +41,14 @@
  *       reservation releases it, so the two may briefly count the same
  *       blocks; free is clamped at 0.
  *   (3) l_reserved never underflows (release asserts it).
+ *   (4) A segment is released only if it is not the head's and its last
+ *       log came before the log the older checkpoint slot names; never
+ *       while no checkpoint is known.
  *
  * Lock order: l_space_lock protects l_seg_used, l_nused and l_reserved;
  * it is a leaf, held for a few instructions and never across I/O.
+ * l_seg_seq and the checkpoint fields are the write side's (the
+ * committing thread's, log.c): log_seg_release runs there too.
  */
 #include "log/log_internal.h"
 
@@ -49,12 +66,14 @@ int log_seg_init(struct log *l)
 	int err;
 
 	l->l_seg_used = calloc(words, sizeof(*l->l_seg_used));
-	if (!l->l_seg_used)
-		return -ENOMEM;
-	err = cmutex_init(&l->l_space_lock);
+	l->l_seg_seq = calloc(l->l_geo.lg_nsegments, sizeof(*l->l_seg_seq));
+	l->l_cp_log_seq[0] = l->l_cp_log_seq[1] = UINT64_MAX;
+	err = l->l_seg_used && l->l_seg_seq ? cmutex_init(&l->l_space_lock) : -ENOMEM;
 	if (err) {
 		free(l->l_seg_used);
+		free(l->l_seg_seq);
 		l->l_seg_used = NULL;
+		l->l_seg_seq = NULL;
 	}
 	return err;
 }
@@ -63,7 +82,9 @@ void log_seg_destroy(struct log *l)
 {
 	cmutex_destroy(&l->l_space_lock);
 	free(l->l_seg_used);
+	free(l->l_seg_seq);
 	l->l_seg_used = NULL;
+	l->l_seg_seq = NULL;
 }
 
 static bool log_seg_used_locked(struct log *l, uint64_t seg)
@@ -109,16 +130,67 @@ int log_seg_take_next(struct log *l, uint64_t cur, uint64_t *seg)
 	return err;
 }
 
-void log_seg_reset(struct log *l, uint64_t last)
+void log_seg_reset(struct log *l)
 {
 	size_t words = (size_t)((l->l_geo.lg_nsegments + 63) / 64);
 
 	cmutex_lock(&l->l_space_lock);
 	memset(l->l_seg_used, 0, words * sizeof(*l->l_seg_used));
 	l->l_nused = 0;
-	for (uint64_t s = 0; s <= last; s++)
+	for (uint64_t s = 0; s < l->l_geo.lg_nsegments; s++)
 		log_seg_take_locked(l, s);
 	cmutex_unlock(&l->l_space_lock);
+	memset(l->l_seg_seq, 0, l->l_geo.lg_nsegments * sizeof(*l->l_seg_seq));
+}
+
+uint64_t log_blk_segment(const struct log *l, uint64_t blk)
+{
+	return log_seg_of(l, blk);
+}
+
+void log_seg_wrote(struct log *l, uint64_t blk, uint64_t seq)
+{
+	uint64_t seg = log_seg_of(l, blk);
+
+	if (seq > l->l_seg_seq[seg])
+		l->l_seg_seq[seg] = seq;
+}
+
+bool log_seg_needed(struct log *l, uint64_t seg)
+{
+	uint64_t keep = MIN(l->l_cp_log_seq[0], l->l_cp_log_seq[1]);
+
+	return keep == UINT64_MAX || l->l_seg_seq[seg] >= keep ||
+	       (l->l_writable && seg == log_seg_of(l, l->l_head_blk));
+}
+
+int log_seg_release(struct log *l, uint64_t seg)
+{
+	int err = 0;
+
+	if (seg >= l->l_geo.lg_nsegments)
+		return -EINVAL;
+	if (log_seg_needed(l, seg))
+		return -EBUSY;
+	cmutex_lock(&l->l_space_lock);
+	if (log_seg_used_locked(l, seg)) {
+		l->l_seg_used[seg / 64] &= ~(1ull << (seg % 64));
+		l->l_nused--;
+	}
+	cmutex_unlock(&l->l_space_lock);
+	return err;
+}
+
+bool log_seg_in_use(struct log *l, uint64_t seg)
+{
+	bool used;
+
+	if (seg >= l->l_geo.lg_nsegments)
+		return false;
+	cmutex_lock(&l->l_space_lock);
+	used = log_seg_used_locked(l, seg);
+	cmutex_unlock(&l->l_space_lock);
+	return used;
 }
 
 /* ---- space accounting ---------------------------------------------------- */

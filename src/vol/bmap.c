@@ -318,6 +318,7 @@ static int bmap_path_get(struct bmap *m, struct bmap_tree *t, unsigned level, ui
 static int bmap_modify(struct bmap *m, const struct bmap_change *ch, struct buf *b, unsigned slot,
 		       uint64_t value)
 {
+	uint64_t old = bmap_entry(buf_data(b), slot);
 	int err = buf_modify_begin(b, ch->bc_delta);
 
 	if (err)
@@ -326,7 +327,47 @@ static int bmap_modify(struct bmap *m, const struct bmap_change *ch, struct buf 
 	bmap_entry_store(buf_data(b), slot, value);
 	bmap_unlock(m);
 	buf_modify_end(b);
-	return ch->bc_note(ch->bc_arg, b);
+	err = ch->bc_note(ch->bc_arg, b);
+	if (!err && old && old != value)
+		err = ch->bc_gone(ch->bc_arg, old);
+	return err;
+}
+
+/*
+ * Tell bc_gone of every block of the subtree whose root, map block
+ * @nidx of @owner, is at @pblk (0: not linked yet, then only if cached):
+ * a truncate unlinks it. Reads the map blocks that are not cached.
+ */
+static int bmap_gone_subtree(struct bmap *m, const struct bmap_change *ch, uint64_t owner,
+			     uint64_t nidx, uint64_t pblk)
+{
+	unsigned level = bmap_node_level(nidx);
+	uint64_t first = bmap_node_first(m, nidx);
+	struct buf *b;
+	int err = 0;
+
+	if (pblk)
+		err = ch->bc_gone(ch->bc_arg, pblk);
+	if (!err)
+		err = bmap_node_get(m, owner, nidx, pblk, false, &b);
+	if (err || !b)
+		return err;
+	for (unsigned s = 0; s < m->bm_entries && !err; s++) {
+		uint64_t e = bmap_entry(buf_data(b), s);
+
+		if (!e)
+			continue;
+		if (level == 1)
+			err = ch->bc_gone(ch->bc_arg, e);
+		else
+			err = bmap_gone_subtree(
+			    m, ch, owner,
+			    bmap_node_index(m, level - 1,
+					    first + ((uint64_t)s << (m->bm_shift * (level - 1)))),
+			    e);
+	}
+	buf_put(b);
+	return err;
 }
 
 /* Grow @t until it has @height levels: each new root's entry 0 is the old. */
@@ -388,14 +429,18 @@ int bmap_place(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch
 	unsigned level = bmap_node_level(nidx);
 
 	assert(bmap_in_tree(m, t, nidx));
+	uint64_t old = 0;
+
 	*is_root = level == t->bt_height;
 	if (!*is_root)
 		return bmap_set(m, t, ch, level + 1, bmap_node_first(m, nidx), pblk);
+	if (t->bt_root_height == level)
+		old = t->bt_root; /* replaced; a lower one is the new root's child */
 	bmap_wrlock(m);
 	t->bt_root = pblk;
 	t->bt_root_height = (uint8_t)level;
 	bmap_unlock(m);
-	return 0;
+	return old && old != pblk ? ch->bc_gone(ch->bc_arg, old) : 0;
 }
 
 /*
@@ -405,13 +450,30 @@ int bmap_place(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch
 static int bmap_clear_from(struct bmap *m, const struct bmap_change *ch, struct buf *b,
 			   unsigned from_slot)
 {
-	unsigned s = from_slot;
-	int err;
+	uint64_t nidx = buf_index(b), first = bmap_node_first(m, nidx);
+	unsigned s = from_slot, level = bmap_node_level(nidx);
+	int err = 0;
 
 	while (s < m->bm_entries && !bmap_entry(buf_data(b), s))
 		s++;
 	if (s == m->bm_entries)
 		return 0;
+	for (unsigned i = s; i < m->bm_entries && !err; i++) {
+		uint64_t e = bmap_entry(buf_data(b), i);
+
+		if (!e)
+			continue;
+		if (level == 1)
+			err = ch->bc_gone(ch->bc_arg, e);
+		else
+			err = bmap_gone_subtree(
+			    m, ch, buf_owner(b),
+			    bmap_node_index(m, level - 1,
+					    first + ((uint64_t)i << (m->bm_shift * (level - 1)))),
+			    e);
+	}
+	if (err)
+		return err;
 	err = buf_modify_begin(b, ch->bc_delta);
 	if (err)
 		return err;
@@ -450,13 +512,21 @@ int bmap_prune(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch
 	return err;
 }
 
-void bmap_empty(struct bmap *m, struct bmap_tree *t)
+int bmap_empty(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch)
 {
+	int err = 0;
+
+	if (t->bt_height)
+		err = bmap_gone_subtree(m, ch, t->bt_owner, bmap_node_index(m, t->bt_height, 0),
+					t->bt_root_height == t->bt_height ? t->bt_root : 0);
+	if (err)
+		return err;
 	bmap_wrlock(m);
 	t->bt_root = 0;
 	t->bt_root_height = 0;
 	t->bt_height = 0;
 	bmap_unlock(m);
+	return 0;
 }
 
 bool bmap_in_tree(const struct bmap *m, const struct bmap_tree *t, uint64_t node_index)

@@ -8,15 +8,16 @@
  *   - every block named (map block, owner-table block, data block) lies
  *     inside a segment, and is named once in the whole volume;
  *   - every record's height is possible and its root set iff it has a
- *     height; only client owners (>= VOL_CLIENT_META) have records.
+ *     height; only client owners (>= VOL_CLIENT_META) have records;
+ *   - each segment's live-block count (usage.c) is the walk's, and no
+ *     segment holding a live block is free in the log.
  *
  * Each problem is told to @report as one line; the count of problems is
  * returned (0: clean), or a negative errno if a block cannot be read.
  * Call it with no transaction in flight and after vol_sync, so that the
  * durable state is the whole state (tests do, after every workload and
  * after crash recovery). With the block address translation (next) it
- * will also check each virtual block's translation entry and the segment
- * usage counts against this walk.
+ * will also check each virtual block's translation entry.
  *
  * No shared state but the volume's immutable fields and v_sr, which the
  * caller keeps still (no commit runs).
@@ -35,6 +36,8 @@ struct vol_checker {
 	void (*ck_report)(void *arg, const char *msg);
 	void *ck_arg;
 	struct vol_table ck_seen; /* pblk -> 1: blocks named so far */
+	bool ck_count_only;	  /* vol_count_durable: no checks, no ck_seen */
+	uint32_t *ck_counted;	  /* blocks per segment */
 	uint64_t ck_problems;
 	uint64_t ck_blocks;
 };
@@ -64,12 +67,18 @@ static bool ck_claim(struct vol_checker *ck, uint64_t owner, uint64_t index, uin
 		    owner, index, pblk);
 		return false;
 	}
+	if (ck->ck_count_only) {
+		ck->ck_counted[(pblk - g->lg_seg_start) / g->lg_seg_blocks]++;
+		ck->ck_blocks++;
+		return true;
+	}
 	if (vol_table_get(&ck->ck_seen, pblk, 0)) {
 		ck_problem(
 		    ck, "block %" PRIu64 " is named twice (again by (%" PRIu64 ", %#" PRIx64 "))",
 		    pblk, owner, index);
 		return false;
 	}
+	ck->ck_counted[(pblk - g->lg_seg_start) / g->lg_seg_blocks]++;
 	ck->ck_blocks++;
 	return vol_table_put(&ck->ck_seen, pblk, 0, (void *)1) == 0;
 }
@@ -147,10 +156,10 @@ static int ck_tree(struct vol_checker *ck, uint64_t owner, uint64_t pblk, unsign
 	return err;
 }
 
-int vol_check(struct vol *v, void (*report)(void *arg, const char *msg), void *arg,
-	      struct vol_check_stats *st)
+/* The walk: the super root, then the owner table's map and everything below. */
+static int ck_walk(struct vol_checker *ck)
 {
-	struct vol_checker ck = {.ck_vol = v, .ck_report = report, .ck_arg = arg};
+	struct vol *v = ck->ck_vol;
 	/* a block per level of the owner table's map, its data block, and an
 	 * owner's map below it */
 	size_t nbufs = (size_t)v->v_otab_height_max + 2 + v->v_height_max;
@@ -159,11 +168,41 @@ int vol_check(struct vol *v, void (*report)(void *arg, const char *msg), void *a
 
 	if (!bufs)
 		return -ENOMEM;
+	if (v->v_sr_blk)
+		ck_claim(ck, VOL_SROOT_OWNER, 0, v->v_sr_blk);
 	if (v->v_sr.sr_otab_height)
-		err = ck_tree(&ck, VOL_OTAB_OWNER, v->v_sr.sr_otab_root, v->v_sr.sr_otab_height, 0,
+		err = ck_tree(ck, VOL_OTAB_OWNER, v->v_sr.sr_otab_root, v->v_sr.sr_otab_height, 0,
 			      bufs);
 	free(bufs);
-	vol_table_clear(&ck.ck_seen, NULL);
+	vol_table_clear(&ck->ck_seen, NULL);
+	return err;
+}
+
+int vol_count_durable(struct vol *v, uint32_t *counted)
+{
+	struct vol_checker ck = {.ck_vol = v, .ck_count_only = true, .ck_counted = counted};
+
+	return ck_walk(&ck);
+}
+
+static void ck_usage_problem(void *arg, const char *msg)
+{
+	ck_problem(arg, "%s", msg);
+}
+
+int vol_check(struct vol *v, void (*report)(void *arg, const char *msg), void *arg,
+	      struct vol_check_stats *st)
+{
+	struct vol_checker ck = {.ck_vol = v, .ck_report = report, .ck_arg = arg};
+	int err;
+
+	ck.ck_counted = calloc(v->v_geo.lg_nsegments, sizeof(*ck.ck_counted));
+	if (!ck.ck_counted)
+		return -ENOMEM;
+	err = ck_walk(&ck);
+	if (!err && !ck.ck_problems)
+		vol_usage_check(v, ck.ck_counted, ck_usage_problem, &ck);
+	free(ck.ck_counted);
 	if (st)
 		*st = (struct vol_check_stats){.cs_blocks = ck.ck_blocks};
 	if (err)

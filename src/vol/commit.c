@@ -22,7 +22,9 @@
  *       the super root
  *   (5) the super root, last, then log_build_finish: durable
  *   (6) every written buffer: buf_commit_end; every N commits a
- *       checkpoint
+ *       checkpoint; then the segment usage takes the blocks the commit
+ *       wrote and those its map changes left behind (usage.c), and
+ *       segments left with no live block go back to the log
  *
  *   On error: log_build_abort, every written buffer back to Dirty
  *   (buf_write_cancel: a shadow has no owner to record an error on, and
@@ -71,6 +73,7 @@ struct vol_commit {
 	struct log_builder *vc_lb;
 	struct bmap_change vc_change;
 	struct vol_bufvec vc_done; /* Written, to settle at the end */
+	uint64_t vc_sr_blk;	   /* where the super root went */
 	/* map blocks by class and level to write (owner-table blocks: OTAB, 0) */
 	struct vol_bufvec vc_meta[VOL_NCLASSES][VOL_MAX_LEVELS + 1];
 	struct vol_table vc_seen; /* the blocks in vc_meta */
@@ -137,6 +140,14 @@ static int vol_commit_note(void *arg, struct buf *b)
 	return vol_commit_keep(vc, b);
 }
 
+/* bmap_change.bc_gone: the commit's map changes left @pblk behind. */
+static int vol_commit_gone(void *arg, uint64_t pblk)
+{
+	struct vol_commit *vc = arg;
+
+	return vol_usage_gone(vc->vc_vol, pblk);
+}
+
 /* A taken map or owner-table block (@b's reference is the take's). */
 static int vol_commit_take_meta(struct vol_commit *vc, struct buf *b)
 {
@@ -198,6 +209,8 @@ static int vol_commit_write(struct vol_commit *vc, struct buf *b, uint32_t flags
 	if (add) {
 		err =
 		    log_build_add(vc->vc_lb, buf_owner(b), buf_index(b), flags, buf_data(b), pblk);
+		if (!err)
+			err = vol_usage_born(vc->vc_vol, *pblk);
 		if (err)
 			goto out_cancel;
 	}
@@ -307,8 +320,9 @@ static int vol_commit_truncate(struct vol_commit *vc, struct bmap_tree *t, uint6
 	if (from) {
 		err = bmap_prune(&v->v_map, t, &vc->vc_change, from);
 	} else if (t->bt_height || t->bt_root) {
-		bmap_empty(&v->v_map, t);
-		err = otab_store(v, &vc->vc_change, t->bt_owner, &rec);
+		err = bmap_empty(&v->v_map, t, &vc->vc_change);
+		if (!err)
+			err = otab_store(v, &vc->vc_change, t->bt_owner, &rec);
 	}
 	if (!err)
 		err = vol_commit_drop_nodes(vc, t->bt_owner, from);
@@ -409,8 +423,11 @@ static int vol_commit_sroot(struct vol_commit *vc, struct vol_sroot *sr)
 	vol_sroot_encode(sr, block, v->v_block_size);
 	err = log_build_add(lb, VOL_SROOT_OWNER, 0, LOG_ENTRY_SUPER_ROOT, block, &pblk);
 	free(block);
+	if (!err)
+		err = vol_usage_born(v, pblk);
 	if (err)
 		return err;
+	vc->vc_sr_blk = pblk;
 	vc->vc_consumed = log_build_blocks(lb);
 	SYNC_POINT("vol.commit.finish");
 	vc->vc_lb = NULL; /* finish frees it, whatever happens */
@@ -430,11 +447,19 @@ static void vol_commit_settle(struct vol_commit *vc, const struct vol_sroot *sr)
 	v->v_sr = *sr;
 	atomic_store(&v->v_committed, sr->sr_delta);
 	vol_table_clear(&v->v_trees, free);
-	if (++v->v_commits % v->v_checkpoint_every)
-		return;
-	err = log_checkpoint(v->v_log);
+	/* the old super root goes with the commit that replaced it */
+	err = v->v_sr_blk ? vol_usage_gone(v, v->v_sr_blk) : 0;
 	if (err)
-		log_warn("vol: checkpoint after delta %" PRIu32 " failed: %d", vc->vc_delta, err);
+		log_warn("vol: super root %" PRIu64 " not counted as left behind: %d", v->v_sr_blk,
+			 err);
+	v->v_sr_blk = vc->vc_sr_blk;
+	if (++v->v_commits % v->v_checkpoint_every == 0) {
+		err = log_checkpoint(v->v_log);
+		if (err)
+			log_warn("vol: checkpoint after delta %" PRIu32 " failed: %d", vc->vc_delta,
+				 err);
+	}
+	vol_usage_settle(v); /* after the checkpoint: it may free segments */
 }
 
 static void vol_commit_fail(struct vol_commit *vc, int err)
@@ -451,6 +476,7 @@ static void vol_commit_fail(struct vol_commit *vc, int err)
 		buf_write_cancel(vc->vc_done.bv_bufs[i]);
 	buf_delta_requeue(v->v_cache, vc->vc_delta, vc->vc_delta + 1);
 	vol_punch_requeue(&v->v_punches, vc->vc_delta, vc->vc_delta + 1);
+	vol_usage_fail(v);
 	bmap_gen_bump(&v->v_map);
 }
 
@@ -472,7 +498,7 @@ int vol_commit(void *ctx, uint32_t delta, uint64_t *consumed)
 
 	vol_busy_enter();
 	SYNC_POINT("vol.commit.begin");
-	vc.vc_change = (struct bmap_change){delta, vol_commit_note, &vc};
+	vc.vc_change = (struct bmap_change){delta, vol_commit_note, vol_commit_gone, &vc};
 	err = log_build_begin(v->v_log, delta, &vc.vc_lb);
 	if (!err)
 		err = vol_commit_punches(&vc);

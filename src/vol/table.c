@@ -77,6 +77,18 @@ int vol_table_put(struct vol_table *t, uint64_t owner, uint64_t index, void *val
 	return 0;
 }
 
+int vol_table_set(struct vol_table *t, uint64_t owner, uint64_t index, void *val)
+{
+	struct vol_kv *kv = vol_table_find(t, owner, index);
+
+	assert(val);
+	if (kv && kv->kv_val) {
+		kv->kv_val = val;
+		return 0;
+	}
+	return vol_table_put(t, owner, index, val);
+}
+
 void vol_table_clear(struct vol_table *t, void (*fn)(void *val))
 {
 	for (size_t i = 0; fn && i < t->vt_cap; i++)

@@ -388,6 +388,7 @@ static int vol_sroot_read(struct vol *v, const struct log_state *st)
 	if (!err)
 		err = vol_sroot_decode(block, v->v_block_size, st->ls_sr_blk, &v->v_sr);
 	free(block);
+	v->v_sr_blk = st->ls_sr_blk;
 	if (err)
 		return err;
 	if (v->v_sr.sr_delta != st->ls_delta || v->v_sr.sr_otab_height > v->v_otab_height_max ||
@@ -520,11 +521,17 @@ int vol_open(struct bdev *d, const struct vol_open_opts *o, struct vol **out)
 	err = vol_open_cache(v, &opts);
 	if (err)
 		goto out_log;
-	err = vol_open_deltas(v, &opts);
+	v->v_read_only = opts.voo_read_only;
+	err = vol_usage_open(v, !v->v_read_only);
 	if (err)
 		goto out_cache;
+	err = vol_open_deltas(v, &opts);
+	if (err)
+		goto out_usage;
 	*out = v;
 	return 0;
+out_usage:
+	vol_usage_close(v);
 out_cache:
 	vol_close_cache(v);
 out_log:
@@ -543,9 +550,10 @@ int vol_close(struct vol *v)
 	if (!v)
 		return 0;
 	err = delta_sys_destroy(v->v_ds); /* commits what is open */
-	cp_err = log_checkpoint(v->v_log);
+	cp_err = v->v_read_only ? 0 : log_checkpoint(v->v_log);
 	if (cp_err)
 		log_err("vol: checkpoint at close failed: %d", cp_err);
+	vol_usage_close(v);
 	vol_close_cache(v);
 	log_close(v->v_log);
 	bdev_close(v->v_bdev);

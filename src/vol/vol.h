@@ -58,6 +58,8 @@ struct vol_open_opts {
 					  commit (cache / (2 * worst case per block)) */
 	uint32_t voo_max_age_ms;       /* see delta_config; 0: default */
 	uint32_t voo_checkpoint_every; /* write a checkpoint slot every N commits; 0: 16 */
+	bool voo_read_only;	       /* the device is read-only (fsck): recover and
+					  read, write nothing, free no segment */
 };
 
 /*
@@ -142,9 +144,17 @@ uint32_t vol_committed_delta(struct vol *v);
 void vol_delta_stats(struct vol *v, struct delta_stats *st);
 void vol_space(struct vol *v, struct log_space *sp);
 
+/* Where the durable state's blocks are (usage.c). */
+struct vol_usage_stats {
+	uint64_t vus_live_blocks;   /* blocks the durable state names, super root included */
+	uint64_t vus_live_segments; /* segments holding at least one of them */
+	uint64_t vus_released;	    /* segments given back to the log since the open */
+};
+void vol_usage(struct vol *v, struct vol_usage_stats *us);
+
 /* check.c: the volume half of fsck (see there). */
 struct vol_check_stats {
-	uint64_t cs_blocks; /* blocks named by the durable state's trees */
+	uint64_t cs_blocks; /* blocks of the durable state: its trees' and the super root */
 };
 /*
  * Check the durable state (no transaction in flight, after vol_sync):

@@ -11,6 +11,7 @@
  *   commit.c  the commit (segment constructor)
  *   table.c   a small hash table keyed by (owner, index)
  *   check.c   vol_check: the volume half of fsck
+ *   usage.c   segment usage: live blocks per segment, releasing empty ones
  *
  * docs/FORMAT.md ("Metadata blocks") describes the on-disk bytes.
  */
@@ -61,6 +62,8 @@ void *vol_table_get(const struct vol_table *t, uint64_t owner, uint64_t index);
 /* Insert a new key (@val non-NULL); -ENOMEM. */
 int vol_table_put(struct vol_table *t, uint64_t owner, uint64_t index, void *val);
 /* Call @fn on every value, then empty the table and free its memory. */
+/* Insert, or replace the value of an existing key. */
+int vol_table_set(struct vol_table *t, uint64_t owner, uint64_t index, void *val);
 void vol_table_clear(struct vol_table *t, void (*fn)(void *val));
 
 /* ---- bmap.c: block maps ---------------------------------------------- */
@@ -108,6 +111,8 @@ struct bmap_walk {
 struct bmap_change {
 	uint32_t bc_delta;
 	int (*bc_note)(void *arg, struct buf *b);
+	/* the change left the block at @pblk behind: no entry names it now */
+	int (*bc_gone)(void *arg, uint64_t pblk);
 	void *bc_arg;
 };
 
@@ -180,11 +185,13 @@ int bmap_place(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch
 /*
  * A truncate: clear every entry of @t for data indexes >= @from (> 0),
  * rewriting only the map blocks on @from's path; the subtrees unlinked
- * are the caller's to drop from the cache (bmap.c (6)).
+ * are the caller's to drop from the cache (bmap.c (6)). Every block
+ * they hold goes to bc_gone (their map blocks are read to find them).
  */
 int bmap_prune(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch, uint64_t from);
-/* A truncate to 0: @t has no blocks any more (the caller stores the record). */
-void bmap_empty(struct bmap *m, struct bmap_tree *t);
+/* A truncate to 0: @t has no blocks any more (the caller stores the
+ * record); each of them goes to bc_gone. */
+int bmap_empty(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch);
 /* True if map block @node_index is part of @t as being built. */
 bool bmap_in_tree(const struct bmap *m, const struct bmap_tree *t, uint64_t node_index);
 /*
@@ -285,6 +292,27 @@ void vol_punch_requeue(struct vol_punches *p, uint32_t from, uint32_t to);
 
 /* ---- vol.c: the volume -------------------------------------------------- */
 
+/*
+ * Segment usage (usage.c): how many blocks of the durable state each
+ * segment holds. The commit collects its changes (blocks written, blocks
+ * its map changes left behind) and applies them once durable.
+ */
+struct vol_u64vec {
+	uint64_t *uv_v;
+	size_t uv_n, uv_cap;
+};
+
+struct vol_usage {
+	struct cmutex vu_lock;	    /* vu_live, vu_total: any thread reads them */
+	uint32_t *vu_live;	    /* per segment */
+	uint64_t vu_total;	    /* sum of vu_live */
+	uint64_t *vu_cand;	    /* bitmap: no live block, maybe still in use; commit thread */
+	struct vol_u64vec vu_born;  /* this commit's; commit thread */
+	struct vol_u64vec vu_gone;  /* this commit's, and a failed one's; commit thread */
+	struct vol_table vu_unborn; /* written by a failed commit, maybe still named */
+	uint64_t vu_released;	    /* segments released since open; vu_lock */
+};
+
 struct vol {
 	struct bdev *v_bdev;	     /* immutable */
 	struct log *v_log;	     /* immutable */
@@ -301,6 +329,7 @@ struct vol {
 	uint64_t v_dirty_limit;	     /* immutable: most blocks one transaction may book */
 	uint64_t v_buffer_limit;     /* immutable: vol.c invariant (5) */
 	uint64_t v_id;		     /* immutable: unique among this process's volumes */
+	bool v_read_only;	     /* immutable: vol_open_opts.voo_read_only */
 	_Atomic uint64_t v_paths[2]; /* map-path buffers booked, by delta parity: (5) */
 	_Atomic uint64_t v_inflight; /* blocks booked by open transactions */
 	_Atomic uint64_t v_txn_ends; /* transactions ended, for the throttle */
@@ -317,9 +346,38 @@ struct vol {
 	 */
 	struct vol_table v_trees;
 	struct vol_sroot v_sr;	      /* the newest durable super root; commit thread */
+	uint64_t v_sr_blk;	      /* where v_sr is; commit thread */
+	struct vol_usage v_usage;     /* usage.c */
 	_Atomic uint64_t v_committed; /* v_sr.sr_delta, for any thread */
 	uint64_t v_commits;	      /* commit thread */
 };
+
+/* ---- usage.c ---------------------------------------------------------------- */
+
+/* Count the durable state's blocks per segment, write a checkpoint and
+ * release every segment holding none (vol_open, before the deltas run). */
+int vol_usage_open(struct vol *v, bool writable);
+void vol_usage_close(struct vol *v);
+/* The commit wrote a block at @pblk (a payload block or the super root). */
+int vol_usage_born(struct vol *v, uint64_t pblk);
+/* A change of the commit left the block at @pblk behind (bc_gone). */
+int vol_usage_gone(struct vol *v, uint64_t pblk);
+/* The commit is durable: apply its changes, release what emptied. */
+void vol_usage_settle(struct vol *v);
+/* The commit failed: its blocks were never written; its trees are kept. */
+void vol_usage_fail(struct vol *v);
+/*
+ * For vol_check: compare @counted (the walk's blocks per segment, super
+ * root included) with the kept counts, and every counted segment with the
+ * log's use; each difference to @problem. Returns the differences.
+ */
+uint64_t vol_usage_check(struct vol *v, const uint32_t *counted,
+			 void (*problem)(void *arg, const char *msg), void *arg);
+
+/* check.c: walk the durable state and count its blocks per segment into
+ * @counted (nsegments entries, zeroed by the caller), super root
+ * included; no duplicate check. */
+int vol_count_durable(struct vol *v, uint32_t *counted);
 
 /* Per thread: inside a transaction, a fill or the commit (no commit may
  * be waited for: see vol_reclaim). */

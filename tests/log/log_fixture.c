@@ -39,11 +39,22 @@ struct log *lt_open(struct bdev *d)
 	return l;
 }
 
+void lt_release_unneeded(struct log *l)
+{
+	assert_int_equal(log_checkpoint(l), 0);
+	for (uint64_t s = 0; s < log_geometry(l)->lg_nsegments; s++) {
+		int err = log_seg_release(l, s);
+
+		assert_true(err == 0 || err == -EBUSY);
+	}
+}
+
 struct log *lt_recover(struct bdev *d, struct log_state *st)
 {
 	struct log *l = lt_open(d);
 
 	assert_int_equal(log_recover(l, st), 0);
+	lt_release_unneeded(l);
 	return l;
 }
 

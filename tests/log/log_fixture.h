@@ -33,6 +33,12 @@ void lt_format(struct bdev *d, uint32_t seg_blocks);
 struct log *lt_open(struct bdev *d);
 /* Open and recover; asserts both succeed. */
 struct log *lt_recover(struct bdev *d, struct log_state *st);
+/*
+ * What a client keeping no blocks does after log_recover: write a
+ * checkpoint, then release every segment recovery no longer needs (at
+ * mount every segment is in use until its client says otherwise).
+ */
+void lt_release_unneeded(struct log *l);
 /* A formatted emulated device, opened: lt_dev + lt_format + lt_open. */
 struct log *lt_volume(uint32_t seg_blocks, uint64_t nsegs, struct bdev **dev);
 

@@ -144,7 +144,7 @@ expect_rc 0 "info img"
 [ "$(field segments)" = 14 ] || fail "info: segments"
 [ "$(field 'device size')" = "64 MiB (16384 blocks)" ] || fail "info: device size"
 [ "$(field 'committed delta')" = 2 ] || fail "info: committed delta (mkfs commits the root in delta 2)"
-for f in 'format version' label 'space total' 'space written' 'space free' 'space kept'; do
+for f in 'format version' label 'space total' 'space live' 'space free' 'space kept'; do
 	[ -n "$(field "$f")" ] || fail "info: no '$f'"
 done
 [ "$(field 'space total')" = "56 MiB (14336 blocks)" ] || fail "info: space total"

@@ -992,7 +992,9 @@ static void test_check_reports_damage(void **state)
 	vf_write(v, OWNER, 600, 1);
 	vf_check(v);
 	assert_int_equal(vol_check(v, NULL, NULL, &cs), 0);
-	assert_int_equal(cs.cs_blocks, 2 + 3 + 2); /* data, owner map (height 2), otab + its map */
+	assert_int_equal(cs.cs_blocks,
+			 2 + 3 + 2 +
+			     1); /* data, owner map (height 2), otab + its map, super root */
 	saved = v->v_sr;
 	v->v_sr.sr_otab_root = 1; /* a checkpoint slot */
 	assert_int_equal(vol_check(v, NULL, NULL, NULL), 1);

@@ -9,7 +9,8 @@
  * VOL_MAX_INDEX, at 4 KiB and at 512-byte blocks; the tree grows with
  * the old root as entry 0 of the new one; clearing an entry; and a walk
  * that read an address before a commit moved the block refuses it
- * (-EAGAIN) without leaving the old copy in the cache (bmap.c (5)).
+ * (-EAGAIN) without leaving the old copy in the cache (bmap.c (5)); and
+ * every block a change leaves behind is reported once (bc_gone).
  */
 #include "harness.h"
 #include "vol_fixture.h"
@@ -33,6 +34,8 @@ struct mfix {
 	_Atomic uint64_t mf_fills;
 	struct buf *mf_noted[1024]; /* dirtied map blocks, referenced */
 	unsigned mf_nnoted;
+	uint64_t mf_gone[64]; /* blocks changes left behind (bc_gone) */
+	unsigned mf_ngone;
 	uint32_t mf_delta;
 };
 
@@ -89,9 +92,40 @@ static int mf_note(void *arg, struct buf *b)
 	return 0;
 }
 
+static int mf_gone(void *arg, uint64_t pblk)
+{
+	struct mfix *f = arg;
+
+	assert_true(f->mf_ngone < ARRAY_SIZE(f->mf_gone));
+	f->mf_gone[f->mf_ngone++] = pblk;
+	return 0;
+}
+
 static struct bmap_change mf_change(struct mfix *f)
 {
-	return (struct bmap_change){f->mf_delta, mf_note, f};
+	return (struct bmap_change){f->mf_delta, mf_note, mf_gone, f};
+}
+
+static int u64_cmp(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* The blocks left behind since the last call are exactly @want (any order). */
+static void mf_expect_gone(struct mfix *f, const uint64_t *want, unsigned n)
+{
+	uint64_t w[64];
+
+	assert_int_equal(f->mf_ngone, n);
+	memcpy(w, want, n * sizeof(*w));
+	qsort(w, n, sizeof(*w), u64_cmp);
+	if (n)
+		qsort(f->mf_gone, n, sizeof(*w), u64_cmp);
+	for (unsigned i = 0; i < n; i++)
+		assert_int_equal(f->mf_gone[i], w[i]);
+	f->mf_ngone = 0;
 }
 
 static void mf_set(struct mfix *f, uint64_t index, uint64_t value)
@@ -351,6 +385,132 @@ static void test_walk_restarts_after_commit(void **state)
 	mf_free(f);
 }
 
+/* The map's address of its map block at @level covering @index (after a commit). */
+static uint64_t mf_node_addr(struct mfix *f, unsigned level, uint64_t index)
+{
+	unsigned l = f->mf_tree.bt_root_height;
+	uint64_t pblk = f->mf_tree.bt_root;
+
+	while (l > level) {
+		struct buf *b;
+
+		assert_int_equal(buf_read_hint(f->mf_cache, OWNER,
+					       bmap_node_index(&f->mf_map, l, index), pblk, &b),
+				 0);
+		pblk = bmap_entry(buf_data(b), (unsigned)((index >> (9 * (l - 1))) & 511));
+		buf_put(b);
+		l--;
+	}
+	return pblk;
+}
+
+/* Every block the subtree of map block @nidx at @pblk names, @pblk too. */
+static void mf_named(struct mfix *f, uint64_t nidx, uint64_t pblk, uint64_t *out, unsigned *n)
+{
+	unsigned level = bmap_node_level(nidx);
+	uint64_t first = bmap_node_first(&f->mf_map, nidx);
+	struct buf *b;
+
+	assert_true(*n < 64);
+	out[(*n)++] = pblk;
+	assert_int_equal(buf_read_hint(f->mf_cache, OWNER, nidx, pblk, &b), 0);
+	for (unsigned s = 0; s < f->mf_map.bm_entries; s++) {
+		uint64_t e = bmap_entry(buf_data(b), s);
+
+		if (!e)
+			continue;
+		if (level == 1) {
+			assert_true(*n < 64);
+			out[(*n)++] = e;
+			continue;
+		}
+		mf_named(f,
+			 bmap_node_index(&f->mf_map, level - 1,
+					 first + ((uint64_t)s << (9 * (level - 1)))),
+			 e, out, n);
+	}
+	buf_put(b);
+}
+
+/* The one block left behind that is not in @known (of @n). */
+static uint64_t mf_gone_other(struct mfix *f, const uint64_t *known, unsigned n)
+{
+	uint64_t other = 0;
+
+	for (unsigned i = 0; i < f->mf_ngone; i++) {
+		bool k = false;
+
+		for (unsigned j = 0; j < n; j++)
+			k |= f->mf_gone[i] == known[j];
+		if (!k) {
+			assert_int_equal(other, 0);
+			other = f->mf_gone[i];
+		}
+	}
+	return other;
+}
+
+/*
+ * Every block a change stops naming goes to bc_gone, once: an entry
+ * overwritten or cleared, a map block rewritten, a replaced root, the
+ * subtrees a truncate unlinks (read back from disk when not cached), a
+ * whole tree emptied; a root that becomes the child of a new root is
+ * not gone. The segment usage counts (usage.c) are built on this.
+ */
+static void test_gone_reports_every_block_left_behind(void **state)
+{
+	struct mfix *f = mf_new(4096);
+	uint64_t root1, root2, leaf0, leaf3, old_root, want[64];
+	struct bmap_change ch;
+	unsigned n = 0;
+
+	(void)state;
+	mf_set(f, 0, 0xa0);
+	mf_set(f, 1, 0xa1);
+	mf_commit(f);
+	root1 = f->mf_tree.bt_root; /* height 1 */
+	mf_expect_gone(f, NULL, 0);
+	mf_set(f, 3 * 512, 0xb0); /* grows: the old root is entry 0 of the new */
+	mf_commit(f);
+	leaf3 = mf_node_addr(f, 1, 3 * 512);
+	root2 = f->mf_tree.bt_root;
+	assert_int_equal(mf_node_addr(f, 1, 0), root1);
+	mf_expect_gone(f, NULL, 0);
+
+	mf_set(f, 0, 0xa2); /* overwrite: the data, its leaf and the root move */
+	mf_commit(f);
+	leaf0 = mf_node_addr(f, 1, 0);
+	want[0] = 0xa0, want[1] = root1, want[2] = root2;
+	mf_expect_gone(f, want, 3);
+
+	old_root = f->mf_tree.bt_root;
+	mf_drop_cache(f); /* the truncate must read what it unlinks */
+	ch = mf_change(f);
+	assert_int_equal(bmap_prune(&f->mf_map, &f->mf_tree, &ch, 512), 0);
+	mf_commit(f); /* the root is rewritten: its entry 3 cleared */
+	want[0] = leaf3, want[1] = 0xb0, want[2] = old_root;
+	mf_expect_gone(f, want, 3);
+
+	mf_set(f, 1, 0); /* a cleared entry */
+	mf_commit(f);
+	want[0] = 0xa1, want[1] = leaf0;
+	want[2] = mf_gone_other(f, want, 2); /* and the root before */
+	assert_true(want[2] && want[2] != f->mf_tree.bt_root);
+	mf_expect_gone(f, want, 3);
+
+	mf_set(f, 512 * 512, 0xc0); /* height 3: the old root becomes a child */
+	mf_commit(f);
+	mf_expect_gone(f, NULL, 0);
+	mf_named(f, bmap_node_index(&f->mf_map, 3, 0), f->mf_tree.bt_root, want, &n);
+	assert_int_equal(n, 7); /* top, two level 2, two leaves, two data */
+	mf_drop_cache(f);
+	ch = mf_change(f);
+	assert_int_equal(bmap_empty(&f->mf_map, &f->mf_tree, &ch), 0);
+	mf_expect_gone(f, want, n);
+	assert_int_equal(f->mf_tree.bt_height, 0);
+	mf_free(f);
+}
+
 static void test_geometry_helpers(void **state)
 {
 	struct mfix *f = mf_new(4096);
@@ -383,6 +543,7 @@ int main(void)
 	    cmocka_unit_test(test_clear_entry),
 	    cmocka_unit_test(test_stale_walk_refuses_old_copy),
 	    cmocka_unit_test(test_walk_restarts_after_commit),
+	    cmocka_unit_test(test_gone_reports_every_block_left_behind),
 	    cmocka_unit_test(test_geometry_helpers),
 	};
 

@@ -1,0 +1,307 @@
+/*
+ * usage.c - segment usage: live blocks per segment, and giving the
+ * segments that hold none back to the log.
+ *
+ * A block is live while the durable state names it: a data, map or
+ * owner-table block some entry or record points at, or the super root.
+ * vu_live[s] counts the live blocks of segment s. It is built at open by
+ * walking the durable state (vol_count_durable), then kept by the
+ * commit: every block it adds to the log is born, every block a map
+ * change of it leaves behind (an entry overwritten or cleared, a root
+ * replaced, a subtree a truncate unlinks, the previous super root) is
+ * gone (bmap_change.bc_gone). Both lists are applied only once the
+ * commit is durable, so the counts always describe the durable state.
+ *
+ * A segment whose count falls to 0 is a candidate; after each commit
+ * (and its checkpoint, if it wrote one) every candidate is offered to
+ * the log (log_seg_release), which refuses those recovery could still
+ * need (log_space.c); they stay candidates and are offered again after
+ * the next commit; when under a quarter of the segments are free and
+ * some are held only for recovery, two checkpoints are written at once
+ * so that they can go. Before a segment is released its tracked reads are
+ * drained (buf_track_reuse_begin, seed 004): a reader holding an old
+ * address in it finishes first, and one arriving meanwhile is told to
+ * resolve its address again.
+ *
+ * A failed commit wrote nothing durable: its born blocks are forgotten
+ * but kept in vu_unborn, since the trees it built are kept (commit.c
+ * (4)) and may name them; when a later change leaves such a block behind
+ * it was never counted, so it is not subtracted. Its gone list is kept
+ * too: those blocks leave the durable state with the commit that makes
+ * the kept trees durable.
+ *
+ * This is the in-memory half of the segment usage file: the counts are
+ * rebuilt at every open (a walk of every map, as fsck does), which costs
+ * time on a large volume; persisting them is the next step.
+ *
+ * Invariants
+ *   (1) Between commits, vu_live[s] is the number of blocks of the
+ *       durable state in segment s, and vu_total their sum (vol_check
+ *       recounts them).
+ *   (2) A segment with a live block is in use in the log: only a count
+ *       of 0 makes a candidate, and the count of a released segment can
+ *       rise again only when the log has taken it again.
+ *   (3) vu_born, vu_gone, vu_cand and vu_unborn are the commit thread's
+ *       (and vol_open's, before any commit).
+ *
+ * Lock order: vu_lock is a leaf, held only to change or read counts.
+ */
+#include "vol/vol_internal.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define VU_UNBORN    ((void *)1) /* written by a failed commit, maybe named */
+#define VU_FORGOTTEN ((void *)2) /* such a block, left behind since */
+
+static int vol_u64vec_push(struct vol_u64vec *uv, uint64_t x)
+{
+	if (uv->uv_n == uv->uv_cap) {
+		size_t cap = uv->uv_cap ? uv->uv_cap * 2 : 256;
+		uint64_t *v = realloc(uv->uv_v, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		uv->uv_v = v;
+		uv->uv_cap = cap;
+	}
+	uv->uv_v[uv->uv_n++] = x;
+	return 0;
+}
+
+static uint64_t vol_seg_of(const struct vol *v, uint64_t pblk)
+{
+	return (pblk - v->v_geo.lg_seg_start) / v->v_geo.lg_seg_blocks;
+}
+
+static void vol_cand_set(struct vol_usage *u, uint64_t seg, bool on)
+{
+	if (on)
+		u->vu_cand[seg / 64] |= 1ull << (seg % 64);
+	else
+		u->vu_cand[seg / 64] &= ~(1ull << (seg % 64));
+}
+
+/*
+ * Offer every candidate to the log; drain its tracked reads first. The
+ * number still needed by recovery only (not the head's).
+ */
+static uint64_t vol_usage_offer(struct vol *v)
+{
+	struct vol_usage *u = &v->v_usage;
+	uint64_t n = v->v_geo.lg_nsegments, needed = 0;
+
+	for (uint64_t w = 0; w < (n + 63) / 64; w++) {
+		uint64_t bits = u->vu_cand[w];
+
+		while (bits) {
+			uint64_t seg = w * 64 + (uint64_t)__builtin_ctzll(bits);
+			int err;
+
+			bits &= bits - 1;
+			if (u->vu_live[seg]) { /* the log took it again */
+				vol_cand_set(u, seg, false);
+				continue;
+			}
+			if (!log_seg_in_use(v->v_log, seg)) {
+				vol_cand_set(u, seg, false);
+				continue;
+			}
+			if (log_seg_needed(v->v_log, seg)) {
+				needed++;
+				continue; /* recovery may read it: later */
+			}
+			buf_track_reuse_begin(v->v_track, seg);
+			err = log_seg_release(v->v_log, seg);
+			buf_track_reuse_end(v->v_track, seg);
+			if (!err) {
+				vol_cand_set(u, seg, false);
+				cmutex_lock(&u->vu_lock);
+				u->vu_released++;
+				cmutex_unlock(&u->vu_lock);
+			}
+		}
+	}
+	return needed;
+}
+
+/*
+ * Release what can be. When segments are short (under a quarter free)
+ * and empty ones are held only because the checkpoint slots are old,
+ * write checkpoints (two: the older slot is the one that protects) and
+ * offer them again, rather than wait for the periodic checkpoint.
+ */
+static void vol_usage_release(struct vol *v)
+{
+	struct log_space sp;
+
+	if (!vol_usage_offer(v))
+		return;
+	log_space(v->v_log, &sp);
+	if (sp.sp_written + sp.sp_total / 4 < sp.sp_total)
+		return;
+	for (int i = 0; i < 2; i++) {
+		int err = log_checkpoint(v->v_log);
+
+		if (err) {
+			log_warn("vol: checkpoint to free segments failed: %d", err);
+			return;
+		}
+	}
+	vol_usage_offer(v);
+}
+
+int vol_usage_open(struct vol *v, bool writable)
+{
+	struct vol_usage *u = &v->v_usage;
+	uint64_t n = v->v_geo.lg_nsegments;
+	int err;
+
+	u->vu_live = calloc(n, sizeof(*u->vu_live));
+	u->vu_cand = calloc((n + 63) / 64, sizeof(*u->vu_cand));
+	err = u->vu_live && u->vu_cand ? cmutex_init(&u->vu_lock) : -ENOMEM;
+	if (err)
+		goto out_free;
+	err = vol_count_durable(v, u->vu_live);
+	if (err)
+		goto out_lock;
+	for (uint64_t s = 0; s < n; s++) {
+		u->vu_total += u->vu_live[s];
+		vol_cand_set(u, s, !u->vu_live[s]);
+	}
+	if (!writable)
+		return 0;
+	/* name the recovered state in both slots' chains before releasing */
+	err = log_checkpoint(v->v_log);
+	if (err)
+		goto out_lock;
+	vol_usage_release(v);
+	return 0;
+out_lock:
+	cmutex_destroy(&u->vu_lock);
+out_free:
+	free(u->vu_live);
+	free(u->vu_cand);
+	*u = (struct vol_usage){0};
+	return err;
+}
+
+void vol_usage_close(struct vol *v)
+{
+	struct vol_usage *u = &v->v_usage;
+
+	if (!u->vu_live)
+		return;
+	cmutex_destroy(&u->vu_lock);
+	free(u->vu_live);
+	free(u->vu_cand);
+	free(u->vu_born.uv_v);
+	free(u->vu_gone.uv_v);
+	vol_table_clear(&u->vu_unborn, NULL);
+	*u = (struct vol_usage){0};
+}
+
+int vol_usage_born(struct vol *v, uint64_t pblk)
+{
+	return vol_u64vec_push(&v->v_usage.vu_born, pblk);
+}
+
+int vol_usage_gone(struct vol *v, uint64_t pblk)
+{
+	struct vol_usage *u = &v->v_usage;
+	void *was = vol_table_get(&u->vu_unborn, pblk, 0);
+
+	if (was == VU_UNBORN) /* never counted: forget it, do not subtract */
+		return vol_table_set(&u->vu_unborn, pblk, 0, VU_FORGOTTEN);
+	return vol_u64vec_push(&u->vu_gone, pblk);
+}
+
+void vol_usage_settle(struct vol *v)
+{
+	struct vol_usage *u = &v->v_usage;
+
+	cmutex_lock(&u->vu_lock);
+	for (size_t i = 0; i < u->vu_born.uv_n; i++) {
+		uint64_t seg = vol_seg_of(v, u->vu_born.uv_v[i]);
+
+		u->vu_live[seg]++;
+		u->vu_total++;
+	}
+	for (size_t i = 0; i < u->vu_gone.uv_n; i++) {
+		uint64_t pblk = u->vu_gone.uv_v[i], seg = vol_seg_of(v, pblk);
+
+		if (!u->vu_live[seg]) {
+			log_warn("vol: block %" PRIu64 " left behind twice (segment %" PRIu64
+				 " counts none)",
+				 pblk, seg);
+			continue;
+		}
+		u->vu_total--;
+		if (!--u->vu_live[seg])
+			vol_cand_set(u, seg, true);
+	}
+	cmutex_unlock(&u->vu_lock);
+	u->vu_born.uv_n = 0;
+	u->vu_gone.uv_n = 0;
+	vol_usage_release(v);
+}
+
+void vol_usage_fail(struct vol *v)
+{
+	struct vol_usage *u = &v->v_usage;
+
+	for (size_t i = 0; i < u->vu_born.uv_n; i++)
+		if (vol_table_set(&u->vu_unborn, u->vu_born.uv_v[i], 0, VU_UNBORN))
+			log_warn("vol: out of memory noting block %" PRIu64
+				 " of a failed commit; its segment's count may stay high",
+				 u->vu_born.uv_v[i]);
+	u->vu_born.uv_n = 0;
+}
+
+uint64_t vol_usage_check(struct vol *v, const uint32_t *counted,
+			 void (*problem)(void *arg, const char *msg), void *arg)
+{
+	struct vol_usage *u = &v->v_usage;
+	uint64_t bad = 0;
+	char msg[160];
+
+	if (!u->vu_live)
+		return 0;
+	cmutex_lock(&u->vu_lock);
+	for (uint64_t s = 0; s < v->v_geo.lg_nsegments; s++) {
+		if (counted[s] != u->vu_live[s]) {
+			snprintf(msg, sizeof(msg),
+				 "segment %" PRIu64 ": %" PRIu32
+				 " live blocks, usage says %" PRIu32,
+				 s, counted[s], u->vu_live[s]);
+			bad++;
+			if (problem)
+				problem(arg, msg);
+		}
+		if (counted[s] && !log_seg_in_use(v->v_log, s)) {
+			snprintf(msg, sizeof(msg),
+				 "segment %" PRIu64 " holds %" PRIu32 " live blocks but is free", s,
+				 counted[s]);
+			bad++;
+			if (problem)
+				problem(arg, msg);
+		}
+	}
+	cmutex_unlock(&u->vu_lock);
+	return bad;
+}
+
+void vol_usage(struct vol *v, struct vol_usage_stats *us)
+{
+	struct vol_usage *u = &v->v_usage;
+
+	*us = (struct vol_usage_stats){0};
+	cmutex_lock(&u->vu_lock);
+	us->vus_live_blocks = u->vu_total;
+	for (uint64_t s = 0; s < v->v_geo.lg_nsegments; s++)
+		us->vus_live_segments += u->vu_live[s] != 0;
+	us->vus_released = u->vu_released;
+	cmutex_unlock(&u->vu_lock);
+}
