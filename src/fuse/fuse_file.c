@@ -21,7 +21,13 @@
  *       change is durable; the kernel writes its dirty pages back first.
  *   (4) A FLUSH has nothing to write: every WRITE already reached
  *       libcairn, whose errors (ENOSPC among them) came back with it, and
- *       the kernel reports its own writeback errors at close.
+ *       the kernel reports its own writeback errors at close. So the
+ *       first FLUSH is answered ENOSYS and the kernel sends no more
+ *       (fc->no_flush): one round trip less per close(2). The kernel's
+ *       close still writes the dirty pages and the times back
+ *       (write_inode_now) and returns their errors before it looks at
+ *       no_flush. cairn keeps no locks of its own (the kernel's POSIX
+ *       locks are released by the VFS), so FLUSH's lock owner is unused.
  */
 #include "fuse/fuse_internal.h"
 
@@ -166,7 +172,7 @@ void cfuse_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)ino;
 	(void)fi;
-	fuse_reply_err(req, 0); /* invariant (4) */
+	fuse_reply_err(req, ENOSYS); /* invariant (4): no FLUSH from now on */
 }
 
 void cfuse_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
