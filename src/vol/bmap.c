@@ -78,6 +78,8 @@
  * thread that inserted the buffer, the one calling buf_read_hint.
  */
 #include "vol/vol_internal.h"
+
+#include <inttypes.h>
 #include "util/syncpoint.h"
 
 #include <endian.h>
@@ -350,6 +352,14 @@ static int bmap_gone_subtree(struct bmap *m, const struct bmap_change *ch, uint6
 		err = ch->bc_gone(ch->bc_arg, pblk);
 	if (!err)
 		err = bmap_node_get(m, owner, nidx, pblk, false, &b);
+	if (err == -EUCLEAN) {
+		/* a damaged map block: its blocks stay counted (until a recount
+		 * at open), the truncate goes on */
+		log_warn("vol: map block (%" PRIu64 ", %#" PRIx64
+			 ") of a truncated subtree is damaged; its blocks stay counted",
+			 owner, nidx);
+		return 0;
+	}
 	if (err || !b)
 		return err;
 	for (unsigned s = 0; s < m->bm_entries && !err; s++) {

@@ -232,6 +232,10 @@ void vol_usage_settle(struct vol *v)
 	for (size_t i = 0; i < u->vu_gone.uv_n; i++) {
 		uint64_t pblk = u->vu_gone.uv_v[i], seg = vol_seg_of(v, pblk);
 
+		if (pblk < v->v_geo.lg_seg_start || seg >= v->v_geo.lg_nsegments) {
+			log_warn("vol: a map named block %" PRIu64 ", outside the segments", pblk);
+			continue; /* damage: never counted */
+		}
 		if (!u->vu_live[seg]) {
 			log_warn("vol: block %" PRIu64 " left behind twice (segment %" PRIu64
 				 " counts none)",

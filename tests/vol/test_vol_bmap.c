@@ -119,10 +119,11 @@ static void mf_expect_gone(struct mfix *f, const uint64_t *want, unsigned n)
 	uint64_t w[64];
 
 	assert_int_equal(f->mf_ngone, n);
+	if (!n)
+		return;
 	memcpy(w, want, n * sizeof(*w));
 	qsort(w, n, sizeof(*w), u64_cmp);
-	if (n)
-		qsort(f->mf_gone, n, sizeof(*w), u64_cmp);
+	qsort(f->mf_gone, n, sizeof(*w), u64_cmp);
 	for (unsigned i = 0; i < n; i++)
 		assert_int_equal(f->mf_gone[i], w[i]);
 	f->mf_ngone = 0;
