@@ -184,7 +184,5 @@ int log_seg_release(struct log *l, uint64_t seg);
 bool log_seg_needed(struct log *l, uint64_t seg);
 /* Is segment @seg in use (false past the last)? */
 bool log_seg_in_use(struct log *l, uint64_t seg);
-/* The segment holding block @blk (which must lie in the segments). */
-uint64_t log_blk_segment(const struct log *l, uint64_t blk);
 
 #endif /* CAIRN_LOG_H */

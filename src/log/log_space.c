@@ -143,11 +143,6 @@ void log_seg_reset(struct log *l)
 	memset(l->l_seg_seq, 0, l->l_geo.lg_nsegments * sizeof(*l->l_seg_seq));
 }
 
-uint64_t log_blk_segment(const struct log *l, uint64_t blk)
-{
-	return log_seg_of(l, blk);
-}
-
 void log_seg_wrote(struct log *l, uint64_t blk, uint64_t seq)
 {
 	uint64_t seg = log_seg_of(l, blk);

@@ -340,11 +340,12 @@ static int bmap_modify(struct bmap *m, const struct bmap_change *ch, struct buf 
  * @nidx of @owner, is at @pblk (0: not linked yet, then only if cached):
  * a truncate unlinks it. Reads the map blocks that are not cached.
  */
+static int bmap_gone_entries(struct bmap *m, const struct bmap_change *ch, struct buf *b,
+			     unsigned from_slot);
+
 static int bmap_gone_subtree(struct bmap *m, const struct bmap_change *ch, uint64_t owner,
 			     uint64_t nidx, uint64_t pblk)
 {
-	unsigned level = bmap_node_level(nidx);
-	uint64_t first = bmap_node_first(m, nidx);
 	struct buf *b;
 	int err = 0;
 
@@ -362,7 +363,20 @@ static int bmap_gone_subtree(struct bmap *m, const struct bmap_change *ch, uint6
 	}
 	if (err || !b)
 		return err;
-	for (unsigned s = 0; s < m->bm_entries && !err; s++) {
+	err = bmap_gone_entries(m, ch, b, 0);
+	buf_put(b);
+	return err;
+}
+
+/* Tell bc_gone of every block below entries [@from_slot, E) of map block @b. */
+static int bmap_gone_entries(struct bmap *m, const struct bmap_change *ch, struct buf *b,
+			     unsigned from_slot)
+{
+	uint64_t nidx = buf_index(b), first = bmap_node_first(m, nidx);
+	unsigned level = bmap_node_level(nidx);
+	int err = 0;
+
+	for (unsigned s = from_slot; s < m->bm_entries && !err; s++) {
 		uint64_t e = bmap_entry(buf_data(b), s);
 
 		if (!e)
@@ -371,12 +385,11 @@ static int bmap_gone_subtree(struct bmap *m, const struct bmap_change *ch, uint6
 			err = ch->bc_gone(ch->bc_arg, e);
 		else
 			err = bmap_gone_subtree(
-			    m, ch, owner,
+			    m, ch, buf_owner(b),
 			    bmap_node_index(m, level - 1,
 					    first + ((uint64_t)s << (m->bm_shift * (level - 1)))),
 			    e);
 	}
-	buf_put(b);
 	return err;
 }
 
@@ -460,28 +473,14 @@ int bmap_place(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch
 static int bmap_clear_from(struct bmap *m, const struct bmap_change *ch, struct buf *b,
 			   unsigned from_slot)
 {
-	uint64_t nidx = buf_index(b), first = bmap_node_first(m, nidx);
-	unsigned s = from_slot, level = bmap_node_level(nidx);
-	int err = 0;
+	unsigned s = from_slot;
+	int err;
 
 	while (s < m->bm_entries && !bmap_entry(buf_data(b), s))
 		s++;
 	if (s == m->bm_entries)
 		return 0;
-	for (unsigned i = s; i < m->bm_entries && !err; i++) {
-		uint64_t e = bmap_entry(buf_data(b), i);
-
-		if (!e)
-			continue;
-		if (level == 1)
-			err = ch->bc_gone(ch->bc_arg, e);
-		else
-			err = bmap_gone_subtree(
-			    m, ch, buf_owner(b),
-			    bmap_node_index(m, level - 1,
-					    first + ((uint64_t)i << (m->bm_shift * (level - 1)))),
-			    e);
-	}
+	err = bmap_gone_entries(m, ch, b, s);
 	if (err)
 		return err;
 	err = buf_modify_begin(b, ch->bc_delta);

@@ -68,7 +68,7 @@ static bool ck_claim(struct vol_checker *ck, uint64_t owner, uint64_t index, uin
 		return false;
 	}
 	if (ck->ck_count_only) {
-		ck->ck_counted[(pblk - g->lg_seg_start) / g->lg_seg_blocks]++;
+		ck->ck_counted[vol_seg_of(ck->ck_vol, pblk)]++;
 		ck->ck_blocks++;
 		return true;
 	}
@@ -78,7 +78,7 @@ static bool ck_claim(struct vol_checker *ck, uint64_t owner, uint64_t index, uin
 		    pblk, owner, index);
 		return false;
 	}
-	ck->ck_counted[(pblk - g->lg_seg_start) / g->lg_seg_blocks]++;
+	ck->ck_counted[vol_seg_of(ck->ck_vol, pblk)]++;
 	ck->ck_blocks++;
 	return vol_table_put(&ck->ck_seen, pblk, 0, (void *)1) == 0;
 }

@@ -44,7 +44,9 @@
  *   (3) vu_born, vu_gone, vu_cand and vu_unborn are the commit thread's
  *       (and vol_open's, before any commit).
  *
- * Lock order: vu_lock is a leaf, held only to change or read counts.
+ * Lock order: vu_lock is held only to change or read counts; under it
+ * only the log's l_space_lock is taken (vol_usage_check asks whether a
+ * segment is in use), never the other way round.
  */
 #include "vol/vol_internal.h"
 
@@ -69,11 +71,6 @@ static int vol_u64vec_push(struct vol_u64vec *uv, uint64_t x)
 	}
 	uv->uv_v[uv->uv_n++] = x;
 	return 0;
-}
-
-static uint64_t vol_seg_of(const struct vol *v, uint64_t pblk)
-{
-	return (pblk - v->v_geo.lg_seg_start) / v->v_geo.lg_seg_blocks;
 }
 
 static void vol_cand_set(struct vol_usage *u, uint64_t seg, bool on)

@@ -354,6 +354,12 @@ struct vol {
 
 /* ---- usage.c ---------------------------------------------------------------- */
 
+/* The segment of block @pblk (which lies in the segments). */
+static inline uint64_t vol_seg_of(const struct vol *v, uint64_t pblk)
+{
+	return (pblk - v->v_geo.lg_seg_start) / v->v_geo.lg_seg_blocks;
+}
+
 /* Count the durable state's blocks per segment, write a checkpoint and
  * release every segment holding none (vol_open, before the deltas run). */
 int vol_usage_open(struct vol *v, bool writable);
