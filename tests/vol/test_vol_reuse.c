@@ -12,7 +12,9 @@
  * points through the rounds (unflushed writes dropped, kept, or some
  * kept in another order) recovers to a sound volume holding the
  * keeper, with the round's owner either whole or absent per
- * transaction, never an older round's blocks.
+ * transaction, never an older round's blocks; and with periodic
+ * checkpoints turned off, the commit writes its own when space runs
+ * short, so that emptied segments can go.
  */
 #include "harness.h"
 #include "vol_fixture.h"
@@ -30,20 +32,24 @@
 #define CHURN	     16
 #define NKEEP	     8
 
-static void write_round(struct vol *v, uint32_t round)
+/* One transaction: blocks [@first, @first + TXN) of the churn owner, version @round. */
+static void write_txn(struct vol *v, uint32_t round, uint64_t first)
 {
 	static unsigned char data[VF_BS];
+	struct vol_txn t;
 
-	for (uint64_t i = 0; i < ROUND_BLOCKS; i += TXN) {
-		struct vol_txn t;
-
-		assert_int_equal(vol_txn_begin(v, TXN, 0, &t), 0);
-		for (uint64_t j = i; j < i + TXN; j++) {
-			vf_pattern(data, CHURN, j, round);
-			assert_int_equal(vol_write(&t, CHURN, j, data), 0);
-		}
-		vol_txn_end(&t);
+	assert_int_equal(vol_txn_begin(v, TXN, 0, &t), 0);
+	for (uint64_t j = first; j < first + TXN; j++) {
+		vf_pattern(data, CHURN, j, round);
+		assert_int_equal(vol_write(&t, CHURN, j, data), 0);
 	}
+	vol_txn_end(&t);
+}
+
+static void write_round(struct vol *v, uint32_t round)
+{
+	for (uint64_t i = 0; i < ROUND_BLOCKS; i += TXN)
+		write_txn(v, round, i);
 }
 
 static void delete_owner(struct vol *v, uint64_t owner)
@@ -107,6 +113,42 @@ static void test_fill_delete_cycles(void **state)
 	test_watchdog_cancel();
 }
 
+/*
+ * Periodic checkpoints too rare to matter: segments emptied since the
+ * older checkpoint slot's log are held for recovery, so when space runs
+ * short the commit must write checkpoints itself to release them (fails
+ * with -ENOSPC otherwise). Cuts check that doing so loses nothing.
+ */
+static void test_checkpoints_when_short(void **state)
+{
+	struct vol_open_opts oo = {.voo_max_age_ms = 3600 * 1000, .voo_checkpoint_every = 100000};
+	struct bdev *d = vf_mkfs(NBLOCKS);
+	struct vol *v;
+
+	(void)state;
+	test_watchdog("checkpoints when short", 600);
+	assert_int_equal(vol_open(d, &oo, &v), 0);
+	write_keeper(v);
+	for (uint32_t r = 1; r <= ROUNDS; r++) {
+		write_round(v, r);
+		assert_int_equal(vol_sync(v), 0);
+		delete_owner(v, CHURN);
+		assert_int_equal(vol_sync(v), 0);
+		if (r % 4 == 0) {
+			struct vol *w = vf_open_crash(d, BDEV_EMU_DROP_ALL, 0);
+
+			expect_keeper(w);
+			vf_expect(w, CHURN, 0, 0);
+			vf_check(w);
+			vol_close(w);
+		}
+	}
+	vf_check(v);
+	expect_keeper(v);
+	vol_close(v);
+	test_watchdog_cancel();
+}
+
 /* The churn owner after a cut: per transaction, all of round @r or none. */
 static void expect_churn_whole_or_gone(struct vol *v, uint32_t r)
 {
@@ -151,17 +193,8 @@ static void test_cuts_while_reusing(void **state)
 	write_keeper(v);
 	assert_int_equal(vol_sync(v), 0);
 	for (uint32_t r = 1; r <= ROUNDS / 2; r++) {
-		static unsigned char data[VF_BS];
-
 		for (uint64_t i = 0; i < ROUND_BLOCKS; i += TXN) {
-			struct vol_txn t;
-
-			assert_int_equal(vol_txn_begin(v, TXN, 0, &t), 0);
-			for (uint64_t j = i; j < i + TXN; j++) {
-				vf_pattern(data, CHURN, j, r);
-				assert_int_equal(vol_write(&t, CHURN, j, data), 0);
-			}
-			vol_txn_end(&t);
+			write_txn(v, r, i);
 			if (r > 2 && i % (8 * TXN) == 0) /* segments of earlier rounds reused */
 				check_cut(d, modes[cuts++ % 4], r);
 		}
@@ -183,6 +216,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_fill_delete_cycles),
 	    cmocka_unit_test(test_cuts_while_reusing),
+	    cmocka_unit_test(test_checkpoints_when_short),
 	};
 
 	vf_filter_from_env();
