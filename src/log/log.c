@@ -11,7 +11,8 @@
  *   log.c          open, close, the design (this comment)
  *   log_super.c    format, probe, superblocks
  *   log_build.c    laying out and writing a delta's logs
- *   log_recover.c  finding the newest valid state after a crash
+ *   log_recover.c  finding the newest valid state after a crash; scanning
+ *                  a segment's logs (log_seg_scan, for the cleaner)
  *   log_cp.c       checkpoint slots
  *   log_space.c    segment use and space reservations
  *

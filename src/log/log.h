@@ -180,6 +180,17 @@ void log_space(struct log *l, struct log_space *sp);
  * drained the segment's tracked reads. Committing thread only (log.c).
  */
 int log_seg_release(struct log *l, uint64_t seg);
+/*
+ * Call @fn for every payload block of every complete log (checksums
+ * verified) lying in segment @seg, from its first block on, until a
+ * block that does not begin one: its summary's owner, index and flags
+ * and its address. Logs left by an earlier use of the segment may be
+ * among them: the caller checks that a block is still named before
+ * trusting it. A positive return from @fn stops the scan (0 returned);
+ * a negative one is returned. Any thread (its own buffer).
+ */
+typedef int (*log_scan_fn)(void *arg, uint64_t owner, uint64_t index, uint32_t flags, uint64_t blk);
+int log_seg_scan(struct log *l, uint64_t seg, log_scan_fn fn, void *arg);
 /* Would log_seg_release refuse @seg now (committing thread only)? */
 bool log_seg_needed(struct log *l, uint64_t seg);
 /* Is segment @seg in use (false past the last)? */

@@ -37,6 +37,7 @@
 
 #include <inttypes.h>
 #include <string.h>
+#include <stdlib.h>
 #include <xxhash.h>
 
 /* A log that log_verify() found complete, in host order. */
@@ -56,12 +57,13 @@ struct log_verified {
 
 /* ---- verifying one log ----------------------------------------------------- */
 
-/* Decode the header in l_segbuf and check what can be checked before reading on. */
-static const char *log_verify_header(struct log *l, uint64_t blk, struct log_header_disk *h)
+/* Decode the header in @buf and check what can be checked before reading on. */
+static const char *log_verify_header(struct log *l, const unsigned char *buf, uint64_t blk,
+				     struct log_header_disk *h)
 {
 	uint64_t room = log_seg_end_of(l, blk) - blk;
 
-	memcpy(h, l->l_segbuf, sizeof(*h));
+	memcpy(h, buf, sizeof(*h));
 	if (memcmp(h->hd_magic, LOG_HDR_MAGIC, LOG_MAGIC_LEN))
 		return "no log header (bad magic)";
 	log_header_le(h);
@@ -76,26 +78,27 @@ static const char *log_verify_header(struct log *l, uint64_t blk, struct log_hea
 	return NULL;
 }
 
-/* Check both checksums of the log of @h read whole into l_segbuf. */
-static const char *log_verify_csums(struct log *l, const struct log_header_disk *h)
+/* Check both checksums of the log of @h read whole into @buf. */
+static const char *log_verify_csums(struct log *l, unsigned char *buf,
+				    const struct log_header_disk *h)
 {
 	size_t bs = l->l_geo.lg_block_size;
 	size_t head_bytes = (size_t)(h->hd_nblocks - h->hd_nentries) * bs;
 
 	/* both checksum fields are zero while the summary checksum is taken */
-	memset(l->l_segbuf + offsetof(struct log_header_disk, hd_sum_csum), 0,
-	       2 * sizeof(uint64_t));
-	if (XXH3_64bits(l->l_segbuf, head_bytes) != h->hd_sum_csum)
+	memset(buf + offsetof(struct log_header_disk, hd_sum_csum), 0, 2 * sizeof(uint64_t));
+	if (XXH3_64bits(buf, head_bytes) != h->hd_sum_csum)
 		return "bad summary checksum";
-	if (XXH3_64bits(l->l_segbuf + head_bytes, (size_t)h->hd_nentries * bs) != h->hd_data_csum)
+	if (XXH3_64bits(buf + head_bytes, (size_t)h->hd_nentries * bs) != h->hd_data_csum)
 		return "bad payload checksum";
 	return NULL;
 }
 
 /* Check the summary entries against the header (checksums already right). */
-static const char *log_verify_entries(struct log *l, const struct log_header_disk *h)
+static const char *log_verify_entries(struct log *l, const unsigned char *buf,
+				      const struct log_header_disk *h)
 {
-	const unsigned char *sum = l->l_segbuf + l->l_geo.lg_block_size;
+	const unsigned char *sum = buf + l->l_geo.lg_block_size;
 	struct log_entry_disk e;
 
 	if (h->hd_flags & ~LOG_HDR_FLAGS)
@@ -128,10 +131,12 @@ static bool log_next_sane(const struct log *l, uint64_t blk, const struct log_he
 }
 
 /*
- * Read and verify the log whose header is at @blk. 0 and @lv if it is
+ * Read and verify the log whose header is at @blk into @buf (a segment's
+ * room). 0 and @lv if it is
  * complete and consistent; -EUCLEAN and *why if not; a read's error.
  */
-static int log_verify(struct log *l, uint64_t blk, struct log_verified *lv, const char **why)
+static int log_verify(struct log *l, unsigned char *buf, uint64_t blk, struct log_verified *lv,
+		      const char **why)
 {
 	struct log_header_disk h;
 	int err;
@@ -139,15 +144,15 @@ static int log_verify(struct log *l, uint64_t blk, struct log_verified *lv, cons
 	*why = "block outside the segments";
 	if (!log_blk_in_segments(l, blk))
 		return -EUCLEAN;
-	err = bdev_read(l->l_bdev, blk, 1, l->l_segbuf);
+	err = bdev_read(l->l_bdev, blk, 1, buf);
 	if (err)
 		goto out_unreadable;
-	if ((*why = log_verify_header(l, blk, &h)))
+	if ((*why = log_verify_header(l, buf, blk, &h)))
 		return -EUCLEAN;
-	err = bdev_read(l->l_bdev, blk + 1, h.hd_nblocks - 1, l->l_segbuf + l->l_geo.lg_block_size);
+	err = bdev_read(l->l_bdev, blk + 1, h.hd_nblocks - 1, buf + l->l_geo.lg_block_size);
 	if (err)
 		goto out_unreadable;
-	if ((*why = log_verify_csums(l, &h)) || (*why = log_verify_entries(l, &h)))
+	if ((*why = log_verify_csums(l, buf, &h)) || (*why = log_verify_entries(l, buf, &h)))
 		return -EUCLEAN;
 	*why = "no mount nonce";
 	if (!h.hd_nonce)
@@ -229,7 +234,7 @@ static int log_roll_forward(struct log *l, struct log_verified cur, struct log_v
 	*best = cur;
 	*rolled = 0;
 	while (n < limit) {
-		err = log_verify(l, cur.lv_next_blk, &nx, &why);
+		err = log_verify(l, l->l_segbuf, cur.lv_next_blk, &nx, &why);
 		if (err == -EUCLEAN || (!err && (why = log_link_mismatch(&cur, &nx))))
 			break;
 		if (err)
@@ -255,7 +260,7 @@ static int log_recover_from(struct log *l, const struct log_cp_disk *cp, struct 
 	const char *why;
 	int err;
 
-	err = log_verify(l, cp->cd_log_blk, &anchor, &why);
+	err = log_verify(l, l->l_segbuf, cp->cd_log_blk, &anchor, &why);
 	if (!err && (why = log_anchor_mismatch(cp, &anchor)))
 		err = -EUCLEAN;
 	if (err) {
@@ -363,4 +368,45 @@ int log_recover(struct log *l, struct log_state *st)
 		return err;
 	log_recover_ready(l, &cps[i - 1], &best, rolled, nonce, st);
 	return 0;
+}
+
+/* ---- scanning a segment ------------------------------------------------------ */
+
+int log_seg_scan(struct log *l, uint64_t seg, log_scan_fn fn, void *arg)
+{
+	size_t bs = l->l_geo.lg_block_size;
+	unsigned char *buf;
+	uint64_t blk, end;
+	int err = 0;
+
+	if (seg >= l->l_geo.lg_nsegments)
+		return -EINVAL;
+	buf = malloc((size_t)l->l_geo.lg_seg_blocks * bs);
+	if (!buf)
+		return -ENOMEM;
+	blk = log_seg_first(l, seg);
+	end = blk + l->l_geo.lg_seg_blocks;
+	while (!err && blk + LOG_MIN_LOG_BLOCKS <= end) {
+		struct log_verified lv;
+		const unsigned char *sum = buf + bs;
+		const char *why;
+		uint64_t payload;
+
+		err = log_verify(l, buf, blk, &lv, &why);
+		if (err == -EUCLEAN) {
+			err = 0;
+			break; /* no (more) complete logs here */
+		}
+		payload = blk + lv.lv_nblocks - lv.lv_nentries;
+		for (uint32_t i = 0; i < lv.lv_nentries && !err; i++) {
+			struct log_entry_disk e;
+
+			memcpy(&e, sum + (size_t)i * LOG_ENTRY_SIZE, sizeof(e));
+			log_entry_le(&e);
+			err = fn(arg, e.ed_owner, e.ed_index, e.ed_flags, payload + i);
+		}
+		blk += lv.lv_nblocks;
+	}
+	free(buf);
+	return err > 0 ? 0 : err;
 }
