@@ -148,6 +148,14 @@ bool buf_redirtied(const struct buf *b);
  */
 int buf_dirty(struct buf *b, uint32_t delta);
 /*
+ * Clean -> Dirty in @delta, unchanged, in one step; -EBUSY (nothing
+ * done) in any other state. The segment cleaner's way to have a block
+ * written again by the committing delta: a buffer a modifier has
+ * dirtied meanwhile is written by its own delta anyway, and one it
+ * dirties afterwards forks as any buffer of a committing delta.
+ */
+int buf_dirty_clean(struct buf *b, uint32_t delta);
+/*
  * Change a buffer's data: buf_modify_begin() waits until no other thread
  * is modifying it and it is not being written, then marks it dirty in
  * @delta (as buf_dirty) and gives the caller the sole right to change its

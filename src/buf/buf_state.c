@@ -215,6 +215,18 @@ int buf_dirty(struct buf *b, uint32_t delta)
 	return err;
 }
 
+int buf_dirty_clean(struct buf *b, uint32_t delta)
+{
+	struct buf_shard *sh = buf_shard_of(b);
+	int err = -EBUSY;
+
+	cmutex_lock(&sh->bsh_lock);
+	if (!(buf_word(b) & BW_SHADOW) && bw_state(buf_word(b)) == BUF_CLEAN)
+		err = buf_dirty_locked(b, delta);
+	cmutex_unlock(&sh->bsh_lock);
+	return err;
+}
+
 int buf_modify_begin(struct buf *b, uint32_t delta)
 {
 	struct buf_shard *sh = buf_shard_of(b);
