@@ -47,6 +47,9 @@
 #include <stdlib.h>
 #include <time.h>
 
+/* Forced commits in a row that may free nothing before a reservation gives up. */
+#define DELTA_RECLAIM_TRIES 3
+
 struct delta_sys {
 	struct buf_cache *ds_cache; /* immutable */
 	struct log *ds_log;	    /* immutable; NULL: no space accounting */
@@ -265,28 +268,46 @@ int delta_sys_destroy(struct delta_sys *ds)
  * other threads may take what a commit released before this one retries.
  * -ENOSPC once a commit brought nothing new.
  */
+static int delta_sync_as(struct delta_sys *ds, bool force);
+
+static uint64_t delta_free_space(struct delta_sys *ds)
+{
+	struct log_space sp;
+
+	log_space(ds->ds_log, &sp);
+	return sp.sp_free;
+}
+
 static int delta_reserve(struct delta_sys *ds, uint64_t reserve, unsigned flags)
 {
+	unsigned fruitless = 0; /* forced commits in a row that freed nothing */
 	int err;
 
 	if (!ds->ds_log || !reserve)
 		return 0;
 	for (;;) {
+		uint64_t free_before;
 		uint32_t before;
+		bool force;
 
 		err = log_space_reserve(ds->ds_log, reserve, flags);
 		if (err != -ENOSPC)
 			return err;
 		SYNC_POINT("delta.reserve.short");
+		force = ds->ds_ops->do_reclaimable && fruitless < DELTA_RECLAIM_TRIES &&
+			ds->ds_ops->do_reclaimable(ds->ds_ctx);
+		free_before = delta_free_space(ds);
 		cmutex_lock(&ds->ds_lock);
 		before = ds->ds_committed;
 		cmutex_unlock(&ds->ds_lock);
-		err = delta_sync(ds);
+		err = delta_sync_as(ds, force);
 		if (err)
 			return err;
 		cmutex_lock(&ds->ds_lock);
 		err = ds->ds_committed == before ? -ENOSPC : 0;
 		cmutex_unlock(&ds->ds_lock);
+		if (force)
+			fruitless = delta_free_space(ds) > free_before ? 0 : fruitless + 1;
 		SYNC_POINT("delta.reserve.retry");
 		if (err)
 			return log_space_reserve(ds->ds_log, reserve, flags);
@@ -357,6 +378,12 @@ void delta_op_end(struct delta_sys *ds, struct delta_op *op)
 
 int delta_sync(struct delta_sys *ds)
 {
+	return delta_sync_as(ds, false);
+}
+
+/* delta_sync; with @force the open delta commits even if empty. */
+static int delta_sync_as(struct delta_sys *ds, bool force)
+{
 	uint64_t open_dirty;
 	uint32_t target;
 	int err = 0;
@@ -373,7 +400,7 @@ int delta_sync(struct delta_sys *ds)
 	 * the buffers of a failed commit (dirty, or an error to retry).
 	 */
 	target = ds->ds_open - 1;
-	if (ds->ds_joined || open_dirty || ds->ds_committed < ds->ds_done)
+	if (ds->ds_joined || open_dirty || ds->ds_committed < ds->ds_done || force)
 		target = ds->ds_open;
 	if (target > ds->ds_want)
 		ds->ds_want = target;

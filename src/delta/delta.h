@@ -40,6 +40,12 @@ struct delta_ops {
 	 * be dirty again (buf_delta_requeue) so a later delta carries them.
 	 */
 	int (*do_commit)(void *ctx, uint32_t delta, uint64_t *consumed);
+	/*
+	 * Optional. Space is short: would a commit free some even with
+	 * nothing to write (a segment cleaner with work to do)? Then a
+	 * reservation that falls short forces one, empty or not. Any thread.
+	 */
+	bool (*do_reclaimable)(void *ctx);
 };
 
 struct delta_config {
