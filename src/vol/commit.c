@@ -9,6 +9,9 @@
  *       first index truncated, or the whole map: bmap_prune) and drop the
  *       cached map blocks of the subtrees unlinked; then punches of D:
  *       clear their map entries
+ *   (1b) when free segments are short, the cleaner (clean.c) dirties
+ *       the live blocks of its victims in D, unchanged, so that this
+ *       commit moves them
  *   (2) data: every buffer dirty in D (buf_delta_take until none is
  *       left; a fork's shadow like any other): Writing, log_build_add,
  *       Written; its map entry := its address (dirtying a level-1 map
@@ -20,7 +23,10 @@
  *   (4) the owner-table blocks (data of owner 1, whose map entries they
  *       set), then owner 1's map blocks level by level; its root goes in
  *       the super root
- *   (5) the super root, last, then log_build_finish: durable
+ *   (5) the super root, last, then log_build_finish: durable. A delta
+ *       with nothing else to write reserves its super root from the kept
+ *       reserve (vol_commit_own_sroot); if even that is spent it writes
+ *       nothing and settles as it is (vol_commit_settle_empty)
  *   (6) every written buffer: buf_commit_end; every N commits a
  *       checkpoint; then the segment usage takes the blocks the commit
  *       wrote and those its map changes left behind (usage.c), and
@@ -74,6 +80,7 @@ struct vol_commit {
 	struct bmap_change vc_change;
 	struct vol_bufvec vc_done; /* Written, to settle at the end */
 	uint64_t vc_sr_blk;	   /* where the super root went */
+	uint64_t vc_own_res;	   /* reserved by the commit itself: vol_commit_own */
 	/* map blocks by class and level to write (owner-table blocks: OTAB, 0) */
 	struct vol_bufvec vc_meta[VOL_NCLASSES][VOL_MAX_LEVELS + 1];
 	struct vol_table vc_seen; /* the blocks in vc_meta */
@@ -480,6 +487,85 @@ static void vol_commit_fail(struct vol_commit *vc, int err)
 	bmap_gen_bump(&v->v_map);
 }
 
+/*
+ * What the commit reserved for itself (vc_own_res): the cleaner's moves
+ * (clean.c), or the super root of a delta with nothing else to write,
+ * taken from the kept reserve (a commit forced to reclaim space may have
+ * no transaction that reserved it). Given back once the commit is
+ * durable, else carried (the moved blocks are requeued with the delta).
+ * What the commit consumed beyond it is what the delta's own
+ * reservations pay for.
+ */
+static uint64_t vol_commit_own_settle(struct vol_commit *vc, int err)
+{
+	struct vol_usage *u = &vc->vc_vol->v_usage;
+	uint64_t res = vc->vc_own_res + u->vu_own_carry;
+
+	if (err) {
+		u->vu_own_carry = res;
+		return vc->vc_consumed;
+	}
+	u->vu_own_carry = 0;
+	if (res)
+		log_space_release(vc->vc_vol->v_log, res);
+	return vc->vc_consumed - MIN(vc->vc_consumed, res);
+}
+
+/*
+ * A commit with nothing to write but its super root: no data block, no
+ * map or owner-table change, no block for the cleaner to move (a commit
+ * forced to reclaim space that found nothing, a sync with nothing new).
+ * Nobody may have reserved that super root (vol_commit_own_sroot).
+ */
+static bool vol_commit_empty(const struct vol_commit *vc)
+{
+	if (vc->vc_payload || vc->vc_own_res || vc->vc_seen.vt_n)
+		return false;
+	for (int c = 0; c < VOL_NCLASSES; c++)
+		for (unsigned l = 0; l <= VOL_MAX_LEVELS; l++)
+			if (vc->vc_meta[c][l].bv_n)
+				return false;
+	return true;
+}
+
+/*
+ * An empty commit still writes its super root, so that the durable delta
+ * is the one a sync waited for, if the kept reserve holds it: 0 if
+ * reserved. Else nothing is written (vol_commit_settle_empty).
+ */
+static int vol_commit_own_sroot(struct vol_commit *vc)
+{
+	uint64_t res = vol_txn_worst(vc->vc_vol, 0);
+	int err = log_space_reserve(vc->vc_vol->v_log, res, LOG_RES_FREEING);
+
+	if (!err)
+		vc->vc_own_res = res;
+	return err;
+}
+
+/*
+ * The settle of an empty commit that found no room for its super root:
+ * nothing is written, for the durable state says all the delta changed.
+ * Its buffers (blocks written and then punched in the delta, so holes
+ * still) are clean; its punches of holes are forgotten.
+ */
+static void vol_commit_settle_empty(struct vol_commit *vc)
+{
+	struct vol *v = vc->vc_vol;
+
+	log_build_abort(vc->vc_lb);
+	vc->vc_lb = NULL;
+	bmap_gen_bump(&v->v_map);
+	for (size_t i = 0; i < vc->vc_done.bv_n; i++)
+		buf_commit_end(vc->vc_done.bv_bufs[i], 0);
+	vol_punch_forget(&v->v_punches, vc->vc_delta); /* of holes only */
+	vol_table_clear(&v->v_trees, free);
+	/* the durable state is this delta's too: a sync waiting on it is met
+	 * (vol.c (4)) */
+	atomic_store(&v->v_committed, vc->vc_delta);
+	vol_usage_retry(v); /* segments a checkpoint may now let go */
+}
+
 static void vol_commit_release(struct vol_commit *vc)
 {
 	vol_bufvec_release(&vc->vc_done);
@@ -503,19 +589,25 @@ int vol_commit(void *ctx, uint32_t delta, uint64_t *consumed)
 	if (!err)
 		err = vol_commit_punches(&vc);
 	if (!err)
+		err = vol_clean(v, delta, vol_commit_note, &vc, &vc.vc_own_res);
+	if (!err)
 		err = vol_commit_data(&vc);
 	if (!err)
 		err = vol_commit_levels(&vc, VOL_CLASS_OWNERS, 1);
 	if (!err)
 		err = vol_commit_levels(&vc, VOL_CLASS_OTAB, 0);
-	if (!err)
-		err = vol_commit_sroot(&vc, &sr);
-	if (err)
-		vol_commit_fail(&vc, err);
-	else
-		vol_commit_settle(&vc, &sr);
+	if (!err && vol_commit_empty(&vc) && vol_commit_own_sroot(&vc))
+		vol_commit_settle_empty(&vc);
+	else {
+		if (!err)
+			err = vol_commit_sroot(&vc, &sr);
+		if (err)
+			vol_commit_fail(&vc, err);
+		else
+			vol_commit_settle(&vc, &sr);
+	}
 	vol_paths_settle(v, delta, err != 0);
-	*consumed = vc.vc_consumed;
+	*consumed = vol_commit_own_settle(&vc, err);
 	vol_commit_release(&vc);
 	SYNC_POINT("vol.commit.end");
 	vol_busy_leave();

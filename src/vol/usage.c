@@ -157,8 +157,9 @@ int vol_usage_open(struct vol *v, bool writable)
 	int err;
 
 	u->vu_live = calloc(n, sizeof(*u->vu_live));
+	u->vu_age = calloc(n, sizeof(*u->vu_age));
 	u->vu_cand = calloc((n + 63) / 64, sizeof(*u->vu_cand));
-	err = u->vu_live && u->vu_cand ? cmutex_init(&u->vu_lock) : -ENOMEM;
+	err = u->vu_live && u->vu_age && u->vu_cand ? cmutex_init(&u->vu_lock) : -ENOMEM;
 	if (err)
 		goto out_free;
 	err = vol_count_durable(v, u->vu_live);
@@ -180,6 +181,7 @@ out_lock:
 	cmutex_destroy(&u->vu_lock);
 out_free:
 	free(u->vu_live);
+	free(u->vu_age);
 	free(u->vu_cand);
 	*u = (struct vol_usage){0};
 	return err;
@@ -193,6 +195,7 @@ void vol_usage_close(struct vol *v)
 		return;
 	cmutex_destroy(&u->vu_lock);
 	free(u->vu_live);
+	free(u->vu_age);
 	free(u->vu_cand);
 	free(u->vu_born.uv_v);
 	free(u->vu_gone.uv_v);
@@ -225,6 +228,7 @@ void vol_usage_settle(struct vol *v)
 
 		u->vu_live[seg]++;
 		u->vu_total++;
+		u->vu_age[seg] = (uint32_t)v->v_sr.sr_delta;
 	}
 	for (size_t i = 0; i < u->vu_gone.uv_n; i++) {
 		uint64_t pblk = u->vu_gone.uv_v[i], seg = vol_seg_of(v, pblk);
@@ -246,6 +250,11 @@ void vol_usage_settle(struct vol *v)
 	cmutex_unlock(&u->vu_lock);
 	u->vu_born.uv_n = 0;
 	u->vu_gone.uv_n = 0;
+	vol_usage_release(v);
+}
+
+void vol_usage_retry(struct vol *v)
+{
 	vol_usage_release(v);
 }
 
@@ -304,5 +313,7 @@ void vol_usage(struct vol *v, struct vol_usage_stats *us)
 	for (uint64_t s = 0; s < v->v_geo.lg_nsegments; s++)
 		us->vus_live_segments += u->vu_live[s] != 0;
 	us->vus_released = u->vu_released;
+	us->vus_cleaned = u->vu_cleaned;
+	us->vus_moved = u->vu_moved;
 	cmutex_unlock(&u->vu_lock);
 }

@@ -45,7 +45,10 @@
  *       the buffer it is filling, or itself. bo_reclaim then only asks the
  *       cache to wait (-EAGAIN).
  *   (4) vol_committed_delta is the delta of the newest durable super
- *       root, which vol_open checks is the one recovery found.
+ *       root, which vol_open checks is the one recovery found; or a
+ *       newer delta that changed nothing and found no room, even in the
+ *       kept reserve, for a super root of its own (commit.c): recovery
+ *       then finds the older one, which names the same state.
  *   (5) A transaction begins only when the buffers dirty in the cache,
  *       plus the map paths booked for the dirty blocks (v_paths: one
  *       worst case per level-1 map block a thread's run of changes
@@ -159,7 +162,7 @@ static uint64_t vol_log_overhead(const struct vol *v, uint64_t payload)
  * An over-estimate: blocks of one delta share map blocks and logs. The
  * delta system gives it back when the delta commits.
  */
-static uint64_t vol_txn_worst(const struct vol *v, uint64_t nblocks)
+uint64_t vol_txn_worst(const struct vol *v, uint64_t nblocks)
 {
 	uint64_t payload = nblocks * vol_block_worst(v) + 1;
 
@@ -248,7 +251,7 @@ static int vol_resolve_once(struct vol *v, uint64_t owner, unsigned level, uint6
 }
 
 /* The address of block (owner, index), data or map block; 0: a hole. */
-static int vol_resolve(struct vol *v, uint64_t owner, uint64_t index, uint64_t *pblk)
+int vol_resolve(struct vol *v, uint64_t owner, uint64_t index, uint64_t *pblk)
 {
 	unsigned level = 0;
 	int err;
@@ -314,6 +317,7 @@ static const struct buf_ops vol_buf_ops = {
 
 static const struct delta_ops vol_delta_ops = {
     .do_commit = vol_commit,
+    .do_reclaimable = vol_clean_worthwhile,
 };
 
 /* ---- mkfs ------------------------------------------------------------------ */

@@ -149,6 +149,8 @@ struct vol_usage_stats {
 	uint64_t vus_live_blocks;   /* blocks the durable state names, super root included */
 	uint64_t vus_live_segments; /* segments holding at least one of them */
 	uint64_t vus_released;	    /* segments given back to the log since the open */
+	uint64_t vus_cleaned;	    /* segments the cleaner emptied since the open */
+	uint64_t vus_moved;	    /* live blocks it moved to do so */
 };
 void vol_usage(struct vol *v, struct vol_usage_stats *us);
 

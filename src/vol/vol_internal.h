@@ -12,6 +12,7 @@
  *   table.c   a small hash table keyed by (owner, index)
  *   check.c   vol_check: the volume half of fsck
  *   usage.c   segment usage: live blocks per segment, releasing empty ones
+ *   clean.c   the segment cleaner: moving live blocks out of victims
  *
  * docs/FORMAT.md ("Metadata blocks") describes the on-disk bytes.
  */
@@ -311,6 +312,11 @@ struct vol_usage {
 	struct vol_u64vec vu_gone;  /* this commit's, and a failed one's; commit thread */
 	struct vol_table vu_unborn; /* written by a failed commit, maybe still named */
 	uint64_t vu_released;	    /* segments released since open; vu_lock */
+	uint32_t *vu_age;	    /* per segment: delta of its youngest block (0: before
+				       the open); commit thread */
+	uint64_t vu_cleaned;	    /* segments the cleaner emptied; vu_lock */
+	uint64_t vu_moved;	    /* live blocks it moved; vu_lock */
+	uint64_t vu_own_carry;	    /* vc_own_res of failed commits (commit.c); commit thread */
 };
 
 struct vol {
@@ -348,9 +354,32 @@ struct vol {
 	struct vol_sroot v_sr;	      /* the newest durable super root; commit thread */
 	uint64_t v_sr_blk;	      /* where v_sr is; commit thread */
 	struct vol_usage v_usage;     /* usage.c */
-	_Atomic uint64_t v_committed; /* v_sr.sr_delta, for any thread */
+	_Atomic uint64_t v_committed; /* newest delta durable (v_sr.sr_delta, or an
+					 empty one after it), for any thread */
 	uint64_t v_commits;	      /* commit thread */
 };
+
+/* vol.c: what a transaction of @nblocks must reserve (seed 000). */
+uint64_t vol_txn_worst(const struct vol *v, uint64_t nblocks);
+/* vol.c: the address of block (owner, index), data or map block, as a
+ * reader would find it now; 0: a hole. */
+int vol_resolve(struct vol *v, uint64_t owner, uint64_t index, uint64_t *pblk);
+
+/* ---- clean.c ---------------------------------------------------------------- */
+
+/*
+ * At the start of the commit of @delta, after its punches: when free
+ * segments are short, choose victims and dirty their live blocks in
+ * @delta so that this commit writes them elsewhere; map and owner-table
+ * blocks go to @keep_meta (which takes a reference). The blocks it
+ * reserved for that (*reserved) are the caller's to release once the
+ * commit is durable, or to carry to the next on failure.
+ */
+int vol_clean(struct vol *v, uint32_t delta, int (*keep_meta)(void *arg, struct buf *b), void *arg,
+	      uint64_t *reserved);
+/* delta_ops.do_reclaimable: free segments are short and some segment
+ * could be emptied (by the cleaner, or is empty already). Any thread. */
+bool vol_clean_worthwhile(void *ctx);
 
 /* ---- usage.c ---------------------------------------------------------------- */
 
@@ -370,6 +399,9 @@ int vol_usage_born(struct vol *v, uint64_t pblk);
 int vol_usage_gone(struct vol *v, uint64_t pblk);
 /* The commit is durable: apply its changes, release what emptied. */
 void vol_usage_settle(struct vol *v);
+/* A commit that wrote nothing: offer the segments that a checkpoint may
+ * have let go since (and write one if space is short). Commit thread. */
+void vol_usage_retry(struct vol *v);
 /* The commit failed: its blocks were never written; its trees are kept. */
 void vol_usage_fail(struct vol *v);
 /*

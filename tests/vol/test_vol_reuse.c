@@ -14,7 +14,10 @@
  * keeper, with the round's owner either whole or absent per
  * transaction, never an older round's blocks; and with periodic
  * checkpoints turned off, the commit writes its own when space runs
- * short, so that emptied segments can go.
+ * short, so that emptied segments can go. Then the cleaner: half live
+ * segments that never empty by themselves are compacted so that writes
+ * that do not fit otherwise succeed, with power cuts while it moves
+ * blocks.
  */
 #include "harness.h"
 #include "vol_fixture.h"
@@ -211,12 +214,162 @@ static void test_cuts_while_reusing(void **state)
 	test_watchdog_cancel();
 }
 
+/* Owners @a and @b interleaved, one block each in turn, @n each, @txn per transaction. */
+static void write_interleaved(struct vol *v, uint64_t a, uint64_t b, uint64_t n, uint32_t version)
+{
+	static unsigned char data[VF_BS];
+
+	for (uint64_t i = 0; i < n; i += TXN / 2) {
+		struct vol_txn t;
+
+		assert_int_equal(vol_txn_begin(v, TXN, 0, &t), 0);
+		for (uint64_t j = i; j < i + TXN / 2 && j < n; j++) {
+			vf_pattern(data, a, j, version);
+			assert_int_equal(vol_write(&t, a, j, data), 0);
+			vf_pattern(data, b, j, version);
+			assert_int_equal(vol_write(&t, b, j, data), 0);
+		}
+		vol_txn_end(&t);
+	}
+}
+
+static void write_owner(struct vol *v, uint64_t owner, uint64_t n, uint32_t version)
+{
+	static unsigned char data[VF_BS];
+
+	for (uint64_t i = 0; i < n; i += TXN) {
+		struct vol_txn t;
+
+		assert_int_equal(vol_txn_begin(v, TXN, 0, &t), 0);
+		for (uint64_t j = i; j < i + TXN && j < n; j++) {
+			vf_pattern(data, owner, j, version);
+			assert_int_equal(vol_write(&t, owner, j, data), 0);
+		}
+		vol_txn_end(&t);
+	}
+}
+
+#define COLD	20
+#define GARBAGE 21
+#define HOT	22
+#define COLD_N	1200
+#define HOT_N	1500
+
+/*
+ * Segments that never empty by themselves: a cold owner written
+ * interleaved with one deleted at once leaves 31 segments half live.
+ * Each round then writes a hot owner that does not fit in the segments
+ * that are free (it fails with -ENOSPC without the cleaner) and deletes
+ * it: the cleaner must move the cold blocks together to make room.
+ * After every round the volume checks sound and the cold owner reads
+ * back, also after a reopen.
+ */
+static void test_cleaner_compacts_half_live_segments(void **state)
+{
+	struct bdev *d = vf_mkfs(NBLOCKS);
+	struct vol *v = vf_open(d, 0);
+	struct vol_usage_stats us;
+
+	(void)state;
+	test_watchdog("cleaner compacts half-live segments", 600);
+	write_interleaved(v, COLD, GARBAGE, COLD_N, 1);
+	delete_owner(v, GARBAGE);
+	vf_check(v);
+	for (uint32_t r = 1; r <= 6; r++) {
+		write_owner(v, HOT, HOT_N, r);
+		vf_check(v);
+		vf_expect(v, HOT, HOT_N - 1, r);
+		delete_owner(v, HOT);
+		vf_check(v);
+		for (uint64_t i = 0; i < COLD_N; i += 97)
+			vf_expect(v, COLD, i, 1);
+	}
+	vol_usage(v, &us);
+	printf("# cleaned %llu segments, moved %llu blocks\n", (unsigned long long)us.vus_cleaned,
+	       (unsigned long long)us.vus_moved);
+	assert_true(us.vus_cleaned > 0 && us.vus_moved >= COLD_N / 2);
+	assert_int_equal(vol_sync(v), 0);
+	{
+		struct vol *w = vf_reopen_copy(d, 0);
+
+		for (uint64_t i = 0; i < COLD_N; i++)
+			vf_expect(w, COLD, i, 1);
+		vf_check(w);
+		vol_close(w);
+	}
+	vol_close(v);
+	test_watchdog_cancel();
+}
+
+/* After a cut in round @r of the hot writes: cold whole, hot per transaction. */
+static void check_clean_cut(struct bdev *d, int mode, uint32_t r)
+{
+	struct vol *w = vf_open_crash(d, mode, 0);
+
+	for (uint64_t i = 0; i < COLD_N; i++)
+		vf_expect(w, COLD, i, 1);
+	for (uint64_t i = 0; i < HOT_N; i += TXN) {
+		bool first = vf_has(w, HOT, i, r);
+
+		for (uint64_t j = i; j < i + TXN && j < HOT_N; j++)
+			vf_expect(w, HOT, j, first ? r : 0);
+	}
+	vf_check(w);
+	vol_close(w);
+}
+
+/*
+ * Power cuts while the cleaner moves cold blocks (each forced or
+ * size-triggered commit of the hot writes cleans): every image recovers
+ * sound, with every cold block and the hot transactions whole or absent.
+ */
+static void test_cuts_while_cleaning(void **state)
+{
+	static const int modes[] = {BDEV_EMU_DROP_ALL, BDEV_EMU_REORDER, BDEV_EMU_KEEP_ALL,
+				    BDEV_EMU_DROP_SOME};
+	struct bdev *d = vf_mkfs(NBLOCKS);
+	struct vol *v = vf_open(d, 0);
+	static unsigned char data[VF_BS];
+	struct vol_usage_stats us;
+	unsigned cuts = 0;
+
+	(void)state;
+	test_watchdog("cuts while cleaning", 900);
+	write_interleaved(v, COLD, GARBAGE, COLD_N, 1);
+	delete_owner(v, GARBAGE);
+	assert_int_equal(vol_sync(v), 0);
+	for (uint32_t r = 1; r <= 2; r++) {
+		for (uint64_t i = 0; i < HOT_N; i += TXN) {
+			struct vol_txn t;
+
+			assert_int_equal(vol_txn_begin(v, TXN, 0, &t), 0);
+			for (uint64_t j = i; j < i + TXN && j < HOT_N; j++) {
+				vf_pattern(data, HOT, j, r);
+				assert_int_equal(vol_write(&t, HOT, j, data), 0);
+			}
+			vol_txn_end(&t);
+			if ((i / TXN) % 3 == 0)
+				check_clean_cut(d, modes[cuts++ % 4], r);
+		}
+		assert_int_equal(vol_sync(v), 0);
+		delete_owner(v, HOT);
+		assert_int_equal(vol_sync(v), 0);
+	}
+	vol_usage(v, &us);
+	printf("# %u cuts; cleaned %llu segments\n", cuts, (unsigned long long)us.vus_cleaned);
+	assert_true(us.vus_cleaned > 0);
+	vol_close(v);
+	test_watchdog_cancel();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_fill_delete_cycles),
 	    cmocka_unit_test(test_cuts_while_reusing),
 	    cmocka_unit_test(test_checkpoints_when_short),
+	    cmocka_unit_test(test_cleaner_compacts_half_live_segments),
+	    cmocka_unit_test(test_cuts_while_cleaning),
 	};
 
 	vf_filter_from_env();
