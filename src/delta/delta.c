@@ -159,6 +159,7 @@ static void delta_settle(struct delta_sys *ds, uint32_t d, uint64_t charged, uin
 static void delta_commit(struct delta_sys *ds, uint32_t d, uint64_t charged)
 {
 	uint64_t consumed = 0;
+	bool again;
 	int err;
 
 	SYNC_POINT("delta.commit.begin");
@@ -166,6 +167,7 @@ static void delta_commit(struct delta_sys *ds, uint32_t d, uint64_t charged)
 	SYNC_POINT("delta.commit.end");
 	if (!err)
 		delta_settle(ds, d, charged, consumed);
+	again = !err && ds->ds_ops->do_again && ds->ds_ops->do_again(ds->ds_ctx);
 	cmutex_lock(&ds->ds_lock);
 	if (err) /* the open delta carries the failed one's blocks: and its reservation */
 		ds->ds_charged[(d + 1) & 1] += charged;
@@ -177,6 +179,8 @@ static void delta_commit(struct delta_sys *ds, uint32_t d, uint64_t charged)
 		ds->ds_err = err;
 	} else {
 		ds->ds_committed = d;
+		if (again && !ds->ds_stop && ds->ds_want < ds->ds_open)
+			ds->ds_want = ds->ds_open; /* the commit thread goes on */
 	}
 	pthread_cond_broadcast(&ds->ds_cond);
 	cmutex_unlock(&ds->ds_lock);
@@ -359,6 +363,19 @@ int delta_op_begin(struct delta_sys *ds, uint64_t reserve, unsigned flags, struc
 	cmutex_unlock(&ds->ds_lock);
 	delta_ops_held++;
 	return 0;
+}
+
+void delta_op_refund(struct delta_sys *ds, struct delta_op *op, uint64_t n)
+{
+	n = MIN(n, op->dop_reserved);
+	if (!ds->ds_log || !n)
+		return;
+	cmutex_lock(&ds->ds_lock);
+	assert(op->dop_delta == ds->ds_open && ds->ds_charged[op->dop_delta & 1] >= n);
+	ds->ds_charged[op->dop_delta & 1] -= n;
+	cmutex_unlock(&ds->ds_lock);
+	op->dop_reserved -= n;
+	log_space_release(ds->ds_log, n);
 }
 
 void delta_op_end(struct delta_sys *ds, struct delta_op *op)

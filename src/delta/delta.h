@@ -46,6 +46,13 @@ struct delta_ops {
 	 * reservation that falls short forces one, empty or not. Any thread.
 	 */
 	bool (*do_reclaimable)(void *ctx);
+	/*
+	 * Optional. After a commit that succeeded: should the next delta
+	 * commit at once, with operations or not (background work of the
+	 * client's, such as cleaning, that each commit carries a step of)?
+	 * Asked on the commit thread; not while the system stops.
+	 */
+	bool (*do_again)(void *ctx);
 };
 
 struct delta_config {
@@ -69,6 +76,12 @@ struct delta_op {
 	uint64_t dop_reserved; /* blocks it reserved */
 	unsigned dop_flags;
 };
+
+/*
+ * Give back @n of the blocks @op reserved (at most what it holds), which
+ * its delta will not need after all; @op is still in its delta.
+ */
+void delta_op_refund(struct delta_sys *ds, struct delta_op *op, uint64_t n);
 
 /*
  * Reserve @reserve blocks (LOG_RES_FREEING for operations that free

@@ -3,23 +3,30 @@
  * used segments so that they empty and go back to the log (usage.c).
  *
  * It runs inside the commit (commit.c, after the delta's punches and
- * truncates, before its data), when fewer than CLEAN_FREE_DIV-th of the
- * segments (plus two) are free: the front end's reservations fail once
- * space is short, which forces commits (delta.c), and so cleaning,
- * until space comes back. Each run:
+ * truncates, before its data), between two watermarks of free segments
+ * (vol_open_opts.voo_clean_low and _high): it starts in the first commit
+ * that finds fewer than the low one free, and goes on in every commit
+ * until the high one is reached or no victim is left. While it goes on,
+ * each commit asks for the next at once (delta_ops.do_again), writes or
+ * not: that is the background cleaning, on the commit thread. In the
+ * foreground, a reservation that falls short forces commits (delta.c,
+ * do_reclaimable), and so cleaning, until space comes back. Each run:
  *
  *   (1) chooses victims among the segments in use that recovery no
  *       longer needs (if every one is still needed, it writes two
  *       checkpoints first, so that only the newest logs are), hold live
- *       blocks but at most CLEAN_UTIL_MAX percent,
+ *       blocks but at most CLEAN_UTIL_MAX percent (CLEAN_UTIL_PRESSED
+ *       when fewer than two segments are free),
  *       by cost-benefit, (1 - u) * age / (1 + u), where u is the
  *       segment's live fraction and age the deltas since its youngest
- *       block was written; greedy, (1 - u), when almost nothing is free;
+ *       block was written; greedy, (1 - u), when almost nothing is free
+ *       or when the volume was opened with VOL_CLEAN_GREEDY;
  *       up to a budget of live blocks per commit (the cache must hold
  *       them dirty along with the delta's own);
- *   (2) reserves what writing them may cost (vol_txn_worst), from the
- *       kept reserve if need be (a freeing operation): the budget of (1)
- *       shrinks to what can be reserved;
+ *   (2) reserves, block by block as it finds them in (3), what moving
+ *       each may cost (clean_reserve: the block and its map path, the
+ *       path once per level-1 map block), from the kept reserve if need
+ *       be (a freeing operation); the run ends where that fails;
  *   (3) reads each victim's logs (log_seg_scan) and, for each block the
  *       summary names, asks the maps where that block is now
  *       (vol_resolve): only a block still named at this address is live;
@@ -44,14 +51,19 @@
  * Commit thread only (its state: usage.c (3)).
  */
 #include "vol/vol_internal.h"
+#include "util/syncpoint.h"
 
 #include <inttypes.h>
 #include <stdlib.h>
 
-#define CLEAN_FREE_DIV	 8   /* clean while fewer than nsegments / 8 + 2 are free */
-#define CLEAN_UTIL_MAX	 90  /* never move a segment fuller than this percent */
-#define CLEAN_VICTIMS	 16  /* most segments per commit */
-#define CLEAN_BUDGET_MAX 512 /* most live blocks moved per commit */
+#define CLEAN_LOW_DIV	   32 /* default low watermark: nsegments / 32 + 4 free */
+#define CLEAN_LOW_ADD	   4
+#define CLEAN_HIGH_DIV	   16 /* default high watermark: nsegments / 16 + 8 free */
+#define CLEAN_HIGH_ADD	   8
+#define CLEAN_UTIL_MAX	   90	/* never move a segment fuller than this percent, */
+#define CLEAN_UTIL_PRESSED 97	/* or this one when fewer than two segments are free */
+#define CLEAN_VICTIMS	   16	/* most segments per commit */
+#define CLEAN_BUDGET_MAX   4096 /* most live blocks moved per commit */
 
 struct clean_run {
 	struct vol *cr_vol;
@@ -59,7 +71,45 @@ struct clean_run {
 	int (*cr_keep_meta)(void *arg, struct buf *b);
 	void *cr_arg;
 	uint64_t cr_moved;
+	uint64_t cr_budget;	   /* most blocks to move */
+	uint64_t cr_reserved;	   /* reserved for the moves so far */
+	bool cr_full;		   /* a reservation failed: the run ends */
+	struct vol_table cr_paths; /* level-1 map blocks whose path is reserved */
 };
+
+/*
+ * Reserve what moving block (@owner, @index) may make the commit write:
+ * the block, and its whole path now (@path, from vol_resolve_path:
+ * moving a block changes no map's height; a height the delta's own
+ * writes grow adds levels their reservations hold) unless a block moved
+ * before shares its level-1 map block; always the whole path for a map
+ * or owner-table block. From the kept reserve: cleaning frees space.
+ * -ENOSPC: the run stops here.
+ */
+static int clean_reserve(struct clean_run *cr, uint64_t owner, uint64_t index, bool meta,
+			 uint64_t path, uint64_t *cost)
+{
+	struct vol *v = cr->cr_vol;
+	uint64_t node = index / (v->v_block_size / 8);
+	bool shared = !meta && vol_table_get(&cr->cr_paths, owner, node);
+	int err;
+
+	*cost = shared ? 1 : path;
+	err = log_space_reserve(v->v_log, *cost, LOG_RES_FREEING);
+	if (err)
+		return err;
+	cr->cr_reserved += *cost;
+	if (!meta && !shared) /* out of memory: the next one pays the path again */
+		(void)vol_table_put(&cr->cr_paths, owner, node, (void *)1);
+	return 0;
+}
+
+/* A reservation of clean_reserve that was not needed after all. */
+static void clean_unreserve(struct clean_run *cr, uint64_t cost)
+{
+	log_space_release(cr->cr_vol->v_log, cost);
+	cr->cr_reserved -= cost;
+}
 
 /* log_scan_fn: move the block at @blk if the maps still name it there. */
 static int clean_block(void *arg, uint64_t owner, uint64_t index, uint32_t flags, uint64_t blk)
@@ -67,7 +117,7 @@ static int clean_block(void *arg, uint64_t owner, uint64_t index, uint32_t flags
 	struct clean_run *cr = arg;
 	struct vol *v = cr->cr_vol;
 	bool meta = owner == VOL_OTAB_OWNER || bmap_is_node(index);
-	uint64_t now;
+	uint64_t now, cost, path;
 	struct buf *b;
 	int err;
 
@@ -75,15 +125,21 @@ static int clean_block(void *arg, uint64_t owner, uint64_t index, uint32_t flags
 		return 0; /* every commit writes a new one */
 	if (owner == VOL_SROOT_OWNER || owner > VOL_MAX_OWNER)
 		return 0;
-	err = vol_resolve(v, owner, index, &now);
+	err = vol_resolve_path(v, owner, index, &now, &path);
 	if (err || now != blk)
 		return err == -EINVAL ? 0 : err; /* stale summary entry: dead */
+	if (cr->cr_moved >= cr->cr_budget || clean_reserve(cr, owner, index, meta, path, &cost)) {
+		cr->cr_full = true;
+		return 1; /* enough for this commit */
+	}
 	if (!meta) {
 		err = buf_read(v->v_cache, owner, index, &b);
+		if (!err) {
+			err = buf_dirty_clean(b, cr->cr_delta);
+			buf_put(b);
+		}
 		if (err)
-			return err;
-		err = buf_dirty_clean(b, cr->cr_delta);
-		buf_put(b);
+			clean_unreserve(cr, cost);
 		if (err == -EBUSY)
 			return 0; /* dirty already: written by its own delta */
 		cr->cr_moved += !err;
@@ -92,48 +148,38 @@ static int clean_block(void *arg, uint64_t owner, uint64_t index, uint32_t flags
 	do
 		err = buf_read_hint(v->v_cache, owner, index, blk, &b);
 	while (err == -ESTALE);
-	if (err)
+	if (err) {
+		clean_unreserve(cr, cost);
 		return err;
+	}
 	err = buf_modify_begin(b, cr->cr_delta);
 	if (!err) {
 		buf_modify_end(b);
 		err = cr->cr_keep_meta(cr->cr_arg, b);
 	}
 	buf_put(b);
-	cr->cr_moved += !err;
+	cr->cr_moved += !err; /* dirtied even if not kept: the commit writes it */
 	return err;
 }
 
-/* Segments free in the log now. */
+/*
+ * Segments' worth of space free in the log now and not promised to a
+ * reservation: what the watermarks compare with (reservations in flight
+ * are the front end's next writes).
+ */
 static uint64_t clean_free_segments(struct vol *v)
 {
 	struct log_space sp;
+	uint64_t used;
 
 	log_space(v->v_log, &sp);
-	return (sp.sp_total - MIN(sp.sp_written, sp.sp_total)) / v->v_geo.lg_seg_blocks;
-}
-
-/*
- * The most live blocks (up to @budget) whose move can be reserved now,
- * the kept reserve included: cleaning is a freeing operation.
- */
-static uint64_t clean_affordable(struct vol *v, uint64_t budget)
-{
-	struct log_space sp;
-	uint64_t avail;
-
-	log_space(v->v_log, &sp);
-	avail = sp.sp_total > sp.sp_written + sp.sp_reserved
-		    ? sp.sp_total - sp.sp_written - sp.sp_reserved
-		    : 0;
-	while (budget && vol_txn_worst(v, budget) > avail)
-		budget = budget * 3 / 4;
-	return budget;
+	used = sp.sp_written + sp.sp_reserved;
+	return (sp.sp_total - MIN(used, sp.sp_total)) / v->v_geo.lg_seg_blocks;
 }
 
 /* (1) Up to CLEAN_VICTIMS victims into @victims; their live blocks. */
-static uint64_t clean_choose(struct vol *v, uint32_t delta, bool greedy, uint64_t budget,
-			     uint64_t *victims, unsigned *n, bool *held)
+static uint64_t clean_choose(struct vol *v, uint32_t delta, bool greedy, unsigned util_max,
+			     uint64_t budget, uint64_t *victims, unsigned *n, bool *held)
 {
 	struct vol_usage *u = &v->v_usage;
 	uint64_t nseg = v->v_geo.lg_nsegments, seg_blocks = v->v_geo.lg_seg_blocks, total = 0;
@@ -148,8 +194,7 @@ static uint64_t clean_choose(struct vol *v, uint32_t delta, bool greedy, uint64_
 			double util = (double)live / (double)seg_blocks, score;
 			bool taken = false;
 
-			if (!live || live * 100 > seg_blocks * CLEAN_UTIL_MAX ||
-			    total + live > budget)
+			if (!live || live * 100 > seg_blocks * util_max || total + live > budget)
 				continue;
 			for (unsigned i = 0; i < *n && !taken; i++)
 				taken = victims[i] == s;
@@ -178,58 +223,155 @@ bool vol_clean_worthwhile(void *ctx)
 {
 	struct vol *v = ctx;
 	struct vol_usage *u = &v->v_usage;
-	uint64_t nseg = v->v_geo.lg_nsegments, seg_blocks = v->v_geo.lg_seg_blocks;
+	uint64_t nseg = v->v_geo.lg_nsegments, seg_blocks = v->v_geo.lg_seg_blocks, free_segs;
+	unsigned util_max;
 	bool some = false;
 
-	if (v->v_read_only || !u->vu_live || clean_free_segments(v) >= nseg / CLEAN_FREE_DIV + 2)
+	if (v->v_read_only || !u->vu_live)
 		return false;
+	free_segs = clean_free_segments(v);
+	util_max = free_segs < 2 ? CLEAN_UTIL_PRESSED : CLEAN_UTIL_MAX;
 	cmutex_lock(&u->vu_lock);
 	for (uint64_t s = 0; s < nseg && !some; s++)
-		some = u->vu_live[s] * 100 <= seg_blocks * CLEAN_UTIL_MAX &&
-		       log_seg_in_use(v->v_log, s);
+		some = u->vu_live[s] * 100 <= seg_blocks * util_max && log_seg_in_use(v->v_log, s);
 	cmutex_unlock(&u->vu_lock);
+	if (some) /* the next commit cleans, whatever the watermarks say */
+		atomic_store(&v->v_clean_urgent, true);
 	return some;
+}
+
+void vol_clean_watermarks(struct vol *v, uint32_t low, uint32_t high)
+{
+	uint64_t nseg = v->v_geo.lg_nsegments;
+
+	v->v_clean_low = low ? low : (uint32_t)(nseg / CLEAN_LOW_DIV + CLEAN_LOW_ADD);
+	v->v_clean_high = high ? high : (uint32_t)(nseg / CLEAN_HIGH_DIV + CLEAN_HIGH_ADD);
+	if (v->v_clean_high < v->v_clean_low)
+		v->v_clean_high = v->v_clean_low;
+}
+
+/* Whether the cleaner runs now: the watermarks' hysteresis. */
+static bool clean_wanted(struct vol *v, uint64_t free_segs)
+{
+	struct vol_usage *u = &v->v_usage;
+
+	if (atomic_exchange(&v->v_clean_urgent, false) && !u->vu_cleaning) {
+		u->vu_cleaning = true; /* a reservation fell short: clean to the high mark */
+		u->vu_again_free = free_segs;
+		u->vu_again_txns = atomic_load(&v->v_txn_ends);
+		SYNC_POINT("vol.clean.start");
+		return true;
+	}
+
+	if (free_segs < v->v_clean_low && !u->vu_cleaning) {
+		u->vu_cleaning = true;
+		u->vu_again_free = free_segs;
+		u->vu_again_txns = atomic_load(&v->v_txn_ends);
+		SYNC_POINT("vol.clean.start");
+	} else if (free_segs >= v->v_clean_high && u->vu_cleaning) {
+		u->vu_cleaning = false;
+		SYNC_POINT("vol.clean.done");
+	}
+	return u->vu_cleaning;
+}
+
+/*
+ * Nothing (more) to move: the cleaner stops. A commit that comes anyway
+ * tries again if free segments are under the low watermark, but it asks
+ * for no commit of its own (vol_clean_again) until a transaction has
+ * ended since: never a loop of commits that move nothing.
+ */
+static void clean_stop(struct vol *v)
+{
+	v->v_usage.vu_stalled = true;
+	v->v_usage.vu_stall_txns = atomic_load(&v->v_txn_ends);
+	if (v->v_usage.vu_cleaning) {
+		v->v_usage.vu_cleaning = false;
+		SYNC_POINT("vol.clean.done");
+	}
+}
+
+bool vol_clean_again(void *ctx)
+{
+	struct vol *v = ctx;
+	struct vol_usage *u = &v->v_usage;
+	uint64_t free_segs, txns;
+	bool was;
+
+	if (v->v_read_only || !u->vu_live)
+		return false;
+	if (u->vu_stalled && atomic_load(&v->v_txn_ends) == u->vu_stall_txns)
+		return false; /* stopped for want of progress, and nothing changed since */
+	free_segs = clean_free_segments(v);
+	was = u->vu_cleaning;
+	if (!clean_wanted(v, free_segs))
+		return false;
+	txns = atomic_load(&v->v_txn_ends);
+	if (was && free_segs <= u->vu_again_free && txns == u->vu_again_txns) {
+		/* the last step gained no segment and nothing was written
+		 * meanwhile (a full volume would compact its own map blocks
+		 * forever): the background waits for writes */
+		clean_stop(v);
+		return false;
+	}
+	u->vu_again_free = free_segs;
+	u->vu_again_txns = txns;
+	return true;
 }
 
 int vol_clean(struct vol *v, uint32_t delta, int (*keep_meta)(void *arg, struct buf *b), void *arg,
 	      uint64_t *reserved)
 {
-	struct clean_run cr = {v, delta, keep_meta, arg, 0};
-	uint64_t nseg = v->v_geo.lg_nsegments, free_segs, victims[CLEAN_VICTIMS], live, res;
-	uint64_t budget = MIN((uint64_t)CLEAN_BUDGET_MAX, MAX(v->v_dirty_limit / 4, 1));
-	bool held = false;
-	unsigned n;
+	uint64_t budget = MIN((uint64_t)CLEAN_BUDGET_MAX, MAX(v->v_dirty_limit / 2, 1));
+	struct clean_run cr = {.cr_vol = v,
+			       .cr_delta = delta,
+			       .cr_keep_meta = keep_meta,
+			       .cr_arg = arg,
+			       .cr_budget = budget};
+	uint64_t free_segs, victims[CLEAN_VICTIMS], base;
+	bool held = false, greedy;
+	unsigned n, util_max, scanned = 0;
 	int err = 0;
 
 	*reserved = 0;
 	if (v->v_read_only || !v->v_usage.vu_live)
 		return 0;
 	free_segs = clean_free_segments(v);
-	if (free_segs >= nseg / CLEAN_FREE_DIV + 2)
+	if (!clean_wanted(v, free_segs))
 		return 0;
-	budget = clean_affordable(v, budget);
-	live = clean_choose(v, delta, free_segs < 2, budget, victims, &n, &held);
+	greedy = free_segs < 2 || v->v_clean_policy == VOL_CLEAN_GREEDY;
+	util_max = free_segs < 2 ? CLEAN_UTIL_PRESSED : CLEAN_UTIL_MAX;
+	clean_choose(v, delta, greedy, util_max, budget, victims, &n, &held);
 	if (!n && held) {
 		/* victims held only for recovery: move the checkpoint slots on */
 		for (int i = 0; i < 2 && !err; i++)
 			err = log_checkpoint(v->v_log);
 		if (!err)
-			live = clean_choose(v, delta, free_segs < 2, budget, victims, &n, &held);
+			clean_choose(v, delta, greedy, util_max, budget, victims, &n, &held);
 	}
-	if (!n)
+	/* (2) the logs the moved blocks may take: headers and summaries */
+	base = vol_txn_worst(v, budget) - budget * vol_block_worst(v);
+	if (!n || log_space_reserve(v->v_log, base, LOG_RES_FREEING)) {
+		clean_stop(v); /* nothing to move, or no room even to move */
 		return 0;
-	res = vol_txn_worst(v, live);
-	if (log_space_reserve(v->v_log, res, LOG_RES_FREEING))
-		return 0; /* no room even to move: the reserve is spent */
-	*reserved = res;
-	for (unsigned i = 0; i < n && !err; i++)
-		err = log_seg_scan(v->v_log, victims[i], clean_block, &cr);
+	}
+	cr.cr_reserved = base;
+	SYNC_POINT("vol.clean.victims");
+	for (; scanned < n && !err && !cr.cr_full; scanned++)
+		err = log_seg_scan(v->v_log, victims[scanned], clean_block, &cr);
+	vol_table_clear(&cr.cr_paths, NULL);
+	*reserved = cr.cr_reserved;
 	/* what was dirtied is written; the rest stays for a later run */
 	if (err)
 		log_warn("vol: cleaning in delta %" PRIu32 " stopped: %d", delta, err);
+	if (err || !cr.cr_moved)
+		clean_stop(v); /* no progress: no commit of its own for the next step */
+	else
+		v->v_usage.vu_stalled = false;
 	cmutex_lock(&v->v_usage.vu_lock);
-	v->v_usage.vu_cleaned += n;
+	v->v_usage.vu_cleaned += scanned;
 	v->v_usage.vu_moved += cr.cr_moved;
+	v->v_usage.vu_clean_read += (uint64_t)scanned * v->v_geo.lg_seg_blocks;
 	cmutex_unlock(&v->v_usage.vu_lock);
 	return 0;
 }

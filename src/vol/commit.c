@@ -460,6 +460,9 @@ static void vol_commit_settle(struct vol_commit *vc, const struct vol_sroot *sr)
 		log_warn("vol: super root %" PRIu64 " not counted as left behind: %d", v->v_sr_blk,
 			 err);
 	v->v_sr_blk = vc->vc_sr_blk;
+	cmutex_lock(&v->v_usage.vu_lock);
+	v->v_usage.vu_written += vc->vc_consumed;
+	cmutex_unlock(&v->v_usage.vu_lock);
 	if (++v->v_commits % v->v_checkpoint_every == 0) {
 		err = log_checkpoint(v->v_log);
 		if (err)

@@ -314,6 +314,10 @@ void vol_usage(struct vol *v, struct vol_usage_stats *us)
 		us->vus_live_segments += u->vu_live[s] != 0;
 	us->vus_released = u->vu_released;
 	us->vus_cleaned = u->vu_cleaned;
+	us->vus_clean_read = u->vu_clean_read;
+	us->vus_clean_low = v->v_clean_low;
+	us->vus_clean_high = v->v_clean_high;
+	us->vus_written = u->vu_written;
 	us->vus_moved = u->vu_moved;
 	cmutex_unlock(&u->vu_lock);
 }

@@ -128,7 +128,7 @@ static void vol_geometry_set(struct vol *v, const struct log_geometry *g)
 }
 
 /* Blocks one write or punch can make its delta write besides log overhead. */
-static uint64_t vol_block_worst(const struct vol *v)
+uint64_t vol_block_worst(const struct vol *v)
 {
 	/* the block, its map path, its owner's record block and that one's path */
 	return 1 + v->v_height_max + 1 + v->v_otab_height_max;
@@ -233,7 +233,7 @@ static int vol_read_pblk(struct vol *v, uint64_t owner, uint64_t index, uint64_t
 
 /* One walk for the block at @level on @index's path in @owner's map. */
 static int vol_resolve_once(struct vol *v, uint64_t owner, unsigned level, uint64_t index,
-			    uint64_t *pblk)
+			    uint64_t *pblk, uint64_t *path)
 {
 	struct bmap_root otab, root;
 	struct bmap_walk w;
@@ -242,16 +242,18 @@ static int vol_resolve_once(struct vol *v, uint64_t owner, unsigned level, uint6
 	bmap_walk_begin(&v->v_map, &v->v_otab, &w, &otab);
 	if (owner == VOL_OTAB_OWNER) {
 		root = otab;
+		*path = 1 + otab.br_height;
 	} else {
 		err = otab_read(v, &w, &otab, owner, &root);
 		if (err)
 			return err;
+		*path = 1 + root.br_height + 1 + otab.br_height;
 	}
 	return bmap_lookup(&w, owner, &root, level, index, pblk);
 }
 
 /* The address of block (owner, index), data or map block; 0: a hole. */
-int vol_resolve(struct vol *v, uint64_t owner, uint64_t index, uint64_t *pblk)
+int vol_resolve_path(struct vol *v, uint64_t owner, uint64_t index, uint64_t *pblk, uint64_t *path)
 {
 	unsigned level = 0;
 	int err;
@@ -261,9 +263,16 @@ int vol_resolve(struct vol *v, uint64_t owner, uint64_t index, uint64_t *pblk)
 		index = bmap_node_first(&v->v_map, index);
 	}
 	do {
-		err = vol_resolve_once(v, owner, level, index, pblk);
+		err = vol_resolve_once(v, owner, level, index, pblk, path);
 	} while (err == -EAGAIN);
 	return err;
+}
+
+int vol_resolve(struct vol *v, uint64_t owner, uint64_t index, uint64_t *pblk)
+{
+	uint64_t path;
+
+	return vol_resolve_path(v, owner, index, pblk, &path);
 }
 
 /* Fill a block nobody told us the address of. */
@@ -318,6 +327,7 @@ static const struct buf_ops vol_buf_ops = {
 static const struct delta_ops vol_delta_ops = {
     .do_commit = vol_commit,
     .do_reclaimable = vol_clean_worthwhile,
+    .do_again = vol_clean_again,
 };
 
 /* ---- mkfs ------------------------------------------------------------------ */
@@ -506,6 +516,13 @@ static int vol_open_deltas(struct vol *v, const struct vol_open_opts *o)
 	return delta_sys_create(&dc, &v->v_ds);
 }
 
+static void vol_booked_destroy(struct vol *v)
+{
+	vol_table_clear(&v->v_booked[0], NULL);
+	vol_table_clear(&v->v_booked[1], NULL);
+	cmutex_destroy(&v->v_book_lock);
+}
+
 /* On error @d stays the caller's. */
 int vol_open(struct bdev *d, const struct vol_open_opts *o, struct vol **out)
 {
@@ -518,6 +535,7 @@ int vol_open(struct bdev *d, const struct vol_open_opts *o, struct vol **out)
 		return -ENOMEM;
 	v->v_bdev = d;
 	cmutex_init(&v->v_throttle_lock);
+	cmutex_init(&v->v_book_lock);
 	pthread_cond_init(&v->v_throttle_cond, NULL);
 	err = vol_open_log(v);
 	if (err)
@@ -526,6 +544,12 @@ int vol_open(struct bdev *d, const struct vol_open_opts *o, struct vol **out)
 	if (err)
 		goto out_log;
 	v->v_read_only = opts.voo_read_only;
+	if (opts.voo_clean_policy > VOL_CLEAN_GREEDY) {
+		err = -EINVAL;
+		goto out_cache;
+	}
+	v->v_clean_policy = opts.voo_clean_policy;
+	vol_clean_watermarks(v, opts.voo_clean_low, opts.voo_clean_high);
 	err = vol_usage_open(v, !v->v_read_only);
 	if (err)
 		goto out_cache;
@@ -542,6 +566,7 @@ out_log:
 	log_close(v->v_log);
 out_free:
 	cmutex_destroy(&v->v_throttle_lock);
+	vol_booked_destroy(v);
 	pthread_cond_destroy(&v->v_throttle_cond);
 	free(v);
 	return err;
@@ -562,6 +587,7 @@ int vol_close(struct vol *v)
 	log_close(v->v_log);
 	bdev_close(v->v_bdev);
 	cmutex_destroy(&v->v_throttle_lock);
+	vol_booked_destroy(v);
 	pthread_cond_destroy(&v->v_throttle_cond);
 	free(v);
 	return err ? err : cp_err;
@@ -669,12 +695,16 @@ static bool vol_owner_valid(uint64_t owner, uint64_t index)
 
 /*
  * Book the map blocks a change of (owner, index) may need at commit
- * (vol.c (5)): the first change under a level-1 map block in a run of
- * this thread's changes in one delta books the whole path (worst case
- * but the block itself, which is counted dirty); the next ones under the
- * same map block book nothing. A thread keeps the last few map blocks it
- * booked. Distinct level-1 map blocks, hence map paths, never outnumber
- * the bookings, so the sum stays an upper bound.
+ * (vol.c (5)): the first change under a level-1 map block in a delta
+ * books the whole path (worst case but the block itself, which is
+ * counted dirty) and returns false; the next ones under the same map
+ * block in that delta book nothing and return true: their transaction
+ * may give back the path it reserved for them (seed 000: the delta's
+ * reservations still hold the first change's whole worst case). The
+ * delta's map blocks are in v_booked[delta & 1] (under v_book_lock); a
+ * thread keeps the last few it met, to skip the lock. Distinct level-1
+ * map blocks, hence map paths, never outnumber the bookings, so the
+ * sums stay upper bounds.
  */
 #define VOL_PATH_CACHE 4
 static _Thread_local struct vol_path_seen {
@@ -683,22 +713,32 @@ static _Thread_local struct vol_path_seen {
 } vol_tls_paths[VOL_PATH_CACHE];
 static _Thread_local unsigned vol_tls_path_next;
 
-static void vol_book_path(struct vol_txn *t, uint64_t owner, uint64_t index)
+static bool vol_book_path(struct vol_txn *t, uint64_t owner, uint64_t index)
 {
 	struct vol *v = t->vt_vol;
 	uint32_t delta = t->vt_op.dop_delta;
 	uint64_t node = index / (v->v_block_size / 8);
+	struct vol_table *booked = &v->v_booked[delta & 1];
 	struct vol_path_seen *ps;
+	bool seen;
 
 	for (unsigned i = 0; i < VOL_PATH_CACHE; i++) {
 		ps = &vol_tls_paths[i];
 		if (ps->ps_vol == v->v_id && ps->ps_delta == delta && ps->ps_owner == owner &&
 		    ps->ps_node == node)
-			return;
+			return true;
 	}
-	atomic_fetch_add(&v->v_paths[delta & 1], vol_block_worst(v) - 1);
+	cmutex_lock(&v->v_book_lock);
+	seen = vol_table_get(booked, owner, node) != NULL;
+	if (!seen) {
+		/* out of memory: the next change books the path again, only safe */
+		(void)vol_table_put(booked, owner, node, (void *)1);
+		atomic_fetch_add(&v->v_paths[delta & 1], vol_block_worst(v) - 1);
+	}
+	cmutex_unlock(&v->v_book_lock);
 	ps = &vol_tls_paths[vol_tls_path_next++ % VOL_PATH_CACHE];
 	*ps = (struct vol_path_seen){v->v_id, owner, node, delta};
+	return seen;
 }
 
 /* Check a front-end change of (owner, index) and count it against @t. */
@@ -711,13 +751,19 @@ static int vol_txn_charge(struct vol_txn *t, uint64_t owner, uint64_t index)
 		return -EINVAL;
 	}
 	t->vt_left--;
-	vol_book_path(t, owner, index);
+	if (vol_book_path(t, owner, index)) /* only the block itself is new */
+		delta_op_refund(t->vt_vol->v_ds, &t->vt_op, vol_block_worst(t->vt_vol) - 1);
 	return 0;
 }
 
 void vol_paths_settle(struct vol *v, uint32_t delta, bool failed)
 {
 	uint64_t n = atomic_exchange(&v->v_paths[delta & 1], 0);
+
+	/* a failed delta's paths go to the next, booked anew there: only safe */
+	cmutex_lock(&v->v_book_lock);
+	vol_table_clear(&v->v_booked[delta & 1], NULL);
+	cmutex_unlock(&v->v_book_lock);
 
 	if (failed) /* its blocks go to the next delta, and so do their paths */
 		atomic_fetch_add(&v->v_paths[(delta + 1) & 1], n);

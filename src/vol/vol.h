@@ -60,7 +60,17 @@ struct vol_open_opts {
 	uint32_t voo_checkpoint_every; /* write a checkpoint slot every N commits; 0: 16 */
 	bool voo_read_only;	       /* the device is read-only (fsck): recover and
 					  read, write nothing, free no segment */
+	/* The segment cleaner (clean.c): it starts when fewer than
+	 * voo_clean_low segments are free and goes on, commit after commit
+	 * (with or without writes), until voo_clean_high are. 0: nsegments /
+	 * 32 + 4 and nsegments / 16 + 8. */
+	uint32_t voo_clean_low;
+	uint32_t voo_clean_high;
+	uint8_t voo_clean_policy; /* VOL_CLEAN_COST_BENEFIT (0) or VOL_CLEAN_GREEDY */
 };
+
+#define VOL_CLEAN_COST_BENEFIT 0 /* (1 - u) * age / (1 + u); greedy when almost full */
+#define VOL_CLEAN_GREEDY       1 /* (1 - u) always: the least live first */
 
 /*
  * Open the volume on @d (taken over: vol_close closes it), recovering
@@ -149,8 +159,13 @@ struct vol_usage_stats {
 	uint64_t vus_live_blocks;   /* blocks the durable state names, super root included */
 	uint64_t vus_live_segments; /* segments holding at least one of them */
 	uint64_t vus_released;	    /* segments given back to the log since the open */
-	uint64_t vus_cleaned;	    /* segments the cleaner emptied since the open */
-	uint64_t vus_moved;	    /* live blocks it moved to do so */
+	uint64_t vus_cleaned;	    /* victims the cleaner took since the open */
+	uint64_t vus_moved;	    /* live blocks it moved out of them */
+	uint64_t vus_clean_read;    /* blocks of the victims it read */
+	uint32_t vus_clean_low;	    /* its watermarks, in free segments */
+	uint32_t vus_clean_high;
+	uint64_t vus_written; /* blocks the commits wrote since the open (moved
+				 ones, map blocks and super roots included) */
 };
 void vol_usage(struct vol *v, struct vol_usage_stats *us);
 

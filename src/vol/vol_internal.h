@@ -314,31 +314,44 @@ struct vol_usage {
 	uint64_t vu_released;	    /* segments released since open; vu_lock */
 	uint32_t *vu_age;	    /* per segment: delta of its youngest block (0: before
 				       the open); commit thread */
-	uint64_t vu_cleaned;	    /* segments the cleaner emptied; vu_lock */
+	uint64_t vu_cleaned;	    /* victims the cleaner took; vu_lock */
 	uint64_t vu_moved;	    /* live blocks it moved; vu_lock */
+	uint64_t vu_clean_read;	    /* blocks of the victims it read; vu_lock */
+	uint64_t vu_written;	    /* blocks the commits wrote; vu_lock */
+	bool vu_cleaning;	    /* between the watermarks (clean.c); commit thread */
+	bool vu_stalled;	    /* stopped for want of progress (clean.c); commit thread */
+	uint64_t vu_stall_txns;	    /* v_txn_ends then; commit thread */
+	uint64_t vu_again_free;	    /* free segments after the last background step, */
+	uint64_t vu_again_txns;	    /* and v_txn_ends then; commit thread */
 	uint64_t vu_own_carry;	    /* vc_own_res of failed commits (commit.c); commit thread */
 };
 
 struct vol {
-	struct bdev *v_bdev;	     /* immutable */
-	struct log *v_log;	     /* immutable */
-	struct log_geometry v_geo;   /* immutable */
-	struct buf_cache *v_cache;   /* immutable */
-	struct buf_track *v_track;   /* immutable: zone = segment */
-	struct delta_sys *v_ds;	     /* immutable once open */
-	uint32_t v_block_size;	     /* immutable */
-	uint32_t v_recs_per_block;   /* immutable: owner records per block */
-	unsigned v_height_max;	     /* immutable: levels of an owner's map */
-	unsigned v_otab_height_max;  /* immutable: levels of the owner table's */
-	uint32_t v_checkpoint_every; /* immutable */
-	uint32_t v_max_dirty;	     /* immutable: a delta's dirty limit */
-	uint64_t v_dirty_limit;	     /* immutable: most blocks one transaction may book */
-	uint64_t v_buffer_limit;     /* immutable: vol.c invariant (5) */
-	uint64_t v_id;		     /* immutable: unique among this process's volumes */
-	bool v_read_only;	     /* immutable: vol_open_opts.voo_read_only */
-	_Atomic uint64_t v_paths[2]; /* map-path buffers booked, by delta parity: (5) */
-	_Atomic uint64_t v_inflight; /* blocks booked by open transactions */
-	_Atomic uint64_t v_txn_ends; /* transactions ended, for the throttle */
+	struct bdev *v_bdev;	      /* immutable */
+	struct log *v_log;	      /* immutable */
+	struct log_geometry v_geo;    /* immutable */
+	struct buf_cache *v_cache;    /* immutable */
+	struct buf_track *v_track;    /* immutable: zone = segment */
+	struct delta_sys *v_ds;	      /* immutable once open */
+	uint32_t v_block_size;	      /* immutable */
+	uint32_t v_recs_per_block;    /* immutable: owner records per block */
+	unsigned v_height_max;	      /* immutable: levels of an owner's map */
+	unsigned v_otab_height_max;   /* immutable: levels of the owner table's */
+	uint32_t v_checkpoint_every;  /* immutable */
+	uint32_t v_clean_low;	      /* immutable: free segments the cleaner starts under */
+	uint32_t v_clean_high;	      /* immutable: and goes on until */
+	uint8_t v_clean_policy;	      /* immutable: VOL_CLEAN_* */
+	atomic_bool v_clean_urgent;   /* a reservation fell short: clean in the next commit */
+	uint32_t v_max_dirty;	      /* immutable: a delta's dirty limit */
+	uint64_t v_dirty_limit;	      /* immutable: most blocks one transaction may book */
+	uint64_t v_buffer_limit;      /* immutable: vol.c invariant (5) */
+	uint64_t v_id;		      /* immutable: unique among this process's volumes */
+	bool v_read_only;	      /* immutable: vol_open_opts.voo_read_only */
+	_Atomic uint64_t v_paths[2];  /* map-path buffers booked, by delta parity: (5) */
+	struct cmutex v_book_lock;    /* protects v_booked */
+	struct vol_table v_booked[2]; /* level-1 map blocks booked, by delta parity */
+	_Atomic uint64_t v_inflight;  /* blocks booked by open transactions */
+	_Atomic uint64_t v_txn_ends;  /* transactions ended, for the throttle */
 	_Atomic unsigned v_throttle_waiters;
 	struct cmutex v_throttle_lock; /* a leaf: only to wait for a txn end */
 	pthread_cond_t v_throttle_cond;
@@ -361,9 +374,17 @@ struct vol {
 
 /* vol.c: what a transaction of @nblocks must reserve (seed 000). */
 uint64_t vol_txn_worst(const struct vol *v, uint64_t nblocks);
+/* vol.c: what one block adds to that, log overhead aside: the block, its
+ * map path, its owner's record block and that one's path. */
+uint64_t vol_block_worst(const struct vol *v);
 /* vol.c: the address of block (owner, index), data or map block, as a
  * reader would find it now; 0: a hole. */
 int vol_resolve(struct vol *v, uint64_t owner, uint64_t index, uint64_t *pblk);
+/* vol.c: vol_resolve, and *path: the blocks rewriting that block writes
+ * now (it, its owner's map path, the owner's record block and the owner
+ * table's map path). Commit thread (the heights it reads are the
+ * commit's). */
+int vol_resolve_path(struct vol *v, uint64_t owner, uint64_t index, uint64_t *pblk, uint64_t *path);
 
 /* ---- clean.c ---------------------------------------------------------------- */
 
@@ -377,9 +398,14 @@ int vol_resolve(struct vol *v, uint64_t owner, uint64_t index, uint64_t *pblk);
  */
 int vol_clean(struct vol *v, uint32_t delta, int (*keep_meta)(void *arg, struct buf *b), void *arg,
 	      uint64_t *reserved);
-/* delta_ops.do_reclaimable: free segments are short and some segment
- * could be emptied (by the cleaner, or is empty already). Any thread. */
+/* delta_ops.do_reclaimable: some segment could be emptied (by the
+ * cleaner, or is empty already); if so the next commit cleans, above the
+ * low watermark too. Any thread. */
 bool vol_clean_worthwhile(void *ctx);
+/* delta_ops.do_again: the cleaner is between its watermarks. */
+bool vol_clean_again(void *ctx);
+/* At open: the watermarks asked for (0: the defaults). */
+void vol_clean_watermarks(struct vol *v, uint32_t low, uint32_t high);
 
 /* ---- usage.c ---------------------------------------------------------------- */
 

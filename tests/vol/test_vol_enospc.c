@@ -290,9 +290,81 @@ static void test_heavy_reservations_commit(void **state)
 	test_watchdog_cancel();
 }
 
+/*
+ * Changes under one level-1 map block in one delta share its map path:
+ * the first reserves the worst case, every later one gives the path
+ * back at once (vol.c, vol_book_path), in the same transaction or in
+ * another (of another thread) in the same delta. The commit then
+ * consumes no more than what stayed reserved.
+ */
+struct one_more {
+	struct vol *om_vol;
+	int om_err;
+	uint64_t om_given_back; /* reservation the write gave back */
+};
+
+/* Another thread's transaction in the same delta writes under the same map block. */
+static void *write_one_more(void *arg)
+{
+	static unsigned char data[VF_BS];
+	struct one_more *om = arg;
+	struct log_space before, after;
+	struct vol_txn t;
+
+	om->om_err = vol_txn_begin(om->om_vol, 2, 0, &t);
+	if (om->om_err)
+		return NULL;
+	vol_space(om->om_vol, &before);
+	memset(data, 0x33, sizeof(data));
+	om->om_err = vol_write(&t, OWNER0, 40, data);
+	vol_space(om->om_vol, &after);
+	om->om_given_back = before.sp_reserved - after.sp_reserved;
+	vol_txn_end(&t);
+	return NULL;
+}
+
+static void test_shared_paths_give_reservations_back(void **state)
+{
+	static unsigned char data[VF_BS];
+	struct bdev *d = vf_mkfs(DEV_BLOCKS);
+	struct vol *v = vf_open(d, 0);
+	uint64_t worst = vol_block_worst(v), n = 32;
+	struct one_more om = {.om_vol = v};
+	struct log_space begun, written;
+	struct delta_stats st;
+	struct vol_txn t;
+	pthread_t th;
+
+	(void)state;
+	test_watchdog("test_shared_paths_give_reservations_back", 60);
+	assert_int_equal(vol_txn_begin(v, n, 0, &t), 0);
+	vol_space(v, &begun);
+	assert_int_equal(begun.sp_reserved, vol_txn_worst(v, n));
+	for (uint64_t i = 0; i < n; i++) {
+		vf_pattern(data, OWNER0, i, 1);
+		assert_int_equal(vol_write(&t, OWNER0, i, data), 0);
+	}
+	vol_space(v, &written);
+	assert_int_equal(begun.sp_reserved - written.sp_reserved, (n - 1) * (worst - 1));
+	test_thread_start(&th, write_one_more, &om);
+	test_thread_join(th);
+	assert_int_equal(om.om_err, 0);
+	assert_int_equal(om.om_given_back, worst - 1);
+	vol_txn_end(&t);
+	assert_int_equal(vol_sync(v), 0);
+	delta_stats(v->v_ds, &st);
+	assert_int_equal(st.ds_underestimates, 0);
+	vf_check(v);
+	for (uint64_t i = 0; i < n; i++)
+		vf_expect(v, OWNER0, i, 1);
+	assert_int_equal(vol_close(v), 0);
+	test_watchdog_cancel();
+}
+
 int main(void)
 {
 	static const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_shared_paths_give_reservations_back),
 	    cmocka_unit_test(test_fill_from_threads_then_free),
 	    cmocka_unit_test(test_reserve_retry_raced_by_another_reserver),
 	    cmocka_unit_test(test_heavy_reservations_commit),

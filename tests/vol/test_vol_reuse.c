@@ -22,6 +22,9 @@
 #include "harness.h"
 #include "vol_fixture.h"
 
+#include "util/syncpoint.h"
+
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -264,13 +267,13 @@ static void write_owner(struct vol *v, uint64_t owner, uint64_t n, uint32_t vers
  * After every round the volume checks sound and the cold owner reads
  * back, also after a reopen.
  */
-static void test_cleaner_compacts_half_live_segments(void **state)
+static void compact_half_live_segments(uint8_t policy)
 {
+	struct vol_open_opts oo = {.voo_clean_policy = policy};
 	struct bdev *d = vf_mkfs(NBLOCKS);
-	struct vol *v = vf_open(d, 0);
+	struct vol *v = vf_open_opts(d, &oo);
 	struct vol_usage_stats us;
 
-	(void)state;
 	test_watchdog("cleaner compacts half-live segments", 600);
 	write_interleaved(v, COLD, GARBAGE, COLD_N, 1);
 	delete_owner(v, GARBAGE);
@@ -297,6 +300,89 @@ static void test_cleaner_compacts_half_live_segments(void **state)
 		vf_check(w);
 		vol_close(w);
 	}
+	vol_close(v);
+	test_watchdog_cancel();
+}
+
+static void test_cleaner_compacts_half_live_segments(void **state)
+{
+	(void)state;
+	compact_half_live_segments(VOL_CLEAN_COST_BENEFIT);
+}
+
+/* The same with greedy selection; an unknown policy is refused. */
+static void test_cleaner_compacts_greedily(void **state)
+{
+	struct vol_open_opts bad = {.voo_clean_policy = VOL_CLEAN_GREEDY + 1};
+	struct bdev *d = vf_mkfs(NBLOCKS);
+	struct vol *v;
+
+	(void)state;
+	assert_int_equal(vol_open(d, &bad, &v), -EINVAL);
+	bdev_close(d);
+	compact_half_live_segments(VOL_CLEAN_GREEDY);
+}
+
+/* Segments with no log in them (what the cleaner's watermarks count). */
+static uint64_t free_segments(struct vol *v)
+{
+	struct log_space sp;
+
+	vol_space(v, &sp);
+	return (sp.sp_total - sp.sp_written) / VF_SEG;
+}
+
+/*
+ * Background cleaning: once a commit leaves fewer than the low watermark
+ * of segments free (12 of 63 here; free: neither written nor reserved),
+ * the commit thread goes on cleaning, with no write and no sync asking
+ * it to, until the high one (20) is free. The test writes and syncs
+ * until the cleaner starts, then writes nothing and waits at the
+ * interleaving points for it to finish (each start has its done):
+ * without the background commits it would never finish (the watchdog
+ * fails the test), and the free count would stay under the high mark.
+ */
+static void test_cleaner_runs_in_background(void **state)
+{
+	struct vol_open_opts oo = {.voo_clean_low = 12, .voo_clean_high = 20};
+	struct bdev *d = vf_mkfs(NBLOCKS);
+	struct vol *v = vf_open_opts(d, &oo);
+	struct vol_usage_stats us;
+	uint64_t hot = 0, started, low, high;
+
+	(void)state;
+	if (!SYNCPOINTS_BUILT)
+		skip();
+	test_watchdog("cleaner runs in background", 120);
+	write_interleaved(v, COLD, GARBAGE, COLD_N, 1);
+	delete_owner(v, GARBAGE);
+	vol_usage(v, &us);
+	low = us.vus_clean_low;
+	high = us.vus_clean_high;
+	assert_true(low == 12 && high == 20);
+	assert_true(free_segments(v) >= low);
+	syncpoint_reset();
+	syncpoint_enable();
+	while (!syncpoint_passed("vol.clean.start")) {
+		assert_true(free_segments(v) >= 2); /* the cleaner must have started long before */
+		write_owner(v, HOT + hot, TXN, 1);
+		assert_int_equal(vol_sync(v), 0);
+		hot++;
+	}
+	/* no write from here on: only background commits can finish the job */
+	started = syncpoint_passed("vol.clean.start");
+	syncpoint_wait_passed("vol.clean.done", started); /* the watchdog bounds it */
+	printf("# %" PRIu64 " owners written; %" PRIu64 " segments free after cleaning\n", hot,
+	       free_segments(v));
+	assert_true(free_segments(v) >= high);
+	syncpoint_reset();
+	vol_usage(v, &us);
+	assert_true(us.vus_cleaned > 0 && us.vus_moved > 0);
+	vf_check(v);
+	for (uint64_t i = 0; i < COLD_N; i++)
+		vf_expect(v, COLD, i, 1);
+	for (uint64_t o = 0; o < hot; o++)
+		vf_expect(v, HOT + o, TXN - 1, 1);
 	vol_close(v);
 	test_watchdog_cancel();
 }
@@ -369,6 +455,8 @@ int main(void)
 	    cmocka_unit_test(test_cuts_while_reusing),
 	    cmocka_unit_test(test_checkpoints_when_short),
 	    cmocka_unit_test(test_cleaner_compacts_half_live_segments),
+	    cmocka_unit_test(test_cleaner_compacts_greedily),
+	    cmocka_unit_test(test_cleaner_runs_in_background),
 	    cmocka_unit_test(test_cuts_while_cleaning),
 	};
 

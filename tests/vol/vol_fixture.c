@@ -50,6 +50,17 @@ void vf_remove_file(const char *path)
 	assert_int_equal(unlink(path), 0);
 }
 
+struct vol *vf_open_opts(struct bdev *d, const struct vol_open_opts *o)
+{
+	struct vol_open_opts oo = *o;
+	struct vol *v;
+
+	if (!oo.voo_max_age_ms)
+		oo.voo_max_age_ms = 3600 * 1000;
+	assert_int_equal(vol_open(d, &oo, &v), 0);
+	return v;
+}
+
 struct vol *vf_open(struct bdev *d, uint32_t cache_blocks)
 {
 	struct vol_open_opts oo = {

@@ -30,6 +30,8 @@ struct vol *vf_open_file(const char *path, uint32_t cache_blocks);
 void vf_remove_file(const char *path);
 /* Open the volume on @d with a cache of @cache_blocks (0: default). */
 struct vol *vf_open(struct bdev *d, uint32_t cache_blocks);
+/* Open the volume on @d with @o (no age trigger unless it sets one). */
+struct vol *vf_open_opts(struct bdev *d, const struct vol_open_opts *o);
 /* Open a copy of @d's current content (the image a clean restart sees). */
 struct vol *vf_reopen_copy(struct bdev *d, uint32_t cache_blocks);
 /* The image after a power cut now, unflushed writes treated as @mode. */
