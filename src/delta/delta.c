@@ -274,12 +274,17 @@ int delta_sys_destroy(struct delta_sys *ds)
  */
 static int delta_sync_as(struct delta_sys *ds, bool force);
 
+/* Space no segment holds and nobody reserved, the kept reserve included:
+ * what a forced commit must grow to count as progress (below the kept
+ * reserve, sp_free stays 0 however much the cleaner frees). */
 static uint64_t delta_free_space(struct delta_sys *ds)
 {
 	struct log_space sp;
+	uint64_t used;
 
 	log_space(ds->ds_log, &sp);
-	return sp.sp_free;
+	used = sp.sp_written + sp.sp_reserved;
+	return sp.sp_total > used ? sp.sp_total - used : 0;
 }
 
 static int delta_reserve(struct delta_sys *ds, uint64_t reserve, unsigned flags)

@@ -151,15 +151,21 @@ int log_checkpoint(struct log *l);
 
 /* ---- space ----------------------------------------------------------- */
 
-/* Reservation classes: freeing operations may dip into a kept reserve. */
+/*
+ * Reservation classes: freeing operations may dip into a kept reserve;
+ * the cleaner too, but not into its part kept for deletions
+ * (log_space_keep).
+ */
 #define LOG_RES_FREEING 0x1
+#define LOG_RES_CLEANER 0x2
 
 struct log_space {
-	uint64_t sp_total;    /* blocks in all segments */
-	uint64_t sp_written;  /* blocks the log has written (or skipped) */
-	uint64_t sp_reserved; /* blocks reserved and not yet consumed */
-	uint64_t sp_kept;     /* the reserve only freeing operations may use */
-	uint64_t sp_free;     /* what a normal reservation can still get */
+	uint64_t sp_total;     /* blocks in all segments */
+	uint64_t sp_written;   /* blocks the log has written (or skipped) */
+	uint64_t sp_reserved;  /* blocks reserved and not yet consumed */
+	uint64_t sp_head_room; /* blocks of the head's segment not written yet */
+	uint64_t sp_kept;      /* the reserve only freeing operations may use */
+	uint64_t sp_free;      /* what a normal reservation can still get */
 };
 
 /*
@@ -167,6 +173,12 @@ struct log_space {
  * lock. -ENOSPC if they are not available now (the caller commits, which
  * reconciles reservations, and retries once). Never waits.
  */
+/*
+ * Keep @nblocks of the kept reserve for LOG_RES_FREEING reservations
+ * alone (a deletion's worst case, so that one can always run): the kept
+ * reserve grows by it. The last call wins. Any thread.
+ */
+void log_space_keep(struct log *l, uint64_t nblocks);
 int log_space_reserve(struct log *l, uint64_t nblocks, unsigned flags);
 /* Give back @nblocks of reservation (after the commit that used them). */
 void log_space_release(struct log *l, uint64_t nblocks);

@@ -40,7 +40,7 @@ struct log {
 					 the log being verified by recovery */
 	atomic_bool l_building;	      /* a builder exists */
 	bool l_writable;	      /* the head is known (fresh or recovered) */
-	uint64_t l_head_blk;	      /* where the next log's header goes */
+	_Atomic uint64_t l_head_blk;  /* where the next log's header goes */
 	uint64_t l_head_seq;	      /* the next log's sequence number */
 	uint64_t l_head_prev;	      /* hd_sum_csum of the log before it */
 	uint64_t l_head_prev_nonce;   /* hd_nonce of the log before it (0: none) */
@@ -56,9 +56,10 @@ struct log {
 
 	/* Space and segment use. */
 	struct cmutex l_space_lock;
-	uint64_t *l_seg_used; /* bitmap of segments in use; protected by l_space_lock */
-	uint64_t l_nused;     /* bits set in l_seg_used; protected by l_space_lock */
-	uint64_t l_reserved;  /* blocks reserved; protected by l_space_lock */
+	uint64_t *l_seg_used;	 /* bitmap of segments in use; protected by l_space_lock */
+	uint64_t l_nused;	 /* bits set in l_seg_used; protected by l_space_lock */
+	uint64_t l_reserved;	 /* blocks reserved; protected by l_space_lock */
+	uint64_t l_kept_deletes; /* of the kept reserve, for deletions only; l_space_lock */
 	/* per segment, the sequence number of the last log known to be
 	 * written there (0: none since the mount); the write side's */
 	uint64_t *l_seg_seq;

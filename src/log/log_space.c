@@ -24,8 +24,12 @@
  *   total    = nsegments * seg_blocks
  *   written  = segments in use * seg_blocks (a segment counts whole once
  *              entered: its unused tail is lost until cleaning)
- *   kept     = max(2 segments, 1% of total): only LOG_RES_FREEING
- *              reservations may use it, so deleting works on a full volume
+ *   kept     = max(2 segments, 1% of total) + deletes: only
+ *              LOG_RES_FREEING reservations may use it all, so deleting
+ *              works on a full volume; LOG_RES_CLEANER ones all but
+ *              deletes (log_space_keep: the worst case of one deletion,
+ *              set by the layer above), so the cleaner never takes what a
+ *              deletion needs
  *   free     = total - written - reserved - kept, at least 0
  *
  * The front end never holds an allocated block, only a reservation, so
@@ -200,7 +204,8 @@ static uint64_t log_space_kept(const struct log *l)
 	uint64_t total = log_space_total(l);
 
 	return MAX((uint64_t)LOG_KEPT_MIN_SEGMENTS * l->l_geo.lg_seg_blocks,
-		   total * LOG_KEPT_PERCENT / 100);
+		   total * LOG_KEPT_PERCENT / 100) +
+	       l->l_kept_deletes;
 }
 
 /* Blocks a reservation of class @flags can still get. */
@@ -214,14 +219,23 @@ static uint64_t log_space_avail_locked(struct log *l, unsigned flags)
 	avail = used < total ? total - used : 0;
 	if (flags & LOG_RES_FREEING)
 		return avail;
+	if (flags & LOG_RES_CLEANER)
+		kept = l->l_kept_deletes;
 	return avail > kept ? avail - kept : 0;
+}
+
+void log_space_keep(struct log *l, uint64_t nblocks)
+{
+	cmutex_lock(&l->l_space_lock);
+	l->l_kept_deletes = nblocks;
+	cmutex_unlock(&l->l_space_lock);
 }
 
 int log_space_reserve(struct log *l, uint64_t nblocks, unsigned flags)
 {
 	int err = 0;
 
-	if (flags & ~LOG_RES_FREEING)
+	if (flags & ~(LOG_RES_FREEING | LOG_RES_CLEANER))
 		return -EINVAL;
 	cmutex_lock(&l->l_space_lock);
 	if (nblocks > log_space_avail_locked(l, flags))
@@ -242,11 +256,15 @@ void log_space_release(struct log *l, uint64_t nblocks)
 
 void log_space(struct log *l, struct log_space *sp)
 {
+	uint64_t head;
+
 	cmutex_lock(&l->l_space_lock);
 	sp->sp_total = log_space_total(l);
 	sp->sp_written = l->l_nused * l->l_geo.lg_seg_blocks;
 	sp->sp_reserved = l->l_reserved;
 	sp->sp_kept = log_space_kept(l);
+	head = l->l_head_blk;
+	sp->sp_head_room = log_seg_end_of(l, head) - head;
 	sp->sp_free = log_space_avail_locked(l, 0);
 	cmutex_unlock(&l->l_space_lock);
 }

@@ -478,6 +478,11 @@ uint64_t ns_drop_blocks(struct cairn *c)
 	return NS_FREE_INLINE + IALLOC_FREE_BLOCKS + 1 + c->c_dir_blocks + INODE_WRITE_BLOCKS;
 }
 
+uint64_t ns_remove_blocks(struct cairn *c)
+{
+	return c->c_dir_blocks + 2 * INODE_WRITE_BLOCKS + ns_drop_blocks(c);
+}
+
 int ns_drop_locked(struct cairn *c, struct vol_txn *t, struct ns_inode *ni, bool *reclaim)
 {
 	uint64_t end, xb = 0;
@@ -891,6 +896,8 @@ static int ns_open_ns(struct cairn *c, const struct cairn_open_opts *o)
 
 	c->c_bs = vol_block_size(c->c_vol);
 	c->c_dir_blocks = dir_op_blocks(c->c_bs);
+	/* an unlink or rmdir can always run, on a full volume too */
+	vol_keep_for_freeing(c->c_vol, ns_remove_blocks(c));
 	c->c_max_ino = io.iao_max_ino = MIN(inode_max_ino(c->c_bs), NS_XATTR_BASE - 1);
 	err = ns_super_read(c);
 	if (!err)
@@ -1121,16 +1128,17 @@ int cairn_syncfs(struct cairn *c)
 int cairn_statfs(struct cairn *c, struct statvfs *sv)
 {
 	struct log_space sp;
-	uint64_t files = c->c_max_ino - INODE_ROOT + 1, used;
+	uint64_t files = c->c_max_ino - INODE_ROOT + 1, used, free_blocks;
 
 	vol_space(c->c_vol, &sp);
+	free_blocks = vol_free_blocks(c->c_vol);
 	cmutex_lock(&c->c_super_lock);
 	used = c->c_inodes;
 	cmutex_unlock(&c->c_super_lock);
 	memset(sv, 0, sizeof(*sv));
 	sv->f_bsize = sv->f_frsize = c->c_bs;
 	sv->f_blocks = sp.sp_total;
-	sv->f_bfree = sv->f_bavail = sp.sp_free;
+	sv->f_bfree = sv->f_bavail = free_blocks;
 	sv->f_files = files;
 	sv->f_ffree = sv->f_favail = files > used ? files - used : 0;
 	sv->f_namemax = DIR_NAME_MAX;

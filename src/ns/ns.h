@@ -111,6 +111,8 @@ bool ns_alive(const struct ns_inode *ni); /* in use, linked or open */
 int ns_ialloc(struct cairn *c, struct vol_txn *t, struct inode_rec *r, struct ns_inode **out);
 /* Blocks a dropping operation adds to its transaction (ns_drop_locked). */
 uint64_t ns_drop_blocks(struct cairn *c);
+/* Blocks an unlink or rmdir reserves: the name, two inode records, the drop. */
+uint64_t ns_remove_blocks(struct cairn *c);
 /*
  * @ni (locked for writing, nlink just 0) lost its last name in @t: free it
  * now if it is not open and that fits in @t, else put it on the orphan

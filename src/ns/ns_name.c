@@ -414,8 +414,7 @@ static int ns_remove(struct cairn *c, uint64_t parent, const char *name, bool di
 	err = ns_iget(c, parent, &p);
 	if (err)
 		return err;
-	err = ns_txn_begin(c, c->c_dir_blocks + 2 * INODE_WRITE_BLOCKS + ns_drop_blocks(c),
-			   VOL_TXN_FREEING, &t);
+	err = ns_txn_begin(c, ns_remove_blocks(c), VOL_TXN_FREEING, &t);
 	if (err)
 		goto out;
 	err = ns_lock_child(c, p, name, len, &ch);

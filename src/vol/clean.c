@@ -83,7 +83,8 @@ struct clean_run {
  * moving a block changes no map's height; a height the delta's own
  * writes grow adds levels their reservations hold) unless a block moved
  * before shares its level-1 map block; always the whole path for a map
- * or owner-table block. From the kept reserve: cleaning frees space.
+ * or owner-table block. From the kept reserve (LOG_RES_CLEANER: all but
+ * its part for deletions): cleaning frees space.
  * -ENOSPC: the run stops here.
  */
 static int clean_reserve(struct clean_run *cr, uint64_t owner, uint64_t index, bool meta,
@@ -95,7 +96,7 @@ static int clean_reserve(struct clean_run *cr, uint64_t owner, uint64_t index, b
 	int err;
 
 	*cost = shared ? 1 : path;
-	err = log_space_reserve(v->v_log, *cost, LOG_RES_FREEING);
+	err = log_space_reserve(v->v_log, *cost, LOG_RES_CLEANER);
 	if (err)
 		return err;
 	cr->cr_reserved += *cost;
@@ -351,7 +352,7 @@ int vol_clean(struct vol *v, uint32_t delta, int (*keep_meta)(void *arg, struct 
 	}
 	/* (2) the logs the moved blocks may take: headers and summaries */
 	base = vol_txn_worst(v, budget) - budget * vol_block_worst(v);
-	if (!n || log_space_reserve(v->v_log, base, LOG_RES_FREEING)) {
+	if (!n || log_space_reserve(v->v_log, base, LOG_RES_CLEANER)) {
 		clean_stop(v); /* nothing to move, or no room even to move */
 		return 0;
 	}

@@ -137,7 +137,8 @@ static void vol_usage_release(struct vol *v)
 	if (!vol_usage_offer(v))
 		return;
 	log_space(v->v_log, &sp);
-	if (sp.sp_written + sp.sp_total / 4 < sp.sp_total)
+	/* short: a quarter of what reservations may take is left, or less */
+	if (sp.sp_free > (sp.sp_total - MIN(sp.sp_kept, sp.sp_total)) / 4)
 		return;
 	for (int i = 0; i < 2; i++) {
 		int err = log_checkpoint(v->v_log);
@@ -301,6 +302,26 @@ uint64_t vol_usage_check(struct vol *v, const uint32_t *counted,
 	}
 	cmutex_unlock(&u->vu_lock);
 	return bad;
+}
+
+uint64_t vol_free_blocks(struct vol *v)
+{
+	struct vol_usage *u = &v->v_usage;
+	uint64_t seg = v->v_geo.lg_seg_blocks, taken, live;
+	uint64_t sum = (seg * VOL_LOG_ENTRY_BYTES + v->v_block_size - 1) / v->v_block_size;
+	struct log_space sp;
+
+	log_space(v->v_log, &sp);
+	if (!u->vu_live)
+		return sp.sp_free; /* no counts: only what no segment holds */
+	cmutex_lock(&u->vu_lock);
+	live = u->vu_total;
+	cmutex_unlock(&u->vu_lock);
+	taken = live + sp.sp_reserved + sp.sp_kept + (uint64_t)v->v_clean_low * seg;
+	if (sp.sp_total <= taken)
+		return 0;
+	/* every segment holds at least one log: its header and summary */
+	return (sp.sp_total - taken) / seg * (seg - 1 - sum) + (sp.sp_total - taken) % seg;
 }
 
 void vol_usage(struct vol *v, struct vol_usage_stats *us)

@@ -80,8 +80,6 @@
 
 #define VOL_CACHE_DEFAULT      4096
 #define VOL_CHECKPOINT_DEFAULT 16
-/* Bytes of one log summary entry (docs/FORMAT.md, "Summary entry"). */
-#define VOL_LOG_ENTRY_BYTES 32u
 /* The smallest log the log layer writes: a shorter segment tail is skipped. */
 #define VOL_LOG_MIN_BLOCKS 3u
 
@@ -643,6 +641,11 @@ static int vol_throttle(struct vol *v, uint64_t nblocks)
 		if (err)
 			return err;
 	}
+}
+
+void vol_keep_for_freeing(struct vol *v, uint64_t nblocks)
+{
+	log_space_keep(v->v_log, vol_txn_worst(v, nblocks));
 }
 
 int vol_txn_begin(struct vol *v, uint64_t nblocks, unsigned flags, struct vol_txn *t)

@@ -168,6 +168,21 @@ struct vol_usage_stats {
 				 ones, map blocks and super roots included) */
 };
 void vol_usage(struct vol *v, struct vol_usage_stats *us);
+/*
+ * Blocks that can still be written (statfs): the segments' blocks less
+ * the live ones (dead blocks in used segments come back through the
+ * cleaner), those reserved by transactions in flight, the kept reserve,
+ * and the room the cleaner works in (its low watermark of segments),
+ * less a log header and summary per segment.
+ */
+uint64_t vol_free_blocks(struct vol *v);
+/*
+ * Keep room in the kept reserve for one VOL_TXN_FREEING transaction of
+ * @nblocks (the client's costliest deletion), which nothing else (the
+ * cleaner included) may take: so a deletion can always run on a full
+ * volume. statfs's free space shrinks by it.
+ */
+void vol_keep_for_freeing(struct vol *v, uint64_t nblocks);
 
 /* check.c: the volume half of fsck (see there). */
 struct vol_check_stats {

@@ -53,6 +53,9 @@ struct vol_kv {
 };
 
 /* Open addressing, no removal; owned by one thread (the commit's). */
+/* Bytes of one log summary entry (docs/FORMAT.md, "Summary entry"). */
+#define VOL_LOG_ENTRY_BYTES 32u
+
 struct vol_table {
 	struct vol_kv *vt_slots;
 	size_t vt_cap; /* power of two, or 0 */
