@@ -44,6 +44,7 @@ struct cli_cmd {
 
 extern const struct cli_cmd cli_cmd_mkfs;
 extern const struct cli_cmd cli_cmd_info;
+extern const struct cli_cmd cli_cmd_df;
 extern const struct cli_cmd cli_cmd_fsck;
 extern const struct cli_cmd cli_cmd_mount; /* built with libfuse3 (CAIRN_HAVE_MOUNT) */
 

@@ -1,6 +1,6 @@
 /*
  * cmd_info.c - `cairn info`: describe the cairn volume on an image,
- * without changing it.
+ * without changing it; and `cairn df`: its space alone.
  *
  *   info_stat          a regular file or a block device, else exit 1
  *   cli_find_volume    the block size whose superblock log_probe accepts
@@ -40,6 +40,24 @@
 #include <sys/stat.h>
 
 #define INFO_CACHE_BLOCKS 64 /* recovery and the super root need a handful */
+
+static void df_help(void)
+{
+	printf("Usage: cairn df [OPTIONS] IMAGE\n"
+	       "\n"
+	       "Show how the space of the cairn volume on IMAGE is used: live data\n"
+	       "(data and metadata the newest state names), space the segment cleaner\n"
+	       "can reclaim (dead blocks in segments that still hold live ones), free\n"
+	       "segments, and the reserve kept for deletions and the cleaner. IMAGE is\n"
+	       "opened read-only and never modified; it may be in use.\n"
+	       "\n"
+	       "Options:\n"
+	       "  -v, --verbose  show the library's log lines\n"
+	       "  -h, --help     show this help\n"
+	       "\n"
+	       "%s",
+	       cli_exit_help);
+}
 
 static void info_help(void)
 {
@@ -142,27 +160,35 @@ static void info_print_geometry(const char *path, struct bdev *d, const struct l
  * Read-only, no segment is released: the space that is free after a
  * writable open is every segment holding no live block, less the kept
  * reserve (a mount also keeps the few segments recovery still needs).
+ * Reclaimable: the dead blocks of the segments that hold live ones (the
+ * unwritten rest of the head's segment aside), which only the cleaner
+ * gives back.
  */
 static void info_print_space(const struct log_space *sp, const struct vol_usage_stats *us,
-			     uint32_t bs, uint32_t seg_blocks, uint32_t delta)
+			     uint32_t bs, uint32_t seg_blocks)
 {
 	uint64_t busy = us->vus_live_segments * seg_blocks;
+	uint64_t dead = busy > us->vus_live_blocks + sp->sp_head_room
+			    ? busy - us->vus_live_blocks - sp->sp_head_room
+			    : 0;
 	uint64_t avail = sp->sp_total > busy + sp->sp_kept ? sp->sp_total - busy - sp->sp_kept : 0;
-	char b1[32], b2[32], b3[32], b4[32];
+	char b1[32], b2[32], b3[32], b4[32], b5[32];
 
 	printf("space total:     %s (%" PRIu64 " blocks)\n"
 	       "space live:      %s (%" PRIu64 " blocks, in %" PRIu64 " segments)\n"
+	       "space dead:      %s (%" PRIu64
+	       " blocks in those segments: the cleaner's to reclaim)\n"
 	       "space kept:      %s (%" PRIu64 " blocks, for freeing operations)\n"
-	       "space free:      %s (%" PRIu64 " blocks, in segments holding nothing live)\n"
-	       "committed delta: %" PRIu32 "\n",
+	       "space free:      %s (%" PRIu64 " blocks, in segments holding nothing live)\n",
 	       cli_size_str(sp->sp_total * bs, b1, sizeof(b1)), sp->sp_total,
 	       cli_size_str(us->vus_live_blocks * bs, b2, sizeof(b2)), us->vus_live_blocks,
-	       us->vus_live_segments, cli_size_str(sp->sp_kept * bs, b3, sizeof(b3)), sp->sp_kept,
-	       cli_size_str(avail * bs, b4, sizeof(b4)), avail, delta);
+	       us->vus_live_segments, cli_size_str(dead * bs, b5, sizeof(b5)), dead,
+	       cli_size_str(sp->sp_kept * bs, b3, sizeof(b3)), sp->sp_kept,
+	       cli_size_str(avail * bs, b4, sizeof(b4)), avail);
 }
 
 /* Recover the state on @d (taken over) and print it; CLI_OK or CLI_FAIL. */
-static int info_state(const char *path, struct bdev *d, uint32_t bs, uint32_t seg_blocks)
+static int info_state(const char *path, struct bdev *d, uint32_t bs, uint32_t seg_blocks, bool df)
 {
 	struct vol_open_opts o = {.voo_cache_blocks = INFO_CACHE_BLOCKS, .voo_read_only = true};
 	struct vol_usage_stats us;
@@ -185,11 +211,13 @@ static int info_state(const char *path, struct bdev *d, uint32_t bs, uint32_t se
 		cli_err("%s: %s", path, cli_strerror(err));
 		return CLI_FAIL;
 	}
-	info_print_space(&sp, &us, bs, seg_blocks, delta);
+	info_print_space(&sp, &us, bs, seg_blocks);
+	if (!df)
+		printf("committed delta: %" PRIu32 "\n", delta);
 	return CLI_OK;
 }
 
-static int info_show(const char *path)
+static int info_show(const char *path, bool df)
 {
 	struct log_geometry g;
 	struct bdev *d;
@@ -213,12 +241,13 @@ static int info_show(const char *path)
 		cli_err("%s: cannot read the superblock: %s", path, cli_strerror(err));
 		return CLI_FAIL;
 	}
-	info_print_geometry(path, d, &g);
+	if (!df)
+		info_print_geometry(path, d, &g);
 	fflush(stdout);
-	return info_state(path, d, bs, g.lg_seg_blocks);
+	return info_state(path, d, bs, g.lg_seg_blocks, df);
 }
 
-static int info_run(int argc, char **argv)
+static int info_or_df(int argc, char **argv, bool df)
 {
 	const char *path = NULL;
 	bool help;
@@ -228,14 +257,27 @@ static int info_run(int argc, char **argv)
 	if (ret != CLI_OK)
 		return ret;
 	if (help) {
-		info_help();
+		if (df)
+			df_help();
+		else
+			info_help();
 		return CLI_OK;
 	}
 	cli_log_setup();
 	ret = info_stat(path);
 	if (ret == CLI_OK)
-		ret = info_show(path);
+		ret = info_show(path, df);
 	return ret;
+}
+
+static int info_run(int argc, char **argv)
+{
+	return info_or_df(argc, argv, false);
+}
+
+static int df_run(int argc, char **argv)
+{
+	return info_or_df(argc, argv, true);
 }
 
 const struct cli_cmd cli_cmd_info = {
@@ -243,4 +285,11 @@ const struct cli_cmd cli_cmd_info = {
     .cc_summary = "describe the cairn volume on an image",
     .cc_help = info_help,
     .cc_run = info_run,
+};
+
+const struct cli_cmd cli_cmd_df = {
+    .cc_name = "df",
+    .cc_summary = "show how the space of a cairn volume is used",
+    .cc_help = df_help,
+    .cc_run = df_run,
 };

@@ -144,13 +144,27 @@ expect_rc 0 "info img"
 [ "$(field segments)" = 14 ] || fail "info: segments"
 [ "$(field 'device size')" = "64 MiB (16384 blocks)" ] || fail "info: device size"
 [ "$(field 'committed delta')" = 2 ] || fail "info: committed delta (mkfs commits the root in delta 2)"
-for f in 'format version' label 'space total' 'space live' 'space free' 'space kept'; do
+for f in 'format version' label 'space total' 'space live' 'space dead' 'space free' 'space kept'; do
 	[ -n "$(field "$f")" ] || fail "info: no '$f'"
 done
 [ "$(field 'space total')" = "56 MiB (14336 blocks)" ] || fail "info: space total"
 ok "info prints the volume's fields"
 [ "$(md5sum <img)" = "$sum" ] || fail "info modified the image"
 ok "info leaves the image unchanged"
+
+# df: the space lines of info, nothing else, same figures
+run df img
+expect_rc 0 "df img"
+[ ! -s err ] || fail "df wrote on stderr"
+for f in 'space total' 'space live' 'space dead' 'space free' 'space kept'; do
+	[ -n "$(field "$f")" ] || fail "df: no '$f'"
+done
+[ "$(field 'space total')" = "56 MiB (14336 blocks)" ] || fail "df: space total"
+[ -z "$(field uuid)" ] || fail "df printed more than the space"
+run df
+expect_error 2 df "no IMAGE given" "df without IMAGE"
+[ "$(md5sum <img)" = "$sum" ] || fail "df modified the image"
+ok "df prints the volume's space and leaves the image unchanged"
 
 # fsck: a fresh filesystem is clean (0), read-only; damage is a problem (4);
 # no volume is an operational error (8); a wrong command line 16.
