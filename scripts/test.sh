@@ -47,13 +47,15 @@ ninja -C "$dir"
 export ASAN_OPTIONS="halt_on_error=1:abort_on_error=1:detect_leaks=1"
 export UBSAN_OPTIONS="halt_on_error=1:abort_on_error=1:print_stacktrace=1"
 export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1"
+mult=1
 case "$name" in
 debug | release) ;;
-*) export CAIRN_WATCHDOG_SCALE=4 ;; # sanitized code runs slower
+*) export CAIRN_WATCHDOG_SCALE=4; mult=2 ;; # sanitized code runs slower (meson timeouts too)
 esac
 
 rc=0
-meson test -C "$dir" --print-errorlogs --num-processes 2 "$@" >"$dir/test-output.txt" 2>&1 || rc=$?
+meson test -C "$dir" --print-errorlogs --num-processes 2 --timeout-multiplier "$mult" "$@" \
+	>"$dir/test-output.txt" 2>&1 || rc=$?
 grep -E "^ *[0-9]+/[0-9]+ " "$dir/test-output.txt" || true
 [ $rc -ne 0 ] && cat "$dir/test-output.txt"
 python3 scripts/test-summary.py "$name" "$dir/meson-logs/testlog.json" | tee "$dir/test-summary.txt"
