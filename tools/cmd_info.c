@@ -41,15 +41,10 @@
 
 #define INFO_CACHE_BLOCKS 64 /* recovery and the super root need a handful */
 
-static void df_help(void)
+/* The end of both helps: IMAGE is only read; the options; exit codes. */
+static void info_help_tail(void)
 {
-	printf("Usage: cairn df [OPTIONS] IMAGE\n"
-	       "\n"
-	       "Show how the space of the cairn volume on IMAGE is used: live data\n"
-	       "(data and metadata the newest state names), space the segment cleaner\n"
-	       "can reclaim (dead blocks in segments that still hold live ones), free\n"
-	       "segments, and the reserve kept for deletions and the cleaner. IMAGE is\n"
-	       "opened read-only and never modified; it may be in use.\n"
+	printf("IMAGE is opened read-only and never modified; it may be in use.\n"
 	       "\n"
 	       "Options:\n"
 	       "  -v, --verbose  show the library's log lines\n"
@@ -59,20 +54,24 @@ static void df_help(void)
 	       cli_exit_help);
 }
 
+static void df_help(void)
+{
+	printf("Usage: cairn df [OPTIONS] IMAGE\n"
+	       "\n"
+	       "Show how the space of the cairn volume on IMAGE is used: live data\n"
+	       "(data and metadata the newest state names), space the segment cleaner\n"
+	       "can reclaim (dead blocks in segments that still hold live ones), free\n"
+	       "segments, and the reserve kept for deletions and the cleaner.\n");
+	info_help_tail();
+}
+
 static void info_help(void)
 {
 	printf("Usage: cairn info [OPTIONS] IMAGE\n"
 	       "\n"
 	       "Describe the cairn volume on IMAGE (a regular file or a block device):\n"
-	       "uuid, geometry, space and the newest committed delta. IMAGE is opened\n"
-	       "read-only and never modified; it may be in use.\n"
-	       "\n"
-	       "Options:\n"
-	       "  -v, --verbose  show the library's log lines\n"
-	       "  -h, --help     show this help\n"
-	       "\n"
-	       "%s",
-	       cli_exit_help);
+	       "uuid, geometry, space and the newest committed delta.\n");
+	info_help_tail();
 }
 
 static int info_parse(int argc, char **argv, const char **path, bool *help)
