@@ -358,6 +358,7 @@ _Static_assert(offsetof(struct ialloc_hdr_disk, ih_checksum) == 24, "ih_checksum
 /* ---- the allocator ----------------------------------------------------- */
 
 #define IALLOC_CACHE_DEFAULT 256u
+#define IALLOC_BUMP_MAX	     32u /* never-used numbers put in the cache at once */
 #define IALLOC_BM_STRIPES    16u
 #define IALLOC_SCAN_WINDOW   8u /* bitmap blocks a refill reads before it bumps */
 
@@ -679,10 +680,17 @@ static int ialloc_scan(struct ialloc *a, struct ialloc_scan *s)
 	return 0;
 }
 
-/* Hand out never-used numbers from a_high up. */
+/*
+ * Hand out never-used numbers from a_high up, at most IALLOC_BUMP_MAX:
+ * numbers freed meanwhile queue behind them in the cache, so the fewer
+ * new ones it holds, the sooner freed ones are used again and the less
+ * the inode file grows under create and delete churn.
+ */
 static void ialloc_bump_locked(struct ialloc *a)
 {
-	while (a->a_high <= a->a_max && ialloc_cache_push_locked(a, a->a_high))
+	for (unsigned n = 0;
+	     n < IALLOC_BUMP_MAX && a->a_high <= a->a_max && ialloc_cache_push_locked(a, a->a_high);
+	     n++)
 		a->a_high++;
 }
 

@@ -4,13 +4,18 @@
  *
  * It runs inside the commit (commit.c, after the delta's punches and
  * truncates, before its data), between two watermarks of free segments
- * (vol_open_opts.voo_clean_low and _high): it starts in the first commit
- * that finds fewer than the low one free, and goes on in every commit
- * until the high one is reached or no victim is left. While it goes on,
- * each commit asks for the next at once (delta_ops.do_again), writes or
- * not: that is the background cleaning, on the commit thread. In the
- * foreground, a reservation that falls short forces commits (delta.c,
- * do_reclaimable), and so cleaning, until space comes back. Each run:
+ * (free: neither written nor reserved; vol_open_opts.voo_clean_low and
+ * _high): it starts in the first commit that finds fewer than the low
+ * one free, or after a commit that left fewer, and goes on in every
+ * commit until the high one is reached or no victim is left. While it
+ * goes on, each commit asks for the next at once (delta_ops.do_again),
+ * writes or not: that is the background cleaning, on the commit thread.
+ * It stops asking when a step moved nothing, or gained no free segment
+ * while no transaction ended (clean_stop; a full volume would otherwise
+ * compact its own map blocks forever), until a transaction ends. In the
+ * foreground, a reservation that falls short makes the next commit clean
+ * whatever the watermarks say (v_clean_urgent) and forces commits
+ * (delta.c, do_reclaimable) until space comes back. Each run:
  *
  *   (1) chooses victims among the segments in use that recovery no
  *       longer needs (if every one is still needed, it writes two
@@ -26,10 +31,12 @@
  *   (2) reserves, block by block as it finds them in (3), what moving
  *       each may cost (clean_reserve: the block and its map path, the
  *       path once per level-1 map block), from the kept reserve if need
- *       be (a freeing operation); the run ends where that fails;
+ *       be (LOG_RES_CLEANER: all of it but the part kept for deletions);
+ *       the run ends where that fails, or at the budget;
  *   (3) reads each victim's logs (log_seg_scan) and, for each block the
  *       summary names, asks the maps where that block is now
- *       (vol_resolve): only a block still named at this address is live;
+ *       (vol_resolve_path): only a block still named at this address is
+ *       live;
  *   (4) dirties each live block in the committing delta, unchanged: a
  *       data block only if it is Clean (buf_dirty_clean: one dirty in the
  *       open delta is written by that delta anyway, and a modifier that
@@ -45,8 +52,8 @@
  * still in use) or the new one.
  *
  * Without a block address translation, moving a block rewrites the map
- * blocks above it; the translation entries of the DAT (issue 4) will
- * make that one entry per block.
+ * blocks above it; translation entries (the metadata files, to come)
+ * would make that one entry per block.
  *
  * Commit thread only (its state: usage.c (3)).
  */
@@ -60,10 +67,10 @@
 #define CLEAN_LOW_ADD	   4
 #define CLEAN_HIGH_DIV	   16 /* default high watermark: nsegments / 16 + 8 free */
 #define CLEAN_HIGH_ADD	   8
-#define CLEAN_UTIL_MAX	   90	/* never move a segment fuller than this percent, */
-#define CLEAN_UTIL_PRESSED 97	/* or this one when fewer than two segments are free */
-#define CLEAN_VICTIMS	   16	/* most segments per commit */
-#define CLEAN_BUDGET_MAX   4096 /* most live blocks moved per commit */
+#define CLEAN_UTIL_MAX	   90		     /* never move a segment fuller than this percent, */
+#define CLEAN_UTIL_PRESSED 97		     /* or this one when fewer than two segments are free */
+#define CLEAN_VICTIMS	   VOL_CLEAN_VICTIMS /* most segments per commit */
+#define CLEAN_BUDGET_MAX   4096		     /* most live blocks moved per commit */
 
 struct clean_run {
 	struct vol *cr_vol;
@@ -199,6 +206,10 @@ static uint64_t clean_choose(struct vol *v, uint32_t delta, bool greedy, unsigne
 				continue;
 			for (unsigned i = 0; i < *n && !taken; i++)
 				taken = victims[i] == s;
+			/* scanned whole by the last step: what it left is dirty
+			 * in the delta this commit writes, and empties then */
+			for (unsigned i = 0; i < u->vu_nrecent && !taken; i++)
+				taken = u->vu_recent[i] == s;
 			if (taken || !log_seg_in_use(v->v_log, s))
 				continue;
 			if (log_seg_needed(v->v_log, s)) {
@@ -331,7 +342,7 @@ int vol_clean(struct vol *v, uint32_t delta, int (*keep_meta)(void *arg, struct 
 			       .cr_budget = budget};
 	uint64_t free_segs, victims[CLEAN_VICTIMS], base;
 	bool held = false, greedy;
-	unsigned n, util_max, scanned = 0;
+	unsigned n, util_max, scanned = 0, whole;
 	int err = 0;
 
 	*reserved = 0;
@@ -362,6 +373,10 @@ int vol_clean(struct vol *v, uint32_t delta, int (*keep_meta)(void *arg, struct 
 		err = log_seg_scan(v->v_log, victims[scanned], clean_block, &cr);
 	vol_table_clear(&cr.cr_paths, NULL);
 	*reserved = cr.cr_reserved;
+	whole = scanned && (cr.cr_full || err) ? scanned - 1 : scanned; /* the last cut short */
+	v->v_usage.vu_nrecent = 0;
+	for (unsigned i = 0; i < whole; i++)
+		v->v_usage.vu_recent[v->v_usage.vu_nrecent++] = victims[i];
 	/* what was dirtied is written; the rest stays for a later run */
 	if (err)
 		log_warn("vol: cleaning in delta %" PRIu32 " stopped: %d", delta, err);

@@ -306,6 +306,8 @@ struct vol_u64vec {
 	size_t uv_n, uv_cap;
 };
 
+#define VOL_CLEAN_VICTIMS 16 /* most victims of one cleaning step (clean.c) */
+
 struct vol_usage {
 	struct cmutex vu_lock;	    /* vu_live, vu_total: any thread reads them */
 	uint32_t *vu_live;	    /* per segment */
@@ -326,7 +328,9 @@ struct vol_usage {
 	uint64_t vu_stall_txns;	    /* v_txn_ends then; commit thread */
 	uint64_t vu_again_free;	    /* free segments after the last background step, */
 	uint64_t vu_again_txns;	    /* and v_txn_ends then; commit thread */
-	uint64_t vu_own_carry;	    /* vc_own_res of failed commits (commit.c); commit thread */
+	uint64_t vu_recent[VOL_CLEAN_VICTIMS]; /* victims the last step scanned whole (clean.c) */
+	unsigned vu_nrecent;		       /* commit thread */
+	uint64_t vu_own_carry; /* vc_own_res of failed commits (commit.c); commit thread */
 };
 
 struct vol {

@@ -48,11 +48,11 @@
 #define MAX_FILES    256
 /*
  * Blocks the metadata may grow by over the rounds without a leak: the
- * inode allocator hands numbers out of a ring of free ones (a few hundred,
- * so the inode file and bitmap grow until it has cycled), and directories
- * keep nodes they emptied.
+ * inode allocator hands out up to 32 never-used numbers before freed ones
+ * (so the inode file and bitmap may grow a little), and directories keep
+ * nodes they emptied.
  */
-#define METADATA_GROWTH 32
+#define METADATA_GROWTH 8
 
 struct filler {
 	struct cairn *fl_c;
