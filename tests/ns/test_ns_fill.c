@@ -4,8 +4,9 @@
  *
  * An 8 MiB filesystem (32 segments of 64 blocks). Each of the rounds
  * (100; CAIRN_FILL_ROUNDS sets another number): FILL_THREADS threads each
- * create files in a directory of their own and append CHUNK bytes of a
- * seeded pattern to them until the filesystem says -ENOSPC; then each
+ * create files in a directory of their own and append CHUNK bytes (a
+ * pattern naming round, thread, file and offset) to them until the
+ * filesystem says -ENOSPC; then each
  * thread reads every one of its files back and unlinks it (on a full
  * filesystem), and the main thread syncs. Proves, round after round:
  *   - no hang (a watchdog bounds the test), and no error but -ENOSPC
@@ -14,9 +15,8 @@
  *     statfs called free when it began (the rest is file metadata, log
  *     headers and summaries of short logs, and the worst cases the
  *     threads' last writes reserved at once: an 8 MiB volume is small
- *     next to them),
- *     though every round writes over what the last one deleted: segments
- *     are reused and cleaned;
+ *     next to them), though every round writes over what the last one
+ *     deleted: segments are reused and cleaned;
  *   - no space leaks: after the deletion and a sync, statfs reports the
  *     same free blocks as a round before, unless the round used an inode
  *     number for the first time (the inode file and bitmap grew), and at
@@ -31,7 +31,6 @@
 
 #include "ns/check.h"
 #include "ns/ns.h"
-#include "util/prng.h"
 #include "vol/vol.h"
 
 #include <errno.h>
@@ -229,9 +228,7 @@ static void test_fill_delete_rounds(void **state)
 	}
 	assert_int_equal(cairn_syncfs(f.nf_c), 0);
 	for (uint32_t r = 1; r <= rounds; r++) {
-		uint64_t before = free_blocks(f.nf_c), written = 0, after;
-
-		uint64_t high_before = high;
+		uint64_t before = free_blocks(f.nf_c), written = 0, after, high_before = high;
 
 		for (unsigned i = 0; i < FILL_THREADS; i++)
 			fl[i].fl_round = r;
