@@ -84,6 +84,43 @@ static void test_space_reserve_release(void **state)
 	bdev_close(d);
 }
 
+/*
+ * log_space_keep grows the kept reserve by a deletion's worst case: the
+ * cleaner (LOG_RES_CLEANER) may use the kept reserve but not that part,
+ * freeing operations all of it.
+ */
+static void test_space_kept_for_deletions(void **state)
+{
+	struct bdev *d;
+	struct log *l = lt_volume(SEG, 10, &d);
+	struct log_space sp;
+	uint64_t free0;
+
+	(void)state;
+	log_space_keep(l, 5);
+	space_get(l, &sp);
+	assert_int_equal(sp.sp_kept, 2 * SEG + 5);
+	free0 = sp.sp_free;
+	assert_int_equal(free0, 10 * SEG - SEG - 2 * SEG - 5);
+	assert_int_equal(log_space_reserve(l, free0, 0), 0);
+	assert_int_equal(log_space_reserve(l, 1, 0), -ENOSPC);
+	/* the cleaner: the kept reserve but the deletions' part */
+	assert_int_equal(log_space_reserve(l, 2 * SEG + 1, LOG_RES_CLEANER), -ENOSPC);
+	assert_int_equal(log_space_reserve(l, 2 * SEG, LOG_RES_CLEANER), 0);
+	assert_int_equal(log_space_reserve(l, 1, LOG_RES_CLEANER), -ENOSPC);
+	/* a deletion: what is left */
+	assert_int_equal(log_space_reserve(l, 6, LOG_RES_FREEING), -ENOSPC);
+	assert_int_equal(log_space_reserve(l, 5, LOG_RES_FREEING), 0);
+	space_get(l, &sp);
+	assert_int_equal(sp.sp_reserved, free0 + 2 * SEG + 5);
+	log_space_release(l, sp.sp_reserved);
+	log_space_keep(l, 0); /* the last call wins */
+	space_get(l, &sp);
+	assert_int_equal(sp.sp_kept, 2 * SEG);
+	log_close(l);
+	bdev_close(d);
+}
+
 static void test_space_kept_percent(void **state)
 {
 	struct bdev *d = NULL;
@@ -180,6 +217,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_space_fresh_volume),
 	    cmocka_unit_test(test_space_reserve_release),
+	    cmocka_unit_test(test_space_kept_for_deletions),
 	    cmocka_unit_test(test_space_kept_percent),
 	    cmocka_unit_test(test_space_written_counts_segments),
 	    cmocka_unit_test(test_space_concurrent_with_builder),
