@@ -305,7 +305,7 @@ static int delta_reserve(struct delta_sys *ds, uint64_t reserve, unsigned flags)
 		SYNC_POINT("delta.reserve.short");
 		force = ds->ds_ops->do_reclaimable && fruitless < DELTA_RECLAIM_TRIES &&
 			ds->ds_ops->do_reclaimable(ds->ds_ctx);
-		free_before = delta_free_space(ds);
+		free_before = force ? delta_free_space(ds) : 0;
 		cmutex_lock(&ds->ds_lock);
 		before = ds->ds_committed;
 		cmutex_unlock(&ds->ds_lock);

@@ -169,16 +169,16 @@ struct log_space {
 };
 
 /*
- * Reserve @nblocks for an operation about to dirty blocks, under one
- * lock. -ENOSPC if they are not available now (the caller commits, which
- * reconciles reservations, and retries once). Never waits.
- */
-/*
  * Keep @nblocks of the kept reserve for LOG_RES_FREEING reservations
  * alone (a deletion's worst case, so that one can always run): the kept
  * reserve grows by it. The last call wins. Any thread.
  */
 void log_space_keep(struct log *l, uint64_t nblocks);
+/*
+ * Reserve @nblocks for an operation about to dirty blocks, under one
+ * lock. -ENOSPC if they are not available now (the caller commits, which
+ * reconciles reservations, and retries once). Never waits.
+ */
 int log_space_reserve(struct log *l, uint64_t nblocks, unsigned flags);
 /* Give back @nblocks of reservation (after the commit that used them). */
 void log_space_release(struct log *l, uint64_t nblocks);

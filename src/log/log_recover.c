@@ -131,9 +131,9 @@ static bool log_next_sane(const struct log *l, uint64_t blk, const struct log_he
 }
 
 /*
- * Read and verify the log whose header is at @blk into @buf (a segment's
- * room). 0 and @lv if it is
- * complete and consistent; -EUCLEAN and *why if not; a read's error.
+ * Read and verify the log whose header is at @blk into @buf (room for a
+ * segment). 0 and @lv if it is complete and consistent; -EUCLEAN and
+ * *why if not; a read's error.
  */
 static int log_verify(struct log *l, unsigned char *buf, uint64_t blk, struct log_verified *lv,
 		      const char **why)

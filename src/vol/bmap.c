@@ -78,11 +78,10 @@
  * thread that inserted the buffer, the one calling buf_read_hint.
  */
 #include "vol/vol_internal.h"
-
-#include <inttypes.h>
 #include "util/syncpoint.h"
 
 #include <endian.h>
+#include <inttypes.h>
 #include <string.h>
 
 static _Thread_local struct bmap_walk *bmap_tls_walk; /* the walk this thread's fill serves */

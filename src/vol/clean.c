@@ -185,6 +185,12 @@ static uint64_t clean_free_segments(struct vol *v)
 	return (sp.sp_total - MIN(used, sp.sp_total)) / v->v_geo.lg_seg_blocks;
 }
 
+/* The fullest victim worth moving, in percent, with @free_segs free. */
+static unsigned clean_util_max(uint64_t free_segs)
+{
+	return free_segs < 2 ? CLEAN_UTIL_PRESSED : CLEAN_UTIL_MAX;
+}
+
 /* (1) Up to CLEAN_VICTIMS victims into @victims; their live blocks. */
 static uint64_t clean_choose(struct vol *v, uint32_t delta, bool greedy, unsigned util_max,
 			     uint64_t budget, uint64_t *victims, unsigned *n, bool *held)
@@ -235,14 +241,13 @@ bool vol_clean_worthwhile(void *ctx)
 {
 	struct vol *v = ctx;
 	struct vol_usage *u = &v->v_usage;
-	uint64_t nseg = v->v_geo.lg_nsegments, seg_blocks = v->v_geo.lg_seg_blocks, free_segs;
+	uint64_t nseg = v->v_geo.lg_nsegments, seg_blocks = v->v_geo.lg_seg_blocks;
 	unsigned util_max;
 	bool some = false;
 
 	if (v->v_read_only || !u->vu_live)
 		return false;
-	free_segs = clean_free_segments(v);
-	util_max = free_segs < 2 ? CLEAN_UTIL_PRESSED : CLEAN_UTIL_MAX;
+	util_max = clean_util_max(clean_free_segments(v));
 	cmutex_lock(&u->vu_lock);
 	for (uint64_t s = 0; s < nseg && !some; s++)
 		some = u->vu_live[s] * 100 <= seg_blocks * util_max && log_seg_in_use(v->v_log, s);
@@ -266,16 +271,10 @@ void vol_clean_watermarks(struct vol *v, uint32_t low, uint32_t high)
 static bool clean_wanted(struct vol *v, uint64_t free_segs)
 {
 	struct vol_usage *u = &v->v_usage;
+	/* urgent: a reservation fell short; clean to the high mark */
+	bool urgent = atomic_exchange(&v->v_clean_urgent, false);
 
-	if (atomic_exchange(&v->v_clean_urgent, false) && !u->vu_cleaning) {
-		u->vu_cleaning = true; /* a reservation fell short: clean to the high mark */
-		u->vu_again_free = free_segs;
-		u->vu_again_txns = atomic_load(&v->v_txn_ends);
-		SYNC_POINT("vol.clean.start");
-		return true;
-	}
-
-	if (free_segs < v->v_clean_low && !u->vu_cleaning) {
+	if (!u->vu_cleaning && (urgent || free_segs < v->v_clean_low)) {
 		u->vu_cleaning = true;
 		u->vu_again_free = free_segs;
 		u->vu_again_txns = atomic_load(&v->v_txn_ends);
@@ -352,7 +351,7 @@ int vol_clean(struct vol *v, uint32_t delta, int (*keep_meta)(void *arg, struct 
 	if (!clean_wanted(v, free_segs))
 		return 0;
 	greedy = free_segs < 2 || v->v_clean_policy == VOL_CLEAN_GREEDY;
-	util_max = free_segs < 2 ? CLEAN_UTIL_PRESSED : CLEAN_UTIL_MAX;
+	util_max = clean_util_max(free_segs);
 	clean_choose(v, delta, greedy, util_max, budget, victims, &n, &held);
 	if (!n && held) {
 		/* victims held only for recovery: move the checkpoint slots on */

@@ -566,7 +566,7 @@ static void vol_commit_settle_empty(struct vol_commit *vc)
 	/* the durable state is this delta's too: a sync waiting on it is met
 	 * (vol.c (4)) */
 	atomic_store(&v->v_committed, vc->vc_delta);
-	vol_usage_retry(v); /* segments a checkpoint may now let go */
+	vol_usage_release(v); /* segments a checkpoint may now let go */
 }
 
 static void vol_commit_release(struct vol_commit *vc)

@@ -125,12 +125,13 @@ static uint64_t vol_usage_offer(struct vol *v)
 }
 
 /*
- * Release what can be. When segments are short (under a quarter free)
- * and empty ones are held only because the checkpoint slots are old,
- * write checkpoints (two: the older slot is the one that protects) and
- * offer them again, rather than wait for the periodic checkpoint.
+ * Release what can be. When space is short (a quarter of what
+ * reservations may take is left, or less) and empty segments are held
+ * only because the checkpoint slots are old, write checkpoints (two: the
+ * older slot is the one that protects) and offer them again, rather than
+ * wait for the periodic checkpoint.
  */
-static void vol_usage_release(struct vol *v)
+void vol_usage_release(struct vol *v)
 {
 	struct log_space sp;
 
@@ -251,11 +252,6 @@ void vol_usage_settle(struct vol *v)
 	cmutex_unlock(&u->vu_lock);
 	u->vu_born.uv_n = 0;
 	u->vu_gone.uv_n = 0;
-	vol_usage_release(v);
-}
-
-void vol_usage_retry(struct vol *v)
-{
 	vol_usage_release(v);
 }
 

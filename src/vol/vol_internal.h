@@ -432,9 +432,10 @@ int vol_usage_born(struct vol *v, uint64_t pblk);
 int vol_usage_gone(struct vol *v, uint64_t pblk);
 /* The commit is durable: apply its changes, release what emptied. */
 void vol_usage_settle(struct vol *v);
-/* A commit that wrote nothing: offer the segments that a checkpoint may
- * have let go since (and write one if space is short). Commit thread. */
-void vol_usage_retry(struct vol *v);
+/* Offer the candidate segments to the log (and write checkpoints first
+ * if space is short): vol_usage_settle's last step, and what a commit
+ * that wrote nothing does. Commit thread. */
+void vol_usage_release(struct vol *v);
 /* The commit failed: its blocks were never written; its trees are kept. */
 void vol_usage_fail(struct vol *v);
 /*
