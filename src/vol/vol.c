@@ -551,6 +551,8 @@ int vol_open(struct bdev *d, const struct vol_open_opts *o, struct vol **out)
 	err = vol_usage_open(v, !v->v_read_only);
 	if (err)
 		goto out_cache;
+	if (!v->v_read_only)
+		vol_keep_for_freeing(v, VOL_KEEP_FREEING_BLOCKS);
 	err = vol_open_deltas(v, &opts);
 	if (err)
 		goto out_usage;

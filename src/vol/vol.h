@@ -180,8 +180,10 @@ uint64_t vol_free_blocks(struct vol *v);
  * Keep room in the kept reserve for one VOL_TXN_FREEING transaction of
  * @nblocks (the client's costliest deletion), which nothing else (the
  * cleaner included) may take: so a deletion can always run on a full
- * volume. statfs's free space shrinks by it.
+ * volume. statfs's free space shrinks by it. A writable volume opens
+ * keeping room for VOL_KEEP_FREEING_BLOCKS; the last call wins.
  */
+#define VOL_KEEP_FREEING_BLOCKS 16
 void vol_keep_for_freeing(struct vol *v, uint64_t nblocks);
 
 /* check.c: the volume half of fsck (see there). */
