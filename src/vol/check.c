@@ -10,7 +10,11 @@
  *   - every record's height is possible and its root set iff it has a
  *     height; only client owners (>= VOL_CLIENT_META) have records;
  *   - each segment's live-block count (usage.c) is the walk's, and no
- *     segment holding a live block is free in the log.
+ *     segment holding a live block is free in the log;
+ *   - each snapshot the snapshot table names (snap.c) has a valid record
+ *     and super root, and every block it names lies inside a segment
+ *     that is in use, marked as holding a snapshot's blocks, and counted
+ *     at least once (live, or pinned by snapshots).
  *
  * Each problem is told to @report as one line; the count of problems is
  * returned (0: clean), or a negative errno if a block cannot be read.
@@ -40,7 +44,28 @@ struct vol_checker {
 	uint32_t *ck_counted;	  /* blocks per segment */
 	uint64_t ck_problems;
 	uint64_t ck_blocks;
+	/* snapshots: the walk of the state marks its blocks in ck_state;
+	 * then each snapshot's walk marks its own in ck_snap_seen (a block
+	 * met again is a subtree met before: skipped), counts in ck_pinned
+	 * those not in ck_state, and sets each one's segment in ck_snap_segs */
+	uint64_t *ck_state;		/* bitmap of blocks from lg_seg_start; NULL: none */
+	uint64_t *ck_snap_seen;		/* the same, for the snapshots' walks */
+	bool ck_in_snap;		/* walking a snapshot */
+	uint32_t *ck_pinned;		/* per segment */
+	uint64_t *ck_snap_segs;		/* bitmap of segments */
+	struct vol_snap_info *ck_snaps; /* the state's snapshot table */
+	size_t ck_nsnaps, ck_snaps_cap;
 };
+
+static bool ck_bit(const uint64_t *bits, uint64_t i)
+{
+	return bits[i / 64] >> (i % 64) & 1;
+}
+
+static void ck_bit_set(uint64_t *bits, uint64_t i)
+{
+	bits[i / 64] |= 1ull << (i % 64);
+}
 
 static void ck_problem(struct vol_checker *ck, const char *fmt, ...)
 {
@@ -53,6 +78,8 @@ static void ck_problem(struct vol_checker *ck, const char *fmt, ...)
 	ck->ck_problems++;
 	if (ck->ck_report)
 		ck->ck_report(ck->ck_arg, msg);
+	else /* counting at open: damage the volume works around */
+		log_warn("vol: %s", msg);
 }
 
 /* Count block @pblk named by (owner, index); false if it is not usable. */
@@ -67,6 +94,19 @@ static bool ck_claim(struct vol_checker *ck, uint64_t owner, uint64_t index, uin
 		    owner, index, pblk);
 		return false;
 	}
+	if (ck->ck_in_snap) { /* a snapshot's block: false if met before */
+		uint64_t rel = pblk - g->lg_seg_start, seg = vol_seg_of(ck->ck_vol, pblk);
+
+		if (ck_bit(ck->ck_snap_seen, rel))
+			return false;
+		ck_bit_set(ck->ck_snap_seen, rel);
+		ck_bit_set(ck->ck_snap_segs, seg);
+		if (!ck_bit(ck->ck_state, rel))
+			ck->ck_pinned[seg]++;
+		return true;
+	}
+	if (ck->ck_state)
+		ck_bit_set(ck->ck_state, pblk - g->lg_seg_start);
 	if (ck->ck_count_only) {
 		ck->ck_counted[vol_seg_of(ck->ck_vol, pblk)]++;
 		ck->ck_blocks++;
@@ -86,6 +126,36 @@ static bool ck_claim(struct vol_checker *ck, uint64_t owner, uint64_t index, uin
 static int ck_tree(struct vol_checker *ck, uint64_t owner, uint64_t pblk, unsigned level,
 		   uint64_t first, void *bufs);
 
+/* Block @index of the snapshot table (@data): keep its valid records. */
+static int ck_snap_block(struct vol_checker *ck, uint64_t index, const unsigned char *data)
+{
+	uint32_t per = vol_snap_per_block(ck->ck_vol->v_block_size);
+
+	for (uint32_t i = 0; i < per; i++) {
+		struct vol_snap_info si;
+		const char *why;
+		int r = vol_snap_decode(ck->ck_vol, data, i, index, &si, &why);
+
+		if (r > 0)
+			continue;
+		if (r < 0) {
+			ck_problem(ck, "snapshot record %" PRIu64 ": %s", index * per + i, why);
+			continue;
+		}
+		if (ck->ck_nsnaps == ck->ck_snaps_cap) {
+			size_t cap = ck->ck_snaps_cap ? 2 * ck->ck_snaps_cap : 16;
+			struct vol_snap_info *x = realloc(ck->ck_snaps, cap * sizeof(*x));
+
+			if (!x)
+				return -ENOMEM;
+			ck->ck_snaps = x;
+			ck->ck_snaps_cap = cap;
+		}
+		ck->ck_snaps[ck->ck_nsnaps++] = si;
+	}
+	return 0;
+}
+
 /* Owner-table block @blk (@data): check and walk each record's map. */
 static int ck_otab_block(struct vol_checker *ck, uint64_t blk, const unsigned char *data,
 			 void *bufs)
@@ -102,7 +172,7 @@ static int ck_otab_block(struct vol_checker *ck, uint64_t blk, const unsigned ch
 		root = le64toh(root);
 		if (!root && !height)
 			continue;
-		if (owner < VOL_CLIENT_META || owner > VOL_MAX_OWNER) {
+		if ((owner < VOL_CLIENT_META && owner != VOL_SNAP_OWNER) || owner > VOL_MAX_OWNER) {
 			ck_problem(ck, "owner %" PRIu64 " (not a client owner) has a record",
 				   owner);
 			continue;
@@ -146,7 +216,15 @@ static int ck_tree(struct vol_checker *ck, uint64_t owner, uint64_t pblk, unsign
 			err = ck_tree(ck, owner, child, level - 1, cfirst, data + v->v_block_size);
 			continue;
 		}
-		if (!ck_claim(ck, owner, cfirst, child) || owner != VOL_OTAB_OWNER)
+		if (!ck_claim(ck, owner, cfirst, child))
+			continue;
+		if (owner == VOL_SNAP_OWNER && !ck->ck_in_snap) {
+			err = bdev_read(v->v_bdev, child, 1, data + v->v_block_size);
+			if (!err)
+				err = ck_snap_block(ck, cfirst, data + v->v_block_size);
+			continue;
+		}
+		if (owner != VOL_OTAB_OWNER)
 			continue;
 		err = bdev_read(v->v_bdev, child, 1, data + v->v_block_size);
 		if (!err)
@@ -156,8 +234,8 @@ static int ck_tree(struct vol_checker *ck, uint64_t owner, uint64_t pblk, unsign
 	return err;
 }
 
-/* The walk: the super root, then the owner table's map and everything below. */
-static int ck_walk(struct vol_checker *ck)
+/* The walk of one state: its super root, the owner table's map and everything below. */
+static int ck_walk_state(struct vol_checker *ck, uint64_t sr_blk, const struct vol_sroot *sr)
 {
 	struct vol *v = ck->ck_vol;
 	/* a block per level of the owner table's map, its data block, and an
@@ -168,21 +246,109 @@ static int ck_walk(struct vol_checker *ck)
 
 	if (!bufs)
 		return -ENOMEM;
-	if (v->v_sr_blk)
-		ck_claim(ck, VOL_SROOT_OWNER, 0, v->v_sr_blk);
-	if (v->v_sr.sr_otab_height)
-		err = ck_tree(ck, VOL_OTAB_OWNER, v->v_sr.sr_otab_root, v->v_sr.sr_otab_height, 0,
-			      bufs);
+	if (sr_blk && !ck_claim(ck, VOL_SROOT_OWNER, 0, sr_blk) && ck->ck_in_snap)
+		goto out; /* a snapshot of a state met before, or a bad one */
+	if (sr->sr_otab_height)
+		err = ck_tree(ck, VOL_OTAB_OWNER, sr->sr_otab_root, sr->sr_otab_height, 0, bufs);
+out:
 	free(bufs);
-	vol_table_clear(&ck->ck_seen, NULL);
 	return err;
 }
 
-int vol_count_durable(struct vol *v, uint32_t *counted)
+/* Snapshot @si's super root, read and checked; -EUCLEAN if it is not one. */
+static int ck_snap_sroot(struct vol_checker *ck, const struct vol_snap_info *si,
+			 struct vol_sroot *sr)
 {
-	struct vol_checker ck = {.ck_vol = v, .ck_count_only = true, .ck_counted = counted};
+	struct vol *v = ck->ck_vol;
+	void *block = malloc(v->v_block_size);
+	int err;
 
-	return ck_walk(&ck);
+	if (!block)
+		return -ENOMEM;
+	err = bdev_read(v->v_bdev, si->vsi_sroot, 1, block);
+	if (!err)
+		err = vol_sroot_decode(block, v->v_block_size, si->vsi_sroot, sr);
+	free(block);
+	if (!err && (sr->sr_delta != si->vsi_delta || sr->sr_otab_height > v->v_otab_height_max))
+		err = -EUCLEAN;
+	if (err == -EUCLEAN)
+		ck_problem(ck,
+			   "snapshot \"%s\": block %" PRIu64
+			   " is not the super root of delta %" PRIu64,
+			   si->vsi_name, si->vsi_sroot, si->vsi_delta);
+	return err;
+}
+
+/*
+ * The walk: the state (@sr at @sr_blk), then, when ck_state is set, each
+ * snapshot its table names. A snapshot whose super root is bad is a
+ * problem, and left out of the table kept.
+ */
+static int ck_walk(struct vol_checker *ck, uint64_t sr_blk, const struct vol_sroot *sr)
+{
+	int err = ck_walk_state(ck, sr_blk, sr);
+	size_t kept = 0;
+
+	vol_table_clear(&ck->ck_seen, NULL);
+	if (err || !ck->ck_state)
+		return err;
+	ck->ck_in_snap = true;
+	for (size_t i = 0; i < ck->ck_nsnaps && !err; i++) {
+		struct vol_sroot ssr;
+
+		err = ck_snap_sroot(ck, &ck->ck_snaps[i], &ssr);
+		if (err == -EUCLEAN) {
+			err = 0;
+			continue;
+		}
+		if (!err)
+			err = ck_walk_state(ck, ck->ck_snaps[i].vsi_sroot, &ssr);
+		ck->ck_snaps[kept++] = ck->ck_snaps[i];
+	}
+	ck->ck_in_snap = false;
+	ck->ck_nsnaps = kept;
+	return err;
+}
+
+/* Bitmaps for the snapshots' walks; -ENOMEM. */
+static int ck_snap_bitmaps(struct vol_checker *ck)
+{
+	const struct log_geometry *g = &ck->ck_vol->v_geo;
+	size_t words = (size_t)((g->lg_nsegments * g->lg_seg_blocks + 63) / 64);
+
+	ck->ck_state = calloc(words, sizeof(uint64_t));
+	ck->ck_snap_seen = calloc(words, sizeof(uint64_t));
+	return ck->ck_state && ck->ck_snap_seen ? 0 : -ENOMEM;
+}
+
+static void ck_free(struct vol_checker *ck)
+{
+	free(ck->ck_state);
+	free(ck->ck_snap_seen);
+	free(ck->ck_snaps);
+}
+
+int vol_count_durable(struct vol *v, uint64_t sr_blk, const struct vol_sroot *sr,
+		      struct vol_count *cn)
+{
+	struct vol_checker ck = {.ck_vol = v,
+				 .ck_count_only = true,
+				 .ck_counted = cn->vcn_live,
+				 .ck_pinned = cn->vcn_pinned,
+				 .ck_snap_segs = cn->vcn_snap};
+	int err = ck_snap_bitmaps(&ck);
+
+	if (!err)
+		err = ck_walk(&ck, sr_blk, sr);
+	cn->vcn_snaps = NULL;
+	cn->vcn_nsnaps = 0;
+	if (!err) {
+		cn->vcn_snaps = ck.ck_snaps;
+		cn->vcn_nsnaps = ck.ck_nsnaps;
+		ck.ck_snaps = NULL;
+	}
+	ck_free(&ck);
+	return err;
 }
 
 static void ck_usage_problem(void *arg, const char *msg)
@@ -194,15 +360,26 @@ int vol_check(struct vol *v, void (*report)(void *arg, const char *msg), void *a
 	      struct vol_check_stats *st)
 {
 	struct vol_checker ck = {.ck_vol = v, .ck_report = report, .ck_arg = arg};
+	uint64_t nseg = v->v_geo.lg_nsegments;
 	int err;
 
-	ck.ck_counted = calloc(v->v_geo.lg_nsegments, sizeof(*ck.ck_counted));
-	if (!ck.ck_counted)
-		return -ENOMEM;
-	err = ck_walk(&ck);
-	if (!err && !ck.ck_problems)
-		vol_usage_check(v, ck.ck_counted, ck_usage_problem, &ck);
+	ck.ck_counted = calloc(nseg, sizeof(*ck.ck_counted));
+	ck.ck_pinned = calloc(nseg, sizeof(*ck.ck_pinned));
+	ck.ck_snap_segs = calloc((nseg + 63) / 64, sizeof(uint64_t));
+	err = ck.ck_counted && ck.ck_pinned && ck.ck_snap_segs ? ck_snap_bitmaps(&ck) : -ENOMEM;
+	if (!err)
+		err = ck_walk(&ck, v->v_sr_blk, &v->v_sr);
+	if (!err && !ck.ck_problems) {
+		struct vol_count cn = {.vcn_live = ck.ck_counted,
+				       .vcn_pinned = ck.ck_pinned,
+				       .vcn_snap = ck.ck_snap_segs};
+
+		vol_usage_check(v, &cn, ck_usage_problem, &ck);
+	}
 	free(ck.ck_counted);
+	free(ck.ck_pinned);
+	free(ck.ck_snap_segs);
+	ck_free(&ck);
 	if (st)
 		*st = (struct vol_check_stats){.cs_blocks = ck.ck_blocks};
 	if (err)

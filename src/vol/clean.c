@@ -21,7 +21,8 @@
  *       longer needs (if every one is still needed, it writes two
  *       checkpoints first, so that only the newest logs are), hold live
  *       blocks but at most CLEAN_UTIL_MAX percent (CLEAN_UTIL_PRESSED
- *       when fewer than two segments are free),
+ *       when fewer than two segments are free), and hold no block a
+ *       snapshot names (vu_snap, usage.c: moving it would not empty them),
  *       by cost-benefit, (1 - u) * age / (1 + u), where u is the
  *       segment's live fraction and age the deltas since its youngest
  *       block was written; greedy, (1 - u), when almost nothing is free
@@ -208,7 +209,8 @@ static uint64_t clean_choose(struct vol *v, uint32_t delta, bool greedy, unsigne
 			double util = (double)live / (double)seg_blocks, score;
 			bool taken = false;
 
-			if (!live || live * 100 > seg_blocks * util_max || total + live > budget)
+			if (!live || live * 100 > seg_blocks * util_max || total + live > budget ||
+			    vol_seg_snap(u->vu_snap, s))
 				continue;
 			for (unsigned i = 0; i < *n && !taken; i++)
 				taken = victims[i] == s;
@@ -250,7 +252,8 @@ bool vol_clean_worthwhile(void *ctx)
 	util_max = clean_util_max(clean_free_segments(v));
 	cmutex_lock(&u->vu_lock);
 	for (uint64_t s = 0; s < nseg && !some; s++)
-		some = u->vu_live[s] * 100 <= seg_blocks * util_max && log_seg_in_use(v->v_log, s);
+		some = u->vu_live[s] * 100 <= seg_blocks * util_max &&
+		       !vol_seg_snap(u->vu_snap, s) && log_seg_in_use(v->v_log, s);
 	cmutex_unlock(&u->vu_lock);
 	if (some) /* the next commit cleans, whatever the watermarks say */
 		atomic_store(&v->v_clean_urgent, true);

@@ -30,6 +30,20 @@
  * too: those blocks leave the durable state with the commit that makes
  * the kept trees durable.
  *
+ * Snapshots (snap.c) keep blocks the state has left. vu_snap marks the
+ * segments that may hold a block a snapshot names; a block left behind
+ * in such a segment moves from vu_live to vu_pinned instead of going
+ * (it may be a snapshot's), and a segment is a candidate only when both
+ * counts are 0. Creating a snapshot marks every segment holding a block
+ * of the state it pins (vol_usage_snap_taken: a pass over the segments,
+ * whatever the volume holds). The open counts both exactly (a walk of
+ * the state and of each snapshot, vol_count_durable); so does the
+ * commit after a snapshot is deleted (vol_usage_recount_at). In between,
+ * vu_pinned may count too much (a block written after the snapshot into
+ * a segment it marked, then left behind), never too little. The cleaner
+ * takes no marked segment as a victim: moving a block a snapshot names
+ * would not empty it.
+ *
  * This is the in-memory half of the segment usage file: the counts are
  * rebuilt at every open (a walk of every map, as fsck does), which costs
  * time on a large volume; persisting them is the next step.
@@ -43,6 +57,10 @@
  *       rise again only when the log has taken it again.
  *   (3) vu_born, vu_gone, vu_cand and vu_unborn are the commit thread's
  *       (and vol_open's, before any commit).
+ *   (4) Every block a snapshot names lies in a segment marked in vu_snap
+ *       and is counted, in vu_live if the state names it too, else in
+ *       vu_pinned: so its segment is never released. vu_pinned[s] is at
+ *       least the number of such blocks the state does not name.
  *
  * Lock order: vu_lock is held only to change or read counts; under it
  * only the log's l_space_lock is taken (vol_usage_check asks whether a
@@ -98,7 +116,7 @@ static uint64_t vol_usage_offer(struct vol *v)
 			int err;
 
 			bits &= bits - 1;
-			if (u->vu_live[seg]) { /* the log took it again */
+			if (u->vu_live[seg] || u->vu_pinned[seg]) { /* the log took it again */
 				vol_cand_set(u, seg, false);
 				continue;
 			}
@@ -116,6 +134,8 @@ static uint64_t vol_usage_offer(struct vol *v)
 			if (!err) {
 				vol_cand_set(u, seg, false);
 				cmutex_lock(&u->vu_lock);
+				__atomic_fetch_and(&u->vu_snap[seg / 64], ~(1ull << (seg % 64)),
+						   __ATOMIC_RELAXED);
 				u->vu_released++;
 				cmutex_unlock(&u->vu_lock);
 			}
@@ -152,25 +172,75 @@ void vol_usage_release(struct vol *v)
 	vol_usage_offer(v);
 }
 
+/* Take the counts of @cn (both per segment) and its snapshots; vu_lock held or no thread runs. */
+static void vol_usage_take(struct vol_usage *u, uint64_t nseg, struct vol_count *cn)
+{
+	u->vu_total = u->vu_pinned_total = 0;
+	for (uint64_t s = 0; s < nseg; s++) {
+		u->vu_live[s] = cn->vcn_live[s];
+		u->vu_pinned[s] = cn->vcn_pinned[s];
+		u->vu_total += u->vu_live[s];
+		u->vu_pinned_total += u->vu_pinned[s];
+	}
+	for (uint64_t w = 0; w < (nseg + 63) / 64; w++)
+		__atomic_store_n(&u->vu_snap[w], cn->vcn_snap[w], __ATOMIC_RELAXED);
+	free(u->vu_snaps);
+	u->vu_snaps = cn->vcn_snaps;
+	u->vu_nsnaps = cn->vcn_nsnaps;
+	cn->vcn_snaps = NULL;
+}
+
+static void vol_count_free(struct vol_count *cn)
+{
+	free(cn->vcn_live);
+	free(cn->vcn_pinned);
+	free(cn->vcn_snap);
+	free(cn->vcn_snaps);
+}
+
+/* Count the durable state and its snapshots into a new @cn. */
+static int vol_count_new(struct vol *v, struct vol_count *cn)
+{
+	uint64_t n = v->v_geo.lg_nsegments;
+	int err;
+
+	*cn = (struct vol_count){.vcn_live = calloc(n, sizeof(uint32_t)),
+				 .vcn_pinned = calloc(n, sizeof(uint32_t)),
+				 .vcn_snap = calloc((n + 63) / 64, sizeof(uint64_t))};
+	err = cn->vcn_live && cn->vcn_pinned && cn->vcn_snap
+		  ? vol_count_durable(v, v->v_sr_blk, &v->v_sr, cn)
+		  : -ENOMEM;
+	if (err)
+		vol_count_free(cn);
+	return err;
+}
+
 int vol_usage_open(struct vol *v, bool writable)
 {
 	struct vol_usage *u = &v->v_usage;
 	uint64_t n = v->v_geo.lg_nsegments;
+	struct vol_count cn;
 	int err;
 
 	u->vu_live = calloc(n, sizeof(*u->vu_live));
+	u->vu_pinned = calloc(n, sizeof(*u->vu_pinned));
+	u->vu_snap = calloc((n + 63) / 64, sizeof(*u->vu_snap));
 	u->vu_age = calloc(n, sizeof(*u->vu_age));
 	u->vu_cand = calloc((n + 63) / 64, sizeof(*u->vu_cand));
-	err = u->vu_live && u->vu_age && u->vu_cand ? cmutex_init(&u->vu_lock) : -ENOMEM;
+	err = u->vu_live && u->vu_pinned && u->vu_snap && u->vu_age && u->vu_cand
+		  ? cmutex_init(&u->vu_lock)
+		  : -ENOMEM;
 	if (err)
 		goto out_free;
-	err = vol_count_durable(v, u->vu_live);
+	err = vol_count_new(v, &cn);
 	if (err)
 		goto out_lock;
-	for (uint64_t s = 0; s < n; s++) {
-		u->vu_total += u->vu_live[s];
-		vol_cand_set(u, s, !u->vu_live[s]);
-	}
+	vol_usage_take(u, n, &cn);
+	vol_count_free(&cn);
+	u->vu_sr_blk = v->v_sr_blk;
+	u->vu_sr_delta = v->v_sr.sr_delta;
+	for (uint64_t s = 0; s < n; s++)
+		vol_cand_set(u, s, !u->vu_live[s] && !u->vu_pinned[s]);
 	if (!writable)
 		return 0;
 	/* name the recovered state in both slots' chains before releasing */
@@ -183,8 +253,11 @@ out_lock:
 	cmutex_destroy(&u->vu_lock);
 out_free:
 	free(u->vu_live);
+	free(u->vu_pinned);
+	free(u->vu_snap);
 	free(u->vu_age);
 	free(u->vu_cand);
+	free(u->vu_snaps);
 	*u = (struct vol_usage){0};
 	return err;
 }
@@ -197,12 +270,70 @@ void vol_usage_close(struct vol *v)
 		return;
 	cmutex_destroy(&u->vu_lock);
 	free(u->vu_live);
+	free(u->vu_pinned);
+	free(u->vu_snap);
 	free(u->vu_age);
 	free(u->vu_cand);
+	free(u->vu_snaps);
 	free(u->vu_born.uv_v);
 	free(u->vu_gone.uv_v);
 	vol_table_clear(&u->vu_unborn, NULL);
 	*u = (struct vol_usage){0};
+}
+
+void vol_usage_snap_taken(struct vol *v, uint64_t *sr_blk, uint64_t *sr_delta)
+{
+	struct vol_usage *u = &v->v_usage;
+
+	cmutex_lock(&u->vu_lock);
+	for (uint64_t s = 0; s < v->v_geo.lg_nsegments; s++)
+		if (u->vu_live[s] || u->vu_pinned[s])
+			__atomic_fetch_or(&u->vu_snap[s / 64], 1ull << (s % 64), __ATOMIC_RELAXED);
+	*sr_blk = u->vu_sr_blk;
+	*sr_delta = u->vu_sr_delta;
+	cmutex_unlock(&u->vu_lock);
+}
+
+void vol_usage_recount_at(struct vol *v, uint64_t delta)
+{
+	uint64_t at = atomic_load(&v->v_usage.vu_recount_at);
+
+	while ((!at || at < delta) &&
+	       !atomic_compare_exchange_weak(&v->v_usage.vu_recount_at, &at, delta))
+		;
+}
+
+/*
+ * Count again what snapshots keep (one was deleted), from the durable
+ * state the counts describe. Commit thread. On failure the counts stay
+ * as they were: too high, never too low, and the next commit tries again.
+ */
+static void vol_usage_recount(struct vol *v)
+{
+	struct vol_usage *u = &v->v_usage;
+	uint64_t n = v->v_geo.lg_nsegments;
+	struct vol_count cn;
+	int err;
+
+	err = vol_count_new(v, &cn);
+	if (err) {
+		log_warn("vol: counting the snapshots' blocks failed: %d; will try again", err);
+		vol_usage_recount_at(v, v->v_sr.sr_delta + 1);
+		return;
+	}
+	cmutex_lock(&u->vu_lock);
+	for (uint64_t s = 0; s < n; s++)
+		if (cn.vcn_live[s] != u->vu_live[s]) {
+			log_warn("vol: segment %" PRIu64 ": %" PRIu32
+				 " live blocks, counted %" PRIu32,
+				 s, u->vu_live[s], cn.vcn_live[s]);
+			break;
+		}
+	vol_usage_take(u, n, &cn);
+	cmutex_unlock(&u->vu_lock);
+	vol_count_free(&cn);
+	for (uint64_t s = 0; s < n; s++)
+		vol_cand_set(u, s, !u->vu_live[s] && !u->vu_pinned[s]);
 }
 
 int vol_usage_born(struct vol *v, uint64_t pblk)
@@ -223,6 +354,7 @@ int vol_usage_gone(struct vol *v, uint64_t pblk)
 void vol_usage_settle(struct vol *v)
 {
 	struct vol_usage *u = &v->v_usage;
+	uint64_t at;
 
 	cmutex_lock(&u->vu_lock);
 	for (size_t i = 0; i < u->vu_born.uv_n; i++) {
@@ -246,12 +378,24 @@ void vol_usage_settle(struct vol *v)
 			continue;
 		}
 		u->vu_total--;
-		if (!--u->vu_live[seg])
+		u->vu_live[seg]--;
+		if (vol_seg_snap(u->vu_snap, seg)) { /* maybe a snapshot's: (4) */
+			u->vu_pinned[seg]++;
+			u->vu_pinned_total++;
+		} else if (!u->vu_live[seg] && !u->vu_pinned[seg]) {
 			vol_cand_set(u, seg, true);
+		}
 	}
+	u->vu_sr_blk = v->v_sr_blk;
+	u->vu_sr_delta = v->v_sr.sr_delta;
 	cmutex_unlock(&u->vu_lock);
 	u->vu_born.uv_n = 0;
 	u->vu_gone.uv_n = 0;
+	at = atomic_load(&u->vu_recount_at);
+	if (at && v->v_sr.sr_delta >= at) {
+		atomic_compare_exchange_strong(&u->vu_recount_at, &at, 0);
+		vol_usage_recount(v);
+	}
 	vol_usage_release(v);
 }
 
@@ -267,7 +411,7 @@ void vol_usage_fail(struct vol *v)
 	u->vu_born.uv_n = 0;
 }
 
-uint64_t vol_usage_check(struct vol *v, const uint32_t *counted,
+uint64_t vol_usage_check(struct vol *v, const struct vol_count *cn,
 			 void (*problem)(void *arg, const char *msg), void *arg)
 {
 	struct vol_usage *u = &v->v_usage;
@@ -278,22 +422,36 @@ uint64_t vol_usage_check(struct vol *v, const uint32_t *counted,
 		return 0;
 	cmutex_lock(&u->vu_lock);
 	for (uint64_t s = 0; s < v->v_geo.lg_nsegments; s++) {
-		if (counted[s] != u->vu_live[s]) {
+		const char *what = NULL;
+
+		if (cn->vcn_live[s] != u->vu_live[s]) {
 			snprintf(msg, sizeof(msg),
 				 "segment %" PRIu64 ": %" PRIu32
 				 " live blocks, usage says %" PRIu32,
-				 s, counted[s], u->vu_live[s]);
-			bad++;
-			if (problem)
-				problem(arg, msg);
-		}
-		if (counted[s] && !log_seg_in_use(v->v_log, s)) {
+				 s, cn->vcn_live[s], u->vu_live[s]);
+			what = msg;
+		} else if ((cn->vcn_live[s] || cn->vcn_pinned[s]) && !log_seg_in_use(v->v_log, s)) {
 			snprintf(msg, sizeof(msg),
-				 "segment %" PRIu64 " holds %" PRIu32 " live blocks but is free", s,
-				 counted[s]);
+				 "segment %" PRIu64 " holds %" PRIu32 " live and %" PRIu32
+				 " snapshot blocks but is free",
+				 s, cn->vcn_live[s], cn->vcn_pinned[s]);
+			what = msg;
+		} else if (vol_seg_snap(cn->vcn_snap, s) && !vol_seg_snap(u->vu_snap, s)) {
+			snprintf(msg, sizeof(msg),
+				 "segment %" PRIu64 " holds snapshot blocks but is not marked so",
+				 s);
+			what = msg;
+		} else if (cn->vcn_pinned[s] > u->vu_pinned[s]) {
+			snprintf(msg, sizeof(msg),
+				 "segment %" PRIu64 ": %" PRIu32
+				 " blocks only snapshots name, usage keeps %" PRIu32,
+				 s, cn->vcn_pinned[s], u->vu_pinned[s]);
+			what = msg;
+		}
+		if (what) {
 			bad++;
 			if (problem)
-				problem(arg, msg);
+				problem(arg, what);
 		}
 	}
 	cmutex_unlock(&u->vu_lock);
@@ -311,7 +469,7 @@ uint64_t vol_free_blocks(struct vol *v)
 	if (!u->vu_live)
 		return sp.sp_free; /* no counts: only what no segment holds */
 	cmutex_lock(&u->vu_lock);
-	live = u->vu_total;
+	live = u->vu_total + u->vu_pinned_total;
 	cmutex_unlock(&u->vu_lock);
 	taken = live + sp.sp_reserved + sp.sp_kept + (uint64_t)v->v_clean_low * seg;
 	if (sp.sp_total <= taken)
@@ -328,7 +486,7 @@ void vol_usage(struct vol *v, struct vol_usage_stats *us)
 	cmutex_lock(&u->vu_lock);
 	us->vus_live_blocks = u->vu_total;
 	for (uint64_t s = 0; s < v->v_geo.lg_nsegments; s++)
-		us->vus_live_segments += u->vu_live[s] != 0;
+		us->vus_live_segments += u->vu_live[s] || u->vu_pinned[s];
 	us->vus_released = u->vu_released;
 	us->vus_cleaned = u->vu_cleaned;
 	us->vus_clean_read = u->vu_clean_read;
@@ -336,5 +494,8 @@ void vol_usage(struct vol *v, struct vol_usage_stats *us)
 	us->vus_clean_high = v->v_clean_high;
 	us->vus_written = u->vu_written;
 	us->vus_moved = u->vu_moved;
+	us->vus_pinned_blocks = u->vu_pinned_total;
+	for (uint64_t s = 0; s < v->v_geo.lg_nsegments; s++)
+		us->vus_snap_segments += vol_seg_snap(u->vu_snap, s);
 	cmutex_unlock(&u->vu_lock);
 }

@@ -534,6 +534,7 @@ int vol_open(struct bdev *d, const struct vol_open_opts *o, struct vol **out)
 	v->v_bdev = d;
 	cmutex_init(&v->v_throttle_lock);
 	cmutex_init(&v->v_book_lock);
+	cmutex_init(&v->v_snap_lock);
 	pthread_cond_init(&v->v_throttle_cond, NULL);
 	err = vol_open_log(v);
 	if (err)
@@ -541,7 +542,7 @@ int vol_open(struct bdev *d, const struct vol_open_opts *o, struct vol **out)
 	err = vol_open_cache(v, &opts);
 	if (err)
 		goto out_log;
-	v->v_read_only = opts.voo_read_only;
+	v->v_read_only = opts.voo_read_only || opts.voo_snapshot;
 	if (opts.voo_clean_policy > VOL_CLEAN_GREEDY) {
 		err = -EINVAL;
 		goto out_cache;
@@ -551,6 +552,10 @@ int vol_open(struct bdev *d, const struct vol_open_opts *o, struct vol **out)
 	err = vol_usage_open(v, !v->v_read_only);
 	if (err)
 		goto out_cache;
+	if (opts.voo_snapshot)
+		err = vol_open_snapshot(v, opts.voo_snapshot);
+	if (err)
+		goto out_usage;
 	if (!v->v_read_only)
 		vol_keep_for_freeing(v, VOL_KEEP_FREEING_BLOCKS);
 	err = vol_open_deltas(v, &opts);
@@ -566,6 +571,7 @@ out_log:
 	log_close(v->v_log);
 out_free:
 	cmutex_destroy(&v->v_throttle_lock);
+	cmutex_destroy(&v->v_snap_lock);
 	vol_booked_destroy(v);
 	pthread_cond_destroy(&v->v_throttle_cond);
 	free(v);
@@ -587,6 +593,7 @@ int vol_close(struct vol *v)
 	log_close(v->v_log);
 	bdev_close(v->v_bdev);
 	cmutex_destroy(&v->v_throttle_lock);
+	cmutex_destroy(&v->v_snap_lock);
 	vol_booked_destroy(v);
 	pthread_cond_destroy(&v->v_throttle_cond);
 	free(v);
@@ -747,9 +754,9 @@ static bool vol_book_path(struct vol_txn *t, uint64_t owner, uint64_t index)
 }
 
 /* Check a front-end change of (owner, index) and count it against @t. */
-static int vol_txn_charge(struct vol_txn *t, uint64_t owner, uint64_t index)
+static int vol_txn_charge_as(struct vol_txn *t, uint64_t owner, uint64_t index, bool own)
 {
-	if (!vol_owner_valid(owner, index))
+	if (own ? index > VOL_MAX_INDEX : !vol_owner_valid(owner, index))
 		return -EINVAL;
 	if (!t->vt_left) {
 		log_err("vol: transaction changes more blocks than it reserved");
@@ -759,6 +766,11 @@ static int vol_txn_charge(struct vol_txn *t, uint64_t owner, uint64_t index)
 	if (vol_book_path(t, owner, index)) /* only the block itself is new */
 		delta_op_refund(t->vt_vol->v_ds, &t->vt_op, vol_block_worst(t->vt_vol) - 1);
 	return 0;
+}
+
+static int vol_txn_charge(struct vol_txn *t, uint64_t owner, uint64_t index)
+{
+	return vol_txn_charge_as(t, owner, index, false);
 }
 
 void vol_paths_settle(struct vol *v, uint32_t delta, bool failed)
@@ -776,13 +788,14 @@ void vol_paths_settle(struct vol *v, uint32_t delta, bool failed)
 
 /* ---- the front end ------------------------------------------------------------- */
 
-int vol_write(struct vol_txn *t, uint64_t owner, uint64_t index, const void *data)
+static int vol_write_as(struct vol_txn *t, uint64_t owner, uint64_t index, const void *data,
+			bool own)
 {
 	struct vol *v = t->vt_vol;
 	struct buf *b;
 	int err;
 
-	err = vol_txn_charge(t, owner, index);
+	err = vol_txn_charge_as(t, owner, index, own);
 	if (err)
 		return err;
 	err = buf_get_overwrite(v->v_cache, owner, index, &b);
@@ -796,6 +809,16 @@ int vol_write(struct vol_txn *t, uint64_t owner, uint64_t index, const void *dat
 	}
 	buf_put(b);
 	return err;
+}
+
+int vol_write(struct vol_txn *t, uint64_t owner, uint64_t index, const void *data)
+{
+	return vol_write_as(t, owner, index, data, false);
+}
+
+int vol_write_own(struct vol_txn *t, uint64_t owner, uint64_t index, const void *data)
+{
+	return vol_write_as(t, owner, index, data, true);
 }
 
 int vol_write_range(struct vol_txn *t, uint64_t owner, uint64_t index, uint32_t off, uint32_t len,

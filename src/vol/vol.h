@@ -67,6 +67,9 @@ struct vol_open_opts {
 	uint32_t voo_clean_low;
 	uint32_t voo_clean_high;
 	uint8_t voo_clean_policy; /* VOL_CLEAN_COST_BENEFIT (0) or VOL_CLEAN_GREEDY */
+	/* Open the snapshot of this name instead of the newest state: read
+	 * only (voo_read_only is implied); -ENOENT if there is none. */
+	const char *voo_snapshot;
 };
 
 #define VOL_CLEAN_COST_BENEFIT 0 /* (1 - u) * age / (1 + u); greedy when almost full */
@@ -157,15 +160,17 @@ void vol_space(struct vol *v, struct log_space *sp);
 /* Where the durable state's blocks are (usage.c). */
 struct vol_usage_stats {
 	uint64_t vus_live_blocks;   /* blocks the durable state names, super root included */
-	uint64_t vus_live_segments; /* segments holding at least one of them */
+	uint64_t vus_live_segments; /* segments holding one of them, or a pinned one */
 	uint64_t vus_released;	    /* segments given back to the log since the open */
 	uint64_t vus_cleaned;	    /* victims the cleaner took since the open */
 	uint64_t vus_moved;	    /* live blocks it moved out of them */
 	uint64_t vus_clean_read;    /* blocks of the victims it read */
 	uint32_t vus_clean_low;	    /* its watermarks, in free segments */
 	uint32_t vus_clean_high;
-	uint64_t vus_written; /* blocks the commits wrote since the open (moved
-				 ones, map blocks and super roots included) */
+	uint64_t vus_written;	    /* blocks the commits wrote since the open (moved
+				       ones, map blocks and super roots included) */
+	uint64_t vus_pinned_blocks; /* blocks only snapshots keep (at least) */
+	uint64_t vus_snap_segments; /* segments the cleaner leaves to the snapshots */
 };
 void vol_usage(struct vol *v, struct vol_usage_stats *us);
 /*
@@ -185,6 +190,34 @@ uint64_t vol_free_blocks(struct vol *v);
  */
 #define VOL_KEEP_FREEING_BLOCKS 16
 void vol_keep_for_freeing(struct vol *v, uint64_t nblocks);
+
+/*
+ * Snapshots (snap.c): a snapshot is a durable state (a delta's super
+ * root) pinned by name in the snapshot table, so that nothing it names
+ * is reclaimed until it is deleted. Creation costs the same whatever the
+ * volume holds. Names: 1 to VOL_SNAP_NAME_MAX bytes, no '/', not "." or
+ * "..".
+ */
+#define VOL_SNAP_NAME_MAX 95
+struct vol_snap_info {
+	char vsi_name[VOL_SNAP_NAME_MAX + 1];
+	uint64_t vsi_delta;   /* the delta whose state it keeps */
+	uint64_t vsi_sroot;   /* that delta's super root */
+	int64_t vsi_ctime_ns; /* when it was taken (CLOCK_REALTIME) */
+	uint32_t vsi_slot;    /* its record in the table */
+};
+/*
+ * Make everything written before the call durable, and pin the durable
+ * state as snapshot @name. -EEXIST, -EINVAL (a bad name), -ENAMETOOLONG,
+ * -ENOSPC (the volume, or the table's VOL_SNAP_MAX records, is full),
+ * -EROFS.
+ */
+int vol_snap_create(struct vol *v, const char *name);
+/* Delete snapshot @name; what only it kept is reclaimed. Works on a full
+ * volume. -ENOENT, -EROFS. */
+int vol_snap_delete(struct vol *v, const char *name);
+/* The snapshots, oldest slot first, in a malloc'ed array (NULL if none). */
+int vol_snap_list(struct vol *v, struct vol_snap_info **out, size_t *n);
 
 /* check.c: the volume half of fsck (see there). */
 struct vol_check_stats {

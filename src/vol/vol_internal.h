@@ -30,6 +30,7 @@
 /* ---- block numbering --------------------------------------------------- */
 
 #define VOL_OTAB_OWNER	1 /* the owner table is owner 1's data */
+#define VOL_SNAP_OWNER	2 /* the snapshot table is owner 2's data (snap.c) */
 #define VOL_SROOT_OWNER 0 /* summary entry of a super root (owner 0, index 0) */
 
 /*
@@ -331,6 +332,15 @@ struct vol_usage {
 	uint64_t vu_recent[VOL_CLEAN_VICTIMS]; /* victims the last step scanned whole (clean.c) */
 	unsigned vu_nrecent;		       /* commit thread */
 	uint64_t vu_own_carry; /* vc_own_res of failed commits (commit.c); commit thread */
+	/* snapshots (snap.c): what they alone keep */
+	uint32_t *vu_pinned;		/* per segment: blocks only snapshots name; vu_lock */
+	uint64_t vu_pinned_total;	/* their sum; vu_lock */
+	uint64_t *vu_snap;		/* bitmap: may hold a block a snapshot names; vu_lock */
+	uint64_t vu_sr_blk;		/* the super root the counts describe; vu_lock */
+	uint64_t vu_sr_delta;		/* and its delta; vu_lock */
+	_Atomic uint64_t vu_recount_at; /* recount at the settle of this delta or later */
+	struct vol_snap_info *vu_snaps; /* the table as the open found it (snapshot opens) */
+	size_t vu_nsnaps;
 };
 
 struct vol {
@@ -377,6 +387,7 @@ struct vol {
 	_Atomic uint64_t v_committed; /* newest delta durable (v_sr.sr_delta, or an
 					 empty one after it), for any thread */
 	uint64_t v_commits;	      /* commit thread */
+	struct cmutex v_snap_lock;    /* serializes snapshot creation and deletion */
 };
 
 /* vol.c: what a transaction of @nblocks must reserve (seed 000). */
@@ -439,17 +450,66 @@ void vol_usage_release(struct vol *v);
 /* The commit failed: its blocks were never written; its trees are kept. */
 void vol_usage_fail(struct vol *v);
 /*
- * For vol_check: compare @counted (the walk's blocks per segment, super
- * root included) with the kept counts, and every counted segment with the
- * log's use; each difference to @problem. Returns the differences.
+ * For vol_check: compare @cn (the walk's counts) with the kept counts,
+ * and every counted segment with the log's use; each difference to
+ * @problem. Returns the differences. The kept pinned counts may be
+ * higher than the walk's, never lower (usage.c (4)).
  */
-uint64_t vol_usage_check(struct vol *v, const uint32_t *counted,
+struct vol_count;
+uint64_t vol_usage_check(struct vol *v, const struct vol_count *cn,
 			 void (*problem)(void *arg, const char *msg), void *arg);
 
-/* check.c: walk the durable state and count its blocks per segment into
- * @counted (nsegments entries, zeroed by the caller), super root
- * included; no duplicate check. */
-int vol_count_durable(struct vol *v, uint32_t *counted);
+/*
+ * check.c: walk the durable state (super root @sr_blk, @sr) and the
+ * snapshots its snapshot table names; count per segment (nsegments
+ * entries, zeroed by the caller) the blocks of the state in vcn_live
+ * (super root included, no duplicate check) and those only snapshots
+ * name in vcn_pinned, and set in vcn_snap every segment holding a block
+ * a snapshot names. vcn_snaps: the table's valid records (malloc'ed);
+ * a bad record or snapshot is logged and left out.
+ */
+struct vol_count {
+	uint32_t *vcn_live;
+	uint32_t *vcn_pinned;
+	uint64_t *vcn_snap;
+	struct vol_snap_info *vcn_snaps;
+	size_t vcn_nsnaps;
+};
+int vol_count_durable(struct vol *v, uint64_t sr_blk, const struct vol_sroot *sr,
+		      struct vol_count *cn);
+/* usage.c: after vol_snap_create read the durable super root under
+ * vu_lock, every segment holding a block of it may hold one a snapshot
+ * names. Returns that super root's block and delta. */
+void vol_usage_snap_taken(struct vol *v, uint64_t *sr_blk, uint64_t *sr_delta);
+/* usage.c: recount what snapshots keep at the settle of @delta or later
+ * (a snapshot deleted in @delta). */
+void vol_usage_recount_at(struct vol *v, uint64_t delta);
+/* Segment @seg may hold a block a snapshot names (vu_snap; any thread). */
+static inline bool vol_seg_snap(const uint64_t *bits, uint64_t seg)
+{
+	return __atomic_load_n(&bits[seg / 64], __ATOMIC_RELAXED) >> (seg % 64) & 1;
+}
+
+/* ---- snap.c ------------------------------------------------------------------ */
+
+#define VOL_SNAP_REC_SIZE 128u
+#define VOL_SNAP_MAX	  1024u /* records in the table */
+
+/* Records per block of @bs bytes, and blocks of the table. */
+static inline uint32_t vol_snap_per_block(uint32_t bs)
+{
+	return bs / VOL_SNAP_REC_SIZE;
+}
+/*
+ * Decode record @slot of table block @block: 1 if the slot is empty, 0
+ * and @si if it holds a valid record, -EUCLEAN and *why if not.
+ */
+int vol_snap_decode(const struct vol *v, const void *block, uint32_t slot, uint64_t index,
+		    struct vol_snap_info *si, const char **why);
+/* vol_open: put snapshot @name's state in place of the newest (read only). */
+int vol_open_snapshot(struct vol *v, const char *name);
+/* vol.c: vol_write for the volume's own owners (the snapshot table). */
+int vol_write_own(struct vol_txn *t, uint64_t owner, uint64_t index, const void *data);
 
 /* Per thread: inside a transaction, a fill or the commit (no commit may
  * be waited for: see vol_reclaim). */

@@ -1,0 +1,370 @@
+/*
+ * snap.c - snapshots: durable states pinned by name.
+ *
+ * Every commit writes a super root naming its whole state, and nothing
+ * it names is overwritten in place (copy-on-write). A snapshot is such a
+ * state kept: the snapshot table, the data of owner 2 (VOL_SNAP_OWNER),
+ * holds one 128-byte record per snapshot, VOL_SNAP_MAX at most (docs/
+ * FORMAT.md, "Snapshot table"), little-endian:
+ *
+ *   0  super root block u64 (0: the slot is free)
+ *   8  delta u64: the super root's
+ *   16 taken at u64: nanoseconds since the epoch
+ *   24 name length u8 (1..95)   25 reserved (7 bytes, zero)
+ *   32 name (95 bytes, zero past its length)   127 reserved (zero)
+ *
+ * The table is written through transactions like a client's file, so
+ * deltas, recovery and the cleaner cover it. What a snapshot names must
+ * outlive the state that left it: usage.c (4) keeps every such block
+ * counted, so its segment is never released, and the cleaner does not
+ * take its segment as a victim.
+ *
+ * vol_snap_create
+ *   1. vol_sync: everything written before the call is durable;
+ *   2. vol_usage_snap_taken, under vu_lock: read which super root the
+ *      counts describe (the newest durable state) and mark every segment
+ *      holding one of its blocks. From then on a block of that state left
+ *      behind is pinned, not released: the state is safe before its
+ *      record exists. A pass over the segments: the cost does not depend
+ *      on how many files the volume holds.
+ *   3. write the record in a transaction, and vol_sync.
+ * A crash before 3 is durable leaves no record: the next open counts
+ * exactly again. A failure after 2 leaves segments marked: counted too
+ * high until the next recount, never too low.
+ *
+ * vol_snap_delete clears the record (a VOL_TXN_FREEING transaction: it
+ * works on a full volume) and asks for a recount at the settle of its
+ * delta (vol_usage_recount_at, while the transaction still holds that
+ * delta open, so the request cannot come too late); vol_sync returns once
+ * that commit, and the recount, are done.
+ *
+ * Opening a snapshot (vol_open_opts.voo_snapshot) opens the volume read
+ * only with the snapshot's super root in place of the newest one.
+ *
+ * Lock order: v_snap_lock (creation and deletion, one at a time) is
+ * taken before anything else, and held across vol_sync; no commit needs
+ * it.
+ */
+#include "vol/vol_internal.h"
+#include "util/syncpoint.h"
+
+#include <endian.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define SNAP_SROOT_OFF	  0
+#define SNAP_DELTA_OFF	  8
+#define SNAP_TIME_OFF	  16
+#define SNAP_NAMELEN_OFF  24
+#define SNAP_RESERVED_OFF 25
+#define SNAP_NAME_OFF	  32
+
+_Static_assert(SNAP_NAME_OFF + VOL_SNAP_NAME_MAX + 1 == VOL_SNAP_REC_SIZE,
+	       "a snapshot record is 128 bytes");
+
+static uint64_t snap_get64(const unsigned char *p, size_t off)
+{
+	uint64_t x;
+
+	memcpy(&x, p + off, sizeof(x));
+	return le64toh(x);
+}
+
+static void snap_put64(unsigned char *p, size_t off, uint64_t x)
+{
+	x = htole64(x);
+	memcpy(p + off, &x, sizeof(x));
+}
+
+static bool snap_zero(const unsigned char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i])
+			return false;
+	return true;
+}
+
+/* NULL if @name (of @len bytes) can name a snapshot, else why not. */
+static const char *snap_name_invalid(const char *name, size_t len)
+{
+	if (!len)
+		return "empty name";
+	if (len > VOL_SNAP_NAME_MAX)
+		return "name too long";
+	if (memchr(name, '/', len) || memchr(name, '\0', len))
+		return "name holds '/' or a NUL byte";
+	if ((len == 1 && name[0] == '.') || (len == 2 && name[0] == '.' && name[1] == '.'))
+		return "name is . or ..";
+	return NULL;
+}
+
+int vol_snap_decode(const struct vol *v, const void *block, uint32_t slot, uint64_t index,
+		    struct vol_snap_info *si, const char **why)
+{
+	const unsigned char *p = (const unsigned char *)block + (size_t)slot * VOL_SNAP_REC_SIZE;
+	const struct log_geometry *g = &v->v_geo;
+	uint64_t sroot = snap_get64(p, SNAP_SROOT_OFF);
+	size_t len = p[SNAP_NAMELEN_OFF];
+
+	if (!sroot) {
+		*why = "a free slot holds bytes";
+		return snap_zero(p, VOL_SNAP_REC_SIZE) ? 1 : -EUCLEAN;
+	}
+	*why = "super root outside the segments";
+	if (sroot < g->lg_seg_start ||
+	    sroot - g->lg_seg_start >= g->lg_nsegments * g->lg_seg_blocks)
+		return -EUCLEAN;
+	*why = "reserved bytes set";
+	if (!snap_zero(p + SNAP_RESERVED_OFF, SNAP_NAME_OFF - SNAP_RESERVED_OFF) ||
+	    (len <= VOL_SNAP_NAME_MAX &&
+	     !snap_zero(p + SNAP_NAME_OFF + len, VOL_SNAP_REC_SIZE - SNAP_NAME_OFF - len)))
+		return -EUCLEAN;
+	*why = snap_name_invalid((const char *)p + SNAP_NAME_OFF, len);
+	if (*why)
+		return -EUCLEAN;
+	*why = "beyond the table's last record";
+	if (index * vol_snap_per_block(v->v_block_size) + slot >= VOL_SNAP_MAX)
+		return -EUCLEAN;
+	memset(si, 0, sizeof(*si));
+	memcpy(si->vsi_name, p + SNAP_NAME_OFF, len);
+	si->vsi_sroot = sroot;
+	si->vsi_delta = snap_get64(p, SNAP_DELTA_OFF);
+	si->vsi_ctime_ns = (int64_t)snap_get64(p, SNAP_TIME_OFF);
+	si->vsi_slot = (uint32_t)(index * vol_snap_per_block(v->v_block_size) + slot);
+	*why = NULL;
+	return 0;
+}
+
+static void snap_encode(void *block, uint32_t slot, const struct vol_snap_info *si)
+{
+	unsigned char *p = (unsigned char *)block + (size_t)slot * VOL_SNAP_REC_SIZE;
+	size_t len = strlen(si->vsi_name);
+
+	memset(p, 0, VOL_SNAP_REC_SIZE);
+	snap_put64(p, SNAP_SROOT_OFF, si->vsi_sroot);
+	snap_put64(p, SNAP_DELTA_OFF, si->vsi_delta);
+	snap_put64(p, SNAP_TIME_OFF, (uint64_t)si->vsi_ctime_ns);
+	p[SNAP_NAMELEN_OFF] = (unsigned char)len;
+	memcpy(p + SNAP_NAME_OFF, si->vsi_name, len);
+}
+
+static uint32_t snap_blocks(const struct vol *v)
+{
+	uint32_t per = vol_snap_per_block(v->v_block_size);
+
+	return (VOL_SNAP_MAX + per - 1) / per;
+}
+
+/* Table block @index as the newest state has it (cached or read). */
+static int snap_read_block(struct vol *v, uint64_t index, void *data)
+{
+	struct buf *b;
+	int err = buf_read(v->v_cache, VOL_SNAP_OWNER, index, &b);
+
+	if (err)
+		return err;
+	memcpy(data, buf_data(b), v->v_block_size);
+	buf_put(b);
+	return 0;
+}
+
+/*
+ * Walk the table: the valid records into *out (if not NULL), the slot of
+ * @name into *found (UINT32_MAX: none), the first free slot into *free
+ * (UINT32_MAX: none). A bad record is logged and neither used nor free.
+ */
+static int snap_scan(struct vol *v, const char *name, struct vol_snap_info **out, size_t *n,
+		     uint32_t *found, uint32_t *free_slot)
+{
+	uint32_t per = vol_snap_per_block(v->v_block_size);
+	unsigned char *block = malloc(v->v_block_size);
+	size_t cap = 0;
+	int err = 0;
+
+	*found = *free_slot = UINT32_MAX;
+	if (out) {
+		*out = NULL;
+		*n = 0;
+	}
+	if (!block)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < snap_blocks(v) && !err; i++) {
+		err = snap_read_block(v, i, block);
+		for (uint32_t s = 0; s < per && !err && i * per + s < VOL_SNAP_MAX; s++) {
+			struct vol_snap_info si;
+			const char *why;
+			int r = vol_snap_decode(v, block, s, i, &si, &why);
+
+			if (r > 0) {
+				if (*free_slot == UINT32_MAX)
+					*free_slot = i * per + s;
+				continue;
+			}
+			if (r < 0) {
+				log_err("vol: snapshot record %" PRIu32 ": %s", i * per + s, why);
+				continue;
+			}
+			if (name && !strcmp(si.vsi_name, name))
+				*found = si.vsi_slot;
+			if (!out)
+				continue;
+			if (*n == cap) {
+				struct vol_snap_info *x;
+
+				cap = cap ? 2 * cap : 16;
+				x = realloc(*out, cap * sizeof(*x));
+				if (!x) {
+					err = -ENOMEM;
+					break;
+				}
+				*out = x;
+			}
+			(*out)[(*n)++] = si;
+		}
+	}
+	free(block);
+	if (err && out) {
+		free(*out);
+		*out = NULL;
+		*n = 0;
+	}
+	return err;
+}
+
+int vol_snap_list(struct vol *v, struct vol_snap_info **out, size_t *n)
+{
+	uint32_t found, free_slot;
+
+	return snap_scan(v, NULL, out, n, &found, &free_slot);
+}
+
+/* Write record @slot (cleared if @si is NULL) in transaction @t. */
+static int snap_write(struct vol_txn *t, uint32_t slot, const struct vol_snap_info *si)
+{
+	struct vol *v = t->vt_vol;
+	uint32_t per = vol_snap_per_block(v->v_block_size);
+	unsigned char *block = malloc(v->v_block_size);
+	int err;
+
+	if (!block)
+		return -ENOMEM;
+	err = snap_read_block(v, slot / per, block);
+	if (!err) {
+		if (si)
+			snap_encode(block, slot % per, si);
+		else
+			memset(block + (size_t)(slot % per) * VOL_SNAP_REC_SIZE, 0,
+			       VOL_SNAP_REC_SIZE);
+		err = vol_write_own(t, VOL_SNAP_OWNER, slot / per, block);
+	}
+	free(block);
+	return err;
+}
+
+int vol_snap_create(struct vol *v, const char *name)
+{
+	struct vol_snap_info si = {0};
+	uint32_t found, free_slot;
+	const char *why = snap_name_invalid(name, strnlen(name, VOL_SNAP_NAME_MAX + 1));
+	struct timespec now;
+	struct vol_txn t;
+	int err;
+
+	if (v->v_read_only)
+		return -EROFS;
+	if (why)
+		return strlen(name) > VOL_SNAP_NAME_MAX ? -ENAMETOOLONG : -EINVAL;
+	cmutex_lock(&v->v_snap_lock);
+	err = snap_scan(v, name, NULL, NULL, &found, &free_slot);
+	if (!err && found != UINT32_MAX)
+		err = -EEXIST;
+	if (!err && free_slot == UINT32_MAX) {
+		log_err("vol: the snapshot table is full (%u snapshots)", VOL_SNAP_MAX);
+		err = -ENOSPC;
+	}
+	if (!err)
+		err = vol_sync(v); /* 1 */
+	SYNC_POINT("vol.snap.create.synced");
+	if (!err)
+		err = vol_txn_begin(v, 1, 0, &t);
+	if (err)
+		goto out;
+	SYNC_POINT("vol.snap.create.begun");
+	vol_usage_snap_taken(v, &si.vsi_sroot, &si.vsi_delta); /* 2 */
+	clock_gettime(CLOCK_REALTIME, &now);
+	si.vsi_ctime_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+	memcpy(si.vsi_name, name, strlen(name));
+	SYNC_POINT("vol.snap.create.taken");
+	err = snap_write(&t, free_slot, &si); /* 3 */
+	vol_txn_end(&t);
+	if (!err)
+		err = vol_sync(v);
+out:
+	cmutex_unlock(&v->v_snap_lock);
+	return err;
+}
+
+int vol_snap_delete(struct vol *v, const char *name)
+{
+	uint32_t found, free_slot;
+	struct vol_txn t;
+	int err;
+
+	if (v->v_read_only)
+		return -EROFS;
+	cmutex_lock(&v->v_snap_lock);
+	err = snap_scan(v, name, NULL, NULL, &found, &free_slot);
+	if (!err && found == UINT32_MAX)
+		err = -ENOENT;
+	if (!err)
+		err = vol_txn_begin(v, 1, VOL_TXN_FREEING, &t);
+	if (err)
+		goto out;
+	err = snap_write(&t, found, NULL);
+	if (!err) /* the delta cannot commit before the transaction ends */
+		vol_usage_recount_at(v, t.vt_op.dop_delta);
+	vol_txn_end(&t);
+	if (!err)
+		err = vol_sync(v);
+out:
+	cmutex_unlock(&v->v_snap_lock);
+	return err;
+}
+
+int vol_open_snapshot(struct vol *v, const char *name)
+{
+	struct vol_usage *u = &v->v_usage;
+	const struct vol_snap_info *si = NULL;
+	struct vol_sroot sr;
+	void *block;
+	int err;
+
+	for (size_t i = 0; i < u->vu_nsnaps && !si; i++)
+		if (!strcmp(u->vu_snaps[i].vsi_name, name))
+			si = &u->vu_snaps[i];
+	if (!si)
+		return -ENOENT;
+	block = malloc(v->v_block_size);
+	if (!block)
+		return -ENOMEM;
+	err = bdev_read(v->v_bdev, si->vsi_sroot, 1, block);
+	if (!err)
+		err = vol_sroot_decode(block, v->v_block_size, si->vsi_sroot, &sr);
+	free(block);
+	if (err)
+		return err;
+	if (sr.sr_delta != si->vsi_delta || sr.sr_otab_height > v->v_otab_height_max) {
+		log_err("vol: snapshot \"%s\": block %" PRIu64 " is not the super root of delta "
+			"%" PRIu64,
+			name, si->vsi_sroot, si->vsi_delta);
+		return -EUCLEAN;
+	}
+	v->v_sr = sr;
+	v->v_sr_blk = si->vsi_sroot;
+	v->v_otab = (struct bmap_tree){VOL_OTAB_OWNER, sr.sr_otab_root, sr.sr_otab_height,
+				       sr.sr_otab_height};
+	atomic_store(&v->v_committed, sr.sr_delta);
+	return 0;
+}

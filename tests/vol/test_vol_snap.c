@@ -1,0 +1,354 @@
+/*
+ * test_vol_snap.c - snapshots (src/vol/snap.c): a pinned state stays
+ * readable and frozen while the volume changes, the cleaner and segment
+ * reuse never take what a snapshot names, deleting one gives its space
+ * back, and creation racing a commit pins the right state.
+ *
+ * After every workload vol_check walks the state and every snapshot: it
+ * fails if a block a snapshot names lies in a segment not marked for the
+ * snapshots, in a free segment, or is counted nowhere (usage.c (4)).
+ */
+#include "harness.h"
+#include "vol_fixture.h"
+
+#include "util/prng.h"
+#include "util/syncpoint.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define OWNER0	VOL_FIRST_OWNER
+#define NOWNERS 4
+#define NINDEX	64 /* blocks per owner: 256 in the model */
+#define NSNAPS	3  /* snapshots kept at once by the randomized test */
+
+struct model {
+	uint32_t m_ver[NOWNERS][NINDEX]; /* 0: a hole */
+};
+
+static void model_expect(struct vol *v, const struct model *m)
+{
+	for (unsigned o = 0; o < NOWNERS; o++)
+		for (unsigned i = 0; i < NINDEX; i++)
+			vf_expect(v, OWNER0 + o, i, m->m_ver[o][i]);
+}
+
+/* Open snapshot @name of the durable state on a copy of @d; NULL: failed with *err. */
+static struct vol *open_snapshot(struct bdev *d, const char *name, int *err)
+{
+	struct vol_open_opts o = {.voo_snapshot = name, .voo_max_age_ms = 3600 * 1000};
+	struct bdev *copy;
+	struct vol *v = NULL;
+
+	assert_int_equal(bdev_emu_open_copy(d, &copy), 0);
+	*err = vol_open(copy, &o, &v);
+	if (*err)
+		bdev_close(copy);
+	return v;
+}
+
+static void expect_snapshot(struct bdev *d, const char *name, const struct model *m)
+{
+	struct vol *s;
+	int err;
+
+	s = open_snapshot(d, name, &err);
+	if (!s)
+		fail_msg("snapshot %s does not open: %d", name, err);
+	model_expect(s, m);
+	assert_int_equal(vol_snap_create(s, "more"), -EROFS); /* read only */
+	assert_int_equal(vol_close(s), 0);
+}
+
+/* Names, errors, listing, and persistence across a reopen. */
+static void test_create_list_delete(void **state)
+{
+	struct bdev *d = vf_mkfs(2048);
+	struct vol *v = vf_open(d, 0);
+	struct vol_snap_info *si;
+	char longname[VOL_SNAP_NAME_MAX + 2];
+	size_t n;
+	int err;
+
+	(void)state;
+	vf_write(v, OWNER0, 0, 1);
+	assert_int_equal(vol_snap_create(v, "first"), 0);
+	vf_write(v, OWNER0, 0, 2);
+	assert_int_equal(vol_snap_create(v, "second"), 0);
+	assert_int_equal(vol_snap_create(v, "first"), -EEXIST);
+	assert_int_equal(vol_snap_create(v, ""), -EINVAL);
+	assert_int_equal(vol_snap_create(v, "a/b"), -EINVAL);
+	assert_int_equal(vol_snap_create(v, ".."), -EINVAL);
+	memset(longname, 'x', sizeof(longname) - 1);
+	longname[sizeof(longname) - 1] = '\0';
+	assert_int_equal(vol_snap_create(v, longname), -ENAMETOOLONG);
+	longname[VOL_SNAP_NAME_MAX] = '\0';
+	assert_int_equal(vol_snap_create(v, longname), 0);
+	assert_int_equal(vol_snap_delete(v, "none"), -ENOENT);
+	vf_write(v, OWNER0, 0, 3);
+	vf_check(v);
+
+	struct vol *r = vf_reopen_copy(d, 0); /* the durable state, opened again */
+	struct model m = {0};
+
+	assert_int_equal(vol_snap_list(r, &si, &n), 0);
+	assert_int_equal(n, 3);
+	assert_string_equal(si[0].vsi_name, "first");
+	assert_string_equal(si[1].vsi_name, "second");
+	assert_string_equal(si[2].vsi_name, longname);
+	assert_true(si[0].vsi_delta < si[1].vsi_delta);
+	assert_true(si[0].vsi_ctime_ns > 0 && si[0].vsi_ctime_ns <= si[1].vsi_ctime_ns);
+	free(si);
+	vf_expect(r, OWNER0, 0, 3);
+	assert_int_equal(vol_close(r), 0);
+
+	assert_int_equal(vol_snap_delete(v, longname), 0);
+	vf_check(v);
+	m.m_ver[0][0] = 1;
+	expect_snapshot(d, "first", &m);
+	m.m_ver[0][0] = 2;
+	expect_snapshot(d, "second", &m);
+	assert_null(open_snapshot(d, longname, &err));
+	assert_int_equal(err, -ENOENT);
+	assert_int_equal(vol_close(v), 0);
+}
+
+/*
+ * Random writes and punches over 256 blocks, writing the volume's size
+ * many times over, with a snapshot taken every so often and the oldest
+ * deleted when NSNAPS are kept: every snapshot reads back the model of
+ * its moment, and the live volume its own, while the cleaner runs.
+ */
+static void test_snapshots_frozen_under_churn(void **state)
+{
+	uint64_t seed = test_seed("vol snapshots churn", 20261204);
+	struct model live = {0}, snaps[NSNAPS];
+	char names[NSNAPS][16];
+	unsigned first = 0, count = 0, taken = 0;
+	struct bdev *d = vf_mkfs(64 * VF_SEG);
+	struct vol *v = vf_open(d, 0), *s2;
+	struct vol_usage_stats us;
+	struct prng rng;
+
+	(void)state;
+	test_watchdog("test_snapshots_frozen_under_churn", 240);
+	prng_init(&rng, seed);
+	for (unsigned op = 0; op < 12000; op++) {
+		unsigned o = (unsigned)prng_below(&rng, NOWNERS);
+		unsigned i = (unsigned)prng_below(&rng, NINDEX);
+
+		if (prng_chance(&rng, 1, 10) && live.m_ver[o][i]) {
+			vf_punch(v, OWNER0 + o, i);
+			live.m_ver[o][i] = 0;
+		} else {
+			vf_write(v, OWNER0 + o, i, ++live.m_ver[o][i] ? live.m_ver[o][i] : 1);
+		}
+		if (op % 97 == 96)
+			assert_int_equal(vol_sync(v), 0);
+		if (op % 1500 != 1499)
+			continue;
+		if (count == NSNAPS) { /* delete the oldest */
+			assert_int_equal(vol_snap_delete(v, names[first]), 0);
+			first = (first + 1) % NSNAPS;
+			count--;
+		}
+		unsigned slot = (first + count) % NSNAPS;
+
+		snprintf(names[slot], sizeof(names[slot]), "s%u", taken++);
+		assert_int_equal(vol_snap_create(v, names[slot]), 0);
+		snaps[slot] = live;
+		count++;
+		vf_check(v);
+		for (unsigned k = 0; k < count; k++)
+			expect_snapshot(d, names[(first + k) % NSNAPS],
+					&snaps[(first + k) % NSNAPS]);
+	}
+	vf_check(v);
+	model_expect(v, &live);
+	for (unsigned k = 0; k < count; k++)
+		expect_snapshot(d, names[(first + k) % NSNAPS], &snaps[(first + k) % NSNAPS]);
+	vol_usage(v, &us);
+	print_message("# seed %" PRIu64 ": %u snapshots taken, %" PRIu64
+		      " segments cleaned, %" PRIu64 " released, %" PRIu64 " blocks pinned, %" PRIu64
+		      " segments left to snapshots\n",
+		      seed, taken, us.vus_cleaned, us.vus_released, us.vus_pinned_blocks,
+		      us.vus_snap_segments);
+	assert_true(us.vus_cleaned > 0);   /* the cleaner ran beside the snapshots */
+	assert_true(us.vus_released > 64); /* segments were reused */
+	s2 = vf_reopen_copy(d, 0);
+	vf_check(s2); /* the open's exact count agrees */
+	model_expect(s2, &live);
+	assert_int_equal(vol_close(s2), 0);
+	assert_int_equal(vol_close(v), 0);
+	test_watchdog_cancel();
+}
+
+/*
+ * What only a snapshot keeps is counted as pinned, and comes back when
+ * it is deleted; a deletion works on a volume full because of it.
+ */
+/* A punch as a deletion does it: it may use the kept reserve. */
+static void punch_freeing(struct vol *v, uint64_t owner, uint64_t index)
+{
+	struct vol_txn t;
+
+	assert_int_equal(vol_txn_begin(v, 1, VOL_TXN_FREEING, &t), 0);
+	assert_int_equal(vol_punch(&t, owner, index), 0);
+	vol_txn_end(&t);
+}
+
+static void test_delete_gives_space_back(void **state)
+{
+	struct bdev *d = vf_mkfs(32 * VF_SEG);
+	struct vol *v = vf_open(d, 0);
+	struct vol_usage_stats us;
+	uint64_t free_empty, free_end, added = 0;
+	int err = 0;
+
+	(void)state;
+	test_watchdog("test_delete_gives_space_back", 120);
+	free_empty = vol_free_blocks(v);
+	for (unsigned i = 0; i < 512; i++)
+		vf_write(v, OWNER0, i, 1);
+	assert_int_equal(vol_snap_create(v, "keep"), 0);
+	for (unsigned i = 0; i < 512; i++) /* gone from the state, kept by the snapshot */
+		vf_punch(v, OWNER0, i);
+	assert_int_equal(vol_sync(v), 0);
+	vol_usage(v, &us);
+	assert_true(us.vus_pinned_blocks >= 512);
+	/* new blocks until the volume is full: the snapshot's are not reused */
+	while (!err) {
+		static uint64_t data[VF_BS / 8];
+		struct vol_txn t;
+
+		err = vol_txn_begin(v, 1, 0, &t);
+		if (err)
+			break;
+		vf_pattern(data, OWNER0 + 1, added, 1);
+		assert_int_equal(vol_write(&t, OWNER0 + 1, added, data), 0);
+		vol_txn_end(&t);
+		added++;
+		assert_true(added < 32 * VF_SEG);
+	}
+	assert_int_equal(err, -ENOSPC);
+	print_message("# %" PRIu64 " blocks added before -ENOSPC; %" PRIu64 " pinned\n", added,
+		      us.vus_pinned_blocks);
+	vf_check(v);
+
+	assert_int_equal(vol_snap_delete(v, "keep"), 0); /* on the full volume */
+	vol_usage(v, &us);
+	assert_int_equal(us.vus_pinned_blocks, 0);
+	assert_int_equal(us.vus_snap_segments, 0);
+	vf_check(v);
+	/* its blocks come back: almost as many again can be added (the
+	 * cleaner compacts the segments it left half empty) */
+	for (uint64_t i = 0; i < 448; i++)
+		vf_write(v, OWNER0 + 2, i, 1);
+	for (uint64_t i = 0; i < added; i++)
+		vf_expect(v, OWNER0 + 1, i, 1);
+	for (uint64_t i = 0; i < added; i++)
+		punch_freeing(v, OWNER0 + 1, i);
+	for (uint64_t i = 0; i < 448; i++)
+		punch_freeing(v, OWNER0 + 2, i);
+	assert_int_equal(vol_sync(v), 0);
+	free_end = vol_free_blocks(v);
+	print_message("# free when empty: %" PRIu64 " at first, %" PRIu64 " at the end\n",
+		      free_empty, free_end);
+	assert_true(free_end + VF_SEG >= free_empty);
+	vf_check(v);
+	assert_int_equal(vol_close(v), 0);
+	test_watchdog_cancel();
+}
+
+/*
+ * Creation racing a commit: the snapshot reads which state the counts
+ * describe and marks its segments while the commit of a delta that
+ * overwrites a block of that state is held before it finishes; the
+ * commit then settles, leaving the old block behind. It must be pinned
+ * (not released), and the snapshot must read it.
+ */
+struct creator {
+	struct vol *c_vol;
+	int c_err;
+};
+
+static void *create_main(void *arg)
+{
+	struct creator *c = arg;
+
+	syncpoint_thread_name("A");
+	c->c_err = vol_snap_create(c->c_vol, "raced");
+	return NULL;
+}
+
+static void *sync_main(void *arg)
+{
+	struct creator *c = arg;
+
+	c->c_err = vol_sync(c->c_vol);
+	return NULL;
+}
+
+static void test_create_races_a_commit(void **state)
+{
+	struct bdev *d;
+	struct vol *v;
+	struct creator a, b;
+	struct vol_usage_stats us;
+	struct model m = {0};
+	pthread_t ta, tb;
+	uint64_t finishes;
+
+	(void)state;
+	if (!SYNCPOINTS_BUILT)
+		skip();
+	test_watchdog("test_create_races_a_commit", 60);
+	d = vf_mkfs(16 * VF_SEG);
+	v = vf_open(d, 0);
+	a = b = (struct creator){.c_vol = v};
+	vf_write(v, OWNER0, 0, 1);
+	assert_int_equal(vol_sync(v), 0);
+
+	syncpoint_reset();
+	syncpoint_enable();
+	syncpoint_order("test.release", "vol.snap.create.synced@A");
+	test_thread_start(&ta, create_main, &a);
+	syncpoint_wait_arrived("vol.snap.create.synced@A", 1);
+	/* A synced; the commit of the next delta waits until A has taken */
+	syncpoint_order("vol.snap.create.taken@A", "vol.commit.finish");
+	finishes = syncpoint_arrived("vol.commit.finish");
+	vf_write(v, OWNER0, 0, 2);
+	test_thread_start(&tb, sync_main, &b);
+	syncpoint_wait_arrived("vol.commit.finish", finishes + 1);
+	syncpoint_hit("test.release");
+	test_thread_join(ta);
+	test_thread_join(tb);
+	syncpoint_reset();
+	assert_int_equal(a.c_err, 0);
+	assert_int_equal(b.c_err, 0);
+
+	vol_usage(v, &us);
+	assert_true(us.vus_pinned_blocks >= 1); /* version 1 of the block */
+	vf_check(v);
+	vf_expect(v, OWNER0, 0, 2);
+	m.m_ver[0][0] = 1;
+	expect_snapshot(d, "raced", &m);
+	assert_int_equal(vol_close(v), 0);
+	test_watchdog_cancel();
+}
+
+int main(void)
+{
+	static const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_create_list_delete),
+	    cmocka_unit_test(test_snapshots_frozen_under_churn),
+	    cmocka_unit_test(test_delete_gives_space_back),
+	    cmocka_unit_test(test_create_races_a_commit),
+	};
+
+	vf_filter_from_env();
+	return TEST_RUN("vol_snap", tests);
+}
