@@ -29,7 +29,7 @@
 #endif
 
 static const struct cli_cmd *const cli_cmds[] = {
-    &cli_cmd_mkfs,  &cli_cmd_info, &cli_cmd_df, &cli_cmd_fsck,
+    &cli_cmd_mkfs,  &cli_cmd_info, &cli_cmd_df, &cli_cmd_fsck, &cli_cmd_snapshot,
 #ifdef CAIRN_HAVE_MOUNT
     &cli_cmd_mount,
 #endif

@@ -46,6 +46,7 @@ extern const struct cli_cmd cli_cmd_mkfs;
 extern const struct cli_cmd cli_cmd_info;
 extern const struct cli_cmd cli_cmd_df;
 extern const struct cli_cmd cli_cmd_fsck;
+extern const struct cli_cmd cli_cmd_snapshot;
 extern const struct cli_cmd cli_cmd_mount; /* built with libfuse3 (CAIRN_HAVE_MOUNT) */
 
 /* The help text's exit code paragraph, shared by every help page. */

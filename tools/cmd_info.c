@@ -36,6 +36,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -60,8 +61,9 @@ static void df_help(void)
 	       "\n"
 	       "Show how the space of the cairn volume on IMAGE is used: live data\n"
 	       "(data and metadata the newest state names), space the segment cleaner\n"
-	       "can reclaim (dead blocks in segments that still hold live ones), free\n"
-	       "segments, and the reserve kept for deletions and the cleaner.\n");
+	       "can reclaim (dead blocks in segments that still hold live ones), space\n"
+	       "only snapshots keep (back when they are deleted), free segments, and the\n"
+	       "reserve kept for deletions and the cleaner.\n");
 	info_help_tail();
 }
 
@@ -167,22 +169,24 @@ static void info_print_space(const struct log_space *sp, const struct vol_usage_
 			     uint32_t bs, uint32_t seg_blocks)
 {
 	uint64_t busy = us->vus_live_segments * seg_blocks;
-	uint64_t dead = busy > us->vus_live_blocks + sp->sp_head_room
-			    ? busy - us->vus_live_blocks - sp->sp_head_room
-			    : 0;
+	uint64_t kept = us->vus_live_blocks + us->vus_pinned_blocks + sp->sp_head_room;
+	uint64_t dead = busy > kept ? busy - kept : 0;
 	uint64_t avail = sp->sp_total > busy + sp->sp_kept ? sp->sp_total - busy - sp->sp_kept : 0;
-	char b1[32], b2[32], b3[32], b4[32], b5[32];
+	char b1[32], b2[32], b3[32], b4[32], b5[32], b6[32];
 
 	printf("space total:     %s (%" PRIu64 " blocks)\n"
 	       "space live:      %s (%" PRIu64 " blocks, in %" PRIu64 " segments)\n"
 	       "space dead:      %s (%" PRIu64
 	       " blocks in those segments: the cleaner's to reclaim)\n"
+	       "space pinned:    %s (%" PRIu64 " blocks only snapshots keep, in %" PRIu64
+	       " segments the cleaner leaves to them)\n"
 	       "space kept:      %s (%" PRIu64 " blocks, for freeing operations)\n"
 	       "space free:      %s (%" PRIu64 " blocks, in segments holding nothing live)\n",
 	       cli_size_str(sp->sp_total * bs, b1, sizeof(b1)), sp->sp_total,
 	       cli_size_str(us->vus_live_blocks * bs, b2, sizeof(b2)), us->vus_live_blocks,
 	       us->vus_live_segments, cli_size_str(dead * bs, b5, sizeof(b5)), dead,
-	       cli_size_str(sp->sp_kept * bs, b3, sizeof(b3)), sp->sp_kept,
+	       cli_size_str(us->vus_pinned_blocks * bs, b6, sizeof(b6)), us->vus_pinned_blocks,
+	       us->vus_snap_segments, cli_size_str(sp->sp_kept * bs, b3, sizeof(b3)), sp->sp_kept,
 	       cli_size_str(avail * bs, b4, sizeof(b4)), avail);
 }
 
@@ -191,10 +195,12 @@ static int info_state(const char *path, struct bdev *d, uint32_t bs, uint32_t se
 {
 	struct vol_open_opts o = {.voo_cache_blocks = INFO_CACHE_BLOCKS, .voo_read_only = true};
 	struct vol_usage_stats us;
+	struct vol_snap_info *snaps = NULL;
+	size_t nsnaps = 0;
 	struct log_space sp;
 	struct vol *v;
 	uint32_t delta;
-	int err;
+	int err, cerr;
 
 	err = vol_open(d, &o, &v);
 	if (err) {
@@ -205,7 +211,11 @@ static int info_state(const char *path, struct bdev *d, uint32_t bs, uint32_t se
 	vol_space(v, &sp);
 	vol_usage(v, &us);
 	delta = vol_committed_delta(v);
-	err = vol_close(v);
+	err = vol_snap_list(v, &snaps, &nsnaps);
+	free(snaps);
+	cerr = vol_close(v);
+	if (!err)
+		err = cerr;
 	if (err) {
 		cli_err("%s: %s", path, cli_strerror(err));
 		return CLI_FAIL;
@@ -213,6 +223,7 @@ static int info_state(const char *path, struct bdev *d, uint32_t bs, uint32_t se
 	info_print_space(&sp, &us, bs, seg_blocks);
 	if (!df)
 		printf("committed delta: %" PRIu32 "\n", delta);
+	printf("snapshots:       %zu (cairn snapshot list)\n", nsnaps);
 	return CLI_OK;
 }
 

@@ -65,9 +65,11 @@ struct cairn_mkfs_opts {
 int cairn_mkfs(const char *path, const struct cairn_mkfs_opts *o);
 
 struct cairn_open_opts {
-	uint32_t coo_cache_mb;	 /* buffer cache in MiB; 0: 64 */
-	int coo_read_only;	 /* refuse every change with -EROFS (orphans are left) */
-	uint32_t coo_max_age_ms; /* commit changes at least this often; 0: 5000 */
+	uint32_t coo_cache_mb;	  /* buffer cache in MiB; 0: 64 */
+	int coo_read_only;	  /* refuse every change with -EROFS (orphans are left) */
+	uint32_t coo_max_age_ms;  /* commit changes at least this often; 0: 5000 */
+	const char *coo_snapshot; /* open this snapshot, read only, instead of the
+				     newest state; -ENOENT if there is none */
 };
 
 /*
@@ -219,6 +221,27 @@ int cairn_syncfs(struct cairn *c);
  * get), f_files, f_ffree, f_namemax = 255.
  */
 int cairn_statfs(struct cairn *c, struct statvfs *sv);
+
+/* ---- snapshots ---------------------------------------------------------------- */
+
+/*
+ * A snapshot pins the filesystem as it is (everything written before the
+ * call) under a name, read-only, until it is deleted; taking one costs
+ * the same however many files there are. Open one with
+ * cairn_open_opts.coo_snapshot. Names: 1 to CAIRN_SNAP_NAME_MAX bytes,
+ * no '/', not "." or "..". create: -EEXIST, -EINVAL, -ENAMETOOLONG,
+ * -ENOSPC, -EROFS; delete (works on a full volume): -ENOENT, -EROFS.
+ */
+#define CAIRN_SNAP_NAME_MAX 95
+struct cairn_snapshot {
+	char cs_name[CAIRN_SNAP_NAME_MAX + 1];
+	uint64_t cs_delta;   /* the commit whose state it keeps */
+	int64_t cs_ctime_ns; /* when it was taken, ns since the epoch */
+};
+int cairn_snapshot_create(struct cairn *c, const char *name);
+int cairn_snapshot_delete(struct cairn *c, const char *name);
+/* Every snapshot, in a malloc'ed array (*out NULL if none). */
+int cairn_snapshot_list(struct cairn *c, struct cairn_snapshot **out, size_t *n);
 
 /* ---- extended attributes -------------------------------------------------- */
 

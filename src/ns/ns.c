@@ -810,7 +810,8 @@ static void ns_vol_opts(const struct cairn_open_opts *o, uint32_t bs, struct vol
 {
 	uint32_t mb = o->coo_cache_mb ? o->coo_cache_mb : NS_CACHE_MB;
 
-	*vo = (struct vol_open_opts){.voo_max_age_ms = o->coo_max_age_ms};
+	*vo = (struct vol_open_opts){.voo_max_age_ms = o->coo_max_age_ms,
+				     .voo_snapshot = o->coo_snapshot};
 	vo->voo_cache_blocks = (uint32_t)MIN((uint64_t)mb * 1024 * 1024 / bs, UINT32_MAX);
 }
 
@@ -904,9 +905,9 @@ static int ns_open_ns(struct cairn *c, const struct cairn_open_opts *o)
 		err = ialloc_create(c->c_vol, &io, &c->c_ialloc);
 	if (err)
 		goto out_vol;
-	if (!o->coo_read_only)
+	c->c_rdonly = o->coo_read_only || o->coo_snapshot;
+	if (!c->c_rdonly)
 		err = ns_orphans_replay(c);
-	c->c_rdonly = o->coo_read_only;
 	if (err)
 		goto out_ialloc;
 	return 0;
@@ -1123,6 +1124,40 @@ int cairn_fsync(struct cairn *c, uint64_t ino, int datasync)
 int cairn_syncfs(struct cairn *c)
 {
 	return c->c_rdonly ? 0 : vol_sync(c->c_vol);
+}
+
+int cairn_snapshot_create(struct cairn *c, const char *name)
+{
+	return c->c_rdonly ? -EROFS : vol_snap_create(c->c_vol, name);
+}
+
+int cairn_snapshot_delete(struct cairn *c, const char *name)
+{
+	return c->c_rdonly ? -EROFS : vol_snap_delete(c->c_vol, name);
+}
+
+int cairn_snapshot_list(struct cairn *c, struct cairn_snapshot **out, size_t *n)
+{
+	struct vol_snap_info *si;
+	int err = vol_snap_list(c->c_vol, &si, n);
+
+	_Static_assert(CAIRN_SNAP_NAME_MAX == VOL_SNAP_NAME_MAX, "one name limit");
+	*out = NULL;
+	if (err || !*n)
+		return err;
+	*out = calloc(*n, sizeof(**out));
+	if (!*out) {
+		free(si);
+		*n = 0;
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < *n; i++) {
+		memcpy((*out)[i].cs_name, si[i].vsi_name, sizeof((*out)[i].cs_name));
+		(*out)[i].cs_delta = si[i].vsi_delta;
+		(*out)[i].cs_ctime_ns = si[i].vsi_ctime_ns;
+	}
+	free(si);
+	return 0;
 }
 
 int cairn_statfs(struct cairn *c, struct statvfs *sv)

@@ -1100,6 +1100,56 @@ static void test_read_only(void **state)
 	assert_int_equal(cairn_open(f->nf_path, NULL, &(struct cairn *){NULL}), -EBUSY);
 }
 
+/*
+ * Snapshots through libcairn: one taken keeps the tree as it was while
+ * files change and go; it opens read only, by name, after a reopen too.
+ */
+static void test_snapshots(void **state)
+{
+	struct nf *f = *state;
+	struct cairn_open_opts so = {.coo_snapshot = "before"};
+	struct cairn_snapshot *list;
+	struct cairn_stat st;
+	char copy[NF_PATH_MAX], got[64];
+	struct cairn *s;
+	size_t n;
+
+	nf_file(f, "/a", "version one", 11);
+	nf_file(f, "/gone", "to be removed", 13);
+	assert_int_equal(cairn_snapshot_create(f->nf_c, "before"), 0);
+	assert_int_equal(cairn_snapshot_create(f->nf_c, "before"), -EEXIST);
+	assert_int_equal(cairn_write_path(f->nf_c, "/a", "VERSION TWO", 11, 0), 11);
+	assert_int_equal(cairn_unlink_path(f->nf_c, "/gone"), 0);
+	nf_file(f, "/new", "x", 1);
+	assert_int_equal(cairn_snapshot_list(f->nf_c, &list, &n), 0);
+	assert_int_equal(n, 1);
+	assert_string_equal(list[0].cs_name, "before");
+	free(list);
+	assert_int_equal(cairn_syncfs(f->nf_c), 0);
+	nf_copy_image(f, copy);
+	nf_reopen(f); /* the snapshot is durable */
+
+	assert_int_equal(cairn_open(copy, &so, &s), 0);
+	assert_int_equal(cairn_read_path(s, "/a", got, sizeof(got), 0), 11);
+	assert_memory_equal(got, "version one", 11);
+	assert_int_equal(cairn_read_path(s, "/gone", got, sizeof(got), 0), 13);
+	assert_int_equal(cairn_stat_path(s, "/new", &st), -ENOENT);
+	assert_int_equal(cairn_write_path(s, "/a", "no", 2, 0), -EROFS);
+	assert_int_equal(cairn_snapshot_create(s, "more"), -EROFS);
+	assert_int_equal(cairn_close(s), 0);
+	so.coo_snapshot = "none";
+	assert_int_equal(cairn_open(copy, &so, &s), -ENOENT);
+	unlink(copy);
+
+	assert_int_equal(cairn_read_path(f->nf_c, "/a", got, sizeof(got), 0), 11);
+	assert_memory_equal(got, "VERSION TWO", 11);
+	assert_int_equal(cairn_snapshot_delete(f->nf_c, "before"), 0);
+	assert_int_equal(cairn_snapshot_delete(f->nf_c, "before"), -ENOENT);
+	assert_int_equal(cairn_snapshot_list(f->nf_c, &list, &n), 0);
+	assert_int_equal(n, 0);
+	assert_null(list);
+}
+
 static void test_open_errors(void **state)
 {
 	struct cairn *c;
@@ -1114,29 +1164,18 @@ static void test_open_errors(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    T(test_mkfs_root),
-	    T(test_create_lookup),
-	    T(test_mknod_types),
-	    T(test_unlink_rmdir),
-	    T(test_hard_links),
-	    T(test_symlinks),
-	    T(test_paths),
-	    T(test_rename_files),
-	    T(test_rename_dirs),
-	    T(test_read_write_sparse),
-	    T(test_large_write),
-	    T(test_truncate),
-	    T(test_fallocate),
-	    T(test_setattr),
-	    T(test_xattrs),
-	    T(test_orphan_release),
-	    T(test_orphan_crash),
-	    T(test_truncate_crash),
-	    T(test_generations),
-	    T(test_readdir_changing),
-	    T(test_persistence),
-	    T(test_read_only),
-	    cmocka_unit_test(test_open_errors),
+	    T(test_mkfs_root),	  T(test_create_lookup),
+	    T(test_mknod_types),  T(test_unlink_rmdir),
+	    T(test_hard_links),	  T(test_symlinks),
+	    T(test_paths),	  T(test_rename_files),
+	    T(test_rename_dirs),  T(test_read_write_sparse),
+	    T(test_large_write),  T(test_truncate),
+	    T(test_fallocate),	  T(test_setattr),
+	    T(test_xattrs),	  T(test_orphan_release),
+	    T(test_orphan_crash), T(test_truncate_crash),
+	    T(test_generations),  T(test_readdir_changing),
+	    T(test_persistence),  T(test_read_only),
+	    T(test_snapshots),	  cmocka_unit_test(test_open_errors),
 	};
 
 	test_watchdog("test_ns", 600);

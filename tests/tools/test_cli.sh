@@ -299,6 +299,34 @@ grep -q '^cairn info: nostate: no valid committed state' err || fail "no state: 
 [ "$(field segments)" = 14 ] || fail "no state: the geometry was not printed"
 ok "info on a volume with no state prints the geometry and one error"
 
+# snapshot: create, list, delete on an unmounted image; each error one line
+run mkfs --size 64M snap
+run snapshot create snap first
+expect_rc 0 "snapshot create"
+run snapshot list snap
+expect_rc 0 "snapshot list"
+grep -q "^first  *[0-9][0-9]*  20[0-9][0-9]-" out || fail "snapshot list: no 'first' line"
+run df snap
+[ "$(field snapshots)" = "1 (cairn snapshot list)" ] || fail "df: snapshots"
+[ -n "$(field 'space pinned')" ] || fail "df: no 'space pinned'"
+run snapshot create snap first
+expect_error 1 snapshot "exists already" "snapshot create of an existing name"
+run snapshot create snap a/b
+expect_error 1 snapshot "cannot name a snapshot" "snapshot create of a bad name"
+run snapshot delete snap none
+expect_error 1 snapshot "no snapshot named 'none'" "snapshot delete of a missing name"
+run snapshot create snap
+expect_error 2 snapshot "needs IMAGE and NAME" "snapshot create without NAME"
+run snapshot frob snap
+expect_error 2 snapshot "unknown action" "snapshot with an unknown action"
+run fsck snap
+expect_rc 0 "fsck with a snapshot"
+run snapshot delete snap first
+expect_rc 0 "snapshot delete"
+run snapshot list snap
+[ "$(wc -l <out)" -eq 1 ] || fail "snapshot list after delete: not just the header"
+ok "snapshot creates, lists and deletes"
+
 # ---- the library's log lines ---------------------------------------------------
 
 run -v info nostate
