@@ -344,8 +344,16 @@ int vol_open_snapshot(struct vol *v, const char *name)
 	for (size_t i = 0; i < u->vu_nsnaps && !si; i++)
 		if (!strcmp(u->vu_snaps[i].vsi_name, name))
 			si = &u->vu_snaps[i];
-	if (!si)
-		return -ENOENT;
+	if (!si) { /* none, or one the open's count left out as damaged */
+		uint32_t found, free_slot;
+
+		err = snap_scan(v, name, NULL, NULL, &found, &free_slot);
+		if (!err && found != UINT32_MAX) {
+			log_err("vol: snapshot \"%s\" is damaged", name);
+			err = -EUCLEAN;
+		}
+		return err ? err : -ENOENT;
+	}
 	block = malloc(v->v_block_size);
 	if (!block)
 		return -ENOMEM;
