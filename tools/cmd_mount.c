@@ -32,6 +32,7 @@
  */
 #include "cli.h"
 
+#include "cairn/cairn.h"
 #include "fuse/fuse.h"
 
 #include <errno.h>
@@ -59,7 +60,9 @@ struct mount_args {
 	bool ma_debug;
 	bool ma_read_only;
 	bool ma_allow_other;
-	uint32_t ma_commit_ms;	       /* -o commit=SECONDS; 0: the library's 5 s */
+	uint32_t ma_commit_ms;	 /* -o commit=SECONDS; 0: the library's 5 s */
+	const char *ma_snapshot; /* -o snapshot=NAME (read only); NULL: the volume */
+	char ma_snapshot_buf[CAIRN_SNAP_NAME_MAX + 1];
 	char ma_extra[MOUNT_OPTS_MAX]; /* -o options for libfuse */
 	bool ma_help;
 };
@@ -88,6 +91,8 @@ static void mount_help(void)
 	       "                       commit=SECONDS       commit changes at least this\n"
 	       "                                            often (default 5); fsync and\n"
 	       "                                            fdatasync commit at once\n"
+	       "                       snapshot=NAME        mount snapshot NAME, read-only\n"
+	       "                                            (cairn snapshot list IMAGE)\n"
 	       "                     mount(8)'s own (defaults, noauto, nofail, _netdev,\n"
 	       "                     user, x-...) are ignored; others go to libfuse\n"
 	       "                     (fsname=, max_read=, nosuid, nodev, noatime, ...)\n"
@@ -129,6 +134,17 @@ static int mount_opt_commit(struct mount_args *a, const char *v)
 	return CLI_OK;
 }
 
+/* -o snapshot=NAME: a snapshot's name; the mount is read-only. */
+static int mount_opt_snapshot(struct mount_args *a, const char *v)
+{
+	if (!*v || strlen(v) > CAIRN_SNAP_NAME_MAX)
+		return cli_usage_err("-o snapshot='%s' is not a snapshot name (1 to %d bytes)", v,
+				     CAIRN_SNAP_NAME_MAX);
+	snprintf(a->ma_snapshot_buf, sizeof(a->ma_snapshot_buf), "%s", v);
+	a->ma_snapshot = a->ma_snapshot_buf;
+	return CLI_OK;
+}
+
 static int mount_opt_one(struct mount_args *a, const char *o)
 {
 	size_t n = strlen(a->ma_extra);
@@ -141,6 +157,8 @@ static int mount_opt_one(struct mount_args *a, const char *o)
 		a->ma_allow_other = true;
 	else if (!strncmp(o, "commit=", 7))
 		return mount_opt_commit(a, o + 7);
+	else if (!strncmp(o, "snapshot=", 9))
+		return mount_opt_snapshot(a, o + 9);
 	else if (!strcmp(o, "default_permissions") || !*o || mount_opt_ignored(o))
 		; /* always on, or not ours */
 	else if (n + strlen(o) + 2 > sizeof(a->ma_extra))
@@ -350,6 +368,8 @@ static int mount_fail(const struct mount_args *a, const struct cfuse_err *e)
 		if (e->ce_err == -EBUSY)
 			cli_err("%s is in use: mounted, or open in another cairn process",
 				a->ma_image);
+		else if (e->ce_err == -ENOENT && a->ma_snapshot)
+			cli_err("%s has no snapshot named '%s'", a->ma_image, a->ma_snapshot);
 		else
 			cli_err("cannot open %s: %s", a->ma_image, cli_strerror(e->ce_err));
 		return CLI_FAIL;
@@ -447,7 +467,8 @@ static int mount_run(int argc, char **argv)
 	o = (struct cfuse_opts){
 	    .cfo_image = image,
 	    .cfo_mountpoint = dir,
-	    .cfo_read_only = a.ma_read_only,
+	    .cfo_read_only = a.ma_read_only || a.ma_snapshot,
+	    .cfo_snapshot = a.ma_snapshot,
 	    .cfo_allow_other = a.ma_allow_other,
 	    .cfo_debug = a.ma_debug,
 	    .cfo_fuse_opts = a.ma_extra,

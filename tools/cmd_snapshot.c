@@ -1,20 +1,31 @@
 /*
  * cmd_snapshot.c - `cairn snapshot`: create, list and delete the
- * snapshots of a cairn volume on an image that is not mounted.
+ * snapshots of a cairn volume, on an image or through its mount.
  *
- *   snapshot create IMAGE NAME   vol_snap_create: everything committed
- *                                is pinned as NAME
- *   snapshot delete IMAGE NAME   vol_snap_delete: what only NAME kept
- *                                is given back to the cleaner
- *   snapshot list IMAGE          vol_snap_list: name, delta, time
+ *   snapshot create TARGET NAME  everything committed is pinned as NAME
+ *   snapshot delete TARGET NAME  what only NAME kept goes back to the
+ *                                cleaner
+ *   snapshot list TARGET         name, delta, time
  *
- * The image is opened with an exclusive lock (BDEV_EXCL_LOCK), so a
- * mounted image is refused with one clear line rather than changed under
- * the daemon. list opens it read-only and takes no lock.
+ * TARGET is an image (a regular file or a block device) or a directory
+ * of a mounted cairn volume.
+ *
+ *   - An image: vol_snap_create / vol_snap_delete / vol_snap_list on it,
+ *     opened with an exclusive lock (BDEV_EXCL_LOCK), so a mounted image
+ *     is refused with one clear line rather than changed under the
+ *     daemon; list opens it read-only and takes no lock.
+ *   - A directory: the daemon's control ioctls (include/cairn/ioctl.h),
+ *     after syncfs(2) on it so that the kernel's writeback cache reaches
+ *     the daemon first; a directory of another filesystem answers ENOTTY.
  */
 #include "cli.h"
 
+#include "cairn/ioctl.h"
 #include "vol/vol.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <errno.h>
 #include <getopt.h>
@@ -28,15 +39,16 @@
 
 static void snapshot_help(void)
 {
-	printf("Usage: cairn snapshot create IMAGE NAME\n"
-	       "       cairn snapshot delete IMAGE NAME\n"
-	       "       cairn snapshot list IMAGE\n"
+	printf("Usage: cairn snapshot create TARGET NAME\n"
+	       "       cairn snapshot delete TARGET NAME\n"
+	       "       cairn snapshot list TARGET\n"
 	       "\n"
-	       "Pin the newest committed state of the cairn volume on IMAGE as snapshot\n"
-	       "NAME, delete one (what only it kept becomes reclaimable), or list them.\n"
+	       "Pin the newest committed state of a cairn volume as snapshot NAME,\n"
+	       "delete one (what only it kept becomes reclaimable), or list them.\n"
+	       "TARGET is the volume's image, if it is not mounted, or a directory of\n"
+	       "its mount (the daemon does the work; root or the user who mounted).\n"
 	       "A snapshot is read through libcairn (cairn_open_opts.coo_snapshot).\n"
 	       "NAME: 1 to %d bytes, no '/'.\n"
-	       "The image must not be mounted (create and delete lock it).\n"
 	       "\n"
 	       "Options:\n"
 	       "  -v, --verbose  show the library's log lines\n"
@@ -76,6 +88,17 @@ static int snapshot_open(const char *path, bool write, struct vol **out)
 	return CLI_OK;
 }
 
+static void snapshot_print(const char *name, uint64_t delta, int64_t ctime_ns)
+{
+	time_t t = (time_t)(ctime_ns / 1000000000);
+	char when[32] = "?";
+	struct tm tm;
+
+	if (gmtime_r(&t, &tm))
+		strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
+	printf("%-24s %10" PRIu64 "  %s\n", name, delta, when);
+}
+
 static int snapshot_list(const char *path)
 {
 	struct vol_snap_info *si;
@@ -92,15 +115,8 @@ static int snapshot_list(const char *path)
 		return CLI_FAIL;
 	}
 	printf("%-24s %10s  %s\n", "NAME", "DELTA", "TAKEN (UTC)");
-	for (size_t i = 0; i < n; i++) {
-		time_t t = (time_t)(si[i].vsi_ctime_ns / 1000000000);
-		char when[32] = "?";
-		struct tm tm;
-
-		if (gmtime_r(&t, &tm))
-			strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
-		printf("%-24s %10" PRIu64 "  %s\n", si[i].vsi_name, si[i].vsi_delta, when);
-	}
+	for (size_t i = 0; i < n; i++)
+		snapshot_print(si[i].vsi_name, si[i].vsi_delta, si[i].vsi_ctime_ns);
 	free(si);
 	return CLI_OK;
 }
@@ -129,6 +145,80 @@ static int snapshot_change(const char *path, const char *what, const char *name)
 	return err ? CLI_FAIL : CLI_OK;
 }
 
+/* The mounted volume's directory @dir, open, synced (syncfs); -1 on failure (reported). */
+static int snapshot_open_mount(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (fd < 0) {
+		cli_err("%s: %s", dir, strerror(errno));
+		return -1;
+	}
+	if (syncfs(fd) < 0) {
+		cli_err("%s: syncfs: %s", dir, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static void snapshot_mount_err(const char *dir, const char *what, const char *name, int e)
+{
+	if (e == ENOTTY || e == ENOSYS)
+		cli_err("%s is not in a mounted cairn volume", dir);
+	else if (e == EEXIST)
+		cli_err("%s: a snapshot named '%s' exists already", dir, name);
+	else if (e == ENOENT)
+		cli_err("%s: no snapshot named '%s'", dir, name);
+	else if (e == EINVAL || e == ENAMETOOLONG)
+		cli_err("'%s' cannot name a snapshot (1 to %d bytes, no '/', not . or ..)", name,
+			VOL_SNAP_NAME_MAX);
+	else if (e == EPERM)
+		cli_err("%s: only root or the user who mounted it may %s snapshots", dir, what);
+	else
+		cli_err("%s: cannot %s snapshot '%s': %s", dir, what, name, strerror(e));
+}
+
+static int snapshot_mounted(const char *dir, const char *what, const char *name)
+{
+	struct cairn_ioc_snap s = {0};
+	int fd = snapshot_open_mount(dir), ret = CLI_OK;
+
+	if (fd < 0)
+		return CLI_FAIL;
+	if (name) {
+		if (strlen(name) > CAIRN_SNAP_NAME_MAX) {
+			snapshot_mount_err(dir, what, name, ENAMETOOLONG);
+			close(fd);
+			return CLI_FAIL;
+		}
+		memcpy(s.cis_name, name, strlen(name));
+		if (ioctl(fd,
+			  !strcmp(what, "create") ? CAIRN_IOC_SNAP_CREATE : CAIRN_IOC_SNAP_DELETE,
+			  &s) < 0) {
+			snapshot_mount_err(dir, what, name, errno);
+			ret = CLI_FAIL;
+		}
+		close(fd);
+		return ret;
+	}
+	for (uint32_t i = 0;; i++) {
+		s = (struct cairn_ioc_snap){.cis_index = i};
+		if (ioctl(fd, CAIRN_IOC_SNAP_GET, &s) < 0) {
+			if (errno != ENOENT) {
+				snapshot_mount_err(dir, "list", "", errno);
+				ret = CLI_FAIL;
+			}
+			break;
+		}
+		if (!i)
+			printf("%-24s %10s  %s\n", "NAME", "DELTA", "TAKEN (UTC)");
+		snapshot_print(s.cis_name, s.cis_delta, s.cis_ctime_ns);
+	}
+	close(fd);
+	return ret;
+}
+
 static int snapshot_run(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -137,6 +227,7 @@ static int snapshot_run(int argc, char **argv)
 	    {NULL, 0, NULL, 0},
 	};
 	const char *what;
+	struct stat st;
 	int c, want;
 
 	opterr = 0;
@@ -165,6 +256,9 @@ static int snapshot_run(int argc, char **argv)
 	if (argc - optind - 1 > want)
 		return cli_usage_err("unexpected argument '%s'", argv[optind + 1 + want]);
 	cli_log_setup();
+	if (stat(argv[optind + 1], &st) == 0 && S_ISDIR(st.st_mode))
+		return snapshot_mounted(argv[optind + 1], what,
+					want == 1 ? NULL : argv[optind + 2]);
 	if (want == 1)
 		return snapshot_list(argv[optind + 1]);
 	return snapshot_change(argv[optind + 1], what, argv[optind + 2]);

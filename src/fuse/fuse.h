@@ -34,6 +34,10 @@
  *     SIGTERM/SIGINT/SIGHUP (which syncs the mount first), commits all.
  *   - With the writeback cache, write(2) lands in the kernel's cache:
  *     ENOSPC and other write errors come back from fsync(2) and close(2).
+ *   - Snapshots: the control ioctls of include/cairn/ioctl.h (fuse_ctl.c)
+ *     create, delete and list them on the mounted volume; cfo_snapshot
+ *     mounts one, read-only (the image's lock still allows one mount at
+ *     a time: a snapshot mount beside the writable one is not yet).
  */
 #ifndef CAIRN_FUSE_H
 #define CAIRN_FUSE_H
@@ -54,6 +58,7 @@ struct cfuse_opts {
 	unsigned cfo_threads;	    /* most worker threads; 0: sized to the machine */
 	uint32_t cfo_cache_mb;	    /* libcairn's buffer cache; 0: its default */
 	uint32_t cfo_commit_ms;	    /* commit at least this often; 0: libcairn's default */
+	const char *cfo_snapshot;   /* mount this snapshot (with cfo_read_only); NULL: none */
 };
 
 /* Which step of cfuse_mount failed. */

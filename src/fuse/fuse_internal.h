@@ -139,4 +139,8 @@ void cfuse_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t siz
 void cfuse_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
 void cfuse_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);
 
+/* ---- fuse_ctl.c: the control ioctls (cairn/ioctl.h) ---------------------------- */
+void cfuse_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, void *arg, struct fuse_file_info *fi,
+		 unsigned flags, const void *in_buf, size_t in_bufsz, size_t out_bufsz);
+
 #endif /* CAIRN_FUSE_INTERNAL_H */

@@ -118,6 +118,9 @@ static void cfuse_init(void *userdata, struct fuse_conn_info *conn)
 	 * truncates), not as OPEN plus SETATTR. */
 	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
 		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+	/* the control ioctls (fuse_ctl.c) on the root directory too */
+	if (conn->capable & FUSE_CAP_IOCTL_DIR)
+		conn->want |= FUSE_CAP_IOCTL_DIR;
 	/* Large writes: 1 MiB per WRITE (libfuse's buffer holds 256 pages
 	 * and announces max_pages to the kernel); there is no separate
 	 * "big writes" flag in FUSE 3, they are always on. */
@@ -413,4 +416,5 @@ const struct fuse_lowlevel_ops cfuse_ops = {
     .create = cfuse_create,
     .fallocate = cfuse_fallocate,
     .readdirplus = cfuse_readdirplus,
+    .ioctl = cfuse_ioctl,
 };

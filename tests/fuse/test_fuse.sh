@@ -17,7 +17,7 @@ FUSE_MKFS=$(realpath "${2:?usage: test_fuse.sh CAIRN FUSE_MKFS MOUNT_HELPER}")
 HELPER=$(realpath "${3:?usage: test_fuse.sh CAIRN FUSE_MKFS MOUNT_HELPER}")
 
 CASES=(errors file_ops large_dir parallel busy persistence remount_at_once sigterm_helper
-	permissions read_only enospc flush_once)
+	permissions read_only enospc flush_once snapshots)
 WAIT_STEPS=200 # polls of 0.05 s: 10 s
 
 echo "[==========] Running ${#CASES[@]} test(s)."
@@ -465,6 +465,50 @@ case_flush_once() {
 	[ "$(stat -c %Y $m/f7)" = "$(date -d '2001-02-03 04:05:06' +%s)" ] ||
 		fail "mtime of f7 after remount"
 	unmount $m "$fg_pid"
+}
+
+# Snapshots of the mounted volume through the mount (the control ioctls),
+# each frozen while the volume changes; one mounted read-only by name; the
+# others' users refused; deleting one through the mount.
+case_snapshots() {
+	local m=mnt8 s=mnt8s as
+	mkdir -p $m $s
+	mkimg h.img 64 || return
+	mount_fg h.img $m || return
+	echo "one" >$m/f && mkdir $m/d && echo kept >$m/d/g
+	check "snapshot create through the mount" "$CAIRN" snapshot create $m first
+	echo "two" >$m/f && rm $m/d/g && echo new >$m/h
+	check "snapshot create through a subdirectory" "$CAIRN" snapshot create $m/d second
+	"$CAIRN" snapshot create $m first 2>err && fail "created a snapshot twice"
+	grep -q "exists already" err || fail "create twice: $(cat err)"
+	"$CAIRN" snapshot list $m >out || fail "snapshot list through the mount"
+	[ "$(awk 'NR > 1 {print $1}' out | tr '\n' ' ')" = "first second " ] ||
+		fail "snapshot list: $(cat out)"
+	if [ "$(id -u)" -eq 0 ] && command -v setpriv >/dev/null && id nobody >/dev/null 2>&1; then
+		as="setpriv --reuid=$(id -u nobody) --regid=$(id -g nobody) --clear-groups"
+		$as "$CAIRN" snapshot create $m third 2>err && fail "nobody made a snapshot"
+	fi
+	"$CAIRN" snapshot create h.img third 2>err && fail "changed a mounted image"
+	grep -q "in use" err || fail "mounted image: $(cat err)"
+	unmount $m "$fg_pid" || return
+	mount_fg h.img $s -o snapshot=first || return
+	[ "$(cat $s/f)" = "one" ] || fail "snapshot first: f is $(cat $s/f)"
+	[ "$(cat $s/d/g)" = "kept" ] || fail "snapshot first: d/g is gone"
+	[ ! -e $s/h ] || fail "snapshot first holds a later file"
+	sh -c "echo x >$s/f" 2>/dev/null && fail "wrote into a snapshot"
+	unmount $s "$fg_pid" || return
+	mount_fg h.img $m || return
+	[ "$(cat $m/f)" = "two" ] || fail "the volume: f is $(cat $m/f)"
+	check "snapshot delete through the mount" "$CAIRN" snapshot delete $m first
+	"$CAIRN" snapshot list $m >out
+	[ "$(awk 'NR > 1 {print $1}' out)" = "second" ] || fail "after delete: $(cat out)"
+	unmount $m "$fg_pid" || return
+	"$CAIRN" fsck h.img >/dev/null || fail "fsck after snapshots"
+	if "$CAIRN" mount -o snapshot=first h.img $s 2>err; then
+		fusermount3 -u $s
+		fail "mounted a deleted snapshot"
+	fi
+	grep -q "no snapshot named 'first'" err || fail "deleted snapshot: $(cat err)"
 }
 
 failures=0

@@ -1,0 +1,41 @@
+/*
+ * cairn/ioctl.h - the control interface of a mounted cairn volume.
+ *
+ * `cairn mount` answers these ioctls on any file or directory of the
+ * mount (the mount's root is the usual target), from root or from the
+ * user who mounted it (-EPERM otherwise); `cairn snapshot` uses them
+ * when given a mount point instead of an image. Write the kernel's dirty
+ * pages back first (syncfs(2) on the mount), so that a snapshot holds
+ * what programs wrote: the daemon then makes it all durable before it
+ * pins the state.
+ *
+ *   CAIRN_IOC_SNAP_CREATE  cis_name: create it (cairn_snapshot_create)
+ *   CAIRN_IOC_SNAP_DELETE  cis_name: delete it (cairn_snapshot_delete)
+ *   CAIRN_IOC_SNAP_GET     cis_index in, the cis_index-th snapshot out
+ *                          (ENOENT past the last): a list, one by one
+ *
+ * Errors are those of the libcairn calls (positive, in errno); EROFS on
+ * a read-only mount for create and delete.
+ */
+#ifndef CAIRN_IOCTL_H
+#define CAIRN_IOCTL_H
+
+#include <stdint.h>
+#include <sys/ioctl.h>
+
+#include "cairn/cairn.h"
+
+struct cairn_ioc_snap {
+	char cis_name[CAIRN_SNAP_NAME_MAX + 1]; /* NUL-terminated */
+	uint32_t cis_index;			/* CAIRN_IOC_SNAP_GET: which one */
+	uint32_t cis_reserved;			/* 0 */
+	uint64_t cis_delta;			/* GET: the commit it keeps */
+	int64_t cis_ctime_ns;			/* GET: when it was taken */
+};
+
+#define CAIRN_IOC_MAGIC	      0xCA
+#define CAIRN_IOC_SNAP_CREATE _IOW(CAIRN_IOC_MAGIC, 1, struct cairn_ioc_snap)
+#define CAIRN_IOC_SNAP_DELETE _IOW(CAIRN_IOC_MAGIC, 2, struct cairn_ioc_snap)
+#define CAIRN_IOC_SNAP_GET    _IOWR(CAIRN_IOC_MAGIC, 3, struct cairn_ioc_snap)
+
+#endif /* CAIRN_IOCTL_H */

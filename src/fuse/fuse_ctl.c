@@ -1,0 +1,100 @@
+/*
+ * fuse_ctl.c - the mount's control ioctls (include/cairn/ioctl.h):
+ * snapshots of the mounted volume.
+ *
+ * They are restricted ioctls: the kernel copies the struct in and out by
+ * the size _IOC encodes, so in_buf holds a whole struct cairn_ioc_snap
+ * and the reply carries one back. FUSE_CAP_IOCTL_DIR is asked for at
+ * init so that the mount's root directory, the natural target, takes
+ * them too. Only root or the user who mounted may use them: a snapshot
+ * pins space, and deleting one frees what others may rely on.
+ *
+ * A snapshot pins what libcairn has committed after a sync: data still
+ * in the kernel's writeback cache is not in it. The caller writes it
+ * back first (syncfs(2) on the mount), as `cairn snapshot` does.
+ *
+ * No state of its own: every call is one libcairn call, which is
+ * thread-safe (snapshot creation and deletion serialize inside).
+ */
+#include "fuse/fuse_internal.h"
+
+#include "cairn/ioctl.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* The @index-th snapshot into @out; -ENOENT past the last. */
+static int cfuse_snap_get(struct cairn *c, uint32_t index, struct cairn_ioc_snap *out)
+{
+	struct cairn_snapshot *list;
+	size_t n;
+	int err = cairn_snapshot_list(c, &list, &n);
+
+	if (err)
+		return err;
+	if (index >= n) {
+		free(list);
+		return -ENOENT;
+	}
+	memset(out, 0, sizeof(*out));
+	memcpy(out->cis_name, list[index].cs_name, sizeof(out->cis_name));
+	out->cis_index = index;
+	out->cis_delta = list[index].cs_delta;
+	out->cis_ctime_ns = list[index].cs_ctime_ns;
+	free(list);
+	return 0;
+}
+
+void cfuse_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, void *arg, struct fuse_file_info *fi,
+		 unsigned flags, const void *in_buf, size_t in_bufsz, size_t out_bufsz)
+{
+	struct cfuse *f = cfuse_of(req);
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct cairn_ioc_snap in, out;
+	unsigned ucmd = cmd;
+	int err;
+
+	(void)ino;
+	(void)arg;
+	(void)fi;
+	if (flags & FUSE_IOCTL_COMPAT) {
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
+	if (ucmd != CAIRN_IOC_SNAP_CREATE && ucmd != CAIRN_IOC_SNAP_DELETE &&
+	    ucmd != CAIRN_IOC_SNAP_GET) {
+		fuse_reply_err(req, ENOTTY);
+		return;
+	}
+	if (in_bufsz != sizeof(in) || (ucmd == CAIRN_IOC_SNAP_GET && out_bufsz < sizeof(out))) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (ctx->uid != 0 && ctx->uid != getuid()) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	memcpy(&in, in_buf, sizeof(in));
+	if (!memchr(in.cis_name, '\0', sizeof(in.cis_name))) {
+		fuse_reply_err(req, ENAMETOOLONG);
+		return;
+	}
+	if (ucmd == CAIRN_IOC_SNAP_GET) {
+		err = cfuse_snap_get(f->cf_cairn, in.cis_index, &out);
+		if (err)
+			fuse_reply_err(req, cfuse_errno(err));
+		else
+			fuse_reply_ioctl(req, 0, &out, sizeof(out));
+		return;
+	}
+	if (ucmd == CAIRN_IOC_SNAP_CREATE)
+		err = cairn_snapshot_create(f->cf_cairn, in.cis_name);
+	else
+		err = cairn_snapshot_delete(f->cf_cairn, in.cis_name);
+	if (err)
+		fuse_reply_err(req, cfuse_errno(err));
+	else
+		fuse_reply_ioctl(req, 0, NULL, 0);
+}
