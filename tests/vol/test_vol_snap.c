@@ -586,6 +586,111 @@ static void test_damaged_snapshots(void **state)
 	assert_int_equal(vol_close(v), 0);
 }
 
+/*
+ * Snapshots taken and deleted while writer threads commit (and the
+ * cleaner runs, on a small volume): writer k rewrites its own blocks
+ * with rising versions and publishes the last version whose
+ * transaction ended. A snapshot must hold, for each writer, a version
+ * at least the one published before vol_snap_create was called (it
+ * syncs first) and at most the one published after it returned. Run
+ * under TSan in CI.
+ */
+#define CW_WRITERS 3
+#define CW_BLOCKS  16
+#define CW_SNAPS   12
+
+struct cw_writer {
+	struct vol *w_vol;
+	unsigned w_id;
+	_Atomic uint32_t w_done; /* last version fully written */
+	atomic_bool *w_stop;
+};
+
+static void *cw_writer_main(void *arg)
+{
+	struct cw_writer *w = arg;
+
+	for (uint32_t ver = 1; !atomic_load(w->w_stop); ver++) {
+		for (unsigned i = 0; i < CW_BLOCKS; i++)
+			vf_write(w->w_vol, OWNER0 + w->w_id, i, ver);
+		atomic_store(&w->w_done, ver);
+		if (ver % 4 == 0)
+			assert_int_equal(vol_sync(w->w_vol), 0);
+	}
+	return NULL;
+}
+
+/* Does every block of writer @id hold a version in [@lo, @hi] in @v? */
+static bool cw_within(struct vol *v, unsigned id, uint32_t lo, uint32_t hi)
+{
+	for (unsigned i = 0; i < CW_BLOCKS; i++) {
+		bool found = false;
+
+		for (uint32_t ver = lo; ver <= hi && !found; ver++)
+			found = vf_has(v, OWNER0 + id, i, ver);
+		if (!found)
+			return false;
+	}
+	return true;
+}
+
+static void test_snapshots_beside_writers(void **state)
+{
+	struct bdev *d = vf_mkfs(24 * VF_SEG);
+	struct vol *v = vf_open(d, 0);
+	struct cw_writer w[CW_WRITERS];
+	uint32_t before[CW_SNAPS][CW_WRITERS], after[CW_SNAPS][CW_WRITERS];
+	atomic_bool stop = false;
+	pthread_t th[CW_WRITERS];
+	struct vol_usage_stats us;
+
+	(void)state;
+	test_watchdog("test_snapshots_beside_writers", 240);
+	for (unsigned k = 0; k < CW_WRITERS; k++) {
+		w[k] = (struct cw_writer){.w_vol = v, .w_id = k, .w_stop = &stop};
+		test_thread_start(&th[k], cw_writer_main, &w[k]);
+	}
+	for (unsigned n = 0; n < CW_SNAPS; n++) {
+		char name[16];
+
+		snprintf(name, sizeof(name), "c%u", n);
+		for (unsigned k = 0; k < CW_WRITERS; k++)
+			before[n][k] = atomic_load(&w[k].w_done);
+		assert_int_equal(vol_snap_create(v, name), 0);
+		for (unsigned k = 0; k < CW_WRITERS; k++)
+			after[n][k] = atomic_load(&w[k].w_done) + 1; /* one may be half written */
+		if (n >= 4) {					     /* keep four */
+			snprintf(name, sizeof(name), "c%u", n - 4);
+			assert_int_equal(vol_snap_delete(v, name), 0);
+		}
+	}
+	atomic_store(&stop, true);
+	for (unsigned k = 0; k < CW_WRITERS; k++)
+		test_thread_join(th[k]);
+	vf_check(v);
+	for (unsigned n = CW_SNAPS - 4; n < CW_SNAPS; n++) {
+		char name[16];
+		struct vol *s;
+		int err;
+
+		snprintf(name, sizeof(name), "c%u", n);
+		s = open_snapshot(d, name, &err);
+		assert_non_null(s);
+		for (unsigned k = 0; k < CW_WRITERS; k++) /* version 0: a hole */
+			if (!cw_within(s, k, before[n][k], after[n][k]))
+				fail_msg(
+				    "snapshot %s, writer %u: a block outside versions [%u, %u]",
+				    name, k, before[n][k], after[n][k]);
+		assert_int_equal(vol_close(s), 0);
+	}
+	vol_usage(v, &us);
+	print_message("# %u snapshots beside %u writers; %" PRIu64 " segments cleaned, %" PRIu64
+		      " released\n",
+		      CW_SNAPS, CW_WRITERS, us.vus_cleaned, us.vus_released);
+	assert_int_equal(vol_close(v), 0);
+	test_watchdog_cancel();
+}
+
 int main(void)
 {
 	static const struct CMUnitTest tests[] = {
@@ -595,6 +700,7 @@ int main(void)
 	    cmocka_unit_test(test_create_races_a_commit),
 	    cmocka_unit_test(test_power_cuts),
 	    cmocka_unit_test(test_damaged_snapshots),
+	    cmocka_unit_test(test_snapshots_beside_writers),
 	};
 
 	vf_filter_from_env();
