@@ -48,6 +48,7 @@
  *
  * Not a test: it asserts nothing about speed and meson test does not run it.
  */
+#include "bench_util.h"
 #include "bdev/bdev.h"
 #include "buf/buf.h"
 #include "util/prng.h"
@@ -131,14 +132,6 @@ struct bench_thread {
 	uint64_t bt_t0, bt_t1; /* ns, CLOCK_MONOTONIC */
 	int bt_err;
 };
-
-static uint64_t bench_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
 
 static void bench_sleep(double seconds)
 {

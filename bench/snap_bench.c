@@ -52,6 +52,7 @@
  * Not a test: it asserts nothing about speed and meson test does not run
  * it. It uses only the public API (include/cairn/cairn.h).
  */
+#include "bench_util.h"
 #include <cairn/cairn.h>
 
 #include <errno.h>
@@ -101,19 +102,6 @@ struct bench_result {
 	struct bench_stat br_flush;  /* the reference, us */
 	struct bench_stat br_delete; /* wall, us */
 };
-
-static uint64_t bench_clock_ns(clockid_t id)
-{
-	struct timespec ts;
-
-	clock_gettime(id, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static uint64_t bench_now_ns(void)
-{
-	return bench_clock_ns(CLOCK_MONOTONIC);
-}
 
 static int bench_cmp_double(const void *a, const void *b)
 {
@@ -443,29 +431,6 @@ static int bench_parse_list(const char *s, uint64_t *out, unsigned *n)
 		if (*n == BENCH_MAX_LIST || bench_parse_u64(p, 1, BENCH_MAX_FILES, &out[(*n)++]))
 			return -EINVAL;
 	return *n ? 0 : -EINVAL;
-}
-
-/* "8G", "512M", "65536K" or bytes. */
-static int bench_parse_size(const char *s, uint64_t *out)
-{
-	char *end;
-	unsigned long long x = strtoull(s, &end, 10);
-	unsigned shift = 0;
-
-	if (end == s || *s == '-')
-		return -EINVAL;
-	if (*end == 'K' || *end == 'k')
-		shift = 10;
-	else if (*end == 'M' || *end == 'm')
-		shift = 20;
-	else if (*end == 'G' || *end == 'g')
-		shift = 30;
-	if (shift)
-		end++;
-	if (*end || !x || x > (UINT64_MAX >> shift))
-		return -EINVAL;
-	*out = (uint64_t)x << shift;
-	return 0;
 }
 
 static int bench_parse_one(struct bench_opts *o, int ch, const char *arg)

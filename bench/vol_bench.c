@@ -63,6 +63,7 @@
  *
  * Not a test: it asserts nothing about speed and meson test does not run it.
  */
+#include "bench_util.h"
 #include "bdev/bdev.h"
 #include "delta/delta.h"
 #include "util/util.h"
@@ -165,14 +166,6 @@ struct bench_report {
 };
 
 /* ---- clocks, the page cache, the image ----------------------------------- */
-
-static uint64_t bench_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
 
 static double bench_secs(uint64_t t0, uint64_t t1)
 {
@@ -964,29 +957,6 @@ static int bench_parse_u32(const char *s, unsigned long min, unsigned long max, 
 	if (bench_parse_list(s, min, max, x, &n) || n != 1)
 		return -EINVAL;
 	*out = x[0];
-	return 0;
-}
-
-/* "4G", "512M", "65536K" or bytes. */
-static int bench_parse_size(const char *s, uint64_t *out)
-{
-	char *end;
-	unsigned long long x = strtoull(s, &end, 10);
-	unsigned shift = 0;
-
-	if (end == s)
-		return -EINVAL;
-	if (*end == 'K' || *end == 'k')
-		shift = 10;
-	else if (*end == 'M' || *end == 'm')
-		shift = 20;
-	else if (*end == 'G' || *end == 'g')
-		shift = 30;
-	if (shift)
-		end++;
-	if (*end || !x || x > (UINT64_MAX >> shift))
-		return -EINVAL;
-	*out = (uint64_t)x << shift;
 	return 0;
 }
 
