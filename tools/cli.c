@@ -221,3 +221,22 @@ int cli_find_volume(const char *path, uint32_t *block_size)
 	}
 	return 0;
 }
+
+int cli_open_volume(const char *path, unsigned flags, struct bdev **d)
+{
+	uint32_t bs;
+	int err = cli_find_volume(path, &bs);
+
+	if (!err && !bs) {
+		cli_err("%s is not a cairn volume (no valid superblock)", path);
+		return -EUCLEAN;
+	}
+	if (!err)
+		err = bdev_open_file(path, bs, 0, flags, d);
+	if (err == -EBUSY)
+		cli_err("cannot open %s: in use (mounted, or open in another cairn process)", path);
+	else if (err)
+		cli_err("cannot %s %s: %s", (flags & BDEV_RDONLY) ? "read" : "open", path,
+			cli_strerror(err));
+	return err;
+}

@@ -91,5 +91,11 @@ const char *cli_strerror(int err);
  * first open that failed for a reason other than size (-ENOENT, -EACCES).
  */
 int cli_find_volume(const char *path, uint32_t *block_size);
+/*
+ * cli_find_volume, then open the image with its block size and @flags
+ * (BDEV_RDONLY, BDEV_EXCL_LOCK): 0 and *d, or a negative errno after
+ * one error line (not a cairn volume, in use, unreadable).
+ */
+int cli_open_volume(const char *path, unsigned flags, struct bdev **d);
 
 #endif /* CAIRN_CLI_H */

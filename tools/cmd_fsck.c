@@ -111,7 +111,6 @@ static int fsck_open(const char *path, struct vol **out)
 	struct vol_open_opts o = {.voo_cache_blocks = FSCK_CACHE_BLOCKS, .voo_read_only = true};
 	struct stat st;
 	struct bdev *d;
-	uint32_t bs;
 	int err;
 
 	if (stat(path, &st) < 0) {
@@ -122,17 +121,8 @@ static int fsck_open(const char *path, struct vol **out)
 		cli_err("%s is not a regular file or a block device", path);
 		return FSCK_OPERATIONAL;
 	}
-	err = cli_find_volume(path, &bs);
-	if (!err && !bs) {
-		cli_err("%s is not a cairn volume (no valid superblock)", path);
+	if (cli_open_volume(path, BDEV_RDONLY, &d))
 		return FSCK_OPERATIONAL;
-	}
-	if (!err)
-		err = bdev_open_file(path, bs, 0, BDEV_RDONLY, &d);
-	if (err) {
-		cli_err("cannot read %s: %s", path, cli_strerror(err));
-		return FSCK_OPERATIONAL;
-	}
 	err = vol_open(d, &o, out);
 	if (err) {
 		bdev_close(d);

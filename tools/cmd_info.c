@@ -231,20 +231,10 @@ static int info_show(const char *path, bool df)
 {
 	struct log_geometry g;
 	struct bdev *d;
-	uint32_t bs;
 	int err;
 
-	err = cli_find_volume(path, &bs);
-	if (!err && !bs) {
-		cli_err("%s is not a cairn volume (no valid superblock)", path);
+	if (cli_open_volume(path, BDEV_RDONLY, &d))
 		return CLI_FAIL;
-	}
-	if (!err)
-		err = bdev_open_file(path, bs, 0, BDEV_RDONLY, &d);
-	if (err) {
-		cli_err("cannot read %s: %s", path, cli_strerror(err));
-		return CLI_FAIL;
-	}
 	err = info_geometry(d, &g);
 	if (err) {
 		bdev_close(d);
@@ -254,7 +244,7 @@ static int info_show(const char *path, bool df)
 	if (!df)
 		info_print_geometry(path, d, &g);
 	fflush(stdout);
-	return info_state(path, d, bs, g.lg_seg_blocks, df);
+	return info_state(path, d, bdev_block_size(d), g.lg_seg_blocks, df);
 }
 
 static int info_or_df(int argc, char **argv, bool df)

@@ -63,22 +63,10 @@ static int snapshot_open(const char *path, bool write, struct vol **out)
 {
 	struct vol_open_opts o = {.voo_cache_blocks = SNAP_CACHE_BLOCKS, .voo_read_only = !write};
 	struct bdev *d;
-	uint32_t bs;
 	int err;
 
-	err = cli_find_volume(path, &bs);
-	if (!err && !bs) {
-		cli_err("%s is not a cairn volume (no valid superblock)", path);
+	if (cli_open_volume(path, write ? BDEV_EXCL_LOCK : BDEV_RDONLY, &d))
 		return CLI_FAIL;
-	}
-	if (!err)
-		err = bdev_open_file(path, bs, 0, write ? BDEV_EXCL_LOCK : BDEV_RDONLY, &d);
-	if (err) {
-		cli_err("cannot open %s: %s", path,
-			err == -EBUSY ? "in use (mounted, or open in another cairn process)"
-				      : cli_strerror(err));
-		return CLI_FAIL;
-	}
 	err = vol_open(d, &o, out);
 	if (err) {
 		bdev_close(d);
