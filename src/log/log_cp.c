@@ -45,14 +45,6 @@ static uint64_t log_cp_csum(const struct log_cp_disk *cp)
 	return XXH3_64bits(&tmp, sizeof(tmp));
 }
 
-static bool log_bytes_zero(const unsigned char *p, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		if (p[i])
-			return false;
-	return true;
-}
-
 /* Is host-order @cp, read from slot @blk, a state of this volume? */
 static bool log_cp_sane(const struct log *l, uint64_t blk, const struct log_cp_disk *cp)
 {
@@ -65,7 +57,7 @@ static bool log_cp_sane(const struct log *l, uint64_t blk, const struct log_cp_d
 static int log_cp_decode(const struct log *l, uint64_t blk, const unsigned char *buf,
 			 struct log_cp_disk *cp)
 {
-	if (log_bytes_zero(buf, l->l_geo.lg_block_size))
+	if (util_all_zero(buf, l->l_geo.lg_block_size))
 		return -ENODATA;
 	memcpy(cp, buf, sizeof(*cp));
 	if (memcmp(cp->cd_magic, LOG_CP_MAGIC, LOG_MAGIC_LEN) ||

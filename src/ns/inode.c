@@ -243,16 +243,6 @@ int inode_encode(uint64_t ino, const struct inode_rec *r, void *out)
 	return 0;
 }
 
-static bool inode_all_zero(const void *p, size_t n)
-{
-	const uint8_t *b = p;
-
-	for (size_t i = 0; i < n; i++)
-		if (b[i])
-			return false;
-	return true;
-}
-
 static void inode_decode_fields(const struct inode_disk *d, struct inode_rec *r)
 {
 	struct inode_time *t[4] = {&r->ir_atime, &r->ir_mtime, &r->ir_ctime, &r->ir_btime};
@@ -284,7 +274,7 @@ int inode_decode(uint64_t ino, const void *in, struct inode_rec *r)
 
 	memcpy(&d, in, sizeof(d));
 	memset(r, 0, sizeof(*r));
-	if (inode_all_zero(&d, sizeof(d)))
+	if (util_all_zero(&d, sizeof(d)))
 		return 0; /* never written: free, generation 0 */
 	if (le64toh(d.id_checksum) != inode_csum(ino, &d) || d.id_version != INODE_VERSION)
 		return -EUCLEAN;
@@ -416,7 +406,7 @@ static int ialloc_hdr_decode(const uint8_t *slot, uint64_t max, uint64_t *high)
 {
 	struct ialloc_hdr_disk h;
 
-	if (inode_all_zero(slot, INODE_REC_SIZE)) {
+	if (util_all_zero(slot, INODE_REC_SIZE)) {
 		*high = VOL_FIRST_OWNER;
 		return 0;
 	}
@@ -424,7 +414,7 @@ static int ialloc_hdr_decode(const uint8_t *slot, uint64_t max, uint64_t *high)
 	if (memcmp(h.ih_magic, IALLOC_HDR_MAGIC, 8) ||
 	    le32toh(h.ih_version) != IALLOC_HDR_VERSION || h.ih_reserved ||
 	    le64toh(h.ih_checksum) != XXH3_64bits(&h, 24) ||
-	    !inode_all_zero(slot + sizeof(h), INODE_REC_SIZE - sizeof(h)))
+	    !util_all_zero(slot + sizeof(h), INODE_REC_SIZE - sizeof(h)))
 		return -EUCLEAN;
 	*high = le64toh(h.ih_high);
 	if (*high < VOL_FIRST_OWNER || *high > max + 1)

@@ -36,11 +36,6 @@ uint64_t ns_max_size(const struct cairn *c)
 	return (VOL_MAX_INDEX + 1) * c->c_bs;
 }
 
-static bool ns_is_zero(const uint8_t *p, size_t n)
-{
-	return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
-}
-
 uint64_t ns_punch_cost(uint64_t from, uint64_t to)
 {
 	return to > from ? 1 : 0; /* vol_truncate: one block whatever the range */
@@ -78,7 +73,7 @@ int ns_punch_range(struct vol_txn *t, uint64_t owner, uint64_t from, uint64_t to
 			return -ENOMEM;
 		for (uint64_t i = from; !err && i < to; i++) {
 			err = vol_read(t->vt_vol, owner, i, blk);
-			if (!err && !ns_is_zero(blk, bs))
+			if (!err && !util_all_zero(blk, bs))
 				(*mapped)++;
 		}
 		free(blk);
@@ -109,7 +104,7 @@ static int ns_block_change(struct cairn *c, struct vol_txn *t, struct ns_inode *
 		err = vol_read(c->c_vol, ni->ni_ino, idx, blk);
 		if (err)
 			return err;
-		was_mapped = !ns_is_zero(blk, c->c_bs);
+		was_mapped = !util_all_zero(blk, c->c_bs);
 	} else {
 		memset(blk, 0, c->c_bs);
 	}
@@ -117,7 +112,7 @@ static int ns_block_change(struct cairn *c, struct vol_txn *t, struct ns_inode *
 		memcpy(blk + off, src, len);
 	else
 		memset(blk + off, 0, len);
-	if (!ns_is_zero(blk, c->c_bs)) {
+	if (!util_all_zero(blk, c->c_bs)) {
 		err = vol_write(t, ni->ni_ino, idx, blk);
 		if (!err && !was_mapped)
 			r->ir_blocks++;

@@ -20,6 +20,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <time.h>
 
 #ifndef EUCLEAN
@@ -32,6 +33,14 @@
 #define unlikely(x)			__builtin_expect(!!(x), 0)
 #define MIN(a, b)			((a) < (b) ? (a) : (b))
 #define MAX(a, b)			((a) > (b) ? (a) : (b))
+
+/* Are the @n bytes at @p all zero? (An empty range is.) */
+static inline bool util_all_zero(const void *p, size_t n)
+{
+	const unsigned char *b = p;
+
+	return n == 0 || (b[0] == 0 && memcmp(b, b + 1, n - 1) == 0);
+}
 
 /* ---- intrusive doubly linked list ---------------------------------- */
 

@@ -78,14 +78,6 @@ static void snap_put64(unsigned char *p, size_t off, uint64_t x)
 	memcpy(p + off, &x, sizeof(x));
 }
 
-static bool snap_zero(const unsigned char *p, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		if (p[i])
-			return false;
-	return true;
-}
-
 /* NULL if @name (of @len bytes) can name a snapshot, else why not. */
 static const char *snap_name_invalid(const char *name, size_t len)
 {
@@ -110,16 +102,16 @@ int vol_snap_decode(const struct vol *v, const void *block, uint32_t slot, uint6
 
 	if (!sroot) {
 		*why = "a free slot holds bytes";
-		return snap_zero(p, VOL_SNAP_REC_SIZE) ? 1 : -EUCLEAN;
+		return util_all_zero(p, VOL_SNAP_REC_SIZE) ? 1 : -EUCLEAN;
 	}
 	*why = "super root outside the segments";
 	if (sroot < g->lg_seg_start ||
 	    sroot - g->lg_seg_start >= g->lg_nsegments * g->lg_seg_blocks)
 		return -EUCLEAN;
 	*why = "reserved bytes set";
-	if (!snap_zero(p + SNAP_RESERVED_OFF, SNAP_NAME_OFF - SNAP_RESERVED_OFF) ||
+	if (!util_all_zero(p + SNAP_RESERVED_OFF, SNAP_NAME_OFF - SNAP_RESERVED_OFF) ||
 	    (len <= VOL_SNAP_NAME_MAX &&
-	     !snap_zero(p + SNAP_NAME_OFF + len, VOL_SNAP_REC_SIZE - SNAP_NAME_OFF - len)))
+	     !util_all_zero(p + SNAP_NAME_OFF + len, VOL_SNAP_REC_SIZE - SNAP_NAME_OFF - len)))
 		return -EUCLEAN;
 	*why = snap_name_invalid((const char *)p + SNAP_NAME_OFF, len);
 	if (*why)
