@@ -146,9 +146,24 @@ void bdev_close(struct bdev *d)
 		d->bd_ops->bo_close(d);
 }
 
-static bool bdev_block_is_zero(const unsigned char *b, size_t len)
+int bdev_unlock(struct bdev *d)
 {
-	return b[0] == 0 && !memcmp(b, b + 1, len - 1);
+	assert(d);
+	return d->bd_ops->bo_unlock ? d->bd_ops->bo_unlock(d) : 0;
+}
+
+int bdev_pin(struct bdev *d, uint64_t key, enum bdev_pin_mode how)
+{
+	assert(d);
+	if (how != BDEV_PIN_SHARED && how != BDEV_PIN_EXCL && how != BDEV_PIN_DROP)
+		return -EINVAL;
+	return d->bd_ops->bo_pin ? d->bd_ops->bo_pin(d, key, how) : 0;
+}
+
+int bdev_pin_any(struct bdev *d)
+{
+	assert(d);
+	return d->bd_ops->bo_pin_any ? d->bd_ops->bo_pin_any(d) : 0;
 }
 
 /* Copy every non-zero block of @d to @fd at the same offset. */
@@ -162,7 +177,7 @@ static int bdev_save_blocks(struct bdev *d, int fd, unsigned char *buf, uint32_t
 
 		err = bdev_read(d, blk, n, buf);
 		for (uint32_t i = 0; i < n && !err; i++) {
-			if (bdev_block_is_zero(buf + i * bs, bs))
+			if (util_all_zero(buf + i * bs, bs))
 				continue;
 			err = bdev_fd_pwrite(fd, buf + i * bs, bs, (off_t)((blk + i) * bs));
 		}

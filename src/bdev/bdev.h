@@ -56,8 +56,9 @@ int bdev_save(struct bdev *d, const char *path);
 
 enum bdev_open_flags {
 	BDEV_RDONLY = 1 << 0,
-	BDEV_CREATE = 1 << 1,	 /* create a sparse image of @nblocks if missing */
-	BDEV_EXCL_LOCK = 1 << 2, /* take an exclusive flock; -EBUSY if held */
+	BDEV_CREATE = 1 << 1,	   /* create a sparse image of @nblocks if missing */
+	BDEV_EXCL_LOCK = 1 << 2,   /* take an exclusive flock; -EBUSY if held */
+	BDEV_SHARED_LOCK = 1 << 3, /* take a shared flock; -EBUSY if an exclusive one is held */
 };
 
 /*
@@ -69,10 +70,37 @@ enum bdev_open_flags {
  * not a whole block, zero size, bad block size), other -errno from open.
  * "Size not a whole block" means smaller than one block: a larger size is
  * rounded down. A block size is a power of two from 512 to 65536.
- * BDEV_RDONLY with BDEV_CREATE, or an unknown flag, is -EINVAL.
+ * BDEV_RDONLY with BDEV_CREATE, both locks, or an unknown flag, is -EINVAL.
  */
 int bdev_open_file(const char *path, uint32_t block_size, uint64_t nblocks, unsigned flags,
 		   struct bdev **out);
+
+/*
+ * Drop the flock taken at open (BDEV_EXCL_LOCK or BDEV_SHARED_LOCK): a
+ * reader that needed the image quiet only while it opened lets writers
+ * in. A no-op for the other backends and for an open without a lock.
+ */
+int bdev_unlock(struct bdev *d);
+
+/*
+ * Pins: advisory locks across processes on a key (any 64-bit value; two
+ * keys may share a lock, rarely), held by this open until dropped or
+ * closed. Another open of the same file holding a conflicting pin makes
+ * the call fail with -EBUSY at once: a pin never waits. An exclusive pin
+ * needs an open for writing (-EBADF otherwise). The volume pins a
+ * snapshot's name shared while it reads the snapshot and exclusive while
+ * it deletes one. Backends other than files serve one open: a no-op.
+ */
+enum bdev_pin_mode {
+	BDEV_PIN_SHARED,
+	BDEV_PIN_EXCL,
+	BDEV_PIN_DROP,
+};
+
+int bdev_pin(struct bdev *d, uint64_t key, enum bdev_pin_mode how);
+/* -EBUSY if another open holds a pin of any key (mkfs over a volume that a
+ * snapshot reader still uses); 0 otherwise. */
+int bdev_pin_any(struct bdev *d);
 
 /* ---- RAM backend ---------------------------------------------------- */
 

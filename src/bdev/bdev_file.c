@@ -8,7 +8,7 @@
  *
  *   bdev_open_file
  *     -> bdev_file_open_fd    open (creating with O_EXCL if asked)
- *     -> bdev_file_lock       flock(LOCK_EX | LOCK_NB) if asked
+ *     -> bdev_file_lock       flock(LOCK_EX or LOCK_SH, | LOCK_NB) if asked
  *     -> bdev_file_size       ftruncate a new image; measure
  *
  * Invariants
@@ -20,8 +20,8 @@
  *       the device (the file shrank under us) is -EIO.
  *   (3) A read-only device never writes: bdev_write returns -EROFS.
  *   (4) If open fails after creating the image, the image is removed.
- *   (5) The exclusive lock, if taken, is held until bdev_close (it is
- *       released by closing bf_fd).
+ *   (5) The flock, if taken, is held until bdev_unlock or bdev_close (it
+ *       is released by closing bf_fd); so are pins, until dropped.
  *
  * Lock order: none (no locks are taken).
  */
@@ -38,7 +38,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define BDEV_FILE_FLAGS (BDEV_RDONLY | BDEV_CREATE | BDEV_EXCL_LOCK)
+#define BDEV_FILE_FLAGS (BDEV_RDONLY | BDEV_CREATE | BDEV_EXCL_LOCK | BDEV_SHARED_LOCK)
+
+/*
+ * Pins are open file description locks (F_OFD_SETLK) on one byte each, at
+ * offsets far past any image's end so they never meet a lock on data:
+ * key k locks byte BDEV_PIN_BASE + (k & BDEV_PIN_MASK). They are apart
+ * from the flock: a writer's exclusive flock and readers' pins coexist.
+ */
+#define BDEV_PIN_BASE ((off_t)1 << 62)
+#define BDEV_PIN_MASK (((uint64_t)1 << 61) - 1)
 
 struct bdev_file {
 	struct bdev bf_bdev;
@@ -166,12 +175,57 @@ static void bdev_file_close(struct bdev *d)
 	free(f);
 }
 
+static int bdev_file_unlock(struct bdev *d)
+{
+	struct bdev_file *f = bdev_to_file(d);
+
+	while (flock(f->bf_fd, LOCK_UN) < 0)
+		if (errno != EINTR)
+			return -errno;
+	return 0;
+}
+
+static int bdev_file_pin(struct bdev *d, uint64_t key, enum bdev_pin_mode how)
+{
+	static const short type[] = {
+	    [BDEV_PIN_SHARED] = F_RDLCK, [BDEV_PIN_EXCL] = F_WRLCK, [BDEV_PIN_DROP] = F_UNLCK};
+	struct bdev_file *f = bdev_to_file(d);
+	struct flock fl = {.l_type = type[how],
+			   .l_whence = SEEK_SET,
+			   .l_start = BDEV_PIN_BASE + (off_t)(key & BDEV_PIN_MASK),
+			   .l_len = 1};
+
+	while (fcntl(f->bf_fd, F_OFD_SETLK, &fl) < 0) {
+		if (errno == EAGAIN || errno == EACCES)
+			return -EBUSY;
+		if (errno != EINTR)
+			return -errno;
+	}
+	return 0;
+}
+
+static int bdev_file_pin_any(struct bdev *d)
+{
+	struct bdev_file *f = bdev_to_file(d);
+	struct flock fl = {.l_type = F_WRLCK,
+			   .l_whence = SEEK_SET,
+			   .l_start = BDEV_PIN_BASE,
+			   .l_len = (off_t)BDEV_PIN_MASK + 1};
+
+	if (fcntl(f->bf_fd, F_OFD_GETLK, &fl) < 0)
+		return -errno;
+	return fl.l_type == F_UNLCK ? 0 : -EBUSY;
+}
+
 static const struct bdev_ops bdev_file_ops = {
     .bo_read = bdev_file_read,
     .bo_write = bdev_file_write,
     .bo_writev = bdev_file_writev,
     .bo_flush = bdev_file_flush,
     .bo_close = bdev_file_close,
+    .bo_unlock = bdev_file_unlock,
+    .bo_pin = bdev_file_pin,
+    .bo_pin_any = bdev_file_pin_any,
 };
 
 /*
@@ -196,9 +250,11 @@ static int bdev_file_open_fd(const char *path, unsigned flags, bool *created)
 	return fd >= 0 ? fd : -errno;
 }
 
-static int bdev_file_lock(int fd)
+static int bdev_file_lock(int fd, unsigned flags)
 {
-	while (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+	if (!(flags & (BDEV_EXCL_LOCK | BDEV_SHARED_LOCK)))
+		return 0;
+	while (flock(fd, ((flags & BDEV_EXCL_LOCK) ? LOCK_EX : LOCK_SH) | LOCK_NB) < 0) {
 		if (errno == EWOULDBLOCK)
 			return -EBUSY;
 		if (errno != EINTR)
@@ -256,6 +312,8 @@ static int bdev_file_args_check(const char *path, uint32_t block_size, unsigned 
 		return -EINVAL;
 	if ((flags & BDEV_RDONLY) && (flags & BDEV_CREATE))
 		return -EINVAL;
+	if ((flags & BDEV_EXCL_LOCK) && (flags & BDEV_SHARED_LOCK))
+		return -EINVAL;
 	/* any nblocks will do to check the block size */
 	return bdev_geometry_check(block_size, 1);
 }
@@ -278,7 +336,7 @@ int bdev_open_file(const char *path, uint32_t block_size, uint64_t nblocks, unsi
 		err = fd;
 		goto out_free;
 	}
-	err = (flags & BDEV_EXCL_LOCK) ? bdev_file_lock(fd) : 0;
+	err = bdev_file_lock(fd, flags);
 	if (!err)
 		err = bdev_file_size(fd, created, block_size, &nblocks);
 	if (err)

@@ -34,6 +34,11 @@ struct bdev_ops {
 	int (*bo_flush)(struct bdev *d);
 	/* Free the backend; does not flush. */
 	void (*bo_close)(struct bdev *d);
+	/* optional (bdev.h, "Pins"): without them, bdev_unlock, bdev_pin and
+	 * bdev_pin_any return 0 */
+	int (*bo_unlock)(struct bdev *d);
+	int (*bo_pin)(struct bdev *d, uint64_t key, enum bdev_pin_mode how);
+	int (*bo_pin_any)(struct bdev *d);
 };
 
 struct bdev {

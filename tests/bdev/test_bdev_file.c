@@ -199,6 +199,69 @@ static void test_file_excl_lock(void **state)
 	bdev_close(b);
 }
 
+/* A shared flock admits other shared ones, not an exclusive one; bdev_unlock lets it in. */
+static void test_file_shared_lock(void **state)
+{
+	struct file_tmp *t = *state;
+	struct bdev *a, *b, *c = NULL;
+
+	assert_int_equal(bdev_open_file(t->ft_path, FILE_BS, 8, BDEV_CREATE, &a), 0);
+	bdev_close(a);
+	assert_int_equal(bdev_open_file(t->ft_path, FILE_BS, 0, BDEV_RDONLY | BDEV_SHARED_LOCK, &a),
+			 0);
+	assert_int_equal(bdev_open_file(t->ft_path, FILE_BS, 0, BDEV_SHARED_LOCK, &b), 0);
+	assert_int_equal(bdev_open_file(t->ft_path, FILE_BS, 0, BDEV_EXCL_LOCK, &c), -EBUSY);
+	assert_null(c);
+	assert_int_equal(bdev_unlock(a), 0);
+	assert_int_equal(bdev_open_file(t->ft_path, FILE_BS, 0, BDEV_EXCL_LOCK, &c), -EBUSY);
+	assert_int_equal(bdev_unlock(b), 0);
+	assert_int_equal(bdev_open_file(t->ft_path, FILE_BS, 0, BDEV_EXCL_LOCK, &c), 0);
+	assert_int_equal(bdev_open_file(t->ft_path, FILE_BS, 0, BDEV_SHARED_LOCK, &b), -EBUSY);
+	assert_int_equal(
+	    bdev_open_file(t->ft_path, FILE_BS, 0, BDEV_SHARED_LOCK | BDEV_EXCL_LOCK, &b), -EINVAL);
+	bdev_close(c); /* the failed opens left b as it was */
+	bdev_close(b);
+	bdev_close(a);
+}
+
+/*
+ * Pins between opens of one file: shared with shared, exclusive with
+ * none; each open's own pins never conflict with themselves; dropping or
+ * closing releases; bdev_pin_any sees any other open's pin, and the
+ * exclusive flock does not stand in the way of pins.
+ */
+static void test_file_pins(void **state)
+{
+	struct file_tmp *t = *state;
+	struct bdev *a, *b, *w;
+
+	assert_int_equal(bdev_open_file(t->ft_path, FILE_BS, 8, BDEV_CREATE | BDEV_EXCL_LOCK, &w),
+			 0);
+	assert_int_equal(bdev_open_file(t->ft_path, FILE_BS, 0, 0, &a), 0);
+	assert_int_equal(bdev_open_file(t->ft_path, FILE_BS, 0, BDEV_RDONLY, &b), 0);
+	assert_int_equal(bdev_pin_any(w), 0);
+	assert_int_equal(bdev_pin(a, 42, BDEV_PIN_SHARED), 0);
+	assert_int_equal(bdev_pin(b, 42, BDEV_PIN_SHARED), 0);
+	assert_int_equal(bdev_pin_any(w), -EBUSY);
+	assert_int_equal(bdev_pin(w, 42, BDEV_PIN_EXCL), -EBUSY);
+	assert_int_equal(bdev_pin(w, 43, BDEV_PIN_EXCL), 0); /* another key */
+	assert_int_equal(bdev_pin(a, 43, BDEV_PIN_SHARED), -EBUSY);
+	assert_int_equal(bdev_pin(w, 43, BDEV_PIN_DROP), 0);
+	assert_int_equal(bdev_pin(a, 43, BDEV_PIN_SHARED), 0);
+	assert_int_equal(bdev_pin(a, 42, BDEV_PIN_EXCL), -EBUSY); /* b shares it */
+	assert_int_equal(bdev_pin(b, 42, BDEV_PIN_DROP), 0);
+	assert_int_equal(bdev_pin(a, 42, BDEV_PIN_EXCL), 0); /* its own shared one */
+	assert_int_equal(bdev_pin(b, 42, BDEV_PIN_SHARED), -EBUSY);
+	bdev_close(a); /* closing drops a's pins */
+	assert_int_equal(bdev_pin_any(w), 0);
+	assert_int_equal(bdev_pin(w, 42, BDEV_PIN_EXCL), 0);
+	assert_int_equal(bdev_pin(w, UINT64_MAX, BDEV_PIN_EXCL), 0); /* any key */
+	assert_int_equal(bdev_pin(b, 44, BDEV_PIN_EXCL), -EBADF); /* needs writing */
+	assert_int_equal(bdev_pin(b, 42, 7), -EINVAL);
+	bdev_close(b);
+	bdev_close(w);
+}
+
 static void test_file_rdonly(void **state)
 {
 	struct file_tmp *t = *state;
@@ -380,11 +443,18 @@ static void test_file_writev(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    FILE_TEST(test_file_create_persist),  FILE_TEST(test_file_create_sparse),
-	    FILE_TEST(test_file_size_rounding),	  FILE_TEST(test_file_range),
-	    FILE_TEST(test_file_excl_lock),	  FILE_TEST(test_file_rdonly),
-	    FILE_TEST(test_file_bad_block_size),  FILE_TEST(test_file_missing),
-	    FILE_TEST(test_file_save_round_trip), FILE_TEST(test_file_save_error),
+	    FILE_TEST(test_file_create_persist),
+	    FILE_TEST(test_file_create_sparse),
+	    FILE_TEST(test_file_size_rounding),
+	    FILE_TEST(test_file_range),
+	    FILE_TEST(test_file_excl_lock),
+	    FILE_TEST(test_file_shared_lock),
+	    FILE_TEST(test_file_pins),
+	    FILE_TEST(test_file_rdonly),
+	    FILE_TEST(test_file_bad_block_size),
+	    FILE_TEST(test_file_missing),
+	    FILE_TEST(test_file_save_round_trip),
+	    FILE_TEST(test_file_save_error),
 	    FILE_TEST(test_file_writev),
 	};
 	return TEST_RUN("bdev_file", tests);
