@@ -486,6 +486,11 @@ static int mkfs_format(const struct mkfs_args *a, uint64_t size)
 			err == -EBUSY ? "in use by another cairn process" : cli_strerror(err));
 		return CLI_FAIL;
 	}
+	if (bdev_pin_any(d) == -EBUSY) { /* its readers hold no lock, only pins */
+		cli_err("%s is in use: a snapshot of it is mounted or open", a->ma_path);
+		bdev_close(d);
+		return CLI_FAIL;
+	}
 	return mkfs_format_dev(a, d);
 }
 

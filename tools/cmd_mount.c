@@ -365,7 +365,11 @@ static int mount_fail(const struct mount_args *a, const struct cfuse_err *e)
 	case CFUSE_STEP_OPTIONS:
 		return cli_usage_err("bad mount options: %s", why);
 	case CFUSE_STEP_IMAGE:
-		if (e->ce_err == -EBUSY)
+		if (e->ce_err == -EBUSY && a->ma_snapshot)
+			cli_err("%s: snapshot '%s' is being deleted, or the image is open in "
+				"a cairn process other than a mount",
+				a->ma_image, a->ma_snapshot);
+		else if (e->ce_err == -EBUSY)
 			cli_err("%s is in use: mounted, or open in another cairn process",
 				a->ma_image);
 		else if (e->ce_err == -ENOENT && a->ma_snapshot)

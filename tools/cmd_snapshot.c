@@ -47,7 +47,10 @@ static void snapshot_help(void)
 	       "delete one (what only it kept becomes reclaimable), or list them.\n"
 	       "TARGET is the volume's image, if it is not mounted, or a directory of\n"
 	       "its mount (the daemon does the work; root or the user who mounted).\n"
-	       "A snapshot is read through libcairn (cairn_open_opts.coo_snapshot).\n"
+	       "A snapshot mounts read-only (cairn mount -o snapshot=NAME IMAGE DIR),\n"
+	       "beside the volume's own mount or alone, or opens through libcairn\n"
+	       "(cairn_open_opts.coo_snapshot); one that is mounted or open cannot be\n"
+	       "deleted.\n"
 	       "NAME: 1 to %d bytes, no '/'.\n"
 	       "\n"
 	       "Options:\n"
@@ -125,6 +128,8 @@ static int snapshot_change(const char *path, const char *what, const char *name)
 		cli_err("%s: a snapshot named '%s' exists already", path, name);
 	else if (err == -ENOENT)
 		cli_err("%s: no snapshot named '%s'", path, name);
+	else if (err == -EBUSY)
+		cli_err("%s: snapshot '%s' is mounted or open: unmount it first", path, name);
 	else if (err == -EINVAL || err == -ENAMETOOLONG)
 		cli_err("'%s' cannot name a snapshot (1 to %d bytes, no '/', not . or ..)", name,
 			VOL_SNAP_NAME_MAX);
@@ -158,6 +163,8 @@ static void snapshot_mount_err(const char *dir, const char *what, const char *na
 		cli_err("%s: a snapshot named '%s' exists already", dir, name);
 	else if (e == ENOENT)
 		cli_err("%s: no snapshot named '%s'", dir, name);
+	else if (e == EBUSY)
+		cli_err("%s: snapshot '%s' is mounted or open: unmount it first", dir, name);
 	else if (e == EINVAL || e == ENAMETOOLONG)
 		cli_err("'%s' cannot name a snapshot (1 to %d bytes, no '/', not . or ..)", name,
 			VOL_SNAP_NAME_MAX);

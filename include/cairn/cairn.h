@@ -77,6 +77,14 @@ struct cairn_open_opts {
  * lock on the image (-EBUSY if it is open elsewhere), recovering the
  * newest valid state after a crash and freeing the files that were
  * unlinked while still open when the volume was last used.
+ *
+ * A snapshot (coo_snapshot) opens beside anything but mkfs: if no other
+ * process has the image open, with a lock held only during the open;
+ * if a `cairn mount` daemon has it mounted, by asking the daemon (its
+ * control ioctl, cairn/ioctl.h; root or the user who mounted it) where
+ * the snapshot is. -EBUSY if another program has the image locked, or
+ * while the snapshot is being deleted. While it is open the snapshot
+ * cannot be deleted (-EBUSY there).
  */
 int cairn_open(const char *path, const struct cairn_open_opts *o, struct cairn **out);
 /*
@@ -230,12 +238,14 @@ int cairn_statfs(struct cairn *c, struct statvfs *sv);
  * the same however many files there are. Open one with
  * cairn_open_opts.coo_snapshot. Names: 1 to CAIRN_SNAP_NAME_MAX bytes,
  * no '/', not "." or "..". create: -EEXIST, -EINVAL, -ENAMETOOLONG,
- * -ENOSPC, -EROFS; delete (works on a full volume): -ENOENT, -EROFS.
+ * -ENOSPC, -EROFS; delete (works on a full volume): -ENOENT, -EROFS,
+ * -EBUSY (open: mounted, or open through libcairn, somewhere).
  */
 #define CAIRN_SNAP_NAME_MAX 95
 struct cairn_snapshot {
 	char cs_name[CAIRN_SNAP_NAME_MAX + 1];
 	uint64_t cs_delta;   /* the commit whose state it keeps */
+	uint64_t cs_sroot;   /* the block where that state starts (its super root) */
 	int64_t cs_ctime_ns; /* when it was taken, ns since the epoch */
 };
 int cairn_snapshot_create(struct cairn *c, const char *name);

@@ -12,7 +12,8 @@
  *   CAIRN_IOC_SNAP_CREATE  cis_name: create it (cairn_snapshot_create)
  *   CAIRN_IOC_SNAP_DELETE  cis_name: delete it (cairn_snapshot_delete)
  *   CAIRN_IOC_SNAP_GET     cis_index in, the cis_index-th snapshot out
- *                          (ENOENT past the last): a list, one by one
+ *                          (ENOENT past the last): a list, one by one;
+ *                          none on a snapshot's mount
  *
  * Errors are those of the libcairn calls (positive, in errno); EROFS on
  * a read-only mount for create and delete.
@@ -31,6 +32,7 @@ struct cairn_ioc_snap {
 	uint32_t cis_reserved;			/* 0 */
 	uint64_t cis_delta;			/* GET: the commit it keeps */
 	int64_t cis_ctime_ns;			/* GET: when it was taken */
+	uint64_t cis_sroot;			/* GET: where its state starts (cs_sroot) */
 };
 
 #define CAIRN_IOC_MAGIC	      0xCA

@@ -43,6 +43,7 @@ static int cfuse_snap_get(struct cairn *c, uint32_t index, struct cairn_ioc_snap
 	out->cis_index = index;
 	out->cis_delta = list[index].cs_delta;
 	out->cis_ctime_ns = list[index].cs_ctime_ns;
+	out->cis_sroot = list[index].cs_sroot;
 	free(list);
 	return 0;
 }

@@ -817,6 +817,7 @@ static void ns_vol_opts(const struct cairn_open_opts *o, uint32_t bs, struct vol
 
 static int ns_open_vol(struct cairn *c, const char *path, const struct cairn_open_opts *o)
 {
+	char image[PATH_MAX];
 	struct vol_open_opts vo;
 	struct bdev *d;
 	uint32_t bs = 0;
@@ -826,7 +827,19 @@ static int ns_open_vol(struct cairn *c, const char *path, const struct cairn_ope
 	if (err)
 		return err;
 	ns_vol_opts(o, bs, &vo);
-	err = bdev_open_file(path, bs, 0, BDEV_EXCL_LOCK, &d);
+	if (!o->coo_snapshot) {
+		err = bdev_open_file(path, bs, 0, BDEV_EXCL_LOCK, &d);
+	} else {
+		/* nobody writes: a shared lock until the snapshot is pinned (vol_open) */
+		err = bdev_open_file(path, bs, 0, BDEV_RDONLY | BDEV_SHARED_LOCK, &d);
+		if (err == -EBUSY) { /* a writer: ask its daemon */
+			if (!realpath(path, image))
+				return -errno;
+			vo.voo_snapshot_find = ns_daemon_snapshot_find;
+			vo.voo_snapshot_arg = image;
+			err = bdev_open_file(path, bs, 0, BDEV_RDONLY, &d);
+		}
+	}
 	if (err)
 		return err;
 	err = vol_open(d, &vo, &c->c_vol);
@@ -1155,6 +1168,7 @@ int cairn_snapshot_list(struct cairn *c, struct cairn_snapshot **out, size_t *n)
 		memcpy((*out)[i].cs_name, si[i].vsi_name, sizeof((*out)[i].cs_name));
 		(*out)[i].cs_delta = si[i].vsi_delta;
 		(*out)[i].cs_ctime_ns = si[i].vsi_ctime_ns;
+		(*out)[i].cs_sroot = si[i].vsi_sroot;
 	}
 	free(si);
 	return 0;

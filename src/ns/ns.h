@@ -83,6 +83,9 @@ int ns_mkfs(struct bdev *d, const struct vol_mkfs_opts *mo);
  * themselves; no lock is taken on it. Errors as cairn_open.
  */
 int ns_open_dev(struct bdev *d, const struct cairn_open_opts *o, struct cairn **out);
+/* ns_daemon.c: vol_open_opts.voo_snapshot_find for an image (@arg: its
+ * absolute path) that a `cairn mount` daemon has mounted; -EBUSY if none has. */
+int ns_daemon_snapshot_find(void *arg, const char *name, uint64_t *sroot, uint64_t *delta);
 
 int ns_iget(struct cairn *c, uint64_t ino, struct ns_inode **out);
 /* As ns_iget, but any loaded record (free ones too): for reclaim. */

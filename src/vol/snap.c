@@ -39,7 +39,17 @@
  * that commit, and the recount, are done.
  *
  * Opening a snapshot (vol_open_opts.voo_snapshot) opens the volume read
- * only with the snapshot's super root in place of the newest one.
+ * only with the snapshot's super root in place of the newest one. Other
+ * processes may have the image open, so a pin on the device
+ * (bdev_pin, keyed by the name's hash) keeps the two apart: the open
+ * pins the name shared before it reads the record and keeps the pin
+ * until it closes; vol_snap_delete pins it exclusive, or fails with
+ * -EBUSY. So a snapshot being read is never deleted, and from the pin on
+ * every block its super root reaches stays where it is (its segments
+ * are marked in every writer's counts: a writer that opens later counts
+ * the record, which still exists). A snapshot open beside a writer
+ * (voo_snapshot_find) reads nothing else of the volume: the writer's
+ * live state changes under it, and no checksum covers a map block.
  *
  * Lock order: v_snap_lock (creation and deletion, one at a time) is
  * taken before anything else, and held across vol_sync; no commit needs
@@ -53,6 +63,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <xxhash.h>
 
 #define SNAP_SROOT_OFF	  0
 #define SNAP_DELTA_OFF	  8
@@ -76,6 +87,16 @@ static void snap_put64(unsigned char *p, size_t off, uint64_t x)
 {
 	x = htole64(x);
 	memcpy(p + off, &x, sizeof(x));
+}
+
+/*
+ * The key of snapshot @name's pin (bdev_pin): an open of the snapshot
+ * holds it shared, a deletion exclusive, so neither happens during the
+ * other, whichever process does them.
+ */
+static uint64_t snap_pin_key(const char *name)
+{
+	return XXH3_64bits(name, strlen(name));
 }
 
 /* NULL if @name (of @len bytes) can name a snapshot, else why not. */
@@ -229,6 +250,12 @@ int vol_snap_list(struct vol *v, struct vol_snap_info **out, size_t *n)
 {
 	uint32_t found, free_slot;
 
+	if (v->v_snapshot) { /* a snapshot's own table is out of date: it has none */
+		*out = NULL;
+		*n = 0;
+		return 0;
+	}
+
 	return snap_scan(v, NULL, out, n, &found, &free_slot);
 }
 
@@ -307,6 +334,11 @@ int vol_snap_delete(struct vol *v, const char *name)
 	if (v->v_read_only)
 		return -EROFS;
 	cmutex_lock(&v->v_snap_lock);
+	/* -EBUSY while an open reads it (vol_open_snapshot's pin) */
+	err = bdev_pin(v->v_bdev, snap_pin_key(name), BDEV_PIN_EXCL);
+	if (err)
+		goto out_unlock;
+	SYNC_POINT("vol.snap.delete.pinned");
 	err = snap_scan(v, name, NULL, NULL, &found, &free_slot);
 	if (!err && found == UINT32_MAX)
 		err = -ENOENT;
@@ -321,48 +353,74 @@ int vol_snap_delete(struct vol *v, const char *name)
 	if (!err)
 		err = vol_sync(v);
 out:
+	bdev_pin(v->v_bdev, snap_pin_key(name), BDEV_PIN_DROP);
+out_unlock:
 	cmutex_unlock(&v->v_snap_lock);
 	return err;
 }
 
-int vol_open_snapshot(struct vol *v, const char *name)
+/* Snapshot @name's record, from the table as the open counted it. */
+static int snap_find_counted(struct vol *v, const char *name, uint64_t *sroot, uint64_t *delta)
 {
 	struct vol_usage *u = &v->v_usage;
-	const struct vol_snap_info *si = NULL;
+	uint32_t found, free_slot;
+	int err;
+
+	for (size_t i = 0; i < u->vu_nsnaps; i++) {
+		if (!strcmp(u->vu_snaps[i].vsi_name, name)) {
+			*sroot = u->vu_snaps[i].vsi_sroot;
+			*delta = u->vu_snaps[i].vsi_delta;
+			return 0;
+		}
+	}
+	/* none, or one the open's count left out as damaged */
+	err = snap_scan(v, name, NULL, NULL, &found, &free_slot);
+	if (!err && found != UINT32_MAX) {
+		log_err("vol: snapshot \"%s\" is damaged", name);
+		err = -EUCLEAN;
+	}
+	return err ? err : -ENOENT;
+}
+
+int vol_open_snapshot(struct vol *v, const char *name,
+		      int (*find)(void *arg, const char *name, uint64_t *sroot, uint64_t *delta),
+		      void *arg)
+{
+	uint64_t sroot, delta;
 	struct vol_sroot sr;
 	void *block;
 	int err;
 
-	for (size_t i = 0; i < u->vu_nsnaps && !si; i++)
-		if (!strcmp(u->vu_snaps[i].vsi_name, name))
-			si = &u->vu_snaps[i];
-	if (!si) { /* none, or one the open's count left out as damaged */
-		uint32_t found, free_slot;
-
-		err = snap_scan(v, name, NULL, NULL, &found, &free_slot);
-		if (!err && found != UINT32_MAX) {
-			log_err("vol: snapshot \"%s\" is damaged", name);
-			err = -EUCLEAN;
-		}
-		return err ? err : -ENOENT;
+	/* first the pin, then the record: no deletion can come in between */
+	err = bdev_pin(v->v_bdev, snap_pin_key(name), BDEV_PIN_SHARED);
+	SYNC_POINT("vol.snap.open.pinned");
+	if (!err)
+		err = find ? find(arg, name, &sroot, &delta)
+			   : snap_find_counted(v, name, &sroot, &delta);
+	if (err)
+		return err;
+	if (!vol_pblk_valid(v, sroot)) {
+		log_err("vol: snapshot \"%s\": super root block %" PRIu64 " is out of range", name,
+			sroot);
+		return -EUCLEAN;
 	}
 	block = malloc(v->v_block_size);
 	if (!block)
 		return -ENOMEM;
-	err = bdev_read(v->v_bdev, si->vsi_sroot, 1, block);
+	err = bdev_read(v->v_bdev, sroot, 1, block);
 	if (!err)
-		err = vol_sroot_decode(block, v->v_block_size, si->vsi_sroot, &sr);
+		err = vol_sroot_decode(block, v->v_block_size, sroot, &sr);
 	free(block);
 	if (err)
 		return err;
-	if (sr.sr_delta != si->vsi_delta || sr.sr_otab_height > v->v_otab_height_max) {
+	if (sr.sr_delta != delta || sr.sr_otab_height > v->v_otab_height_max) {
 		log_err("vol: snapshot \"%s\": block %" PRIu64 " is not the super root of delta "
 			"%" PRIu64,
-			name, si->vsi_sroot, si->vsi_delta);
+			name, sroot, delta);
 		return -EUCLEAN;
 	}
 	v->v_sr = sr;
-	v->v_sr_blk = si->vsi_sroot;
+	v->v_sr_blk = sroot;
 	v->v_otab = (struct bmap_tree){VOL_OTAB_OWNER, sr.sr_otab_root, sr.sr_otab_height,
 				       sr.sr_otab_height};
 	atomic_store(&v->v_committed, sr.sr_delta);

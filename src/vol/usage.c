@@ -232,6 +232,8 @@ int vol_usage_open(struct vol *v, bool writable)
 		  : -ENOMEM;
 	if (err)
 		goto out_free;
+	if (v->v_snapshot_beside) /* the live state is the writer's: no counts */
+		return 0;
 	err = vol_count_new(v, &cn);
 	if (err)
 		goto out_lock;
@@ -465,6 +467,8 @@ uint64_t vol_free_blocks(struct vol *v)
 	uint64_t sum = (seg * VOL_LOG_ENTRY_BYTES + v->v_block_size - 1) / v->v_block_size;
 	struct log_space sp;
 
+	if (v->v_snapshot_beside)
+		return 0; /* read only; the writer knows what is free */
 	log_space(v->v_log, &sp);
 	if (!u->vu_live)
 		return sp.sp_free; /* no counts: only what no segment holds */

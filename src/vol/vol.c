@@ -196,14 +196,6 @@ static uint32_t vol_default_max_dirty(uint32_t nbuffers)
 
 /* ---- reading blocks -------------------------------------------------------- */
 
-static bool vol_pblk_valid(const struct vol *v, uint64_t pblk)
-{
-	const struct log_geometry *g = &v->v_geo;
-
-	return pblk >= g->lg_seg_start &&
-	       pblk - g->lg_seg_start < g->lg_nsegments * g->lg_seg_blocks;
-}
-
 /* Read block @pblk (0: a hole, zeros) as a tracked read. -ESTALE: its zone
  * is being reused, resolve the address again. */
 static int vol_read_pblk(struct vol *v, uint64_t owner, uint64_t index, uint64_t pblk, void *data)
@@ -414,8 +406,12 @@ static int vol_sroot_read(struct vol *v, const struct log_state *st)
 	return 0;
 }
 
-/* Open the log, recover, read the super root. */
-static int vol_open_log(struct vol *v)
+/*
+ * Open the log; unless @recover is false (a snapshot read beside a
+ * writer: vol_open_snapshot reads its super root), recover and read the
+ * super root.
+ */
+static int vol_open_log(struct vol *v, bool recover)
 {
 	const struct log_geometry *g;
 	struct log_state st;
@@ -434,6 +430,8 @@ static int vol_open_log(struct vol *v)
 		goto out_close;
 	}
 	vol_geometry_set(v, g);
+	if (!recover)
+		return 0;
 	err = log_recover(v->v_log, &st);
 	if (!err)
 		err = vol_sroot_read(v, &st);
@@ -536,13 +534,15 @@ int vol_open(struct bdev *d, const struct vol_open_opts *o, struct vol **out)
 	cmutex_init(&v->v_book_lock);
 	cmutex_init(&v->v_snap_lock);
 	pthread_cond_init(&v->v_throttle_cond, NULL);
-	err = vol_open_log(v);
+	v->v_snapshot = opts.voo_snapshot != NULL;
+	v->v_snapshot_beside = v->v_snapshot && opts.voo_snapshot_find;
+	err = vol_open_log(v, !v->v_snapshot_beside);
 	if (err)
 		goto out_free;
 	err = vol_open_cache(v, &opts);
 	if (err)
 		goto out_log;
-	v->v_read_only = opts.voo_read_only || opts.voo_snapshot;
+	v->v_read_only = opts.voo_read_only || v->v_snapshot;
 	if (opts.voo_clean_policy > VOL_CLEAN_GREEDY) {
 		err = -EINVAL;
 		goto out_cache;
@@ -552,8 +552,11 @@ int vol_open(struct bdev *d, const struct vol_open_opts *o, struct vol **out)
 	err = vol_usage_open(v, !v->v_read_only);
 	if (err)
 		goto out_cache;
-	if (opts.voo_snapshot)
-		err = vol_open_snapshot(v, opts.voo_snapshot);
+	if (v->v_snapshot)
+		err = vol_open_snapshot(v, opts.voo_snapshot, opts.voo_snapshot_find,
+					opts.voo_snapshot_arg);
+	if (!err && v->v_snapshot && !v->v_snapshot_beside)
+		err = bdev_unlock(d); /* pinned: a writer may come now */
 	if (err)
 		goto out_usage;
 	if (!v->v_read_only)

@@ -68,8 +68,21 @@ struct vol_open_opts {
 	uint32_t voo_clean_high;
 	uint8_t voo_clean_policy; /* VOL_CLEAN_COST_BENEFIT (0) or VOL_CLEAN_GREEDY */
 	/* Open the snapshot of this name instead of the newest state: read
-	 * only (voo_read_only is implied); -ENOENT if there is none. */
+	 * only (voo_read_only is implied); -ENOENT if there is none, -EBUSY
+	 * while it is being deleted. The name stays pinned (bdev_pin) until
+	 * vol_close, so that no other open deletes it meanwhile (-EBUSY
+	 * there). Without voo_snapshot_find the open reads the volume as
+	 * usual, so nothing may write it meanwhile (hold a lock on @d until
+	 * vol_open returns: it then drops it, bdev_unlock, for a writer may
+	 * come once the snapshot is pinned). */
 	const char *voo_snapshot;
+	/* With voo_snapshot, for a volume a writer has open (in another
+	 * process): its live state changes under any read, so none is read.
+	 * Once the name is pinned, the snapshot's super root block and delta
+	 * are asked of voo_snapshot_find (the writer's answer; 0 or -errno),
+	 * and only what that super root reaches is read. */
+	int (*voo_snapshot_find)(void *arg, const char *name, uint64_t *sroot, uint64_t *delta);
+	void *voo_snapshot_arg;
 };
 
 #define VOL_CLEAN_COST_BENEFIT 0 /* (1 - u) * age / (1 + u); greedy when almost full */

@@ -364,6 +364,9 @@ struct vol {
 	uint64_t v_buffer_limit;      /* immutable: vol.c invariant (5) */
 	uint64_t v_id;		      /* immutable: unique among this process's volumes */
 	bool v_read_only;	      /* immutable: vol_open_opts.voo_read_only */
+	bool v_snapshot;	      /* immutable: a snapshot is open (voo_snapshot) */
+	bool v_snapshot_beside;	      /* immutable: ... beside a writer (voo_snapshot_find):
+					 nothing of the live state was read or counted */
 	_Atomic uint64_t v_paths[2];  /* map-path buffers booked, by delta parity: (5) */
 	struct cmutex v_book_lock;    /* protects v_booked */
 	struct vol_table v_booked[2]; /* level-1 map blocks booked, by delta parity */
@@ -506,8 +509,21 @@ static inline uint32_t vol_snap_per_block(uint32_t bs)
  */
 int vol_snap_decode(const struct vol *v, const void *block, uint32_t slot, uint64_t index,
 		    struct vol_snap_info *si, const char **why);
-/* vol_open: put snapshot @name's state in place of the newest (read only). */
-int vol_open_snapshot(struct vol *v, const char *name);
+/* Does @pblk lie inside a segment (where every block a map names lies)? */
+static inline bool vol_pblk_valid(const struct vol *v, uint64_t pblk)
+{
+	const struct log_geometry *g = &v->v_geo;
+
+	return pblk >= g->lg_seg_start &&
+	       pblk - g->lg_seg_start < g->lg_nsegments * g->lg_seg_blocks;
+}
+
+/* vol_open: pin snapshot @name and put its state in place of the newest
+ * (read only); its record is @find's answer if @find is not NULL
+ * (vol_open_opts.voo_snapshot_find), else the table's. */
+int vol_open_snapshot(struct vol *v, const char *name,
+		      int (*find)(void *arg, const char *name, uint64_t *sroot, uint64_t *delta),
+		      void *arg);
 /* vol.c: vol_write for the volume's own owners (the snapshot table). */
 int vol_write_own(struct vol_txn *t, uint64_t owner, uint64_t index, const void *data);
 

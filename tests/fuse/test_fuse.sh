@@ -4,6 +4,8 @@
 #
 #   tests/fuse/test_fuse.sh PATH/TO/cairn PATH/TO/fuse_mkfs PATH/TO/mount.fuse.cairn
 #
+# ONLY_CASES="case ..." in the environment runs only those cases.
+#
 # Prints cmocka's report lines ("[ RUN      ] case", "[       OK ] case",
 # "[  FAILED  ] case", "[  SKIPPED ] case"), which scripts/test-summary.py
 # counts. Exits 77 (meson's skip) with every case SKIPPED when FUSE
@@ -16,8 +18,8 @@ CAIRN=$(realpath "${1:?usage: test_fuse.sh CAIRN FUSE_MKFS MOUNT_HELPER}")
 FUSE_MKFS=$(realpath "${2:?usage: test_fuse.sh CAIRN FUSE_MKFS MOUNT_HELPER}")
 HELPER=$(realpath "${3:?usage: test_fuse.sh CAIRN FUSE_MKFS MOUNT_HELPER}")
 
-CASES=(errors file_ops large_dir parallel busy persistence remount_at_once sigterm_helper
-	permissions read_only enospc flush_once snapshots)
+CASES=(${ONLY_CASES:-errors file_ops large_dir parallel busy persistence remount_at_once sigterm_helper
+	permissions read_only enospc flush_once snapshots snapshot_beside})
 WAIT_STEPS=200 # polls of 0.05 s: 10 s
 
 echo "[==========] Running ${#CASES[@]} test(s)."
@@ -118,20 +120,25 @@ wait_gone() { # wait_gone IMAGE: the daemon that had IMAGE let go of its lock
 }
 
 # mount_fg IMAGE DIR [OPTS...]: `cairn mount -f` in the background; pid in $fg_pid
+# mount_fg IMAGE DIR [OPTIONS...]: a daemon in the foreground, its pid in
+# fg_pid; its log is $dir/daemon.log, or $MOUNT_LOG for a second mount at once.
+declare -A daemon_logs
 mount_fg() {
-	local img=$1 mnt=$2
+	local img=$1 mnt=$2 log=${MOUNT_LOG:-$dir/daemon.log}
 	shift 2
-	"$CAIRN" -v mount -f "$@" "$img" "$mnt" >"$dir/daemon.log" 2>&1 &
+	"$CAIRN" -v mount -f "$@" "$img" "$mnt" >"$log" 2>&1 &
 	fg_pid=$!
 	pids+=("$fg_pid")
-	wait_mounted "$mnt" || { sed 's/^/#   daemon: /' "$dir/daemon.log"; return 1; }
+	daemon_logs[$fg_pid]=$log
+	wait_mounted "$mnt" || { sed 's/^/#   daemon: /' "$log"; return 1; }
 }
 
 unmount() { # unmount DIR PID: fusermount3 -u, then the daemon exits 0
+	local log=${daemon_logs[$2]:-$dir/daemon.log}
 	fusermount3 -u "$1" || { fail "fusermount3 -u $1"; return 1; }
 	wait_exit "$2" || return 1
 	[ "$exit_rc" -eq 0 ] || fail "daemon exited $exit_rc after unmount"
-	! grep -q "forget" "$dir/daemon.log" || fail "lookup counts: $(grep forget "$dir/daemon.log")"
+	! grep -q "forget" "$log" || fail "lookup counts: $(grep forget "$log")"
 }
 
 # mkimg IMAGE MIB: a new filesystem. `cairn mkfs` makes the volume; until
@@ -509,6 +516,52 @@ case_snapshots() {
 		fail "mounted a deleted snapshot"
 	fi
 	grep -q "no snapshot named 'first'" err || fail "deleted snapshot: $(cat err)"
+}
+
+# A snapshot mounted beside the volume's own mount, either mounted first:
+# it reads what it pinned while the volume is written over several times
+# (segments reused, the cleaner running), and it cannot be deleted, nor
+# the image formatted, while it is mounted.
+case_snapshot_beside() {
+	local m=mnt9 s=mnt9s wpid spid i
+	mkdir -p $m $s
+	mkimg i.img 64 || return
+	mount_fg i.img $m || return
+	wpid=$fg_pid
+	echo one >$m/f && mkdir $m/d && echo kept >$m/d/g
+	check "snapshot create" "$CAIRN" snapshot create $m s1
+	MOUNT_LOG=$dir/daemon-snap.log mount_fg i.img $s -o snapshot=s1 || return
+	spid=$fg_pid
+	echo two >$m/f && rm $m/d/g && echo new >$m/h
+	for i in 1 2 3 4 5 6 7 8; do # 160 MiB through a 64 MiB volume
+		dd if=/dev/urandom of=$m/big bs=1M count=20 status=none conv=fsync ||
+			fail "write $i of big"
+	done
+	[ "$(cat $s/f)" = "one" ] || fail "beside: f is $(cat $s/f)"
+	[ "$(cat $s/d/g)" = "kept" ] || fail "beside: d/g is gone"
+	[ ! -e $s/h ] && [ ! -e $s/big ] || fail "beside: the snapshot holds later files"
+	[ "$(cat $m/f)" = "two" ] || fail "the volume: f is $(cat $m/f)"
+	"$CAIRN" snapshot list $s >out || fail "snapshot list on a snapshot's mount"
+	[ "$(awk 'NR > 1' out)" = "" ] || fail "a snapshot lists snapshots: $(cat out)"
+	"$CAIRN" snapshot delete $m s1 2>err && fail "deleted a mounted snapshot"
+	grep -q "is mounted or open" err || fail "delete while mounted: $(cat err)"
+	unmount $s "$spid" || return
+	unmount $m "$wpid" || return
+
+	MOUNT_LOG=$dir/daemon-snap.log mount_fg i.img $s -o snapshot=s1 || return
+	spid=$fg_pid
+	mount_fg i.img $m || return
+	wpid=$fg_pid
+	"$CAIRN" snapshot delete $m s1 2>err && fail "deleted a mounted snapshot (mounted first)"
+	dd if=/dev/urandom of=$m/big bs=1M count=20 status=none conv=fsync || fail "rewrite big"
+	[ "$(cat $s/f)" = "one" ] || fail "alone first: f is $(cat $s/f)"
+	unmount $m "$wpid" || return
+	"$CAIRN" mkfs --force i.img 2>err && fail "formatted an image whose snapshot is mounted"
+	grep -q "a snapshot of it is mounted" err || fail "mkfs: $(cat err)"
+	[ "$(cat $s/d/g)" = "kept" ] || fail "after mkfs: d/g is $(cat $s/d/g)"
+	unmount $s "$spid" || return
+	check "snapshot delete once unmounted" "$CAIRN" snapshot delete i.img s1
+	"$CAIRN" fsck i.img >/dev/null || fail "fsck after snapshot_beside"
 }
 
 failures=0

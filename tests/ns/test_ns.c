@@ -1136,10 +1136,24 @@ static void test_snapshots(void **state)
 	assert_int_equal(cairn_stat_path(s, "/new", &st), -ENOENT);
 	assert_int_equal(cairn_write_path(s, "/a", "no", 2, 0), -EROFS);
 	assert_int_equal(cairn_snapshot_create(s, "more"), -EROFS);
-	assert_int_equal(cairn_close(s), 0);
+	assert_int_equal(cairn_snapshot_list(s, &list, &n), 0); /* a snapshot has none */
+	assert_int_equal(n, 0);
+	{ /* open, it is pinned: a writer may open the image, not delete it */
+		struct cairn *w;
+
+		assert_int_equal(cairn_open(copy, NULL, &w), 0);
+		assert_int_equal(cairn_snapshot_delete(w, "before"), -EBUSY);
+		assert_int_equal(cairn_close(s), 0);
+		assert_int_equal(cairn_snapshot_delete(w, "before"), 0);
+		assert_int_equal(cairn_close(w), 0);
+	}
+	assert_int_equal(cairn_open(copy, &so, &s), -ENOENT);
 	so.coo_snapshot = "none";
 	assert_int_equal(cairn_open(copy, &so, &s), -ENOENT);
 	unlink(copy);
+	/* the image open here for writing, and no daemon to ask */
+	so.coo_snapshot = "before";
+	assert_int_equal(cairn_open(f->nf_path, &so, &s), -EBUSY);
 
 	assert_int_equal(cairn_read_path(f->nf_c, "/a", got, sizeof(got), 0), 11);
 	assert_memory_equal(got, "VERSION TWO", 11);

@@ -691,6 +691,213 @@ static void test_snapshots_beside_writers(void **state)
 	test_watchdog_cancel();
 }
 
+/*
+ * Opens of a snapshot in other processes: each is a separate open of the
+ * image file, so the pins (bdev_pin) between them are real OFD locks.
+ *
+ * Beside a writer (which holds the image's exclusive lock) a snapshot
+ * opens through voo_snapshot_find, here answered from the writer's table
+ * as its daemon would; it reads what it pinned while the writer churns
+ * the volume many times over and the cleaner runs. Alone, it holds a
+ * shared lock only during the open, so a writer may open after it. An
+ * open snapshot cannot be deleted.
+ */
+static int find_in_writer(void *arg, const char *name, uint64_t *sroot, uint64_t *delta)
+{
+	struct vol_snap_info *si;
+	size_t n;
+	int err = vol_snap_list(arg, &si, &n);
+
+	if (err)
+		return err;
+	err = -ENOENT;
+	for (size_t i = 0; i < n; i++) {
+		if (!strcmp(si[i].vsi_name, name)) {
+			*sroot = si[i].vsi_sroot;
+			*delta = si[i].vsi_delta;
+			err = 0;
+		}
+	}
+	free(si);
+	return err;
+}
+
+/* Open snapshot @name of the image at @path beside @writer (NULL: alone). */
+static int open_beside(const char *path, struct vol *writer, const char *name, struct vol **s)
+{
+	struct vol_open_opts o = {.voo_snapshot = name,
+				  .voo_max_age_ms = 3600 * 1000,
+				  .voo_snapshot_find = writer ? find_in_writer : NULL,
+				  .voo_snapshot_arg = writer};
+	struct bdev *d;
+	int err = bdev_open_file(path, VF_BS, 0, BDEV_RDONLY | (writer ? 0 : BDEV_SHARED_LOCK), &d);
+
+	if (err)
+		return err;
+	err = vol_open(d, &o, s);
+	if (err)
+		bdev_close(d);
+	return err;
+}
+
+static struct vol *open_writer(const char *path)
+{
+	struct bdev *d;
+
+	assert_int_equal(bdev_open_file(path, VF_BS, 0, BDEV_EXCL_LOCK, &d), 0);
+	return vf_open(d, 0);
+}
+
+static void churn(struct vol *v, struct model *live, struct prng *rng, unsigned ops)
+{
+	for (unsigned op = 0; op < ops; op++) {
+		unsigned o = (unsigned)prng_below(rng, NOWNERS);
+		unsigned i = (unsigned)prng_below(rng, NINDEX);
+
+		vf_write(v, OWNER0 + o, i, ++live->m_ver[o][i]);
+		if (op % 97 == 96)
+			assert_int_equal(vol_sync(v), 0);
+	}
+	assert_int_equal(vol_sync(v), 0);
+}
+
+static void test_snapshot_opens_across_processes(void **state)
+{
+	char path[VF_PATH_MAX];
+	struct model live = {0}, frozen;
+	struct vol *v, *s, *s2;
+	struct vol_usage_stats us;
+	struct bdev *d;
+	struct prng rng;
+
+	(void)state;
+	test_watchdog("test_snapshot_opens_across_processes", 240);
+	prng_init(&rng, 20261205);
+	vf_mkfs_file(path, 32 * VF_SEG);
+	v = open_writer(path);
+	churn(v, &live, &rng, 300);
+	assert_int_equal(vol_snap_create(v, "kept"), 0);
+	frozen = live;
+
+	/* beside the writer: its lock refuses the usual open */
+	assert_int_equal(bdev_open_file(path, VF_BS, 0, BDEV_RDONLY | BDEV_SHARED_LOCK, &d),
+			 -EBUSY);
+	assert_int_equal(open_beside(path, v, "none", &s), -ENOENT);
+	assert_int_equal(open_beside(path, v, "kept", &s), 0);
+	churn(v, &live, &rng, 6000); /* the volume written many times over */
+	vol_usage(v, &us);
+	assert_true(us.vus_released > 32);
+	model_expect(s, &frozen);
+	model_expect(v, &live);
+	assert_int_equal(vol_snap_delete(v, "kept"), -EBUSY); /* open: pinned */
+	assert_int_equal(vol_close(s), 0);
+	assert_int_equal(vol_close(v), 0);
+
+	/* alone: the lock is held only during the open */
+	assert_int_equal(open_beside(path, NULL, "kept", &s), 0);
+	assert_int_equal(open_beside(path, NULL, "kept", &s2), 0); /* readers share */
+	v = open_writer(path);
+	assert_int_equal(vol_snap_delete(v, "kept"), -EBUSY);
+	churn(v, &live, &rng, 3000);
+	model_expect(s, &frozen);
+	model_expect(s2, &frozen);
+	assert_int_equal(vol_close(s), 0);
+	assert_int_equal(vol_snap_delete(v, "kept"), -EBUSY); /* s2 still reads it */
+	assert_int_equal(vol_close(s2), 0);
+	assert_int_equal(vol_snap_delete(v, "kept"), 0);
+	vf_check(v);
+	assert_int_equal(open_beside(path, v, "kept", &s), -ENOENT);
+	assert_int_equal(vol_close(v), 0);
+	vf_remove_file(path);
+	test_watchdog_cancel();
+}
+
+/*
+ * The two orders of an open and a deletion of one snapshot in different
+ * processes, forced: (1) the deletion has pinned the name when the open
+ * comes: the open fails with -EBUSY, and after the deletion finds
+ * nothing; (2) the open has pinned the name and not yet asked for the
+ * record when the deletion comes: the deletion fails with -EBUSY and the
+ * open reads the snapshot.
+ */
+struct pin_racer {
+	const char *p_path;
+	struct vol *p_writer;
+	struct vol *p_snap;
+	int p_err;
+};
+
+static void *pin_delete_main(void *arg)
+{
+	struct pin_racer *p = arg;
+
+	syncpoint_thread_name("D");
+	p->p_err = vol_snap_delete(p->p_writer, "raced");
+	return NULL;
+}
+
+static void *pin_open_main(void *arg)
+{
+	struct pin_racer *p = arg;
+
+	syncpoint_thread_name("O");
+	p->p_err = open_beside(p->p_path, p->p_writer, "raced", &p->p_snap);
+	return NULL;
+}
+
+static void test_open_and_delete_race(void **state)
+{
+	char path[VF_PATH_MAX];
+	struct model m = {0};
+	struct pin_racer p;
+	struct vol *v, *s;
+	struct prng rng;
+	pthread_t t;
+
+	(void)state;
+	if (!SYNCPOINTS_BUILT)
+		skip();
+	test_watchdog("test_open_and_delete_race", 60);
+	prng_init(&rng, 7);
+	vf_mkfs_file(path, 16 * VF_SEG);
+	v = open_writer(path);
+	churn(v, &m, &rng, 50);
+	p = (struct pin_racer){.p_path = path, .p_writer = v};
+
+	/* (1) the deletion first */
+	assert_int_equal(vol_snap_create(v, "raced"), 0);
+	syncpoint_reset();
+	syncpoint_enable();
+	syncpoint_order("test.release", "vol.snap.delete.pinned@D");
+	test_thread_start(&t, pin_delete_main, &p);
+	syncpoint_wait_arrived("vol.snap.delete.pinned@D", 1);
+	assert_int_equal(open_beside(path, v, "raced", &s), -EBUSY);
+	syncpoint_hit("test.release");
+	test_thread_join(t);
+	syncpoint_reset();
+	assert_int_equal(p.p_err, 0);
+	assert_int_equal(open_beside(path, v, "raced", &s), -ENOENT);
+
+	/* (2) the open first */
+	assert_int_equal(vol_snap_create(v, "raced"), 0);
+	syncpoint_enable();
+	syncpoint_order("test.release", "vol.snap.open.pinned@O");
+	test_thread_start(&t, pin_open_main, &p);
+	syncpoint_wait_arrived("vol.snap.open.pinned@O", 1);
+	assert_int_equal(vol_snap_delete(v, "raced"), -EBUSY);
+	syncpoint_hit("test.release");
+	test_thread_join(t);
+	syncpoint_reset();
+	assert_int_equal(p.p_err, 0);
+	model_expect(p.p_snap, &m);
+	assert_int_equal(vol_close(p.p_snap), 0);
+	assert_int_equal(vol_snap_delete(v, "raced"), 0);
+	vf_check(v);
+	assert_int_equal(vol_close(v), 0);
+	vf_remove_file(path);
+	test_watchdog_cancel();
+}
+
 int main(void)
 {
 	static const struct CMUnitTest tests[] = {
@@ -701,6 +908,8 @@ int main(void)
 	    cmocka_unit_test(test_power_cuts),
 	    cmocka_unit_test(test_damaged_snapshots),
 	    cmocka_unit_test(test_snapshots_beside_writers),
+	    cmocka_unit_test(test_snapshot_opens_across_processes),
+	    cmocka_unit_test(test_open_and_delete_race),
 	};
 
 	vf_filter_from_env();

@@ -1,0 +1,91 @@
+/*
+ * ns_daemon.c - finding a snapshot through the daemon that has its image
+ * mounted, for a snapshot open beside the writer (cairn_open with
+ * coo_snapshot while `cairn mount` holds the image's lock).
+ *
+ * The live state of such an image changes under every read, and map
+ * blocks carry no checksum, so the snapshot's record cannot be read from
+ * the device: the daemon, which owns the live state, is asked for it.
+ *
+ *   ns_daemon_snapshot_find      vol_open_opts.voo_snapshot_find
+ *     -> the mounts of the image  /proc/self/mounts: type fuse.cairn, the
+ *                                 image's absolute path as source
+ *     -> CAIRN_IOC_SNAP_GET       on each mount's root, index 0, 1, ...,
+ *                                 until the name is met
+ *
+ * Invariants
+ *   (1) Only a mount of the volume itself answers: a snapshot's mount
+ *       lists no snapshots (vol_snap_list), so its out-of-date table is
+ *       never taken for the volume's.
+ *   (2) vol_open_snapshot asks only after it has pinned the name, so the
+ *       record cannot be deleted between the answer and the reads.
+ *
+ * Lock order: none (no locks are taken).
+ */
+#include "ns/ns.h"
+#include "cairn/ioctl.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <mntent.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+/* Ask the daemon mounted on @dir for snapshot @name; -ENOENT if it has none. */
+static int ns_daemon_ask(const char *dir, const char *name, uint64_t *sroot, uint64_t *delta)
+{
+	struct cairn_ioc_snap q;
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int err = -ENOENT;
+
+	if (fd < 0)
+		return -errno;
+	for (uint32_t i = 0;; i++) {
+		memset(&q, 0, sizeof(q));
+		q.cis_index = i;
+		if (ioctl(fd, CAIRN_IOC_SNAP_GET, &q) < 0) {
+			if (errno != ENOENT)
+				err = -errno;
+			break;
+		}
+		if (!strncmp(q.cis_name, name, sizeof(q.cis_name))) {
+			*sroot = q.cis_sroot;
+			*delta = q.cis_delta;
+			err = 0;
+			break;
+		}
+	}
+	close(fd);
+	return err;
+}
+
+int ns_daemon_snapshot_find(void *arg, const char *name, uint64_t *sroot, uint64_t *delta)
+{
+	const char *image = arg;
+	char buf[3 * PATH_MAX];
+	struct mntent me;
+	bool mounted = false;
+	int err = -ENOENT, r;
+	FILE *f = setmntent("/proc/self/mounts", "r");
+
+	if (!f)
+		return -errno;
+	while (getmntent_r(f, &me, buf, sizeof(buf))) {
+		if (strcmp(me.mnt_type, "fuse.cairn") || strcmp(me.mnt_fsname, image))
+			continue;
+		mounted = true;
+		r = ns_daemon_ask(me.mnt_dir, name, sroot, delta);
+		if (!r) {
+			err = 0;
+			break;
+		}
+		if (r != -ENOENT)
+			err = r; /* kept unless another mount answers */
+	}
+	endmntent(f);
+	/* no daemon: a program other than `cairn mount` has the lock */
+	return mounted ? err : -EBUSY;
+}
