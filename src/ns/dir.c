@@ -270,20 +270,6 @@ uint32_t dir_op_blocks(uint32_t block_size)
 
 /* ---- little-endian access ------------------------------------------------ */
 
-static uint64_t get64(const uint8_t *p)
-{
-	uint64_t x;
-
-	memcpy(&x, p, 8);
-	return le64toh(x);
-}
-
-static void put64(uint8_t *p, uint64_t x)
-{
-	x = htole64(x);
-	memcpy(p, &x, 8);
-}
-
 static uint64_t dir_csum(const void *blk, uint32_t bs, uint64_t d, uint64_t idx)
 {
 	struct dir_blk *b = (struct dir_blk *)blk;
@@ -520,9 +506,9 @@ static const char *leaf_bad(const struct dir_op *o, void *blk)
 			return "leaf entry runs past the end";
 		if (p[off + 17] == 0)
 			return "empty name";
-		if (get64(p + off) <= prev)
+		if (util_get_le64(p + off) <= prev)
 			return "leaf keys out of order";
-		prev = get64(p + off);
+		prev = util_get_le64(p + off);
 		off += ent_size(p + off);
 		n++;
 	}
@@ -655,7 +641,7 @@ static int op_scan(struct dir_op *o, uint64_t from, uint64_t to, scan_fn fn, voi
 		if (err)
 			return err;
 		for (uint32_t off = 0; off < blk_used(leaf); off += ent_size(p + off)) {
-			uint64_t key = get64(p + off);
+			uint64_t key = util_get_le64(p + off);
 
 			if (key < from)
 				continue;
@@ -685,13 +671,13 @@ struct dir_find {
 static int find_cb(void *ctx, const uint8_t *e)
 {
 	struct dir_find *f = ctx;
-	uint64_t key = get64(e);
+	uint64_t key = util_get_le64(e);
 
 	f->f_seq_used[(key & 0xff) / 8] |= 1u << (key & 7);
 	if (e[17] != f->f_len || memcmp(e + DIR_ENT_HDR, f->f_name, f->f_len))
 		return 0;
 	f->f_key = key;
-	f->f_ino = get64(e + 8);
+	f->f_ino = util_get_le64(e + 8);
 	f->f_type = e[16];
 	return 0; /* go on: dir_add wants the whole group's sequence numbers */
 }
@@ -878,10 +864,10 @@ static int leaf_insert(struct dir_op *o, const uint8_t *ent, uint32_t esz, struc
 	struct dir_level *dl = &o->o_path[0];
 	uint32_t used = blk_used(dl->dl_buf), off = 0, cut[3], runs;
 	uint8_t *p = leaf_data(dl->dl_buf), *scratch;
-	uint64_t key = get64(ent);
+	uint64_t key = util_get_le64(ent);
 	int err;
 
-	while (off < used && get64(p + off) < key)
+	while (off < used && util_get_le64(p + off) < key)
 		off += ent_size(p + off);
 	op_pend(o, dl->dl_idx, dl->dl_buf);
 	if (used + esz <= dir_leaf_cap(o->o_bs)) {
@@ -908,7 +894,8 @@ static int leaf_insert(struct dir_op *o, const uint8_t *ent, uint32_t esz, struc
 			err = blk ? op_alloc(o, &idx) : -ENOMEM;
 			if (err)
 				break;
-			carry[(*ncarry)++] = (struct dir_carry){get64(scratch + start), idx};
+			carry[(*ncarry)++] =
+			    (struct dir_carry){util_get_le64(scratch + start), idx};
 			op_pend(o, idx, blk);
 		}
 		dir_blk_init(blk, o->o_bs, DIR_MAGIC_LEAF, 0, o->o_dir);
@@ -998,7 +985,7 @@ static int tree_insert(struct dir_op *o, const uint8_t *ent, uint32_t esz)
 	unsigned n = 0, level;
 	int err;
 
-	err = op_descend(o, get64(ent));
+	err = op_descend(o, util_get_le64(ent));
 	if (!err)
 		err = leaf_insert(o, ent, esz, carry, &n);
 	for (level = 1; !err && n && level < o->o_height; level++)
@@ -1042,8 +1029,8 @@ int dir_add(struct vol_txn *t, uint64_t d, const char *name, size_t len, uint64_
 	if (err)
 		goto out;
 	p = dir_hash_p(le64toh(o.o_hdr->hd_seed), le16toh(o.o_hdr->hd_blk.db_level), name, len);
-	put64(ent, p << DIR_SEQ_BITS | (uint64_t)seq);
-	put64(ent + 8, ino);
+	util_put_le64(ent, p << DIR_SEQ_BITS | (uint64_t)seq);
+	util_put_le64(ent + 8, ino);
 	ent[16] = type;
 	ent[17] = (uint8_t)len;
 	memcpy(ent + DIR_ENT_HDR, name, len);
@@ -1067,7 +1054,7 @@ static void leaf_remove(struct dir_op *o, uint64_t key)
 	uint32_t used = blk_used(dl->dl_buf), off = 0, esz;
 	uint8_t *p = leaf_data(dl->dl_buf);
 
-	while (get64(p + off) != key)
+	while (util_get_le64(p + off) != key)
 		off += ent_size(p + off);
 	esz = ent_size(p + off);
 	memmove(p + off, p + off + esz, used - off - esz);
@@ -1243,9 +1230,9 @@ int dir_replace(struct vol_txn *t, uint64_t d, const char *name, size_t len, uin
 		goto out;
 	fill_entry(old, f.f_key, f.f_ino, f.f_type);
 	p = leaf_data(o.o_path[0].dl_buf);
-	while (get64(p + off) != f.f_key)
+	while (util_get_le64(p + off) != f.f_key)
 		off += ent_size(p + off);
-	put64(p + off + 8, ino);
+	util_put_le64(p + off + 8, ino);
 	p[off + 16] = type;
 	op_pend(&o, o.o_path[0].dl_idx, o.o_path[0].dl_buf);
 	err = op_flush(&o);
@@ -1370,8 +1357,8 @@ static int list_cb(void *ctx, const uint8_t *e)
 {
 	struct dir_list *l = ctx;
 
-	return l->l_fill(l->l_ctx, (const char *)e + DIR_ENT_HDR, e[17], get64(e + 8), e[16],
-			 get64(e) + 1)
+	return l->l_fill(l->l_ctx, (const char *)e + DIR_ENT_HDR, e[17], util_get_le64(e + 8),
+			 e[16], util_get_le64(e) + 1)
 		   ? 1
 		   : 0;
 }
@@ -1443,14 +1430,14 @@ static bool check_mark(struct dir_checker *c, uint64_t idx, const char *what)
 static void check_entry(struct dir_checker *c, uint64_t idx, const uint8_t *e)
 {
 	const struct dir_hdr *h = c->c_op->o_hdr;
-	uint64_t key = get64(e), p;
+	uint64_t key = util_get_le64(e), p;
 	const char *name = (const char *)e + DIR_ENT_HDR;
 	size_t len = e[17];
 
 	c->c_entries++;
 	if (dir_name_valid(name, len))
 		check_report(c, idx, "invalid name");
-	if (get64(e + 8) == 0 || e[16] > 15)
+	if (util_get_le64(e + 8) == 0 || e[16] > 15)
 		check_report(c, idx, "bad inode number or type");
 	p = dir_hash_p(le64toh(h->hd_seed), le16toh(h->hd_blk.db_level), name, len);
 	if (key >> DIR_SEQ_BITS != p)
@@ -1519,7 +1506,8 @@ static int check_node(struct dir_checker *c, uint64_t idx, unsigned level, uint6
 	for (uint32_t off = 0; off < blk_used(blk); off += ent_size(leaf_data(blk) + off)) {
 		const uint8_t *e = leaf_data(blk) + off;
 
-		if (get64(e) < lo || get64(e) >= hi || get64(e) < DIR_KEY_MIN)
+		if (util_get_le64(e) < lo || util_get_le64(e) >= hi ||
+		    util_get_le64(e) < DIR_KEY_MIN)
 			check_report(c, idx, "leaf key outside the node's range");
 		check_entry(c, idx, e);
 	}

@@ -14,6 +14,7 @@
 #define CAIRN_UTIL_H
 
 #include <assert.h>
+#include <endian.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -40,6 +41,21 @@ static inline bool util_all_zero(const void *p, size_t n)
 	const unsigned char *b = p;
 
 	return n == 0 || (b[0] == 0 && memcmp(b, b + 1, n - 1) == 0);
+}
+
+/* The little-endian u64 at @p (any alignment), as every on-disk integer is. */
+static inline uint64_t util_get_le64(const void *p)
+{
+	uint64_t x;
+
+	memcpy(&x, p, sizeof(x));
+	return le64toh(x);
+}
+
+static inline void util_put_le64(void *p, uint64_t x)
+{
+	x = htole64(x);
+	memcpy(p, &x, sizeof(x));
 }
 
 /* ---- intrusive doubly linked list ---------------------------------- */

@@ -150,17 +150,12 @@ static unsigned bmap_slot(const struct bmap *m, unsigned level, uint64_t index)
 
 uint64_t bmap_entry(const void *data, unsigned slot)
 {
-	uint64_t v;
-
-	memcpy(&v, (const unsigned char *)data + (size_t)slot * 8, sizeof(v));
-	return le64toh(v);
+	return util_get_le64((const unsigned char *)data + (size_t)slot * 8);
 }
 
 static void bmap_entry_store(void *data, unsigned slot, uint64_t value)
 {
-	uint64_t v = htole64(value);
-
-	memcpy((unsigned char *)data + (size_t)slot * 8, &v, sizeof(v));
+	util_put_le64((unsigned char *)data + (size_t)slot * 8, value);
 }
 
 /* ---- readers ------------------------------------------------------------- */

@@ -259,24 +259,22 @@ out:
 static int ck_snap_sroot(struct vol_checker *ck, const struct vol_snap_info *si,
 			 struct vol_sroot *sr)
 {
-	struct vol *v = ck->ck_vol;
-	void *block = malloc(v->v_block_size);
-	int err;
+	int err = vol_snap_sroot(ck->ck_vol, si->vsi_sroot, si->vsi_delta, sr);
 
-	if (!block)
-		return -ENOMEM;
-	err = bdev_read(v->v_bdev, si->vsi_sroot, 1, block);
-	if (!err)
-		err = vol_sroot_decode(block, v->v_block_size, si->vsi_sroot, sr);
-	free(block);
-	if (!err && (sr->sr_delta != si->vsi_delta || sr->sr_otab_height > v->v_otab_height_max))
-		err = -EUCLEAN;
 	if (err == -EUCLEAN)
 		ck_problem(ck,
 			   "snapshot \"%s\": block %" PRIu64
 			   " is not the super root of delta %" PRIu64,
 			   si->vsi_name, si->vsi_sroot, si->vsi_delta);
 	return err;
+}
+
+/* A zeroed bitmap of one bit per block of the segments; NULL if out of memory. */
+static uint64_t *ck_bitmap_new(const struct vol_checker *ck)
+{
+	const struct log_geometry *g = &ck->ck_vol->v_geo;
+
+	return calloc((size_t)((g->lg_nsegments * g->lg_seg_blocks + 63) / 64), sizeof(uint64_t));
 }
 
 /*
@@ -290,8 +288,12 @@ static int ck_walk(struct vol_checker *ck, uint64_t sr_blk, const struct vol_sro
 	size_t kept = 0;
 
 	vol_table_clear(&ck->ck_seen, NULL);
-	if (err || !ck->ck_state)
+	if (err || !ck->ck_state || !ck->ck_nsnaps)
 		return err;
+	if (!ck->ck_snap_seen) /* only now: most volumes have no snapshot */
+		ck->ck_snap_seen = ck_bitmap_new(ck);
+	if (!ck->ck_snap_seen)
+		return -ENOMEM;
 	ck->ck_in_snap = true;
 	for (size_t i = 0; i < ck->ck_nsnaps && !err; i++) {
 		struct vol_sroot ssr;
@@ -310,15 +312,11 @@ static int ck_walk(struct vol_checker *ck, uint64_t sr_blk, const struct vol_sro
 	return err;
 }
 
-/* Bitmaps for the snapshots' walks; -ENOMEM. */
+/* ck_state, which the snapshots' walks need (ck_walk allocates ck_snap_seen); -ENOMEM. */
 static int ck_snap_bitmaps(struct vol_checker *ck)
 {
-	const struct log_geometry *g = &ck->ck_vol->v_geo;
-	size_t words = (size_t)((g->lg_nsegments * g->lg_seg_blocks + 63) / 64);
-
-	ck->ck_state = calloc(words, sizeof(uint64_t));
-	ck->ck_snap_seen = calloc(words, sizeof(uint64_t));
-	return ck->ck_state && ck->ck_snap_seen ? 0 : -ENOMEM;
+	ck->ck_state = ck_bitmap_new(ck);
+	return ck->ck_state ? 0 : -ENOMEM;
 }
 
 static void ck_free(struct vol_checker *ck)

@@ -75,20 +75,6 @@
 _Static_assert(SNAP_NAME_OFF + VOL_SNAP_NAME_MAX + 1 == VOL_SNAP_REC_SIZE,
 	       "a snapshot record is 128 bytes");
 
-static uint64_t snap_get64(const unsigned char *p, size_t off)
-{
-	uint64_t x;
-
-	memcpy(&x, p + off, sizeof(x));
-	return le64toh(x);
-}
-
-static void snap_put64(unsigned char *p, size_t off, uint64_t x)
-{
-	x = htole64(x);
-	memcpy(p + off, &x, sizeof(x));
-}
-
 /*
  * The key of snapshot @name's pin (bdev_pin): an open of the snapshot
  * holds it shared, a deletion exclusive, so neither happens during the
@@ -118,7 +104,7 @@ int vol_snap_decode(const struct vol *v, const void *block, uint32_t slot, uint6
 {
 	const unsigned char *p = (const unsigned char *)block + (size_t)slot * VOL_SNAP_REC_SIZE;
 	const struct log_geometry *g = &v->v_geo;
-	uint64_t sroot = snap_get64(p, SNAP_SROOT_OFF);
+	uint64_t sroot = util_get_le64(p + SNAP_SROOT_OFF);
 	size_t len = p[SNAP_NAMELEN_OFF];
 
 	if (!sroot) {
@@ -143,8 +129,8 @@ int vol_snap_decode(const struct vol *v, const void *block, uint32_t slot, uint6
 	memset(si, 0, sizeof(*si));
 	memcpy(si->vsi_name, p + SNAP_NAME_OFF, len);
 	si->vsi_sroot = sroot;
-	si->vsi_delta = snap_get64(p, SNAP_DELTA_OFF);
-	si->vsi_ctime_ns = (int64_t)snap_get64(p, SNAP_TIME_OFF);
+	si->vsi_delta = util_get_le64(p + SNAP_DELTA_OFF);
+	si->vsi_ctime_ns = (int64_t)util_get_le64(p + SNAP_TIME_OFF);
 	si->vsi_slot = (uint32_t)(index * vol_snap_per_block(v->v_block_size) + slot);
 	*why = NULL;
 	return 0;
@@ -156,9 +142,9 @@ static void snap_encode(void *block, uint32_t slot, const struct vol_snap_info *
 	size_t len = strlen(si->vsi_name);
 
 	memset(p, 0, VOL_SNAP_REC_SIZE);
-	snap_put64(p, SNAP_SROOT_OFF, si->vsi_sroot);
-	snap_put64(p, SNAP_DELTA_OFF, si->vsi_delta);
-	snap_put64(p, SNAP_TIME_OFF, (uint64_t)si->vsi_ctime_ns);
+	util_put_le64(p + SNAP_SROOT_OFF, si->vsi_sroot);
+	util_put_le64(p + SNAP_DELTA_OFF, si->vsi_delta);
+	util_put_le64(p + SNAP_TIME_OFF, (uint64_t)si->vsi_ctime_ns);
 	p[SNAP_NAMELEN_OFF] = (unsigned char)len;
 	memcpy(p + SNAP_NAME_OFF, si->vsi_name, len);
 }
@@ -382,13 +368,31 @@ static int snap_find_counted(struct vol *v, const char *name, uint64_t *sroot, u
 	return err ? err : -ENOENT;
 }
 
+int vol_snap_sroot(struct vol *v, uint64_t sroot, uint64_t delta, struct vol_sroot *sr)
+{
+	void *block;
+	int err;
+
+	if (!vol_pblk_valid(v, sroot))
+		return -EUCLEAN;
+	block = malloc(v->v_block_size);
+	if (!block)
+		return -ENOMEM;
+	err = bdev_read(v->v_bdev, sroot, 1, block);
+	if (!err)
+		err = vol_sroot_decode(block, v->v_block_size, sroot, sr);
+	free(block);
+	if (!err && (sr->sr_delta != delta || sr->sr_otab_height > v->v_otab_height_max))
+		err = -EUCLEAN;
+	return err;
+}
+
 int vol_open_snapshot(struct vol *v, const char *name,
 		      int (*find)(void *arg, const char *name, uint64_t *sroot, uint64_t *delta),
 		      void *arg)
 {
 	uint64_t sroot, delta;
 	struct vol_sroot sr;
-	void *block;
 	int err;
 
 	/* first the pin, then the record: no deletion can come in between */
@@ -399,26 +403,13 @@ int vol_open_snapshot(struct vol *v, const char *name,
 			   : snap_find_counted(v, name, &sroot, &delta);
 	if (err)
 		return err;
-	if (!vol_pblk_valid(v, sroot)) {
-		log_err("vol: snapshot \"%s\": super root block %" PRIu64 " is out of range", name,
-			sroot);
-		return -EUCLEAN;
-	}
-	block = malloc(v->v_block_size);
-	if (!block)
-		return -ENOMEM;
-	err = bdev_read(v->v_bdev, sroot, 1, block);
-	if (!err)
-		err = vol_sroot_decode(block, v->v_block_size, sroot, &sr);
-	free(block);
-	if (err)
-		return err;
-	if (sr.sr_delta != delta || sr.sr_otab_height > v->v_otab_height_max) {
+	err = vol_snap_sroot(v, sroot, delta, &sr);
+	if (err == -EUCLEAN)
 		log_err("vol: snapshot \"%s\": block %" PRIu64 " is not the super root of delta "
 			"%" PRIu64,
 			name, sroot, delta);
-		return -EUCLEAN;
-	}
+	if (err)
+		return err;
 	v->v_sr = sr;
 	v->v_sr_blk = sroot;
 	v->v_otab = (struct bmap_tree){VOL_OTAB_OWNER, sr.sr_otab_root, sr.sr_otab_height,

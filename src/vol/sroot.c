@@ -38,20 +38,6 @@
 #define SR_WRITTEN_OFF	  40
 #define SR_CSUM_OFF	  48
 
-static void sr_put64(unsigned char *p, size_t off, uint64_t v)
-{
-	v = htole64(v);
-	memcpy(p + off, &v, sizeof(v));
-}
-
-static uint64_t sr_get64(const unsigned char *p, size_t off)
-{
-	uint64_t v;
-
-	memcpy(&v, p + off, sizeof(v));
-	return le64toh(v);
-}
-
 /* The checksum of block @p, whose checksum field is zero. */
 static uint64_t sr_csum(const unsigned char *p, uint32_t bs)
 {
@@ -67,11 +53,11 @@ void vol_sroot_encode(const struct vol_sroot *sr, void *buf, uint32_t bs)
 	memcpy(p, VOL_SR_MAGIC, VOL_SR_MAGIC_LEN);
 	memcpy(p + SR_VERSION_OFF, &version, sizeof(version));
 	p[SR_HEIGHT_OFF] = sr->sr_otab_height;
-	sr_put64(p, SR_DELTA_OFF, sr->sr_delta);
-	sr_put64(p, SR_ROOT_OFF, sr->sr_otab_root);
-	sr_put64(p, SR_NEXT_OWNER_OFF, sr->sr_next_owner);
-	sr_put64(p, SR_WRITTEN_OFF, sr->sr_blocks_written);
-	sr_put64(p, SR_CSUM_OFF, sr_csum(p, bs)); /* the field was zero */
+	util_put_le64(p + SR_DELTA_OFF, sr->sr_delta);
+	util_put_le64(p + SR_ROOT_OFF, sr->sr_otab_root);
+	util_put_le64(p + SR_NEXT_OWNER_OFF, sr->sr_next_owner);
+	util_put_le64(p + SR_WRITTEN_OFF, sr->sr_blocks_written);
+	util_put_le64(p + SR_CSUM_OFF, sr_csum(p, bs)); /* the field was zero */
 }
 
 /* Why block @p (@tmp: room for a copy) is not a valid super root, or NULL. */
@@ -82,13 +68,13 @@ static const char *sr_invalid(const unsigned char *p, unsigned char *tmp, uint32
 	if (memcmp(p, VOL_SR_MAGIC, VOL_SR_MAGIC_LEN))
 		return "bad magic";
 	memcpy(tmp, p, bs);
-	sr_put64(tmp, SR_CSUM_OFF, 0);
-	if (sr_get64(p, SR_CSUM_OFF) != sr_csum(tmp, bs))
+	util_put_le64(tmp + SR_CSUM_OFF, 0);
+	if (util_get_le64(p + SR_CSUM_OFF) != sr_csum(tmp, bs))
 		return "bad checksum";
 	memcpy(&version, p + SR_VERSION_OFF, sizeof(version));
 	if (le32toh(version) != VOL_SR_VERSION)
 		return "unknown version";
-	if (!p[SR_HEIGHT_OFF] != !sr_get64(p, SR_ROOT_OFF))
+	if (!p[SR_HEIGHT_OFF] != !util_get_le64(p + SR_ROOT_OFF))
 		return "owner table root and height disagree";
 	return NULL;
 }
@@ -108,9 +94,9 @@ int vol_sroot_decode(const void *buf, uint32_t bs, uint64_t blk, struct vol_sroo
 		return -EUCLEAN;
 	}
 	sr->sr_otab_height = p[SR_HEIGHT_OFF];
-	sr->sr_delta = sr_get64(p, SR_DELTA_OFF);
-	sr->sr_otab_root = sr_get64(p, SR_ROOT_OFF);
-	sr->sr_next_owner = sr_get64(p, SR_NEXT_OWNER_OFF);
-	sr->sr_blocks_written = sr_get64(p, SR_WRITTEN_OFF);
+	sr->sr_delta = util_get_le64(p + SR_DELTA_OFF);
+	sr->sr_otab_root = util_get_le64(p + SR_ROOT_OFF);
+	sr->sr_next_owner = util_get_le64(p + SR_NEXT_OWNER_OFF);
+	sr->sr_blocks_written = util_get_le64(p + SR_WRITTEN_OFF);
 	return 0;
 }

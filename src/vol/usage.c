@@ -91,6 +91,12 @@ static int vol_u64vec_push(struct vol_u64vec *uv, uint64_t x)
 	return 0;
 }
 
+/* Does segment @seg hold no block the state or a snapshot names? (vu_lock) */
+static bool vol_seg_empty(const struct vol_usage *u, uint64_t seg)
+{
+	return !u->vu_live[seg] && !u->vu_pinned[seg];
+}
+
 static void vol_cand_set(struct vol_usage *u, uint64_t seg, bool on)
 {
 	if (on)
@@ -116,7 +122,7 @@ static uint64_t vol_usage_offer(struct vol *v)
 			int err;
 
 			bits &= bits - 1;
-			if (u->vu_live[seg] || u->vu_pinned[seg]) { /* the log took it again */
+			if (!vol_seg_empty(u, seg)) { /* the log took it again */
 				vol_cand_set(u, seg, false);
 				continue;
 			}
@@ -242,7 +248,7 @@ int vol_usage_open(struct vol *v, bool writable)
 	u->vu_sr_blk = v->v_sr_blk;
 	u->vu_sr_delta = v->v_sr.sr_delta;
 	for (uint64_t s = 0; s < n; s++)
-		vol_cand_set(u, s, !u->vu_live[s] && !u->vu_pinned[s]);
+		vol_cand_set(u, s, vol_seg_empty(u, s));
 	if (!writable)
 		return 0;
 	/* name the recovered state in both slots' chains before releasing */
@@ -289,7 +295,7 @@ void vol_usage_snap_taken(struct vol *v, uint64_t *sr_blk, uint64_t *sr_delta)
 
 	cmutex_lock(&u->vu_lock);
 	for (uint64_t s = 0; s < v->v_geo.lg_nsegments; s++)
-		if (u->vu_live[s] || u->vu_pinned[s])
+		if (!vol_seg_empty(u, s))
 			__atomic_fetch_or(&u->vu_snap[s / 64], 1ull << (s % 64), __ATOMIC_RELAXED);
 	*sr_blk = u->vu_sr_blk;
 	*sr_delta = u->vu_sr_delta;
@@ -335,7 +341,7 @@ static void vol_usage_recount(struct vol *v)
 	cmutex_unlock(&u->vu_lock);
 	vol_count_free(&cn);
 	for (uint64_t s = 0; s < n; s++)
-		vol_cand_set(u, s, !u->vu_live[s] && !u->vu_pinned[s]);
+		vol_cand_set(u, s, vol_seg_empty(u, s));
 }
 
 int vol_usage_born(struct vol *v, uint64_t pblk)
@@ -384,7 +390,7 @@ void vol_usage_settle(struct vol *v)
 		if (vol_seg_snap(u->vu_snap, seg)) { /* maybe a snapshot's: (4) */
 			u->vu_pinned[seg]++;
 			u->vu_pinned_total++;
-		} else if (!u->vu_live[seg] && !u->vu_pinned[seg]) {
+		} else if (vol_seg_empty(u, seg)) {
 			vol_cand_set(u, seg, true);
 		}
 	}
@@ -490,7 +496,7 @@ void vol_usage(struct vol *v, struct vol_usage_stats *us)
 	cmutex_lock(&u->vu_lock);
 	us->vus_live_blocks = u->vu_total;
 	for (uint64_t s = 0; s < v->v_geo.lg_nsegments; s++)
-		us->vus_live_segments += u->vu_live[s] || u->vu_pinned[s];
+		us->vus_live_segments += !vol_seg_empty(u, s);
 	us->vus_released = u->vu_released;
 	us->vus_cleaned = u->vu_cleaned;
 	us->vus_clean_read = u->vu_clean_read;

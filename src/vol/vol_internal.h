@@ -518,6 +518,9 @@ static inline bool vol_pblk_valid(const struct vol *v, uint64_t pblk)
 	       pblk - g->lg_seg_start < g->lg_nsegments * g->lg_seg_blocks;
 }
 
+/* Read the super root of a snapshot record (@sroot, @delta) into @sr:
+ * -EUCLEAN if it is not a valid super root of @delta (not logged). */
+int vol_snap_sroot(struct vol *v, uint64_t sroot, uint64_t delta, struct vol_sroot *sr);
 /* vol_open: pin snapshot @name and put its state in place of the newest
  * (read only); its record is @find's answer if @find is not NULL
  * (vol_open_opts.voo_snapshot_find), else the table's. */
