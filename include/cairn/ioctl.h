@@ -14,6 +14,7 @@
  *   CAIRN_IOC_SNAP_GET     cis_index in, the cis_index-th snapshot out
  *                          (ENOENT past the last): a list, one by one;
  *                          none on a snapshot's mount
+ *   CAIRN_IOC_SNAP_FIND    cis_name in, that snapshot out (ENOENT: none)
  *
  * Errors are those of the libcairn calls (positive, in errno); EROFS on
  * a read-only mount for create and delete.
@@ -39,5 +40,6 @@ struct cairn_ioc_snap {
 #define CAIRN_IOC_SNAP_CREATE _IOW(CAIRN_IOC_MAGIC, 1, struct cairn_ioc_snap)
 #define CAIRN_IOC_SNAP_DELETE _IOW(CAIRN_IOC_MAGIC, 2, struct cairn_ioc_snap)
 #define CAIRN_IOC_SNAP_GET    _IOWR(CAIRN_IOC_MAGIC, 3, struct cairn_ioc_snap)
+#define CAIRN_IOC_SNAP_FIND   _IOWR(CAIRN_IOC_MAGIC, 4, struct cairn_ioc_snap)
 
 #endif /* CAIRN_IOCTL_H */

@@ -25,8 +25,12 @@
 #include <string.h>
 #include <unistd.h>
 
-/* The @index-th snapshot into @out; -ENOENT past the last. */
-static int cfuse_snap_get(struct cairn *c, uint32_t index, struct cairn_ioc_snap *out)
+/*
+ * The snapshot named @name if it is not NULL, else the @index-th, into
+ * @out; -ENOENT if there is none.
+ */
+static int cfuse_snap_get(struct cairn *c, const char *name, uint32_t index,
+			  struct cairn_ioc_snap *out)
 {
 	struct cairn_snapshot *list;
 	size_t n;
@@ -34,7 +38,10 @@ static int cfuse_snap_get(struct cairn *c, uint32_t index, struct cairn_ioc_snap
 
 	if (err)
 		return err;
-	if (index >= n) {
+	for (size_t i = 0; name && i < n; i++)
+		if (!strcmp(list[i].cs_name, name))
+			index = (uint32_t)i;
+	if (index >= n || (name && strcmp(list[index].cs_name, name))) {
 		free(list);
 		return -ENOENT;
 	}
@@ -55,6 +62,7 @@ void cfuse_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, void *arg, struct
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	struct cairn_ioc_snap in, out;
 	unsigned ucmd = cmd;
+	bool get = ucmd == CAIRN_IOC_SNAP_GET || ucmd == CAIRN_IOC_SNAP_FIND;
 	int err;
 
 	(void)ino;
@@ -65,11 +73,11 @@ void cfuse_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, void *arg, struct
 		return;
 	}
 	if (ucmd != CAIRN_IOC_SNAP_CREATE && ucmd != CAIRN_IOC_SNAP_DELETE &&
-	    ucmd != CAIRN_IOC_SNAP_GET) {
+	    ucmd != CAIRN_IOC_SNAP_GET && ucmd != CAIRN_IOC_SNAP_FIND) {
 		fuse_reply_err(req, ENOTTY);
 		return;
 	}
-	if (in_bufsz != sizeof(in) || (ucmd == CAIRN_IOC_SNAP_GET && out_bufsz < sizeof(out))) {
+	if (in_bufsz != sizeof(in) || (get && out_bufsz < sizeof(out))) {
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
@@ -82,8 +90,9 @@ void cfuse_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, void *arg, struct
 		fuse_reply_err(req, ENAMETOOLONG);
 		return;
 	}
-	if (ucmd == CAIRN_IOC_SNAP_GET) {
-		err = cfuse_snap_get(f->cf_cairn, in.cis_index, &out);
+	if (get) {
+		err = cfuse_snap_get(f->cf_cairn, ucmd == CAIRN_IOC_SNAP_FIND ? in.cis_name : NULL,
+				     in.cis_index, &out);
 		if (err)
 			fuse_reply_err(req, cfuse_errno(err));
 		else

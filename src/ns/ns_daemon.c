@@ -10,8 +10,7 @@
  *   ns_daemon_snapshot_find      vol_open_opts.voo_snapshot_find
  *     -> the mounts of the image  /proc/self/mounts: type fuse.cairn, the
  *                                 image's absolute path as source
- *     -> CAIRN_IOC_SNAP_GET       on each mount's root, index 0, 1, ...,
- *                                 until the name is met
+ *     -> CAIRN_IOC_SNAP_FIND      on each mount's root, until one has it
  *
  * Invariants
  *   (1) Only a mount of the volume itself answers: a snapshot's mount
@@ -37,29 +36,25 @@
 /* Ask the daemon mounted on @dir for snapshot @name; -ENOENT if it has none. */
 static int ns_daemon_ask(const char *dir, const char *name, uint64_t *sroot, uint64_t *delta)
 {
-	struct cairn_ioc_snap q;
+	struct cairn_ioc_snap q = {0};
 	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int err = -ENOENT;
+	int err = 0;
 
 	if (fd < 0)
 		return -errno;
-	for (uint32_t i = 0;; i++) {
-		memset(&q, 0, sizeof(q));
-		q.cis_index = i;
-		if (ioctl(fd, CAIRN_IOC_SNAP_GET, &q) < 0) {
-			if (errno != ENOENT)
-				err = -errno;
-			break;
-		}
-		if (!strncmp(q.cis_name, name, sizeof(q.cis_name))) {
-			*sroot = q.cis_sroot;
-			*delta = q.cis_delta;
-			err = 0;
-			break;
-		}
+	if (strlen(name) >= sizeof(q.cis_name))
+		err = -ENOENT; /* longer than any name */
+	if (!err) {
+		memcpy(q.cis_name, name, strlen(name));
+		if (ioctl(fd, CAIRN_IOC_SNAP_FIND, &q) < 0)
+			err = -errno;
 	}
 	close(fd);
-	return err;
+	if (err)
+		return err;
+	*sroot = q.cis_sroot;
+	*delta = q.cis_delta;
+	return 0;
 }
 
 int ns_daemon_snapshot_find(void *arg, const char *name, uint64_t *sroot, uint64_t *delta)
