@@ -2,9 +2,13 @@
 # test_fuse.sh - `cairn mount` driven as a user would drive it: mount a
 # fresh volume, use it with ordinary tools, unmount, remount, check.
 #
-#   tests/fuse/test_fuse.sh PATH/TO/cairn PATH/TO/fuse_mkfs PATH/TO/mount.fuse.cairn
+#   tests/fuse/test_fuse.sh PATH/TO/cairn PATH/TO/fuse_mkfs PATH/TO/mount.fuse.cairn \
+#	PATH/TO/fuse_model
 #
 # ONLY_CASES="case ..." in the environment runs only those cases.
+# Case `model` runs fuse_model (randomized operations against a model)
+# with CAIRN_MODEL_SEEDS (default "1 2 3") and CAIRN_MODEL_OPS (default
+# 3000) operations each; CAIRN_MODEL_SEEDS="$(seq 100)" runs a hundred.
 #
 # Prints cmocka's report lines ("[ RUN      ] case", "[       OK ] case",
 # "[  FAILED  ] case", "[  SKIPPED ] case"), which scripts/test-summary.py
@@ -14,12 +18,13 @@
 # fixed time, and is unmounted by the EXIT trap whatever happens.
 set -uo pipefail
 
-CAIRN=$(realpath "${1:?usage: test_fuse.sh CAIRN FUSE_MKFS MOUNT_HELPER}")
-FUSE_MKFS=$(realpath "${2:?usage: test_fuse.sh CAIRN FUSE_MKFS MOUNT_HELPER}")
-HELPER=$(realpath "${3:?usage: test_fuse.sh CAIRN FUSE_MKFS MOUNT_HELPER}")
+CAIRN=$(realpath "${1:?usage: test_fuse.sh CAIRN FUSE_MKFS MOUNT_HELPER FUSE_MODEL}")
+FUSE_MKFS=$(realpath "${2:?usage: test_fuse.sh CAIRN FUSE_MKFS MOUNT_HELPER FUSE_MODEL}")
+HELPER=$(realpath "${3:?usage: test_fuse.sh CAIRN FUSE_MKFS MOUNT_HELPER FUSE_MODEL}")
+MODEL=$(realpath "${4:?usage: test_fuse.sh CAIRN FUSE_MKFS MOUNT_HELPER FUSE_MODEL}")
 
 CASES=(${ONLY_CASES:-errors file_ops large_dir parallel busy persistence remount_at_once sigterm_helper
-	permissions read_only enospc flush_once snapshots snapshot_beside})
+	permissions read_only enospc flush_once snapshots snapshot_beside model names_and_sizes})
 WAIT_STEPS=200 # polls of 0.05 s: 10 s
 
 echo "[==========] Running ${#CASES[@]} test(s)."
@@ -562,6 +567,67 @@ case_snapshot_beside() {
 	unmount $s "$spid" || return
 	check "snapshot delete once unmounted" "$CAIRN" snapshot delete i.img s1
 	"$CAIRN" fsck i.img >/dev/null || fail "fsck after snapshot_beside"
+}
+
+# Randomized operations through the mount, each call's result and then the
+# tree checked against a model (tests/fuse/fuse_model.c), and the tree
+# checked again after an unmount and a mount. Each seed is printed.
+case_model() {
+	local m=mnt10 sd ops=${CAIRN_MODEL_OPS:-3000}
+	mkdir -p $m
+	for sd in ${CAIRN_MODEL_SEEDS:-1 2 3}; do
+		mkimg k.img 256 || return
+		mount_fg k.img $m || return
+		"$MODEL" run $m "$sd" "$ops" >out 2>&1 || fail "model, seed $sd: $(tail -n 3 out)"
+		tail -n 1 out
+		unmount $m "$fg_pid" || return
+		"$CAIRN" fsck k.img >/dev/null || fail "fsck after model seed $sd"
+		mount_fg k.img $m || return
+		"$MODEL" check $m "$sd" "$ops" >out 2>&1 ||
+			fail "model after remount, seed $sd: $(tail -n 3 out)"
+		unmount $m "$fg_pid" || return
+	done
+}
+
+# Names of 255 bytes (256: ENAMETOOLONG), a tree 200 directories deep,
+# a large file, and a sparse one of 1 TiB that takes almost no space.
+case_names_and_sizes() {
+	local m=mnt11 long deep i used
+	mkdir -p $m
+	mkimg l.img 512 || return
+	mount_fg l.img $m || return
+	long=$(printf 'n%.0s' $(seq 255))
+	check "a 255-byte name" sh -c "echo x >$m/$long"
+	[ "$(cat "$m/$long")" = x ] || fail "255-byte name reads back wrong"
+	[ "$(ls $m)" = "$long" ] || fail "ls of a 255-byte name"
+	if touch "$m/${long}n" 2>err; then
+		fail "a 256-byte name was created"
+	else
+		grep -q "too long" err || fail "256-byte name: $(cat err)"
+	fi
+	deep=$m
+	for i in $(seq 200); do
+		deep=$deep/d
+	done
+	check "mkdir -p, 200 levels" mkdir -p "$deep"
+	check "a file 200 levels down" sh -c "echo bottom >$deep/f"
+	[ "$(find $m -name f -path '*/d/d/*' | wc -l)" -eq 1 ] || fail "find in a deep tree"
+	head -c 64M /dev/urandom >large.src
+	check "a 64 MiB file" cp large.src $m/large
+	cmp -s large.src $m/large || fail "64 MiB file reads back different"
+	check "sparse 1 TiB" truncate -s 1T $m/sparse
+	check "write at 512 GiB" dd if=large.src of=$m/sparse bs=1M count=1 seek=524288 \
+		conv=notrunc,fsync status=none
+	[ "$(stat -c %s $m/sparse)" -eq $((1 << 40)) ] || fail "sparse size $(stat -c %s $m/sparse)"
+	cmp -s <(head -c 1M large.src) <(dd if=$m/sparse bs=1M skip=524288 count=1 status=none) ||
+		fail "the block at 512 GiB reads back different"
+	[ "$(dd if=$m/sparse bs=1M skip=1000 count=1 status=none | tr -d '\0' | wc -c)" -eq 0 ] ||
+		fail "a hole does not read as zeros"
+	used=$(stat -c %b $m/sparse) # 512-byte units
+	[ "$used" -lt 8192 ] || fail "the sparse file takes $used sectors"
+	unmount $m "$fg_pid" || return
+	"$CAIRN" fsck l.img >/dev/null || fail "fsck after names_and_sizes"
+	rm -f large.src
 }
 
 failures=0
