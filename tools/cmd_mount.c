@@ -60,6 +60,7 @@ struct mount_args {
 	bool ma_debug;
 	bool ma_read_only;
 	bool ma_allow_other;
+	bool ma_writeback_cache; /* -o [no_]writeback_cache */
 	uint32_t ma_commit_ms;	 /* -o commit=SECONDS; 0: the library's 5 s */
 	const char *ma_snapshot; /* -o snapshot=NAME (read only); NULL: the volume */
 	char ma_snapshot_buf[CAIRN_SNAP_NAME_MAX + 1];
@@ -93,6 +94,11 @@ static void mount_help(void)
 	       "                                            fdatasync commit at once\n"
 	       "                       snapshot=NAME        mount snapshot NAME, read-only\n"
 	       "                                            (cairn snapshot list IMAGE)\n"
+	       "                       writeback_cache      the kernel caches writes and\n"
+	       "                                            sends whole pages (the default)\n"
+	       "                       no_writeback_cache   every write(2) reaches the\n"
+	       "                                            daemon: fewer requests per\n"
+	       "                                            unlink, more per small write\n"
 	       "                     mount(8)'s own (defaults, noauto, nofail, _netdev,\n"
 	       "                     user, x-...) are ignored; others go to libfuse\n"
 	       "                     (fsname=, max_read=, nosuid, nodev, noatime, ...)\n"
@@ -155,6 +161,10 @@ static int mount_opt_one(struct mount_args *a, const char *o)
 		a->ma_read_only = false;
 	else if (!strcmp(o, "allow_other"))
 		a->ma_allow_other = true;
+	else if (!strcmp(o, "writeback_cache"))
+		a->ma_writeback_cache = true;
+	else if (!strcmp(o, "no_writeback_cache"))
+		a->ma_writeback_cache = false;
 	else if (!strncmp(o, "commit=", 7))
 		return mount_opt_commit(a, o + 7);
 	else if (!strncmp(o, "snapshot=", 9))
@@ -196,6 +206,7 @@ static int mount_parse(int argc, char **argv, struct mount_args *a)
 	int c, ret;
 
 	memset(a, 0, sizeof(*a));
+	a->ma_writeback_cache = true;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":fdo:vh", opts, NULL)) != -1) {
 		switch (c) {
@@ -472,6 +483,7 @@ static int mount_run(int argc, char **argv)
 	    .cfo_image = image,
 	    .cfo_mountpoint = dir,
 	    .cfo_read_only = a.ma_read_only || a.ma_snapshot,
+	    .cfo_writeback_cache = a.ma_writeback_cache,
 	    .cfo_snapshot = a.ma_snapshot,
 	    .cfo_allow_other = a.ma_allow_other,
 	    .cfo_debug = a.ma_debug,

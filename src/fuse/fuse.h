@@ -20,9 +20,12 @@
  *     fuse_dir.c, fuse_xattr.c, fuse_nodes.c (lookup counts).
  *   - Node ids are inode numbers; FUSE's root (1) is cairn's 16. Entry
  *     replies carry the inode's generation; (ino, gen) never repeats.
- *   - The writeback cache is on (not for -o ro), 1 MiB writes, time_gran
- *     1 ns; entry, attribute and negative-entry timeouts of a day, and
- *     keep_cache / cache_readdir: every change goes through this mount.
+ *   - The writeback cache is on (cfo_writeback_cache; never for -o ro),
+ *     1 MiB writes, time_gran 1 ns; entry, attribute and negative-entry
+ *     timeouts of a day, and keep_cache / cache_readdir: every change
+ *     goes through this mount.
+ *   - The session loop is multi-threaded with at most one thread reading
+ *     /dev/fuse at a time (fuse_session.c).
  *   - default_permissions is always on: libcairn checks no permissions,
  *     the kernel does. HANDLE_KILLPRIV is off (the kernel clears set-ID
  *     bits); POSIX ACLs are refused (nothing would enforce them).
@@ -52,6 +55,7 @@ struct cfuse_opts {
 	const char *cfo_image;	    /* an absolute path (fsname= of the mount) */
 	const char *cfo_mountpoint; /* an absolute path */
 	bool cfo_read_only;	    /* -o ro: the volume and the mount */
+	bool cfo_writeback_cache;   /* the kernel's writeback cache (never with cfo_read_only) */
 	bool cfo_allow_other;	    /* -o allow_other */
 	bool cfo_debug;		    /* -d: libfuse traces every request on stderr */
 	const char *cfo_fuse_opts;  /* other -o options for libfuse ("a,b=c"); NULL: none */

@@ -64,17 +64,34 @@ void cfuse_node_forget(struct cfuse_nodes *ns, uint64_t ino, uint64_t n);
 /* Nodes still held, and FORGETs that did not match a count. */
 void cfuse_nodes_stats(struct cfuse_nodes *ns, size_t *held, uint64_t *bad);
 
+/*
+ * The session loop's workers (fuse_session.c): at most one of them reads
+ * /dev/fuse at a time (the reader); the others wait on cl_cond.
+ */
+struct cfuse_loop {
+	pthread_mutex_t cl_lock;
+	pthread_cond_t cl_cond; /* no reader, or the session ended */
+	pthread_t *cl_workers;	/* cl_max; [0] is cfuse_run's own thread */
+	unsigned cl_max;
+	unsigned cl_started; /* workers started, [0] included; protected by cl_lock */
+	unsigned cl_idle;    /* workers waiting on cl_cond; protected by cl_lock */
+	bool cl_reading;     /* a worker is the reader; protected by cl_lock */
+	pthread_t cl_reader; /* that worker, if cl_reading; protected by cl_lock */
+	int cl_err;	     /* the read error that ended the loop; protected by cl_lock */
+};
+
 struct cfuse {
 	struct cairn *cf_cairn; /* set before the session is mounted */
 	struct fuse_session *cf_se;
 	char *cf_mountpoint;
 	bool cf_read_only;
+	bool cf_want_wbcache;	/* cfo_writeback_cache */
 	bool cf_mounted;	/* main thread only */
 	atomic_bool cf_wbcache; /* the writeback cache was negotiated (init) */
 	unsigned cf_threads;
 	struct cfuse_nodes cf_nodes;
-	/* signals: cfuse_run's signal thread and the main thread */
-	pthread_t cf_main;
+	struct cfuse_loop cf_loop; /* while cfuse_run runs */
+	/* signals: cfuse_run's signal thread and the loop's workers */
 	pthread_t cf_sigthread;
 	bool cf_sigthread_started; /* main thread only */
 	atomic_bool cf_loop_done;  /* the main thread is out of the loop */

@@ -101,8 +101,11 @@ static void cfuse_init(void *userdata, struct fuse_conn_info *conn)
 	struct cfuse *f = userdata;
 
 	/* The writeback cache: the kernel owns sizes and mtimes and sends
-	 * whole pages; far fewer WRITE requests. Not on a read-only mount. */
-	if (!f->cf_read_only && (conn->capable & FUSE_CAP_WRITEBACK_CACHE)) {
+	 * whole pages; far fewer WRITE requests. But it writes an inode's
+	 * times back with a SETATTR of their own: after every unlink(2) of a
+	 * regular file (the ctime, synchronously), and at close after a
+	 * write. Not on a read-only mount. */
+	if (!f->cf_read_only && f->cf_want_wbcache && (conn->capable & FUSE_CAP_WRITEBACK_CACHE)) {
 		conn->want |= FUSE_CAP_WRITEBACK_CACHE;
 		atomic_store(&f->cf_wbcache, true);
 	}
