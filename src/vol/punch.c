@@ -41,7 +41,10 @@
  *       record's delta: a write in that delta removes the record, one in
  *       a later delta sets "newer", which a requeue turns into not zeroed.
  *   (5) At most one truncate record per (owner, delta); vp_ntrunc counts
- *       them like vp_count.
+ *       them like vp_count. They are hashed by owner alone (a fill asks
+ *       "is this owner truncated at or below this index", and a bulk
+ *       delete records thousands in one delta), so finding one costs a
+ *       chain, not every record.
  *
  * Lock order: vp_lock is a leaf, taken inside buffer modifications.
  */
@@ -67,15 +70,22 @@ struct vol_trunc_rec {
 	struct vol_trunc_rec *tr_next;
 };
 
+#define VOL_TRUNC_BUCKETS 1024u
+
 int vol_punches_init(struct vol_punches *p)
 {
 	p->vp_nbuckets = 256;
 	p->vp_buckets = calloc(p->vp_nbuckets, sizeof(*p->vp_buckets));
-	if (!p->vp_buckets)
+	p->vp_truncs = calloc(VOL_TRUNC_BUCKETS, sizeof(*p->vp_truncs));
+	if (!p->vp_buckets || !p->vp_truncs) {
+		free(p->vp_buckets);
+		free(p->vp_truncs);
+		p->vp_buckets = NULL;
+		p->vp_truncs = NULL;
 		return -ENOMEM;
+	}
 	atomic_init(&p->vp_count, 0);
 	atomic_init(&p->vp_ntrunc, 0);
-	p->vp_truncs = NULL;
 	return cmutex_init(&p->vp_lock);
 }
 
@@ -89,16 +99,27 @@ void vol_punches_destroy(struct vol_punches *p)
 			free(r);
 		}
 	}
-	while (p->vp_truncs) {
-		struct vol_trunc_rec *t = p->vp_truncs;
+	for (size_t i = 0; p->vp_truncs && i < VOL_TRUNC_BUCKETS; i++) {
+		while (p->vp_truncs[i]) {
+			struct vol_trunc_rec *t = p->vp_truncs[i];
 
-		p->vp_truncs = t->tr_next;
-		free(t);
+			p->vp_truncs[i] = t->tr_next;
+			free(t);
+		}
 	}
+	free(p->vp_truncs);
+	p->vp_truncs = NULL;
 	free(p->vp_buckets);
 	if (p->vp_buckets)
 		cmutex_destroy(&p->vp_lock);
 	p->vp_buckets = NULL;
+}
+
+/* The chain of @owner's truncate records (invariant 5). */
+static struct vol_trunc_rec **vol_trunc_bucket(struct vol_punches *p, uint64_t owner)
+{
+	assert(cmutex_held(&p->vp_lock));
+	return &p->vp_truncs[XXH3_64bits(&owner, sizeof(owner)) & (VOL_TRUNC_BUCKETS - 1)];
 }
 
 static struct vol_punch_rec **vol_punch_bucket(struct vol_punches *p, uint64_t owner,
@@ -213,7 +234,7 @@ bool vol_punch_pending(struct vol_punches *p, uint64_t owner, uint64_t index)
 	cmutex_lock(&p->vp_lock);
 	for (r = *vol_punch_bucket(p, owner, index); r && !found; r = r->pr_next)
 		found = r->pr_owner == owner && r->pr_index == index;
-	for (t = p->vp_truncs; t && !found; t = t->tr_next)
+	for (t = *vol_trunc_bucket(p, owner); t && !found; t = t->tr_next)
 		found = t->tr_owner == owner && t->tr_from <= index;
 	cmutex_unlock(&p->vp_lock);
 	return found;
@@ -223,7 +244,7 @@ bool vol_punch_pending(struct vol_punches *p, uint64_t owner, uint64_t index)
 static struct vol_trunc_rec **vol_trunc_find_locked(struct vol_punches *p, uint64_t owner,
 						    uint32_t delta)
 {
-	struct vol_trunc_rec **pp = &p->vp_truncs;
+	struct vol_trunc_rec **pp = vol_trunc_bucket(p, owner);
 
 	assert(cmutex_held(&p->vp_lock));
 	while (*pp && ((*pp)->tr_owner != owner || (*pp)->tr_delta != delta))
@@ -272,9 +293,10 @@ int vol_trunc_collect(struct vol_punches *p, uint32_t delta, struct vol_punch_ke
 		k = malloc(atomic_load(&p->vp_ntrunc) * sizeof(*k));
 		if (!k)
 			err = -ENOMEM;
-		for (t = p->vp_truncs; k && t; t = t->tr_next)
-			if (t->tr_delta == delta)
-				k[got++] = (struct vol_punch_key){t->tr_owner, t->tr_from};
+		for (size_t i = 0; k && i < VOL_TRUNC_BUCKETS; i++)
+			for (t = p->vp_truncs[i]; t; t = t->tr_next)
+				if (t->tr_delta == delta)
+					k[got++] = (struct vol_punch_key){t->tr_owner, t->tr_from};
 	}
 	cmutex_unlock(&p->vp_lock);
 	*keys = k;
@@ -285,17 +307,20 @@ int vol_trunc_collect(struct vol_punches *p, uint32_t delta, struct vol_punch_ke
 /* Forget @delta's truncates, or move them to @to (if not 0); vp_lock held. */
 static void vol_trunc_move_locked(struct vol_punches *p, uint32_t delta, uint32_t to)
 {
-	struct vol_trunc_rec **pp = &p->vp_truncs, *t, *moved = NULL;
+	struct vol_trunc_rec **pp, *t, *moved = NULL;
 
-	while ((t = *pp)) {
-		if (t->tr_delta != delta) {
-			pp = &t->tr_next;
-			continue;
+	for (size_t i = 0; i < VOL_TRUNC_BUCKETS; i++) {
+		pp = &p->vp_truncs[i];
+		while ((t = *pp)) {
+			if (t->tr_delta != delta) {
+				pp = &t->tr_next;
+				continue;
+			}
+			*pp = t->tr_next;
+			atomic_fetch_sub(&p->vp_ntrunc, 1);
+			t->tr_next = moved;
+			moved = t;
 		}
-		*pp = t->tr_next;
-		atomic_fetch_sub(&p->vp_ntrunc, 1);
-		t->tr_next = moved;
-		moved = t;
 	}
 	while ((t = moved)) {
 		moved = t->tr_next;

@@ -255,7 +255,8 @@ struct vol_punches {
 	struct vol_punch_rec **vp_buckets; /* protected by vp_lock */
 	size_t vp_nbuckets;		   /* protected by vp_lock */
 	_Atomic uint64_t vp_count;	   /* records; changed under vp_lock */
-	struct vol_trunc_rec *vp_truncs;   /* truncates; protected by vp_lock */
+	struct vol_trunc_rec **vp_truncs;  /* truncates hashed by owner (VOL_TRUNC_BUCKETS);
+					      protected by vp_lock */
 	_Atomic uint64_t vp_ntrunc;	   /* truncates; changed under vp_lock */
 };
 
