@@ -39,6 +39,8 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include "util/prng.h"
+
 #define MAXKIDS	 16
 #define MAXFILE	 (96u * 1024)
 #define MAXPATH	 512
@@ -67,21 +69,14 @@ struct mnode {
 
 static struct mnode inodes[NINODES];
 static unsigned ninodes;
-static uint64_t rng, seed, opno;
+static struct prng rng;
+static uint64_t seed, opno;
 static const char *root_path;
 static bool dry; /* replaying the model only: no calls, each returns what it says */
 
-static uint64_t next(void) /* xorshift64* */
-{
-	rng ^= rng >> 12;
-	rng ^= rng << 25;
-	rng ^= rng >> 27;
-	return rng * 2685821657736338717ull;
-}
-
 static uint64_t below(uint64_t n)
 {
-	return next() % n;
+	return prng_below(&rng, n);
 }
 
 static void die(const char *fmt, ...)
@@ -224,8 +219,7 @@ static int rc(int r)
 
 static void fill(unsigned char *buf, size_t len)
 {
-	for (size_t i = 0; i < len; i++)
-		buf[i] = (unsigned char)(next() >> 56);
+	prng_fill(&rng, buf, len);
 }
 
 /* ---- operations ---------------------------------------------------------- */
@@ -618,6 +612,16 @@ static void check_tree(const char *path, const struct mnode *d)
 	}
 }
 
+/* How often each operation is drawn, in twentieths. */
+static const struct {
+	unsigned m_weight;
+	void (*m_op)(struct mnode *root);
+} mix[] = {
+    {5, op_write},  {1, op_truncate}, {2, op_unlink},  {2, op_mkdir}, {1, op_rmdir},
+    {3, op_rename}, {1, op_link},     {1, op_symlink}, {2, op_xattr}, {2, op_chmod_utimens},
+};
+#define MIX_TOTAL 20
+
 /* Run (or, if dry, replay) @ops operations from @seed under root_path. */
 static struct mnode *run(uint64_t ops)
 {
@@ -628,28 +632,11 @@ static struct mnode *run(uint64_t ops)
 		die("stat %s: %s", root_path, strerror(errno));
 	root->mode = st.st_mode & 07777;
 	for (opno = 1; opno <= ops; opno++) {
-		unsigned k = (unsigned)below(20);
+		unsigned k = (unsigned)below(MIX_TOTAL), i = 0;
 
-		if (k < 5)
-			op_write(root);
-		else if (k < 6)
-			op_truncate(root);
-		else if (k < 8)
-			op_unlink(root);
-		else if (k < 10)
-			op_mkdir(root);
-		else if (k < 11)
-			op_rmdir(root);
-		else if (k < 14)
-			op_rename(root);
-		else if (k < 15)
-			op_link(root);
-		else if (k < 16)
-			op_symlink(root);
-		else if (k < 18)
-			op_xattr(root);
-		else
-			op_chmod_utimens(root);
+		while (k >= mix[i].m_weight)
+			k -= mix[i++].m_weight;
+		mix[i].m_op(root);
 		if (!dry && opno % 500 == 0)
 			check_tree(root_path, root);
 	}
@@ -668,7 +655,7 @@ int main(int argc, char **argv)
 	root_path = argv[2];
 	seed = strtoull(argv[3], NULL, 0);
 	ops = strtoull(argv[4], NULL, 0);
-	rng = seed ? seed : 1;
+	prng_init(&rng, seed);
 	dry = !strcmp(argv[1], "check");
 	check_tree(root_path, run(ops));
 	if (dry)
