@@ -256,7 +256,7 @@ static void test_file_pins(void **state)
 	assert_int_equal(bdev_pin_any(w), 0);
 	assert_int_equal(bdev_pin(w, 42, BDEV_PIN_EXCL), 0);
 	assert_int_equal(bdev_pin(w, UINT64_MAX, BDEV_PIN_EXCL), 0); /* any key */
-	assert_int_equal(bdev_pin(b, 44, BDEV_PIN_EXCL), -EBADF); /* needs writing */
+	assert_int_equal(bdev_pin(b, 44, BDEV_PIN_EXCL), -EBADF);    /* needs writing */
 	assert_int_equal(bdev_pin(b, 42, 7), -EINVAL);
 	bdev_close(b);
 	bdev_close(w);
