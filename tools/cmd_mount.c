@@ -101,7 +101,7 @@ static void mount_help(void)
 	       "                                            unlink, more per small write\n"
 	       "                     mount(8)'s own (defaults, noauto, nofail, _netdev,\n"
 	       "                     user, x-...) are ignored; others go to libfuse\n"
-	       "                     (fsname=, max_read=, nosuid, nodev, noatime, ...)\n"
+	       "                     (max_read=, nosuid, nodev, noatime, ...)\n"
 	       "  -v, --verbose      show the library's log lines\n"
 	       "  -h, --help         show this help\n"
 	       "\n"
@@ -169,6 +169,9 @@ static int mount_opt_one(struct mount_args *a, const char *o)
 		return mount_opt_commit(a, o + 7);
 	else if (!strncmp(o, "snapshot=", 9))
 		return mount_opt_snapshot(a, o + 9);
+	else if (!strncmp(o, "fsname=", 7)) /* the image's path: how a mount is found */
+		return cli_usage_err(
+		    "-o fsname= is not allowed: a cairn mount's source is its image");
 	else if (!strcmp(o, "default_permissions") || !*o || mount_opt_ignored(o))
 		; /* always on, or not ours */
 	else if (n + strlen(o) + 2 > sizeof(a->ma_extra))
@@ -408,7 +411,8 @@ static bool mount_image_mounted(const char *image)
 	if (!f)
 		return true; /* cannot tell: assume so, and do not wait */
 	while (!found && getmntent_r(f, &me, buf, sizeof(buf)))
-		found = !strcmp(me.mnt_fsname, image) && !strcmp(me.mnt_type, "fuse.cairn");
+		found = !strcmp(me.mnt_fsname, image) && !strcmp(me.mnt_type, "fuse.cairn") &&
+			!hasmntopt(&me, "ro"); /* not a snapshot's mount */
 	endmntent(f);
 	return found;
 }

@@ -78,13 +78,13 @@ struct cairn_open_opts {
  * newest valid state after a crash and freeing the files that were
  * unlinked while still open when the volume was last used.
  *
- * A snapshot (coo_snapshot) opens beside anything but mkfs: if no other
- * process has the image open, with a lock held only during the open;
- * if a `cairn mount` daemon has it mounted, by asking the daemon (its
+ * A snapshot (coo_snapshot) opens with a lock held only during the open
+ * if no other process has the image open, and beside a `cairn mount`
+ * daemon that has it mounted for writing by asking the daemon (its
  * control ioctl, cairn/ioctl.h; root or the user who mounted it) where
- * the snapshot is. -EBUSY if another program has the image locked, or
- * while the snapshot is being deleted. While it is open the snapshot
- * cannot be deleted (-EBUSY there).
+ * the snapshot is. -EBUSY if another program (not a mount) has the
+ * image open, or while the snapshot is being deleted. While it is open
+ * the snapshot cannot be deleted (-EBUSY there) nor the image formatted.
  */
 int cairn_open(const char *path, const struct cairn_open_opts *o, struct cairn **out);
 /*

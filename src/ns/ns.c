@@ -767,7 +767,9 @@ int ns_mkfs(struct bdev *d, const struct vol_mkfs_opts *mo)
 	struct vol *v;
 	int err;
 
-	err = vol_mkfs(d, mo);
+	err = bdev_pin_any(d); /* -EBUSY: a snapshot of it is open somewhere */
+	if (!err)
+		err = vol_mkfs(d, mo);
 	if (!err)
 		err = vol_open(d, NULL, &v);
 	if (err) {

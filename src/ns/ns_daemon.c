@@ -9,7 +9,8 @@
  *
  *   ns_daemon_snapshot_find      vol_open_opts.voo_snapshot_find
  *     -> the mounts of the image  /proc/self/mounts: type fuse.cairn, the
- *                                 image's absolute path as source
+ *                                 image's absolute path as source (cairn
+ *                                 mount refuses -o fsname=), read-write
  *     -> CAIRN_IOC_SNAP_FIND      on each mount's root, until one has it
  *
  * Invariants
@@ -69,8 +70,9 @@ int ns_daemon_snapshot_find(void *arg, const char *name, uint64_t *sroot, uint64
 	if (!f)
 		return -errno;
 	while (getmntent_r(f, &me, buf, sizeof(buf))) {
-		if (strcmp(me.mnt_type, "fuse.cairn") || strcmp(me.mnt_fsname, image))
-			continue;
+		if (strcmp(me.mnt_type, "fuse.cairn") || strcmp(me.mnt_fsname, image) ||
+		    hasmntopt(&me, "ro"))
+			continue; /* a snapshot's mount (read only) knows no snapshot */
 		mounted = true;
 		r = ns_daemon_ask(me.mnt_dir, name, sroot, delta);
 		if (!r) {

@@ -48,8 +48,11 @@
  * every block its super root reaches stays where it is (its segments
  * are marked in every writer's counts: a writer that opens later counts
  * the record, which still exists). A snapshot open beside a writer
- * (voo_snapshot_find) reads nothing else of the volume: the writer's
- * live state changes under it, and no checksum covers a map block.
+ * (voo_snapshot_find) reads nothing else of the volume but the
+ * superblock and the checkpoint slots (checksummed): the writer's live
+ * state changes under it, and no checksum covers a map block.
+ * vol_snap_list waits for a creation in progress, so a writer never
+ * names a record its commit has not made durable.
  *
  * Lock order: v_snap_lock (creation and deletion, one at a time) is
  * taken before anything else, and held across vol_sync; no commit needs
@@ -235,14 +238,19 @@ static int snap_scan(struct vol *v, const char *name, struct vol_snap_info **out
 int vol_snap_list(struct vol *v, struct vol_snap_info **out, size_t *n)
 {
 	uint32_t found, free_slot;
+	int err;
 
 	if (v->v_snapshot) { /* a snapshot's own table is out of date: it has none */
 		*out = NULL;
 		*n = 0;
 		return 0;
 	}
-
-	return snap_scan(v, NULL, out, n, &found, &free_slot);
+	/* not while a creation runs: its record is durable only when it returns
+	 * (a reader in another process trusts what the list says) */
+	cmutex_lock(&v->v_snap_lock);
+	err = snap_scan(v, NULL, out, n, &found, &free_slot);
+	cmutex_unlock(&v->v_snap_lock);
+	return err;
 }
 
 /* Write record @slot (cleared if @si is NULL) in transaction @t. */

@@ -473,8 +473,8 @@ uint64_t vol_free_blocks(struct vol *v)
 	uint64_t sum = (seg * VOL_LOG_ENTRY_BYTES + v->v_block_size - 1) / v->v_block_size;
 	struct log_space sp;
 
-	if (v->v_snapshot_beside)
-		return 0; /* read only; the writer knows what is free */
+	if (v->v_snapshot)
+		return 0; /* nothing can be written to a snapshot */
 	log_space(v->v_log, &sp);
 	if (!u->vu_live)
 		return sp.sp_free; /* no counts: only what no segment holds */
