@@ -378,18 +378,8 @@ static int snap_find_counted(struct vol *v, const char *name, uint64_t *sroot, u
 
 int vol_snap_sroot(struct vol *v, uint64_t sroot, uint64_t delta, struct vol_sroot *sr)
 {
-	void *block;
-	int err;
+	int err = vol_sroot_load(v, sroot, sr);
 
-	if (!vol_pblk_valid(v, sroot))
-		return -EUCLEAN;
-	block = malloc(v->v_block_size);
-	if (!block)
-		return -ENOMEM;
-	err = bdev_read(v->v_bdev, sroot, 1, block);
-	if (!err)
-		err = vol_sroot_decode(block, v->v_block_size, sroot, sr);
-	free(block);
 	if (!err && (sr->sr_delta != delta || sr->sr_otab_height > v->v_otab_height_max))
 		err = -EUCLEAN;
 	return err;

@@ -18,7 +18,8 @@
  *   (2) The checksum covers the whole block, reserved bytes included,
  *       so a block with stray bytes is refused, not half-read.
  *
- * No shared state: pure encoding.
+ * No shared state: pure encoding, and vol_sroot_load, which reads one
+ * block of the device to decode it (recovery's state and snapshots).
  */
 #include "vol/vol_internal.h"
 
@@ -99,4 +100,21 @@ int vol_sroot_decode(const void *buf, uint32_t bs, uint64_t blk, struct vol_sroo
 	sr->sr_next_owner = util_get_le64(p + SR_NEXT_OWNER_OFF);
 	sr->sr_blocks_written = util_get_le64(p + SR_WRITTEN_OFF);
 	return 0;
+}
+
+int vol_sroot_load(struct vol *v, uint64_t blk, struct vol_sroot *sr)
+{
+	void *block;
+	int err;
+
+	if (!vol_pblk_valid(v, blk))
+		return -EUCLEAN;
+	block = malloc(v->v_block_size);
+	if (!block)
+		return -ENOMEM;
+	err = bdev_read(v->v_bdev, blk, 1, block);
+	if (!err)
+		err = vol_sroot_decode(block, v->v_block_size, blk, sr);
+	free(block);
+	return err;
 }

@@ -383,15 +383,8 @@ int vol_mkfs(struct bdev *d, const struct vol_mkfs_opts *o)
 /* Read and check the super root recovery found. */
 static int vol_sroot_read(struct vol *v, const struct log_state *st)
 {
-	void *block = malloc(v->v_block_size);
-	int err;
+	int err = vol_sroot_load(v, st->ls_sr_blk, &v->v_sr);
 
-	if (!block)
-		return -ENOMEM;
-	err = bdev_read(v->v_bdev, st->ls_sr_blk, 1, block);
-	if (!err)
-		err = vol_sroot_decode(block, v->v_block_size, st->ls_sr_blk, &v->v_sr);
-	free(block);
 	v->v_sr_blk = st->ls_sr_blk;
 	if (err)
 		return err;

@@ -244,6 +244,9 @@ struct vol_sroot {
 void vol_sroot_encode(const struct vol_sroot *sr, void *buf, uint32_t bs);
 /* Decode and check block @blk; -EUCLEAN (logged) if it is not a valid one. */
 int vol_sroot_decode(const void *buf, uint32_t bs, uint64_t blk, struct vol_sroot *sr);
+/* Read block @blk of the device and decode it (vol_sroot_decode); -EUCLEAN
+ * also for a block outside the segments. */
+int vol_sroot_load(struct vol *v, uint64_t blk, struct vol_sroot *sr);
 
 /* ---- punch.c: punches waiting for their commit -------------------------- */
 
