@@ -34,12 +34,12 @@
 
 #include "cairn/cairn.h"
 #include "fuse/fuse.h"
+#include "ns/ns.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
-#include <mntent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -400,21 +400,19 @@ static int mount_fail(const struct mount_args *a, const struct cfuse_err *e)
 	}
 }
 
-/* Is @image (an absolute path) mounted as a fuse.cairn filesystem? */
+/* ns_daemon_each: one is enough. */
+static int mount_found(void *arg, const char *dir)
+{
+	(void)arg;
+	(void)dir;
+	return 1;
+}
+
+/* Is @image (an absolute path) mounted by a cairn daemon for writing? */
 static bool mount_image_mounted(const char *image)
 {
-	char buf[3 * PATH_MAX];
-	struct mntent me;
-	bool found = false;
-	FILE *f = setmntent("/proc/self/mounts", "r");
-
-	if (!f)
-		return true; /* cannot tell: assume so, and do not wait */
-	while (!found && getmntent_r(f, &me, buf, sizeof(buf)))
-		found = !strcmp(me.mnt_fsname, image) && !strcmp(me.mnt_type, "fuse.cairn") &&
-			!hasmntopt(&me, "ro"); /* not a snapshot's mount */
-	endmntent(f);
-	return found;
+	/* < 0: cannot tell; assume so, and do not wait */
+	return ns_daemon_each(image, mount_found, NULL) != 0;
 }
 
 /*

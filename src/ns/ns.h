@@ -86,6 +86,12 @@ int ns_open_dev(struct bdev *d, const struct cairn_open_opts *o, struct cairn **
 /* ns_daemon.c: vol_open_opts.voo_snapshot_find for an image (@arg: its
  * absolute path) that a `cairn mount` daemon has mounted; -EBUSY if none has. */
 int ns_daemon_snapshot_find(void *arg, const char *name, uint64_t *sroot, uint64_t *delta);
+/*
+ * Call @fn(@arg, dir) for each directory where a `cairn mount` daemon
+ * serves @image (an absolute path) read-write, until @fn returns non-zero,
+ * which is returned; 0 after the last; -errno if the mounts cannot be read.
+ */
+int ns_daemon_each(const char *image, int (*fn)(void *arg, const char *dir), void *arg);
 
 int ns_iget(struct cairn *c, uint64_t ino, struct ns_inode **out);
 /* As ns_iget, but any loaded record (free ones too): for reclaim. */

@@ -8,7 +8,9 @@
  * the device: the daemon, which owns the live state, is asked for it.
  *
  *   ns_daemon_snapshot_find      vol_open_opts.voo_snapshot_find
- *     -> the mounts of the image  /proc/self/mounts: type fuse.cairn, the
+ *     -> ns_daemon_each           the mounts of the image (`cairn mount`
+ *                                 waits for them too): /proc/self/mounts,
+ *                                 type fuse.cairn, the
  *                                 image's absolute path as source (cairn
  *                                 mount refuses -o fsname=), read-write
  *     -> CAIRN_IOC_SNAP_FIND      on each mount's root, until one has it
@@ -58,31 +60,53 @@ static int ns_daemon_ask(const char *dir, const char *name, uint64_t *sroot, uin
 	return 0;
 }
 
-int ns_daemon_snapshot_find(void *arg, const char *name, uint64_t *sroot, uint64_t *delta)
+int ns_daemon_each(const char *image, int (*fn)(void *arg, const char *dir), void *arg)
 {
-	const char *image = arg;
 	char buf[3 * PATH_MAX];
 	struct mntent me;
-	bool mounted = false;
-	int err = -ENOENT, r;
+	int r = 0;
 	FILE *f = setmntent("/proc/self/mounts", "r");
 
 	if (!f)
 		return -errno;
-	while (getmntent_r(f, &me, buf, sizeof(buf))) {
+	while (!r && getmntent_r(f, &me, buf, sizeof(buf))) {
 		if (strcmp(me.mnt_type, "fuse.cairn") || strcmp(me.mnt_fsname, image) ||
 		    hasmntopt(&me, "ro"))
 			continue; /* a snapshot's mount (read only) knows no snapshot */
-		mounted = true;
-		r = ns_daemon_ask(me.mnt_dir, name, sroot, delta);
-		if (!r) {
-			err = 0;
-			break;
-		}
-		if (r != -ENOENT)
-			err = r; /* kept unless another mount answers */
+		r = fn(arg, me.mnt_dir);
 	}
 	endmntent(f);
+	return r;
+}
+
+struct ns_daemon_query {
+	const char *q_name;
+	uint64_t *q_sroot, *q_delta;
+	bool q_mounted; /* a daemon was asked */
+	int q_err;	/* -ENOENT, or the error of one that failed */
+};
+
+/* ns_daemon_each: ask the daemon at @dir; 1 (stop) once one has it. */
+static int ns_daemon_query_one(void *arg, const char *dir)
+{
+	struct ns_daemon_query *q = arg;
+	int r = ns_daemon_ask(dir, q->q_name, q->q_sroot, q->q_delta);
+
+	q->q_mounted = true;
+	if (r && r != -ENOENT)
+		q->q_err = r; /* kept unless another mount answers */
+	return !r;
+}
+
+int ns_daemon_snapshot_find(void *arg, const char *name, uint64_t *sroot, uint64_t *delta)
+{
+	struct ns_daemon_query q = {name, sroot, delta, false, -ENOENT};
+	int r = ns_daemon_each(arg, ns_daemon_query_one, &q);
+
+	if (r < 0)
+		return r;
+	if (r > 0)
+		return 0;
 	/* no daemon: a program other than `cairn mount` has the lock */
-	return mounted ? err : -EBUSY;
+	return q.q_mounted ? q.q_err : -EBUSY;
 }
