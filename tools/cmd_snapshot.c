@@ -112,6 +112,29 @@ static int snapshot_list(const char *path)
 	return CLI_OK;
 }
 
+/*
+ * The error line for @what (create, delete, list) of snapshot @name on
+ * @target (an image, or a directory of a mount: -errno of the ioctl).
+ */
+static void snapshot_err(const char *target, const char *what, const char *name, int err)
+{
+	if (err == -ENOTTY || err == -ENOSYS)
+		cli_err("%s is not in a mounted cairn volume", target);
+	else if (err == -EEXIST)
+		cli_err("%s: a snapshot named '%s' exists already", target, name);
+	else if (err == -ENOENT)
+		cli_err("%s: no snapshot named '%s'", target, name);
+	else if (err == -EBUSY)
+		cli_err("%s: snapshot '%s' is mounted or open: unmount it first", target, name);
+	else if (err == -EINVAL || err == -ENAMETOOLONG)
+		cli_err("'%s' cannot name a snapshot (1 to %d bytes, no '/', not . or ..)", name,
+			VOL_SNAP_NAME_MAX);
+	else if (err == -EPERM)
+		cli_err("%s: only root or the user who mounted it may %s snapshots", target, what);
+	else
+		cli_err("%s: cannot %s snapshot '%s': %s", target, what, name, cli_strerror(err));
+}
+
 static int snapshot_change(const char *path, const char *what, const char *name)
 {
 	bool create = !strcmp(what, "create");
@@ -124,17 +147,8 @@ static int snapshot_change(const char *path, const char *what, const char *name)
 	cerr = vol_close(v);
 	if (!err)
 		err = cerr;
-	if (err == -EEXIST)
-		cli_err("%s: a snapshot named '%s' exists already", path, name);
-	else if (err == -ENOENT)
-		cli_err("%s: no snapshot named '%s'", path, name);
-	else if (err == -EBUSY)
-		cli_err("%s: snapshot '%s' is mounted or open: unmount it first", path, name);
-	else if (err == -EINVAL || err == -ENAMETOOLONG)
-		cli_err("'%s' cannot name a snapshot (1 to %d bytes, no '/', not . or ..)", name,
-			VOL_SNAP_NAME_MAX);
-	else if (err)
-		cli_err("%s: cannot %s snapshot '%s': %s", path, what, name, cli_strerror(err));
+	if (err)
+		snapshot_err(path, what, name, err);
 	return err ? CLI_FAIL : CLI_OK;
 }
 
@@ -155,25 +169,6 @@ static int snapshot_open_mount(const char *dir)
 	return fd;
 }
 
-static void snapshot_mount_err(const char *dir, const char *what, const char *name, int e)
-{
-	if (e == ENOTTY || e == ENOSYS)
-		cli_err("%s is not in a mounted cairn volume", dir);
-	else if (e == EEXIST)
-		cli_err("%s: a snapshot named '%s' exists already", dir, name);
-	else if (e == ENOENT)
-		cli_err("%s: no snapshot named '%s'", dir, name);
-	else if (e == EBUSY)
-		cli_err("%s: snapshot '%s' is mounted or open: unmount it first", dir, name);
-	else if (e == EINVAL || e == ENAMETOOLONG)
-		cli_err("'%s' cannot name a snapshot (1 to %d bytes, no '/', not . or ..)", name,
-			VOL_SNAP_NAME_MAX);
-	else if (e == EPERM)
-		cli_err("%s: only root or the user who mounted it may %s snapshots", dir, what);
-	else
-		cli_err("%s: cannot %s snapshot '%s': %s", dir, what, name, strerror(e));
-}
-
 static int snapshot_mounted(const char *dir, const char *what, const char *name)
 {
 	struct cairn_ioc_snap s = {0};
@@ -183,7 +178,7 @@ static int snapshot_mounted(const char *dir, const char *what, const char *name)
 		return CLI_FAIL;
 	if (name) {
 		if (strlen(name) > CAIRN_SNAP_NAME_MAX) {
-			snapshot_mount_err(dir, what, name, ENAMETOOLONG);
+			snapshot_err(dir, what, name, -ENAMETOOLONG);
 			close(fd);
 			return CLI_FAIL;
 		}
@@ -191,7 +186,7 @@ static int snapshot_mounted(const char *dir, const char *what, const char *name)
 		if (ioctl(fd,
 			  !strcmp(what, "create") ? CAIRN_IOC_SNAP_CREATE : CAIRN_IOC_SNAP_DELETE,
 			  &s) < 0) {
-			snapshot_mount_err(dir, what, name, errno);
+			snapshot_err(dir, what, name, -errno);
 			ret = CLI_FAIL;
 		}
 		close(fd);
@@ -201,7 +196,7 @@ static int snapshot_mounted(const char *dir, const char *what, const char *name)
 		s = (struct cairn_ioc_snap){.cis_index = i};
 		if (ioctl(fd, CAIRN_IOC_SNAP_GET, &s) < 0) {
 			if (errno != ENOENT) {
-				snapshot_mount_err(dir, "list", "", errno);
+				snapshot_err(dir, "list", "", -errno);
 				ret = CLI_FAIL;
 			}
 			break;
