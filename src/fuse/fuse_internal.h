@@ -94,7 +94,7 @@ struct cfuse {
 	/* signals: cfuse_run's signal thread and the loop's workers */
 	pthread_t cf_sigthread;
 	bool cf_sigthread_started; /* main thread only */
-	atomic_bool cf_loop_done;  /* the main thread is out of the loop */
+	atomic_bool cf_loop_done;  /* every worker is out of the loop */
 	sigset_t cf_sigs;	   /* SIGHUP, SIGINT, SIGTERM */
 	sigset_t cf_oldmask;
 };

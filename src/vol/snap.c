@@ -321,6 +321,7 @@ out:
 
 int vol_snap_delete(struct vol *v, const char *name)
 {
+	uint64_t key = snap_pin_key(name);
 	uint32_t found, free_slot;
 	struct vol_txn t;
 	int err;
@@ -329,7 +330,7 @@ int vol_snap_delete(struct vol *v, const char *name)
 		return -EROFS;
 	cmutex_lock(&v->v_snap_lock);
 	/* -EBUSY while an open reads it (vol_open_snapshot's pin) */
-	err = bdev_pin(v->v_bdev, snap_pin_key(name), BDEV_PIN_EXCL);
+	err = bdev_pin(v->v_bdev, key, BDEV_PIN_EXCL);
 	if (err)
 		goto out_unlock;
 	SYNC_POINT("vol.snap.delete.pinned");
@@ -347,7 +348,7 @@ int vol_snap_delete(struct vol *v, const char *name)
 	if (!err)
 		err = vol_sync(v);
 out:
-	bdev_pin(v->v_bdev, snap_pin_key(name), BDEV_PIN_DROP);
+	bdev_pin(v->v_bdev, key, BDEV_PIN_DROP);
 out_unlock:
 	cmutex_unlock(&v->v_snap_lock);
 	return err;
