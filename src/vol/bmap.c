@@ -4,7 +4,11 @@
  * Each owner's blocks are found through a radix tree of map blocks: a
  * map block is block_size / 8 little-endian u64 block numbers (E
  * entries, E = 2^shift), 0 meaning a hole. A tree of height h covers
- * data indexes below E^h; height 0 has no blocks. The entry for data
+ * data indexes below E^h. An owner's tree of height 0 covers index 0
+ * alone: its root, if any, is that data block itself, so an owner of
+ * one block has no map block to write at creation or to read when it is
+ * deleted (the owner table's own tree always has map blocks: its height
+ * 0 means no blocks). The entry for data
  * index i in the map block at level l (level 1 points at data) is
  * (i >> shift*(l-1)) & (E-1), and that block is node i >> shift*l.
  * When an index beyond the tree is set the tree grows: a new root at
@@ -123,11 +127,9 @@ static void bmap_unlock(struct bmap *m)
 	pthread_rwlock_unlock(&m->bm_lock);
 }
 
-/* True if a tree of @height holds data index @index. */
+/* True if a tree of @height holds data index @index (height 0: index 0). */
 static bool bmap_covers(const struct bmap *m, unsigned height, uint64_t index)
 {
-	if (!height)
-		return false;
 	if ((uint64_t)height * m->bm_shift >= 64)
 		return true;
 	return (index >> (height * m->bm_shift)) == 0;
@@ -387,7 +389,32 @@ static int bmap_gone_entries(struct bmap *m, const struct bmap_change *ch, struc
 	return err;
 }
 
-/* Grow @t until it has @height levels: each new root's entry 0 is the old. */
+/*
+ * Make @pblk the placed root of @t, an owner's tree of height 0: its data
+ * block 0 (0: none). The owner's record must say so (bc_root).
+ */
+static int bmap_set_direct(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch,
+			   uint64_t pblk)
+{
+	uint64_t old = t->bt_root;
+	int err;
+
+	assert(!t->bt_height && !t->bt_root_height && t->bt_owner != VOL_OTAB_OWNER);
+	if (old == pblk)
+		return 0;
+	bmap_wrlock(m);
+	t->bt_root = pblk;
+	bmap_unlock(m);
+	err = ch->bc_root(ch->bc_arg, t);
+	if (!err && old)
+		err = ch->bc_gone(ch->bc_arg, old);
+	return err;
+}
+
+/*
+ * Grow @t until it has @height levels: each new root's entry 0 is the old
+ * (a height-0 root, a data block, becomes entry 0 of the first map block).
+ */
 static int bmap_grow(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch,
 		     unsigned height)
 {
@@ -396,7 +423,7 @@ static int bmap_grow(struct bmap *m, struct bmap_tree *t, const struct bmap_chan
 	while (!err && t->bt_height < height) {
 		uint64_t old = 0;
 
-		if (t->bt_height && t->bt_root_height == t->bt_height)
+		if (t->bt_root_height == t->bt_height)
 			old = t->bt_root; /* placed: link it; an unplaced one links itself */
 		t->bt_height++;
 		if (old)
@@ -411,6 +438,8 @@ int bmap_set(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch, 
 	struct buf *b;
 	int err;
 
+	if (level == 1 && !index && !t->bt_height && t->bt_owner != VOL_OTAB_OWNER)
+		return bmap_set_direct(m, t, ch, value);
 	err = bmap_grow(m, t, ch, MAX(level, bmap_height_for(m, index)));
 	if (err)
 		return err;
@@ -430,6 +459,8 @@ int bmap_clear(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch
 
 	if (!bmap_covers(m, t->bt_height, index))
 		return 0;
+	if (!t->bt_height)
+		return t->bt_root ? bmap_set_direct(m, t, ch, 0) : 0;
 	err = bmap_path_get(m, t, 1, index, false, &b);
 	if (err || !b)
 		return err;
@@ -440,16 +471,15 @@ int bmap_clear(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch
 }
 
 int bmap_place(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch, struct buf *node,
-	       uint64_t pblk, bool *is_root)
+	       uint64_t pblk)
 {
 	uint64_t nidx = buf_index(node);
 	unsigned level = bmap_node_level(nidx);
+	uint64_t old = 0;
+	int err;
 
 	assert(bmap_in_tree(m, t, nidx));
-	uint64_t old = 0;
-
-	*is_root = level == t->bt_height;
-	if (!*is_root)
+	if (level != t->bt_height)
 		return bmap_set(m, t, ch, level + 1, bmap_node_first(m, nidx), pblk);
 	if (t->bt_root_height == level)
 		old = t->bt_root; /* replaced; a lower one is the new root's child */
@@ -457,7 +487,8 @@ int bmap_place(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch
 	t->bt_root = pblk;
 	t->bt_root_height = (uint8_t)level;
 	bmap_unlock(m);
-	return old && old != pblk ? ch->bc_gone(ch->bc_arg, old) : 0;
+	err = ch->bc_root(ch->bc_arg, t);
+	return !err && old && old != pblk ? ch->bc_gone(ch->bc_arg, old) : err;
 }
 
 /*
@@ -522,6 +553,8 @@ int bmap_empty(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch
 	if (t->bt_height)
 		err = bmap_gone_subtree(m, ch, t->bt_owner, bmap_node_index(m, t->bt_height, 0),
 					t->bt_root_height == t->bt_height ? t->bt_root : 0);
+	else if (t->bt_root)
+		err = ch->bc_gone(ch->bc_arg, t->bt_root); /* a height-0 root: data */
 	if (err)
 		return err;
 	bmap_wrlock(m);
@@ -529,7 +562,7 @@ int bmap_empty(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch
 	t->bt_root_height = 0;
 	t->bt_height = 0;
 	bmap_unlock(m);
-	return 0;
+	return ch->bc_root(ch->bc_arg, t);
 }
 
 bool bmap_in_tree(const struct bmap *m, const struct bmap_tree *t, uint64_t node_index)
@@ -549,7 +582,9 @@ int bmap_get_block(struct bmap *m, struct bmap_tree *t, uint64_t index, bool cre
 	struct buf *leaf = NULL;
 	int err = 0;
 
-	if (bmap_covers(m, t->bt_height, index))
+	if (!t->bt_height)
+		pblk = index ? 0 : t->bt_root; /* an owner's height-0 root is data */
+	else if (bmap_covers(m, t->bt_height, index))
 		err = bmap_path_get(m, t, 1, index, false, &leaf);
 	if (err)
 		return err;

@@ -125,6 +125,8 @@ static bool ck_claim(struct vol_checker *ck, uint64_t owner, uint64_t index, uin
 
 static int ck_tree(struct vol_checker *ck, uint64_t owner, uint64_t pblk, unsigned level,
 		   uint64_t first, void *bufs);
+static int ck_data(struct vol_checker *ck, uint64_t owner, uint64_t index, uint64_t pblk,
+		   void *bufs);
 
 /* Block @index of the snapshot table (@data): keep its valid records. */
 static int ck_snap_block(struct vol_checker *ck, uint64_t index, const unsigned char *data)
@@ -177,13 +179,16 @@ static int ck_otab_block(struct vol_checker *ck, uint64_t blk, const unsigned ch
 				   owner);
 			continue;
 		}
-		if (!root != !height || height > v->v_height_max) {
+		if ((!root && height) || height > v->v_height_max) {
 			ck_problem(ck,
 				   "owner %" PRIu64 ": bad record (root %" PRIu64 ", height %u)",
 				   owner, root, height);
 			continue;
 		}
-		err = ck_tree(ck, owner, root, height, 0, bufs);
+		if (height)
+			err = ck_tree(ck, owner, root, height, 0, bufs);
+		else /* a tree of height 0: its root is data block 0 */
+			err = ck_data(ck, owner, 0, root, bufs);
 	}
 	return err;
 }
@@ -212,26 +217,35 @@ static int ck_tree(struct vol_checker *ck, uint64_t owner, uint64_t pblk, unsign
 
 		if (!child)
 			continue;
-		if (level > 1) {
+		if (level > 1)
 			err = ck_tree(ck, owner, child, level - 1, cfirst, data + v->v_block_size);
-			continue;
-		}
-		if (!ck_claim(ck, owner, cfirst, child))
-			continue;
-		if (owner == VOL_SNAP_OWNER && !ck->ck_in_snap) {
-			err = bdev_read(v->v_bdev, child, 1, data + v->v_block_size);
-			if (!err)
-				err = ck_snap_block(ck, cfirst, data + v->v_block_size);
-			continue;
-		}
-		if (owner != VOL_OTAB_OWNER)
-			continue;
-		err = bdev_read(v->v_bdev, child, 1, data + v->v_block_size);
-		if (!err)
-			err = ck_otab_block(ck, cfirst, data + v->v_block_size,
-					    data + 2 * (size_t)v->v_block_size);
+		else
+			err = ck_data(ck, owner, cfirst, child, data + v->v_block_size);
 	}
 	return err;
+}
+
+/*
+ * Data block @index of @owner at @pblk: claimed, and read and walked if
+ * it holds records (of owners, or of snapshots); @bufs as for ck_tree.
+ */
+static int ck_data(struct vol_checker *ck, uint64_t owner, uint64_t index, uint64_t pblk,
+		   void *bufs)
+{
+	struct vol *v = ck->ck_vol;
+	unsigned char *data = bufs;
+	int err;
+
+	if (!ck_claim(ck, owner, index, pblk))
+		return 0;
+	if (owner != VOL_OTAB_OWNER && (owner != VOL_SNAP_OWNER || ck->ck_in_snap))
+		return 0;
+	err = bdev_read(v->v_bdev, pblk, 1, data);
+	if (err)
+		return err;
+	if (owner == VOL_SNAP_OWNER)
+		return ck_snap_block(ck, index, data);
+	return ck_otab_block(ck, index, data, data + v->v_block_size);
 }
 
 /* The walk of one state: its super root, the owner table's map and everything below. */

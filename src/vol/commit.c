@@ -155,6 +155,17 @@ static int vol_commit_gone(void *arg, uint64_t pblk)
 	return vol_usage_gone(vc->vc_vol, pblk);
 }
 
+/* bmap_change.bc_root: an owner's record names its tree's new root. */
+static int vol_commit_root(void *arg, const struct bmap_tree *t)
+{
+	struct vol_commit *vc = arg;
+	struct vol_rec rec = {t->bt_root, t->bt_root_height, VOL_REC_IN_USE};
+
+	if (t->bt_owner == VOL_OTAB_OWNER)
+		return 0; /* the super root names it (vol_commit_sroot) */
+	return otab_store(vc->vc_vol, &vc->vc_change, t->bt_owner, &rec);
+}
+
 /* A taken map or owner-table block (@b's reference is the take's). */
 static int vol_commit_take_meta(struct vol_commit *vc, struct buf *b)
 {
@@ -260,8 +271,7 @@ static int vol_commit_meta(struct vol_commit *vc, struct buf *b, struct bmap_tre
 {
 	struct vol *v = vc->vc_vol;
 	uint64_t index = buf_index(b), pblk;
-	struct vol_rec rec;
-	bool mine, root;
+	bool mine;
 	int err;
 
 	if (bmap_is_node(index) && !bmap_in_tree(&v->v_map, t, index)) {
@@ -276,11 +286,7 @@ static int vol_commit_meta(struct vol_commit *vc, struct buf *b, struct bmap_tre
 	assert(mine);		  /* the front end never touches these */
 	if (!bmap_is_node(index)) /* an owner-table block */
 		return bmap_set(&v->v_map, t, &vc->vc_change, 1, index, pblk);
-	err = bmap_place(&v->v_map, t, &vc->vc_change, b, pblk, &root);
-	if (err || !root || t->bt_owner == VOL_OTAB_OWNER)
-		return err;
-	rec = (struct vol_rec){t->bt_root, t->bt_root_height, VOL_REC_IN_USE};
-	return otab_store(v, &vc->vc_change, t->bt_owner, &rec);
+	return bmap_place(&v->v_map, t, &vc->vc_change, b, pblk);
 }
 
 /* ---- the steps --------------------------------------------------------------- */
@@ -321,16 +327,12 @@ static int vol_commit_drop_nodes(struct vol_commit *vc, uint64_t owner, uint64_t
 static int vol_commit_truncate(struct vol_commit *vc, struct bmap_tree *t, uint64_t from)
 {
 	struct vol *v = vc->vc_vol;
-	struct vol_rec rec = {0, 0, VOL_REC_IN_USE};
 	int err = 0;
 
-	if (from) {
+	if (from)
 		err = bmap_prune(&v->v_map, t, &vc->vc_change, from);
-	} else if (t->bt_height || t->bt_root) {
+	else if (t->bt_height || t->bt_root)
 		err = bmap_empty(&v->v_map, t, &vc->vc_change);
-		if (!err)
-			err = otab_store(v, &vc->vc_change, t->bt_owner, &rec);
-	}
 	if (!err)
 		err = vol_commit_drop_nodes(vc, t->bt_owner, from);
 	return err;
@@ -587,7 +589,8 @@ int vol_commit(void *ctx, uint32_t delta, uint64_t *consumed)
 
 	vol_busy_enter();
 	SYNC_POINT("vol.commit.begin");
-	vc.vc_change = (struct bmap_change){delta, vol_commit_note, vol_commit_gone, &vc};
+	vc.vc_change =
+	    (struct bmap_change){delta, vol_commit_note, vol_commit_gone, vol_commit_root, &vc};
 	err = log_build_begin(v->v_log, delta, &vc.vc_lb);
 	if (!err)
 		err = vol_commit_punches(&vc);

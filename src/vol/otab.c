@@ -60,10 +60,13 @@ static void otab_rec_encode(void *block, size_t off, const struct vol_rec *rec)
 	p[9] = rec->vr_flags;
 }
 
-/* -EUCLEAN (logged) if @rec cannot be a record of @owner. */
+/*
+ * -EUCLEAN (logged) if @rec cannot be a record of @owner: a tree with map
+ * blocks has a root (height 0 with a root: the root is data block 0).
+ */
 static int otab_rec_check(const struct vol *v, uint64_t owner, const struct vol_rec *rec)
 {
-	if (rec->vr_height <= v->v_height_max && !rec->vr_height == !rec->vr_root)
+	if (rec->vr_height <= v->v_height_max && (rec->vr_root || !rec->vr_height))
 		return 0;
 	log_err("vol: owner %" PRIu64 ": bad owner record (height %u, root %" PRIu64 ")", owner,
 		rec->vr_height, rec->vr_root);

@@ -73,7 +73,8 @@ static const char *sr_invalid(const unsigned char *p, unsigned char *tmp, uint32
 	if (util_get_le64(p + SR_CSUM_OFF) != sr_csum(tmp, bs))
 		return "bad checksum";
 	memcpy(&version, p + SR_VERSION_OFF, sizeof(version));
-	if (le32toh(version) != VOL_SR_VERSION)
+	version = le32toh(version);
+	if (version < VOL_SR_VERSION_MIN || version > VOL_SR_VERSION)
 		return "unknown version";
 	if (!p[SR_HEIGHT_OFF] != !util_get_le64(p + SR_ROOT_OFF))
 		return "owner table root and height disagree";

@@ -118,6 +118,8 @@ struct bmap_change {
 	int (*bc_note)(void *arg, struct buf *b);
 	/* the change left the block at @pblk behind: no entry names it now */
 	int (*bc_gone)(void *arg, uint64_t pblk);
+	/* @t's placed root (or height) changed: its owner's record must say so */
+	int (*bc_root)(void *arg, const struct bmap_tree *t);
 	void *bc_arg;
 };
 
@@ -176,17 +178,20 @@ int bmap_hint_check(struct bmap *m);
 void bmap_gen_bump(struct bmap *m);
 
 /* The commit (one thread). */
-/* Set the entry for data index @index in @t's map block at @level. */
+/*
+ * Set the entry for data index @index in @t's map block at @level; data
+ * block 0 of an owner's tree of height 0 is its root instead (bc_root).
+ */
 int bmap_set(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch, unsigned level,
 	     uint64_t index, uint64_t value);
 /* Clear @index's data entry if it is set (a punch). */
 int bmap_clear(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch, uint64_t index);
 /*
  * Map block @node of @t now lives at @pblk: set its parent's entry, or
- * make it @t's placed root (*is_root).
+ * make it @t's placed root (told to bc_root).
  */
 int bmap_place(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch, struct buf *node,
-	       uint64_t pblk, bool *is_root);
+	       uint64_t pblk);
 /*
  * A truncate: clear every entry of @t for data indexes >= @from (> 0),
  * rewriting only the map blocks on @from's path; the subtrees unlinked
@@ -194,8 +199,8 @@ int bmap_place(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch
  * they hold goes to bc_gone (their map blocks are read to find them).
  */
 int bmap_prune(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch, uint64_t from);
-/* A truncate to 0: @t has no blocks any more (the caller stores the
- * record); each of them goes to bc_gone. */
+/* A truncate to 0: @t has no blocks any more; each of them goes to
+ * bc_gone, and the empty root to bc_root. */
 int bmap_empty(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch);
 /* True if map block @node_index is part of @t as being built. */
 bool bmap_in_tree(const struct bmap *m, const struct bmap_tree *t, uint64_t node_index);
@@ -230,7 +235,12 @@ int otab_store(struct vol *v, const struct bmap_change *ch, uint64_t owner,
 
 /* ---- sroot.c: the super root ------------------------------------------- */
 
-#define VOL_SR_VERSION 1u
+/*
+ * 2: an owner's tree of height 0 may have a root, its data block 0. A
+ * version 1 state has no such tree, so it reads as a version 2 one.
+ */
+#define VOL_SR_VERSION	   2u
+#define VOL_SR_VERSION_MIN 1u
 
 struct vol_sroot {
 	uint64_t sr_delta;

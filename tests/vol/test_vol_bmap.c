@@ -10,7 +10,8 @@
  * the old root as entry 0 of the new one; clearing an entry; and a walk
  * that read an address before a commit moved the block refuses it
  * (-EAGAIN) without leaving the old copy in the cache (bmap.c (5)); and
- * every block a change leaves behind is reported once (bc_gone).
+ * every block a change leaves behind is reported once (bc_gone); an
+ * owner of block 0 alone needs no map block (a tree of height 0).
  */
 #include "harness.h"
 #include "vol_fixture.h"
@@ -36,6 +37,9 @@ struct mfix {
 	unsigned mf_nnoted;
 	uint64_t mf_gone[64]; /* blocks changes left behind (bc_gone) */
 	unsigned mf_ngone;
+	unsigned mf_roots;  /* roots told (bc_root) */
+	uint64_t mf_record; /* the owner's record: the last root told */
+	uint8_t mf_record_height;
 	uint32_t mf_delta;
 };
 
@@ -101,9 +105,20 @@ static int mf_gone(void *arg, uint64_t pblk)
 	return 0;
 }
 
+static int mf_root(void *arg, const struct bmap_tree *t)
+{
+	struct mfix *f = arg;
+
+	assert_ptr_equal(t, &f->mf_tree);
+	f->mf_roots++;
+	f->mf_record = t->bt_root;
+	f->mf_record_height = t->bt_root_height;
+	return 0;
+}
+
 static struct bmap_change mf_change(struct mfix *f)
 {
-	return (struct bmap_change){f->mf_delta, mf_note, mf_gone, f};
+	return (struct bmap_change){f->mf_delta, mf_note, mf_gone, mf_root, f};
 }
 
 static int u64_cmp(const void *a, const void *b)
@@ -154,7 +169,6 @@ static uint64_t mf_write(struct mfix *f, struct buf *b)
 static void mf_commit(struct mfix *f)
 {
 	struct bmap_change ch = mf_change(f);
-	bool root;
 
 	for (unsigned level = 1; level <= VOL_MAX_LEVELS; level++) {
 		for (unsigned i = 0; i < f->mf_nnoted; i++) {
@@ -163,11 +177,13 @@ static void mf_commit(struct mfix *f)
 				continue;
 			assert_true(bmap_in_tree(&f->mf_map, &f->mf_tree, buf_index(b)));
 			assert_int_equal(
-			    bmap_place(&f->mf_map, &f->mf_tree, &ch, b, mf_write(f, b), &root), 0);
-			assert_int_equal(root, level == f->mf_tree.bt_height);
+			    bmap_place(&f->mf_map, &f->mf_tree, &ch, b, mf_write(f, b)), 0);
 		}
 	}
 	assert_int_equal(f->mf_tree.bt_root_height, f->mf_tree.bt_height);
+	/* the record names the placed root */
+	assert_int_equal(f->mf_record, f->mf_tree.bt_root);
+	assert_int_equal(f->mf_record_height, f->mf_tree.bt_root_height);
 	bmap_gen_bump(&f->mf_map);
 	for (unsigned i = 0; i < f->mf_nnoted; i++) {
 		assert_int_equal(buf_commit_end(f->mf_noted[i], 0), 0);
@@ -512,6 +528,84 @@ static void test_gone_reports_every_block_left_behind(void **state)
 	mf_free(f);
 }
 
+/*
+ * An owner of data block 0 alone has a tree of height 0 whose root is
+ * that block: no map block is dirtied or read, the record names the
+ * block (bc_root), a rewrite, a punch and an empty leave the old one
+ * behind, and growth makes it entry 0 of the first map block, which
+ * readers see only once that block is placed.
+ */
+static void test_height_0_root_is_data_block_0(void **state)
+{
+	struct mfix *f = mf_new(4096);
+	struct bmap_change ch;
+	uint64_t want[2];
+	struct buf *b;
+
+	(void)state;
+	mf_set(f, 0, 0xd0);
+	assert_int_equal(f->mf_nnoted, 0); /* no map block */
+	assert_int_equal(f->mf_tree.bt_height, 0);
+	assert_int_equal(f->mf_tree.bt_root, 0xd0);
+	assert_int_equal(f->mf_roots, 1);
+	mf_commit(f);
+	mf_drop_cache(f);
+	assert_int_equal(mf_lookup(f, 0), 0xd0);
+	assert_int_equal(mf_lookup(f, 1), 0);
+	assert_int_equal(mf_lookup(f, VOL_MAX_INDEX), 0);
+	assert_int_equal(atomic_load(&f->mf_fills), 0); /* nothing read */
+	mf_expect_gone(f, NULL, 0);
+
+	mf_set(f, 0, 0xd1); /* a rewrite */
+	mf_set(f, 0, 0xd1); /* the same again: nothing changes */
+	assert_int_equal(f->mf_roots, 2);
+	want[0] = 0xd0;
+	mf_expect_gone(f, want, 1);
+	mf_commit(f);
+
+	ch = mf_change(f);
+	assert_int_equal(bmap_clear(&f->mf_map, &f->mf_tree, &ch, 1), 0); /* a hole */
+	assert_int_equal(f->mf_roots, 2);
+	assert_int_equal(bmap_clear(&f->mf_map, &f->mf_tree, &ch, 0), 0); /* a punch */
+	assert_int_equal(f->mf_tree.bt_root, 0);
+	assert_int_equal(f->mf_record, 0);
+	want[0] = 0xd1;
+	mf_expect_gone(f, want, 1);
+	mf_commit(f);
+	assert_int_equal(mf_lookup(f, 0), 0);
+
+	mf_set(f, 0, 0xd2);
+	mf_commit(f);
+	mf_set(f, 5, 0xd5); /* grows to height 1 */
+	assert_int_equal(f->mf_tree.bt_height, 1);
+	assert_int_equal(f->mf_tree.bt_root_height, 0);
+	assert_int_equal(mf_lookup(f, 0), 0xd2); /* readers: the placed root still */
+	assert_int_equal(mf_lookup(f, 5), 0);
+	mf_commit(f);
+	mf_expect_gone(f, NULL, 0); /* the old root is a child now */
+	assert_int_equal(f->mf_tree.bt_root_height, 1);
+	mf_drop_cache(f);
+	assert_int_equal(mf_lookup(f, 0), 0xd2);
+	assert_int_equal(mf_lookup(f, 5), 0xd5);
+	assert_int_equal(
+	    buf_read_hint(f->mf_cache, OWNER, bmap_node_index(&f->mf_map, 1, 0), BUF_NO_HINT, &b),
+	    0);
+	assert_int_equal(bmap_entry(buf_data(b), 0), 0xd2);
+	buf_put(b);
+	mf_free(f);
+
+	f = mf_new(4096); /* emptying a tree of height 0 */
+	mf_set(f, 0, 0xe0);
+	mf_commit(f);
+	ch = mf_change(f);
+	assert_int_equal(bmap_empty(&f->mf_map, &f->mf_tree, &ch), 0);
+	want[0] = 0xe0;
+	mf_expect_gone(f, want, 1);
+	assert_int_equal(f->mf_tree.bt_root, 0);
+	assert_int_equal(f->mf_record, 0);
+	mf_free(f);
+}
+
 static void test_geometry_helpers(void **state)
 {
 	struct mfix *f = mf_new(4096);
@@ -545,6 +639,7 @@ int main(void)
 	    cmocka_unit_test(test_stale_walk_refuses_old_copy),
 	    cmocka_unit_test(test_walk_restarts_after_commit),
 	    cmocka_unit_test(test_gone_reports_every_block_left_behind),
+	    cmocka_unit_test(test_height_0_root_is_data_block_0),
 	    cmocka_unit_test(test_geometry_helpers),
 	};
 
