@@ -229,6 +229,12 @@ int cairn_syncfs(struct cairn *c);
  * get), f_files, f_ffree, f_namemax = 255.
  */
 int cairn_statfs(struct cairn *c, struct statvfs *sv);
+/*
+ * Which file the volume is open on, whatever its path is now: st_dev
+ * and st_ino as fstat(2) gave them at open. -ENOTSUP if it is not on a
+ * file (a device the caller opened through the internal API).
+ */
+int cairn_image_identity(struct cairn *c, uint64_t *dev, uint64_t *ino);
 
 /* ---- snapshots ---------------------------------------------------------------- */
 

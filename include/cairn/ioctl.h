@@ -14,7 +14,11 @@
  *   CAIRN_IOC_SNAP_GET     cis_index in, the cis_index-th snapshot out
  *                          (ENOENT past the last): a list, one by one;
  *                          none on a snapshot's mount
- *   CAIRN_IOC_SNAP_FIND    cis_name in, that snapshot out (ENOENT: none)
+ *   CAIRN_IOC_SNAP_FIND    cis_name and the asker's image (cis_dev,
+ *                          cis_ino: fstat of the image it opened) in,
+ *                          that snapshot out (ENOENT: none; ESTALE: this
+ *                          daemon serves another file, a path since
+ *                          renamed or replaced)
  *
  * Errors are those of the libcairn calls (positive, in errno); EROFS on
  * a read-only mount for create and delete.
@@ -34,6 +38,8 @@ struct cairn_ioc_snap {
 	uint64_t cis_delta;			/* GET: the commit it keeps */
 	int64_t cis_ctime_ns;			/* GET: when it was taken */
 	uint64_t cis_sroot;			/* GET: where its state starts (cs_sroot) */
+	uint64_t cis_dev;			/* FIND: the image's st_dev; out: the daemon's */
+	uint64_t cis_ino;			/* FIND: the image's st_ino; out: the daemon's */
 };
 
 #define CAIRN_IOC_MAGIC	      0xCA

@@ -166,6 +166,12 @@ int bdev_pin_any(struct bdev *d)
 	return d->bd_ops->bo_pin_any ? d->bd_ops->bo_pin_any(d) : 0;
 }
 
+int bdev_identity(struct bdev *d, struct bdev_identity *id)
+{
+	assert(d && id);
+	return d->bd_ops->bo_identity ? d->bd_ops->bo_identity(d, id) : -ENOTSUP;
+}
+
 /* Copy every non-zero block of @d to @fd at the same offset. */
 static int bdev_save_blocks(struct bdev *d, int fd, unsigned char *buf, uint32_t chunk)
 {

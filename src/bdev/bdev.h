@@ -102,6 +102,18 @@ int bdev_pin(struct bdev *d, uint64_t key, enum bdev_pin_mode how);
  * snapshot reader still uses); 0 otherwise. */
 int bdev_pin_any(struct bdev *d);
 
+/*
+ * Which file an open is of, whatever its path is now: st_dev and st_ino
+ * (fstat of the open file). Two opens with equal identities are of one
+ * file. -ENOTSUP for the backends that are not files.
+ */
+struct bdev_identity {
+	uint64_t bi_dev;
+	uint64_t bi_ino;
+};
+
+int bdev_identity(struct bdev *d, struct bdev_identity *id);
+
 /* ---- RAM backend ---------------------------------------------------- */
 
 /* Block size and count as for bdev_open_file; -ENOMEM if it does not fit. */

@@ -217,6 +217,16 @@ static int bdev_file_pin_any(struct bdev *d)
 	return fl.l_type == F_UNLCK ? 0 : -EBUSY;
 }
 
+static int bdev_file_identity(struct bdev *d, struct bdev_identity *id)
+{
+	struct stat st;
+
+	if (fstat(bdev_to_file(d)->bf_fd, &st) < 0)
+		return -errno;
+	*id = (struct bdev_identity){(uint64_t)st.st_dev, (uint64_t)st.st_ino};
+	return 0;
+}
+
 static const struct bdev_ops bdev_file_ops = {
     .bo_read = bdev_file_read,
     .bo_write = bdev_file_write,
@@ -226,6 +236,7 @@ static const struct bdev_ops bdev_file_ops = {
     .bo_unlock = bdev_file_unlock,
     .bo_pin = bdev_file_pin,
     .bo_pin_any = bdev_file_pin_any,
+    .bo_identity = bdev_file_identity,
 };
 
 /*

@@ -52,6 +52,16 @@ static int cfuse_snap_get(struct cairn *c, const char *name, uint32_t index,
 	out->cis_ctime_ns = list[index].cs_ctime_ns;
 	out->cis_sroot = list[index].cs_sroot;
 	free(list);
+	return cairn_image_identity(c, &out->cis_dev, &out->cis_ino);
+}
+
+/* -ESTALE unless @q asks about the file this volume is open on. */
+static int cfuse_same_image(struct cairn *c, const struct cairn_ioc_snap *q)
+{
+	uint64_t dev, ino;
+
+	if (cairn_image_identity(c, &dev, &ino) || dev != q->cis_dev || ino != q->cis_ino)
+		return -ESTALE; /* a path renamed or replaced since we opened it */
 	return 0;
 }
 
@@ -91,8 +101,11 @@ void cfuse_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, void *arg, struct
 		return;
 	}
 	if (get) {
-		err = cfuse_snap_get(f->cf_cairn, ucmd == CAIRN_IOC_SNAP_FIND ? in.cis_name : NULL,
-				     in.cis_index, &out);
+		err = ucmd == CAIRN_IOC_SNAP_FIND ? cfuse_same_image(f->cf_cairn, &in) : 0;
+		if (!err)
+			err = cfuse_snap_get(f->cf_cairn,
+					     ucmd == CAIRN_IOC_SNAP_FIND ? in.cis_name : NULL,
+					     in.cis_index, &out);
 		if (err)
 			fuse_reply_err(req, cfuse_errno(err));
 		else

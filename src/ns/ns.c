@@ -817,9 +817,38 @@ static void ns_vol_opts(const struct cairn_open_opts *o, uint32_t bs, struct vol
 	vo->voo_cache_blocks = (uint32_t)MIN((uint64_t)mb * 1024 * 1024 / bs, UINT32_MAX);
 }
 
+/*
+ * Open @path, which a writer holds, for a snapshot to be read beside it:
+ * *image says which file this open has, for its daemon to be asked.
+ */
+static int ns_daemon_image_open(const char *path, uint32_t bs, struct ns_daemon_image **image,
+				struct bdev **d)
+{
+	struct ns_daemon_image *im = calloc(1, sizeof(*im));
+	int err;
+
+	if (!im)
+		return -ENOMEM;
+	if (!realpath(path, im->di_path)) {
+		free(im);
+		return -errno;
+	}
+	err = bdev_open_file(path, bs, 0, BDEV_RDONLY, d);
+	if (!err) {
+		err = bdev_identity(*d, &im->di_id);
+		if (err)
+			bdev_close(*d);
+	}
+	if (err)
+		free(im);
+	else
+		*image = im;
+	return err;
+}
+
 static int ns_open_vol(struct cairn *c, const char *path, const struct cairn_open_opts *o)
 {
-	char image[PATH_MAX];
+	struct ns_daemon_image *image = NULL;
 	struct vol_open_opts vo;
 	struct bdev *d;
 	uint32_t bs = 0;
@@ -834,19 +863,20 @@ static int ns_open_vol(struct cairn *c, const char *path, const struct cairn_ope
 	} else {
 		/* nobody writes: a shared lock until the snapshot is pinned (vol_open) */
 		err = bdev_open_file(path, bs, 0, BDEV_RDONLY | BDEV_SHARED_LOCK, &d);
-		if (err == -EBUSY) { /* a writer: ask its daemon */
-			if (!realpath(path, image))
-				return -errno;
+		if (err == -EBUSY) /* a writer: ask its daemon */
+			err = ns_daemon_image_open(path, bs, &image, &d);
+		if (image) {
 			vo.voo_snapshot_find = ns_daemon_snapshot_find;
 			vo.voo_snapshot_arg = image;
-			err = bdev_open_file(path, bs, 0, BDEV_RDONLY, &d);
 		}
 	}
 	if (err)
 		return err;
+	c->c_image_err = bdev_identity(d, &c->c_image);
 	err = vol_open(d, &vo, &c->c_vol);
 	if (err)
 		bdev_close(d);
+	free(image);
 	return err;
 }
 
@@ -890,6 +920,7 @@ int ns_open_dev(struct bdev *d, const struct cairn_open_opts *o, struct cairn **
 		return -ENOMEM;
 	}
 	ns_vol_opts(o, bdev_block_size(d), &vo);
+	c->c_image_err = bdev_identity(d, &c->c_image);
 	err = vol_open(d, &vo, &c->c_vol);
 	if (err) {
 		bdev_close(d);
@@ -1173,6 +1204,15 @@ int cairn_snapshot_list(struct cairn *c, struct cairn_snapshot **out, size_t *n)
 		(*out)[i].cs_sroot = si[i].vsi_sroot;
 	}
 	free(si);
+	return 0;
+}
+
+int cairn_image_identity(struct cairn *c, uint64_t *dev, uint64_t *ino)
+{
+	if (c->c_image_err)
+		return c->c_image_err;
+	*dev = c->c_image.bi_dev;
+	*ino = c->c_image.bi_ino;
 	return 0;
 }
 

@@ -7,6 +7,7 @@
 #ifndef CAIRN_NS_NS_H
 #define CAIRN_NS_NS_H
 
+#include <limits.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -61,6 +62,8 @@ struct cairn {
 	struct cmutex c_orphan_lock;		  /* the orphan list (owner 10) */
 	struct cmutex c_super_lock;		  /* c_inodes and its block */
 	uint64_t c_inodes;			  /* inodes in use; protected by c_super_lock */
+	struct bdev_identity c_image;		  /* immutable: the image file (cairn_open) */
+	int c_image_err;			  /* immutable: 0 if c_image is known */
 };
 
 /* ---- ns.c: inodes, transactions, times --------------------------------------- */
@@ -83,8 +86,16 @@ int ns_mkfs(struct bdev *d, const struct vol_mkfs_opts *mo);
  * themselves; no lock is taken on it. Errors as cairn_open.
  */
 int ns_open_dev(struct bdev *d, const struct cairn_open_opts *o, struct cairn **out);
-/* ns_daemon.c: vol_open_opts.voo_snapshot_find for an image (@arg: its
- * absolute path) that a `cairn mount` daemon has mounted; -EBUSY if none has. */
+/* ns_daemon.c: the image a snapshot is opened of, beside its daemon. */
+struct ns_daemon_image {
+	char di_path[PATH_MAX];	    /* absolute: what the daemon's mount names */
+	struct bdev_identity di_id; /* the file this open has, whatever its path is now */
+};
+/*
+ * vol_open_opts.voo_snapshot_find for an image (@arg: a struct
+ * ns_daemon_image) that a `cairn mount` daemon has mounted; -EBUSY if
+ * none has (a daemon of another file at that path does not count).
+ */
 int ns_daemon_snapshot_find(void *arg, const char *name, uint64_t *sroot, uint64_t *delta);
 /*
  * Call @fn(@arg, dir) for each directory where a `cairn mount` daemon

@@ -13,7 +13,12 @@
  *                                 type fuse.cairn, the
  *                                 image's absolute path as source (cairn
  *                                 mount refuses -o fsname=), read-write
- *     -> CAIRN_IOC_SNAP_FIND      on each mount's root, until one has it
+ *     -> CAIRN_IOC_SNAP_FIND      on each mount's root, until one has it;
+ *                                 with the identity of the file the
+ *                                 reader opened (st_dev, st_ino): a
+ *                                 daemon serving another file (the path
+ *                                 renamed or replaced since it mounted)
+ *                                 answers ESTALE and is passed over
  *
  * Invariants
  *   (1) Only a mount of the volume itself answers: a snapshot's mount
@@ -36,10 +41,14 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
-/* Ask the daemon mounted on @dir for snapshot @name; -ENOENT if it has none. */
-static int ns_daemon_ask(const char *dir, const char *name, uint64_t *sroot, uint64_t *delta)
+/*
+ * Ask the daemon mounted on @dir for snapshot @name of image @id; -ENOENT
+ * if it has none, -ESTALE if it serves another file.
+ */
+static int ns_daemon_ask(const char *dir, const struct bdev_identity *id, const char *name,
+			 uint64_t *sroot, uint64_t *delta)
 {
-	struct cairn_ioc_snap q = {0};
+	struct cairn_ioc_snap q = {.cis_dev = id->bi_dev, .cis_ino = id->bi_ino};
 	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	int err = 0;
 
@@ -80,6 +89,7 @@ int ns_daemon_each(const char *image, int (*fn)(void *arg, const char *dir), voi
 }
 
 struct ns_daemon_query {
+	const struct ns_daemon_image *q_image;
 	const char *q_name;
 	uint64_t *q_sroot, *q_delta;
 	bool q_mounted; /* a daemon was asked */
@@ -90,8 +100,10 @@ struct ns_daemon_query {
 static int ns_daemon_query_one(void *arg, const char *dir)
 {
 	struct ns_daemon_query *q = arg;
-	int r = ns_daemon_ask(dir, q->q_name, q->q_sroot, q->q_delta);
+	int r = ns_daemon_ask(dir, &q->q_image->di_id, q->q_name, q->q_sroot, q->q_delta);
 
+	if (r == -ESTALE)
+		return 0; /* not the daemon of our file */
 	q->q_mounted = true;
 	if (r && r != -ENOENT)
 		q->q_err = r; /* kept unless another mount answers */
@@ -100,13 +112,14 @@ static int ns_daemon_query_one(void *arg, const char *dir)
 
 int ns_daemon_snapshot_find(void *arg, const char *name, uint64_t *sroot, uint64_t *delta)
 {
-	struct ns_daemon_query q = {name, sroot, delta, false, -ENOENT};
-	int r = ns_daemon_each(arg, ns_daemon_query_one, &q);
+	const struct ns_daemon_image *image = arg;
+	struct ns_daemon_query q = {image, name, sroot, delta, false, -ENOENT};
+	int r = ns_daemon_each(image->di_path, ns_daemon_query_one, &q);
 
 	if (r < 0)
 		return r;
 	if (r > 0)
 		return 0;
-	/* no daemon: a program other than `cairn mount` has the lock */
+	/* no daemon of ours: a program other than `cairn mount` has the lock */
 	return q.q_mounted ? q.q_err : -EBUSY;
 }

@@ -24,7 +24,8 @@ HELPER=$(realpath "${3:?usage: test_fuse.sh CAIRN FUSE_MKFS MOUNT_HELPER FUSE_MO
 MODEL=$(realpath "${4:?usage: test_fuse.sh CAIRN FUSE_MKFS MOUNT_HELPER FUSE_MODEL}")
 
 CASES=(${ONLY_CASES:-errors file_ops large_dir parallel busy persistence remount_at_once sigterm_helper
-	permissions read_only enospc flush_once snapshots snapshot_beside model names_and_sizes})
+	permissions read_only enospc flush_once snapshots snapshot_beside
+	snapshot_renamed_image model names_and_sizes})
 WAIT_STEPS=200 # polls of 0.05 s: 10 s
 
 echo "[==========] Running ${#CASES[@]} test(s)."
@@ -567,6 +568,43 @@ case_snapshot_beside() {
 	unmount $s "$spid" || return
 	check "snapshot delete once unmounted" "$CAIRN" snapshot delete i.img s1
 	"$CAIRN" fsck i.img >/dev/null || fail "fsck after snapshot_beside"
+}
+
+# A snapshot opened beside its writer asks the daemon whose mount names the
+# image's path. Once the image is renamed and another takes its path, the
+# old daemon's mount still names that path: it must not answer for the
+# new file (it says ESTALE, given the file's identity), or its record
+# would be read from the wrong image.
+case_snapshot_renamed_image() {
+	local m=mnt11 n=mnt11b s=mnt11s apid bpid spid i
+	mkdir -p $m $n $s
+	mkimg r.img 64 || return
+	mount_fg r.img $m || return
+	apid=$fg_pid
+	for i in 1 2 3 4 5 6; do # a history unlike the second image's
+		echo "$i" >$m/x$i && sync -f $m/x$i
+	done
+	echo old >$m/f
+	check "snapshot create in the first image" "$CAIRN" snapshot create $m s1
+	mv r.img r-old.img
+	mkimg r.img 64 || return
+	MOUNT_LOG=$dir/daemon-b.log mount_fg r.img $n || return
+	bpid=$fg_pid
+	echo new >$n/f
+	check "snapshot create in the second image" "$CAIRN" snapshot create $n s1
+	MOUNT_LOG=$dir/daemon-s.log mount_fg r.img $s -o snapshot=s1 || {
+		fail "snapshot of the second image beside its writer"
+		unmount $n "$bpid"
+		unmount $m "$apid"
+		return 1
+	}
+	spid=$fg_pid
+	[ "$(cat $s/f)" = new ] || fail "the snapshot shows f as '$(cat $s/f)'"
+	[ ! -e $s/x1 ] || fail "the snapshot holds the renamed image's files"
+	unmount $s "$spid" || return
+	unmount $n "$bpid" || return
+	unmount $m "$apid" || return
+	"$CAIRN" fsck r-old.img >/dev/null || fail "fsck of the renamed image"
 }
 
 # Randomized operations through the mount, each call's result and then the
