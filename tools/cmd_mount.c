@@ -61,6 +61,7 @@ struct mount_args {
 	bool ma_read_only;
 	bool ma_allow_other;
 	bool ma_writeback_cache; /* -o [no_]writeback_cache */
+	uint32_t ma_spin_us;	 /* -o spin=US */
 	uint32_t ma_commit_ms;	 /* -o commit=SECONDS; 0: the library's 5 s */
 	const char *ma_snapshot; /* -o snapshot=NAME (read only); NULL: the volume */
 	char ma_snapshot_buf[CAIRN_SNAP_NAME_MAX + 1];
@@ -94,6 +95,11 @@ static void mount_help(void)
 	       "                                            fdatasync commit at once\n"
 	       "                       snapshot=NAME        mount snapshot NAME, read-only\n"
 	       "                                            (cairn snapshot list IMAGE)\n"
+	       "                       spin=US              after a request, poll for the\n"
+	       "                                            next one this long (0 to 1000,\n"
+	       "                                            default 25) before sleeping:\n"
+	       "                                            faster replies to callers that\n"
+	       "                                            wait for each; 0: never poll\n"
 	       "                       writeback_cache      the kernel caches writes and\n"
 	       "                                            sends whole pages (the default)\n"
 	       "                       no_writeback_cache   every write(2) reaches the\n"
@@ -140,6 +146,21 @@ static int mount_opt_commit(struct mount_args *a, const char *v)
 	return CLI_OK;
 }
 
+/* -o spin=US: 0 to CFUSE_SPIN_US_MAX. */
+static int mount_opt_spin(struct mount_args *a, const char *v)
+{
+	char *end;
+	unsigned long us;
+
+	errno = 0;
+	us = strtoul(v, &end, 10);
+	if (errno || end == v || *end || *v == '-' || us > CFUSE_SPIN_US_MAX)
+		return cli_usage_err("-o spin='%s' is not a number of microseconds from 0 to %d", v,
+				     CFUSE_SPIN_US_MAX);
+	a->ma_spin_us = (uint32_t)us;
+	return CLI_OK;
+}
+
 /* -o snapshot=NAME: a snapshot's name; the mount is read-only. */
 static int mount_opt_snapshot(struct mount_args *a, const char *v)
 {
@@ -167,6 +188,8 @@ static int mount_opt_one(struct mount_args *a, const char *o)
 		a->ma_writeback_cache = false;
 	else if (!strncmp(o, "commit=", 7))
 		return mount_opt_commit(a, o + 7);
+	else if (!strncmp(o, "spin=", 5))
+		return mount_opt_spin(a, o + 5);
 	else if (!strncmp(o, "snapshot=", 9))
 		return mount_opt_snapshot(a, o + 9);
 	else if (!strncmp(o, "fsname=", 7)) /* the image's path: how a mount is found */
@@ -210,6 +233,7 @@ static int mount_parse(int argc, char **argv, struct mount_args *a)
 
 	memset(a, 0, sizeof(*a));
 	a->ma_writeback_cache = true;
+	a->ma_spin_us = CFUSE_SPIN_US;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":fdo:vh", opts, NULL)) != -1) {
 		switch (c) {
@@ -486,6 +510,7 @@ static int mount_run(int argc, char **argv)
 	    .cfo_mountpoint = dir,
 	    .cfo_read_only = a.ma_read_only || a.ma_snapshot,
 	    .cfo_writeback_cache = a.ma_writeback_cache,
+	    .cfo_spin_us = a.ma_spin_us,
 	    .cfo_snapshot = a.ma_snapshot,
 	    .cfo_allow_other = a.ma_allow_other,
 	    .cfo_debug = a.ma_debug,

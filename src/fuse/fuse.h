@@ -51,6 +51,9 @@
 
 struct cfuse; /* a mounted volume */
 
+#define CFUSE_SPIN_US	  25 /* cfo_spin_us's default (fuse_session.c) */
+#define CFUSE_SPIN_US_MAX 1000
+
 struct cfuse_opts {
 	const char *cfo_image;	    /* an absolute path (fsname= of the mount) */
 	const char *cfo_mountpoint; /* an absolute path */
@@ -60,6 +63,8 @@ struct cfuse_opts {
 	bool cfo_debug;		    /* -d: libfuse traces every request on stderr */
 	const char *cfo_fuse_opts;  /* other -o options for libfuse ("a,b=c"); NULL: none */
 	unsigned cfo_threads;	    /* most worker threads; 0: sized to the machine */
+	uint32_t cfo_spin_us;	    /* poll for the next request this long before
+				       sleeping in read(2); 0: never (CFUSE_SPIN_US) */
 	uint32_t cfo_cache_mb;	    /* libcairn's buffer cache; 0: its default */
 	uint32_t cfo_commit_ms;	    /* commit at least this often; 0: libcairn's default */
 	const char *cfo_snapshot;   /* mount this snapshot (with cfo_read_only); NULL: none */

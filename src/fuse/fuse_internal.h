@@ -89,6 +89,7 @@ struct cfuse {
 	bool cf_mounted;	/* main thread only */
 	atomic_bool cf_wbcache; /* the writeback cache was negotiated (init) */
 	unsigned cf_threads;
+	uint64_t cf_spin_ns; /* cfo_spin_us */
 	struct cfuse_nodes cf_nodes;
 	struct cfuse_loop cf_loop; /* while cfuse_run runs */
 	/* signals: cfuse_run's signal thread and the loop's workers */

@@ -46,6 +46,17 @@
  *     RELEASE: a close's RELEASE comes while its caller goes on, so the
  *     next request is nearly always waiting, and serving it a few
  *     microseconds later costs less than waking a worker for it).
+ * A reader about to read polls the device first, for up to cf_spin_ns
+ * (-o spin=US), and reads as soon as a request waits: a caller that
+ * waits for each reply sends its next request within microseconds (an
+ * unlink here is three: GETATTR of the directory, UNLINK, and the
+ * kernel's SETATTR of the file's times), and waking a thread asleep in
+ * read(2) costs more than that, most of all in a virtual machine, where
+ * it is an interrupt to an idle CPU (fsbench's 10,000 unlinks ran 1.28x
+ * faster, creates 1.3x, with 20 us than without). Only a reader that
+ * just served a request itself spins, at most that long: an idle daemon
+ * sleeps, and a worker that a hand-over woke (an fsync's, whose commit
+ * wants the CPU) reads at once.
  * The other workers wait on a condition variable, not in the kernel; one
  * is started when a hand-over finds none waiting, up to cf_threads, and
  * none exits before the session ends. A request that waits without
@@ -238,6 +249,7 @@ static struct cfuse *cfuse_alloc(const struct cfuse_opts *o)
 	f->cf_read_only = o->cfo_read_only;
 	f->cf_want_wbcache = o->cfo_writeback_cache;
 	f->cf_threads = o->cfo_threads ? o->cfo_threads : cfuse_default_threads();
+	f->cf_spin_ns = (uint64_t)o->cfo_spin_us * 1000;
 	sigemptyset(&f->cf_sigs);
 	sigaddset(&f->cf_sigs, SIGHUP);
 	sigaddset(&f->cf_sigs, SIGINT);
@@ -362,6 +374,28 @@ static bool cfuse_loop_hand_off(struct fuse_session *se, const struct fuse_buf *
 	return poll(&pfd, 1, 0) > 0 && (pfd.revents & POLLIN);
 }
 
+/*
+ * Before the reader sleeps in read(2): poll the device for up to
+ * cf_spin_ns (the loop's design above), returning as soon as a request
+ * waits.
+ */
+static void cfuse_loop_spin(struct cfuse *f)
+{
+	struct pollfd pfd = {.fd = fuse_session_fd(f->cf_se), .events = POLLIN};
+	struct timespec t0, t;
+
+	if (!f->cf_spin_ns)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	do {
+		if (poll(&pfd, 1, 0) != 0)
+			return; /* a request, or an error the read will see */
+		clock_gettime(CLOCK_MONOTONIC, &t);
+	} while ((uint64_t)(t.tv_sec - t0.tv_sec) * 1000000000u + (uint64_t)t.tv_nsec -
+		     (uint64_t)t0.tv_nsec <
+		 f->cf_spin_ns);
+}
+
 /* Someone must read: wake a waiting worker, or start one; cl_lock held. */
 static void cfuse_loop_wake_one(struct cfuse *f)
 {
@@ -387,7 +421,7 @@ static void cfuse_loop_work(struct cfuse *f)
 	struct cfuse_loop *l = &f->cf_loop;
 	struct fuse_session *se = f->cf_se;
 	struct fuse_buf buf = {.mem = NULL};
-	bool reader = false, hand_off;
+	bool reader = false, served = false, hand_off;
 	unsigned unpolled = 0;
 	int res;
 
@@ -402,8 +436,11 @@ static void cfuse_loop_work(struct cfuse *f)
 				break;
 			l->cl_reading = reader = true;
 			l->cl_reader = pthread_self();
+			served = false;
 		}
 		pthread_mutex_unlock(&l->cl_lock);
+		if (served) /* not a reader just woken: nobody waits on it */
+			cfuse_loop_spin(f);
 		res = fuse_session_receive_buf(se, &buf); /* 0: the session ended */
 		hand_off = res > 0 && cfuse_loop_hand_off(se, &buf, &unpolled);
 		pthread_mutex_lock(&l->cl_lock);
@@ -421,6 +458,7 @@ static void cfuse_loop_work(struct cfuse *f)
 		}
 		pthread_mutex_unlock(&l->cl_lock);
 		fuse_session_process_buf(se, &buf);
+		served = true;
 		pthread_mutex_lock(&l->cl_lock);
 	}
 	if (reader)

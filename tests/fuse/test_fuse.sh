@@ -196,6 +196,10 @@ case_errors() {
 	expect_error 2 "unknown option" "an unknown option" "$CAIRN" mount --bogus a.img mnt0
 	expect_error 2 "bad mount options" "an -o option libfuse does not know" \
 		"$CAIRN" mount -o no_such_option a.img mnt0
+	expect_error 2 "spin='1001' is not a number" "-o spin= out of range" \
+		"$CAIRN" mount -o spin=1001 a.img mnt0
+	expect_error 2 "spin='-1' is not a number" "-o spin= negative" \
+		"$CAIRN" mount -o spin=-1 a.img mnt0
 	mountpoint -q mnt0 && fail "something got mounted"
 }
 
@@ -463,7 +467,7 @@ case_flush_once() {
 	local m=mnt7 i n
 	mkdir -p $m
 	mkimg g.img 64 || return
-	mount_fg g.img $m -d || return
+	mount_fg g.img $m -d -o spin=0 || return # a loop that never polls, too
 	for ((i = 0; i < 20; i++)); do
 		echo "file $i" >$m/f$i || fail "write f$i"
 	done
