@@ -46,8 +46,9 @@
  *     RELEASE: a close's RELEASE comes while its caller goes on, so the
  *     next request is nearly always waiting, and serving it a few
  *     microseconds later costs less than waking a worker for it).
- * A reader about to read polls the device first, for up to cf_spin_ns
- * (-o spin=US), and reads as soon as a request waits: a caller that
+ * A reader about to read tries for up to cf_spin_ns (-o spin=US) before
+ * it sleeps (the device is then non-blocking, and a sleeping reader waits
+ * in poll(2), not read(2): cfuse_loop_receive): a caller that
  * waits for each reply sends its next request within microseconds (an
  * unlink here is three: GETATTR of the directory, UNLINK, and the
  * kernel's SETATTR of the file's times), and waking a thread asleep in
@@ -374,26 +375,45 @@ static bool cfuse_loop_hand_off(struct fuse_session *se, const struct fuse_buf *
 	return poll(&pfd, 1, 0) > 0 && (pfd.revents & POLLIN);
 }
 
-/*
- * Before the reader sleeps in read(2): poll the device for up to
- * cf_spin_ns (the loop's design above), returning as soon as a request
- * waits.
- */
-static void cfuse_loop_spin(struct cfuse *f)
+/* CLOCK_MONOTONIC in nanoseconds. */
+static uint64_t cfuse_now_ns(void)
 {
-	struct pollfd pfd = {.fd = fuse_session_fd(f->cf_se), .events = POLLIN};
-	struct timespec t0, t;
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+/*
+ * The reader's read of the next request into @buf (as
+ * fuse_session_receive_buf). With cf_spin_ns the device is non-blocking
+ * (cfuse_run): a reader that has just served a request (@spin) tries
+ * again for up to cf_spin_ns, so that a request that comes meanwhile
+ * costs one read(2); then, and at once for any other reader, it sleeps
+ * in poll(2) until one waits. -EINTR: interrupted, still the reader.
+ */
+static int cfuse_loop_receive(struct cfuse *f, struct fuse_buf *buf, bool spin)
+{
+	struct fuse_session *se = f->cf_se;
+	struct pollfd pfd = {.fd = fuse_session_fd(se), .events = POLLIN};
+	uint64_t until = spin && f->cf_spin_ns ? cfuse_now_ns() + f->cf_spin_ns : 0;
+	int res;
 
 	if (!f->cf_spin_ns)
-		return;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	do {
-		if (poll(&pfd, 1, 0) != 0)
-			return; /* a request, or an error the read will see */
-		clock_gettime(CLOCK_MONOTONIC, &t);
-	} while ((uint64_t)(t.tv_sec - t0.tv_sec) * 1000000000u + (uint64_t)t.tv_nsec -
-		     (uint64_t)t0.tv_nsec <
-		 f->cf_spin_ns);
+		return fuse_session_receive_buf(se, buf); /* a blocking read */
+	for (;;) {
+		res = fuse_session_receive_buf(se, buf);
+		if (res != -EAGAIN)
+			return res; /* 0 once the session ended (ENODEV) */
+		if (until && cfuse_now_ns() < until)
+			continue;
+		until = 0;
+		if (poll(&pfd, 1, -1) < 0) {
+			if (errno != EINTR)
+				return -errno;
+			return fuse_session_exited(se) ? 0 : -EINTR;
+		}
+	}
 }
 
 /* Someone must read: wake a waiting worker, or start one; cl_lock held. */
@@ -439,9 +459,8 @@ static void cfuse_loop_work(struct cfuse *f)
 			served = false;
 		}
 		pthread_mutex_unlock(&l->cl_lock);
-		if (served) /* not a reader just woken: nobody waits on it */
-			cfuse_loop_spin(f);
-		res = fuse_session_receive_buf(se, &buf); /* 0: the session ended */
+		/* spin unless just woken: nobody waits on a hand-over's reader */
+		res = cfuse_loop_receive(f, &buf, served); /* 0: the session ended */
 		hand_off = res > 0 && cfuse_loop_hand_off(se, &buf, &unpolled);
 		pthread_mutex_lock(&l->cl_lock);
 		if (res == -EINTR)
@@ -574,6 +593,12 @@ int cfuse_run(struct cfuse *f)
 
 	if (ret)
 		return ret;
+	if (f->cf_spin_ns) { /* cfuse_loop_receive */
+		int fd = fuse_session_fd(f->cf_se), fl = fcntl(fd, F_GETFL);
+
+		if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+			f->cf_spin_ns = 0; /* blocking reads, then: slower, not wrong */
+	}
 	ret = cfuse_signals_start(f);
 	if (!ret) {
 		cfuse_loop_work(f);
