@@ -395,6 +395,7 @@ int vol_open_snapshot(struct vol *v, const char *name,
 	int err;
 
 	/* first the pin, then the record: no deletion can come in between */
+	SYNC_POINT("vol.snap.open.pin");
 	err = bdev_pin(v->v_bdev, snap_pin_key(name), BDEV_PIN_SHARED);
 	SYNC_POINT("vol.snap.open.pinned");
 	if (!err)

@@ -814,12 +814,14 @@ static void test_snapshot_opens_across_processes(void **state)
 }
 
 /*
- * The two orders of an open and a deletion of one snapshot in different
+ * The orders of an open and a deletion of one snapshot in different
  * processes, forced: (1) the deletion has pinned the name when the open
  * comes: the open fails with -EBUSY, and after the deletion finds
  * nothing; (2) the open has pinned the name and not yet asked for the
  * record when the deletion comes: the deletion fails with -EBUSY and the
- * open reads the snapshot.
+ * open reads the snapshot; (3) the open has not pinned the name yet
+ * while a whole deletion runs and a new snapshot takes the name: the
+ * open reads the new one (it asks for the record only once pinned).
  */
 struct pin_racer {
 	const char *p_path;
@@ -886,6 +888,23 @@ static void test_open_and_delete_race(void **state)
 	test_thread_start(&t, pin_open_main, &p);
 	syncpoint_wait_arrived("vol.snap.open.pinned@O", 1);
 	assert_int_equal(vol_snap_delete(v, "raced"), -EBUSY);
+	syncpoint_hit("test.release");
+	test_thread_join(t);
+	syncpoint_reset();
+	assert_int_equal(p.p_err, 0);
+	model_expect(p.p_snap, &m);
+	assert_int_equal(vol_close(p.p_snap), 0);
+
+	/* (3) the open stopped before its pin while the snapshot is deleted,
+	 * the volume changes and the name is taken again: it opens the new
+	 * snapshot, never what the deleted one kept */
+	syncpoint_enable();
+	syncpoint_order("test.release", "vol.snap.open.pin@O");
+	test_thread_start(&t, pin_open_main, &p);
+	syncpoint_wait_arrived("vol.snap.open.pin@O", 1);
+	assert_int_equal(vol_snap_delete(v, "raced"), 0);
+	churn(v, &m, &rng, 50);
+	assert_int_equal(vol_snap_create(v, "raced"), 0);
 	syncpoint_hit("test.release");
 	test_thread_join(t);
 	syncpoint_reset();
