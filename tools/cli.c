@@ -12,6 +12,8 @@
  *   (3) cli_find_volume opens the image read-only and without the
  *       exclusive lock, so it may look at a mounted image; it never
  *       writes.
+ *   (4) cli_open_volume waits for a locked image only while no cairn
+ *       daemon has it mounted, and at most CLI_BUSY_TRIES pauses.
  *
  * State: the subcommand name and the verbosity, set once by the single
  * thread of main before the library is used; no locks.
@@ -19,15 +21,19 @@
 #include "cli.h"
 
 #include "log/log.h"
+#include "ns/ns.h"
 #include "util/util.h"
 
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 static const char *cli_cmd_name; /* the subcommand, or NULL */
 static int cli_verbosity;	 /* number of -v */
@@ -222,8 +228,28 @@ int cli_find_volume(const char *path, uint32_t *block_size)
 	return 0;
 }
 
+/* ns_daemon_each: one is enough. */
+static int cli_daemon_found(void *arg, const char *dir)
+{
+	(void)arg;
+	(void)dir;
+	return 1;
+}
+
+bool cli_wait_unmounted(const char *image, unsigned tries)
+{
+	struct timespec pause = {.tv_nsec = CLI_BUSY_PAUSE_NS};
+
+	/* < 0 from ns_daemon_each: cannot tell; do not wait */
+	if (tries >= CLI_BUSY_TRIES || ns_daemon_each(image, cli_daemon_found, NULL) != 0)
+		return false;
+	nanosleep(&pause, NULL);
+	return true;
+}
+
 int cli_open_volume(const char *path, unsigned flags, struct bdev **d)
 {
+	char abs[PATH_MAX];
 	uint32_t bs;
 	int err = cli_find_volume(path, &bs);
 
@@ -231,8 +257,12 @@ int cli_open_volume(const char *path, unsigned flags, struct bdev **d)
 		cli_err("%s is not a cairn volume (no valid superblock)", path);
 		return -EUCLEAN;
 	}
-	if (!err)
+	for (unsigned tries = 0; !err; tries++) {
 		err = bdev_open_file(path, bs, 0, flags, d);
+		if (err != -EBUSY || !realpath(path, abs) || !cli_wait_unmounted(abs, tries))
+			break;
+		err = 0;
+	}
 	if (err == -EBUSY)
 		cli_err("cannot open %s: in use (mounted, or open in another cairn process)", path);
 	else if (err)

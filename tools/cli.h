@@ -93,9 +93,21 @@ const char *cli_strerror(int err);
 int cli_find_volume(const char *path, uint32_t *block_size);
 /*
  * cli_find_volume, then open the image with its block size and @flags
- * (BDEV_RDONLY, BDEV_EXCL_LOCK): 0 and *d, or a negative errno after
- * one error line (not a cairn volume, in use, unreadable).
+ * (BDEV_RDONLY, BDEV_EXCL_LOCK, BDEV_SHARED_LOCK): 0 and *d, or a
+ * negative errno after one error line (not a cairn volume, in use,
+ * unreadable). A lock held by no mount is waited for, a bounded time
+ * (cli_wait_unmounted), so that `umount DIR && cairn fsck IMAGE` works.
  */
 int cli_open_volume(const char *path, unsigned flags, struct bdev **d);
+/*
+ * Tries of an open that found @image locked: -EBUSY (@image is an
+ * absolute path) is worth another try, after a pause, while no cairn
+ * daemon has @image mounted for writing (one that was unmounted is still
+ * finishing its last commit) and fewer than CLI_BUSY_TRIES were made:
+ * true after that pause; false: give up.
+ */
+#define CLI_BUSY_TRIES	  100 /* x 100 ms */
+#define CLI_BUSY_PAUSE_NS (100 * 1000 * 1000)
+bool cli_wait_unmounted(const char *image, unsigned tries);
 
 #endif /* CAIRN_CLI_H */

@@ -18,11 +18,13 @@
  * The image is opened read-only (the checkpoint vol_close would write is
  * refused by the device and ignored, as in cairn info), so fsck can run on
  * an image that was not closed cleanly without changing it, and repeated
- * runs agree.
+ * runs agree. It holds a shared lock on the image while it checks: an
+ * image a writer has open (mounted) is refused, as its state changes
+ * under every read, and no writer opens it meanwhile.
  *
  * Exit codes follow fsck(8): 0 no problems, 4 problems left uncorrected
  * (fsck never corrects), 8 an operational error (missing or unreadable
- * image, not a cairn volume), 16 a usage error.
+ * image, not a cairn volume, in use by a writer), 16 a usage error.
  */
 #include "cli.h"
 
@@ -46,7 +48,7 @@ static void fsck_help(void)
 	       "\n"
 	       "Check the cairn volume on IMAGE and report every problem, one line each,\n"
 	       "naming the inode or block it is in. IMAGE is opened read-only and never\n"
-	       "modified.\n"
+	       "modified; an IMAGE that is mounted (or open for writing) is refused.\n"
 	       "\n"
 	       "Options:\n"
 	       "  -v, --verbose  show the library's log lines\n"
@@ -55,7 +57,8 @@ static void fsck_help(void)
 	       "Exit status (as fsck(8)):\n"
 	       "  0   no problems found\n"
 	       "  4   problems found (fsck corrects nothing)\n"
-	       "  8   operational error: IMAGE missing, unreadable, or not a cairn volume\n"
+	       "  8   operational error: IMAGE missing, unreadable, not a cairn volume,\n"
+	       "      or in use (mounted)\n"
 	       "  16  usage error: wrong options or arguments\n");
 }
 
@@ -121,7 +124,8 @@ static int fsck_open(const char *path, struct vol **out)
 		cli_err("%s is not a regular file or a block device", path);
 		return FSCK_OPERATIONAL;
 	}
-	if (cli_open_volume(path, BDEV_RDONLY, &d))
+	/* shared: no writer (a mount) changes the image while it is checked */
+	if (cli_open_volume(path, BDEV_RDONLY | BDEV_SHARED_LOCK, &d))
 		return FSCK_OPERATIONAL;
 	err = vol_open(d, &o, out);
 	if (err) {

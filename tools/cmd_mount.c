@@ -46,12 +46,9 @@
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <syslog.h>
-#include <time.h>
 #include <unistd.h>
 
-#define MOUNT_OPTS_MAX	    4096
-#define MOUNT_BUSY_TRIES    100 /* x 100 ms: a finishing daemon's final commit */
-#define MOUNT_BUSY_PAUSE_NS (100 * 1000 * 1000)
+#define MOUNT_OPTS_MAX 4096
 
 struct mount_args {
 	const char *ma_image;
@@ -424,21 +421,6 @@ static int mount_fail(const struct mount_args *a, const struct cfuse_err *e)
 	}
 }
 
-/* ns_daemon_each: one is enough. */
-static int mount_found(void *arg, const char *dir)
-{
-	(void)arg;
-	(void)dir;
-	return 1;
-}
-
-/* Is @image (an absolute path) mounted by a cairn daemon for writing? */
-static bool mount_image_mounted(const char *image)
-{
-	/* < 0: cannot tell; assume so, and do not wait */
-	return ns_daemon_each(image, mount_found, NULL) != 0;
-}
-
 /*
  * cfuse_mount; an image locked by no mount (the daemon of a mount just
  * unmounted is still committing) is tried again for a bounded time, so
@@ -446,15 +428,13 @@ static bool mount_image_mounted(const char *image)
  */
 static int mount_open(const struct cfuse_opts *o, struct cfuse **f, struct cfuse_err *e)
 {
-	struct timespec pause = {.tv_nsec = MOUNT_BUSY_PAUSE_NS};
 	int err;
 
 	for (unsigned tries = 0;; tries++) {
 		err = cfuse_mount(o, f, e);
-		if (err != -EBUSY || e->ce_step != CFUSE_STEP_IMAGE || tries >= MOUNT_BUSY_TRIES ||
-		    mount_image_mounted(o->cfo_image))
+		if (err != -EBUSY || e->ce_step != CFUSE_STEP_IMAGE ||
+		    !cli_wait_unmounted(o->cfo_image, tries))
 			return err;
-		nanosleep(&pause, NULL);
 	}
 }
 

@@ -360,7 +360,12 @@ case_busy() {
 	expect_error 1 "in use" "an image mounted elsewhere" "$CAIRN" mount c.img mnt2b
 	expect_error 1 "busy" "a busy mount point" "$CAIRN" mount a.img $m
 	mountpoint -q mnt2b && fail "mounted twice"
-	unmount $m "$fg_pid"
+	# fsck would read a state that changes under it
+	expect_error 8 "in use" "fsck of a mounted image" "$CAIRN" fsck c.img
+	# at once after the unmount: fsck waits for the daemon's last commit
+	fusermount3 -u $m || fail "fusermount3 -u $m"
+	check "fsck right after the unmount" "$CAIRN" fsck c.img
+	wait_exit "$fg_pid"
 }
 
 # unmount, then remount as a daemon: everything file_ops left is there
