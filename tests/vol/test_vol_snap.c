@@ -848,6 +848,29 @@ static void *pin_open_main(void *arg)
 	return NULL;
 }
 
+/* An open of "raced" in thread O, stopped at interleaving point @at. */
+static pthread_t open_stopped_at(struct pin_racer *p, const char *at)
+{
+	pthread_t t;
+
+	syncpoint_enable();
+	syncpoint_order("test.release", at);
+	test_thread_start(&t, pin_open_main, p);
+	syncpoint_wait_arrived(at, 1);
+	return t;
+}
+
+/* Let the open of open_stopped_at go on: it reads the state @m. */
+static void open_go_on(struct pin_racer *p, pthread_t t, const struct model *m)
+{
+	syncpoint_hit("test.release");
+	test_thread_join(t);
+	syncpoint_reset();
+	assert_int_equal(p->p_err, 0);
+	model_expect(p->p_snap, m);
+	assert_int_equal(vol_close(p->p_snap), 0);
+}
+
 static void test_open_and_delete_race(void **state)
 {
 	char path[VF_PATH_MAX];
@@ -883,34 +906,18 @@ static void test_open_and_delete_race(void **state)
 
 	/* (2) the open first */
 	assert_int_equal(vol_snap_create(v, "raced"), 0);
-	syncpoint_enable();
-	syncpoint_order("test.release", "vol.snap.open.pinned@O");
-	test_thread_start(&t, pin_open_main, &p);
-	syncpoint_wait_arrived("vol.snap.open.pinned@O", 1);
+	t = open_stopped_at(&p, "vol.snap.open.pinned@O");
 	assert_int_equal(vol_snap_delete(v, "raced"), -EBUSY);
-	syncpoint_hit("test.release");
-	test_thread_join(t);
-	syncpoint_reset();
-	assert_int_equal(p.p_err, 0);
-	model_expect(p.p_snap, &m);
-	assert_int_equal(vol_close(p.p_snap), 0);
+	open_go_on(&p, t, &m);
 
 	/* (3) the open stopped before its pin while the snapshot is deleted,
 	 * the volume changes and the name is taken again: it opens the new
 	 * snapshot, never what the deleted one kept */
-	syncpoint_enable();
-	syncpoint_order("test.release", "vol.snap.open.pin@O");
-	test_thread_start(&t, pin_open_main, &p);
-	syncpoint_wait_arrived("vol.snap.open.pin@O", 1);
+	t = open_stopped_at(&p, "vol.snap.open.pin@O");
 	assert_int_equal(vol_snap_delete(v, "raced"), 0);
 	churn(v, &m, &rng, 50);
 	assert_int_equal(vol_snap_create(v, "raced"), 0);
-	syncpoint_hit("test.release");
-	test_thread_join(t);
-	syncpoint_reset();
-	assert_int_equal(p.p_err, 0);
-	model_expect(p.p_snap, &m);
-	assert_int_equal(vol_close(p.p_snap), 0);
+	open_go_on(&p, t, &m);
 	assert_int_equal(vol_snap_delete(v, "raced"), 0);
 	vf_check(v);
 	assert_int_equal(vol_close(v), 0);
