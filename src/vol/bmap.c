@@ -390,6 +390,22 @@ static int bmap_gone_entries(struct bmap *m, const struct bmap_change *ch, struc
 }
 
 /*
+ * @t's placed root changed from @old (0: none, or still named): tell
+ * bc_gone of @old and bc_root of the new root. If bc_root fails (the
+ * commit fails), bt_record_stale says so: the next commit stores the
+ * record even if it finds the root as it wants it (a requeued block
+ * written at the same address), or the tree already empty.
+ */
+static int bmap_root_changed(struct bmap_tree *t, const struct bmap_change *ch, uint64_t old)
+{
+	int gone = old ? ch->bc_gone(ch->bc_arg, old) : 0;
+	int err = ch->bc_root(ch->bc_arg, t);
+
+	t->bt_record_stale = err != 0;
+	return gone ? gone : err;
+}
+
+/*
  * Make @pblk the placed root of @t, an owner's tree of height 0: its data
  * block 0 (0: none). The owner's record must say so (bc_root).
  */
@@ -397,18 +413,14 @@ static int bmap_set_direct(struct bmap *m, struct bmap_tree *t, const struct bma
 			   uint64_t pblk)
 {
 	uint64_t old = t->bt_root;
-	int err;
 
 	assert(!t->bt_height && !t->bt_root_height && t->bt_owner != VOL_OTAB_OWNER);
-	if (old == pblk)
+	if (old == pblk && !t->bt_record_stale)
 		return 0;
 	bmap_wrlock(m);
 	t->bt_root = pblk;
 	bmap_unlock(m);
-	err = ch->bc_root(ch->bc_arg, t);
-	if (!err && old)
-		err = ch->bc_gone(ch->bc_arg, old);
-	return err;
+	return bmap_root_changed(t, ch, old != pblk ? old : 0);
 }
 
 /*
@@ -426,8 +438,8 @@ static int bmap_grow(struct bmap *m, struct bmap_tree *t, const struct bmap_chan
 		if (t->bt_root_height == t->bt_height)
 			old = t->bt_root; /* placed: link it; an unplaced one links itself */
 		t->bt_height++;
-		if (old)
-			err = bmap_set(m, t, ch, t->bt_height, 0, old);
+		if (old && (err = bmap_set(m, t, ch, t->bt_height, 0, old)))
+			t->bt_height--; /* not linked: the next commit grows it again */
 	}
 	return err;
 }
@@ -476,7 +488,6 @@ int bmap_place(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch
 	uint64_t nidx = buf_index(node);
 	unsigned level = bmap_node_level(nidx);
 	uint64_t old = 0;
-	int err;
 
 	assert(bmap_in_tree(m, t, nidx));
 	if (level != t->bt_height)
@@ -487,8 +498,7 @@ int bmap_place(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch
 	t->bt_root = pblk;
 	t->bt_root_height = (uint8_t)level;
 	bmap_unlock(m);
-	err = ch->bc_root(ch->bc_arg, t);
-	return !err && old && old != pblk ? ch->bc_gone(ch->bc_arg, old) : err;
+	return bmap_root_changed(t, ch, old != pblk ? old : 0);
 }
 
 /*
@@ -562,7 +572,7 @@ int bmap_empty(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch
 	t->bt_root_height = 0;
 	t->bt_height = 0;
 	bmap_unlock(m);
-	return ch->bc_root(ch->bc_arg, t);
+	return bmap_root_changed(t, ch, 0);
 }
 
 bool bmap_in_tree(const struct bmap *m, const struct bmap_tree *t, uint64_t node_index)

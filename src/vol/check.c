@@ -7,8 +7,9 @@
  *
  *   - every block named (map block, owner-table block, data block) lies
  *     inside a segment, and is named once in the whole volume;
- *   - every record's height is possible and its root set iff it has a
- *     height; only client owners (>= VOL_CLIENT_META) have records;
+ *   - every record's height is possible and its root set if it has a
+ *     height (at height 0 a root is data block 0); only client owners
+ *     (>= VOL_CLIENT_META) have records;
  *   - each segment's live-block count (usage.c) is the walk's, and no
  *     segment holding a live block is free in the log;
  *   - each snapshot the snapshot table names (snap.c) has a valid record

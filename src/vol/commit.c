@@ -194,7 +194,7 @@ static int vol_commit_tree(struct vol_commit *vc, uint64_t owner, struct bmap_tr
 	t = malloc(sizeof(*t));
 	if (!t)
 		return -ENOMEM;
-	*t = (struct bmap_tree){owner, rec.vr_root, rec.vr_height, rec.vr_height};
+	*t = (struct bmap_tree){owner, rec.vr_root, rec.vr_height, rec.vr_height, false};
 	err = vol_table_put(&v->v_trees, owner, 0, t);
 	if (err)
 		free(t);
@@ -331,7 +331,7 @@ static int vol_commit_truncate(struct vol_commit *vc, struct bmap_tree *t, uint6
 
 	if (from)
 		err = bmap_prune(&v->v_map, t, &vc->vc_change, from);
-	else if (t->bt_height || t->bt_root)
+	else if (t->bt_height || t->bt_root || t->bt_record_stale)
 		err = bmap_empty(&v->v_map, t, &vc->vc_change);
 	if (!err)
 		err = vol_commit_drop_nodes(vc, t->bt_owner, from);

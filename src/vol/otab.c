@@ -16,8 +16,9 @@
  *
  * Invariants
  *   (1) A record changes only in the commit, under bm_lock exclusive
- *       (bmap.c (1)), and only when the owner's new map root is placed:
- *       a record always names a complete map.
+ *       (bmap.c (1)), and only when the owner's new root is placed (a map
+ *       block, or at height 0 data block 0 once it has an address) or
+ *       the owner is emptied: a record always names a complete map.
  *   (2) Readers copy a record under bm_lock shared, after checking that
  *       their walk is still valid.
  *

@@ -413,7 +413,7 @@ int vol_open_snapshot(struct vol *v, const char *name,
 	v->v_sr = sr;
 	v->v_sr_blk = sroot;
 	v->v_otab = (struct bmap_tree){VOL_OTAB_OWNER, sr.sr_otab_root, sr.sr_otab_height,
-				       sr.sr_otab_height};
+				       sr.sr_otab_height, false};
 	atomic_store(&v->v_committed, sr.sr_delta);
 	return 0;
 }

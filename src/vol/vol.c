@@ -471,7 +471,7 @@ static int vol_open_cache(struct vol *v, const struct vol_open_opts *o)
 	if (err)
 		goto out_cache;
 	v->v_otab = (struct bmap_tree){VOL_OTAB_OWNER, v->v_sr.sr_otab_root, v->v_sr.sr_otab_height,
-				       v->v_sr.sr_otab_height};
+				       v->v_sr.sr_otab_height, false};
 	atomic_store(&v->v_committed, v->v_sr.sr_delta);
 	return 0;
 out_cache:

@@ -97,6 +97,8 @@ struct bmap_tree {
 	uint8_t bt_root_height; /* height bt_root is the root of; bm_lock */
 	uint8_t bt_height;	/* height being built (>= bt_root_height);
 				   commit thread only */
+	bool bt_record_stale;	/* the record was not stored (bc_root
+				   failed); commit thread only */
 };
 
 /* A placed root, as a reader sees it. */

@@ -38,6 +38,7 @@ struct mfix {
 	uint64_t mf_gone[64]; /* blocks changes left behind (bc_gone) */
 	unsigned mf_ngone;
 	unsigned mf_roots;  /* roots told (bc_root) */
+	int mf_root_err;    /* the next bc_root fails with it */
 	uint64_t mf_record; /* the owner's record: the last root told */
 	uint8_t mf_record_height;
 	uint32_t mf_delta;
@@ -110,6 +111,12 @@ static int mf_root(void *arg, const struct bmap_tree *t)
 	struct mfix *f = arg;
 
 	assert_ptr_equal(t, &f->mf_tree);
+	if (f->mf_root_err) {
+		int err = f->mf_root_err;
+
+		f->mf_root_err = 0;
+		return err;
+	}
 	f->mf_roots++;
 	f->mf_record = t->bt_root;
 	f->mf_record_height = t->bt_root_height;
@@ -592,6 +599,22 @@ static void test_height_0_root_is_data_block_0(void **state)
 	    0);
 	assert_int_equal(bmap_entry(buf_data(b), 0), 0xd2);
 	buf_put(b);
+	mf_free(f);
+
+	/* a record that could not be stored (the commit fails) is stored by
+	 * the next one, even when the block comes back at the same address */
+	f = mf_new(4096);
+	mf_set(f, 0, 0xd0);
+	mf_commit(f);
+	ch = mf_change(f);
+	f->mf_root_err = -EIO;
+	assert_int_equal(bmap_set(&f->mf_map, &f->mf_tree, &ch, 1, 0, 0xd1), -EIO);
+	assert_int_equal(f->mf_record, 0xd0);
+	mf_set(f, 0, 0xd1); /* the requeued block, written at the same address */
+	assert_int_equal(f->mf_record, 0xd1);
+	want[0] = 0xd0; /* once */
+	mf_expect_gone(f, want, 1);
+	mf_commit(f);
 	mf_free(f);
 
 	f = mf_new(4096); /* emptying a tree of height 0 */
