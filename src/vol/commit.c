@@ -612,6 +612,7 @@ int vol_commit(void *ctx, uint32_t delta, uint64_t *consumed)
 		else
 			vol_commit_settle(&vc, &sr);
 	}
+	SYNC_POINT("vol.commit.paths"); /* every block written, paths still booked */
 	vol_paths_settle(v, delta, err != 0);
 	*consumed = vol_commit_own_settle(&vc, err);
 	vol_commit_release(&vc);

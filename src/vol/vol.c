@@ -607,12 +607,15 @@ int vol_close(struct vol *v)
  * the limit, wait for one commit (delta_throttle) and look again.
  * Transactions book their blocks in v_inflight until they end.
  */
-/* Wait until some transaction ends (one ended since @ends was read). */
-static void vol_throttle_wait_end(struct vol *v, uint64_t ends)
+/*
+ * Wait until some transaction ends or some commit drops its map paths
+ * (since @ends and @settled were read).
+ */
+static void vol_throttle_wait_end(struct vol *v, uint64_t ends, uint64_t settled)
 {
 	cmutex_lock(&v->v_throttle_lock);
 	atomic_fetch_add(&v->v_throttle_waiters, 1);
-	while (atomic_load(&v->v_txn_ends) == ends) {
+	while (atomic_load(&v->v_txn_ends) == ends && atomic_load(&v->v_paths_settled) == settled) {
 		SYNC_POINT("vol.txn.throttle_wait_locked");
 		cmutex_wait(&v->v_throttle_lock, &v->v_throttle_cond);
 	}
@@ -626,6 +629,7 @@ static int vol_throttle(struct vol *v, uint64_t nblocks)
 
 	for (;;) {
 		uint64_t ends = atomic_load(&v->v_txn_ends), dirty, inflight, paths;
+		uint64_t settled = atomic_load(&v->v_paths_settled);
 		struct delta_stats st;
 		int err;
 
@@ -638,8 +642,11 @@ static int vol_throttle(struct vol *v, uint64_t nblocks)
 			return 0;
 		atomic_fetch_sub(&v->v_inflight, nblocks);
 		SYNC_POINT("vol.txn.throttle");
-		if (!dirty) { /* only transactions in flight: wait for one to end */
-			vol_throttle_wait_end(v, ends);
+		if (!dirty) {
+			/* transactions in flight, or the paths of a commit whose
+			 * blocks are all written: wait for either to end (with
+			 * none in flight, only the commit's end wakes us) */
+			vol_throttle_wait_end(v, ends, settled);
 			continue;
 		}
 		err = delta_throttle(v->v_ds);
@@ -780,6 +787,12 @@ void vol_paths_settle(struct vol *v, uint32_t delta, bool failed)
 
 	if (failed) /* its blocks go to the next delta, and so do their paths */
 		atomic_fetch_add(&v->v_paths[(delta + 1) & 1], n);
+	atomic_fetch_add(&v->v_paths_settled, 1);
+	if (atomic_load(&v->v_throttle_waiters)) { /* seq_cst: pairs with the waiter's */
+		cmutex_lock(&v->v_throttle_lock);
+		pthread_cond_broadcast(&v->v_throttle_cond);
+		cmutex_unlock(&v->v_throttle_lock);
+	}
 }
 
 /* ---- the front end ------------------------------------------------------------- */

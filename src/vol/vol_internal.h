@@ -360,34 +360,35 @@ struct vol_usage {
 };
 
 struct vol {
-	struct bdev *v_bdev;	      /* immutable */
-	struct log *v_log;	      /* immutable */
-	struct log_geometry v_geo;    /* immutable */
-	struct buf_cache *v_cache;    /* immutable */
-	struct buf_track *v_track;    /* immutable: zone = segment */
-	struct delta_sys *v_ds;	      /* immutable once open */
-	uint32_t v_block_size;	      /* immutable */
-	uint32_t v_recs_per_block;    /* immutable: owner records per block */
-	unsigned v_height_max;	      /* immutable: levels of an owner's map */
-	unsigned v_otab_height_max;   /* immutable: levels of the owner table's */
-	uint32_t v_checkpoint_every;  /* immutable */
-	uint32_t v_clean_low;	      /* immutable: free segments the cleaner starts under */
-	uint32_t v_clean_high;	      /* immutable: and goes on until */
-	uint8_t v_clean_policy;	      /* immutable: VOL_CLEAN_* */
-	atomic_bool v_clean_urgent;   /* a reservation fell short: clean in the next commit */
-	uint32_t v_max_dirty;	      /* immutable: a delta's dirty limit */
-	uint64_t v_dirty_limit;	      /* immutable: most blocks one transaction may book */
-	uint64_t v_buffer_limit;      /* immutable: vol.c invariant (5) */
-	uint64_t v_id;		      /* immutable: unique among this process's volumes */
-	bool v_read_only;	      /* immutable: vol_open_opts.voo_read_only */
-	bool v_snapshot;	      /* immutable: a snapshot is open (voo_snapshot) */
-	bool v_snapshot_beside;	      /* immutable: ... beside a writer (voo_snapshot_find):
-					 nothing of the live state was read or counted */
-	_Atomic uint64_t v_paths[2];  /* map-path buffers booked, by delta parity: (5) */
-	struct cmutex v_book_lock;    /* protects v_booked */
-	struct vol_table v_booked[2]; /* level-1 map blocks booked, by delta parity */
-	_Atomic uint64_t v_inflight;  /* blocks booked by open transactions */
-	_Atomic uint64_t v_txn_ends;  /* transactions ended, for the throttle */
+	struct bdev *v_bdev;		  /* immutable */
+	struct log *v_log;		  /* immutable */
+	struct log_geometry v_geo;	  /* immutable */
+	struct buf_cache *v_cache;	  /* immutable */
+	struct buf_track *v_track;	  /* immutable: zone = segment */
+	struct delta_sys *v_ds;		  /* immutable once open */
+	uint32_t v_block_size;		  /* immutable */
+	uint32_t v_recs_per_block;	  /* immutable: owner records per block */
+	unsigned v_height_max;		  /* immutable: levels of an owner's map */
+	unsigned v_otab_height_max;	  /* immutable: levels of the owner table's */
+	uint32_t v_checkpoint_every;	  /* immutable */
+	uint32_t v_clean_low;		  /* immutable: free segments the cleaner starts under */
+	uint32_t v_clean_high;		  /* immutable: and goes on until */
+	uint8_t v_clean_policy;		  /* immutable: VOL_CLEAN_* */
+	atomic_bool v_clean_urgent;	  /* a reservation fell short: clean in the next commit */
+	uint32_t v_max_dirty;		  /* immutable: a delta's dirty limit */
+	uint64_t v_dirty_limit;		  /* immutable: most blocks one transaction may book */
+	uint64_t v_buffer_limit;	  /* immutable: vol.c invariant (5) */
+	uint64_t v_id;			  /* immutable: unique among this process's volumes */
+	bool v_read_only;		  /* immutable: vol_open_opts.voo_read_only */
+	bool v_snapshot;		  /* immutable: a snapshot is open (voo_snapshot) */
+	bool v_snapshot_beside;		  /* immutable: ... beside a writer (voo_snapshot_find):
+					     nothing of the live state was read or counted */
+	_Atomic uint64_t v_paths[2];	  /* map-path buffers booked, by delta parity: (5) */
+	struct cmutex v_book_lock;	  /* protects v_booked */
+	struct vol_table v_booked[2];	  /* level-1 map blocks booked, by delta parity */
+	_Atomic uint64_t v_inflight;	  /* blocks booked by open transactions */
+	_Atomic uint64_t v_txn_ends;	  /* transactions ended, for the throttle */
+	_Atomic uint64_t v_paths_settled; /* commits that dropped their paths, for it too */
 	_Atomic unsigned v_throttle_waiters;
 	struct cmutex v_throttle_lock; /* a leaf: only to wait for a txn end */
 	pthread_cond_t v_throttle_cond;

@@ -455,6 +455,80 @@ static void test_throttle_bounds_dirty_blocks_by_the_cache(void **state)
 	test_watchdog_cancel();
 }
 
+/*
+ * A transaction that is over the throttle's bound only because of the
+ * map paths a commit still holds, when every block of that commit is
+ * written (nothing dirty) and no transaction is in flight, waits for the
+ * commit to drop them, and is woken when it does. Forced: the commit
+ * stops at vol.commit.paths until the transaction waits. Before the
+ * commit's end woke the throttle, this hung (the watchdog fails it).
+ */
+static void *throttled_writer(void *arg)
+{
+	struct range_arg *a = arg;
+	unsigned n = (unsigned)a->ra_vol->v_dirty_limit;
+	unsigned char data[VF_BS];
+	struct vol_txn t;
+
+	syncpoint_thread_name("W");
+	assert_int_equal(vol_txn_begin(a->ra_vol, n, 0, &t), 0);
+	for (unsigned j = 0; j < n; j++) {
+		vf_pattern(data, OWNER + 1, j, 1);
+		assert_int_equal(vol_write(&t, OWNER + 1, j, data), 0);
+	}
+	vol_txn_end(&t);
+	return NULL;
+}
+
+static void test_throttle_waits_out_a_commits_paths(void **state)
+{
+	struct vol_open_opts oo = {
+	    .voo_cache_blocks = 160, .voo_max_dirty = 1u << 30, .voo_max_age_ms = 3600 * 1000};
+	struct bdev *d = vf_mkfs(DEV_BLOCKS * 4);
+	struct range_arg arg;
+	unsigned char data[VF_BS];
+	pthread_t sync_th, w_th;
+	uint64_t worst, scattered;
+	struct vol_txn t;
+	struct vol *v;
+
+	(void)state;
+	test_needs_syncpoints();
+	test_watchdog("test_throttle_waits_out_a_commits_paths", 60);
+	assert_int_equal(vol_open(d, &oo, &v), 0);
+	worst = vol_block_worst(v);
+	/* scattered blocks, each its own map path, enough that the paths and
+	 * a largest transaction are over the bound without a dirty block */
+	scattered =
+	    MIN(v->v_dirty_limit, (v->v_buffer_limit - v->v_dirty_limit * worst) / (worst - 1) + 1);
+	assert_true(scattered * worst <= v->v_buffer_limit);
+	assert_true(scattered * (worst - 1) + v->v_dirty_limit * worst > v->v_buffer_limit);
+	assert_int_equal(vol_txn_begin(v, scattered, 0, &t), 0);
+	for (uint64_t j = 0; j < scattered; j++) {
+		vf_pattern(data, OWNER, j << 18, 1);
+		assert_int_equal(vol_write(&t, OWNER, j << 18, data), 0);
+	}
+	vol_txn_end(&t);
+
+	syncpoint_enable();
+	syncpoint_order("vol.txn.throttle_wait_locked@W", "vol.commit.paths");
+	test_thread_start(&sync_th, sync_main, v);
+	syncpoint_wait_arrived("vol.commit.paths", 1);
+	arg = (struct range_arg){v, 0};
+	test_thread_start(&w_th, throttled_writer, &arg);
+	assert_int_equal((intptr_t)test_thread_join(sync_th), 0);
+	test_thread_join(w_th);
+	syncpoint_reset();
+	assert_int_equal(vol_sync(v), 0);
+	for (uint64_t j = 0; j < scattered; j++)
+		vf_expect(v, OWNER, j << 18, 1);
+	for (unsigned j = 0; j < v->v_dirty_limit; j++)
+		vf_expect(v, OWNER + 1, j, 1);
+	vf_check(v);
+	assert_int_equal(vol_close(v), 0);
+	test_watchdog_cancel();
+}
+
 static void test_fork_while_committing(void **state)
 {
 	struct bdev *d = vf_mkfs(DEV_BLOCKS);
@@ -1229,6 +1303,7 @@ int main(void)
 	    cmocka_unit_test(test_write_range),
 	    cmocka_unit_test(test_write_range_threads),
 	    cmocka_unit_test(test_throttle_bounds_dirty_blocks_by_the_cache),
+	    cmocka_unit_test(test_throttle_waits_out_a_commits_paths),
 	    cmocka_unit_test(test_fork_while_committing),
 	    cmocka_unit_test(test_fork_after_the_commit_took_the_block),
 	    cmocka_unit_test(test_walk_across_a_commit),
