@@ -396,11 +396,12 @@ static int cfuse_loop_receive(struct cfuse *f, struct fuse_buf *buf, bool spin)
 {
 	struct fuse_session *se = f->cf_se;
 	struct pollfd pfd = {.fd = fuse_session_fd(se), .events = POLLIN};
-	uint64_t until = spin && f->cf_spin_ns ? cfuse_now_ns() + f->cf_spin_ns : 0;
+	uint64_t until;
 	int res;
 
 	if (!f->cf_spin_ns)
 		return fuse_session_receive_buf(se, buf); /* a blocking read */
+	until = spin ? cfuse_now_ns() + f->cf_spin_ns : 0;
 	for (;;) {
 		res = fuse_session_receive_buf(se, buf);
 		if (res != -EAGAIN)

@@ -623,6 +623,16 @@ static void vol_throttle_wait_end(struct vol *v, uint64_t ends, uint64_t settled
 	cmutex_unlock(&v->v_throttle_lock);
 }
 
+/* Wake vol_throttle_wait_end's waiters: a transaction or a commit's paths ended. */
+static void vol_throttle_wake(struct vol *v)
+{
+	if (atomic_load(&v->v_throttle_waiters)) { /* seq_cst: pairs with the waiter's */
+		cmutex_lock(&v->v_throttle_lock);
+		pthread_cond_broadcast(&v->v_throttle_cond);
+		cmutex_unlock(&v->v_throttle_lock);
+	}
+}
+
 static int vol_throttle(struct vol *v, uint64_t nblocks)
 {
 	uint64_t worst = vol_block_worst(v);
@@ -695,11 +705,7 @@ void vol_txn_end(struct vol_txn *t)
 	delta_op_end(v->v_ds, &t->vt_op);
 	atomic_fetch_sub(&v->v_inflight, t->vt_booked);
 	atomic_fetch_add(&v->v_txn_ends, 1);
-	if (atomic_load(&v->v_throttle_waiters)) { /* seq_cst: pairs with the waiter's */
-		cmutex_lock(&v->v_throttle_lock);
-		pthread_cond_broadcast(&v->v_throttle_cond);
-		cmutex_unlock(&v->v_throttle_lock);
-	}
+	vol_throttle_wake(v);
 	vol_busy_leave();
 }
 
@@ -788,11 +794,7 @@ void vol_paths_settle(struct vol *v, uint32_t delta, bool failed)
 	if (failed) /* its blocks go to the next delta, and so do their paths */
 		atomic_fetch_add(&v->v_paths[(delta + 1) & 1], n);
 	atomic_fetch_add(&v->v_paths_settled, 1);
-	if (atomic_load(&v->v_throttle_waiters)) { /* seq_cst: pairs with the waiter's */
-		cmutex_lock(&v->v_throttle_lock);
-		pthread_cond_broadcast(&v->v_throttle_cond);
-		cmutex_unlock(&v->v_throttle_lock);
-	}
+	vol_throttle_wake(v);
 }
 
 /* ---- the front end ------------------------------------------------------------- */
