@@ -96,7 +96,8 @@ static inline void log_super_le(struct log_super_disk *s)
 struct log_cp_disk {
 	char cd_magic[LOG_MAGIC_LEN]; /* "CAIRNCP1" */
 	uint32_t cd_version;	      /* LOG_FORMAT_VERSION */
-	uint32_t cd_reserved;	      /* 0 */
+	uint32_t cd_floor;	      /* the client's oldest readable delta (0: none);
+					 deltas are 32-bit in the pipeline */
 	uint64_t cd_cp_seq;	      /* rises by one per slot write; odd: A */
 	uint64_t cd_log_seq;	      /* seq of the log holding the super root */
 	uint64_t cd_log_blk;	      /* header block of that log */
@@ -121,7 +122,7 @@ _Static_assert(offsetof(struct log_cp_disk, cd_checksum) == 80, "cd_checksum");
 static inline void log_cp_le(struct log_cp_disk *c)
 {
 	c->cd_version = htole32(c->cd_version);
-	c->cd_reserved = htole32(c->cd_reserved);
+	c->cd_floor = htole32(c->cd_floor);
 	c->cd_cp_seq = htole64(c->cd_cp_seq);
 	c->cd_log_seq = htole64(c->cd_log_seq);
 	c->cd_log_blk = htole64(c->cd_log_blk);

@@ -80,6 +80,7 @@ struct log_state {
 	uint64_t ls_rolled;   /* logs rolled forward past the checkpoint's
 				 log to reach the state's log */
 	uint64_t ls_cp_seq;   /* sequence number of the checkpoint used */
+	uint64_t ls_floor;    /* the floor it carries (log_set_floor) */
 };
 
 /*
@@ -148,6 +149,14 @@ void log_build_abort(struct log_builder *lb);
  * "log.cp.write", "log.cp.flush".
  */
 int log_checkpoint(struct log *l);
+/*
+ * The floor every later checkpoint slot carries: a delta (at most
+ * 2^32 - 1) the client says its states older than may be gone; recovery
+ * returns the one of the slot it used (ls_floor). Lets the client make
+ * such a claim durable without writing a segment's block. Same thread
+ * as log_checkpoint.
+ */
+void log_set_floor(struct log *l, uint64_t floor);
 
 /* ---- space ----------------------------------------------------------- */
 

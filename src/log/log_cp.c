@@ -3,7 +3,9 @@
  *
  * A slot names a durable state: the log holding a super root (its block,
  * sequence number and mount nonce), the super root's block and its
- * delta. Slots are written alternately, odd cp_seq in slot A (block 1),
+ * delta; and carries the client's floor (log_set_floor), a delta below
+ * which its older states may be gone, made durable here without a
+ * segment's block. Slots are written alternately, odd cp_seq in slot A (block 1),
  * even in slot B (block 2), so the slot being written is never the one
  * recovery would fall back to. Recovery starts from the newest valid
  * slot and rolls forward along the chain of logs.
@@ -48,9 +50,9 @@ static uint64_t log_cp_csum(const struct log_cp_disk *cp)
 /* Is host-order @cp, read from slot @blk, a state of this volume? */
 static bool log_cp_sane(const struct log *l, uint64_t blk, const struct log_cp_disk *cp)
 {
-	return cp->cd_version == LOG_FORMAT_VERSION && !cp->cd_reserved && cp->cd_cp_seq &&
-	       log_cp_slot_blk(cp->cd_cp_seq) == blk && cp->cd_log_seq && cp->cd_log_nonce &&
-	       !memcmp(cp->cd_uuid, l->l_geo.lg_uuid, sizeof(cp->cd_uuid)) &&
+	return cp->cd_version == LOG_FORMAT_VERSION && cp->cd_floor <= cp->cd_delta &&
+	       cp->cd_cp_seq && log_cp_slot_blk(cp->cd_cp_seq) == blk && cp->cd_log_seq &&
+	       cp->cd_log_nonce && !memcmp(cp->cd_uuid, l->l_geo.lg_uuid, sizeof(cp->cd_uuid)) &&
 	       log_blk_in_segments(l, cp->cd_log_blk) && log_blk_in_segments(l, cp->cd_sr_blk);
 }
 
@@ -93,6 +95,7 @@ static void log_cp_encode(const struct log *l, uint64_t cp_seq, const struct log
 	    .cd_sr_blk = du->du_sr_blk,
 	    .cd_delta = du->du_delta,
 	    .cd_log_nonce = du->du_nonce,
+	    .cd_floor = (uint32_t)MIN(l->l_floor, du->du_delta),
 	};
 
 	memcpy(cp.cd_magic, LOG_CP_MAGIC, LOG_MAGIC_LEN);
@@ -128,6 +131,11 @@ int log_cp_write(struct log *l, const struct log_durable *du)
 		l->l_cp_log_seq[cp_seq % 2] = du->du_log_seq;
 	free(buf);
 	return err;
+}
+
+void log_set_floor(struct log *l, uint64_t floor)
+{
+	l->l_floor = MIN(floor, (uint64_t)UINT32_MAX);
 }
 
 int log_checkpoint(struct log *l)

@@ -51,6 +51,7 @@ struct log {
 					 finish writes one */
 	struct log_durable l_durable; /* newest state a finish made durable */
 	uint64_t l_cp_seq;	      /* cp_seq of the slot written or recovered last */
+	uint64_t l_floor;	      /* what the next slot carries (log_set_floor) */
 	uint64_t l_cp_log_seq[2];     /* the log each slot names (by cp_seq % 2);
 					 UINT64_MAX: none known */
 

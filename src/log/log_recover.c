@@ -339,7 +339,9 @@ static void log_recover_ready(struct log *l, const struct log_cp_disk *cp,
 	    .ls_next_seq = l->l_head_seq,
 	    .ls_rolled = rolled,
 	    .ls_cp_seq = cp->cd_cp_seq,
+	    .ls_floor = cp->cd_floor,
 	};
+	l->l_floor = cp->cd_floor;
 }
 
 int log_recover(struct log *l, struct log_state *st)

@@ -719,6 +719,38 @@ static void test_recover_slots_alternate(void **state)
 	bdev_close(d);
 }
 
+/* A slot carries the client's floor (at most its delta) to recovery. */
+static void test_recover_floor(void **state)
+{
+	struct bdev *d, *img;
+	struct log *l = lt_volume(SEG, 8, &d);
+	struct log_state st;
+
+	(void)state;
+	lt_delta_ok(l, 1, 1, NULL, NULL);
+	img = lt_crash(d, BDEV_EMU_DROP_ALL, false, 1);
+	log_close(lt_recover(img, &st));
+	assert_int_equal(st.ls_floor, 0); /* mkfs's slot says none */
+	bdev_close(img);
+	lt_delta_ok(l, 2, 3, NULL, NULL);
+	log_set_floor(l, 2);
+	assert_int_equal(log_checkpoint(l), 0);
+	lt_delta_ok(l, 3, 1, NULL, NULL);
+	img = lt_crash(d, BDEV_EMU_DROP_ALL, false, 1);
+	log_close(lt_recover(img, &st));
+	assert_int_equal(st.ls_delta, 3); /* rolled forward past the slot */
+	assert_int_equal(st.ls_floor, 2);
+	bdev_close(img);
+	log_set_floor(l, 9); /* past the state the slot names: cut to it */
+	assert_int_equal(log_checkpoint(l), 0);
+	img = lt_crash(d, BDEV_EMU_DROP_ALL, false, 1);
+	log_close(lt_recover(img, &st));
+	assert_int_equal(st.ls_floor, 3);
+	bdev_close(img);
+	log_close(l);
+	bdev_close(d);
+}
+
 static void test_recover_slot_fallback(void **state)
 {
 	struct bdev *d, *c;
@@ -909,6 +941,7 @@ int main(void)
 	    cmocka_unit_test(test_recover_stale_same_summary),
 	    cmocka_unit_test(test_recover_slots_alternate),
 	    cmocka_unit_test(test_recover_slot_fallback),
+	    cmocka_unit_test(test_recover_floor),
 	    cmocka_unit_test(test_recover_every_crash_point),
 	};
 
