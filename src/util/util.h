@@ -44,6 +44,24 @@ static inline bool util_all_zero(const void *p, size_t n)
 }
 
 /* The little-endian u64 at @p (any alignment), as every on-disk integer is. */
+/* Nanoseconds since the epoch (CLOCK_REALTIME): a time to show a user. */
+static inline uint64_t util_realtime_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Milliseconds of CLOCK_MONOTONIC: for spans of time. */
+static inline uint64_t util_monotonic_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 static inline uint64_t util_get_le64(const void *p)
 {
 	uint64_t x;

@@ -54,6 +54,8 @@ struct vol_checker {
 	bool ck_in_snap;		/* walking a snapshot */
 	uint32_t *ck_pinned;		/* per segment */
 	uint64_t *ck_snap_segs;		/* bitmap of segments */
+	uint64_t *ck_recent_segs;	/* walking recent checkpoints (vol_count.vcn_recent):
+					   their segments, ck_in_snap set too */
 	struct vol_snap_info *ck_snaps; /* the state's snapshot table */
 	size_t ck_nsnaps, ck_snaps_cap;
 };
@@ -100,6 +102,13 @@ static bool ck_claim(struct vol_checker *ck, uint64_t owner, uint64_t index, uin
 
 		if (ck_bit(ck->ck_snap_seen, rel))
 			return false;
+		if (ck->ck_recent_segs) { /* the state's own subtree: live already */
+			if (ck_bit(ck->ck_state, rel))
+				return false;
+			ck_bit_set(ck->ck_snap_seen, rel);
+			ck_bit_set(ck->ck_recent_segs, seg);
+			return true;
+		}
 		ck_bit_set(ck->ck_snap_seen, rel);
 		ck_bit_set(ck->ck_snap_segs, seg);
 		if (!ck_bit(ck->ck_state, rel))
@@ -341,6 +350,41 @@ static void ck_free(struct vol_checker *ck)
 	free(ck->ck_snaps);
 }
 
+/*
+ * After ck_walk: the checkpoints below @sr, newest first, while readable
+ * (sr_readable_from) and VOL_OPEN_CHECKPOINTS at most, into vcn_recent.
+ * A subtree of the state, or met in a snapshot's or a newer checkpoint's
+ * walk, is skipped: the cost is what the checkpoints changed, not their
+ * size. vcn_recent_from: the oldest walked whole. A bad or unreadable
+ * block ends the walk there (the checkpoint it was in is not counted).
+ */
+static void ck_walk_recent(struct vol_checker *ck, const struct vol_sroot *sr, struct vol_count *cn)
+{
+	uint64_t blk = sr->sr_prev, newer = sr->sr_delta;
+
+	cn->vcn_recent_from = sr->sr_delta;
+	if (!ck->ck_snap_seen)
+		ck->ck_snap_seen = ck_bitmap_new(ck);
+	if (!ck->ck_snap_seen)
+		return;
+	ck->ck_in_snap = true;
+	ck->ck_recent_segs = cn->vcn_recent;
+	for (unsigned i = 0; blk && i < VOL_OPEN_CHECKPOINTS; i++) {
+		struct vol_sroot csr;
+		uint64_t problems = ck->ck_problems;
+
+		if (vol_sroot_load(ck->ck_vol, blk, &csr) || csr.sr_delta >= newer ||
+		    csr.sr_delta < sr->sr_readable_from)
+			break;
+		if (ck_walk_state(ck, blk, &csr) || ck->ck_problems != problems)
+			break;
+		cn->vcn_recent_from = newer = csr.sr_delta;
+		blk = csr.sr_prev;
+	}
+	ck->ck_in_snap = false;
+	ck->ck_recent_segs = NULL;
+}
+
 int vol_count_durable(struct vol *v, uint64_t sr_blk, const struct vol_sroot *sr,
 		      struct vol_count *cn)
 {
@@ -353,6 +397,8 @@ int vol_count_durable(struct vol *v, uint64_t sr_blk, const struct vol_sroot *sr
 
 	if (!err)
 		err = ck_walk(&ck, sr_blk, sr);
+	if (!err && cn->vcn_recent)
+		ck_walk_recent(&ck, sr, cn);
 	cn->vcn_snaps = NULL;
 	cn->vcn_nsnaps = 0;
 	if (!err) {

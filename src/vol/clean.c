@@ -176,7 +176,7 @@ static int clean_block(void *arg, uint64_t owner, uint64_t index, uint32_t flags
  * reservation: what the watermarks compare with (reservations in flight
  * are the front end's next writes).
  */
-static uint64_t clean_free_segments(struct vol *v)
+uint64_t vol_clean_free_segments(struct vol *v)
 {
 	struct log_space sp;
 	uint64_t used;
@@ -184,6 +184,21 @@ static uint64_t clean_free_segments(struct vol *v)
 	log_space(v->v_log, &sp);
 	used = sp.sp_written + sp.sp_reserved;
 	return (sp.sp_total - MIN(used, sp.sp_total)) / v->v_geo.lg_seg_blocks;
+}
+
+/*
+ * Free segments as the cleaner sees them: empty ones the protection
+ * period holds, or that wait for the next super root (usage.c), are
+ * free for the asking, and go before anything is moved.
+ */
+static uint64_t clean_free_segments(struct vol *v)
+{
+	uint64_t waiting;
+
+	cmutex_lock(&v->v_usage.vu_lock);
+	waiting = v->v_usage.vu_waiting;
+	cmutex_unlock(&v->v_usage.vu_lock);
+	return vol_clean_free_segments(v) + waiting;
 }
 
 /* The fullest victim worth moving, in percent, with @free_segs free. */
@@ -255,7 +270,8 @@ bool vol_clean_worthwhile(void *ctx)
 		some = u->vu_live[s] * 100 <= seg_blocks * util_max &&
 		       !vol_seg_snap(u->vu_snap, s) && log_seg_in_use(v->v_log, s);
 	cmutex_unlock(&u->vu_lock);
-	if (some) /* the next commit cleans, whatever the watermarks say */
+	atomic_store(&u->vu_short, true); /* protection yields (usage.c) */
+	if (some)			  /* the next commit cleans, whatever the watermarks say */
 		atomic_store(&v->v_clean_urgent, true);
 	return some;
 }
@@ -359,7 +375,7 @@ int vol_clean(struct vol *v, uint32_t delta, int (*keep_meta)(void *arg, struct 
 	if (!n && held) {
 		/* victims held only for recovery: move the checkpoint slots on */
 		for (int i = 0; i < 2 && !err; i++)
-			err = log_checkpoint(v->v_log);
+			err = vol_checkpoint(v);
 		if (!err)
 			clean_choose(v, delta, greedy, util_max, budget, victims, &n, &held);
 	}

@@ -426,6 +426,9 @@ static int vol_commit_sroot(struct vol_commit *vc, struct vol_sroot *sr)
 	sr->sr_otab_root = v->v_otab.bt_root;
 	sr->sr_otab_height = v->v_otab.bt_root_height;
 	sr->sr_blocks_written += vc->vc_payload + 1;
+	sr->sr_prev = v->v_sr_blk; /* the checkpoint chain (sroot.c) */
+	sr->sr_time_ns = util_realtime_ns();
+	sr->sr_readable_from = vol_usage_readable_from(v);
 	block = malloc(v->v_block_size);
 	if (!block)
 		return -ENOMEM;
@@ -466,7 +469,7 @@ static void vol_commit_settle(struct vol_commit *vc, const struct vol_sroot *sr)
 	v->v_usage.vu_written += vc->vc_consumed;
 	cmutex_unlock(&v->v_usage.vu_lock);
 	if (++v->v_commits % v->v_checkpoint_every == 0) {
-		err = log_checkpoint(v->v_log);
+		err = vol_checkpoint(v);
 		if (err)
 			log_warn("vol: checkpoint after delta %" PRIu32 " failed: %d", vc->vc_delta,
 				 err);

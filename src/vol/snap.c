@@ -32,6 +32,18 @@
  * exactly again. A failure after 2 leaves segments marked: counted too
  * high until the next recount, never too low.
  *
+ * vol_snap_create_at pins a recent checkpoint instead (delta given):
+ *   a. find its super root in the checkpoint chain (no sync: it is
+ *      durable already);
+ *   b. in a transaction, vol_usage_snap_taken_at, under vu_lock: if the
+ *      floor has not passed it meanwhile, none of its segments has been
+ *      released (usage.c (5)); mark every segment in use, and ask for a
+ *      recount at the settle of the transaction's delta. Until then no
+ *      marked empty segment is released (its blocks may be the
+ *      checkpoint's, counted nowhere yet); the recount, which walks the
+ *      new record too, counts them exactly;
+ *   c. as 3.
+ *
  * vol_snap_delete clears the record (a VOL_TXN_FREEING transaction: it
  * works on a full volume) and asks for a recount at the settle of its
  * delta (vol_usage_recount_at, while the transaction still holds that
@@ -53,6 +65,11 @@
  * state changes under it, and no checksum covers a map block.
  * vol_snap_list waits for a creation in progress, so a writer never
  * names a record its commit has not made durable.
+ *
+ * Recent checkpoints are not pinned: each super root names the one
+ * before it, and the chain is readable down to sr_readable_from
+ * (usage.c (5)). vol_checkpoints walks it; vol_open_checkpoint opens
+ * one state of it read only, on a volume nobody writes meanwhile.
  *
  * Lock order: v_snap_lock (creation and deletion, one at a time) is
  * taken before anything else, and held across vol_sync; no commit needs
@@ -276,11 +293,21 @@ static int snap_write(struct vol_txn *t, uint32_t slot, const struct vol_snap_in
 	return err;
 }
 
-int vol_snap_create(struct vol *v, const char *name)
+static int ckpt_find_one(void *arg, const struct vol_checkpoint *cp);
+static int vol_checkpoints_walk(struct vol *v,
+				int (*fn)(void *arg, const struct vol_checkpoint *cp), void *arg);
+
+struct ckpt_find {
+	uint64_t cf_delta;
+	struct vol_checkpoint cf_found;
+};
+
+int vol_snap_create_at(struct vol *v, const char *name, uint64_t delta)
 {
 	struct vol_snap_info si = {0};
 	uint32_t found, free_slot;
 	const char *why = snap_name_invalid(name, strnlen(name, VOL_SNAP_NAME_MAX + 1));
+	struct ckpt_find cf = {.cf_delta = delta};
 	struct timespec now;
 	struct vol_txn t;
 	int err;
@@ -297,15 +324,29 @@ int vol_snap_create(struct vol *v, const char *name)
 		log_err("vol: the snapshot table is full (%u snapshots)", VOL_SNAP_MAX);
 		err = -ENOSPC;
 	}
-	if (!err)
+	if (!err && !delta)
 		err = vol_sync(v); /* 1 */
+	if (!err && delta) {	   /* a recent checkpoint's super root: (a) */
+		err = vol_checkpoints_walk(v, ckpt_find_one, &cf);
+		err = err == 1 ? 0 : err ? err : -ENOENT;
+	}
 	SYNC_POINT("vol.snap.create.synced");
 	if (!err)
 		err = vol_txn_begin(v, 1, 0, &t);
 	if (err)
 		goto out;
 	SYNC_POINT("vol.snap.create.begun");
-	vol_usage_snap_taken(v, &si.vsi_sroot, &si.vsi_delta); /* 2 */
+	if (!delta) {
+		vol_usage_snap_taken(v, &si.vsi_sroot, &si.vsi_delta); /* 2 */
+	} else {						       /* (b), or gone meanwhile */
+		err = vol_usage_snap_taken_at(v, delta, t.vt_op.dop_delta);
+		si.vsi_sroot = cf.cf_found.vcp_sroot;
+		si.vsi_delta = delta;
+		if (err) {
+			vol_txn_end(&t);
+			goto out;
+		}
+	}
 	clock_gettime(CLOCK_REALTIME, &now);
 	si.vsi_ctime_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
 	memcpy(si.vsi_name, name, strlen(name));
@@ -317,6 +358,11 @@ int vol_snap_create(struct vol *v, const char *name)
 out:
 	cmutex_unlock(&v->v_snap_lock);
 	return err;
+}
+
+int vol_snap_create(struct vol *v, const char *name)
+{
+	return vol_snap_create_at(v, name, 0);
 }
 
 int vol_snap_delete(struct vol *v, const char *name)
@@ -412,6 +458,142 @@ int vol_open_snapshot(struct vol *v, const char *name,
 		return err;
 	v->v_sr = sr;
 	v->v_sr_blk = sroot;
+	v->v_otab = (struct bmap_tree){VOL_OTAB_OWNER, sr.sr_otab_root, sr.sr_otab_height,
+				       sr.sr_otab_height, false};
+	atomic_store(&v->v_committed, sr.sr_delta);
+	return 0;
+}
+
+/* ---- recent checkpoints ------------------------------------------------- */
+
+/*
+ * Walk the checkpoint chain from super root @blk down to delta @from,
+ * newest first, calling @fn on each until it returns non-zero (its
+ * value is returned, 1 meaning "found"). A block that is not a valid
+ * super root older than the one before it ends the chain; only the
+ * first must be valid. The empty volume (no owner at all: mkfs's first
+ * delta) ends it too: there is nothing in it to read.
+ */
+static int ckpt_walk(struct vol *v, uint64_t blk, uint64_t from,
+		     int (*fn)(void *arg, const struct vol_checkpoint *cp), void *arg)
+{
+	uint64_t newer = UINT64_MAX;
+	bool first = true;
+
+	while (blk) {
+		struct vol_sroot sr;
+		struct vol_checkpoint cp;
+		int err = vol_sroot_load(v, blk, &sr);
+
+		if (err)
+			return first ? err : 0;
+		if (sr.sr_delta >= newer || sr.sr_delta < from || !sr.sr_otab_height)
+			return 0; /* the oldest, or the empty volume mkfs wrote: nothing to read */
+		cp = (struct vol_checkpoint){sr.sr_delta, blk, sr.sr_time_ns};
+		err = fn(arg, &cp);
+		if (err)
+			return err;
+		first = false;
+		newer = sr.sr_delta;
+		blk = sr.sr_prev;
+	}
+	return 0;
+}
+
+struct ckpt_list {
+	struct vol_checkpoint *cl_v;
+	size_t cl_n, cl_cap, cl_max;
+};
+
+static int ckpt_list_add(void *arg, const struct vol_checkpoint *cp)
+{
+	struct ckpt_list *cl = arg;
+
+	if (cl->cl_n == cl->cl_max)
+		return 1;
+	if (cl->cl_n == cl->cl_cap) {
+		size_t cap = cl->cl_cap ? cl->cl_cap * 2 : 64;
+		struct vol_checkpoint *nv = realloc(cl->cl_v, cap * sizeof(*nv));
+
+		if (!nv)
+			return -ENOMEM;
+		cl->cl_v = nv;
+		cl->cl_cap = cap;
+	}
+	cl->cl_v[cl->cl_n++] = *cp;
+	return 0;
+}
+
+/* ckpt_walk from the newest durable super root down to the floor. */
+static int vol_checkpoints_walk(struct vol *v,
+				int (*fn)(void *arg, const struct vol_checkpoint *cp), void *arg)
+{
+	struct vol_usage *u = &v->v_usage;
+	uint64_t blk, from;
+
+	if (v->v_snapshot || !u->vu_live) { /* a state that does not change */
+		blk = v->v_sr_blk;
+		from = v->v_sr.sr_readable_from;
+	} else { /* the commit moves both on: the counts' copies */
+		cmutex_lock(&u->vu_lock);
+		blk = u->vu_sr_blk;
+		from = u->vu_readable_from;
+		cmutex_unlock(&u->vu_lock);
+	}
+	return ckpt_walk(v, blk, from, fn, arg);
+}
+
+int vol_checkpoints(struct vol *v, size_t max, struct vol_checkpoint **out, size_t *n)
+{
+	struct ckpt_list cl = {.cl_max = max};
+	int err;
+
+	*out = NULL;
+	*n = 0;
+	err = vol_checkpoints_walk(v, ckpt_list_add, &cl);
+	if (err < 0) {
+		free(cl.cl_v);
+		return err;
+	}
+	*out = cl.cl_v;
+	*n = cl.cl_n;
+	return 0;
+}
+
+static int ckpt_find_one(void *arg, const struct vol_checkpoint *cp)
+{
+	struct ckpt_find *cf = arg;
+
+	if (cp->vcp_delta > cf->cf_delta)
+		return 0;
+	if (cp->vcp_delta < cf->cf_delta)
+		return -ENOENT; /* deltas a failed commit skipped */
+	cf->cf_found = *cp;
+	return 1;
+}
+
+int vol_open_checkpoint(struct vol *v, uint64_t delta)
+{
+	struct ckpt_find cf = {.cf_delta = delta};
+	struct vol_sroot sr;
+	int err;
+
+	err = ckpt_walk(v, v->v_sr_blk, v->v_sr.sr_readable_from, ckpt_find_one, &cf);
+	if (!err)
+		err = -ENOENT; /* older than readable_from, or past the newest */
+	if (err < 0) {
+		if (err == -ENOENT)
+			log_err("vol: checkpoint %" PRIu64
+				" is not readable (the newest is %" PRIu64
+				", the oldest readable %" PRIu64 ")",
+				delta, v->v_sr.sr_delta, v->v_sr.sr_readable_from);
+		return err;
+	}
+	err = vol_snap_sroot(v, cf.cf_found.vcp_sroot, delta, &sr);
+	if (err)
+		return err;
+	v->v_sr = sr;
+	v->v_sr_blk = cf.cf_found.vcp_sroot;
 	v->v_otab = (struct bmap_tree){VOL_OTAB_OWNER, sr.sr_otab_root, sr.sr_otab_height,
 				       sr.sr_otab_height, false};
 	atomic_store(&v->v_committed, sr.sr_delta);

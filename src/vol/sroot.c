@@ -10,6 +10,13 @@
  *   13 reserved (3 bytes)   16 delta u64         24 otab root u64
  *   32 next owner u64       40 blocks written u64
  *   48 checksum u64: XXH3_64bits of the whole block, this field zero
+ *   56 previous super root u64   64 commit time u64 (ns since the epoch)
+ *   72 readable from u64: the oldest delta whose state is still whole
+ *
+ * The previous super root links the checkpoints into a chain, newest
+ * first (vol_checkpoints); "readable from" says where the chain stops
+ * being trustworthy: a state older than it may have blocks in a segment
+ * the log has reused (usage.c).
  *
  * Invariants
  *   (1) A decoded super root has passed its magic, version and checksum,
@@ -17,10 +24,13 @@
  *       is trusted before that.
  *   (2) The checksum covers the whole block, reserved bytes included,
  *       so a block with stray bytes is refused, not half-read.
+ *   (3) readable_from <= delta, and the previous super root is 0 or a
+ *       block of the segments (checked when it is read).
  *
  * No shared state: pure encoding, and vol_sroot_load, which reads one
  * block of the device to decode it (recovery's state and snapshots).
  */
+#include "log/format.h"
 #include "vol/vol_internal.h"
 
 #include <endian.h>
@@ -38,6 +48,12 @@
 #define SR_NEXT_OWNER_OFF 32
 #define SR_WRITTEN_OFF	  40
 #define SR_CSUM_OFF	  48
+#define SR_PREV_OFF	  56
+#define SR_TIME_OFF	  64
+#define SR_READABLE_OFF	  72
+#define SR_END		  80
+
+_Static_assert(SR_END <= LOG_BLOCK_MIN, "the super root fits the smallest block");
 
 /* The checksum of block @p, whose checksum field is zero. */
 static uint64_t sr_csum(const unsigned char *p, uint32_t bs)
@@ -58,6 +74,9 @@ void vol_sroot_encode(const struct vol_sroot *sr, void *buf, uint32_t bs)
 	util_put_le64(p + SR_ROOT_OFF, sr->sr_otab_root);
 	util_put_le64(p + SR_NEXT_OWNER_OFF, sr->sr_next_owner);
 	util_put_le64(p + SR_WRITTEN_OFF, sr->sr_blocks_written);
+	util_put_le64(p + SR_PREV_OFF, sr->sr_prev);
+	util_put_le64(p + SR_TIME_OFF, sr->sr_time_ns);
+	util_put_le64(p + SR_READABLE_OFF, sr->sr_readable_from);
 	util_put_le64(p + SR_CSUM_OFF, sr_csum(p, bs)); /* the field was zero */
 }
 
@@ -78,6 +97,8 @@ static const char *sr_invalid(const unsigned char *p, unsigned char *tmp, uint32
 		return "unknown version";
 	if (!p[SR_HEIGHT_OFF] != !util_get_le64(p + SR_ROOT_OFF))
 		return "owner table root and height disagree";
+	if (version >= 3 && util_get_le64(p + SR_READABLE_OFF) > util_get_le64(p + SR_DELTA_OFF))
+		return "readable from a delta past its own";
 	return NULL;
 }
 
@@ -86,6 +107,7 @@ int vol_sroot_decode(const void *buf, uint32_t bs, uint64_t blk, struct vol_sroo
 	const unsigned char *p = buf;
 	unsigned char *tmp = malloc(bs);
 	const char *why;
+	uint32_t version;
 
 	if (!tmp)
 		return -ENOMEM;
@@ -100,6 +122,15 @@ int vol_sroot_decode(const void *buf, uint32_t bs, uint64_t blk, struct vol_sroo
 	sr->sr_otab_root = util_get_le64(p + SR_ROOT_OFF);
 	sr->sr_next_owner = util_get_le64(p + SR_NEXT_OWNER_OFF);
 	sr->sr_blocks_written = util_get_le64(p + SR_WRITTEN_OFF);
+	memcpy(&version, p + SR_VERSION_OFF, sizeof(version));
+	if (le32toh(version) >= 3) {
+		sr->sr_prev = util_get_le64(p + SR_PREV_OFF);
+		sr->sr_time_ns = util_get_le64(p + SR_TIME_OFF);
+		sr->sr_readable_from = util_get_le64(p + SR_READABLE_OFF);
+	} else { /* no chain: only this state is known whole */
+		sr->sr_prev = sr->sr_time_ns = 0;
+		sr->sr_readable_from = sr->sr_delta;
+	}
 	return 0;
 }
 

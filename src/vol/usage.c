@@ -44,6 +44,22 @@
  * takes no marked segment as a victim: moving a block a snapshot names
  * would not empty it.
  *
+ * Recent checkpoints. Every commit's super root names the one before it
+ * (sroot.c), and a state stays whole, readable as it was, until one of
+ * the segments that held its blocks is reused. vu_emptied[s] is the
+ * delta whose commit left segment s empty: states older than it may have
+ * blocks there, that one and newer do not. So releasing s makes every
+ * state before vu_emptied[s] unreadable, and the super root says so:
+ * sr_readable_from is the oldest delta whose state is whole. A segment
+ * is released in two steps, so that the claim is durable before the
+ * segment can be written again: the first offer raises vu_readable_from
+ * (the next super root's value; the segment is "retiring"), and only an
+ * offer after a super root carrying it is durable releases it. A
+ * candidate emptied less than v_protect_ms ago is held, not retired,
+ * unless space is needed (fewer free segments than the cleaner's low
+ * watermark, or a reservation fell short: vu_short); then every held
+ * candidate goes, before the cleaner moves anything.
+ *
  * This is the in-memory half of the segment usage file: the counts are
  * rebuilt at every open (a walk of every map, as fsck does), which costs
  * time on a large volume; persisting them is the next step.
@@ -61,6 +77,10 @@
  *       and is counted, in vu_live if the state names it too, else in
  *       vu_pinned: so its segment is never released. vu_pinned[s] is at
  *       least the number of such blocks the state does not name.
+ *   (5) A segment is released only when the durable super root's
+ *       sr_readable_from is at least vu_emptied[s]: no state a durable
+ *       super root calls readable has a block in a segment the log may
+ *       reuse, whatever the crash.
  *
  * Lock order: vu_lock is held only to change or read counts; under it
  * only the log's l_space_lock is taken (vol_usage_check asks whether a
@@ -106,13 +126,82 @@ static void vol_cand_set(struct vol_usage *u, uint64_t seg, bool on)
 }
 
 /*
- * Offer every candidate to the log; drain its tracked reads first. The
- * number still needed by recovery only (not the head's).
+ * Make @seg a candidate if it holds nothing and the log has it in use; a new candidate was emptied
+ * by the durable delta (states before it may have blocks there).
  */
-static uint64_t vol_usage_offer(struct vol *v)
+static void vol_cand_mark(struct vol *v, uint64_t seg, uint64_t now_ms)
 {
 	struct vol_usage *u = &v->v_usage;
-	uint64_t n = v->v_geo.lg_nsegments, needed = 0;
+
+	if (!vol_seg_empty(u, seg) || !log_seg_in_use(v->v_log, seg)) {
+		vol_cand_set(u, seg, false);
+		return;
+	}
+	if (u->vu_cand[seg / 64] & (1ull << (seg % 64)))
+		return; /* keeps the delta and time it was emptied at */
+	vol_cand_set(u, seg, true);
+	u->vu_emptied[seg] = v->v_sr.sr_delta;
+	u->vu_emptied_ms[seg] = now_ms;
+}
+
+uint64_t vol_usage_readable_from(struct vol *v)
+{
+	struct vol_usage *u = &v->v_usage;
+	uint64_t from;
+
+	if (!u->vu_live)
+		return v->v_sr.sr_readable_from;
+	cmutex_lock(&u->vu_lock);
+	from = MAX(u->vu_readable_from, v->v_sr.sr_readable_from);
+	cmutex_unlock(&u->vu_lock);
+	return from;
+}
+
+/*
+ * May candidate @seg be released now? Held while the protection period
+ * runs (unless @pressed); otherwise the next super root is told first,
+ * and the release waits for it to be durable: invariant (5).
+ */
+static bool vol_cand_due(struct vol *v, uint64_t seg, uint64_t now_ms, bool pressed,
+			 uint64_t *waiting, uint64_t *retiring)
+{
+	struct vol_usage *u = &v->v_usage;
+
+	if (!pressed && now_ms - u->vu_emptied_ms[seg] < v->v_protect_ms) {
+		(*waiting)++;
+		return false;
+	}
+	if (u->vu_emptied[seg] <= v->v_sr.sr_readable_from)
+		return true;
+	cmutex_lock(&u->vu_lock);
+	u->vu_readable_from = MAX(u->vu_readable_from, u->vu_emptied[seg]);
+	cmutex_unlock(&u->vu_lock);
+	(*waiting)++;
+	(*retiring)++;
+	return false;
+}
+
+int vol_checkpoint(struct vol *v)
+{
+	uint64_t floor = vol_usage_readable_from(v);
+	int err;
+
+	log_set_floor(v->v_log, floor);
+	err = log_checkpoint(v->v_log);
+	if (!err) /* durable now, as if a super root said it: (5) */
+		v->v_sr.sr_readable_from = MAX(v->v_sr.sr_readable_from, floor);
+	return err;
+}
+
+/*
+ * Offer every candidate to the log; drain its tracked reads first. The
+ * number still needed by recovery only (not the head's); in @retiring,
+ * those waiting for the floor to be durable.
+ */
+static uint64_t vol_usage_offer(struct vol *v, bool pressed, uint64_t *retiring)
+{
+	struct vol_usage *u = &v->v_usage;
+	uint64_t n = v->v_geo.lg_nsegments, needed = 0, waiting = 0, now_ms = util_monotonic_ms();
 
 	for (uint64_t w = 0; w < (n + 63) / 64; w++) {
 		uint64_t bits = u->vu_cand[w];
@@ -130,6 +219,10 @@ static uint64_t vol_usage_offer(struct vol *v)
 				vol_cand_set(u, seg, false);
 				continue;
 			}
+			if (vol_seg_snap(u->vu_snap, seg) && atomic_load(&u->vu_recount_at))
+				continue; /* maybe a new snapshot's, not counted yet */
+			if (!vol_cand_due(v, seg, now_ms, pressed, &waiting, retiring))
+				continue;
 			if (log_seg_needed(v->v_log, seg)) {
 				needed++;
 				continue; /* recovery may read it: later */
@@ -147,35 +240,45 @@ static uint64_t vol_usage_offer(struct vol *v)
 			}
 		}
 	}
+	cmutex_lock(&u->vu_lock);
+	u->vu_waiting = waiting;
+	cmutex_unlock(&u->vu_lock);
 	return needed;
 }
 
 /*
- * Release what can be. When space is short (a quarter of what
- * reservations may take is left, or less) and empty segments are held
- * only because the checkpoint slots are old, write checkpoints (two: the
- * older slot is the one that protects) and offer them again, rather than
- * wait for the periodic checkpoint.
+ * Release what can be. The protection period yields when the cleaner
+ * would otherwise start, or a reservation fell short. When space is
+ * short (a quarter of what reservations may take is left, or less, or
+ * that reservation) and empty segments are held only because the
+ * checkpoint slots are old or the floor they wait for is not durable
+ * yet, write checkpoints (two: the older slot is the one that protects
+ * recovery; either carries the floor) and offer them again, rather than
+ * wait for the periodic checkpoint or the next super root.
  */
 void vol_usage_release(struct vol *v)
 {
+	struct vol_usage *u = &v->v_usage;
+	bool urgent = atomic_exchange(&u->vu_short, false);
+	bool pressed = urgent || vol_clean_free_segments(v) < v->v_clean_low;
+	uint64_t retiring = 0, needed = vol_usage_offer(v, pressed, &retiring);
 	struct log_space sp;
 
-	if (!vol_usage_offer(v))
+	if (!needed && !retiring)
 		return;
 	log_space(v->v_log, &sp);
-	/* short: a quarter of what reservations may take is left, or less */
-	if (sp.sp_free > (sp.sp_total - MIN(sp.sp_kept, sp.sp_total)) / 4)
+	if (!urgent && sp.sp_free > (sp.sp_total - MIN(sp.sp_kept, sp.sp_total)) / 4)
 		return;
 	for (int i = 0; i < 2; i++) {
-		int err = log_checkpoint(v->v_log);
+		int err = vol_checkpoint(v);
 
 		if (err) {
 			log_warn("vol: checkpoint to free segments failed: %d", err);
 			return;
 		}
 	}
-	vol_usage_offer(v);
+	retiring = 0;
+	vol_usage_offer(v, pressed, &retiring);
 }
 
 /* Take the counts of @cn (both per segment) and its snapshots; vu_lock held or no thread runs. */
@@ -198,22 +301,26 @@ static void vol_usage_take(struct vol_usage *u, uint64_t nseg, struct vol_count 
 
 static void vol_count_free(struct vol_count *cn)
 {
+	free(cn->vcn_recent);
 	free(cn->vcn_live);
 	free(cn->vcn_pinned);
 	free(cn->vcn_snap);
 	free(cn->vcn_snaps);
 }
 
-/* Count the durable state and its snapshots into a new @cn. */
-static int vol_count_new(struct vol *v, struct vol_count *cn)
+/* Count the durable state and its snapshots into a new @cn; with
+ * @recent, find the segments of the recent checkpoints too. */
+static int vol_count_new(struct vol *v, struct vol_count *cn, bool recent)
 {
 	uint64_t n = v->v_geo.lg_nsegments;
 	int err;
 
 	*cn = (struct vol_count){.vcn_live = calloc(n, sizeof(uint32_t)),
 				 .vcn_pinned = calloc(n, sizeof(uint32_t)),
-				 .vcn_snap = calloc((n + 63) / 64, sizeof(uint64_t))};
-	err = cn->vcn_live && cn->vcn_pinned && cn->vcn_snap
+				 .vcn_snap = calloc((n + 63) / 64, sizeof(uint64_t)),
+				 .vcn_recent =
+				     recent ? calloc((n + 63) / 64, sizeof(uint64_t)) : NULL};
+	err = cn->vcn_live && cn->vcn_pinned && cn->vcn_snap && (cn->vcn_recent || !recent)
 		  ? vol_count_durable(v, v->v_sr_blk, &v->v_sr, cn)
 		  : -ENOMEM;
 	if (err)
@@ -233,28 +340,56 @@ int vol_usage_open(struct vol *v, bool writable)
 	u->vu_snap = calloc((n + 63) / 64, sizeof(*u->vu_snap));
 	u->vu_age = calloc(n, sizeof(*u->vu_age));
 	u->vu_cand = calloc((n + 63) / 64, sizeof(*u->vu_cand));
-	err = u->vu_live && u->vu_pinned && u->vu_snap && u->vu_age && u->vu_cand
+	u->vu_emptied = calloc(n, sizeof(*u->vu_emptied));
+	u->vu_emptied_ms = calloc(n, sizeof(*u->vu_emptied_ms));
+	err = u->vu_live && u->vu_pinned && u->vu_snap && u->vu_age && u->vu_cand &&
+		      u->vu_emptied && u->vu_emptied_ms
 		  ? cmutex_init(&u->vu_lock)
 		  : -ENOMEM;
 	if (err)
 		goto out_free;
 	if (v->v_snapshot_beside) /* the live state is the writer's: no counts */
 		return 0;
-	err = vol_count_new(v, &cn);
+	/* the recent checkpoints matter only if the period may keep them */
+	err = vol_count_new(v, &cn, writable && v->v_protect_ms);
 	if (err)
 		goto out_lock;
 	vol_usage_take(u, n, &cn);
-	vol_count_free(&cn);
 	u->vu_sr_blk = v->v_sr_blk;
 	u->vu_sr_delta = v->v_sr.sr_delta;
-	for (uint64_t s = 0; s < n; s++)
-		vol_cand_set(u, s, vol_seg_empty(u, s));
+	u->vu_readable_from = v->v_sr.sr_readable_from;
+	/*
+	 * When each empty segment was emptied is not known: as if by the
+	 * recovered delta, if a recent checkpoint walked holds a block there;
+	 * else only checkpoints older than those walked may, and the floor
+	 * rises to the oldest walked (made durable by the slot below) before
+	 * such a segment goes.
+	 */
+	for (uint64_t s = 0, now_ms = util_monotonic_ms(); s < n; s++) {
+		vol_cand_mark(v, s, now_ms);
+		if (cn.vcn_recent && vol_seg_snap(u->vu_cand, s) &&
+		    !vol_seg_snap(cn.vcn_recent, s)) {
+			u->vu_emptied[s] = cn.vcn_recent_from;
+			u->vu_emptied_ms[s] = 0; /* nothing to protect */
+		}
+	}
+	if (cn.vcn_recent)
+		u->vu_readable_from = MAX(u->vu_readable_from, cn.vcn_recent_from);
+	else if (writable) /* no period: the segments go now, and with them the past */
+		u->vu_readable_from = v->v_sr.sr_delta;
+	vol_count_free(&cn);
 	if (!writable)
 		return 0;
-	/* name the recovered state in both slots' chains before releasing */
-	err = log_checkpoint(v->v_log);
+	/* name the recovered state in both slots' chains, and the floor,
+	 * before releasing */
+	err = vol_checkpoint(v);
 	if (err)
 		goto out_lock;
+	{
+		uint64_t retiring = 0;
+
+		vol_usage_offer(v, false, &retiring); /* what no recent checkpoint needs */
+	}
 	vol_usage_release(v);
 	return 0;
 out_lock:
@@ -266,6 +401,8 @@ out_free:
 	free(u->vu_age);
 	free(u->vu_cand);
 	free(u->vu_snaps);
+	free(u->vu_emptied);
+	free(u->vu_emptied_ms);
 	*u = (struct vol_usage){0};
 	return err;
 }
@@ -283,6 +420,8 @@ void vol_usage_close(struct vol *v)
 	free(u->vu_age);
 	free(u->vu_cand);
 	free(u->vu_snaps);
+	free(u->vu_emptied);
+	free(u->vu_emptied_ms);
 	free(u->vu_born.uv_v);
 	free(u->vu_gone.uv_v);
 	vol_table_clear(&u->vu_unborn, NULL);
@@ -300,6 +439,26 @@ void vol_usage_snap_taken(struct vol *v, uint64_t *sr_blk, uint64_t *sr_delta)
 	*sr_blk = u->vu_sr_blk;
 	*sr_delta = u->vu_sr_delta;
 	cmutex_unlock(&u->vu_lock);
+}
+
+int vol_usage_snap_taken_at(struct vol *v, uint64_t delta, uint64_t txn_delta)
+{
+	struct vol_usage *u = &v->v_usage;
+	int err = 0;
+
+	cmutex_lock(&u->vu_lock);
+	if (delta < u->vu_readable_from) {
+		err = -ENOENT; /* its segments may be going: too late */
+	} else {
+		for (uint64_t s = 0; s < v->v_geo.lg_nsegments; s++)
+			if (log_seg_in_use(v->v_log, s))
+				__atomic_fetch_or(&u->vu_snap[s / 64], 1ull << (s % 64),
+						  __ATOMIC_RELAXED);
+	}
+	cmutex_unlock(&u->vu_lock);
+	if (!err) /* the transaction holds txn_delta open: not too late */
+		vol_usage_recount_at(v, txn_delta);
+	return err;
 }
 
 void vol_usage_recount_at(struct vol *v, uint64_t delta)
@@ -323,7 +482,7 @@ static void vol_usage_recount(struct vol *v)
 	struct vol_count cn;
 	int err;
 
-	err = vol_count_new(v, &cn);
+	err = vol_count_new(v, &cn, false);
 	if (err) {
 		log_warn("vol: counting the snapshots' blocks failed: %d; will try again", err);
 		vol_usage_recount_at(v, v->v_sr.sr_delta + 1);
@@ -340,8 +499,8 @@ static void vol_usage_recount(struct vol *v)
 	vol_usage_take(u, n, &cn);
 	cmutex_unlock(&u->vu_lock);
 	vol_count_free(&cn);
-	for (uint64_t s = 0; s < n; s++)
-		vol_cand_set(u, s, vol_seg_empty(u, s));
+	for (uint64_t s = 0, now_ms = util_monotonic_ms(); s < n; s++)
+		vol_cand_mark(v, s, now_ms);
 }
 
 int vol_usage_born(struct vol *v, uint64_t pblk)
@@ -362,7 +521,7 @@ int vol_usage_gone(struct vol *v, uint64_t pblk)
 void vol_usage_settle(struct vol *v)
 {
 	struct vol_usage *u = &v->v_usage;
-	uint64_t at;
+	uint64_t at, now_ms = util_monotonic_ms();
 
 	cmutex_lock(&u->vu_lock);
 	for (size_t i = 0; i < u->vu_born.uv_n; i++) {
@@ -391,7 +550,7 @@ void vol_usage_settle(struct vol *v)
 			u->vu_pinned[seg]++;
 			u->vu_pinned_total++;
 		} else if (vol_seg_empty(u, seg)) {
-			vol_cand_set(u, seg, true);
+			vol_cand_mark(v, seg, now_ms);
 		}
 	}
 	u->vu_sr_blk = v->v_sr_blk;
@@ -448,6 +607,14 @@ uint64_t vol_usage_check(struct vol *v, const struct vol_count *cn,
 			snprintf(msg, sizeof(msg),
 				 "segment %" PRIu64 " holds snapshot blocks but is not marked so",
 				 s);
+			what = msg;
+		} else if (!log_seg_in_use(v->v_log, s) &&
+			   u->vu_emptied[s] > v->v_sr.sr_readable_from) {
+			snprintf(msg, sizeof(msg),
+				 "segment %" PRIu64 " is free, but checkpoint %" PRIu64
+				 " whose blocks it held is still called readable (from %" PRIu64
+				 ")",
+				 s, u->vu_emptied[s] - 1, v->v_sr.sr_readable_from);
 			what = msg;
 		} else if (cn->vcn_pinned[s] > u->vu_pinned[s]) {
 			snprintf(msg, sizeof(msg),

@@ -325,8 +325,11 @@ static const struct delta_ops vol_delta_ops = {
 /* Write delta 1: an empty owner table, as the super root says. */
 static int vol_mkfs_first_delta(struct log *l, uint32_t bs)
 {
-	struct vol_sroot sr = {
-	    .sr_delta = 1, .sr_next_owner = VOL_FIRST_OWNER, .sr_blocks_written = 1};
+	struct vol_sroot sr = {.sr_delta = 1,
+			       .sr_next_owner = VOL_FIRST_OWNER,
+			       .sr_blocks_written = 1,
+			       .sr_time_ns = util_realtime_ns(),
+			       .sr_readable_from = 1};
 	struct log_builder *lb;
 	uint64_t pblk;
 	void *block;
@@ -396,6 +399,9 @@ static int vol_sroot_read(struct vol *v, const struct log_state *st)
 			st->ls_sr_blk, v->v_sr.sr_delta, st->ls_delta);
 		return -EUCLEAN;
 	}
+	/* the checkpoint slot may say more of what is gone (usage.c (5)) */
+	v->v_sr.sr_readable_from =
+	    MAX(v->v_sr.sr_readable_from, MIN(st->ls_floor, v->v_sr.sr_delta));
 	return 0;
 }
 
@@ -519,6 +525,8 @@ int vol_open(struct bdev *d, const struct vol_open_opts *o, struct vol **out)
 	struct vol *v;
 	int err;
 
+	if (opts.voo_snapshot && opts.voo_checkpoint)
+		return -EINVAL;
 	v = calloc(1, sizeof(*v));
 	if (!v)
 		return -ENOMEM;
@@ -527,7 +535,7 @@ int vol_open(struct bdev *d, const struct vol_open_opts *o, struct vol **out)
 	cmutex_init(&v->v_book_lock);
 	cmutex_init(&v->v_snap_lock);
 	pthread_cond_init(&v->v_throttle_cond, NULL);
-	v->v_snapshot = opts.voo_snapshot != NULL;
+	v->v_snapshot = opts.voo_snapshot != NULL || opts.voo_checkpoint;
 	v->v_snapshot_beside = v->v_snapshot && opts.voo_snapshot_find;
 	err = vol_open_log(v, !v->v_snapshot_beside);
 	if (err)
@@ -542,13 +550,16 @@ int vol_open(struct bdev *d, const struct vol_open_opts *o, struct vol **out)
 	}
 	v->v_clean_policy = opts.voo_clean_policy;
 	vol_clean_watermarks(v, opts.voo_clean_low, opts.voo_clean_high);
+	v->v_protect_ms = (uint64_t)opts.voo_protect_s * 1000;
 	err = vol_usage_open(v, !v->v_read_only);
 	if (err)
 		goto out_cache;
-	if (v->v_snapshot)
+	if (opts.voo_checkpoint)
+		err = vol_open_checkpoint(v, opts.voo_checkpoint);
+	else if (v->v_snapshot)
 		err = vol_open_snapshot(v, opts.voo_snapshot, opts.voo_snapshot_find,
 					opts.voo_snapshot_arg);
-	if (!err && v->v_snapshot && !v->v_snapshot_beside)
+	if (!err && opts.voo_snapshot && !v->v_snapshot_beside)
 		err = bdev_unlock(d); /* pinned: a writer may come now */
 	if (err)
 		goto out_usage;
@@ -581,7 +592,7 @@ int vol_close(struct vol *v)
 	if (!v)
 		return 0;
 	err = delta_sys_destroy(v->v_ds); /* commits what is open */
-	cp_err = v->v_read_only ? 0 : log_checkpoint(v->v_log);
+	cp_err = v->v_read_only ? 0 : vol_checkpoint(v);
 	if (cp_err)
 		log_err("vol: checkpoint at close failed: %d", cp_err);
 	vol_usage_close(v);

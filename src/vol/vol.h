@@ -83,6 +83,17 @@ struct vol_open_opts {
 	 * and only what that super root reaches is read. */
 	int (*voo_snapshot_find)(void *arg, const char *name, uint64_t *sroot, uint64_t *delta);
 	void *voo_snapshot_arg;
+	/* Open the state of this recent checkpoint (a delta number, as
+	 * vol_checkpoints lists) instead of the newest: read only, like a
+	 * snapshot, but nothing pins it, so nothing may write the volume
+	 * while it is open (hold a shared lock on @d until vol_close).
+	 * -ENOENT if it is no longer readable. Not with voo_snapshot. */
+	uint64_t voo_checkpoint;
+	/* Keep the segments a commit empties for this long before they are
+	 * reused, so that the checkpoints of that time stay readable, unless
+	 * the space is needed (the cleaner's low watermark, or a reservation
+	 * falling short). 0: reused as soon as the log may. */
+	uint32_t voo_protect_s;
 };
 
 #define VOL_CLEAN_COST_BENEFIT 0 /* (1 - u) * age / (1 + u); greedy when almost full */
@@ -226,11 +237,34 @@ struct vol_snap_info {
  * -EROFS.
  */
 int vol_snap_create(struct vol *v, const char *name);
+/* Or pin recent checkpoint @delta (vol_checkpoints) as @name, with
+ * nothing synced; -ENOENT if it is not readable. @delta 0: the above. */
+int vol_snap_create_at(struct vol *v, const char *name, uint64_t delta);
 /* Delete snapshot @name; what only it kept is reclaimed. Works on a full
  * volume. -ENOENT, -EROFS. */
 int vol_snap_delete(struct vol *v, const char *name);
 /* The snapshots, oldest slot first, in a malloc'ed array (NULL if none). */
 int vol_snap_list(struct vol *v, struct vol_snap_info **out, size_t *n);
+
+/*
+ * Recent checkpoints (snap.c). Every commit is a checkpoint: its super
+ * root names its whole state and the one before it. A checkpoint's
+ * state stays readable until a segment holding one of its blocks is
+ * reused; the super root says from which delta on that has not happened
+ * (voo_protect_s delays it).
+ */
+struct vol_checkpoint {
+	uint64_t vcp_delta;   /* the delta it ends */
+	uint64_t vcp_sroot;   /* its super root */
+	uint64_t vcp_time_ns; /* when it was committed (CLOCK_REALTIME); 0: unknown */
+};
+/*
+ * The readable checkpoints, newest first, at most @max of them, in a
+ * malloc'ed array (NULL if none). Safe beside the commit: a super root
+ * the log reused meanwhile fails its checksum or its delta, and ends the
+ * list there.
+ */
+int vol_checkpoints(struct vol *v, size_t max, struct vol_checkpoint **out, size_t *n);
 
 /* check.c: the volume half of fsck (see there). */
 struct vol_check_stats {

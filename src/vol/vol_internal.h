@@ -240,8 +240,10 @@ int otab_store(struct vol *v, const struct bmap_change *ch, uint64_t owner,
 /*
  * 2: an owner's tree of height 0 may have a root, its data block 0. A
  * version 1 state has no such tree, so it reads as a version 2 one.
+ * 3: the previous super root, the commit time and the oldest readable
+ * delta (the checkpoint chain); an older one reads as a chain of one.
  */
-#define VOL_SR_VERSION	   2u
+#define VOL_SR_VERSION	   3u
 #define VOL_SR_VERSION_MIN 1u
 
 struct vol_sroot {
@@ -250,6 +252,9 @@ struct vol_sroot {
 	uint8_t sr_otab_height;
 	uint64_t sr_next_owner;	    /* hint for the namespace layer */
 	uint64_t sr_blocks_written; /* payload blocks of committed deltas */
+	uint64_t sr_prev;	    /* the previous checkpoint's super root, or 0 */
+	uint64_t sr_time_ns;	    /* commit time, CLOCK_REALTIME; 0: unknown */
+	uint64_t sr_readable_from;  /* the oldest delta whose state is whole */
 };
 
 /* Encode @sr into the block @buf of @bs bytes (zeroed, checksummed). */
@@ -357,6 +362,13 @@ struct vol_usage {
 	_Atomic uint64_t vu_recount_at; /* recount at the settle of this delta or later */
 	struct vol_snap_info *vu_snaps; /* the table as the open found it (snapshot opens) */
 	size_t vu_nsnaps;
+	/* recent checkpoints: what a segment's release costs them */
+	uint64_t *vu_emptied;	   /* per candidate: the delta that emptied it; commit thread */
+	uint64_t *vu_emptied_ms;   /* and when (CLOCK_MONOTONIC); commit thread */
+	uint64_t vu_readable_from; /* the next super root's sr_readable_from; vu_lock */
+	uint64_t vu_waiting;	   /* candidates held by the protection period, or
+				      retiring (usage.c); vu_lock */
+	atomic_bool vu_short;	   /* a reservation fell short: protection yields */
 };
 
 struct vol {
@@ -371,6 +383,7 @@ struct vol {
 	unsigned v_height_max;		  /* immutable: levels of an owner's map */
 	unsigned v_otab_height_max;	  /* immutable: levels of the owner table's */
 	uint32_t v_checkpoint_every;	  /* immutable */
+	uint64_t v_protect_ms;		  /* immutable: vol_open_opts.voo_protect_s */
 	uint32_t v_clean_low;		  /* immutable: free segments the cleaner starts under */
 	uint32_t v_clean_high;		  /* immutable: and goes on until */
 	uint8_t v_clean_policy;		  /* immutable: VOL_CLEAN_* */
@@ -444,6 +457,8 @@ bool vol_clean_worthwhile(void *ctx);
 bool vol_clean_again(void *ctx);
 /* At open: the watermarks asked for (0: the defaults). */
 void vol_clean_watermarks(struct vol *v, uint32_t low, uint32_t high);
+/* Segments' worth of space neither written nor promised to a reservation. */
+uint64_t vol_clean_free_segments(struct vol *v);
 
 /* ---- usage.c ---------------------------------------------------------------- */
 
@@ -463,6 +478,10 @@ int vol_usage_born(struct vol *v, uint64_t pblk);
 int vol_usage_gone(struct vol *v, uint64_t pblk);
 /* The commit is durable: apply its changes, release what emptied. */
 void vol_usage_settle(struct vol *v);
+/* The sr_readable_from of the super root being written now. Commit thread. */
+uint64_t vol_usage_readable_from(struct vol *v);
+/* log_checkpoint, the slot carrying the readable floor (usage.c (5)). Commit thread. */
+int vol_checkpoint(struct vol *v);
 /* Offer the candidate segments to the log (and write checkpoints first
  * if space is short): vol_usage_settle's last step, and what a commit
  * that wrote nothing does. Commit thread. */
@@ -494,13 +513,24 @@ struct vol_count {
 	uint64_t *vcn_snap;
 	struct vol_snap_info *vcn_snaps;
 	size_t vcn_nsnaps;
+	/* if not NULL: also walk the recent checkpoints (the chain below the
+	 * state, VOL_OPEN_CHECKPOINTS at most) and set here each segment
+	 * holding one of their blocks the state does not name; vcn_recent_from
+	 * is then the oldest checkpoint walked (the state's delta if none) */
+	uint64_t *vcn_recent;
+	uint64_t vcn_recent_from;
 };
+#define VOL_OPEN_CHECKPOINTS 1024
 int vol_count_durable(struct vol *v, uint64_t sr_blk, const struct vol_sroot *sr,
 		      struct vol_count *cn);
 /* usage.c: after vol_snap_create read the durable super root under
  * vu_lock, every segment holding a block of it may hold one a snapshot
  * names. Returns that super root's block and delta. */
 void vol_usage_snap_taken(struct vol *v, uint64_t *sr_blk, uint64_t *sr_delta);
+/* usage.c: for a snapshot of recent checkpoint @delta, in a transaction
+ * of @txn_delta: mark every segment in use, and recount at the settle of
+ * @txn_delta; -ENOENT if the checkpoint is no longer readable. */
+int vol_usage_snap_taken_at(struct vol *v, uint64_t delta, uint64_t txn_delta);
 /* usage.c: recount what snapshots keep at the settle of @delta or later
  * (a snapshot deleted in @delta). */
 void vol_usage_recount_at(struct vol *v, uint64_t delta);
@@ -544,6 +574,9 @@ int vol_snap_sroot(struct vol *v, uint64_t sroot, uint64_t delta, struct vol_sro
 int vol_open_snapshot(struct vol *v, const char *name,
 		      int (*find)(void *arg, const char *name, uint64_t *sroot, uint64_t *delta),
 		      void *arg);
+/* vol_open: put recent checkpoint @delta's state in place of the newest
+ * (read only). -ENOENT if it is not readable (logged). */
+int vol_open_checkpoint(struct vol *v, uint64_t delta);
 /* vol.c: vol_write for the volume's own owners (the snapshot table). */
 int vol_write_own(struct vol_txn *t, uint64_t owner, uint64_t index, const void *data);
 

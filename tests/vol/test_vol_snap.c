@@ -932,6 +932,392 @@ static void test_open_and_delete_race(void **state)
 	test_watchdog_cancel();
 }
 
+/* ---- recent checkpoints ------------------------------------------------- */
+
+#define CKPT_BLOCKS 16 /* blocks a round rewrites, in one transaction */
+#define CKPT_ROUNDS 256
+
+struct ckpt_round {
+	uint64_t cr_delta; /* the newest checkpoint once the round's sync returned */
+	struct model cr_m; /* the state after the round */
+};
+
+static bool model_is(struct vol *v, const struct model *m)
+{
+	for (unsigned o = 0; o < NOWNERS; o++)
+		for (unsigned i = 0; i < NINDEX; i++)
+			if (!vf_has(v, OWNER0 + o, i, m->m_ver[o][i]))
+				return false;
+	return true;
+}
+
+/* The newest checkpoint's delta. */
+static uint64_t ckpt_newest(struct vol *v)
+{
+	struct vol_checkpoint *cp;
+	uint64_t delta;
+	size_t n;
+
+	assert_int_equal(vol_checkpoints(v, 1, &cp, &n), 0);
+	assert_int_equal(n, 1);
+	delta = cp[0].vcp_delta;
+	free(cp);
+	return delta;
+}
+
+/* Round @r: rewrite @nb blocks (a divisor of NINDEX) in one transaction
+ * (so that every checkpoint is the state after some round), sync, and
+ * note it. */
+static void ckpt_round_of(struct vol *v, struct model *live, struct ckpt_round *rounds, unsigned r,
+			  unsigned nb)
+{
+	static uint64_t data[VF_BS / 8];
+	unsigned o = r % NOWNERS, first = (r / NOWNERS) % (NINDEX / nb) * nb;
+	struct vol_txn t;
+
+	assert_int_equal(vol_txn_begin(v, nb, 0, &t), 0);
+	for (unsigned i = first; i < first + nb; i++) {
+		vf_pattern(data, OWNER0 + o, i, ++live->m_ver[o][i]);
+		assert_int_equal(vol_write(&t, OWNER0 + o, i, data), 0);
+	}
+	vol_txn_end(&t);
+	assert_int_equal(vol_sync(v), 0);
+	rounds[r] = (struct ckpt_round){ckpt_newest(v), *live};
+}
+
+static void ckpt_round(struct vol *v, struct model *live, struct ckpt_round *rounds, unsigned r)
+{
+	ckpt_round_of(v, live, rounds, r, CKPT_BLOCKS);
+}
+
+/* Open checkpoint @delta of @d's durable state on a copy of it. */
+static struct vol *open_checkpoint(struct bdev *d, uint64_t delta, int *err)
+{
+	struct vol_open_opts o = {.voo_checkpoint = delta};
+	struct bdev *copy;
+	struct vol *v = NULL;
+
+	assert_int_equal(bdev_emu_open_copy(d, &copy), 0);
+	*err = vol_open(copy, &o, &v);
+	if (*err)
+		bdev_close(copy);
+	return v;
+}
+
+/*
+ * Checkpoint @delta reads as the state after the round it belongs to:
+ * the last round whose sync returned at or before it, or the next one
+ * (committed before its own sync, by a commit the volume forced).
+ */
+static bool ckpt_reads_right(struct vol *cv, const struct ckpt_round *rounds, unsigned nrounds,
+			     uint64_t delta)
+{
+	static const struct model empty;
+	unsigned k = 0;
+
+	while (k < nrounds && rounds[k].cr_delta <= delta)
+		k++;
+	/* rounds 0..k-1 are in it for sure; round k may be */
+	if (model_is(cv, k ? &rounds[k - 1].cr_m : &empty))
+		return true;
+	return k < nrounds && model_is(cv, &rounds[k].cr_m);
+}
+
+/*
+ * Every checkpoint listed opens, read only, and reads as its round left
+ * the volume; returns how many were listed. The list is newest first,
+ * deltas falling.
+ */
+static size_t expect_checkpoints(struct bdev *d, struct vol *v, const struct ckpt_round *rounds,
+				 unsigned nrounds)
+{
+	struct vol_checkpoint *cp;
+	size_t n;
+
+	assert_int_equal(vol_checkpoints(v, SIZE_MAX, &cp, &n), 0);
+	for (size_t i = 0; i < n; i++) {
+		struct vol *cv;
+		int err;
+
+		if (i)
+			assert_true(cp[i].vcp_delta < cp[i - 1].vcp_delta);
+		assert_true(cp[i].vcp_time_ns > 0);
+		cv = open_checkpoint(d, cp[i].vcp_delta, &err);
+		if (!cv)
+			fail_msg("checkpoint %" PRIu64 " is listed but does not open: %d",
+				 cp[i].vcp_delta, err);
+		if (!ckpt_reads_right(cv, rounds, nrounds, cp[i].vcp_delta))
+			fail_msg("checkpoint %" PRIu64 " does not read as its round left it",
+				 cp[i].vcp_delta);
+		assert_int_equal(vol_snap_create(cv, "no"), -EROFS);
+		assert_int_equal(vol_close(cv), 0);
+	}
+	free(cp);
+	return n;
+}
+
+/* Is checkpoint @delta listed? */
+static bool ckpt_listed(struct vol *v, uint64_t delta)
+{
+	struct vol_checkpoint *cp;
+	bool found = false;
+	size_t n;
+
+	assert_int_equal(vol_checkpoints(v, SIZE_MAX, &cp, &n), 0);
+	for (size_t i = 0; i < n; i++)
+		found |= cp[i].vcp_delta == delta;
+	free(cp);
+	return found;
+}
+
+/*
+ * With a protection period and room to spare, every checkpoint of the
+ * run stays readable, across a reopen too (the open finds which empty
+ * segments hold their blocks); a checkpoint never made is -ENOENT.
+ */
+static void test_checkpoints_stay_readable(void **state)
+{
+	static struct ckpt_round rounds[CKPT_ROUNDS];
+	struct vol_open_opts oo = {.voo_protect_s = 3600, .voo_max_age_ms = 3600 * 1000};
+	struct bdev *d = vf_mkfs(64 * VF_SEG), *d2;
+	struct vol *v = vf_open_opts(d, &oo), *cv;
+	struct model live = {0};
+	unsigned r = 0;
+	int err;
+
+	(void)state;
+	test_watchdog("test_checkpoints_stay_readable", 240);
+	for (; r < 24; r++)
+		ckpt_round(v, &live, rounds, r);
+	assert_true(expect_checkpoints(d, v, rounds, r) >= r); /* every round's, and more */
+	for (unsigned k = 0; k < r; k++)
+		assert_true(ckpt_listed(v, rounds[k].cr_delta));
+	assert_null(open_checkpoint(d, rounds[r - 1].cr_delta + 1000, &err));
+	assert_int_equal(err, -ENOENT);
+	assert_int_equal(vol_sync(v), 0);
+	assert_int_equal(bdev_emu_open_copy(d, &d2), 0); /* the image, as a reopen finds it */
+	assert_int_equal(vol_close(v), 0);		 /* closes d */
+	d = d2;
+	v = vf_open_opts(d, &oo);
+	for (; r < 32; r++)
+		ckpt_round(v, &live, rounds, r);
+	for (unsigned k = 0; k < r; k++)
+		assert_true(ckpt_listed(v, rounds[k].cr_delta));
+	expect_checkpoints(d, v, rounds, r);
+	vf_check(v);
+	/* a checkpoint is not a snapshot: opening both at once is refused */
+	cv = NULL;
+	assert_int_equal(
+	    vol_open(d, &(struct vol_open_opts){.voo_snapshot = "x", .voo_checkpoint = 2}, &cv),
+	    -EINVAL);
+	assert_int_equal(vol_close(v), 0);
+	test_watchdog_cancel();
+}
+
+/*
+ * Without a protection period, segments go back to the log as soon as
+ * they empty, and the checkpoints whose blocks they held stop being
+ * listed; with one, on a small volume written many times its size, the
+ * period yields to the space needed (no -ENOSPC), and whatever is listed
+ * still reads right.
+ */
+static void test_checkpoints_give_way(void **state)
+{
+	static struct ckpt_round rounds[CKPT_ROUNDS];
+
+	(void)state;
+	test_watchdog("test_checkpoints_give_way", 240);
+	for (int pass = 0; pass < 2; pass++) {
+		struct vol_open_opts oo = {.voo_protect_s = pass ? 3600 : 0,
+					   .voo_max_age_ms = 3600 * 1000};
+		struct bdev *d = vf_mkfs(24 * VF_SEG);
+		struct vol *v = vf_open_opts(d, &oo);
+		struct vol_usage_stats us;
+		struct model live = {0};
+		unsigned r;
+		size_t listed;
+		int err;
+
+		for (r = 0; r < CKPT_ROUNDS; r++) {
+			ckpt_round(v, &live, rounds, r);
+			if (r % 16 == 15)
+				vf_check(v); /* no free segment a listed checkpoint needs */
+		}
+		listed = expect_checkpoints(d, v, rounds, r);
+		vol_usage(v, &us);
+		print_message("# protection %us: %zu checkpoints readable of %" PRIu64 ", %" PRIu64
+			      " segments released\n",
+			      oo.voo_protect_s, listed, rounds[r - 1].cr_delta, us.vus_released);
+		assert_true(us.vus_released > 24); /* written over many times */
+		assert_true(listed >= 1 && listed < r);
+		assert_false(ckpt_listed(v, rounds[0].cr_delta));
+		assert_null(open_checkpoint(d, rounds[0].cr_delta, &err));
+		assert_int_equal(err, -ENOENT);
+		model_expect(v, &live);
+		vf_check(v);
+		assert_int_equal(vol_close(v), 0);
+	}
+	test_watchdog_cancel();
+}
+
+/*
+ * A power cut anywhere leaves every checkpoint the recovered volume
+ * lists readable as it was: a segment is reused only once a durable
+ * super root or checkpoint slot stopped listing the checkpoints it held.
+ */
+static void test_checkpoints_survive_cuts(void **state)
+{
+	static struct ckpt_round rounds[CKPT_ROUNDS];
+	/* no period: a segment goes as soon as it empties; a checkpoint slot
+	 * per commit: recovery never holds one back */
+	struct vol_open_opts oo = {.voo_max_age_ms = 3600 * 1000, .voo_checkpoint_every = 1};
+	struct bdev *d = vf_mkfs(16 * VF_SEG);
+	struct vol_usage_stats us;
+	struct model live = {0};
+	uint64_t writes, stride, cuts = 0;
+	struct vol *v;
+	unsigned r;
+
+	(void)state;
+	test_watchdog("test_checkpoints_survive_cuts", 600);
+	bdev_emu_keep_history(d);
+	v = vf_open_opts(d, &oo);
+	for (r = 0; r < 80; r++)
+		ckpt_round(v, &live, rounds, r);
+	vol_usage(v, &us);
+	assert_true(us.vus_released > 16); /* segments were reused */
+	writes = bdev_emu_history_writes(d);
+	stride = writes / 200 + 1; /* every write, up to 200 */
+	for (uint64_t cut = 1; cut <= writes + 1; cut += stride) {
+		static const struct bdev_emu_crash hows[] = {
+		    {.ec_mode = BDEV_EMU_DROP_ALL},
+		    {.ec_mode = BDEV_EMU_REORDER, .ec_tear = true, .ec_seed = 11},
+		    {.ec_mode = BDEV_EMU_KEEP_ALL, .ec_tear = true, .ec_seed = 5},
+		};
+
+		for (unsigned h = 0; h < ARRAY_SIZE(hows); h++) {
+			struct bdev *img;
+			struct vol *cv;
+
+			assert_int_equal(bdev_emu_crash_at(d, cut, &hows[h], &img), 0);
+			cv = vf_open_opts(img, &(struct vol_open_opts){.voo_read_only = true});
+			expect_checkpoints(img, cv, rounds, r);
+			assert_int_equal(vol_close(cv), 0);
+			cuts++;
+		}
+	}
+	print_message("# %" PRIu64 " cuts of %" PRIu64 " writes, %" PRIu64 " segments released\n",
+		      cuts, writes, us.vus_released);
+	assert_int_equal(vol_close(v), 0);
+	test_watchdog_cancel();
+}
+
+/*
+ * A recent checkpoint pinned as a snapshot after the fact reads as it
+ * was after the volume is written over many times (the floor passes it,
+ * its segments would be reused), and after a reopen; once a checkpoint
+ * is no longer readable it cannot be pinned (-ENOENT).
+ */
+static void test_checkpoint_becomes_snapshot(void **state)
+{
+	static struct ckpt_round rounds[CKPT_ROUNDS];
+	struct vol_open_opts oo = {.voo_protect_s = 3600, .voo_max_age_ms = 3600 * 1000};
+	struct bdev *d = vf_mkfs(32 * VF_SEG);
+	struct vol *v = vf_open_opts(d, &oo), *r2;
+	struct vol_usage_stats us;
+	struct model live = {0};
+	unsigned r;
+
+	(void)state;
+	test_watchdog("test_checkpoint_becomes_snapshot", 240);
+	for (r = 0; r < 8; r++)
+		ckpt_round(v, &live, rounds, r);
+	assert_int_equal(vol_snap_create_at(v, "back", rounds[3].cr_delta), 0);
+	assert_int_equal(vol_snap_create_at(v, "back", rounds[4].cr_delta), -EEXIST);
+	assert_int_equal(vol_snap_create_at(v, "ahead", rounds[7].cr_delta + 100), -ENOENT);
+	vf_check(v);
+	for (; r < CKPT_ROUNDS && ckpt_listed(v, rounds[4].cr_delta); r++)
+		ckpt_round(v, &live, rounds, r);
+	assert_true(r < CKPT_ROUNDS); /* the floor passed round 4's checkpoint */
+	assert_int_equal(vol_snap_create_at(v, "late", rounds[4].cr_delta), -ENOENT);
+	for (unsigned end = r + 32; r < end; r++) /* and the volume goes on */
+		ckpt_round(v, &live, rounds, r);
+	vol_usage(v, &us);
+	print_message("# %u rounds, %" PRIu64 " segments released, %" PRIu64 " blocks pinned\n", r,
+		      us.vus_released, us.vus_pinned_blocks);
+	assert_true(us.vus_pinned_blocks > 0);
+	expect_snapshot(d, "back", &rounds[3].cr_m);
+	vf_check(v);
+	model_expect(v, &live);
+	r2 = vf_reopen_copy(d, 0);
+	vf_check(r2);
+	assert_int_equal(vol_close(r2), 0);
+	assert_int_equal(vol_close(v), 0);
+	test_watchdog_cancel();
+}
+
+struct late_pin {
+	struct vol *lp_vol;
+	uint64_t lp_delta;
+	int lp_err;
+};
+
+static void *late_pin_main(void *arg)
+{
+	struct late_pin *lp = arg;
+
+	syncpoint_thread_name("A");
+	lp->lp_err = vol_snap_create_at(lp->lp_vol, "late", lp->lp_delta);
+	return NULL;
+}
+
+/*
+ * A checkpoint found in the chain, and gone before it is pinned: A stops
+ * between finding its super root and marking its segments, the volume
+ * is written until the floor passes it, and A is told -ENOENT rather
+ * than pinning a state whose blocks are being reused.
+ */
+static void test_checkpoint_pin_loses_the_race(void **state)
+{
+	static struct ckpt_round rounds[CKPT_ROUNDS];
+	struct vol_open_opts oo = {.voo_protect_s = 3600, .voo_max_age_ms = 3600 * 1000};
+	struct bdev *d;
+	struct vol *v;
+	struct late_pin lp;
+	struct model live = {0};
+	struct vol_snap_info *si;
+	pthread_t ta;
+	unsigned r;
+	size_t n;
+
+	(void)state;
+	test_needs_syncpoints();
+	test_watchdog("test_checkpoint_pin_loses_the_race", 240);
+	d = vf_mkfs(24 * VF_SEG);
+	v = vf_open_opts(d, &oo);
+	for (r = 0; r < 4; r++)
+		ckpt_round(v, &live, rounds, r);
+	lp = (struct late_pin){.lp_vol = v, .lp_delta = rounds[1].cr_delta};
+	syncpoint_reset();
+	syncpoint_enable();
+	syncpoint_order("test.release", "vol.snap.create.synced@A");
+	test_thread_start(&ta, late_pin_main, &lp);
+	syncpoint_wait_arrived("vol.snap.create.synced@A", 1);
+	for (; r < CKPT_ROUNDS && ckpt_listed(v, rounds[1].cr_delta); r++)
+		ckpt_round(v, &live, rounds, r);
+	assert_true(r < CKPT_ROUNDS);
+	syncpoint_hit("test.release");
+	test_thread_join(ta);
+	syncpoint_reset();
+	assert_int_equal(lp.lp_err, -ENOENT);
+	assert_int_equal(vol_snap_list(v, &si, &n), 0);
+	assert_int_equal(n, 0);
+	free(si);
+	vf_check(v);
+	assert_int_equal(vol_close(v), 0);
+	test_watchdog_cancel();
+}
+
 int main(void)
 {
 	static const struct CMUnitTest tests[] = {
@@ -944,6 +1330,11 @@ int main(void)
 	    cmocka_unit_test(test_snapshots_beside_writers),
 	    cmocka_unit_test(test_snapshot_opens_across_processes),
 	    cmocka_unit_test(test_open_and_delete_race),
+	    cmocka_unit_test(test_checkpoints_stay_readable),
+	    cmocka_unit_test(test_checkpoints_give_way),
+	    cmocka_unit_test(test_checkpoints_survive_cuts),
+	    cmocka_unit_test(test_checkpoint_becomes_snapshot),
+	    cmocka_unit_test(test_checkpoint_pin_loses_the_race),
 	};
 
 	vf_filter_from_env();
