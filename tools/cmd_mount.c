@@ -39,6 +39,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,7 +49,9 @@
 #include <syslog.h>
 #include <unistd.h>
 
-#define MOUNT_OPTS_MAX 4096
+#define MOUNT_OPTS_MAX	    4096
+#define MOUNT_PROTECT_S	    60u		/* -o protect= default: a minute of checkpoints */
+#define MOUNT_PROTECT_MAX_S (7 * 86400) /* a week */
 
 struct mount_args {
 	const char *ma_image;
@@ -61,6 +64,8 @@ struct mount_args {
 	uint32_t ma_spin_us;	 /* -o spin=US */
 	uint32_t ma_commit_ms;	 /* -o commit=SECONDS; 0: the library's 5 s */
 	const char *ma_snapshot; /* -o snapshot=NAME (read only); NULL: the volume */
+	uint64_t ma_checkpoint;	 /* -o checkpoint=DELTA (read only); 0: the volume */
+	uint32_t ma_protect_s;	 /* -o protect=SECONDS */
 	char ma_snapshot_buf[CAIRN_SNAP_NAME_MAX + 1];
 	char ma_extra[MOUNT_OPTS_MAX]; /* -o options for libfuse */
 	bool ma_help;
@@ -92,6 +97,14 @@ static void mount_help(void)
 	       "                                            fdatasync commit at once\n"
 	       "                       snapshot=NAME        mount snapshot NAME, read-only\n"
 	       "                                            (cairn snapshot list IMAGE)\n"
+	       "                       checkpoint=DELTA     mount recent checkpoint DELTA,\n"
+	       "                                            read-only, while nothing else\n"
+	       "                                            has the image open (cairn\n"
+	       "                                            snapshot checkpoints IMAGE)\n"
+	       "                       protect=SECONDS      keep the space recent checkpoints\n"
+	       "                                            need this long before reusing\n"
+	       "                                            it, unless it is needed sooner\n"
+	       "                                            (default %u; 0: reuse at once)\n"
 	       "                       spin=US              after a request, poll for the\n"
 	       "                                            next one this long (0 to 1000,\n"
 	       "                                            default 25) before sleeping:\n"
@@ -112,7 +125,7 @@ static void mount_help(void)
 	       "use the helper mount.fuse.cairn, installed next to mount(8)'s others.\n"
 	       "\n"
 	       "%s",
-	       cli_exit_help);
+	       MOUNT_PROTECT_S, cli_exit_help);
 }
 
 /* ---- arguments ---------------------------------------------------------------- */
@@ -158,6 +171,22 @@ static int mount_opt_spin(struct mount_args *a, const char *v)
 	return CLI_OK;
 }
 
+/* -o NAME=N: a whole number from @min to @max into *@out. */
+static int mount_opt_number(const char *name, const char *v, uint64_t min, uint64_t max,
+			    uint64_t *out)
+{
+	char *end;
+	unsigned long long n;
+
+	errno = 0;
+	n = strtoull(v, &end, 10);
+	if (errno || end == v || *end || *v == '-' || n < min || n > max)
+		return cli_usage_err("-o %s='%s' is not a number from %" PRIu64 " to %" PRIu64,
+				     name, v, min, max);
+	*out = n;
+	return CLI_OK;
+}
+
 /* -o snapshot=NAME: a snapshot's name; the mount is read-only. */
 static int mount_opt_snapshot(struct mount_args *a, const char *v)
 {
@@ -189,7 +218,15 @@ static int mount_opt_one(struct mount_args *a, const char *o)
 		return mount_opt_spin(a, o + 5);
 	else if (!strncmp(o, "snapshot=", 9))
 		return mount_opt_snapshot(a, o + 9);
-	else if (!strncmp(o, "fsname=", 7)) /* the image's path: how a mount is found */
+	else if (!strncmp(o, "checkpoint=", 11))
+		return mount_opt_number("checkpoint", o + 11, 1, UINT32_MAX, &a->ma_checkpoint);
+	else if (!strncmp(o, "protect=", 8)) {
+		uint64_t s;
+		int ret = mount_opt_number("protect", o + 8, 0, MOUNT_PROTECT_MAX_S, &s);
+
+		a->ma_protect_s = (uint32_t)s;
+		return ret;
+	} else if (!strncmp(o, "fsname=", 7)) /* the image's path: how a mount is found */
 		return cli_usage_err(
 		    "-o fsname= is not allowed: a cairn mount's source is its image");
 	else if (!strcmp(o, "default_permissions") || !*o || mount_opt_ignored(o))
@@ -231,6 +268,7 @@ static int mount_parse(int argc, char **argv, struct mount_args *a)
 	memset(a, 0, sizeof(*a));
 	a->ma_writeback_cache = true;
 	a->ma_spin_us = CFUSE_SPIN_US;
+	a->ma_protect_s = MOUNT_PROTECT_S;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":fdo:vh", opts, NULL)) != -1) {
 		switch (c) {
@@ -257,6 +295,8 @@ static int mount_parse(int argc, char **argv, struct mount_args *a)
 	}
 	if (a->ma_help)
 		return CLI_OK;
+	if (a->ma_snapshot && a->ma_checkpoint)
+		return cli_usage_err("-o snapshot= and -o checkpoint= name two states: give one");
 	if (argc - optind < 2)
 		return cli_usage_err(optind < argc ? "no DIR given" : "no IMAGE given");
 	if (argc - optind > 2)
@@ -404,11 +444,19 @@ static int mount_fail(const struct mount_args *a, const struct cfuse_err *e)
 			cli_err("%s: snapshot '%s' is being deleted, or the image is open in "
 				"a cairn process other than a mount",
 				a->ma_image, a->ma_snapshot);
+		else if (e->ce_err == -EBUSY && a->ma_checkpoint)
+			cli_err("%s is in use: a checkpoint mounts only while nothing writes the "
+				"image (pin it as a snapshot through the mount instead)",
+				a->ma_image);
 		else if (e->ce_err == -EBUSY)
 			cli_err("%s is in use: mounted, or open in another cairn process",
 				a->ma_image);
 		else if (e->ce_err == -ENOENT && a->ma_snapshot)
 			cli_err("%s has no snapshot named '%s'", a->ma_image, a->ma_snapshot);
+		else if (e->ce_err == -ENOENT && a->ma_checkpoint)
+			cli_err("%s: checkpoint %" PRIu64 " is not readable (any more); see cairn "
+				"snapshot checkpoints %s",
+				a->ma_image, a->ma_checkpoint, a->ma_image);
 		else
 			cli_err("cannot open %s: %s", a->ma_image, cli_strerror(e->ce_err));
 		return CLI_FAIL;
@@ -488,10 +536,12 @@ static int mount_run(int argc, char **argv)
 	o = (struct cfuse_opts){
 	    .cfo_image = image,
 	    .cfo_mountpoint = dir,
-	    .cfo_read_only = a.ma_read_only || a.ma_snapshot,
+	    .cfo_read_only = a.ma_read_only || a.ma_snapshot || a.ma_checkpoint,
 	    .cfo_writeback_cache = a.ma_writeback_cache,
 	    .cfo_spin_us = a.ma_spin_us,
 	    .cfo_snapshot = a.ma_snapshot,
+	    .cfo_checkpoint = a.ma_checkpoint,
+	    .cfo_protect_s = a.ma_protect_s,
 	    .cfo_allow_other = a.ma_allow_other,
 	    .cfo_debug = a.ma_debug,
 	    .cfo_fuse_opts = a.ma_extra,

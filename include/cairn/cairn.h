@@ -70,6 +70,11 @@ struct cairn_open_opts {
 	uint32_t coo_max_age_ms;  /* commit changes at least this often; 0: 5000 */
 	const char *coo_snapshot; /* open this snapshot, read only, instead of the
 				     newest state; -ENOENT if there is none */
+	uint64_t coo_checkpoint;  /* or this recent checkpoint (cairn_checkpoints),
+				     read only; not with coo_snapshot */
+	uint32_t coo_protect_s;	  /* keep what recent checkpoints need this many
+				     seconds before its space is reused, unless the
+				     space is needed; 0: reuse at once */
 };
 
 /*
@@ -85,6 +90,12 @@ struct cairn_open_opts {
  * the snapshot is. -EBUSY if another program (not a mount) has the
  * image open, or while the snapshot is being deleted. While it is open
  * the snapshot cannot be deleted (-EBUSY there) nor the image formatted.
+ *
+ * A recent checkpoint (coo_checkpoint) is not pinned by anything but
+ * this open's shared lock on the image, held until cairn_close: -EBUSY
+ * if another program has the image open for writing (pin it as a
+ * snapshot there instead), -ENOENT if it is no longer readable. No
+ * writer can open the image meanwhile.
  */
 int cairn_open(const char *path, const struct cairn_open_opts *o, struct cairn **out);
 /*
@@ -255,9 +266,27 @@ struct cairn_snapshot {
 	int64_t cs_ctime_ns; /* when it was taken, ns since the epoch */
 };
 int cairn_snapshot_create(struct cairn *c, const char *name);
+/* Pin recent checkpoint @delta (cairn_checkpoints) as snapshot @name
+ * instead of the newest state; -ENOENT if it is no longer readable. */
+int cairn_snapshot_create_at(struct cairn *c, const char *name, uint64_t delta);
 int cairn_snapshot_delete(struct cairn *c, const char *name);
 /* Every snapshot, in a malloc'ed array (*out NULL if none). */
 int cairn_snapshot_list(struct cairn *c, struct cairn_snapshot **out, size_t *n);
+
+/*
+ * Recent checkpoints. Every commit is a checkpoint, and each stays
+ * readable, unpinned, until a segment that held its blocks is reused:
+ * as soon as it empties, or after cairn_open_opts.coo_protect_s seconds,
+ * or sooner when the space is needed. Open one read only with
+ * cairn_open_opts.coo_checkpoint.
+ */
+struct cairn_checkpoint {
+	uint64_t ccp_delta;  /* the commit it ends: what coo_checkpoint takes */
+	int64_t ccp_time_ns; /* when it was committed, ns since the epoch; 0: unknown */
+};
+/* The readable checkpoints, newest first, at most @max, in a malloc'ed
+ * array (*out NULL if none). */
+int cairn_checkpoints(struct cairn *c, size_t max, struct cairn_checkpoint **out, size_t *n);
 
 /* ---- extended attributes -------------------------------------------------- */
 

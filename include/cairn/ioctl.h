@@ -9,7 +9,9 @@
  * what programs wrote: the daemon then makes it all durable before it
  * pins the state.
  *
- *   CAIRN_IOC_SNAP_CREATE  cis_name: create it (cairn_snapshot_create)
+ *   CAIRN_IOC_SNAP_CREATE  cis_name: create it (cairn_snapshot_create);
+ *                          with cis_delta not 0, of that recent
+ *                          checkpoint (cairn_snapshot_create_at)
  *   CAIRN_IOC_SNAP_DELETE  cis_name: delete it (cairn_snapshot_delete)
  *   CAIRN_IOC_SNAP_GET     cis_index in, the cis_index-th snapshot out
  *                          (ENOENT past the last): a list, one by one;
@@ -19,6 +21,11 @@
  *                          that snapshot out (ENOENT: none; ESTALE: this
  *                          daemon serves another file, a path since
  *                          renamed or replaced)
+ *
+ *   CAIRN_IOC_CKPT_LIST    cic_before in (0: from the newest), out up to
+ *                          CAIRN_IOC_CKPTS readable checkpoints older than
+ *                          it, newest first (cairn_checkpoints); cic_n 0
+ *                          past the oldest
  *
  * Errors are those of the libcairn calls (positive, in errno); EROFS on
  * a read-only mount for create and delete.
@@ -42,10 +49,22 @@ struct cairn_ioc_snap {
 	uint64_t cis_ino;			/* FIND: the image's st_ino; out: the daemon's */
 };
 
+#define CAIRN_IOC_CKPTS 64
+struct cairn_ioc_ckpts {
+	uint64_t cic_before; /* in: older than this delta; 0: from the newest */
+	uint32_t cic_n;	     /* out: how many follow */
+	uint32_t cic_reserved;
+	struct {
+		uint64_t delta;
+		int64_t time_ns; /* committed, ns since the epoch; 0: unknown */
+	} cic_cp[CAIRN_IOC_CKPTS];
+};
+
 #define CAIRN_IOC_MAGIC	      0xCA
 #define CAIRN_IOC_SNAP_CREATE _IOW(CAIRN_IOC_MAGIC, 1, struct cairn_ioc_snap)
 #define CAIRN_IOC_SNAP_DELETE _IOW(CAIRN_IOC_MAGIC, 2, struct cairn_ioc_snap)
 #define CAIRN_IOC_SNAP_GET    _IOWR(CAIRN_IOC_MAGIC, 3, struct cairn_ioc_snap)
 #define CAIRN_IOC_SNAP_FIND   _IOWR(CAIRN_IOC_MAGIC, 4, struct cairn_ioc_snap)
+#define CAIRN_IOC_CKPT_LIST   _IOWR(CAIRN_IOC_MAGIC, 5, struct cairn_ioc_ckpts)
 
 #endif /* CAIRN_IOCTL_H */

@@ -68,6 +68,8 @@ struct cfuse_opts {
 	uint32_t cfo_cache_mb;	    /* libcairn's buffer cache; 0: its default */
 	uint32_t cfo_commit_ms;	    /* commit at least this often; 0: libcairn's default */
 	const char *cfo_snapshot;   /* mount this snapshot (with cfo_read_only); NULL: none */
+	uint64_t cfo_checkpoint;    /* or this recent checkpoint (with cfo_read_only); 0: none */
+	uint32_t cfo_protect_s;	    /* cairn_open_opts.coo_protect_s */
 };
 
 /* Which step of cfuse_mount failed. */

@@ -1,6 +1,6 @@
 /*
  * fuse_ctl.c - the mount's control ioctls (include/cairn/ioctl.h):
- * snapshots of the mounted volume.
+ * snapshots and recent checkpoints of the mounted volume.
  *
  * They are restricted ioctls: the kernel copies the struct in and out by
  * the size _IOC encodes, so in_buf holds a whole struct cairn_ioc_snap
@@ -55,6 +55,28 @@ static int cfuse_snap_get(struct cairn *c, const char *name, uint32_t index,
 	return cairn_image_identity(c, &out->cis_dev, &out->cis_ino);
 }
 
+/* CAIRN_IOC_CKPT_LIST: the readable checkpoints older than @q's cic_before. */
+static int cfuse_ckpt_list(struct cairn *c, const struct cairn_ioc_ckpts *q,
+			   struct cairn_ioc_ckpts *out)
+{
+	struct cairn_checkpoint *cp;
+	size_t n, i = 0;
+	int err = cairn_checkpoints(c, SIZE_MAX, &cp, &n);
+
+	if (err)
+		return err;
+	memset(out, 0, sizeof(*out));
+	out->cic_before = q->cic_before;
+	while (i < n && q->cic_before && cp[i].ccp_delta >= q->cic_before)
+		i++;
+	for (; i < n && out->cic_n < CAIRN_IOC_CKPTS; i++, out->cic_n++) {
+		out->cic_cp[out->cic_n].delta = cp[i].ccp_delta;
+		out->cic_cp[out->cic_n].time_ns = cp[i].ccp_time_ns;
+	}
+	free(cp);
+	return 0;
+}
+
 /* -ESTALE unless @q asks about the file this volume is open on. */
 static int cfuse_same_image(struct cairn *c, const struct cairn_ioc_snap *q)
 {
@@ -83,16 +105,38 @@ void cfuse_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, void *arg, struct
 		return;
 	}
 	if (ucmd != CAIRN_IOC_SNAP_CREATE && ucmd != CAIRN_IOC_SNAP_DELETE &&
-	    ucmd != CAIRN_IOC_SNAP_GET && ucmd != CAIRN_IOC_SNAP_FIND) {
+	    ucmd != CAIRN_IOC_SNAP_GET && ucmd != CAIRN_IOC_SNAP_FIND &&
+	    ucmd != CAIRN_IOC_CKPT_LIST) {
 		fuse_reply_err(req, ENOTTY);
-		return;
-	}
-	if (in_bufsz != sizeof(in) || (get && out_bufsz < sizeof(out))) {
-		fuse_reply_err(req, EINVAL);
 		return;
 	}
 	if (ctx->uid != 0 && ctx->uid != getuid()) {
 		fuse_reply_err(req, EPERM);
+		return;
+	}
+	if (ucmd == CAIRN_IOC_CKPT_LIST) {
+		struct cairn_ioc_ckpts q, *r;
+
+		if (in_bufsz != sizeof(q) || out_bufsz < sizeof(*r)) {
+			fuse_reply_err(req, EINVAL);
+			return;
+		}
+		r = malloc(sizeof(*r));
+		if (!r) {
+			fuse_reply_err(req, ENOMEM);
+			return;
+		}
+		memcpy(&q, in_buf, sizeof(q));
+		err = cfuse_ckpt_list(f->cf_cairn, &q, r);
+		if (err)
+			fuse_reply_err(req, cfuse_errno(err));
+		else
+			fuse_reply_ioctl(req, 0, r, sizeof(*r));
+		free(r);
+		return;
+	}
+	if (in_bufsz != sizeof(in) || (get && out_bufsz < sizeof(out))) {
+		fuse_reply_err(req, EINVAL);
 		return;
 	}
 	memcpy(&in, in_buf, sizeof(in));
@@ -113,7 +157,7 @@ void cfuse_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, void *arg, struct
 		return;
 	}
 	if (ucmd == CAIRN_IOC_SNAP_CREATE)
-		err = cairn_snapshot_create(f->cf_cairn, in.cis_name);
+		err = cairn_snapshot_create_at(f->cf_cairn, in.cis_name, in.cis_delta);
 	else
 		err = cairn_snapshot_delete(f->cf_cairn, in.cis_name);
 	if (err)

@@ -270,7 +270,9 @@ int cfuse_mount(const struct cfuse_opts *o, struct cfuse **out, struct cfuse_err
 	struct cairn_open_opts coo = {.coo_cache_mb = o->cfo_cache_mb,
 				      .coo_read_only = o->cfo_read_only,
 				      .coo_max_age_ms = o->cfo_commit_ms,
-				      .coo_snapshot = o->cfo_snapshot};
+				      .coo_snapshot = o->cfo_snapshot,
+				      .coo_checkpoint = o->cfo_checkpoint,
+				      .coo_protect_s = o->cfo_protect_s};
 	struct cfuse *f = cfuse_alloc(o);
 	int err;
 

@@ -813,7 +813,9 @@ static void ns_vol_opts(const struct cairn_open_opts *o, uint32_t bs, struct vol
 	uint32_t mb = o->coo_cache_mb ? o->coo_cache_mb : NS_CACHE_MB;
 
 	*vo = (struct vol_open_opts){.voo_max_age_ms = o->coo_max_age_ms,
-				     .voo_snapshot = o->coo_snapshot};
+				     .voo_snapshot = o->coo_snapshot,
+				     .voo_checkpoint = o->coo_checkpoint,
+				     .voo_protect_s = o->coo_protect_s};
 	vo->voo_cache_blocks = (uint32_t)MIN((uint64_t)mb * 1024 * 1024 / bs, UINT32_MAX);
 }
 
@@ -858,7 +860,10 @@ static int ns_open_vol(struct cairn *c, const char *path, const struct cairn_ope
 	if (err)
 		return err;
 	ns_vol_opts(o, bs, &vo);
-	if (!o->coo_snapshot) {
+	if (o->coo_checkpoint) {
+		/* nothing pins it: no writer, as long as it is open */
+		err = bdev_open_file(path, bs, 0, BDEV_RDONLY | BDEV_SHARED_LOCK, &d);
+	} else if (!o->coo_snapshot) {
 		err = bdev_open_file(path, bs, 0, BDEV_EXCL_LOCK, &d);
 	} else {
 		/* nobody writes: a shared lock until the snapshot is pinned (vol_open) */
@@ -951,7 +956,7 @@ static int ns_open_ns(struct cairn *c, const struct cairn_open_opts *o)
 		err = ialloc_create(c->c_vol, &io, &c->c_ialloc);
 	if (err)
 		goto out_vol;
-	c->c_rdonly = o->coo_read_only || o->coo_snapshot;
+	c->c_rdonly = o->coo_read_only || o->coo_snapshot || o->coo_checkpoint;
 	if (!c->c_rdonly)
 		err = ns_orphans_replay(c);
 	if (err)
@@ -1177,6 +1182,11 @@ int cairn_snapshot_create(struct cairn *c, const char *name)
 	return c->c_rdonly ? -EROFS : vol_snap_create(c->c_vol, name);
 }
 
+int cairn_snapshot_create_at(struct cairn *c, const char *name, uint64_t delta)
+{
+	return c->c_rdonly ? -EROFS : vol_snap_create_at(c->c_vol, name, delta);
+}
+
 int cairn_snapshot_delete(struct cairn *c, const char *name)
 {
 	return c->c_rdonly ? -EROFS : vol_snap_delete(c->c_vol, name);
@@ -1204,6 +1214,26 @@ int cairn_snapshot_list(struct cairn *c, struct cairn_snapshot **out, size_t *n)
 		(*out)[i].cs_sroot = si[i].vsi_sroot;
 	}
 	free(si);
+	return 0;
+}
+
+int cairn_checkpoints(struct cairn *c, size_t max, struct cairn_checkpoint **out, size_t *n)
+{
+	struct vol_checkpoint *cp;
+	int err = vol_checkpoints(c->c_vol, max, &cp, n);
+
+	*out = NULL;
+	if (err || !*n)
+		return err;
+	*out = calloc(*n, sizeof(**out));
+	if (!*out) {
+		free(cp);
+		*n = 0;
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < *n; i++)
+		(*out)[i] = (struct cairn_checkpoint){cp[i].vcp_delta, (int64_t)cp[i].vcp_time_ns};
+	free(cp);
 	return 0;
 }
 

@@ -25,7 +25,7 @@ MODEL=$(realpath "${4:?usage: test_fuse.sh CAIRN FUSE_MKFS MOUNT_HELPER FUSE_MOD
 
 CASES=(${ONLY_CASES:-errors file_ops large_dir parallel busy persistence remount_at_once sigterm_helper
 	permissions read_only enospc flush_once snapshots snapshot_beside
-	snapshot_renamed_image model names_and_sizes})
+	snapshot_renamed_image checkpoints model names_and_sizes})
 WAIT_STEPS=200 # polls of 0.05 s: 10 s
 
 echo "[==========] Running ${#CASES[@]} test(s)."
@@ -619,6 +619,53 @@ case_snapshot_renamed_image() {
 # Randomized operations through the mount, each call's result and then the
 # tree checked against a model (tests/fuse/fuse_model.c), and the tree
 # checked again after an unmount and a mount. Each seed is printed.
+# Recent checkpoints: with the mount's default protection the commits of
+# two short sessions stay readable, across the remount too; each mounts
+# read-only, only while nothing else has the image, and shows the files
+# as they were.
+case_checkpoints() {
+	local m=mntc c=mntcc old new
+	mkdir -p $m $c
+	mkimg c.img 64 || return
+	mount_fg c.img $m || return
+	echo one >$m/f && sync $m/f || fail "write and fsync f"
+	echo uno >$m/f && sync $m/f || fail "write and fsync f over"
+	unmount $m "$fg_pid" || return
+	check "list the checkpoints" "$CAIRN" snapshot checkpoints c.img || return
+	old=$(awk 'NR == 3 {print $1}' out) # older than the state the remount finds
+	mount_fg c.img $m || return
+	echo two >$m/f && sync $m/f || fail "write and fsync f again"
+	expect_error 1 "in use" "checkpoints of a mounted image" \
+		"$CAIRN" snapshot checkpoints c.img
+	check "checkpoints through the mount" "$CAIRN" snapshot checkpoints $m
+	grep -q "^ *$old " out || fail "checkpoint $old not listed through the mount: $(cat out)"
+	check "pin checkpoint $old through the mount" \
+		"$CAIRN" snapshot create --checkpoint "$old" $m pinned
+	expect_error 1 "not readable" "pin a checkpoint never made" \
+		"$CAIRN" snapshot create --checkpoint 999999 $m never
+	expect_error 1 "in use" "a checkpoint beside the writer" \
+		"$CAIRN" mount -o checkpoint="$old" c.img $c
+	unmount $m "$fg_pid" || return
+	check "list the checkpoints again" "$CAIRN" snapshot checkpoints c.img || return
+	new=$(awk 'NR == 2 {print $1}' out)
+	[ "$new" -gt "$old" ] || fail "no newer checkpoint than $old: $(cat out)"
+	grep -q "^ *$old " out || fail "checkpoint $old is gone after a remount: $(cat out)"
+	mount_fg c.img $c -o checkpoint="$old" || return
+	[ "$(cat $c/f)" = "one" ] || fail "checkpoint $old: f is $(cat $c/f)"
+	sh -c "echo x >$c/f" 2>/dev/null && fail "wrote into a checkpoint"
+	expect_error 1 "in use" "the volume beside a checkpoint" "$CAIRN" mount c.img $m
+	unmount $c "$fg_pid" || return
+	mount_fg c.img $c -o checkpoint="$new" || return
+	[ "$(cat $c/f)" = "two" ] || fail "checkpoint $new: f is $(cat $c/f)"
+	unmount $c "$fg_pid" || return
+	mount_fg c.img $c -o snapshot=pinned || return
+	[ "$(cat $c/f)" = "one" ] || fail "snapshot of checkpoint $old: f is $(cat $c/f)"
+	unmount $c "$fg_pid" || return
+	expect_error 1 "not readable" "a checkpoint never made" \
+		"$CAIRN" mount -o checkpoint=999999 c.img $c
+	"$CAIRN" fsck c.img >/dev/null || fail "fsck after checkpoints"
+}
+
 case_model() {
 	local m=mnt10 sd ops=${CAIRN_MODEL_OPS:-3000}
 	mkdir -p $m

@@ -327,6 +327,25 @@ run snapshot list snap
 [ "$(wc -l <out)" -eq 1 ] || fail "snapshot list after delete: not just the header"
 ok "snapshot creates, lists and deletes"
 
+# recent checkpoints: listed, the newest pinned after the fact
+run snapshot checkpoints snap
+expect_rc 0 "snapshot checkpoints"
+newest=$(awk 'NR == 2 {print $1}' out)
+grep -q "^ *[0-9][0-9]*  20[0-9][0-9]-" out || fail "snapshot checkpoints: no checkpoint line"
+run snapshot create --checkpoint "$newest" snap pinned
+expect_rc 0 "snapshot create --checkpoint"
+run snapshot list snap
+grep -q "^pinned  *$newest  " out || fail "the checkpoint's snapshot: $(cat out)"
+run snapshot create --checkpoint 999999 snap never
+expect_error 1 snapshot "not readable" "snapshot create of a checkpoint never made"
+run snapshot create --checkpoint x snap never
+expect_error 2 snapshot "is not a delta" "snapshot create --checkpoint x"
+run snapshot list --checkpoint 3 snap
+expect_error 2 snapshot "goes with create only" "snapshot list --checkpoint"
+run fsck snap
+expect_rc 0 "fsck with a checkpoint's snapshot"
+ok "recent checkpoints list, and one becomes a snapshot"
+
 # ---- the library's log lines ---------------------------------------------------
 
 run -v info nostate
