@@ -196,7 +196,9 @@ static int info_state(const char *path, struct bdev *d, uint32_t bs, uint32_t se
 	struct vol_open_opts o = {.voo_cache_blocks = INFO_CACHE_BLOCKS, .voo_read_only = true};
 	struct vol_usage_stats us;
 	struct vol_snap_info *snaps = NULL;
-	size_t nsnaps = 0;
+	struct vol_checkpoint *cps = NULL;
+	size_t nsnaps = 0, ncps = 0;
+	uint64_t oldest;
 	struct log_space sp;
 	struct vol *v;
 	uint32_t delta;
@@ -213,6 +215,10 @@ static int info_state(const char *path, struct bdev *d, uint32_t bs, uint32_t se
 	delta = vol_committed_delta(v);
 	err = vol_snap_list(v, &snaps, &nsnaps);
 	free(snaps);
+	if (!err && !df)
+		err = vol_checkpoints(v, SIZE_MAX, &cps, &ncps);
+	oldest = ncps ? cps[ncps - 1].vcp_delta : 0;
+	free(cps);
 	cerr = vol_close(v);
 	if (!err)
 		err = cerr;
@@ -222,7 +228,10 @@ static int info_state(const char *path, struct bdev *d, uint32_t bs, uint32_t se
 	}
 	info_print_space(&sp, &us, bs, seg_blocks);
 	if (!df)
-		printf("committed delta: %" PRIu32 "\n", delta);
+		printf("committed delta: %" PRIu32 "\n"
+		       "checkpoints:     %zu readable, from delta %" PRIu64
+		       " (cairn snapshot checkpoints)\n",
+		       delta, ncps, oldest);
 	printf("snapshots:       %zu (cairn snapshot list)\n", nsnaps);
 	return CLI_OK;
 }

@@ -144,6 +144,8 @@ expect_rc 0 "info img"
 [ "$(field segments)" = 14 ] || fail "info: segments"
 [ "$(field 'device size')" = "64 MiB (16384 blocks)" ] || fail "info: device size"
 [ "$(field 'committed delta')" = 2 ] || fail "info: committed delta (mkfs commits the root in delta 2)"
+[ "$(field checkpoints)" = "1 readable, from delta 2 (cairn snapshot checkpoints)" ] ||
+	fail "info: checkpoints (delta 1, the empty volume, is not one)"
 for f in 'format version' label 'space total' 'space live' 'space dead' 'space free' 'space kept'; do
 	[ -n "$(field "$f")" ] || fail "info: no '$f'"
 done
