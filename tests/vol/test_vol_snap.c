@@ -1024,12 +1024,13 @@ static bool ckpt_reads_right(struct vol *cv, const struct ckpt_round *rounds, un
 }
 
 /*
- * Every checkpoint listed opens, read only, and reads as its round left
- * the volume; returns how many were listed. The list is newest first,
+ * Every checkpoint listed (with @some, only the newest, the oldest and
+ * one between) opens, read only, and reads as its round left the
+ * volume; returns how many were listed. The list is newest first,
  * deltas falling.
  */
-static size_t expect_checkpoints(struct bdev *d, struct vol *v, const struct ckpt_round *rounds,
-				 unsigned nrounds)
+static size_t expect_checkpoints_of(struct bdev *d, struct vol *v, const struct ckpt_round *rounds,
+				    unsigned nrounds, bool some)
 {
 	struct vol_checkpoint *cp;
 	size_t n;
@@ -1042,6 +1043,8 @@ static size_t expect_checkpoints(struct bdev *d, struct vol *v, const struct ckp
 		if (i)
 			assert_true(cp[i].vcp_delta < cp[i - 1].vcp_delta);
 		assert_true(cp[i].vcp_time_ns > 0);
+		if (some && i && i != n / 2 && i != n - 1)
+			continue;
 		cv = open_checkpoint(d, cp[i].vcp_delta, &err);
 		if (!cv)
 			fail_msg("checkpoint %" PRIu64 " is listed but does not open: %d",
@@ -1054,6 +1057,12 @@ static size_t expect_checkpoints(struct bdev *d, struct vol *v, const struct ckp
 	}
 	free(cp);
 	return n;
+}
+
+static size_t expect_checkpoints(struct bdev *d, struct vol *v, const struct ckpt_round *rounds,
+				 unsigned nrounds)
+{
+	return expect_checkpoints_of(d, v, rounds, nrounds, false);
 }
 
 /* Is checkpoint @delta listed? */
@@ -1187,7 +1196,8 @@ static void test_checkpoints_survive_cuts(void **state)
 	vol_usage(v, &us);
 	assert_true(us.vus_released > 16); /* segments were reused */
 	writes = bdev_emu_history_writes(d);
-	stride = writes / 200 + 1; /* every write, up to 200 */
+	/* every write, up to 200 (40 in the sanitizers' slower builds) */
+	stride = writes / (getenv("CAIRN_WATCHDOG_SCALE") ? 40 : 200) + 1;
 	for (uint64_t cut = 1; cut <= writes + 1; cut += stride) {
 		static const struct bdev_emu_crash hows[] = {
 		    {.ec_mode = BDEV_EMU_DROP_ALL},
@@ -1201,7 +1211,7 @@ static void test_checkpoints_survive_cuts(void **state)
 
 			assert_int_equal(bdev_emu_crash_at(d, cut, &hows[h], &img), 0);
 			cv = vf_open_opts(img, &(struct vol_open_opts){.voo_read_only = true});
-			expect_checkpoints(img, cv, rounds, r);
+			expect_checkpoints_of(img, cv, rounds, r, true);
 			assert_int_equal(vol_close(cv), 0);
 			cuts++;
 		}
