@@ -106,6 +106,10 @@ int cli_open_volume(const char *path, unsigned flags, struct bdev **d);
  * finishing its last commit) and fewer than CLI_BUSY_TRIES were made:
  * true after that pause; false: give up.
  */
+/* Seconds the tools that write a volume (mount, snapshot) keep emptied
+ * space for recent checkpoints (cairn_open_opts.coo_protect_s): with none,
+ * opening a volume to write would drop every checkpoint before it. */
+#define CLI_PROTECT_S	  60u
 #define CLI_BUSY_TRIES	  100 /* x 100 ms */
 #define CLI_BUSY_PAUSE_NS (100 * 1000 * 1000)
 bool cli_wait_unmounted(const char *image, unsigned tries);

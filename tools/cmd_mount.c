@@ -50,7 +50,6 @@
 #include <unistd.h>
 
 #define MOUNT_OPTS_MAX	    4096
-#define MOUNT_PROTECT_S	    60u		/* -o protect= default: a minute of checkpoints */
 #define MOUNT_PROTECT_MAX_S (7 * 86400) /* a week */
 
 struct mount_args {
@@ -125,7 +124,7 @@ static void mount_help(void)
 	       "use the helper mount.fuse.cairn, installed next to mount(8)'s others.\n"
 	       "\n"
 	       "%s",
-	       MOUNT_PROTECT_S, cli_exit_help);
+	       CLI_PROTECT_S, cli_exit_help);
 }
 
 /* ---- arguments ---------------------------------------------------------------- */
@@ -268,7 +267,7 @@ static int mount_parse(int argc, char **argv, struct mount_args *a)
 	memset(a, 0, sizeof(*a));
 	a->ma_writeback_cache = true;
 	a->ma_spin_us = CFUSE_SPIN_US;
-	a->ma_protect_s = MOUNT_PROTECT_S;
+	a->ma_protect_s = CLI_PROTECT_S;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":fdo:vh", opts, NULL)) != -1) {
 		switch (c) {

@@ -77,7 +77,9 @@ static void snapshot_help(void)
 /* Open the volume on @path; CLI_OK and *out, or CLI_FAIL (reported). */
 static int snapshot_open(const char *path, bool write, struct vol **out)
 {
-	struct vol_open_opts o = {.voo_cache_blocks = SNAP_CACHE_BLOCKS, .voo_read_only = !write};
+	struct vol_open_opts o = {.voo_cache_blocks = SNAP_CACHE_BLOCKS,
+				  .voo_read_only = !write,
+				  .voo_protect_s = CLI_PROTECT_S};
 	struct bdev *d;
 	int err;
 

@@ -74,7 +74,8 @@ struct cairn_open_opts {
 				     read only; not with coo_snapshot */
 	uint32_t coo_protect_s;	  /* keep what recent checkpoints need this many
 				     seconds before its space is reused, unless the
-				     space is needed; 0: reuse at once */
+				     space is needed; 0: reuse at once, and a
+				     writable open drops every older checkpoint */
 };
 
 /*

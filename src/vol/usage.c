@@ -93,8 +93,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define VU_UNBORN    ((void *)1) /* written by a failed commit, maybe named */
-#define VU_FORGOTTEN ((void *)2) /* such a block, left behind since */
+#define VU_UNBORN      ((void *)1) /* written by a failed commit, maybe named */
+#define VU_FORGOTTEN   ((void *)2) /* such a block, left behind since */
+#define VU_UNPROTECTED UINT64_MAX  /* vu_emptied_ms: holds nothing to protect */
 
 static int vol_u64vec_push(struct vol_u64vec *uv, uint64_t x)
 {
@@ -167,7 +168,8 @@ static bool vol_cand_due(struct vol *v, uint64_t seg, uint64_t now_ms, bool pres
 {
 	struct vol_usage *u = &v->v_usage;
 
-	if (!pressed && now_ms - u->vu_emptied_ms[seg] < v->v_protect_ms) {
+	if (!pressed && u->vu_emptied_ms[seg] != VU_UNPROTECTED &&
+	    now_ms - u->vu_emptied_ms[seg] < v->v_protect_ms) {
 		(*waiting)++;
 		return false;
 	}
@@ -370,7 +372,7 @@ int vol_usage_open(struct vol *v, bool writable)
 		if (cn.vcn_recent && vol_seg_snap(u->vu_cand, s) &&
 		    !vol_seg_snap(cn.vcn_recent, s)) {
 			u->vu_emptied[s] = cn.vcn_recent_from;
-			u->vu_emptied_ms[s] = 0; /* nothing to protect */
+			u->vu_emptied_ms[s] = VU_UNPROTECTED;
 		}
 	}
 	if (cn.vcn_recent)
@@ -433,6 +435,7 @@ void vol_usage_snap_taken(struct vol *v, uint64_t *sr_blk, uint64_t *sr_delta)
 	struct vol_usage *u = &v->v_usage;
 
 	cmutex_lock(&u->vu_lock);
+	u->vu_mark_gen++; /* a recount walking now keeps these marks */
 	for (uint64_t s = 0; s < v->v_geo.lg_nsegments; s++)
 		if (!vol_seg_empty(u, s))
 			__atomic_fetch_or(&u->vu_snap[s / 64], 1ull << (s % 64), __ATOMIC_RELAXED);
@@ -450,14 +453,21 @@ int vol_usage_snap_taken_at(struct vol *v, uint64_t delta, uint64_t txn_delta)
 	if (delta < u->vu_readable_from) {
 		err = -ENOENT; /* its segments may be going: too late */
 	} else {
+		/* pending before any mark shows: an offer that sees a mark
+		 * (after this lock) sees the recount pending too. The
+		 * transaction holds txn_delta open: not too late. */
+		vol_usage_recount_at(v, txn_delta);
+		u->vu_mark_gen++;
+		/* its blocks are in segments holding live blocks, or emptied
+		 * after it (usage.c (5)): emptied at or before it, or retaken
+		 * since, a segment holds none */
 		for (uint64_t s = 0; s < v->v_geo.lg_nsegments; s++)
-			if (log_seg_in_use(v->v_log, s))
+			if (!vol_seg_empty(u, s) ||
+			    (log_seg_in_use(v->v_log, s) && u->vu_emptied[s] > delta))
 				__atomic_fetch_or(&u->vu_snap[s / 64], 1ull << (s % 64),
 						  __ATOMIC_RELAXED);
 	}
 	cmutex_unlock(&u->vu_lock);
-	if (!err) /* the transaction holds txn_delta open: not too late */
-		vol_usage_recount_at(v, txn_delta);
 	return err;
 }
 
@@ -478,10 +488,13 @@ void vol_usage_recount_at(struct vol *v, uint64_t delta)
 static void vol_usage_recount(struct vol *v)
 {
 	struct vol_usage *u = &v->v_usage;
-	uint64_t n = v->v_geo.lg_nsegments;
+	uint64_t n = v->v_geo.lg_nsegments, gen;
 	struct vol_count cn;
 	int err;
 
+	cmutex_lock(&u->vu_lock);
+	gen = u->vu_mark_gen;
+	cmutex_unlock(&u->vu_lock);
 	err = vol_count_new(v, &cn, false);
 	if (err) {
 		log_warn("vol: counting the snapshots' blocks failed: %d; will try again", err);
@@ -496,11 +509,14 @@ static void vol_usage_recount(struct vol *v)
 				 s, u->vu_live[s], cn.vcn_live[s]);
 			break;
 		}
+	if (u->vu_mark_gen != gen) /* a snapshot marked segments during the walk */
+		for (uint64_t w = 0; w < (n + 63) / 64; w++)
+			cn.vcn_snap[w] |= __atomic_load_n(&u->vu_snap[w], __ATOMIC_RELAXED);
 	vol_usage_take(u, n, &cn);
+	for (uint64_t s = 0, now_ms = util_monotonic_ms(); s < n; s++)
+		vol_cand_mark(v, s, now_ms); /* vu_emptied: under vu_lock */
 	cmutex_unlock(&u->vu_lock);
 	vol_count_free(&cn);
-	for (uint64_t s = 0, now_ms = util_monotonic_ms(); s < n; s++)
-		vol_cand_mark(v, s, now_ms);
 }
 
 int vol_usage_born(struct vol *v, uint64_t pblk)

@@ -260,9 +260,11 @@ struct vol_checkpoint {
 };
 /*
  * The readable checkpoints, newest first, at most @max of them, in a
- * malloc'ed array (NULL if none). Safe beside the commit: a super root
- * the log reused meanwhile fails its checksum or its delta, and ends the
- * list there.
+ * malloc'ed array (NULL if none). Beside the commit, a super root the
+ * log reuses during the walk is most likely no valid super root of an
+ * older delta and ends the list there; a checkpoint read as listed may
+ * still have gone by the time it is opened (a snapshot pins one:
+ * vol_snap_create_at).
  */
 int vol_checkpoints(struct vol *v, size_t max, struct vol_checkpoint **out, size_t *n);
 

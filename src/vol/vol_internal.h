@@ -363,8 +363,10 @@ struct vol_usage {
 	struct vol_snap_info *vu_snaps; /* the table as the open found it (snapshot opens) */
 	size_t vu_nsnaps;
 	/* recent checkpoints: what a segment's release costs them */
-	uint64_t *vu_emptied;	   /* per candidate: the delta that emptied it; commit thread */
+	uint64_t *vu_emptied;	   /* per candidate: the delta that emptied it; written by
+				      the commit thread under vu_lock */
 	uint64_t *vu_emptied_ms;   /* and when (CLOCK_MONOTONIC); commit thread */
+	uint64_t vu_mark_gen;	   /* snapshot marks made (a recount keeps them); vu_lock */
 	uint64_t vu_readable_from; /* the next super root's sr_readable_from; vu_lock */
 	uint64_t vu_waiting;	   /* candidates held by the protection period, or
 				      retiring (usage.c); vu_lock */
