@@ -37,18 +37,25 @@ static void model_expect(struct vol *v, const struct model *m)
 			vf_expect(v, OWNER0 + o, i, m->m_ver[o][i]);
 }
 
-/* Open snapshot @name of the durable state on a copy of @d; NULL: failed with *err. */
-static struct vol *open_snapshot(struct bdev *d, const char *name, int *err)
+/* vol_open on a copy of @d's durable state; NULL: failed with *err. */
+static struct vol *open_copy(struct bdev *d, const struct vol_open_opts *o, int *err)
 {
-	struct vol_open_opts o = {.voo_snapshot = name, .voo_max_age_ms = 3600 * 1000};
 	struct bdev *copy;
 	struct vol *v = NULL;
 
 	assert_int_equal(bdev_emu_open_copy(d, &copy), 0);
-	*err = vol_open(copy, &o, &v);
+	*err = vol_open(copy, o, &v);
 	if (*err)
 		bdev_close(copy);
 	return v;
+}
+
+/* Open snapshot @name of the durable state on a copy of @d; NULL: failed with *err. */
+static struct vol *open_snapshot(struct bdev *d, const char *name, int *err)
+{
+	struct vol_open_opts o = {.voo_snapshot = name, .voo_max_age_ms = 3600 * 1000};
+
+	return open_copy(d, &o, err);
 }
 
 static void expect_snapshot(struct bdev *d, const char *name, const struct model *m)
@@ -994,14 +1001,8 @@ static void ckpt_round(struct vol *v, struct model *live, struct ckpt_round *rou
 static struct vol *open_checkpoint(struct bdev *d, uint64_t delta, int *err)
 {
 	struct vol_open_opts o = {.voo_checkpoint = delta};
-	struct bdev *copy;
-	struct vol *v = NULL;
 
-	assert_int_equal(bdev_emu_open_copy(d, &copy), 0);
-	*err = vol_open(copy, &o, &v);
-	if (*err)
-		bdev_close(copy);
-	return v;
+	return open_copy(d, &o, err);
 }
 
 /*
