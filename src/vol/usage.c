@@ -28,7 +28,9 @@
  * (4)) and may name them; when a later change leaves such a block behind
  * it was never counted, so it is not subtracted. Its gone list is kept
  * too: those blocks leave the durable state with the commit that makes
- * the kept trees durable.
+ * the kept trees durable. An address no tree ever names (the failed
+ * commit's super root) stays noted until the log takes it again: the
+ * block born there counts, and its leaving is subtracted.
  *
  * Snapshots (snap.c) keep blocks the state has left. vu_snap marks the
  * segments that may hold a block a snapshot names; a block left behind
@@ -541,8 +543,12 @@ void vol_usage_settle(struct vol *v)
 
 	cmutex_lock(&u->vu_lock);
 	for (size_t i = 0; i < u->vu_born.uv_n; i++) {
-		uint64_t seg = vol_seg_of(v, u->vu_born.uv_v[i]);
+		uint64_t pblk = u->vu_born.uv_v[i], seg = vol_seg_of(v, pblk);
 
+		/* a failed commit's address the log took again: counted now */
+		if (u->vu_unborn.vt_n && vol_table_get(&u->vu_unborn, pblk, 0) == VU_UNBORN &&
+		    vol_table_set(&u->vu_unborn, pblk, 0, VU_FORGOTTEN))
+			log_warn("vol: block %" PRIu64 " may be counted too low", pblk);
 		u->vu_live[seg]++;
 		u->vu_total++;
 		u->vu_age[seg] = (uint32_t)v->v_sr.sr_delta;
