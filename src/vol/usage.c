@@ -30,7 +30,10 @@
  * too: those blocks leave the durable state with the commit that makes
  * the kept trees durable. An address no tree ever names (the failed
  * commit's super root) stays noted until the log takes it again: the
- * block born there counts, and its leaving is subtracted.
+ * block born there counts, and its leaving is subtracted. A segment the
+ * failed commit wrote in may hold nothing else, and no change empties
+ * it: the next commit that succeeds makes it a candidate
+ * (vu_failed_segs).
  *
  * Snapshots (snap.c) keep blocks the state has left. vu_snap marks the
  * segments that may hold a block a snapshot names; a block left behind
@@ -428,6 +431,7 @@ void vol_usage_close(struct vol *v)
 	free(u->vu_emptied_ms);
 	free(u->vu_born.uv_v);
 	free(u->vu_gone.uv_v);
+	free(u->vu_failed_segs.uv_v);
 	vol_table_clear(&u->vu_unborn, NULL);
 	*u = (struct vol_usage){0};
 }
@@ -575,6 +579,11 @@ void vol_usage_settle(struct vol *v)
 			vol_cand_mark(v, seg, now_ms);
 		}
 	}
+	/* the kept trees are durable now, at new addresses: what a failed
+	 * commit wrote is named by nothing */
+	for (size_t i = 0; i < u->vu_failed_segs.uv_n; i++)
+		vol_cand_mark(v, u->vu_failed_segs.uv_v[i], now_ms);
+	u->vu_failed_segs.uv_n = 0;
 	u->vu_sr_blk = v->v_sr_blk;
 	u->vu_sr_delta = v->v_sr.sr_delta;
 	cmutex_unlock(&u->vu_lock);
@@ -592,11 +601,20 @@ void vol_usage_fail(struct vol *v)
 {
 	struct vol_usage *u = &v->v_usage;
 
-	for (size_t i = 0; i < u->vu_born.uv_n; i++)
-		if (vol_table_set(&u->vu_unborn, u->vu_born.uv_v[i], 0, VU_UNBORN))
+	for (size_t i = 0; i < u->vu_born.uv_n; i++) {
+		uint64_t pblk = u->vu_born.uv_v[i];
+
+		if (vol_table_set(&u->vu_unborn, pblk, 0, VU_UNBORN))
 			log_warn("vol: out of memory noting block %" PRIu64
 				 " of a failed commit; its segment's count may stay high",
-				 u->vu_born.uv_v[i]);
+				 pblk);
+		/* a segment holding only such blocks empties by no change:
+		 * looked at by the next commit that succeeds */
+		if (vol_u64vec_push(&u->vu_failed_segs, vol_seg_of(v, pblk)))
+			log_warn("vol: out of memory noting segment of block %" PRIu64
+				 " of a failed commit; it may stay in use until the next open",
+				 pblk);
+	}
 	u->vu_born.uv_n = 0;
 }
 

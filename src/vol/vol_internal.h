@@ -331,25 +331,26 @@ struct vol_u64vec {
 #define VOL_CLEAN_VICTIMS 16 /* most victims of one cleaning step (clean.c) */
 
 struct vol_usage {
-	struct cmutex vu_lock;	    /* vu_live, vu_total: any thread reads them */
-	uint32_t *vu_live;	    /* per segment */
-	uint64_t vu_total;	    /* sum of vu_live */
-	uint64_t *vu_cand;	    /* bitmap: no live block, maybe still in use; commit thread */
-	struct vol_u64vec vu_born;  /* this commit's; commit thread */
-	struct vol_u64vec vu_gone;  /* this commit's, and a failed one's; commit thread */
-	struct vol_table vu_unborn; /* written by a failed commit, maybe still named */
-	uint64_t vu_released;	    /* segments released since open; vu_lock */
-	uint32_t *vu_age;	    /* per segment: delta of its youngest block (0: before
-				       the open); commit thread */
-	uint64_t vu_cleaned;	    /* victims the cleaner took; vu_lock */
-	uint64_t vu_moved;	    /* live blocks it moved; vu_lock */
-	uint64_t vu_clean_read;	    /* blocks of the victims it read; vu_lock */
-	uint64_t vu_written;	    /* blocks the commits wrote; vu_lock */
-	bool vu_cleaning;	    /* between the watermarks (clean.c); commit thread */
-	bool vu_stalled;	    /* stopped for want of progress (clean.c); commit thread */
-	uint64_t vu_stall_txns;	    /* v_txn_ends then; commit thread */
-	uint64_t vu_again_free;	    /* free segments after the last background step, */
-	uint64_t vu_again_txns;	    /* and v_txn_ends then; commit thread */
+	struct cmutex vu_lock;	   /* vu_live, vu_total: any thread reads them */
+	uint32_t *vu_live;	   /* per segment */
+	uint64_t vu_total;	   /* sum of vu_live */
+	uint64_t *vu_cand;	   /* bitmap: no live block, maybe still in use; commit thread */
+	struct vol_u64vec vu_born; /* this commit's; commit thread */
+	struct vol_u64vec vu_gone; /* this commit's, and a failed one's; commit thread */
+	struct vol_u64vec vu_failed_segs; /* segments failed commits wrote in; commit thread */
+	struct vol_table vu_unborn;	  /* written by a failed commit, maybe still named */
+	uint64_t vu_released;		  /* segments released since open; vu_lock */
+	uint32_t *vu_age;		  /* per segment: delta of its youngest block (0: before
+					     the open); commit thread */
+	uint64_t vu_cleaned;		  /* victims the cleaner took; vu_lock */
+	uint64_t vu_moved;		  /* live blocks it moved; vu_lock */
+	uint64_t vu_clean_read;		  /* blocks of the victims it read; vu_lock */
+	uint64_t vu_written;		  /* blocks the commits wrote; vu_lock */
+	bool vu_cleaning;		  /* between the watermarks (clean.c); commit thread */
+	bool vu_stalled;	/* stopped for want of progress (clean.c); commit thread */
+	uint64_t vu_stall_txns; /* v_txn_ends then; commit thread */
+	uint64_t vu_again_free; /* free segments after the last background step, */
+	uint64_t vu_again_txns; /* and v_txn_ends then; commit thread */
 	uint64_t vu_recent[VOL_CLEAN_VICTIMS]; /* victims the last step scanned whole (clean.c) */
 	unsigned vu_nrecent;		       /* commit thread */
 	uint64_t vu_own_carry; /* vc_own_res of failed commits (commit.c); commit thread */

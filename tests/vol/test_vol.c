@@ -31,6 +31,7 @@
 #include "log/log.h"
 #include "vol/vol_internal.h"
 
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -1119,10 +1120,11 @@ static void check_failed_commit(enum bdev_emu_op op)
 }
 
 /*
- * The blocks a failed commit wrote were never counted; once the log
- * takes their addresses again for blocks that are, those count like any
- * other: write the volume several times over after a failed commit and
- * the counts still agree with a recount (vol_check).
+ * The blocks a failed commit wrote were never counted: write the volume
+ * several times over after a failed commit, and the counts still agree
+ * with a recount (vol_check), and the segment the failed commit wrote in
+ * goes back to the log like any other (before, holding only blocks never
+ * counted, it never became a candidate: in use until the next open).
  */
 static void test_failed_commit_addresses_reused(void **state)
 {
@@ -1148,6 +1150,12 @@ static void test_failed_commit_addresses_reused(void **state)
 	vol_usage(v, &us);
 	assert_true(us.vus_released > DEV_BLOCKS / VF_SEG); /* every address taken again */
 	vf_check(v);
+	/* no segment is in use holding nothing without waiting to go back */
+	for (uint64_t s = 0; s < v->v_geo.lg_nsegments; s++)
+		if (log_seg_in_use(v->v_log, s) && !v->v_usage.vu_live[s] &&
+		    !v->v_usage.vu_pinned[s] && !(v->v_usage.vu_cand[s / 64] >> (s % 64) & 1))
+			fail_msg(
+			    "segment %" PRIu64 " is in use, holds nothing, and never goes back", s);
 	assert_int_equal(vol_close(v), 0);
 }
 
