@@ -350,6 +350,27 @@ static void ck_free(struct vol_checker *ck)
 	free(ck->ck_snaps);
 }
 
+struct ck_recent {
+	struct vol_checker *cr_ck;
+	struct vol_count *cr_cn;
+	uint64_t cr_state; /* the state's delta: walked already */
+	unsigned cr_walked;
+};
+
+static int ck_recent_one(void *arg, const struct vol_checkpoint *cp, const struct vol_sroot *sr)
+{
+	struct ck_recent *cr = arg;
+	uint64_t problems = cr->cr_ck->ck_problems;
+
+	if (cp->vcp_delta == cr->cr_state)
+		return 0;
+	if (cr->cr_walked++ == VOL_OPEN_CHECKPOINTS ||
+	    ck_walk_state(cr->cr_ck, cp->vcp_sroot, sr) || cr->cr_ck->ck_problems != problems)
+		return 1; /* this checkpoint is not counted whole */
+	cr->cr_cn->vcn_recent_from = cp->vcp_delta;
+	return 0;
+}
+
 /*
  * After ck_walk: the checkpoints below @sr, newest first, while readable
  * (sr_readable_from) and VOL_OPEN_CHECKPOINTS at most, into vcn_recent.
@@ -358,9 +379,10 @@ static void ck_free(struct vol_checker *ck)
  * size. vcn_recent_from: the oldest walked whole. A bad or unreadable
  * block ends the walk there (the checkpoint it was in is not counted).
  */
-static void ck_walk_recent(struct vol_checker *ck, const struct vol_sroot *sr, struct vol_count *cn)
+static void ck_walk_recent(struct vol_checker *ck, uint64_t sr_blk, const struct vol_sroot *sr,
+			   struct vol_count *cn)
 {
-	uint64_t blk = sr->sr_prev, newer = sr->sr_delta;
+	struct ck_recent cr = {ck, cn, sr->sr_delta, 0};
 
 	cn->vcn_recent_from = sr->sr_delta;
 	if (!ck->ck_snap_seen)
@@ -369,18 +391,8 @@ static void ck_walk_recent(struct vol_checker *ck, const struct vol_sroot *sr, s
 		return;
 	ck->ck_in_snap = true;
 	ck->ck_recent_segs = cn->vcn_recent;
-	for (unsigned i = 0; blk && i < VOL_OPEN_CHECKPOINTS; i++) {
-		struct vol_sroot csr;
-		uint64_t problems = ck->ck_problems;
-
-		if (vol_sroot_load(ck->ck_vol, blk, &csr) || csr.sr_delta >= newer ||
-		    csr.sr_delta < sr->sr_readable_from)
-			break;
-		if (ck_walk_state(ck, blk, &csr) || ck->ck_problems != problems)
-			break;
-		cn->vcn_recent_from = newer = csr.sr_delta;
-		blk = csr.sr_prev;
-	}
+	/* from the state's own super root, so that the next is older than it */
+	vol_ckpt_walk(ck->ck_vol, sr_blk, sr->sr_readable_from, ck_recent_one, &cr);
 	ck->ck_in_snap = false;
 	ck->ck_recent_segs = NULL;
 }
@@ -398,7 +410,7 @@ int vol_count_durable(struct vol *v, uint64_t sr_blk, const struct vol_sroot *sr
 	if (!err)
 		err = ck_walk(&ck, sr_blk, sr);
 	if (!err && cn->vcn_recent)
-		ck_walk_recent(&ck, sr, cn);
+		ck_walk_recent(&ck, sr_blk, sr, cn);
 	cn->vcn_snaps = NULL;
 	cn->vcn_nsnaps = 0;
 	if (!err) {

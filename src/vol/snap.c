@@ -293,21 +293,14 @@ static int snap_write(struct vol_txn *t, uint32_t slot, const struct vol_snap_in
 	return err;
 }
 
-static int ckpt_find_one(void *arg, const struct vol_checkpoint *cp);
-static int vol_checkpoints_walk(struct vol *v,
-				int (*fn)(void *arg, const struct vol_checkpoint *cp), void *arg);
-
-struct ckpt_find {
-	uint64_t cf_delta;
-	struct vol_checkpoint cf_found;
-};
+static int ckpt_find(struct vol *v, uint64_t delta, struct vol_checkpoint *found);
 
 int vol_snap_create_at(struct vol *v, const char *name, uint64_t delta)
 {
 	struct vol_snap_info si = {0};
 	uint32_t found, free_slot;
 	const char *why = snap_name_invalid(name, strnlen(name, VOL_SNAP_NAME_MAX + 1));
-	struct ckpt_find cf = {.cf_delta = delta};
+	struct vol_checkpoint cp = {0};
 	struct timespec now;
 	struct vol_txn t;
 	int err;
@@ -326,10 +319,8 @@ int vol_snap_create_at(struct vol *v, const char *name, uint64_t delta)
 	}
 	if (!err && !delta)
 		err = vol_sync(v); /* 1 */
-	if (!err && delta) {	   /* a recent checkpoint's super root: (a) */
-		err = vol_checkpoints_walk(v, ckpt_find_one, &cf);
-		err = err == 1 ? 0 : err ? err : -ENOENT;
-	}
+	if (!err && delta)	   /* a recent checkpoint's super root: (a) */
+		err = ckpt_find(v, delta, &cp);
 	SYNC_POINT("vol.snap.create.synced");
 	if (!err)
 		err = vol_txn_begin(v, 1, 0, &t);
@@ -340,7 +331,7 @@ int vol_snap_create_at(struct vol *v, const char *name, uint64_t delta)
 		vol_usage_snap_taken(v, &si.vsi_sroot, &si.vsi_delta); /* 2 */
 	} else {						       /* (b), or gone meanwhile */
 		err = vol_usage_snap_taken_at(v, delta, t.vt_op.dop_delta);
-		si.vsi_sroot = cf.cf_found.vcp_sroot;
+		si.vsi_sroot = cp.vcp_sroot;
 		si.vsi_delta = delta;
 		if (err) {
 			vol_txn_end(&t);
@@ -432,6 +423,16 @@ int vol_snap_sroot(struct vol *v, uint64_t sroot, uint64_t delta, struct vol_sro
 	return err;
 }
 
+/* vol_open: the state of super root @sroot (@sr) in place of the newest. */
+static void snap_open_state(struct vol *v, uint64_t sroot, const struct vol_sroot *sr)
+{
+	v->v_sr = *sr;
+	v->v_sr_blk = sroot;
+	v->v_otab = (struct bmap_tree){VOL_OTAB_OWNER, sr->sr_otab_root, sr->sr_otab_height,
+				       sr->sr_otab_height, false};
+	atomic_store(&v->v_committed, sr->sr_delta);
+}
+
 int vol_open_snapshot(struct vol *v, const char *name,
 		      int (*find)(void *arg, const char *name, uint64_t *sroot, uint64_t *delta),
 		      void *arg)
@@ -456,26 +457,14 @@ int vol_open_snapshot(struct vol *v, const char *name,
 			name, sroot, delta);
 	if (err)
 		return err;
-	v->v_sr = sr;
-	v->v_sr_blk = sroot;
-	v->v_otab = (struct bmap_tree){VOL_OTAB_OWNER, sr.sr_otab_root, sr.sr_otab_height,
-				       sr.sr_otab_height, false};
-	atomic_store(&v->v_committed, sr.sr_delta);
+	snap_open_state(v, sroot, &sr);
 	return 0;
 }
 
 /* ---- recent checkpoints ------------------------------------------------- */
 
-/*
- * Walk the checkpoint chain from super root @blk down to delta @from,
- * newest first, calling @fn on each until it returns non-zero (its
- * value is returned, 1 meaning "found"). A block that is not a valid
- * super root older than the one before it ends the chain; only the
- * first must be valid. The empty volume (no owner at all: mkfs's first
- * delta) ends it too: there is nothing in it to read.
- */
-static int ckpt_walk(struct vol *v, uint64_t blk, uint64_t from,
-		     int (*fn)(void *arg, const struct vol_checkpoint *cp), void *arg)
+/* The one walk of the chain (vol_internal.h), for listing, finding, and the open's count. */
+int vol_ckpt_walk(struct vol *v, uint64_t blk, uint64_t from, vol_ckpt_fn *fn, void *arg)
 {
 	uint64_t newer = UINT64_MAX;
 	bool first = true;
@@ -490,7 +479,7 @@ static int ckpt_walk(struct vol *v, uint64_t blk, uint64_t from,
 		if (sr.sr_delta >= newer || sr.sr_delta < from || !sr.sr_otab_height)
 			return 0; /* the oldest, or the empty volume mkfs wrote: nothing to read */
 		cp = (struct vol_checkpoint){sr.sr_delta, blk, sr.sr_time_ns};
-		err = fn(arg, &cp);
+		err = fn(arg, &cp, &sr);
 		if (err)
 			return err;
 		first = false;
@@ -505,10 +494,11 @@ struct ckpt_list {
 	size_t cl_n, cl_cap, cl_max;
 };
 
-static int ckpt_list_add(void *arg, const struct vol_checkpoint *cp)
+static int ckpt_list_add(void *arg, const struct vol_checkpoint *cp, const struct vol_sroot *sr)
 {
 	struct ckpt_list *cl = arg;
 
+	(void)sr;
 	if (cl->cl_n == cl->cl_max)
 		return 1;
 	if (cl->cl_n == cl->cl_cap) {
@@ -524,9 +514,8 @@ static int ckpt_list_add(void *arg, const struct vol_checkpoint *cp)
 	return 0;
 }
 
-/* ckpt_walk from the newest durable super root down to the floor. */
-static int vol_checkpoints_walk(struct vol *v,
-				int (*fn)(void *arg, const struct vol_checkpoint *cp), void *arg)
+/* vol_ckpt_walk from the newest durable super root down to the floor. */
+static int vol_checkpoints_walk(struct vol *v, vol_ckpt_fn *fn, void *arg)
 {
 	struct vol_usage *u = &v->v_usage;
 	uint64_t blk, from;
@@ -540,7 +529,7 @@ static int vol_checkpoints_walk(struct vol *v,
 		from = u->vu_readable_from;
 		cmutex_unlock(&u->vu_lock);
 	}
-	return ckpt_walk(v, blk, from, fn, arg);
+	return vol_ckpt_walk(v, blk, from, fn, arg);
 }
 
 int vol_checkpoints(struct vol *v, size_t max, struct vol_checkpoint **out, size_t *n)
@@ -560,10 +549,16 @@ int vol_checkpoints(struct vol *v, size_t max, struct vol_checkpoint **out, size
 	return 0;
 }
 
-static int ckpt_find_one(void *arg, const struct vol_checkpoint *cp)
-{
-	struct ckpt_find *cf = arg;
+struct ckpt_find_arg {
+	uint64_t cf_delta;
+	struct vol_checkpoint cf_found;
+};
 
+static int ckpt_find_one(void *arg, const struct vol_checkpoint *cp, const struct vol_sroot *sr)
+{
+	struct ckpt_find_arg *cf = arg;
+
+	(void)sr;
 	if (cp->vcp_delta > cf->cf_delta)
 		return 0;
 	if (cp->vcp_delta < cf->cf_delta)
@@ -572,30 +567,31 @@ static int ckpt_find_one(void *arg, const struct vol_checkpoint *cp)
 	return 1;
 }
 
+/* Readable checkpoint @delta into @found: 0, -ENOENT (none) or a read's error. */
+static int ckpt_find(struct vol *v, uint64_t delta, struct vol_checkpoint *found)
+{
+	struct ckpt_find_arg cf = {.cf_delta = delta};
+	int err = vol_checkpoints_walk(v, ckpt_find_one, &cf);
+
+	if (err == 1)
+		*found = cf.cf_found;
+	return err == 1 ? 0 : err ? err : -ENOENT; /* 0: older than the floor, or past the newest */
+}
+
 int vol_open_checkpoint(struct vol *v, uint64_t delta)
 {
-	struct ckpt_find cf = {.cf_delta = delta};
+	struct vol_checkpoint cp;
 	struct vol_sroot sr;
-	int err;
+	int err = ckpt_find(v, delta, &cp); /* v_snapshot: from v_sr, down to its floor */
 
-	err = ckpt_walk(v, v->v_sr_blk, v->v_sr.sr_readable_from, ckpt_find_one, &cf);
+	if (err == -ENOENT)
+		log_err("vol: checkpoint %" PRIu64 " is not readable (the newest is %" PRIu64
+			", the oldest readable %" PRIu64 ")",
+			delta, v->v_sr.sr_delta, v->v_sr.sr_readable_from);
 	if (!err)
-		err = -ENOENT; /* older than readable_from, or past the newest */
-	if (err < 0) {
-		if (err == -ENOENT)
-			log_err("vol: checkpoint %" PRIu64
-				" is not readable (the newest is %" PRIu64
-				", the oldest readable %" PRIu64 ")",
-				delta, v->v_sr.sr_delta, v->v_sr.sr_readable_from);
-		return err;
-	}
-	err = vol_snap_sroot(v, cf.cf_found.vcp_sroot, delta, &sr);
+		err = vol_snap_sroot(v, cp.vcp_sroot, delta, &sr);
 	if (err)
 		return err;
-	v->v_sr = sr;
-	v->v_sr_blk = cf.cf_found.vcp_sroot;
-	v->v_otab = (struct bmap_tree){VOL_OTAB_OWNER, sr.sr_otab_root, sr.sr_otab_height,
-				       sr.sr_otab_height, false};
-	atomic_store(&v->v_committed, sr.sr_delta);
+	snap_open_state(v, cp.vcp_sroot, &sr);
 	return 0;
 }

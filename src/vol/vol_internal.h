@@ -577,6 +577,16 @@ int vol_snap_sroot(struct vol *v, uint64_t sroot, uint64_t delta, struct vol_sro
 int vol_open_snapshot(struct vol *v, const char *name,
 		      int (*find)(void *arg, const char *name, uint64_t *sroot, uint64_t *delta),
 		      void *arg);
+/*
+ * snap.c: walk the checkpoint chain from super root @blk down to delta
+ * @from, newest first, calling @fn on each (with its super root, read and
+ * checked) until it returns non-zero; that value is returned (1 meaning
+ * "stop, found"). A block that is not a valid super root older than the
+ * one before it ends the chain, as does the empty volume mkfs wrote; only
+ * the first block must be valid (else its error).
+ */
+typedef int vol_ckpt_fn(void *arg, const struct vol_checkpoint *cp, const struct vol_sroot *sr);
+int vol_ckpt_walk(struct vol *v, uint64_t blk, uint64_t from, vol_ckpt_fn *fn, void *arg);
 /* vol_open: put recent checkpoint @delta's state in place of the newest
  * (read only). -ENOENT if it is not readable (logged). */
 int vol_open_checkpoint(struct vol *v, uint64_t delta);
