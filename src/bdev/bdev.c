@@ -130,6 +130,15 @@ int bdev_flush(struct bdev *d)
 	return d->bd_ops->bo_flush(d);
 }
 
+void bdev_start_writeback(struct bdev *d, uint64_t blk, uint32_t count)
+{
+	assert(d);
+	if (!d->bd_ops->bo_start_writeback || count == 0 || blk >= d->bd_nblocks ||
+	    count > d->bd_nblocks - blk)
+		return;
+	d->bd_ops->bo_start_writeback(d, blk, count);
+}
+
 uint32_t bdev_block_size(const struct bdev *d)
 {
 	return d->bd_block_size;

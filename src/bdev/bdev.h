@@ -44,6 +44,13 @@ int bdev_write(struct bdev *d, uint64_t blk, uint32_t count, const void *buf);
 int bdev_writev(struct bdev *d, uint64_t blk, const struct iovec *iov, unsigned n);
 /* Make every write that returned before this call durable. */
 int bdev_flush(struct bdev *d);
+/*
+ * A hint: start writing @count blocks at @blk, already written, out to
+ * the medium now, without waiting, so that a later bdev_flush has less
+ * left to wait for. Durability is unchanged: only bdev_flush gives it.
+ * A backend without a cache of its own ignores it.
+ */
+void bdev_start_writeback(struct bdev *d, uint64_t blk, uint32_t count);
 uint32_t bdev_block_size(const struct bdev *d);
 uint64_t bdev_nblocks(const struct bdev *d);
 /* Close and free; does not flush. NULL is accepted. */

@@ -32,6 +32,8 @@ struct bdev_ops {
 	/* optional: without it, bdev_writev gathers into a bounce buffer */
 	int (*bo_writev)(struct bdev *d, uint64_t blk, const struct iovec *iov, unsigned n);
 	int (*bo_flush)(struct bdev *d);
+	/* optional: without it, bdev_start_writeback does nothing */
+	void (*bo_start_writeback)(struct bdev *d, uint64_t blk, uint32_t count);
 	/* Free the backend; does not flush. */
 	void (*bo_close)(struct bdev *d);
 	/* optional (bdev.h, "Pins"): without them, bdev_unlock, bdev_pin and
