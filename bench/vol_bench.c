@@ -32,6 +32,17 @@
  *                  commits/sync is the delta system's commits over the
  *                  syncs of the figure (group commit: < 1 when several
  *                  syncers share a commit).
+ *   burst          as sync, but the T threads go in rounds: each writes
+ *                  its block, all meet at a barrier, then all call
+ *                  vol_sync at once. A round's latency is its slowest
+ *                  sync, from the barrier; commits/round is the delta
+ *                  system's commits over the rounds. T syncs issued
+ *                  together should cost about what one does: round
+ *                  p50 x T1 near 1.
+ *   raw-burst      the burst rounds on the image file itself, with the
+ *                  raw phase: each thread pwrites one 4 KiB block of its
+ *                  own part of the first --mib MiB, then all fdatasync
+ *                  the one descriptor at once.
  *
  * Method
  *   (1) One image, created sparse by the run (it must not exist), used
@@ -105,9 +116,9 @@ struct bench_opts {
 	unsigned bo_nthreads;
 	double bo_seconds; /* per sync figure */
 	bool bo_keep;
-	bool bo_drop;			 /* --drop-caches */
-	bool bo_marks;			 /* --timestamps */
-	bool bo_raw, bo_commit, bo_sync; /* phases to run (--phases) */
+	bool bo_drop;				   /* --drop-caches */
+	bool bo_marks;				   /* --timestamps */
+	bool bo_raw, bo_commit, bo_sync, bo_burst; /* phases to run (--phases) */
 };
 
 /* CPU time of the machine and of this process at the start of a figure (3). */
@@ -140,7 +151,7 @@ struct bench_commit {
 };
 
 struct bench_sync {
-	const char *sr_name; /* "sync", or "raw-sync" */
+	const char *sr_name; /* "sync", "burst" or "raw-sync" */
 	unsigned sr_threads;
 	uint64_t sr_syncs;   /* vol_sync calls of the bench threads */
 	uint64_t sr_commits; /* delta_stats */
@@ -151,6 +162,8 @@ struct bench_sync {
 	uint64_t sr_faults;
 	uint64_t sr_csw;       /* context switches (3) */
 	uint64_t sr_t0, sr_t1; /* ns, CLOCK_MONOTONIC: the timed span */
+	uint64_t sr_rounds;    /* burst: rounds, and their latency (slowest sync) */
+	double sr_round_p50_us, sr_round_p99_us;
 };
 
 struct bench_report {
@@ -163,6 +176,10 @@ struct bench_report {
 	bool rp_has_rawsync;
 	struct bench_sync rp_sync[BENCH_MAX_LIST];
 	unsigned rp_nsync;
+	struct bench_sync rp_burst[BENCH_MAX_LIST];
+	unsigned rp_nburst;
+	struct bench_sync rp_rawburst[BENCH_MAX_LIST];
+	unsigned rp_nrawburst;
 };
 
 /* ---- clocks, the page cache, the image ----------------------------------- */
@@ -578,8 +595,14 @@ static int bench_commit_run(const struct bench_opts *o, struct bench_report *rep
 /* Shared by the threads of one sync figure. */
 struct bench_run {
 	struct vol *br_vol;	    /* immutable during the run */
+	int br_fd;		    /* raw-burst: the image, written directly; else -1 */
+	uint64_t br_stride;	    /* raw-burst: blocks of the image per thread */
 	pthread_barrier_t br_start; /* T threads + main */
 	atomic_bool br_stop;	    /* raised by main when time is up */
+	bool br_burst;		    /* immutable: the burst figure's rounds */
+	pthread_barrier_t br_round; /* burst: the T threads, twice a round */
+	atomic_bool br_go;	    /* burst: the round goes on (set between barriers) */
+	atomic_bool br_failed;	    /* burst: a thread's write or sync failed */
 };
 
 /* One thread: written by it alone, read after join. */
@@ -608,27 +631,76 @@ static int bench_lat_push(struct bench_thread *t, uint64_t ns)
 	return 0;
 }
 
-/* One loop: a one-block transaction at @index, then a timed vol_sync. */
-static int bench_sync_once(struct bench_thread *t, unsigned char *block, uint64_t index)
+/*
+ * A one-block transaction at @index of the thread's own owner; raw-burst:
+ * a pwrite of one block in the thread's own part of the image.
+ */
+static int bench_sync_write(struct bench_thread *t, unsigned char *block, uint64_t index)
 {
-	struct vol *v = t->bt_run->br_vol;
+	struct bench_run *r = t->bt_run;
 	struct vol_txn txn;
-	uint64_t t0;
 	int err;
 
-	err = vol_txn_begin(v, 1, 0, &txn);
+	if (r->br_fd >= 0)
+		return bench_pwrite_all(
+		    r->br_fd, block, BENCH_BLOCK,
+		    (off_t)((t->bt_id * r->br_stride + index % r->br_stride) * BENCH_BLOCK));
+	err = vol_txn_begin(t->bt_run->br_vol, 1, 0, &txn);
 	if (err)
 		return err;
 	memcpy(block, &index, sizeof(index));
 	err = vol_write(&txn, BENCH_OWNER + 1 + t->bt_id, index, block);
 	vol_txn_end(&txn);
-	if (err)
-		return err;
-	t0 = bench_now_ns();
-	err = vol_sync(v);
-	if (!err)
-		err = bench_lat_push(t, bench_now_ns() - t0);
 	return err;
+}
+
+/* A vol_sync (raw-burst: an fdatasync), timed. */
+static int bench_sync_timed(struct bench_thread *t)
+{
+	struct bench_run *r = t->bt_run;
+	uint64_t t0 = bench_now_ns();
+	int err = r->br_fd >= 0 ? (fdatasync(r->br_fd) < 0 ? -errno : 0) : vol_sync(r->br_vol);
+
+	return err ? err : bench_lat_push(t, bench_now_ns() - t0);
+}
+
+/* One loop: a one-block transaction at @index, then a timed vol_sync. */
+static int bench_sync_once(struct bench_thread *t, unsigned char *block, uint64_t index)
+{
+	int err = bench_sync_write(t, block, index);
+
+	return err ? err : bench_sync_timed(t);
+}
+
+/*
+ * The burst figure's rounds: write, meet, sync together. Whether a round
+ * starts is decided once, by the barrier's serial thread, so every
+ * thread runs the same rounds and none is left waiting at a barrier.
+ */
+static int bench_burst_rounds(struct bench_thread *t, unsigned char *block)
+{
+	struct bench_run *r = t->bt_run;
+	uint64_t index = 0;
+	int err = 0, e;
+
+	for (;;) {
+		e = bench_sync_write(t, block, index++);
+		if (e) {
+			err = err ? err : e;
+			atomic_store(&r->br_failed, true);
+		}
+		if (pthread_barrier_wait(&r->br_round) == PTHREAD_BARRIER_SERIAL_THREAD)
+			atomic_store(&r->br_go,
+				     !atomic_load(&r->br_stop) && !atomic_load(&r->br_failed));
+		pthread_barrier_wait(&r->br_round);
+		if (!atomic_load(&r->br_go))
+			return err;
+		e = bench_sync_timed(t);
+		if (e) {
+			err = err ? err : e;
+			atomic_store(&r->br_failed, true);
+		}
+	}
 }
 
 static void *bench_sync_main(void *arg)
@@ -642,7 +714,9 @@ static void *bench_sync_main(void *arg)
 	memset(block, 0x3c, sizeof(block));
 	pthread_barrier_wait(&r->br_start);
 	t->bt_t0 = bench_now_ns();
-	while (!err && !atomic_load_explicit(&r->br_stop, memory_order_relaxed))
+	if (r->br_burst)
+		err = bench_burst_rounds(t, block);
+	while (!r->br_burst && !err && !atomic_load_explicit(&r->br_stop, memory_order_relaxed))
 		err = bench_sync_once(t, block, index++);
 	t->bt_t1 = bench_now_ns();
 	t->bt_err = err;
@@ -656,7 +730,10 @@ static int bench_sync_threads(const struct bench_opts *o, struct bench_run *r,
 	int err = 0;
 
 	pthread_barrier_init(&r->br_start, NULL, n + 1);
+	pthread_barrier_init(&r->br_round, NULL, n);
 	atomic_init(&r->br_stop, false);
+	atomic_init(&r->br_go, true);
+	atomic_init(&r->br_failed, false);
 	for (unsigned i = 0; i < n; i++) {
 		ts[i] = (struct bench_thread){.bt_run = r, .bt_id = i};
 		if (pthread_create(&ts[i].bt_tid, NULL, bench_sync_main, &ts[i])) {
@@ -672,6 +749,7 @@ static int bench_sync_threads(const struct bench_opts *o, struct bench_run *r,
 		err = err ? err : ts[i].bt_err;
 	}
 	pthread_barrier_destroy(&r->br_start);
+	pthread_barrier_destroy(&r->br_round);
 	return err;
 }
 
@@ -722,8 +800,43 @@ static int bench_sync_stats(const struct bench_thread *ts, unsigned n, struct be
 	return 0;
 }
 
+/*
+ * Burst: round k is sample k of every thread (all run the same rounds);
+ * its latency is the slowest of them.
+ */
+static int bench_burst_stats(const struct bench_thread *ts, unsigned n, struct bench_sync *res)
+{
+	size_t rounds = ts[0].bt_n;
+	uint64_t *worst;
+
+	for (unsigned i = 1; i < n; i++)
+		rounds = MIN(rounds, ts[i].bt_n);
+	worst = calloc(MAX(rounds, 1), sizeof(*worst));
+	if (!worst)
+		return -ENOMEM;
+	for (size_t k = 0; k < rounds; k++)
+		for (unsigned i = 0; i < n; i++)
+			worst[k] = MAX(worst[k], ts[i].bt_lat[k]);
+	qsort(worst, rounds, sizeof(*worst), bench_cmp_u64);
+	res->sr_rounds = rounds;
+	res->sr_round_p50_us = bench_pct_us(worst, rounds, 50);
+	res->sr_round_p99_us = bench_pct_us(worst, rounds, 99);
+	free(worst);
+	return 0;
+}
+
 static void bench_sync_print(const struct bench_sync *r)
 {
+	if (r->sr_rounds) {
+		printf("burst threads=%u rounds=%" PRIu64 " round-p50-us=%.0f round-p99-us=%.0f"
+		       " sync-p50-us=%.0f commits=%" PRIu64 " commits/round=%.3f cpu-s=%.2f"
+		       " other-cpu-s=%.2f\n",
+		       r->sr_threads, r->sr_rounds, r->sr_round_p50_us, r->sr_round_p99_us,
+		       r->sr_p50_us, r->sr_commits, (double)r->sr_commits / (double)r->sr_rounds,
+		       r->sr_cpu_s, r->sr_other_s);
+		fflush(stdout);
+		return;
+	}
 	printf("sync threads=%u syncs=%" PRIu64 " syncs/s=%.0f p50-us=%.0f p99-us=%.0f "
 	       "mean-us=%.0f max-us=%.0f commits=%" PRIu64 " commits/sync=%.3f cpu-s=%.2f"
 	       " faults=%" PRIu64 " csw/sync=%.1f other-cpu-s=%.2f\n",
@@ -735,12 +848,17 @@ static void bench_sync_print(const struct bench_sync *r)
 	fflush(stdout);
 }
 
-/* One sync figure with @n threads, on a new volume (default dirty limit). */
-static int bench_sync_figure(const struct bench_opts *o, struct bench_report *rep, unsigned n)
+/*
+ * One sync figure with @n threads, or with @burst one burst figure, on a
+ * new volume (default dirty limit).
+ */
+static int bench_sync_figure(const struct bench_opts *o, struct bench_report *rep, unsigned n,
+			     bool burst)
 {
-	struct bench_sync *res = &rep->rp_sync[rep->rp_nsync];
+	struct bench_sync *res =
+	    burst ? &rep->rp_burst[rep->rp_nburst] : &rep->rp_sync[rep->rp_nsync];
 	struct bench_thread ts[BENCH_MAX_THREADS];
-	struct bench_run r = {0};
+	struct bench_run r = {.br_burst = burst, .br_fd = -1};
 	struct delta_stats before, after;
 	struct bench_load load;
 	uint64_t faults0, csw0;
@@ -749,7 +867,7 @@ static int bench_sync_figure(const struct bench_opts *o, struct bench_report *re
 	err = bench_vol_create(o, 0, &r.br_vol);
 	if (err)
 		return err;
-	*res = (struct bench_sync){.sr_name = "sync", .sr_threads = n};
+	*res = (struct bench_sync){.sr_name = burst ? "burst" : "sync", .sr_threads = n};
 	err = bench_vol_warm(o, r.br_vol);
 	if (err)
 		goto out_close;
@@ -767,6 +885,8 @@ static int bench_sync_figure(const struct bench_opts *o, struct bench_report *re
 	res->sr_commits = after.ds_commits - before.ds_commits;
 	if (!err)
 		err = bench_sync_stats(ts, n, res);
+	if (!err && burst)
+		err = bench_burst_stats(ts, n, res);
 	for (unsigned i = 0; i < n; i++)
 		free(ts[i].bt_lat);
 out_close:
@@ -774,8 +894,11 @@ out_close:
 	err = err ? err : cerr;
 	if (err)
 		return err;
-	rep->rp_nsync++;
-	bench_mark(o, "sync", res->sr_t0, res->sr_t1);
+	if (burst)
+		rep->rp_nburst++;
+	else
+		rep->rp_nsync++;
+	bench_mark(o, res->sr_name, res->sr_t0, res->sr_t1);
 	bench_sync_print(res);
 	return 0;
 }
@@ -837,6 +960,48 @@ static int bench_rawsync_figure(const struct bench_opts *o, struct bench_report 
 	return 0;
 }
 
+/*
+ * raw-burst T: the burst figure's rounds on the image file itself. Each
+ * of T threads pwrites one block of its own part of the first --mib MiB,
+ * all meet, then all call fdatasync on the one descriptor at once.
+ */
+static int bench_rawburst_figure(const struct bench_opts *o, struct bench_report *rep, unsigned n)
+{
+	struct bench_sync *res = &rep->rp_rawburst[rep->rp_nrawburst];
+	struct bench_thread ts[BENCH_MAX_THREADS];
+	struct bench_run r = {.br_burst = true};
+	struct bench_load load;
+	int err;
+
+	r.br_fd = open(o->bo_image, O_RDWR | O_CLOEXEC);
+	if (r.br_fd < 0)
+		return -errno;
+	r.br_stride = o->bo_mib * (BENCH_MIB / BENCH_BLOCK) / n;
+	*res = (struct bench_sync){.sr_name = "raw-burst", .sr_threads = n};
+	bench_settle(o);
+	bench_load_begin(&load);
+	err = bench_sync_threads(o, &r, ts, n);
+	res->sr_cpu_s = bench_cpu_s() - load.bl_self_s;
+	res->sr_other_s = bench_load_other_s(&load);
+	close(r.br_fd);
+	if (!err)
+		err = bench_sync_stats(ts, n, res);
+	if (!err)
+		err = bench_burst_stats(ts, n, res);
+	for (unsigned i = 0; i < n; i++)
+		free(ts[i].bt_lat);
+	if (err)
+		return err;
+	rep->rp_nrawburst++;
+	bench_mark(o, res->sr_name, res->sr_t0, res->sr_t1);
+	printf("raw-burst threads=%u rounds=%" PRIu64 " round-p50-us=%.0f round-p99-us=%.0f"
+	       " sync-p50-us=%.0f other-cpu-s=%.2f\n",
+	       n, res->sr_rounds, res->sr_round_p50_us, res->sr_round_p99_us, res->sr_p50_us,
+	       res->sr_other_s);
+	fflush(stdout);
+	return 0;
+}
+
 static int bench_sync_run(const struct bench_opts *o, struct bench_report *rep)
 {
 	int err = 0;
@@ -844,8 +1009,12 @@ static int bench_sync_run(const struct bench_opts *o, struct bench_report *rep)
 	if (o->bo_raw)
 		err = bench_rawsync_figure(o, rep);
 
-	for (unsigned i = 0; i < o->bo_nthreads && !err; i++)
-		err = bench_sync_figure(o, rep, o->bo_threads[i]);
+	for (unsigned i = 0; i < o->bo_nthreads && !err && o->bo_sync; i++)
+		err = bench_sync_figure(o, rep, o->bo_threads[i], false);
+	for (unsigned i = 0; i < o->bo_nthreads && !err && o->bo_burst && o->bo_raw; i++)
+		err = bench_rawburst_figure(o, rep, o->bo_threads[i]);
+	for (unsigned i = 0; i < o->bo_nthreads && !err && o->bo_burst; i++)
+		err = bench_sync_figure(o, rep, o->bo_threads[i], true);
 	return err;
 }
 
@@ -904,6 +1073,37 @@ static void bench_summary_sync(const struct bench_report *rep)
 	}
 }
 
+static void bench_summary_burst_row(const struct bench_sync *r, const struct bench_sync *one)
+{
+	printf("%-9s %7u %8" PRIu64 " %10.0f %10.0f %13s %9.2fx %9.2f\n", r->sr_name, r->sr_threads,
+	       r->sr_rounds, r->sr_round_p50_us, r->sr_round_p99_us, "-",
+	       one->sr_round_p50_us > 0 ? r->sr_round_p50_us / one->sr_round_p50_us : 0,
+	       r->sr_other_s);
+}
+
+/*
+ * Burst rounds: the slowest sync of a round, and its p50 over that of the
+ * same kind's first figure (1 thread).
+ */
+static void bench_summary_burst(const struct bench_report *rep)
+{
+	const struct bench_sync *one = &rep->rp_burst[0];
+
+	printf("\n%-9s %7s %8s %10s %10s %13s %10s %9s\n", "figure", "threads", "rounds",
+	       "round-p50", "round-p99", "commits/round", "p50 x T1", "other-cpu");
+	for (unsigned i = 0; i < rep->rp_nrawburst; i++)
+		bench_summary_burst_row(&rep->rp_rawburst[i], &rep->rp_rawburst[0]);
+	for (unsigned i = 0; i < rep->rp_nburst; i++) {
+		const struct bench_sync *r = &rep->rp_burst[i];
+
+		printf("%-9s %7u %8" PRIu64 " %10.0f %10.0f %13.3f %9.2fx %9.2f\n", r->sr_name,
+		       r->sr_threads, r->sr_rounds, r->sr_round_p50_us, r->sr_round_p99_us,
+		       (double)r->sr_commits / (double)MAX(r->sr_rounds, 1),
+		       one->sr_round_p50_us > 0 ? r->sr_round_p50_us / one->sr_round_p50_us : 0,
+		       r->sr_other_s);
+	}
+}
+
 /* ---- options ------------------------------------------------------------------- */
 
 static void bench_usage(FILE *f)
@@ -924,7 +1124,7 @@ static void bench_usage(FILE *f)
 		"                  what both deltas hold by what the cache can commit\n"
 		"  --threads L     thread counts, one sync figure each, 1..%d (default 1,8)\n"
 		"  --seconds S     time per sync figure (default 5)\n"
-		"  --phases L      any of raw,commit,sync (default all three)\n"
+		"  --phases L      any of raw,commit,sync,burst (default all four)\n"
 		"  --keep          keep the image at the end\n"
 		"  --drop-caches   drop the page cache before every figure (root)\n"
 		"  --timestamps    print each figure's timed span (perf report --time)\n",
@@ -967,7 +1167,7 @@ static int bench_parse_phases(struct bench_opts *o, const char *s)
 	if (strlen(s) >= sizeof(buf))
 		return -EINVAL;
 	strcpy(buf, s);
-	o->bo_raw = o->bo_commit = o->bo_sync = false;
+	o->bo_raw = o->bo_commit = o->bo_sync = o->bo_burst = false;
 	for (char *p = strtok_r(buf, ",", &save); p; p = strtok_r(NULL, ",", &save)) {
 		if (!strcmp(p, "raw"))
 			o->bo_raw = true;
@@ -975,6 +1175,8 @@ static int bench_parse_phases(struct bench_opts *o, const char *s)
 			o->bo_commit = true;
 		else if (!strcmp(p, "sync"))
 			o->bo_sync = true;
+		else if (!strcmp(p, "burst"))
+			o->bo_burst = true;
 		else
 			return -EINVAL;
 	}
@@ -1072,7 +1274,7 @@ static int bench_run(const struct bench_opts *o, struct bench_report *rep)
 		err = bench_raw_run(o, rep);
 	if (!err && o->bo_commit)
 		err = bench_commit_run(o, rep);
-	if (!err && o->bo_sync)
+	if (!err && (o->bo_sync || o->bo_burst))
 		err = bench_sync_run(o, rep);
 	return err;
 }
@@ -1094,6 +1296,7 @@ int main(int argc, char **argv)
 	    .bo_raw = true,
 	    .bo_commit = true,
 	    .bo_sync = true,
+	    .bo_burst = true,
 	};
 	int err;
 
@@ -1118,6 +1321,8 @@ int main(int argc, char **argv)
 		bench_summary_mib(&rep);
 	if (rep.rp_nsync)
 		bench_summary_sync(&rep);
+	if (rep.rp_nburst || rep.rp_nrawburst)
+		bench_summary_burst(&rep);
 	if (!o.bo_keep)
 		unlink(o.bo_image);
 	if (err)
