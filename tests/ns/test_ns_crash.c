@@ -310,6 +310,8 @@ static bool nc_op(struct nc_run *r, struct prng *p, char *desc, size_t dlen)
 		r->r_fill = false;
 		return false;
 	}
+	if (r->r_nfiles == 0 && what >= 16)
+		what = 0; /* nothing to link or write yet: create */
 	if (r->r_nfiles < 3 && what >= 30)
 		what = 0;
 	if (r->r_nfiles >= NC_MAX_FILES - 2 && what < 22)
