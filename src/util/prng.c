@@ -6,6 +6,7 @@
 
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -58,15 +59,34 @@ void prng_fill(struct prng *p, void *buf, unsigned long len)
 	}
 }
 
+/*
+ * CAIRN_SEED=random: one seed drawn per process, so that every caller
+ * gets the same one, as with a number; the printed seed then replays the
+ * whole run (a test that runs its workload twice and compares needs it).
+ */
+static uint64_t prng_random_seed(void)
+{
+	static _Atomic uint64_t drawn;
+	uint64_t seed = atomic_load(&drawn), none = 0;
+	struct timespec ts;
+
+	if (seed)
+		return seed;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	seed = (uint64_t)ts.tv_sec * 1000000007ULL ^ (uint64_t)ts.tv_nsec;
+	seed = seed ? seed : 1;
+	if (!atomic_compare_exchange_strong(&drawn, &none, seed))
+		seed = none; /* another thread drew first */
+	return seed;
+}
+
 uint64_t prng_seed_from_env(const char *what, uint64_t fallback)
 {
 	const char *env = getenv("CAIRN_SEED");
 	uint64_t seed = fallback;
 
 	if (env && !strcmp(env, "random")) {
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		seed = (uint64_t)ts.tv_sec * 1000000007ULL ^ (uint64_t)ts.tv_nsec;
+		seed = prng_random_seed();
 	} else if (env && *env) {
 		seed = strtoull(env, NULL, 0);
 	}
