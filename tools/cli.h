@@ -99,6 +99,10 @@ int cli_find_volume(const char *path, uint32_t *block_size);
  * (cli_wait_unmounted), so that `umount DIR && cairn fsck IMAGE` works.
  */
 int cli_open_volume(const char *path, unsigned flags, struct bdev **d);
+/* Seconds the tools that write a volume (mount, snapshot) keep emptied
+ * space for recent checkpoints (cairn_open_opts.coo_protect_s): with none,
+ * opening a volume to write would drop every checkpoint before it. */
+#define CLI_PROTECT_S 60u
 /*
  * Tries of an open that found @image locked: -EBUSY (@image is an
  * absolute path) is worth another try, after a pause, while no cairn
@@ -106,10 +110,6 @@ int cli_open_volume(const char *path, unsigned flags, struct bdev **d);
  * finishing its last commit) and fewer than CLI_BUSY_TRIES were made:
  * true after that pause; false: give up.
  */
-/* Seconds the tools that write a volume (mount, snapshot) keep emptied
- * space for recent checkpoints (cairn_open_opts.coo_protect_s): with none,
- * opening a volume to write would drop every checkpoint before it. */
-#define CLI_PROTECT_S	  60u
 #define CLI_BUSY_TRIES	  100 /* x 100 ms */
 #define CLI_BUSY_PAUSE_NS (100 * 1000 * 1000)
 bool cli_wait_unmounted(const char *image, unsigned tries);
