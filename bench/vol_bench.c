@@ -849,6 +849,37 @@ static void bench_sync_print(const struct bench_sync *r)
 }
 
 /*
+ * Run @n threads on @r (settled first) and fill @res: the process's and
+ * the machine's CPU, faults, context switches, latencies and, for
+ * bursts, the rounds'.
+ */
+static int bench_sync_measure(const struct bench_opts *o, struct bench_run *r, unsigned n,
+			      struct bench_sync *res)
+{
+	struct bench_thread ts[BENCH_MAX_THREADS];
+	struct bench_load load;
+	uint64_t faults0, csw0;
+	int err;
+
+	bench_settle(o);
+	bench_load_begin(&load);
+	faults0 = bench_faults();
+	csw0 = bench_csw();
+	err = bench_sync_threads(o, r, ts, n);
+	res->sr_cpu_s = bench_cpu_s() - load.bl_self_s;
+	res->sr_other_s = bench_load_other_s(&load);
+	res->sr_faults = bench_faults() - faults0;
+	res->sr_csw = bench_csw() - csw0;
+	if (!err)
+		err = bench_sync_stats(ts, n, res);
+	if (!err && r->br_burst)
+		err = bench_burst_stats(ts, n, res);
+	for (unsigned i = 0; i < n; i++)
+		free(ts[i].bt_lat);
+	return err;
+}
+
+/*
  * One sync figure with @n threads, or with @burst one burst figure, on a
  * new volume (default dirty limit).
  */
@@ -857,11 +888,8 @@ static int bench_sync_figure(const struct bench_opts *o, struct bench_report *re
 {
 	struct bench_sync *res =
 	    burst ? &rep->rp_burst[rep->rp_nburst] : &rep->rp_sync[rep->rp_nsync];
-	struct bench_thread ts[BENCH_MAX_THREADS];
 	struct bench_run r = {.br_burst = burst, .br_fd = -1};
 	struct delta_stats before, after;
-	struct bench_load load;
-	uint64_t faults0, csw0;
 	int err, cerr;
 
 	err = bench_vol_create(o, 0, &r.br_vol);
@@ -872,23 +900,9 @@ static int bench_sync_figure(const struct bench_opts *o, struct bench_report *re
 	if (err)
 		goto out_close;
 	vol_delta_stats(r.br_vol, &before);
-	bench_settle(o);
-	bench_load_begin(&load);
-	faults0 = bench_faults();
-	csw0 = bench_csw();
-	err = bench_sync_threads(o, &r, ts, n);
-	res->sr_cpu_s = bench_cpu_s() - load.bl_self_s;
-	res->sr_other_s = bench_load_other_s(&load);
-	res->sr_faults = bench_faults() - faults0;
-	res->sr_csw = bench_csw() - csw0;
+	err = bench_sync_measure(o, &r, n, res);
 	vol_delta_stats(r.br_vol, &after);
 	res->sr_commits = after.ds_commits - before.ds_commits;
-	if (!err)
-		err = bench_sync_stats(ts, n, res);
-	if (!err && burst)
-		err = bench_burst_stats(ts, n, res);
-	for (unsigned i = 0; i < n; i++)
-		free(ts[i].bt_lat);
 out_close:
 	cerr = vol_close(r.br_vol);
 	err = err ? err : cerr;
@@ -968,9 +982,7 @@ static int bench_rawsync_figure(const struct bench_opts *o, struct bench_report 
 static int bench_rawburst_figure(const struct bench_opts *o, struct bench_report *rep, unsigned n)
 {
 	struct bench_sync *res = &rep->rp_rawburst[rep->rp_nrawburst];
-	struct bench_thread ts[BENCH_MAX_THREADS];
 	struct bench_run r = {.br_burst = true};
-	struct bench_load load;
 	int err;
 
 	r.br_fd = open(o->bo_image, O_RDWR | O_CLOEXEC);
@@ -978,18 +990,8 @@ static int bench_rawburst_figure(const struct bench_opts *o, struct bench_report
 		return -errno;
 	r.br_stride = o->bo_mib * (BENCH_MIB / BENCH_BLOCK) / n;
 	*res = (struct bench_sync){.sr_name = "raw-burst", .sr_threads = n};
-	bench_settle(o);
-	bench_load_begin(&load);
-	err = bench_sync_threads(o, &r, ts, n);
-	res->sr_cpu_s = bench_cpu_s() - load.bl_self_s;
-	res->sr_other_s = bench_load_other_s(&load);
+	err = bench_sync_measure(o, &r, n, res);
 	close(r.br_fd);
-	if (!err)
-		err = bench_sync_stats(ts, n, res);
-	if (!err)
-		err = bench_burst_stats(ts, n, res);
-	for (unsigned i = 0; i < n; i++)
-		free(ts[i].bt_lat);
 	if (err)
 		return err;
 	rep->rp_nrawburst++;
