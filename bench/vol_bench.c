@@ -1075,10 +1075,17 @@ static void bench_summary_sync(const struct bench_report *rep)
 	}
 }
 
-static void bench_summary_burst_row(const struct bench_sync *r, const struct bench_sync *one)
+/* One row: raw-burst has no commits ("-"). */
+static void bench_summary_burst_row(const struct bench_sync *r, const struct bench_sync *one,
+				    bool commits)
 {
+	char per[16] = "-";
+
+	if (commits)
+		snprintf(per, sizeof(per), "%.3f",
+			 (double)r->sr_commits / (double)MAX(r->sr_rounds, 1));
 	printf("%-9s %7u %8" PRIu64 " %10.0f %10.0f %13s %9.2fx %9.2f\n", r->sr_name, r->sr_threads,
-	       r->sr_rounds, r->sr_round_p50_us, r->sr_round_p99_us, "-",
+	       r->sr_rounds, r->sr_round_p50_us, r->sr_round_p99_us, per,
 	       one->sr_round_p50_us > 0 ? r->sr_round_p50_us / one->sr_round_p50_us : 0,
 	       r->sr_other_s);
 }
@@ -1089,21 +1096,12 @@ static void bench_summary_burst_row(const struct bench_sync *r, const struct ben
  */
 static void bench_summary_burst(const struct bench_report *rep)
 {
-	const struct bench_sync *one = &rep->rp_burst[0];
-
 	printf("\n%-9s %7s %8s %10s %10s %13s %10s %9s\n", "figure", "threads", "rounds",
 	       "round-p50", "round-p99", "commits/round", "p50 x T1", "other-cpu");
 	for (unsigned i = 0; i < rep->rp_nrawburst; i++)
-		bench_summary_burst_row(&rep->rp_rawburst[i], &rep->rp_rawburst[0]);
-	for (unsigned i = 0; i < rep->rp_nburst; i++) {
-		const struct bench_sync *r = &rep->rp_burst[i];
-
-		printf("%-9s %7u %8" PRIu64 " %10.0f %10.0f %13.3f %9.2fx %9.2f\n", r->sr_name,
-		       r->sr_threads, r->sr_rounds, r->sr_round_p50_us, r->sr_round_p99_us,
-		       (double)r->sr_commits / (double)MAX(r->sr_rounds, 1),
-		       one->sr_round_p50_us > 0 ? r->sr_round_p50_us / one->sr_round_p50_us : 0,
-		       r->sr_other_s);
-	}
+		bench_summary_burst_row(&rep->rp_rawburst[i], &rep->rp_rawburst[0], false);
+	for (unsigned i = 0; i < rep->rp_nburst; i++)
+		bench_summary_burst_row(&rep->rp_burst[i], &rep->rp_burst[0], true);
 }
 
 /* ---- options ------------------------------------------------------------------- */
