@@ -8,8 +8,8 @@
  * fail with a negative error or find a state whose super root holds the
  * delta it names, one of those written; and the volume must then take a
  * new delta (once the segments recovery does not need are given back, as
- * the volume above would) that a second recovery finds. It must never crash or read
- * out of bounds (the suite also runs under ASan and UBSan).
+ * the volume above would) that a second recovery finds. It must never
+ * crash or read out of bounds (the suite also runs under ASan and UBSan).
  *
  * The default case count keeps the test to a few seconds;
  * CAIRN_LOG_CORRUPT_CASES raises it. A failure prints the seed and the
