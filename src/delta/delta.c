@@ -270,7 +270,10 @@ int delta_sys_destroy(struct delta_sys *ds)
  * Reserve, forcing a commit (which releases the committed delta's
  * reservations) on a shortfall, and again while commits free something:
  * other threads may take what a commit released before this one retries.
- * -ENOSPC once a commit brought nothing new.
+ * -ENOSPC once a commit brought nothing new. Forced commits count as
+ * progress only when free space reaches a new high: a cleaner that frees
+ * a segment in one commit and fills one in the next must not keep a
+ * reservation retrying forever.
  */
 static int delta_sync_as(struct delta_sys *ds, bool force);
 
@@ -289,13 +292,14 @@ static uint64_t delta_free_space(struct delta_sys *ds)
 
 static int delta_reserve(struct delta_sys *ds, uint64_t reserve, unsigned flags)
 {
-	unsigned fruitless = 0; /* forced commits in a row that freed nothing */
+	unsigned fruitless = 0; /* forced commits in a row that freed nothing new */
+	uint64_t best = 0;	/* the most free space seen after a forced commit */
 	int err;
 
 	if (!ds->ds_log || !reserve)
 		return 0;
 	for (;;) {
-		uint64_t free_before;
+		uint64_t free_before, free_after;
 		uint32_t before;
 		bool force;
 
@@ -315,8 +319,14 @@ static int delta_reserve(struct delta_sys *ds, uint64_t reserve, unsigned flags)
 		cmutex_lock(&ds->ds_lock);
 		err = ds->ds_committed == before ? -ENOSPC : 0;
 		cmutex_unlock(&ds->ds_lock);
-		if (force)
-			fruitless = delta_free_space(ds) > free_before ? 0 : fruitless + 1;
+		if (force) {
+			free_after = delta_free_space(ds);
+			if (free_after > MAX(free_before, best))
+				fruitless = 0;
+			else
+				fruitless++;
+			best = MAX(best, free_after);
+		}
 		SYNC_POINT("delta.reserve.retry");
 		if (err)
 			return log_space_reserve(ds->ds_log, reserve, flags);
