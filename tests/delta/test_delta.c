@@ -17,8 +17,10 @@
  */
 #include "harness.h"
 
+#include "bdev/bdev.h"
 #include "buf/buf.h"
 #include "delta/delta.h"
+#include "log/log.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -584,6 +586,83 @@ static void test_sync_with_nothing_to_do_commits_nothing(void **state)
 	fix_free(f);
 }
 
+/*
+ * A reservation that falls short forces commits while they free space,
+ * and gives up (-ENOSPC) once a few in a row bring no more free space
+ * than it has seen. Here every other commit takes a segment's worth of
+ * space and the next gives it back, so free space goes down and up
+ * forever: counting every rise as progress retried without end (the
+ * watchdog fails the test).
+ */
+struct osc {
+	struct log *o_log;
+	uint64_t o_amount;
+	bool o_held;
+	_Atomic unsigned o_commits;
+};
+
+static int osc_commit(void *ctx, uint32_t d, uint64_t *consumed)
+{
+	struct osc *o = ctx;
+
+	(void)d;
+	*consumed = 0;
+	if (o->o_held)
+		log_space_release(o->o_log, o->o_amount);
+	else
+		assert_int_equal(log_space_reserve(o->o_log, o->o_amount, LOG_RES_FREEING), 0);
+	o->o_held = !o->o_held;
+	atomic_fetch_add(&o->o_commits, 1);
+	return 0;
+}
+
+static bool osc_reclaimable(void *ctx)
+{
+	(void)ctx;
+	return true; /* every commit might free something */
+}
+
+static void test_reserve_gives_up_on_oscillating_space(void **state)
+{
+	static const struct delta_ops ops = {.do_commit = osc_commit,
+					     .do_reclaimable = osc_reclaimable};
+	struct log_format_opts lo = {.lfo_block_size = BS, .lfo_seg_blocks = 16};
+	struct buf_cache_config bc = {BS, 64, &fix_buf_ops, NULL};
+	struct delta_config dc = {0};
+	struct osc o = {0};
+	struct buf_cache *cache;
+	struct delta_sys *ds;
+	struct log_space sp;
+	struct delta_op op;
+	struct bdev *d;
+
+	(void)state;
+	test_watchdog("test_reserve_gives_up_on_oscillating_space", 60);
+	assert_int_equal(bdev_open_ram(BS, 16 * 16, &d), 0);
+	assert_int_equal(log_format(d, &lo), 0);
+	assert_int_equal(log_open(d, &o.o_log), 0);
+	o.o_amount = 16;
+	assert_int_equal(buf_cache_create(&bc, &cache), 0);
+	dc = (struct delta_config){.dc_cache = cache,
+				   .dc_log = o.o_log,
+				   .dc_ops = &ops,
+				   .dc_ctx = &o,
+				   .dc_first_delta = 1,
+				   .dc_max_dirty = 100000,
+				   .dc_max_age_ms = 3600 * 1000};
+	assert_int_equal(delta_sys_create(&dc, &ds), 0);
+	log_space(o.o_log, &sp);
+	/* more than is ever free */
+	assert_int_equal(delta_op_begin(ds, sp.sp_total, 0, &op), -ENOSPC);
+	print_message("# %u forced commits before -ENOSPC\n", atomic_load(&o.o_commits));
+	assert_true(atomic_load(&o.o_commits) <= 8);
+	assert_int_equal(delta_sys_destroy(ds), 0);
+	buf_cache_destroy(cache);
+	log_close(o.o_log);
+	bdev_close(d);
+	test_watchdog_cancel();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -598,6 +677,7 @@ int main(void)
 	    cmocka_unit_test(test_full_delta_commits_by_itself),
 	    cmocka_unit_test(test_old_delta_commits_by_itself),
 	    cmocka_unit_test(test_sync_with_nothing_to_do_commits_nothing),
+	    cmocka_unit_test(test_reserve_gives_up_on_oscillating_space),
 	};
 	return TEST_RUN("delta", tests);
 }
