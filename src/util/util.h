@@ -76,6 +76,20 @@ static inline void util_put_le64(void *p, uint64_t x)
 	memcpy(p, &x, sizeof(x));
 }
 
+static inline uint32_t util_get_le32(const void *p)
+{
+	uint32_t x;
+
+	memcpy(&x, p, sizeof(x));
+	return le32toh(x);
+}
+
+static inline void util_put_le32(void *p, uint32_t x)
+{
+	x = htole32(x);
+	memcpy(p, &x, sizeof(x));
+}
+
 /* ---- intrusive doubly linked list ---------------------------------- */
 
 struct list_node {

@@ -98,6 +98,7 @@ int bmap_init(struct bmap *m, struct buf_cache *c)
 	m->bm_entries = bs / 8;
 	m->bm_shift = (unsigned)__builtin_ctz(m->bm_entries);
 	m->bm_gen = 0;
+	m->bm_dat = NULL;
 	return -pthread_rwlock_init(&m->bm_lock, NULL);
 }
 
@@ -170,6 +171,8 @@ void bmap_walk_begin(struct bmap *m, const struct bmap_tree *t, struct bmap_walk
 	w->w_gen = m->bm_gen;
 	root->br_pblk = t->bt_root;
 	root->br_height = t->bt_root_height;
+	w->w_dat.br_pblk = m->bm_dat ? m->bm_dat->bt_root : 0;
+	w->w_dat.br_height = m->bm_dat ? m->bm_dat->bt_root_height : 0;
 	bmap_unlock(m);
 }
 
@@ -188,6 +191,11 @@ int bmap_read_block(struct bmap_walk *w, uint64_t owner, uint64_t index, uint64_
 	err = buf_read_hint(w->w_map->bm_cache, owner, index, pblk, out);
 	bmap_tls_walk = outer;
 	return err == -ESTALE ? -EAGAIN : err; /* this fill, or one we waited for */
+}
+
+struct bmap_walk *bmap_fill_walk(void)
+{
+	return bmap_tls_walk;
 }
 
 int bmap_hint_check(struct bmap *m)
@@ -327,7 +335,7 @@ static int bmap_modify(struct bmap *m, const struct bmap_change *ch, struct buf 
 	buf_modify_end(b);
 	err = ch->bc_note(ch->bc_arg, b);
 	if (!err && old && old != value)
-		err = ch->bc_gone(ch->bc_arg, old);
+		err = ch->bc_gone(ch->bc_arg, buf_owner(b), old);
 	return err;
 }
 
@@ -346,7 +354,7 @@ static int bmap_gone_subtree(struct bmap *m, const struct bmap_change *ch, uint6
 	int err = 0;
 
 	if (pblk)
-		err = ch->bc_gone(ch->bc_arg, pblk);
+		err = ch->bc_gone(ch->bc_arg, owner, pblk);
 	if (!err)
 		err = bmap_node_get(m, owner, nidx, pblk, false, &b);
 	if (err == -EUCLEAN) {
@@ -378,7 +386,7 @@ static int bmap_gone_entries(struct bmap *m, const struct bmap_change *ch, struc
 		if (!e)
 			continue;
 		if (level == 1)
-			err = ch->bc_gone(ch->bc_arg, e);
+			err = ch->bc_gone(ch->bc_arg, buf_owner(b), e);
 		else
 			err = bmap_gone_subtree(
 			    m, ch, buf_owner(b),
@@ -398,7 +406,7 @@ static int bmap_gone_entries(struct bmap *m, const struct bmap_change *ch, struc
  */
 static int bmap_root_changed(struct bmap_tree *t, const struct bmap_change *ch, uint64_t old)
 {
-	int gone = old ? ch->bc_gone(ch->bc_arg, old) : 0;
+	int gone = old ? ch->bc_gone(ch->bc_arg, t->bt_owner, old) : 0;
 	int err = ch->bc_root(ch->bc_arg, t);
 
 	t->bt_record_stale = err != 0;
@@ -414,7 +422,7 @@ static int bmap_set_direct(struct bmap *m, struct bmap_tree *t, const struct bma
 {
 	uint64_t old = t->bt_root;
 
-	assert(!t->bt_height && !t->bt_root_height && t->bt_owner != VOL_OTAB_OWNER);
+	assert(!t->bt_height && !t->bt_root_height && bmap_direct_root(t->bt_owner));
 	if (old == pblk && !t->bt_record_stale)
 		return 0;
 	bmap_wrlock(m);
@@ -450,7 +458,7 @@ int bmap_set(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch, 
 	struct buf *b;
 	int err;
 
-	if (level == 1 && !index && !t->bt_height && t->bt_owner != VOL_OTAB_OWNER)
+	if (level == 1 && !index && !t->bt_height && bmap_direct_root(t->bt_owner))
 		return bmap_set_direct(m, t, ch, value);
 	err = bmap_grow(m, t, ch, MAX(level, bmap_height_for(m, index)));
 	if (err)
@@ -564,7 +572,7 @@ int bmap_empty(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch
 		err = bmap_gone_subtree(m, ch, t->bt_owner, bmap_node_index(m, t->bt_height, 0),
 					t->bt_root_height == t->bt_height ? t->bt_root : 0);
 	else if (t->bt_root)
-		err = ch->bc_gone(ch->bc_arg, t->bt_root); /* a height-0 root: data */
+		err = ch->bc_gone(ch->bc_arg, t->bt_owner, t->bt_root); /* a height-0 root: data */
 	if (err)
 		return err;
 	bmap_wrlock(m);

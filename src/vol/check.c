@@ -21,8 +21,10 @@
  * returned (0: clean), or a negative errno if a block cannot be read.
  * Call it with no transaction in flight and after vol_sync, so that the
  * durable state is the whole state (tests do, after every workload and
- * after crash recovery). With the block address translation (next) it
- * will also check each virtual block's translation entry.
+ * after crash recovery). Every virtual block is resolved through the
+ * translation of the state that names it (dat.c), and the state's
+ * translation is checked entry by entry: what the state names is
+ * current and named once, what it does not name is not current.
  *
  * No shared state but the volume's immutable fields and v_sr, which the
  * caller keeps still (no commit runs).
@@ -35,6 +37,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define CK_DAT_CACHE 64 /* translation blocks a walk keeps (direct-mapped) */
 
 struct vol_checker {
 	struct vol *ck_vol;
@@ -58,6 +62,14 @@ struct vol_checker {
 					   their segments, ck_in_snap set too */
 	struct vol_snap_info *ck_snaps; /* the state's snapshot table */
 	size_t ck_nsnaps, ck_snaps_cap;
+	/* the translation of the state being walked (dat.c): its root, and a
+	 * few of its blocks read */
+	uint64_t ck_dat_root, ck_dat_next;
+	unsigned ck_dat_height;
+	unsigned char *ck_dat_blocks;	    /* CK_DAT_CACHE blocks, then a path's worth */
+	uint64_t ck_dat_tags[CK_DAT_CACHE]; /* translation block + 1 in each; 0: none */
+	uint64_t *ck_named;		    /* bitmap of the virtual blocks the state names
+					       (vol_check's walk of the state only) */
 };
 
 static bool ck_bit(const uint64_t *bits, uint64_t i)
@@ -131,6 +143,108 @@ static bool ck_claim(struct vol_checker *ck, uint64_t owner, uint64_t index, uin
 	ck->ck_counted[vol_seg_of(ck->ck_vol, pblk)]++;
 	ck->ck_blocks++;
 	return vol_table_put(&ck->ck_seen, pblk, 0, (void *)1) == 0;
+}
+
+/*
+ * Translation block @dblk of the state being walked, read from the
+ * device through its tree (cached); NULL data if it is a hole. 1: a
+ * problem was reported.
+ */
+static int ck_dat_block(struct vol_checker *ck, uint64_t dblk, const unsigned char **data)
+{
+	struct vol *v = ck->ck_vol;
+	uint32_t bs = v->v_block_size, slot = (uint32_t)(dblk % CK_DAT_CACHE);
+	unsigned char *cached = ck->ck_dat_blocks + (size_t)slot * bs;
+	unsigned char *node = ck->ck_dat_blocks + (size_t)CK_DAT_CACHE * bs;
+	unsigned shift = v->v_map.bm_shift;
+	uint64_t cur = ck->ck_dat_root;
+	int err;
+
+	*data = NULL;
+	if (ck->ck_dat_tags[slot] == dblk + 1) {
+		*data = cached;
+		return 0;
+	}
+	if (!ck->ck_dat_height ||
+	    ((uint64_t)ck->ck_dat_height * shift < 64 && dblk >> (ck->ck_dat_height * shift)))
+		return 0; /* beyond the tree: a hole */
+	for (unsigned l = ck->ck_dat_height; l >= 1 && cur; l--) {
+		if (!vol_pblk_valid(v, cur)) {
+			ck_problem(ck,
+				   "translation block %" PRIu64 ": its map names block %" PRIu64
+				   ", outside the segments",
+				   dblk, cur);
+			return 1;
+		}
+		err = bdev_read(v->v_bdev, cur, 1, node);
+		if (err)
+			return err;
+		cur = bmap_entry(
+		    node, (unsigned)((dblk >> (shift * (l - 1))) & (v->v_map.bm_entries - 1)));
+	}
+	if (!cur)
+		return 0;
+	if (!vol_pblk_valid(v, cur)) {
+		ck_problem(ck,
+			   "translation block %" PRIu64 " at %" PRIu64 " is outside the segments",
+			   dblk, cur);
+		return 1;
+	}
+	err = bdev_read(v->v_bdev, cur, 1, cached);
+	if (err)
+		return err;
+	ck->ck_dat_tags[slot] = dblk + 1;
+	*data = cached;
+	return 0;
+}
+
+/*
+ * Where the block @owner's tree names @entry (for (owner, index)) lies
+ * in the state being walked: *pblk. 1 if it cannot be followed (a
+ * problem was reported), or a negative errno.
+ */
+static int ck_resolve(struct vol_checker *ck, uint64_t owner, uint64_t index, uint64_t entry,
+		      uint64_t *pblk)
+{
+	uint32_t per = vol_dat_per_block(ck->ck_vol->v_block_size);
+	const unsigned char *data;
+	struct vol_dat_entry e = {0};
+	int err;
+
+	*pblk = entry;
+	if (!bmap_virtual(owner))
+		return 0;
+	if (entry >= ck->ck_dat_next) {
+		ck_problem(ck,
+			   "block (%" PRIu64 ", %#" PRIx64 ") names virtual block %" PRIu64
+			   ", past the translation's %" PRIu64 " entries",
+			   owner, index, entry, ck->ck_dat_next);
+		return 1;
+	}
+	err = ck_dat_block(ck, entry / per, &data);
+	if (err)
+		return err;
+	if (data)
+		vol_dat_decode(data, (uint32_t)(entry % per), &e);
+	if (!e.de_pblk || (!ck->ck_in_snap && e.de_death)) {
+		ck_problem(ck,
+			   "block (%" PRIu64 ", %#" PRIx64 ") names virtual block %" PRIu64
+			   ", which is %s",
+			   owner, index, entry, e.de_pblk ? "dead" : "free");
+		return 1;
+	}
+	if (ck->ck_named) {
+		if (ck_bit(ck->ck_named, entry)) {
+			ck_problem(ck,
+				   "virtual block %" PRIu64 " is named twice (again by (%" PRIu64
+				   ", %#" PRIx64 "))",
+				   entry, owner, index);
+			return 1;
+		}
+		ck_bit_set(ck->ck_named, entry);
+	}
+	*pblk = e.de_pblk;
+	return 0;
 }
 
 static int ck_tree(struct vol_checker *ck, uint64_t owner, uint64_t pblk, unsigned level,
@@ -216,6 +330,9 @@ static int ck_tree(struct vol_checker *ck, uint64_t owner, uint64_t pblk, unsign
 	uint64_t nidx = bmap_node_index(&v->v_map, level, first);
 	int err;
 
+	err = ck_resolve(ck, owner, nidx, pblk, &pblk);
+	if (err)
+		return err > 0 ? 0 : err;
 	if (!ck_claim(ck, owner, nidx, pblk))
 		return 0;
 	err = bdev_read(v->v_bdev, pblk, 1, data);
@@ -246,6 +363,9 @@ static int ck_data(struct vol_checker *ck, uint64_t owner, uint64_t index, uint6
 	unsigned char *data = bufs;
 	int err;
 
+	err = ck_resolve(ck, owner, index, pblk, &pblk);
+	if (err)
+		return err > 0 ? 0 : err;
 	if (!ck_claim(ck, owner, index, pblk))
 		return 0;
 	if (owner != VOL_OTAB_OWNER && (owner != VOL_SNAP_OWNER || ck->ck_in_snap))
@@ -258,23 +378,101 @@ static int ck_data(struct vol_checker *ck, uint64_t owner, uint64_t index, uint6
 	return ck_otab_block(ck, index, data, data + v->v_block_size);
 }
 
-/* The walk of one state: its super root, the owner table's map and everything below. */
+/*
+ * After the walk of the state (@sr): every entry of its translation.
+ * An entry the state names is current (ck_resolve checked it); one it
+ * does not name is free or dead; every one past sr_dat_next is free; a
+ * birth or death is no later than the state, a death after the birth.
+ */
+static int ck_dat_entries(struct vol_checker *ck, const struct vol_sroot *sr)
+{
+	struct vol *v = ck->ck_vol;
+	uint32_t per = vol_dat_per_block(v->v_block_size);
+	uint64_t nblocks = (sr->sr_dat_next + per - 1) / per;
+	int err = 0;
+
+	for (uint64_t dblk = 0; dblk < nblocks + 1 && !err; dblk++) {
+		const unsigned char *data;
+
+		err = ck_dat_block(ck, dblk, &data);
+		if (err || !data) {
+			err = err > 0 ? 0 : err;
+			continue;
+		}
+		for (uint32_t s = 0; s < per; s++) {
+			uint64_t vblk = dblk * per + s;
+			struct vol_dat_entry e;
+
+			vol_dat_decode(data, s, &e);
+			if (!e.de_pblk && !e.de_birth && !e.de_death)
+				continue;
+			if (vblk >= sr->sr_dat_next || !vblk)
+				ck_problem(ck,
+					   "translation entry %" PRIu64 " is used, past %" PRIu64,
+					   vblk, sr->sr_dat_next);
+			else if (!e.de_pblk || !vol_pblk_valid(v, e.de_pblk))
+				ck_problem(ck,
+					   "translation entry %" PRIu64 " names block %" PRIu64
+					   ", outside the segments",
+					   vblk, e.de_pblk);
+			else if (!e.de_birth || e.de_birth > sr->sr_delta ||
+				 e.de_death > sr->sr_delta ||
+				 (e.de_death && e.de_death < e.de_birth))
+				ck_problem(ck,
+					   "translation entry %" PRIu64 ": born in delta %" PRIu32
+					   ", dead in %" PRIu32 " (state %" PRIu64 ")",
+					   vblk, e.de_birth, e.de_death, sr->sr_delta);
+			else if (!e.de_death && !ck_bit(ck->ck_named, vblk))
+				ck_problem(ck,
+					   "virtual block %" PRIu64 " at %" PRIu64
+					   " is current, but nothing names it",
+					   vblk, e.de_pblk);
+		}
+	}
+	return err;
+}
+
+/*
+ * The walk of one state: its super root, its translation's tree, the
+ * owner table's map and everything below (each virtual block resolved
+ * through that translation).
+ */
 static int ck_walk_state(struct vol_checker *ck, uint64_t sr_blk, const struct vol_sroot *sr)
 {
 	struct vol *v = ck->ck_vol;
 	/* a block per level of the owner table's map, its data block, and an
-	 * owner's map below it */
-	size_t nbufs = (size_t)v->v_otab_height_max + 2 + v->v_height_max;
+	 * owner's map below it; or the translation's map */
+	size_t nbufs = MAX((size_t)v->v_otab_height_max + 2 + v->v_height_max,
+			   (size_t)v->v_dat_height_max + 1);
 	void *bufs = malloc(nbufs * v->v_block_size);
+	bool names = !ck->ck_count_only && !ck->ck_in_snap;
 	int err = 0;
 
 	if (!bufs)
 		return -ENOMEM;
+	if (!ck->ck_dat_blocks)
+		ck->ck_dat_blocks = malloc((size_t)(CK_DAT_CACHE + 1) * v->v_block_size);
+	if (names)
+		ck->ck_named = calloc((size_t)(sr->sr_dat_next + 63) / 64 + 1, sizeof(uint64_t));
+	if (!ck->ck_dat_blocks || (names && !ck->ck_named)) {
+		err = -ENOMEM;
+		goto out;
+	}
+	ck->ck_dat_root = sr->sr_dat_root;
+	ck->ck_dat_height = sr->sr_dat_height;
+	ck->ck_dat_next = sr->sr_dat_next;
+	memset(ck->ck_dat_tags, 0, sizeof(ck->ck_dat_tags));
 	if (sr_blk && !ck_claim(ck, VOL_SROOT_OWNER, 0, sr_blk) && ck->ck_in_snap)
 		goto out; /* a snapshot of a state met before, or a bad one */
-	if (sr->sr_otab_height)
+	if (sr->sr_dat_height)
+		err = ck_tree(ck, VOL_DAT_OWNER, sr->sr_dat_root, sr->sr_dat_height, 0, bufs);
+	if (!err && sr->sr_otab_height)
 		err = ck_tree(ck, VOL_OTAB_OWNER, sr->sr_otab_root, sr->sr_otab_height, 0, bufs);
+	if (!err && names)
+		err = ck_dat_entries(ck, sr);
 out:
+	free(ck->ck_named);
+	ck->ck_named = NULL;
 	free(bufs);
 	return err;
 }
@@ -345,6 +543,7 @@ static int ck_snap_bitmaps(struct vol_checker *ck)
 
 static void ck_free(struct vol_checker *ck)
 {
+	free(ck->ck_dat_blocks);
 	free(ck->ck_state);
 	free(ck->ck_snap_seen);
 	free(ck->ck_snaps);

@@ -103,7 +103,7 @@ static int clean_reserve(struct clean_run *cr, uint64_t owner, uint64_t index, b
 	bool shared = !meta && vol_table_get(&cr->cr_paths, owner, node);
 	int err;
 
-	*cost = shared ? 1 : path;
+	*cost = (shared ? 1 : path) * vol_vblock_worst(v); /* with translation entries */
 	err = log_space_reserve(v->v_log, *cost, LOG_RES_CLEANER);
 	if (err)
 		return err;
@@ -125,7 +125,7 @@ static int clean_block(void *arg, uint64_t owner, uint64_t index, uint32_t flags
 {
 	struct clean_run *cr = arg;
 	struct vol *v = cr->cr_vol;
-	bool meta = owner == VOL_OTAB_OWNER || bmap_is_node(index);
+	bool meta = !bmap_direct_root(owner) || bmap_is_node(index);
 	uint64_t now, cost, path;
 	struct buf *b;
 	int err;
@@ -154,9 +154,7 @@ static int clean_block(void *arg, uint64_t owner, uint64_t index, uint32_t flags
 		cr->cr_moved += !err;
 		return err;
 	}
-	do
-		err = buf_read_hint(v->v_cache, owner, index, blk, &b);
-	while (err == -ESTALE);
+	err = buf_read(v->v_cache, owner, index, &b); /* a walk finds it */
 	if (err) {
 		clean_unreserve(cr, cost);
 		return err;
@@ -380,7 +378,7 @@ int vol_clean(struct vol *v, uint32_t delta, int (*keep_meta)(void *arg, struct 
 			clean_choose(v, delta, greedy, util_max, budget, victims, &n, &held);
 	}
 	/* (2) the logs the moved blocks may take: headers and summaries */
-	base = vol_txn_worst(v, budget) - budget * vol_block_worst(v);
+	base = vol_log_overhead(v, budget * vol_block_worst(v)) + vol_dat_upper(v);
 	if (!n || log_space_reserve(v->v_log, base, LOG_RES_CLEANER)) {
 		clean_stop(v); /* nothing to move, or no room even to move */
 		return 0;

@@ -64,7 +64,7 @@
 
 #define VOL_TAKE_BATCH 64
 
-enum { VOL_CLASS_OWNERS = 0, VOL_CLASS_OTAB = 1, VOL_NCLASSES };
+enum { VOL_CLASS_OWNERS = 0, VOL_CLASS_OTAB = 1, VOL_CLASS_DAT = 2, VOL_NCLASSES };
 
 struct vol_bufvec {
 	struct buf **bv_bufs;
@@ -81,7 +81,8 @@ struct vol_commit {
 	struct vol_bufvec vc_done; /* Written, to settle at the end */
 	uint64_t vc_sr_blk;	   /* where the super root went */
 	uint64_t vc_own_res;	   /* reserved by the commit itself: vol_commit_own */
-	/* map blocks by class and level to write (owner-table blocks: OTAB, 0) */
+	/* map blocks by class and level to write (owner-table blocks: OTAB, 0;
+	 * translation blocks: DAT, 0) */
 	struct vol_bufvec vc_meta[VOL_NCLASSES][VOL_MAX_LEVELS + 1];
 	struct vol_table vc_seen; /* the blocks in vc_meta */
 	uint64_t vc_payload;	  /* blocks added to the log */
@@ -115,18 +116,20 @@ static void vol_bufvec_release(struct vol_bufvec *bv)
 
 static bool vol_is_meta(struct buf *b)
 {
-	return buf_owner(b) == VOL_OTAB_OWNER || bmap_is_node(buf_index(b));
+	return !bmap_direct_root(buf_owner(b)) || bmap_is_node(buf_index(b));
 }
 
 /* Keep map or owner-table block @b (taking over a reference) for its level. */
 static int vol_commit_keep(struct vol_commit *vc, struct buf *b)
 {
 	uint64_t owner = buf_owner(b), index = buf_index(b);
-	int class = owner == VOL_OTAB_OWNER ? VOL_CLASS_OTAB : VOL_CLASS_OWNERS;
+	int class = owner == VOL_OTAB_OWNER  ? VOL_CLASS_OTAB
+		    : owner == VOL_DAT_OWNER ? VOL_CLASS_DAT
+					     : VOL_CLASS_OWNERS;
 	unsigned level = bmap_is_node(index) ? bmap_node_level(index) : 0;
 	int err;
 
-	assert(level <= VOL_MAX_LEVELS && (level || class == VOL_CLASS_OTAB));
+	assert(level <= VOL_MAX_LEVELS && (level || class != VOL_CLASS_OWNERS));
 	err = vol_table_put(&vc->vc_seen, owner, index, b);
 	if (!err)
 		err = vol_bufvec_push(&vc->vc_meta[class][level], b);
@@ -147,12 +150,32 @@ static int vol_commit_note(void *arg, struct buf *b)
 	return vol_commit_keep(vc, b);
 }
 
-/* bmap_change.bc_gone: the commit's map changes left @pblk behind. */
-static int vol_commit_gone(void *arg, uint64_t pblk)
+/*
+ * bmap_change.bc_gone: the commit's map changes left behind the block
+ * @entry named: a virtual block dies (dat.c), and its address leaves the
+ * counts; an address of the translation's own tree leaves them at once.
+ */
+static int vol_commit_gone(void *arg, uint64_t owner, uint64_t entry)
 {
 	struct vol_commit *vc = arg;
+	uint64_t pblk = entry;
+	int err = 0;
 
-	return vol_usage_gone(vc->vc_vol, pblk);
+	if (bmap_virtual(owner))
+		err = dat_kill(vc->vc_vol, &vc->vc_change, entry, &pblk);
+	if (!err && pblk)
+		err = vol_usage_gone(vc->vc_vol, pblk);
+	return err;
+}
+
+/* The entry that names block @pblk of @owner's tree: a new virtual block
+ * (dat.c), or @pblk itself in the translation's own tree. */
+static int vol_commit_name(struct vol_commit *vc, uint64_t owner, uint64_t pblk, uint64_t *entry)
+{
+	*entry = pblk;
+	if (!bmap_virtual(owner))
+		return 0;
+	return dat_new(vc->vc_vol, &vc->vc_change, pblk, entry);
 }
 
 /* bmap_change.bc_root: an owner's record names its tree's new root. */
@@ -161,7 +184,7 @@ static int vol_commit_root(void *arg, const struct bmap_tree *t)
 	struct vol_commit *vc = arg;
 	struct vol_rec rec = {t->bt_root, t->bt_root_height, VOL_REC_IN_USE};
 
-	if (t->bt_owner == VOL_OTAB_OWNER)
+	if (!bmap_direct_root(t->bt_owner))
 		return 0; /* the super root names it (vol_commit_sroot) */
 	return otab_store(vc->vc_vol, &vc->vc_change, t->bt_owner, &rec);
 }
@@ -249,7 +272,7 @@ out_cancel:
 static int vol_commit_data_block(struct vol_commit *vc, struct buf *b)
 {
 	struct vol *v = vc->vc_vol;
-	uint64_t owner = buf_owner(b), index = buf_index(b), pblk;
+	uint64_t owner = buf_owner(b), index = buf_index(b), pblk, vblk;
 	bool zeroed, mine;
 	struct bmap_tree *t;
 	int err;
@@ -262,7 +285,9 @@ static int vol_commit_data_block(struct vol_commit *vc, struct buf *b)
 		return err; /* a punched block's entry was cleared in (1) */
 	err = vol_commit_tree(vc, owner, &t);
 	if (!err)
-		err = bmap_set(&v->v_map, t, &vc->vc_change, 1, index, pblk);
+		err = vol_commit_name(vc, owner, pblk, &vblk);
+	if (!err)
+		err = bmap_set(&v->v_map, t, &vc->vc_change, 1, index, vblk);
 	return err;
 }
 
@@ -270,7 +295,7 @@ static int vol_commit_data_block(struct vol_commit *vc, struct buf *b)
 static int vol_commit_meta(struct vol_commit *vc, struct buf *b, struct bmap_tree *t)
 {
 	struct vol *v = vc->vc_vol;
-	uint64_t index = buf_index(b), pblk;
+	uint64_t index = buf_index(b), pblk, entry;
 	bool mine;
 	int err;
 
@@ -283,10 +308,13 @@ static int vol_commit_meta(struct vol_commit *vc, struct buf *b, struct bmap_tre
 	err = vol_commit_write(vc, b, LOG_ENTRY_META, true, &pblk, &mine);
 	if (err)
 		return err;
-	assert(mine);		  /* the front end never touches these */
-	if (!bmap_is_node(index)) /* an owner-table block */
-		return bmap_set(&v->v_map, t, &vc->vc_change, 1, index, pblk);
-	return bmap_place(&v->v_map, t, &vc->vc_change, b, pblk);
+	assert(mine); /* the front end never touches these */
+	err = vol_commit_name(vc, t->bt_owner, pblk, &entry);
+	if (err)
+		return err;
+	if (!bmap_is_node(index)) /* an owner-table or translation block */
+		return bmap_set(&v->v_map, t, &vc->vc_change, 1, index, entry);
+	return bmap_place(&v->v_map, t, &vc->vc_change, b, entry);
 }
 
 /* ---- the steps --------------------------------------------------------------- */
@@ -400,7 +428,7 @@ static int vol_commit_levels(struct vol_commit *vc, int class, unsigned level)
 		/* placing a block dirties only higher levels: bv is stable */
 		for (size_t i = 0; i < bv->bv_n && !err; i++) {
 			struct buf *b = bv->bv_bufs[i];
-			struct bmap_tree *t = &v->v_otab;
+			struct bmap_tree *t = class == VOL_CLASS_DAT ? &v->v_dat : &v->v_otab;
 
 			if (class == VOL_CLASS_OWNERS)
 				err = vol_commit_tree(vc, buf_owner(b), &t);
@@ -421,10 +449,14 @@ static int vol_commit_sroot(struct vol_commit *vc, struct vol_sroot *sr)
 	int err;
 
 	assert(v->v_otab.bt_root_height == v->v_otab.bt_height);
+	assert(v->v_dat.bt_root_height == v->v_dat.bt_height);
 	*sr = v->v_sr;
 	sr->sr_delta = vc->vc_delta;
 	sr->sr_otab_root = v->v_otab.bt_root;
 	sr->sr_otab_height = v->v_otab.bt_root_height;
+	sr->sr_dat_root = v->v_dat.bt_root;
+	sr->sr_dat_height = v->v_dat.bt_root_height;
+	sr->sr_dat_next = v->v_dat_alloc.vd_next;
 	sr->sr_blocks_written += vc->vc_payload + 1;
 	sr->sr_prev = v->v_sr_blk; /* the checkpoint chain (sroot.c) */
 	sr->sr_time_ns = util_realtime_ns();
@@ -605,6 +637,8 @@ int vol_commit(void *ctx, uint32_t delta, uint64_t *consumed)
 		err = vol_commit_levels(&vc, VOL_CLASS_OWNERS, 1);
 	if (!err)
 		err = vol_commit_levels(&vc, VOL_CLASS_OTAB, 0);
+	if (!err)
+		err = vol_commit_levels(&vc, VOL_CLASS_DAT, 0);
 	if (!err && vol_commit_empty(&vc) && vol_commit_own_sroot(&vc))
 		vol_commit_settle_empty(&vc);
 	else {

@@ -418,7 +418,9 @@ int vol_snap_sroot(struct vol *v, uint64_t sroot, uint64_t delta, struct vol_sro
 {
 	int err = vol_sroot_load(v, sroot, sr);
 
-	if (!err && (sr->sr_delta != delta || sr->sr_otab_height > v->v_otab_height_max))
+	if (!err && (sr->sr_delta != delta || sr->sr_otab_height > v->v_otab_height_max ||
+		     sr->sr_dat_height > v->v_dat_height_max || sr->sr_dat_next > v->v_dat_max ||
+		     (sr->sr_dat_root && !vol_pblk_valid(v, sr->sr_dat_root))))
 		err = -EUCLEAN;
 	return err;
 }
@@ -430,6 +432,10 @@ static void snap_open_state(struct vol *v, uint64_t sroot, const struct vol_sroo
 	v->v_sr_blk = sroot;
 	v->v_otab = (struct bmap_tree){VOL_OTAB_OWNER, sr->sr_otab_root, sr->sr_otab_height,
 				       sr->sr_otab_height, false};
+	/* its own translation: nothing this one names is moved (usage.c (4)) */
+	v->v_dat = (struct bmap_tree){VOL_DAT_OWNER, sr->sr_dat_root, sr->sr_dat_height,
+				      sr->sr_dat_height, false};
+	dat_open(v);
 	atomic_store(&v->v_committed, sr->sr_delta);
 }
 

@@ -7,11 +7,14 @@
  * "Super root"), little-endian, the rest of the block zero:
  *
  *   0  magic "CAIRNSR1"     8  version u32       12 otab height u8
- *   13 reserved (3 bytes)   16 delta u64         24 otab root u64
+ *   13 translation height u8  14 reserved (2 bytes)
+ *   16 delta u64            24 otab root u64 (a virtual block)
  *   32 next owner u64       40 blocks written u64
  *   48 checksum u64: XXH3_64bits of the whole block, this field zero
  *   56 previous super root u64   64 commit time u64 (ns since the epoch)
  *   72 readable from u64: the oldest delta whose state is still whole
+ *   80 translation root u64 (a physical block)
+ *   88 translation next u64: no entry at or past it was ever used
  *
  * The previous super root links the checkpoints into a chain, newest
  * first (vol_checkpoints); "readable from" says where the chain stops
@@ -20,8 +23,9 @@
  *
  * Invariants
  *   (1) A decoded super root has passed its magic, version and checksum,
- *       and its otab root and height are consistent; nothing else of it
- *       is trusted before that.
+ *       and its otab and translation roots and heights are consistent,
+ *       and the otab root a number below translation next; nothing else
+ *       of it is trusted before that.
  *   (2) The checksum covers the whole block, reserved bytes included,
  *       so a block with stray bytes is refused, not half-read.
  *   (3) readable_from <= delta, and the previous super root is 0 or a
@@ -43,6 +47,7 @@
 #define VOL_SR_MAGIC_LEN  8
 #define SR_VERSION_OFF	  8
 #define SR_HEIGHT_OFF	  12
+#define SR_DAT_HEIGHT_OFF 13
 #define SR_DELTA_OFF	  16
 #define SR_ROOT_OFF	  24
 #define SR_NEXT_OWNER_OFF 32
@@ -51,7 +56,9 @@
 #define SR_PREV_OFF	  56
 #define SR_TIME_OFF	  64
 #define SR_READABLE_OFF	  72
-#define SR_END		  80
+#define SR_DAT_ROOT_OFF	  80
+#define SR_DAT_NEXT_OFF	  88
+#define SR_END		  96
 
 _Static_assert(SR_END <= LOG_BLOCK_MIN, "the super root fits the smallest block");
 
@@ -77,6 +84,9 @@ void vol_sroot_encode(const struct vol_sroot *sr, void *buf, uint32_t bs)
 	util_put_le64(p + SR_PREV_OFF, sr->sr_prev);
 	util_put_le64(p + SR_TIME_OFF, sr->sr_time_ns);
 	util_put_le64(p + SR_READABLE_OFF, sr->sr_readable_from);
+	p[SR_DAT_HEIGHT_OFF] = sr->sr_dat_height;
+	util_put_le64(p + SR_DAT_ROOT_OFF, sr->sr_dat_root);
+	util_put_le64(p + SR_DAT_NEXT_OFF, sr->sr_dat_next);
 	util_put_le64(p + SR_CSUM_OFF, sr_csum(p, bs)); /* the field was zero */
 }
 
@@ -94,10 +104,16 @@ static const char *sr_invalid(const unsigned char *p, unsigned char *tmp, uint32
 	memcpy(&version, p + SR_VERSION_OFF, sizeof(version));
 	version = le32toh(version);
 	if (version < VOL_SR_VERSION_MIN || version > VOL_SR_VERSION)
-		return "unknown version";
+		return version < VOL_SR_VERSION_MIN
+			   ? "written by an older cairn (no block address translation)"
+			   : "unknown version";
 	if (!p[SR_HEIGHT_OFF] != !util_get_le64(p + SR_ROOT_OFF))
 		return "owner table root and height disagree";
-	if (version >= 3 && util_get_le64(p + SR_READABLE_OFF) > util_get_le64(p + SR_DELTA_OFF))
+	if (!p[SR_DAT_HEIGHT_OFF] != !util_get_le64(p + SR_DAT_ROOT_OFF))
+		return "translation root and height disagree";
+	if (util_get_le64(p + SR_ROOT_OFF) >= MAX(util_get_le64(p + SR_DAT_NEXT_OFF), 1))
+		return "owner table root past the translation's entries";
+	if (util_get_le64(p + SR_READABLE_OFF) > util_get_le64(p + SR_DELTA_OFF))
 		return "readable from a delta past its own";
 	return NULL;
 }
@@ -107,7 +123,6 @@ int vol_sroot_decode(const void *buf, uint32_t bs, uint64_t blk, struct vol_sroo
 	const unsigned char *p = buf;
 	unsigned char *tmp = malloc(bs);
 	const char *why;
-	uint32_t version;
 
 	if (!tmp)
 		return -ENOMEM;
@@ -122,15 +137,12 @@ int vol_sroot_decode(const void *buf, uint32_t bs, uint64_t blk, struct vol_sroo
 	sr->sr_otab_root = util_get_le64(p + SR_ROOT_OFF);
 	sr->sr_next_owner = util_get_le64(p + SR_NEXT_OWNER_OFF);
 	sr->sr_blocks_written = util_get_le64(p + SR_WRITTEN_OFF);
-	memcpy(&version, p + SR_VERSION_OFF, sizeof(version));
-	if (le32toh(version) >= 3) {
-		sr->sr_prev = util_get_le64(p + SR_PREV_OFF);
-		sr->sr_time_ns = util_get_le64(p + SR_TIME_OFF);
-		sr->sr_readable_from = util_get_le64(p + SR_READABLE_OFF);
-	} else { /* no chain: only this state is known whole */
-		sr->sr_prev = sr->sr_time_ns = 0;
-		sr->sr_readable_from = sr->sr_delta;
-	}
+	sr->sr_prev = util_get_le64(p + SR_PREV_OFF);
+	sr->sr_time_ns = util_get_le64(p + SR_TIME_OFF);
+	sr->sr_readable_from = util_get_le64(p + SR_READABLE_OFF);
+	sr->sr_dat_height = p[SR_DAT_HEIGHT_OFF];
+	sr->sr_dat_root = util_get_le64(p + SR_DAT_ROOT_OFF);
+	sr->sr_dat_next = util_get_le64(p + SR_DAT_NEXT_OFF);
 	return 0;
 }
 

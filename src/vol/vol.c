@@ -123,18 +123,70 @@ static void vol_geometry_set(struct vol *v, const struct log_geometry *g)
 	v->v_recs_per_block = g->lg_block_size / VOL_REC_SIZE;
 	v->v_height_max = vol_levels(shift, VOL_MAX_INDEX);
 	v->v_otab_height_max = vol_levels(shift, VOL_MAX_OWNER / v->v_recs_per_block);
+	/* dat.c: entries not reusable never outnumber the segments' blocks;
+	 * twice that leaves the sweep room */
+	v->v_dat_max = 2 * g->lg_nsegments * g->lg_seg_blocks + vol_dat_per_block(g->lg_block_size);
+	v->v_dat_height_max = vol_levels(shift, vol_dat_blocks_max(v));
+}
+
+uint64_t vol_dat_blocks_max(const struct vol *v)
+{
+	uint32_t per = vol_dat_per_block(v->v_block_size);
+
+	return (v->v_dat_max + per - 1) / per;
+}
+
+/* Map blocks of the translation's tree at levels @from and up, at most. */
+static uint64_t vol_dat_map_blocks(const struct vol *v, unsigned from)
+{
+	uint64_t n = 0, blocks = vol_dat_blocks_max(v), e = v->v_block_size / 8;
+
+	for (unsigned l = 1; l <= v->v_dat_height_max; l++) {
+		blocks = (blocks + e - 1) / e;
+		if (l >= from)
+			n += blocks;
+	}
+	return n;
+}
+
+/*
+ * Blocks the commit may write for each block it rewrites: the block, the
+ * translation blocks of its new entry and of the entry it leaves behind
+ * (dat.c), and their level-1 map blocks in the translation's tree when
+ * there are levels above those (the levels above: vol_dat_upper).
+ */
+uint64_t vol_vblock_worst(const struct vol *v)
+{
+	return v->v_dat_height_max > 1 ? 5 : 3;
+}
+
+/*
+ * The translation's map blocks not counted per block: its root when
+ * that is its only level, else every block above level 1 (a few: they
+ * cover 512 translation blocks of 256 entries each and more).
+ */
+uint64_t vol_dat_upper(const struct vol *v)
+{
+	return v->v_dat_height_max > 1 ? vol_dat_map_blocks(v, 2) : 1;
+}
+
+/* The most translation blocks and map blocks one delta can write. */
+uint64_t vol_dat_cap(const struct vol *v)
+{
+	return vol_dat_blocks_max(v) + vol_dat_map_blocks(v, 1);
 }
 
 /* Blocks one write or punch can make its delta write besides log overhead. */
 uint64_t vol_block_worst(const struct vol *v)
 {
-	/* the block, its map path, its owner's record block and that one's path */
-	return 1 + v->v_height_max + 1 + v->v_otab_height_max;
+	/* the block, its map path, its owner's record block and that one's
+	 * path: each rewritten with its translation entries */
+	return (1 + v->v_height_max + 1 + v->v_otab_height_max) * vol_vblock_worst(v);
 }
 
 /* Headers and summaries of the logs holding @payload blocks, and the tail
  * of a segment too short for a log. */
-static uint64_t vol_log_overhead(const struct vol *v, uint64_t payload)
+uint64_t vol_log_overhead(const struct vol *v, uint64_t payload)
 {
 	uint64_t seg = v->v_geo.lg_seg_blocks, bs = v->v_block_size;
 	uint64_t sum = (seg * VOL_LOG_ENTRY_BYTES + bs - 1) / bs; /* a log's summary, at most */
@@ -151,8 +203,13 @@ static uint64_t vol_log_overhead(const struct vol *v, uint64_t payload)
  *   per block   the block, every map block on its path (all new or
  *               rewritten: v_height_max), the owner-table block with its
  *               owner's record (every block may be another owner's) and
- *               that block's path in the owner table's map
- *   once        the super root
+ *               that block's path in the owner table's map; each of them
+ *               with the translation blocks of its new entry and of the
+ *               one it leaves behind, and their level-1 map blocks
+ *               (vol_vblock_worst); all of that at most every block of
+ *               the translation and of its map (vol_dat_cap)
+ *   once        the super root, and the translation's map blocks above
+ *               level 1 (vol_dat_upper)
  *   logs        a header and summary blocks per log the payload spans,
  *               one more log for a segment's tail, and a tail too short
  *               for a log (vol_log_overhead)
@@ -160,9 +217,23 @@ static uint64_t vol_log_overhead(const struct vol *v, uint64_t payload)
  * An over-estimate: blocks of one delta share map blocks and logs. The
  * delta system gives it back when the delta commits.
  */
+/* Blocks a change may rewrite: itself, its map path, its owner's record
+ * block and that one's path. */
+uint64_t vol_block_rewrites(const struct vol *v)
+{
+	return vol_block_worst(v) / vol_vblock_worst(v);
+}
+
+/* The translation part of vol_txn_worst(@nblocks). */
+uint64_t vol_txn_dat(const struct vol *v, uint64_t nblocks)
+{
+	return MIN(nblocks * vol_block_rewrites(v) * (vol_vblock_worst(v) - 1), vol_dat_cap(v));
+}
+
 uint64_t vol_txn_worst(const struct vol *v, uint64_t nblocks)
 {
-	uint64_t payload = nblocks * vol_block_worst(v) + 1;
+	uint64_t payload =
+	    nblocks * vol_block_rewrites(v) + vol_txn_dat(v, nblocks) + vol_dat_upper(v) + 1;
 
 	return payload + vol_log_overhead(v, payload);
 }
@@ -183,7 +254,7 @@ static uint64_t vol_buffer_limit(uint32_t nbuffers)
  */
 static uint64_t vol_dirty_limit(const struct vol *v, uint32_t nbuffers)
 {
-	return MAX(vol_buffer_limit(nbuffers) / vol_block_worst(v), 1);
+	return vol_buffer_limit(nbuffers) / vol_block_worst(v); /* 0: no transaction fits */
 }
 
 /* The default dirty limit of a delta: a quarter of the cache, so that a
@@ -230,7 +301,10 @@ static int vol_resolve_once(struct vol *v, uint64_t owner, unsigned level, uint6
 	int err;
 
 	bmap_walk_begin(&v->v_map, &v->v_otab, &w, &otab);
-	if (owner == VOL_OTAB_OWNER) {
+	if (owner == VOL_DAT_OWNER) {
+		root = w.w_dat;
+		*path = 1 + root.br_height;
+	} else if (owner == VOL_OTAB_OWNER) {
 		root = otab;
 		*path = 1 + otab.br_height;
 	} else {
@@ -239,7 +313,10 @@ static int vol_resolve_once(struct vol *v, uint64_t owner, unsigned level, uint6
 			return err;
 		*path = 1 + root.br_height + 1 + otab.br_height;
 	}
-	return bmap_lookup(&w, owner, &root, level, index, pblk);
+	err = bmap_lookup(&w, owner, &root, level, index, pblk);
+	if (!err && *pblk && bmap_virtual(owner))
+		err = dat_xlate_walk(&w, *pblk, pblk);
+	return err;
 }
 
 /* The address of block (owner, index), data or map block; 0: a hole. */
@@ -291,7 +368,12 @@ static int vol_fill(void *ctx, struct buf *b, void *data, uint64_t hint)
 	if (hint == BUF_NO_HINT) {
 		err = vol_fill_resolve(v, buf_owner(b), buf_index(b), data);
 	} else {
-		err = vol_read_pblk(v, buf_owner(b), buf_index(b), hint, data);
+		uint64_t pblk;
+
+		/* a walker's hint is the entry it read: a virtual block */
+		err = dat_xlate_fill(v, buf_owner(b), hint, &pblk);
+		if (!err)
+			err = vol_read_pblk(v, buf_owner(b), buf_index(b), pblk, data);
 		if (!err)
 			err = bmap_hint_check(&v->v_map);
 	}
@@ -329,7 +411,8 @@ static int vol_mkfs_first_delta(struct log *l, uint32_t bs)
 			       .sr_next_owner = VOL_FIRST_OWNER,
 			       .sr_blocks_written = 1,
 			       .sr_time_ns = util_realtime_ns(),
-			       .sr_readable_from = 1};
+			       .sr_readable_from = 1,
+			       .sr_dat_next = 1};
 	struct log_builder *lb;
 	uint64_t pblk;
 	void *block;
@@ -392,7 +475,8 @@ static int vol_sroot_read(struct vol *v, const struct log_state *st)
 	if (err)
 		return err;
 	if (v->v_sr.sr_delta != st->ls_delta || v->v_sr.sr_otab_height > v->v_otab_height_max ||
-	    (v->v_sr.sr_otab_root && !vol_pblk_valid(v, v->v_sr.sr_otab_root)) ||
+	    v->v_sr.sr_dat_height > v->v_dat_height_max || v->v_sr.sr_dat_next > v->v_dat_max ||
+	    (v->v_sr.sr_dat_root && !vol_pblk_valid(v, v->v_sr.sr_dat_root)) ||
 	    st->ls_delta >= UINT32_MAX - 1) {
 		log_err("vol: super root at block %" PRIu64 " does not match the log's state "
 			"(delta %" PRIu64 ", log says %" PRIu64 ")",
@@ -449,6 +533,7 @@ static void vol_close_cache(struct vol *v)
 	bmap_destroy(&v->v_map);
 	vol_punches_destroy(&v->v_punches);
 	vol_table_clear(&v->v_trees, free);
+	dat_close(v);
 }
 
 /* The buffer cache, tracked reads, maps and punches. */
@@ -478,6 +563,10 @@ static int vol_open_cache(struct vol *v, const struct vol_open_opts *o)
 		goto out_cache;
 	v->v_otab = (struct bmap_tree){VOL_OTAB_OWNER, v->v_sr.sr_otab_root, v->v_sr.sr_otab_height,
 				       v->v_sr.sr_otab_height, false};
+	v->v_dat = (struct bmap_tree){VOL_DAT_OWNER, v->v_sr.sr_dat_root, v->v_sr.sr_dat_height,
+				      v->v_sr.sr_dat_height, false};
+	v->v_map.bm_dat = &v->v_dat;
+	dat_open(v);
 	atomic_store(&v->v_committed, v->v_sr.sr_delta);
 	return 0;
 out_cache:
@@ -705,6 +794,9 @@ int vol_txn_begin(struct vol *v, uint64_t nblocks, unsigned flags, struct vol_tx
 	t->vt_vol = v;
 	t->vt_left = nblocks;
 	t->vt_booked = nblocks;
+	t->vt_refund = vol_block_rewrites(v) - 1;
+	t->vt_dat = vol_txn_dat(v, nblocks);
+	t->vt_dat_booked = false;
 	vol_busy_enter();
 	return 0;
 }
@@ -765,12 +857,33 @@ static bool vol_book_path(struct vol_txn *t, uint64_t owner, uint64_t index)
 	if (!seen) {
 		/* out of memory: the next change books the path again, only safe */
 		(void)vol_table_put(booked, owner, node, (void *)1);
-		atomic_fetch_add(&v->v_paths[delta & 1], vol_block_worst(v) - 1);
+		atomic_fetch_add(&v->v_paths[delta & 1], vol_block_worst(v) - vol_vblock_worst(v));
 	}
 	cmutex_unlock(&v->v_book_lock);
 	ps = &vol_tls_paths[vol_tls_path_next++ % VOL_PATH_CACHE];
 	*ps = (struct vol_path_seen){v->v_id, owner, node, delta};
 	return seen;
+}
+
+/*
+ * Book @t's translation part to its delta, at its first change: no delta
+ * writes more translation blocks than the translation and its map hold
+ * (vol_dat_cap), so what the delta's transactions booked beyond that is
+ * given back (their reservations stay with the delta until it commits,
+ * and a failed delta's go to the next with its bookings).
+ */
+static void vol_book_dat(struct vol_txn *t)
+{
+	struct vol *v = t->vt_vol;
+	uint64_t cap = vol_dat_cap(v);
+	uint64_t before = atomic_fetch_add(&v->v_dat_booked[t->vt_op.dop_delta & 1], t->vt_dat);
+	uint64_t excess = before >= cap
+			      ? t->vt_dat
+			      : MIN(t->vt_dat, before + t->vt_dat - MIN(before + t->vt_dat, cap));
+
+	t->vt_dat_booked = true;
+	if (excess)
+		delta_op_refund(v->v_ds, &t->vt_op, excess);
 }
 
 /* Check a front-end change of (owner, index) and count it against @t. */
@@ -783,8 +896,10 @@ static int vol_txn_charge_as(struct vol_txn *t, uint64_t owner, uint64_t index, 
 		return -EINVAL;
 	}
 	t->vt_left--;
+	if (!t->vt_dat_booked)
+		vol_book_dat(t);
 	if (vol_book_path(t, owner, index)) /* only the block itself is new */
-		delta_op_refund(t->vt_vol->v_ds, &t->vt_op, vol_block_worst(t->vt_vol) - 1);
+		delta_op_refund(t->vt_vol->v_ds, &t->vt_op, t->vt_refund);
 	return 0;
 }
 
@@ -796,14 +911,17 @@ static int vol_txn_charge(struct vol_txn *t, uint64_t owner, uint64_t index)
 void vol_paths_settle(struct vol *v, uint32_t delta, bool failed)
 {
 	uint64_t n = atomic_exchange(&v->v_paths[delta & 1], 0);
+	uint64_t dat = atomic_exchange(&v->v_dat_booked[delta & 1], 0);
 
 	/* a failed delta's paths go to the next, booked anew there: only safe */
 	cmutex_lock(&v->v_book_lock);
 	vol_table_clear(&v->v_booked[delta & 1], NULL);
 	cmutex_unlock(&v->v_book_lock);
 
-	if (failed) /* its blocks go to the next delta, and so do their paths */
+	if (failed) { /* its blocks go to the next delta, and so do their paths */
 		atomic_fetch_add(&v->v_paths[(delta + 1) & 1], n);
+		atomic_fetch_add(&v->v_dat_booked[(delta + 1) & 1], dat);
+	}
 	atomic_fetch_add(&v->v_paths_settled, 1);
 	vol_throttle_wake(v);
 }

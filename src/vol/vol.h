@@ -113,6 +113,9 @@ struct vol_txn {
 	struct delta_op vt_op; /* membership of the delta */
 	uint64_t vt_left;      /* writes and punches its reservation still covers */
 	uint64_t vt_booked;    /* blocks counted in flight (the throttle's) */
+	uint64_t vt_refund;    /* given back per change whose map path is booked already */
+	uint64_t vt_dat;       /* its translation part, booked to the delta at the first change */
+	bool vt_dat_booked;
 };
 
 /*

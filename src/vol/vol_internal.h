@@ -11,6 +11,7 @@
  *   commit.c  the commit (segment constructor)
  *   table.c   a small hash table keyed by (owner, index)
  *   check.c   vol_check: the volume half of fsck
+ *   dat.c     the block address translation (owner 3): virtual block numbers
  *   usage.c   segment usage: live blocks per segment, releasing empty ones
  *   clean.c   the segment cleaner: moving live blocks out of victims
  *
@@ -31,6 +32,7 @@
 
 #define VOL_OTAB_OWNER	1 /* the owner table is owner 1's data */
 #define VOL_SNAP_OWNER	2 /* the snapshot table is owner 2's data (snap.c) */
+#define VOL_DAT_OWNER	3 /* the block address translation is owner 3's data (dat.c) */
 #define VOL_SROOT_OWNER 0 /* summary entry of a super root (owner 0, index 0) */
 
 /*
@@ -87,7 +89,8 @@ struct bmap {
 	 * shared; the commit changes them holding it exclusive.
 	 */
 	pthread_rwlock_t bm_lock;
-	uint64_t bm_gen; /* commits ended; protected by bm_lock */
+	uint64_t bm_gen;		/* commits ended; protected by bm_lock */
+	const struct bmap_tree *bm_dat; /* immutable: the translation's tree (dat.c) */
 };
 
 /* One block map (of an owner, or of the owner table). */
@@ -107,10 +110,12 @@ struct bmap_root {
 	unsigned br_height;
 };
 
-/* A reader's walk: the generation it started in. */
+/* A reader's walk: the generation it started in, and the translation's
+ * root then (virtual block numbers are resolved through it: dat.c). */
 struct bmap_walk {
 	struct bmap *w_map;
 	uint64_t w_gen;
+	struct bmap_root w_dat;
 };
 
 /* What the commit changing map blocks needs: the delta, and a hook told of
@@ -118,8 +123,9 @@ struct bmap_walk {
 struct bmap_change {
 	uint32_t bc_delta;
 	int (*bc_note)(void *arg, struct buf *b);
-	/* the change left the block at @pblk behind: no entry names it now */
-	int (*bc_gone)(void *arg, uint64_t pblk);
+	/* the change left behind the block @owner's entry named (a virtual
+	 * block number, or an address in the translation's own tree) */
+	int (*bc_gone)(void *arg, uint64_t owner, uint64_t entry);
 	/* @t's placed root (or height) changed: its owner's record must say so */
 	int (*bc_root)(void *arg, const struct bmap_tree *t);
 	void *bc_arg;
@@ -132,6 +138,22 @@ static inline uint64_t bmap_node_index(const struct bmap *m, unsigned level, uin
 {
 	return VOL_META_BIT | ((uint64_t)level << VOL_LEVEL_SHIFT) |
 	       (index >> (m->bm_shift * level));
+}
+
+/*
+ * Owners whose tree of height 0 has its data block 0 as its root; the
+ * owner table's and the translation's always have map blocks (height 0:
+ * no blocks).
+ */
+static inline bool bmap_direct_root(uint64_t owner)
+{
+	return owner != VOL_OTAB_OWNER && owner != VOL_DAT_OWNER;
+}
+
+/* Trees whose entries are virtual block numbers: all but the translation's. */
+static inline bool bmap_virtual(uint64_t owner)
+{
+	return owner != VOL_DAT_OWNER;
 }
 
 static inline bool bmap_is_node(uint64_t index)
@@ -176,6 +198,8 @@ int bmap_read_block(struct bmap_walk *w, uint64_t owner, uint64_t index, uint64_
  * copy. 0 for fills not started by a walk (the commit's own).
  */
 int bmap_hint_check(struct bmap *m);
+/* The walk whose fill this thread runs (NULL: none, the commit's). */
+struct bmap_walk *bmap_fill_walk(void);
 /* A commit ended: stale walks must restart. */
 void bmap_gen_bump(struct bmap *m);
 
@@ -235,16 +259,81 @@ int otab_load(struct vol *v, uint64_t owner, struct vol_rec *rec);
 int otab_store(struct vol *v, const struct bmap_change *ch, uint64_t owner,
 	       const struct vol_rec *rec);
 
+/* ---- dat.c: the block address translation --------------------------------- */
+
+/*
+ * Every block of a tree but the translation's own (owner 3) is named by
+ * a virtual block number; entry v of the translation says where block v
+ * is, and from which delta to which it was part of the state. 16 bytes
+ * (docs/FORMAT.md, "Translation block"):
+ *
+ *   0 physical block u64 (0: the entry is free)
+ *   8 birth u32: the delta that wrote it
+ *   12 death u32: the delta that left it behind, 0 while it is current
+ */
+#define VOL_DAT_ENTRY_BYTES 16u
+
+struct vol_dat_entry {
+	uint64_t de_pblk;
+	uint32_t de_birth;
+	uint32_t de_death;
+};
+
+/* Entries per translation block. */
+static inline uint32_t vol_dat_per_block(uint32_t bs)
+{
+	return bs / VOL_DAT_ENTRY_BYTES;
+}
+
+void vol_dat_decode(const void *block, uint32_t slot, struct vol_dat_entry *e);
+
+/* The allocator of virtual block numbers; commit thread only. */
+struct vol_dat {
+	uint64_t vd_next;		  /* no entry at or past it was ever used */
+	uint64_t *vd_free;		  /* numbers the sweep found reusable, in order: */
+	size_t vd_head, vd_nfree, vd_cap; /* [vd_head, vd_nfree) not handed out yet */
+	uint64_t vd_sweep;		  /* the translation block the sweep reads next */
+	uint64_t vd_idle_floor;		  /* a whole pass at this floor found nothing */
+	uint64_t vd_pass_found;		  /* numbers found since the pass began */
+	uint64_t vd_allocated;		  /* statistics: numbers handed out, */
+	uint64_t vd_reused;		  /* of them found by the sweep, */
+	uint64_t vd_killed;		  /* and entries left behind */
+};
+
+/*
+ * Readers: the block virtual number @vblk names, through walk @w's
+ * translation (-EAGAIN: restart the walk; -EUCLEAN: a free entry).
+ */
+int dat_xlate_walk(struct bmap_walk *w, uint64_t vblk, uint64_t *pblk);
+/* The commit (and fills it started): through the translation as it builds it. */
+int dat_xlate_commit(struct vol *v, uint64_t vblk, uint64_t *pblk);
+/* For a fill at hint @entry of a block of @owner: its address. */
+int dat_xlate_fill(struct vol *v, uint64_t owner, uint64_t entry, uint64_t *pblk);
+/*
+ * The commit: a new entry for a block it wrote at @pblk, born in
+ * @ch->bc_delta; *vblk its number. Dirties a translation block (bc_note).
+ */
+int dat_new(struct vol *v, const struct bmap_change *ch, uint64_t pblk, uint64_t *vblk);
+/*
+ * The commit: block @vblk is no longer part of the state from
+ * @ch->bc_delta on (its death); *pblk where it lies, for the usage counts.
+ */
+int dat_kill(struct vol *v, const struct bmap_change *ch, uint64_t vblk, uint64_t *pblk);
+/* vol_open: the allocator as the super root leaves it. */
+void dat_open(struct vol *v);
+void dat_close(struct vol *v);
+
 /* ---- sroot.c: the super root ------------------------------------------- */
 
 /*
- * 2: an owner's tree of height 0 may have a root, its data block 0. A
- * version 1 state has no such tree, so it reads as a version 2 one.
+ * 2: an owner's tree of height 0 may have a root, its data block 0.
  * 3: the previous super root, the commit time and the oldest readable
- * delta (the checkpoint chain); an older one reads as a chain of one.
+ * delta (the checkpoint chain).
+ * 4: the block address translation: every tree but its own names
+ * virtual blocks. An older state names physical blocks; it is refused.
  */
-#define VOL_SR_VERSION	   3u
-#define VOL_SR_VERSION_MIN 1u
+#define VOL_SR_VERSION	   4u
+#define VOL_SR_VERSION_MIN 4u
 
 struct vol_sroot {
 	uint64_t sr_delta;
@@ -255,6 +344,9 @@ struct vol_sroot {
 	uint64_t sr_prev;	    /* the previous checkpoint's super root, or 0 */
 	uint64_t sr_time_ns;	    /* commit time, CLOCK_REALTIME; 0: unknown */
 	uint64_t sr_readable_from;  /* the oldest delta whose state is whole */
+	uint64_t sr_dat_root;	    /* the translation's root block (physical) */
+	uint8_t sr_dat_height;
+	uint64_t sr_dat_next; /* no translation entry at or past it is used */
 };
 
 /* Encode @sr into the block @buf of @bs bytes (zeroed, checksummed). */
@@ -385,6 +477,8 @@ struct vol {
 	uint32_t v_recs_per_block;	  /* immutable: owner records per block */
 	unsigned v_height_max;		  /* immutable: levels of an owner's map */
 	unsigned v_otab_height_max;	  /* immutable: levels of the owner table's */
+	unsigned v_dat_height_max;	  /* immutable: levels of the translation's */
+	uint64_t v_dat_max;		  /* immutable: most translation entries (dat.c) */
 	uint32_t v_checkpoint_every;	  /* immutable */
 	uint64_t v_protect_ms;		  /* immutable: vol_open_opts.voo_protect_s */
 	uint32_t v_clean_low;		  /* immutable: free segments the cleaner starts under */
@@ -400,6 +494,7 @@ struct vol {
 	bool v_snapshot_beside;		  /* immutable: ... beside a writer (voo_snapshot_find):
 					     nothing of the live state was read or counted */
 	_Atomic uint64_t v_paths[2];	  /* map-path buffers booked, by delta parity: (5) */
+	_Atomic uint64_t v_dat_booked[2]; /* translation blocks booked, by delta parity */
 	struct cmutex v_book_lock;	  /* protects v_booked */
 	struct vol_table v_booked[2];	  /* level-1 map blocks booked, by delta parity */
 	_Atomic uint64_t v_inflight;	  /* blocks booked by open transactions */
@@ -410,6 +505,8 @@ struct vol {
 	pthread_cond_t v_throttle_cond;
 	struct bmap v_map;	      /* lock and generation of every map */
 	struct bmap_tree v_otab;      /* the owner table's map (bmap_tree rules) */
+	struct bmap_tree v_dat;	      /* the translation's map (bmap_tree rules) */
+	struct vol_dat v_dat_alloc;   /* dat.c; commit thread */
 	struct vol_punches v_punches; /* its own lock */
 	/*
 	 * Owner maps a commit changed, with their heights as being built:
@@ -429,8 +526,23 @@ struct vol {
 /* vol.c: what a transaction of @nblocks must reserve (seed 000). */
 uint64_t vol_txn_worst(const struct vol *v, uint64_t nblocks);
 /* vol.c: what one block adds to that, log overhead aside: the block, its
- * map path, its owner's record block and that one's path. */
+ * map path, its owner's record block and that one's path, each with its
+ * translation entries (vol_vblock_worst). */
 uint64_t vol_block_worst(const struct vol *v);
+/* vol.c: what one rewritten block costs with its translation entries. */
+uint64_t vol_vblock_worst(const struct vol *v);
+/* vol.c: the most translation blocks a volume may have. */
+uint64_t vol_dat_blocks_max(const struct vol *v);
+/* vol.c: the most translation and translation-map blocks a delta writes. */
+uint64_t vol_dat_cap(const struct vol *v);
+/* vol.c: blocks one change may rewrite (vol_block_worst without translation). */
+uint64_t vol_block_rewrites(const struct vol *v);
+/* vol.c: the translation part of vol_txn_worst(@nblocks). */
+uint64_t vol_txn_dat(const struct vol *v, uint64_t nblocks);
+/* vol.c: the translation's map blocks a transaction reserves once. */
+uint64_t vol_dat_upper(const struct vol *v);
+/* vol.c: headers and summaries of the logs holding @payload blocks. */
+uint64_t vol_log_overhead(const struct vol *v, uint64_t payload);
 /* vol.c: the address of block (owner, index), data or map block, as a
  * reader would find it now; 0: a hole. */
 int vol_resolve(struct vol *v, uint64_t owner, uint64_t index, uint64_t *pblk);

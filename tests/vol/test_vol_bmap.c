@@ -97,10 +97,11 @@ static int mf_note(void *arg, struct buf *b)
 	return 0;
 }
 
-static int mf_gone(void *arg, uint64_t pblk)
+static int mf_gone(void *arg, uint64_t owner, uint64_t pblk)
 {
 	struct mfix *f = arg;
 
+	assert_int_equal(owner, OWNER);
 	assert_true(f->mf_ngone < ARRAY_SIZE(f->mf_gone));
 	f->mf_gone[f->mf_ngone++] = pblk;
 	return 0;

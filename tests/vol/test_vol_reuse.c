@@ -256,7 +256,7 @@ static void write_owner(struct vol *v, uint64_t owner, uint64_t n, uint32_t vers
 #define GARBAGE 21
 #define HOT	22
 #define COLD_N	1200
-#define HOT_N	1500
+#define HOT_N	1400
 
 /*
  * Segments that never empty by themselves: a cold owner written
