@@ -21,7 +21,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define LOG_FORMAT_VERSION 2u /* 2: mount nonces in log headers and slots */
+/* 2: mount nonces in log headers and slots; 3: a summary entry carries the
+ * client's tag where it repeated the delta */
+#define LOG_FORMAT_VERSION 3u
 
 #define LOG_SB_MAGIC  "CAIRNSB1" /* superblock */
 #define LOG_CP_MAGIC  "CAIRNCP1" /* checkpoint slot */
@@ -208,7 +210,7 @@ static inline void log_header_le(struct log_header_disk *h)
 struct log_entry_disk {
 	uint64_t ed_owner;
 	uint64_t ed_index;
-	uint64_t ed_delta;
+	uint64_t ed_tag; /* the client's (the volume: the block's virtual number) */
 	uint32_t ed_flags;    /* LOG_ENTRY_* */
 	uint32_t ed_reserved; /* 0 */
 };
@@ -216,7 +218,7 @@ struct log_entry_disk {
 #define LOG_ENTRY_SIZE 32u
 _Static_assert(sizeof(struct log_entry_disk) == LOG_ENTRY_SIZE, "summary entry size");
 _Static_assert(offsetof(struct log_entry_disk, ed_index) == 8, "ed_index");
-_Static_assert(offsetof(struct log_entry_disk, ed_delta) == 16, "ed_delta");
+_Static_assert(offsetof(struct log_entry_disk, ed_tag) == 16, "ed_tag");
 _Static_assert(offsetof(struct log_entry_disk, ed_flags) == 24, "ed_flags");
 _Static_assert(offsetof(struct log_entry_disk, ed_reserved) == 28, "ed_reserved");
 
@@ -224,7 +226,7 @@ static inline void log_entry_le(struct log_entry_disk *e)
 {
 	e->ed_owner = htole64(e->ed_owner);
 	e->ed_index = htole64(e->ed_index);
-	e->ed_delta = htole64(e->ed_delta);
+	e->ed_tag = htole64(e->ed_tag);
 	e->ed_flags = htole32(e->ed_flags);
 	e->ed_reserved = htole32(e->ed_reserved);
 }

@@ -121,6 +121,10 @@ int log_build_begin(struct log *l, uint64_t delta, struct log_builder **out);
  */
 int log_build_add(struct log_builder *lb, uint64_t owner, uint64_t index, uint32_t flags,
 		  const void *data, uint64_t *pblk);
+/* log_build_add with the client's @tag in the block's summary entry
+ * (log_seg_scan gives it back; log_build_add's is 0). */
+int log_build_add_tagged(struct log_builder *lb, uint64_t owner, uint64_t index, uint64_t tag,
+			 uint32_t flags, const void *data, uint64_t *pblk);
 /* Blocks added so far, including log headers and summaries. */
 uint64_t log_build_blocks(const struct log_builder *lb);
 /*
@@ -210,7 +214,8 @@ int log_seg_release(struct log *l, uint64_t seg);
  * trusting it. A positive return from @fn stops the scan (0 returned);
  * a negative one is returned. Any thread (its own buffer).
  */
-typedef int (*log_scan_fn)(void *arg, uint64_t owner, uint64_t index, uint32_t flags, uint64_t blk);
+typedef int (*log_scan_fn)(void *arg, uint64_t owner, uint64_t index, uint64_t tag, uint32_t flags,
+			   uint64_t blk);
 int log_seg_scan(struct log *l, uint64_t seg, log_scan_fn fn, void *arg);
 /* Would log_seg_release refuse @seg now (committing thread only)? */
 bool log_seg_needed(struct log *l, uint64_t seg);

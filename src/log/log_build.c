@@ -243,14 +243,14 @@ int log_build_begin(struct log *l, uint64_t delta, struct log_builder **out)
 	return 0;
 }
 
-static void log_build_put(struct log_builder *lb, uint64_t owner, uint64_t index, uint32_t flags,
-			  const void *data)
+static void log_build_put(struct log_builder *lb, uint64_t owner, uint64_t index, uint64_t tag,
+			  uint32_t flags, const void *data)
 {
 	unsigned char *buf = lb->lb_log->l_segbuf;
 	struct log_entry_disk e = {
 	    .ed_owner = owner,
 	    .ed_index = index,
-	    .ed_delta = lb->lb_delta,
+	    .ed_tag = tag,
 	    .ed_flags = flags,
 	};
 
@@ -266,6 +266,12 @@ static void log_build_put(struct log_builder *lb, uint64_t owner, uint64_t index
 int log_build_add(struct log_builder *lb, uint64_t owner, uint64_t index, uint32_t flags,
 		  const void *data, uint64_t *pblk)
 {
+	return log_build_add_tagged(lb, owner, index, 0, flags, data, pblk);
+}
+
+int log_build_add_tagged(struct log_builder *lb, uint64_t owner, uint64_t index, uint64_t tag,
+			 uint32_t flags, const void *data, uint64_t *pblk)
+{
 	int err;
 
 	if (lb->lb_err)
@@ -276,7 +282,7 @@ int log_build_add(struct log_builder *lb, uint64_t owner, uint64_t index, uint32
 	if (err)
 		return err;
 	*pblk = lb->lb_blk + 1 + lb->lb_sum + lb->lb_n;
-	log_build_put(lb, owner, index, flags, data);
+	log_build_put(lb, owner, index, tag, flags, data);
 	return 0;
 }
 

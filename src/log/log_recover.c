@@ -108,7 +108,7 @@ static const char *log_verify_entries(struct log *l, const unsigned char *buf,
 
 		memcpy(&e, sum + (size_t)i * LOG_ENTRY_SIZE, sizeof(e));
 		log_entry_le(&e);
-		if ((e.ed_flags & ~LOG_ENTRY_FLAGS) || e.ed_reserved || e.ed_delta != h->hd_delta)
+		if ((e.ed_flags & ~LOG_ENTRY_FLAGS) || e.ed_reserved)
 			return "bad summary entry";
 		if ((e.ed_flags & LOG_ENTRY_SUPER_ROOT) && !(last && (h->hd_flags & LOG_SR)))
 			return "super root entry out of place";
@@ -405,7 +405,7 @@ int log_seg_scan(struct log *l, uint64_t seg, log_scan_fn fn, void *arg)
 
 			memcpy(&e, sum + (size_t)i * LOG_ENTRY_SIZE, sizeof(e));
 			log_entry_le(&e);
-			err = fn(arg, e.ed_owner, e.ed_index, e.ed_flags, payload + i);
+			err = fn(arg, e.ed_owner, e.ed_index, e.ed_tag, e.ed_flags, payload + i);
 		}
 		blk += lv.lv_nblocks;
 	}

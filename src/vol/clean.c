@@ -76,41 +76,25 @@
 struct clean_run {
 	struct vol *cr_vol;
 	uint32_t cr_delta;
-	int (*cr_keep_meta)(void *arg, struct buf *b);
-	void *cr_arg;
+	const struct vol_clean_ops *cr_ops;
 	uint64_t cr_moved;
 	uint64_t cr_budget;	   /* most blocks to move */
 	uint64_t cr_reserved;	   /* reserved for the moves so far */
 	bool cr_full;		   /* a reservation failed: the run ends */
-	struct vol_table cr_paths; /* level-1 map blocks whose path is reserved */
 };
 
 /*
- * Reserve what moving block (@owner, @index) may make the commit write:
- * the block, and its whole path now (@path, from vol_resolve_path:
- * moving a block changes no map's height; a height the delta's own
- * writes grow adds levels their reservations hold) unless a block moved
- * before shares its level-1 map block; always the whole path for a map
- * or owner-table block. From the kept reserve (LOG_RES_CLEANER: all but
- * its part for deletions): cleaning frees space.
- * -ENOSPC: the run stops here.
+ * Reserve what moving a block costs the commit, @cost: from the kept
+ * reserve (LOG_RES_CLEANER: all but its part for deletions): cleaning
+ * frees space. -ENOSPC: the run stops here.
  */
-static int clean_reserve(struct clean_run *cr, uint64_t owner, uint64_t index, bool meta,
-			 uint64_t path, uint64_t *cost)
+static int clean_reserve(struct clean_run *cr, uint64_t cost)
 {
-	struct vol *v = cr->cr_vol;
-	uint64_t node = index / (v->v_block_size / 8);
-	bool shared = !meta && vol_table_get(&cr->cr_paths, owner, node);
-	int err;
+	int err = log_space_reserve(cr->cr_vol->v_log, cost, LOG_RES_CLEANER);
 
-	*cost = (shared ? 1 : path) * vol_vblock_worst(v); /* with translation entries */
-	err = log_space_reserve(v->v_log, *cost, LOG_RES_CLEANER);
-	if (err)
-		return err;
-	cr->cr_reserved += *cost;
-	if (!meta && !shared) /* out of memory: the next one pays the path again */
-		(void)vol_table_put(&cr->cr_paths, owner, node, (void *)1);
-	return 0;
+	if (!err)
+		cr->cr_reserved += cost;
+	return err;
 }
 
 /* A reservation of clean_reserve that was not needed after all. */
@@ -120,13 +104,23 @@ static void clean_unreserve(struct clean_run *cr, uint64_t cost)
 	cr->cr_reserved -= cost;
 }
 
-/* log_scan_fn: move the block at @blk if the maps still name it there. */
-static int clean_block(void *arg, uint64_t owner, uint64_t index, uint32_t flags, uint64_t blk)
+/*
+ * log_scan_fn: move the block at @blk if it is still current there. A
+ * block of a tree that names virtual blocks (@tag, its number) is
+ * current if its owner's tree still names @tag for it and the
+ * translation says @tag is at @blk; it moves by its translation entry
+ * alone (co_move): the same number at a new address, no tree above it
+ * rewritten. A block of the translation's own tree is current if that
+ * tree names @blk for it; it is rewritten with its path, like any
+ * change of the translation.
+ */
+static int clean_block(void *arg, uint64_t owner, uint64_t index, uint64_t tag, uint32_t flags,
+		       uint64_t blk)
 {
 	struct clean_run *cr = arg;
 	struct vol *v = cr->cr_vol;
 	bool meta = !bmap_direct_root(owner) || bmap_is_node(index);
-	uint64_t now, cost, path;
+	uint64_t now, cost, path, entry;
 	struct buf *b;
 	int err;
 
@@ -134,38 +128,39 @@ static int clean_block(void *arg, uint64_t owner, uint64_t index, uint32_t flags
 		return 0; /* every commit writes a new one */
 	if (owner == VOL_SROOT_OWNER || owner > VOL_MAX_OWNER)
 		return 0;
-	err = vol_resolve_path(v, owner, index, &now, &path);
-	if (err || now != blk)
+	if (!bmap_is_node(index) && bmap_direct_root(owner) &&
+	    vol_punch_pending(&v->v_punches, owner, index))
+		return 0; /* punched or truncated by the open delta: it goes then */
+	err = vol_resolve_entry(v, owner, index, &entry, &now, &path);
+	if (err || now != blk || (bmap_virtual(owner) && entry != tag))
 		return err == -EINVAL ? 0 : err; /* stale summary entry: dead */
-	if (cr->cr_moved >= cr->cr_budget || clean_reserve(cr, owner, index, meta, path, &cost)) {
+	cost = bmap_virtual(owner) ? vol_move_worst(v) : path;
+	if (cr->cr_moved >= cr->cr_budget || clean_reserve(cr, cost)) {
 		cr->cr_full = true;
 		return 1; /* enough for this commit */
-	}
-	if (!meta) {
-		err = buf_read(v->v_cache, owner, index, &b);
-		if (!err) {
-			err = buf_dirty_clean(b, cr->cr_delta);
-			buf_put(b);
-		}
-		if (err)
-			clean_unreserve(cr, cost);
-		if (err == -EBUSY)
-			return 0; /* dirty already: written by its own delta */
-		cr->cr_moved += !err;
-		return err;
 	}
 	err = buf_read(v->v_cache, owner, index, &b); /* a walk finds it */
 	if (err) {
 		clean_unreserve(cr, cost);
 		return err;
 	}
-	err = buf_modify_begin(b, cr->cr_delta);
-	if (!err) {
-		buf_modify_end(b);
-		err = cr->cr_keep_meta(cr->cr_arg, b);
+	if (!meta) {
+		err = buf_dirty_clean(b, cr->cr_delta);
+	} else {
+		err = buf_modify_begin(b, cr->cr_delta);
+		if (!err) {
+			buf_modify_end(b);
+			err = cr->cr_ops->co_keep_meta(cr->cr_ops->co_arg, b);
+		}
 	}
 	buf_put(b);
-	cr->cr_moved += !err; /* dirtied even if not kept: the commit writes it */
+	if (err == -EBUSY) { /* dirty already: written by its own delta */
+		clean_unreserve(cr, cost);
+		return 0;
+	}
+	if (!err && bmap_virtual(owner))
+		err = cr->cr_ops->co_move(cr->cr_ops->co_arg, owner, index, tag, blk);
+	cr->cr_moved += !err || meta; /* dirtied even if not kept: the commit writes it */
 	return err;
 }
 
@@ -347,15 +342,13 @@ bool vol_clean_again(void *ctx)
 	return true;
 }
 
-int vol_clean(struct vol *v, uint32_t delta, int (*keep_meta)(void *arg, struct buf *b), void *arg,
-	      uint64_t *reserved)
+int vol_clean(struct vol *v, uint32_t delta, const struct vol_clean_ops *ops, uint64_t *reserved)
 {
-	uint64_t budget = MIN((uint64_t)CLEAN_BUDGET_MAX, MAX(v->v_dirty_limit / 2, 1));
-	struct clean_run cr = {.cr_vol = v,
-			       .cr_delta = delta,
-			       .cr_keep_meta = keep_meta,
-			       .cr_arg = arg,
-			       .cr_budget = budget};
+	/* the moved blocks are dirty in the cache beside the delta's own:
+	 * half of what one transaction may book */
+	uint64_t budget = MIN((uint64_t)CLEAN_BUDGET_MAX,
+			      MAX(v->v_buffer_limit / (2 * vol_move_worst(v)), 1));
+	struct clean_run cr = {.cr_vol = v, .cr_delta = delta, .cr_ops = ops, .cr_budget = budget};
 	uint64_t free_segs, victims[CLEAN_VICTIMS], base;
 	bool held = false, greedy;
 	unsigned n, util_max, scanned = 0, whole;
@@ -378,7 +371,7 @@ int vol_clean(struct vol *v, uint32_t delta, int (*keep_meta)(void *arg, struct 
 			clean_choose(v, delta, greedy, util_max, budget, victims, &n, &held);
 	}
 	/* (2) the logs the moved blocks may take: headers and summaries */
-	base = vol_log_overhead(v, budget * vol_block_worst(v)) + vol_dat_upper(v);
+	base = vol_log_overhead(v, budget * vol_move_worst(v)) + vol_dat_upper(v);
 	if (!n || log_space_reserve(v->v_log, base, LOG_RES_CLEANER)) {
 		clean_stop(v); /* nothing to move, or no room even to move */
 		return 0;
@@ -387,7 +380,6 @@ int vol_clean(struct vol *v, uint32_t delta, int (*keep_meta)(void *arg, struct 
 	SYNC_POINT("vol.clean.victims");
 	for (; scanned < n && !err && !cr.cr_full; scanned++)
 		err = log_seg_scan(v->v_log, victims[scanned], clean_block, &cr);
-	vol_table_clear(&cr.cr_paths, NULL);
 	*reserved = cr.cr_reserved;
 	whole = scanned && (cr.cr_full || err) ? scanned - 1 : scanned; /* the last cut short */
 	v->v_usage.vu_nrecent = 0;

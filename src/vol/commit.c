@@ -84,7 +84,8 @@ struct vol_commit {
 	/* map blocks by class and level to write (owner-table blocks: OTAB, 0;
 	 * translation blocks: DAT, 0) */
 	struct vol_bufvec vc_meta[VOL_NCLASSES][VOL_MAX_LEVELS + 1];
-	struct vol_table vc_seen; /* the blocks in vc_meta */
+	struct vol_table vc_seen;  /* the blocks in vc_meta */
+	struct vol_table vc_moves; /* (owner, index) -> struct vol_move: blocks the cleaner moves */
 	uint64_t vc_payload;	  /* blocks added to the log */
 	uint64_t vc_consumed;	  /* log blocks, headers and summaries included */
 };
@@ -138,11 +139,51 @@ static int vol_commit_keep(struct vol_commit *vc, struct buf *b)
 	return err;
 }
 
+#define VOL_MOVE_NONE ((void *)1) /* vc_moves: no longer a move (the table has no removal) */
+
+/* A block the cleaner dirtied unchanged, to move (clean.c). */
+struct vol_move {
+	uint64_t vm_vblk; /* its number, which stays */
+	uint64_t vm_pblk; /* where it was */
+};
+
+/* vol_clean_ops.co_move */
+static int vol_commit_move_note(void *arg, uint64_t owner, uint64_t index, uint64_t vblk,
+				uint64_t pblk)
+{
+	struct vol_commit *vc = arg;
+	struct vol_move *m = malloc(sizeof(*m));
+	int err;
+
+	if (!m)
+		return -ENOMEM;
+	*m = (struct vol_move){vblk, pblk};
+	err = vol_table_set(&vc->vc_moves, owner, index, m);
+	if (err)
+		free(m);
+	return err;
+}
+
+/*
+ * The move of (@owner, @index), if it is one: the cleaner dirtied it and
+ * nothing changed it since (a map block whose entries changed is a new
+ * version, with a new number). Taken out of vc_moves.
+ */
+static struct vol_move *vol_commit_move_take(struct vol_commit *vc, uint64_t owner, uint64_t index)
+{
+	struct vol_move *m = vol_table_get(&vc->vc_moves, owner, index);
+
+	if (m)
+		(void)vol_table_set(&vc->vc_moves, owner, index, VOL_MOVE_NONE);
+	return m == VOL_MOVE_NONE ? NULL : m;
+}
+
 /* bmap_change.bc_note: the commit dirtied map or owner-table block @b. */
 static int vol_commit_note(void *arg, struct buf *b)
 {
 	struct vol_commit *vc = arg;
 
+	free(vol_commit_move_take(vc, buf_owner(b), buf_index(b))); /* changed: not a move */
 	assert(buf_state(b) == BUF_DIRTY); /* never changed once written: (1) */
 	if (vol_table_get(&vc->vc_seen, buf_owner(b), buf_index(b)))
 		return 0;
@@ -168,15 +209,6 @@ static int vol_commit_gone(void *arg, uint64_t owner, uint64_t entry)
 	return err;
 }
 
-/* The entry that names block @pblk of @owner's tree: a new virtual block
- * (dat.c), or @pblk itself in the translation's own tree. */
-static int vol_commit_name(struct vol_commit *vc, uint64_t owner, uint64_t pblk, uint64_t *entry)
-{
-	*entry = pblk;
-	if (!bmap_virtual(owner))
-		return 0;
-	return dat_new(vc->vc_vol, &vc->vc_change, pblk, entry);
-}
 
 /* bmap_change.bc_root: an owner's record names its tree's new root. */
 static int vol_commit_root(void *arg, const struct bmap_tree *t)
@@ -234,7 +266,7 @@ static int vol_commit_tree(struct vol_commit *vc, uint64_t owner, struct bmap_tr
  * (forked to the open delta after it was taken) and was not touched.
  */
 static int vol_commit_write(struct vol_commit *vc, struct buf *b, uint32_t flags, bool add,
-			    uint64_t *pblk, bool *mine)
+			    uint64_t tag, uint64_t *pblk, bool *mine)
 {
 	int err;
 
@@ -248,8 +280,8 @@ static int vol_commit_write(struct vol_commit *vc, struct buf *b, uint32_t flags
 	if (buf_delta(b) != vc->vc_delta)
 		goto out_cancel; /* forked to the open delta before we got here */
 	if (add) {
-		err =
-		    log_build_add(vc->vc_lb, buf_owner(b), buf_index(b), flags, buf_data(b), pblk);
+		err = log_build_add_tagged(vc->vc_lb, buf_owner(b), buf_index(b), tag, flags,
+					   buf_data(b), pblk);
 		if (!err)
 			err = vol_usage_born(vc->vc_vol, *pblk);
 		if (err)
@@ -268,24 +300,76 @@ out_cancel:
 	return err;
 }
 
+/*
+ * Write block @b, moved by the cleaner (@m): same number, new address;
+ * only its translation entry changes. @b's reference stays the caller's.
+ */
+static int vol_commit_moved(struct vol_commit *vc, struct buf *b, uint32_t flags,
+			    struct vol_move *m)
+{
+	uint64_t pblk, old;
+	bool mine;
+	int err;
+
+	err = vol_commit_write(vc, b, flags, true, m->vm_vblk, &pblk, &mine);
+	if (!err && mine)
+		err = dat_move(vc->vc_vol, &vc->vc_change, m->vm_vblk, pblk, &old);
+	if (!err && mine && old)
+		err = vol_usage_gone(vc->vc_vol, old);
+	free(m);
+	return err;
+}
+
+/*
+ * Write block @b of @owner's tree with a new number (dat_alloc: its
+ * summary entry names it), then its entry; *entry is what the tree names
+ * it by now (@b's address in the translation's own tree). *entry 0: not
+ * written (forked, or a punched block, !@add).
+ */
+static int vol_commit_new(struct vol_commit *vc, struct buf *b, uint64_t owner, uint32_t flags,
+			  bool add, uint64_t *entry)
+{
+	uint64_t vblk = 0, pblk;
+	bool mine;
+	int err;
+
+	*entry = 0;
+	if (add && bmap_virtual(owner) && (err = dat_alloc(vc->vc_vol, &vblk)))
+		return err;
+	err = vol_commit_write(vc, b, flags, add, vblk, &pblk, &mine);
+	if (err || !mine || !add)
+		return err;
+	*entry = pblk;
+	if (bmap_virtual(owner)) {
+		err = dat_set_new(vc->vc_vol, &vc->vc_change, vblk, pblk);
+		*entry = vblk;
+	}
+	return err;
+}
+
 /* (2) one taken data buffer; @b's reference is the take's. */
 static int vol_commit_data_block(struct vol_commit *vc, struct buf *b)
 {
 	struct vol *v = vc->vc_vol;
-	uint64_t owner = buf_owner(b), index = buf_index(b), pblk, vblk;
-	bool zeroed, mine;
+	uint64_t owner = buf_owner(b), index = buf_index(b), vblk;
+	struct vol_move *m;
 	struct bmap_tree *t;
+	bool zeroed;
 	int err;
 
 	SYNC_POINT("vol.commit.taken");
+	m = vol_commit_move_take(vc, owner, index);
+	if (m) {
+		err = vol_commit_moved(vc, b, 0, m);
+		buf_put(b);
+		return err;
+	}
 	zeroed = vol_punch_zeroed(&v->v_punches, owner, index, vc->vc_delta);
-	err = vol_commit_write(vc, b, 0, !zeroed, &pblk, &mine);
+	err = vol_commit_new(vc, b, owner, 0, !zeroed, &vblk);
 	buf_put(b);
-	if (err || !mine || zeroed)
-		return err; /* a punched block's entry was cleared in (1) */
+	if (err || !vblk)
+		return err; /* forked, or punched: its entry was cleared in (1) */
 	err = vol_commit_tree(vc, owner, &t);
-	if (!err)
-		err = vol_commit_name(vc, owner, pblk, &vblk);
 	if (!err)
 		err = bmap_set(&v->v_map, t, &vc->vc_change, 1, index, vblk);
 	return err;
@@ -295,8 +379,8 @@ static int vol_commit_data_block(struct vol_commit *vc, struct buf *b)
 static int vol_commit_meta(struct vol_commit *vc, struct buf *b, struct bmap_tree *t)
 {
 	struct vol *v = vc->vc_vol;
-	uint64_t index = buf_index(b), pblk, entry;
-	bool mine;
+	uint64_t index = buf_index(b), entry;
+	struct vol_move *m;
 	int err;
 
 	if (bmap_is_node(index) && !bmap_in_tree(&v->v_map, t, index)) {
@@ -305,13 +389,13 @@ static int vol_commit_meta(struct vol_commit *vc, struct buf *b, struct bmap_tre
 			buf_owner(b), index, t->bt_height);
 		return -EINVAL;
 	}
-	err = vol_commit_write(vc, b, LOG_ENTRY_META, true, &pblk, &mine);
+	m = vol_commit_move_take(vc, buf_owner(b), index);
+	if (m) /* moved unchanged: its parent still names it */
+		return vol_commit_moved(vc, b, LOG_ENTRY_META, m);
+	err = vol_commit_new(vc, b, t->bt_owner, LOG_ENTRY_META, true, &entry);
 	if (err)
 		return err;
-	assert(mine); /* the front end never touches these */
-	err = vol_commit_name(vc, t->bt_owner, pblk, &entry);
-	if (err)
-		return err;
+	assert(entry); /* the front end never touches these */
 	if (!bmap_is_node(index)) /* an owner-table or translation block */
 		return bmap_set(&v->v_map, t, &vc->vc_change, 1, index, entry);
 	return bmap_place(&v->v_map, t, &vc->vc_change, b, entry);
@@ -606,6 +690,12 @@ static void vol_commit_settle_empty(struct vol_commit *vc)
 	vol_usage_release(v); /* segments a checkpoint may now let go */
 }
 
+static void vol_commit_move_free(void *m)
+{
+	if (m != VOL_MOVE_NONE)
+		free(m);
+}
+
 static void vol_commit_release(struct vol_commit *vc)
 {
 	vol_bufvec_release(&vc->vc_done);
@@ -613,6 +703,7 @@ static void vol_commit_release(struct vol_commit *vc)
 		for (unsigned l = 0; l <= VOL_MAX_LEVELS; l++)
 			vol_bufvec_release(&vc->vc_meta[c][l]);
 	vol_table_clear(&vc->vc_seen, NULL);
+	vol_table_clear(&vc->vc_moves, vol_commit_move_free);
 }
 
 int vol_commit(void *ctx, uint32_t delta, uint64_t *consumed)
@@ -629,8 +720,11 @@ int vol_commit(void *ctx, uint32_t delta, uint64_t *consumed)
 	err = log_build_begin(v->v_log, delta, &vc.vc_lb);
 	if (!err)
 		err = vol_commit_punches(&vc);
-	if (!err)
-		err = vol_clean(v, delta, vol_commit_note, &vc, &vc.vc_own_res);
+	if (!err) {
+		struct vol_clean_ops co = {vol_commit_note, vol_commit_move_note, &vc};
+
+		err = vol_clean(v, delta, &co, &vc.vc_own_res);
+	}
 	if (!err)
 		err = vol_commit_data(&vc);
 	if (!err)

@@ -274,8 +274,7 @@ static int dat_sweep(struct vol *v, uint64_t max)
 	return err;
 }
 
-/* A number for a new entry. */
-static int dat_alloc(struct vol *v, uint64_t *vblk)
+int dat_alloc(struct vol *v, uint64_t *vblk)
 {
 	struct vol_dat *d = &v->v_dat_alloc;
 	uint32_t per = vol_dat_per_block(v->v_block_size);
@@ -305,12 +304,26 @@ static int dat_alloc(struct vol *v, uint64_t *vblk)
 	return 0;
 }
 
-int dat_new(struct vol *v, const struct bmap_change *ch, uint64_t pblk, uint64_t *vblk)
+int dat_set_new(struct vol *v, const struct bmap_change *ch, uint64_t vblk, uint64_t pblk)
 {
 	struct vol_dat_entry e = {pblk, ch->bc_delta, 0};
-	int err = dat_alloc(v, vblk);
 
-	return err ? err : dat_store(v, ch, *vblk, &e);
+	return dat_store(v, ch, vblk, &e);
+}
+
+int dat_move(struct vol *v, const struct bmap_change *ch, uint64_t vblk, uint64_t pblk,
+	     uint64_t *old)
+{
+	struct vol_dat_entry e;
+	int err;
+
+	*old = 0;
+	err = dat_load(v, vblk, &e);
+	if (err)
+		return err;
+	*old = e.de_pblk;
+	e.de_pblk = pblk;
+	return dat_store(v, ch, vblk, &e);
 }
 
 int dat_kill(struct vol *v, const struct bmap_change *ch, uint64_t vblk, uint64_t *pblk)

@@ -176,6 +176,11 @@ uint64_t vol_dat_cap(const struct vol *v)
 	return vol_dat_blocks_max(v) + vol_dat_map_blocks(v, 1);
 }
 
+uint64_t vol_move_worst(const struct vol *v)
+{
+	return v->v_dat_height_max > 1 ? 3 : 2;
+}
+
 /* Blocks one write or punch can make its delta write besides log overhead. */
 uint64_t vol_block_worst(const struct vol *v)
 {
@@ -292,9 +297,10 @@ static int vol_read_pblk(struct vol *v, uint64_t owner, uint64_t index, uint64_t
 	return err;
 }
 
-/* One walk for the block at @level on @index's path in @owner's map. */
+/* One walk for the block at @level on @index's path in @owner's map:
+ * the entry naming it, and where it lies. */
 static int vol_resolve_once(struct vol *v, uint64_t owner, unsigned level, uint64_t index,
-			    uint64_t *pblk, uint64_t *path)
+			    uint64_t *entry, uint64_t *pblk, uint64_t *path)
 {
 	struct bmap_root otab, root;
 	struct bmap_walk w;
@@ -313,14 +319,15 @@ static int vol_resolve_once(struct vol *v, uint64_t owner, unsigned level, uint6
 			return err;
 		*path = 1 + root.br_height + 1 + otab.br_height;
 	}
-	err = bmap_lookup(&w, owner, &root, level, index, pblk);
-	if (!err && *pblk && bmap_virtual(owner))
-		err = dat_xlate_walk(&w, *pblk, pblk);
+	err = bmap_lookup(&w, owner, &root, level, index, entry);
+	*pblk = *entry;
+	if (!err && *entry && bmap_virtual(owner))
+		err = dat_xlate_walk(&w, *entry, pblk);
 	return err;
 }
 
-/* The address of block (owner, index), data or map block; 0: a hole. */
-int vol_resolve_path(struct vol *v, uint64_t owner, uint64_t index, uint64_t *pblk, uint64_t *path)
+int vol_resolve_entry(struct vol *v, uint64_t owner, uint64_t index, uint64_t *entry,
+		      uint64_t *pblk, uint64_t *path)
 {
 	unsigned level = 0;
 	int err;
@@ -330,9 +337,17 @@ int vol_resolve_path(struct vol *v, uint64_t owner, uint64_t index, uint64_t *pb
 		index = bmap_node_first(&v->v_map, index);
 	}
 	do {
-		err = vol_resolve_once(v, owner, level, index, pblk, path);
+		err = vol_resolve_once(v, owner, level, index, entry, pblk, path);
 	} while (err == -EAGAIN);
 	return err;
+}
+
+/* The address of block (owner, index), data or map block; 0: a hole. */
+int vol_resolve_path(struct vol *v, uint64_t owner, uint64_t index, uint64_t *pblk, uint64_t *path)
+{
+	uint64_t entry;
+
+	return vol_resolve_entry(v, owner, index, &entry, pblk, path);
 }
 
 int vol_resolve(struct vol *v, uint64_t owner, uint64_t index, uint64_t *pblk)

@@ -309,11 +309,19 @@ int dat_xlate_walk(struct bmap_walk *w, uint64_t vblk, uint64_t *pblk);
 int dat_xlate_commit(struct vol *v, uint64_t vblk, uint64_t *pblk);
 /* For a fill at hint @entry of a block of @owner: its address. */
 int dat_xlate_fill(struct vol *v, uint64_t owner, uint64_t entry, uint64_t *pblk);
+/* The commit: a number for a block it is about to write. */
+int dat_alloc(struct vol *v, uint64_t *vblk);
 /*
- * The commit: a new entry for a block it wrote at @pblk, born in
- * @ch->bc_delta; *vblk its number. Dirties a translation block (bc_note).
+ * The commit: entry @vblk (from dat_alloc) for a block it wrote at @pblk,
+ * born in @ch->bc_delta. Dirties a translation block (bc_note).
  */
-int dat_new(struct vol *v, const struct bmap_change *ch, uint64_t pblk, uint64_t *vblk);
+int dat_set_new(struct vol *v, const struct bmap_change *ch, uint64_t vblk, uint64_t pblk);
+/*
+ * The commit moved block @vblk, current, to @pblk: its entry says so
+ * (the trees naming it do not change); *old where it was.
+ */
+int dat_move(struct vol *v, const struct bmap_change *ch, uint64_t vblk, uint64_t pblk,
+	     uint64_t *old);
 /*
  * The commit: block @vblk is no longer part of the state from
  * @ch->bc_delta on (its death); *pblk where it lies, for the usage counts.
@@ -551,6 +559,13 @@ int vol_resolve(struct vol *v, uint64_t owner, uint64_t index, uint64_t *pblk);
  * table's map path). Commit thread (the heights it reads are the
  * commit's). */
 int vol_resolve_path(struct vol *v, uint64_t owner, uint64_t index, uint64_t *pblk, uint64_t *path);
+/* vol.c: vol_resolve_path, and *entry: what the tree names it by (its
+ * virtual block, or its address in the translation's own tree). */
+int vol_resolve_entry(struct vol *v, uint64_t owner, uint64_t index, uint64_t *entry,
+		      uint64_t *pblk, uint64_t *path);
+/* vol.c: what moving one block by its translation entry costs: the block,
+ * its translation block and that one's level-1 map block. */
+uint64_t vol_move_worst(const struct vol *v);
 
 /* ---- clean.c ---------------------------------------------------------------- */
 
@@ -562,8 +577,16 @@ int vol_resolve_path(struct vol *v, uint64_t owner, uint64_t index, uint64_t *pb
  * reserved for that (*reserved) are the caller's to release once the
  * commit is durable, or to carry to the next on failure.
  */
-int vol_clean(struct vol *v, uint32_t delta, int (*keep_meta)(void *arg, struct buf *b), void *arg,
-	      uint64_t *reserved);
+struct vol_clean_ops {
+	/* a map block it dirtied: the commit keeps it for its level (and
+	 * takes a reference) */
+	int (*co_keep_meta)(void *arg, struct buf *b);
+	/* block (owner, index), current as virtual block @vblk at @pblk and
+	 * dirtied unchanged, is to be moved: the same number at a new address */
+	int (*co_move)(void *arg, uint64_t owner, uint64_t index, uint64_t vblk, uint64_t pblk);
+	void *co_arg;
+};
+int vol_clean(struct vol *v, uint32_t delta, const struct vol_clean_ops *ops, uint64_t *reserved);
 /* delta_ops.do_reclaimable: some segment could be emptied (by the
  * cleaner, or is empty already); if so the next commit cleans, above the
  * low watermark too. Any thread. */

@@ -214,7 +214,7 @@ static void test_reserve_retry_raced_by_another_reserver(void **state)
 		skip();
 	test_watchdog("test_reserve_retry_raced_by_another_reserver", 60);
 	d = vf_mkfs(DEV_BLOCKS * 4);
-	v = vf_open(d, 8192); /* A's and B's bookings both fit (vol_throttle) */
+	v = vf_open(d, 16384); /* A's and B's bookings both fit (vol_throttle) */
 	/*
 	 * B's transactions reserve just under half of what is free (so they
 	 * never make the reservations "heavy", which would commit at once),
