@@ -25,10 +25,10 @@
  * exact: a block write reads the old block first when it lies inside the
  * file (outside, it is a hole: truncate punches everything past the end)
  * and counts the change. Writes are split into transactions of at most
- * NS_TXN_DATA_MAX blocks. A truncate is one transaction: the size, the
- * partial last block zeroed, and vol_truncate of every block past it
- * (one block of the transaction whatever the range). Were the punch ever
- * more than one transaction can hold, the first would also put
+ * NS_TXN_DATA_MAX blocks (fewer if the cache is small: c_txn_data). A truncate is one transaction:
+ * the size, the partial last block zeroed, and vol_truncate of every block past it (one block of
+ * the transaction whatever the range). Were the punch ever more than one transaction can hold, the
+ * first would also put
  * "<ino>.<end>" on the orphan list, later ones punch the rest and the
  * last removes it, so a crash in between leaves nothing stale past the
  * end (cairn_open finishes the job). The block count of a truncate over
@@ -545,7 +545,7 @@ static int ns_punch_txns(struct cairn *c, uint64_t owner, uint64_t from, uint64_
 	int err = 0;
 
 	while (!err && from < to) {
-		uint64_t n = ns_punch_span(from, to, NS_TXN_DATA_MAX);
+		uint64_t n = ns_punch_span(from, to, c->c_txn_data);
 
 		err = ns_txn_begin(c, ns_punch_cost(from, from + n), VOL_TXN_FREEING, &t);
 		if (err)
@@ -944,10 +944,21 @@ int ns_open_dev(struct bdev *d, const struct cairn_open_opts *o, struct cairn **
 static int ns_open_ns(struct cairn *c, const struct cairn_open_opts *o)
 {
 	struct ialloc_opts io = {0};
+	uint64_t room, fixed;
 	int err;
 
 	c->c_bs = vol_block_size(c->c_vol);
 	c->c_dir_blocks = dir_op_blocks(c->c_bs);
+	/* a write's transaction: its data, the inode, a directory change */
+	room = vol_txn_max(c->c_vol);
+	fixed = 1 + INODE_WRITE_BLOCKS + c->c_dir_blocks;
+	c->c_txn_data = (uint32_t)MIN((uint64_t)NS_TXN_DATA_MAX, room > fixed ? room - fixed : 0);
+	if (!c->c_txn_data && !o->coo_read_only && !o->coo_snapshot && !o->coo_checkpoint) {
+		log_err("ns: the cache holds too few blocks for a transaction (%" PRIu64 ")", room);
+		err = -EINVAL;
+		goto out_vol;
+	}
+	c->c_txn_data = MAX(c->c_txn_data, 1u);
 	/* an unlink or rmdir can always run, on a full volume too */
 	vol_keep_for_freeing(c->c_vol, ns_remove_blocks(c));
 	c->c_max_ino = io.iao_max_ino = MIN(inode_max_ino(c->c_bs), NS_XATTR_BASE - 1);

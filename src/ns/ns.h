@@ -54,6 +54,8 @@ struct cairn {
 	struct ialloc *c_ialloc;
 	uint32_t c_bs;
 	uint32_t c_dir_blocks; /* dir_op_blocks(c_bs) */
+	uint32_t c_txn_data;   /* data blocks per transaction of a write or truncate:
+				  NS_TXN_DATA_MAX, or what the volume's cache holds */
 	bool c_rdonly;
 	uint64_t c_max_ino;
 	struct cmutex c_itab_lock;

@@ -175,7 +175,7 @@ ssize_t cairn_pread(struct cairn *c, uint64_t ino, void *buf, size_t size, uint6
 
 /* ---- write ----------------------------------------------------------------------- */
 
-/* One transaction of a write: bytes [@off, @off + @len), at most NS_TXN_DATA_MAX blocks. */
+/* One transaction of a write: bytes [@off, @off + @len), at most c_txn_data blocks. */
 static int ns_write_chunk(struct cairn *c, struct ns_inode *ni, const uint8_t *src, uint64_t off,
 			  size_t len, uint8_t *blk)
 {
@@ -229,7 +229,7 @@ ssize_t cairn_pwrite(struct cairn *c, uint64_t ino, const void *buf, size_t size
 		ns_iput(c, ni);
 		return -ENOMEM;
 	}
-	chunk_max = (uint64_t)NS_TXN_DATA_MAX * c->c_bs;
+	chunk_max = (uint64_t)c->c_txn_data * c->c_bs;
 	cmutex_lock(&ni->ni_io);
 	if (!size) {
 		ns_rlock(ni);
@@ -256,7 +256,7 @@ ssize_t cairn_pwrite(struct cairn *c, uint64_t ino, const void *buf, size_t size
  */
 int ns_trunc_more(struct cairn *c, struct ns_inode *ni, uint64_t *from, uint64_t to)
 {
-	uint64_t n = ns_punch_span(*from, to, NS_TXN_DATA_MAX), freed = 0;
+	uint64_t n = ns_punch_span(*from, to, c->c_txn_data), freed = 0;
 	bool last = *from + n == to;
 	struct vol_txn t;
 	int err;
@@ -293,7 +293,7 @@ static int ns_trunc_first(struct cairn *c, struct ns_inode *ni, uint64_t size,
 	blk = malloc(c->c_bs);
 	if (!blk)
 		return -ENOMEM;
-	err = ns_txn_begin(c, 1 + NS_TXN_DATA_MAX + INODE_WRITE_BLOCKS + c->c_dir_blocks,
+	err = ns_txn_begin(c, 1 + c->c_txn_data + INODE_WRITE_BLOCKS + c->c_dir_blocks,
 			   VOL_TXN_FREEING, &t);
 	if (err)
 		goto out;
@@ -306,7 +306,7 @@ static int ns_trunc_first(struct cairn *c, struct ns_inode *ni, uint64_t size,
 		if (size % c->c_bs)
 			err = ns_block_change(c, &t, ni, size / c->c_bs, (uint32_t)(size % c->c_bs),
 					      c->c_bs - (uint32_t)(size % c->c_bs), NULL, blk);
-		n = ns_punch_span(*from, *to, NS_TXN_DATA_MAX);
+		n = ns_punch_span(*from, *to, c->c_txn_data);
 		if (!err)
 			err = ns_punch_range(&t, ni->ni_ino, *from, *from + n, &freed);
 		r->ir_blocks = ns_blocks_after(r->ir_blocks, freed, *from);
@@ -353,7 +353,7 @@ int ns_truncate(struct cairn *c, struct ns_inode *ni, uint64_t size, const struc
 
 /* ---- fallocate ------------------------------------------------------------------------- */
 
-/* Zero [@off, @end) (inside the file), one transaction of at most NS_TXN_DATA_MAX blocks. */
+/* Zero [@off, @end) (inside the file), one transaction of at most c_txn_data blocks. */
 static int ns_punch_chunk(struct cairn *c, struct ns_inode *ni, uint64_t off, uint64_t end,
 			  uint8_t *blk)
 {
@@ -384,7 +384,7 @@ static int ns_punch_chunk(struct cairn *c, struct ns_inode *ni, uint64_t off, ui
 
 static int ns_punch_hole(struct cairn *c, struct ns_inode *ni, uint64_t off, uint64_t len)
 {
-	uint64_t chunk = (uint64_t)NS_TXN_DATA_MAX * c->c_bs, end;
+	uint64_t chunk = (uint64_t)c->c_txn_data * c->c_bs, end;
 	uint8_t *blk = malloc(c->c_bs);
 	int err = 0;
 

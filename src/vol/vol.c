@@ -785,6 +785,11 @@ void vol_keep_for_freeing(struct vol *v, uint64_t nblocks)
 	log_space_keep(v->v_log, vol_txn_worst(v, nblocks));
 }
 
+uint64_t vol_txn_max(struct vol *v)
+{
+	return v->v_dirty_limit;
+}
+
 int vol_txn_begin(struct vol *v, uint64_t nblocks, unsigned flags, struct vol_txn *t)
 {
 	unsigned res = (flags & VOL_TXN_FREEING) ? LOG_RES_FREEING : 0;

@@ -118,6 +118,10 @@ struct vol_txn {
 	bool vt_dat_booked;
 };
 
+/* The most blocks one transaction may write or punch: what the cache holds
+ * with their worst case (0: none fits; vol_txn_begin refuses more). */
+uint64_t vol_txn_max(struct vol *v);
+
 /*
  * Begin a transaction that will write or punch at most @nblocks blocks
  * (the worst case of the map blocks and metadata they touch is added

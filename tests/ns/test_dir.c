@@ -959,7 +959,7 @@ static void test_big(void **state)
 	(void)state;
 	test_watchdog("test_big", 900);
 	dir_hooks = (struct dir_hooks){.dh_fixed_seed = true, .dh_seed = 12345};
-	v = mkvol(4096, n >= 1000000 ? 4u << 20 : 1u << 19, 16384);
+	v = mkvol(4096, n >= 1000000 ? 4u << 20 : 1u << 19, 24576);
 	do_create(v, DIR_INO, PARENT_INO);
 	dir_hooks = (struct dir_hooks){0};
 	nb = op_blocks(v);
