@@ -210,7 +210,7 @@ static inline void log_header_le(struct log_header_disk *h)
 struct log_entry_disk {
 	uint64_t ed_owner;
 	uint64_t ed_index;
-	uint64_t ed_tag; /* the client's (the volume: the block's virtual number) */
+	uint64_t ed_tag;      /* the client's (the volume: the block's virtual number) */
 	uint32_t ed_flags;    /* LOG_ENTRY_* */
 	uint32_t ed_reserved; /* 0 */
 };

@@ -78,9 +78,9 @@ struct clean_run {
 	uint32_t cr_delta;
 	const struct vol_clean_ops *cr_ops;
 	uint64_t cr_moved;
-	uint64_t cr_budget;	   /* most blocks to move */
-	uint64_t cr_reserved;	   /* reserved for the moves so far */
-	bool cr_full;		   /* a reservation failed: the run ends */
+	uint64_t cr_budget;   /* most blocks to move */
+	uint64_t cr_reserved; /* reserved for the moves so far */
+	bool cr_full;	      /* a reservation failed: the run ends */
 };
 
 /*
@@ -346,8 +346,8 @@ int vol_clean(struct vol *v, uint32_t delta, const struct vol_clean_ops *ops, ui
 {
 	/* the moved blocks are dirty in the cache beside the delta's own:
 	 * half of what one transaction may book */
-	uint64_t budget = MIN((uint64_t)CLEAN_BUDGET_MAX,
-			      MAX(v->v_buffer_limit / (2 * vol_move_worst(v)), 1));
+	uint64_t budget =
+	    MIN((uint64_t)CLEAN_BUDGET_MAX, MAX(v->v_buffer_limit / (2 * vol_move_worst(v)), 1));
 	struct clean_run cr = {.cr_vol = v, .cr_delta = delta, .cr_ops = ops, .cr_budget = budget};
 	uint64_t free_segs, victims[CLEAN_VICTIMS], base;
 	bool held = false, greedy;

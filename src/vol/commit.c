@@ -86,8 +86,8 @@ struct vol_commit {
 	struct vol_bufvec vc_meta[VOL_NCLASSES][VOL_MAX_LEVELS + 1];
 	struct vol_table vc_seen;  /* the blocks in vc_meta */
 	struct vol_table vc_moves; /* (owner, index) -> struct vol_move: blocks the cleaner moves */
-	uint64_t vc_payload;	  /* blocks added to the log */
-	uint64_t vc_consumed;	  /* log blocks, headers and summaries included */
+	uint64_t vc_payload;	   /* blocks added to the log */
+	uint64_t vc_consumed;	   /* log blocks, headers and summaries included */
 };
 
 /* ---- bookkeeping ----------------------------------------------------------- */
@@ -208,7 +208,6 @@ static int vol_commit_gone(void *arg, uint64_t owner, uint64_t entry)
 		err = vol_usage_gone(vc->vc_vol, pblk);
 	return err;
 }
-
 
 /* bmap_change.bc_root: an owner's record names its tree's new root. */
 static int vol_commit_root(void *arg, const struct bmap_tree *t)
@@ -395,7 +394,7 @@ static int vol_commit_meta(struct vol_commit *vc, struct buf *b, struct bmap_tre
 	err = vol_commit_new(vc, b, t->bt_owner, LOG_ENTRY_META, true, &entry);
 	if (err)
 		return err;
-	assert(entry); /* the front end never touches these */
+	assert(entry);		  /* the front end never touches these */
 	if (!bmap_is_node(index)) /* an owner-table or translation block */
 		return bmap_set(&v->v_map, t, &vc->vc_change, 1, index, entry);
 	return bmap_place(&v->v_map, t, &vc->vc_change, b, entry);

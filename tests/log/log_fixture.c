@@ -96,7 +96,8 @@ int lt_delta(struct log *l, uint64_t delta, uint32_t ndata, uint64_t *addrs, uin
 	assert_int_equal(log_build_begin(l, delta, &lb), 0);
 	for (uint32_t i = 0; i < ndata; i++) {
 		lt_pattern(buf, LT_DATA_OWNER, i, delta);
-		assert_int_equal(log_build_add(lb, LT_DATA_OWNER, i, 0, buf, &blk), 0);
+		assert_int_equal(
+		    log_build_add_tagged(lb, LT_DATA_OWNER, i, lt_tag(delta, i), 0, buf, &blk), 0);
 		if (addrs)
 			addrs[i] = blk;
 	}

@@ -52,6 +52,11 @@ void lt_sr_pattern(void *buf, uint64_t delta);
  * entries, may be NULL), the super root's to *sr_blk (may be NULL).
  * Asserts every add succeeds; returns what log_build_finish returned.
  */
+/* The tag lt_delta gives data block @index of @delta (its super root: 0). */
+static inline uint64_t lt_tag(uint64_t delta, uint64_t index)
+{
+	return delta << 20 | index;
+}
 int lt_delta(struct log *l, uint64_t delta, uint32_t ndata, uint64_t *addrs, uint64_t *sr_blk);
 /* Same, asserting the finish succeeds. */
 void lt_delta_ok(struct log *l, uint64_t delta, uint32_t ndata, uint64_t *addrs, uint64_t *sr_blk);

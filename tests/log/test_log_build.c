@@ -64,7 +64,7 @@ static void raw_log_read(struct bdev *d, uint64_t blk, struct raw_log *rl)
 
 	lt_read(d, blk, head);
 	assert_memory_equal(head, "CAIRNLG1", 8);
-	assert_int_equal(lt_get_le32(head, LH_VERSION), 2);
+	assert_int_equal(lt_get_le32(head, LH_VERSION), 3);
 	assert_memory_equal(head + LH_UUID, lt_uuid, 16);
 	rl->rl_blk = blk;
 	rl->rl_flags = lt_get_le32(head, LH_FLAGS);
@@ -112,6 +112,50 @@ static void raw_log_free(struct raw_log *rl)
 }
 
 /* ---- layout ------------------------------------------------------------------ */
+
+/* log_seg_scan: every block of a segment's logs, with its summary entry and tag. */
+struct scan_seen {
+	uint64_t ss_n, ss_sr;
+	uint64_t ss_blk[64];
+};
+
+static int scan_one(void *arg, uint64_t owner, uint64_t index, uint64_t tag, uint32_t flags,
+		    uint64_t blk)
+{
+	struct scan_seen *ss = arg;
+
+	if (flags & LOG_ENTRY_SUPER_ROOT) {
+		assert_int_equal(owner, LT_SR_OWNER);
+		assert_int_equal(tag, 0);
+		ss->ss_sr = blk;
+		return 0;
+	}
+	assert_int_equal(owner, LT_DATA_OWNER);
+	assert_int_equal(tag, lt_tag(2, index)); /* what lt_delta tagged it with */
+	assert_true(index < ARRAY_SIZE(ss->ss_blk));
+	ss->ss_blk[index] = blk;
+	ss->ss_n++;
+	return 0;
+}
+
+static void test_build_tags_scan_back(void **state)
+{
+	struct bdev *d;
+	struct log *l = lt_volume(SEG, 8, &d);
+	struct scan_seen ss = {0};
+	uint64_t addrs[10], sr;
+
+	(void)state;
+	lt_delta_ok(l, 1, 0, NULL, NULL);
+	lt_delta_ok(l, 2, 10, addrs, &sr);
+	assert_int_equal(log_seg_scan(l, 0, scan_one, &ss), 0);
+	assert_int_equal(ss.ss_n, 10);
+	assert_int_equal(ss.ss_sr, sr);
+	for (uint32_t i = 0; i < 10; i++)
+		assert_int_equal(ss.ss_blk[i], addrs[i]);
+	log_close(l);
+	bdev_close(d);
+}
 
 static void test_build_addresses_land(void **state)
 {
@@ -189,7 +233,7 @@ static void test_build_raw_logs(void **state)
 
 		assert_int_equal(lt_get_le64(e, 0), sr ? LT_SR_OWNER : LT_DATA_OWNER);
 		assert_int_equal(lt_get_le64(e, 8), sr ? 0 : 14 + i);
-		assert_int_equal(lt_get_le64(e, 16), 7);
+		assert_int_equal(lt_get_le64(e, 16), sr ? 0 : lt_tag(7, 14 + i)); /* the client's */
 		assert_int_equal(lt_get_le32(e, 24), sr ? 0x3 : 0);
 		assert_int_equal(lt_get_le32(e, 28), 0);
 	}
@@ -545,6 +589,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_build_addresses_land),
+	    cmocka_unit_test(test_build_tags_scan_back),
 	    cmocka_unit_test(test_build_raw_logs),
 	    cmocka_unit_test(test_build_reserved_summary),
 	    cmocka_unit_test(test_build_last_log_next),

@@ -65,7 +65,7 @@ static void test_format_round_trip(void **state)
 	lt_format(d, SEG);
 	lt_read(d, 0, a);
 	assert_memory_equal(a, "CAIRNSB1", 8);
-	assert_int_equal(lt_get_le32(a, SB_VERSION), 2);
+	assert_int_equal(lt_get_le32(a, SB_VERSION), 3);
 	assert_int_equal(lt_get_le32(a, SB_BLOCK_SIZE), LT_BS);
 	assert_int_equal(lt_get_le32(a, SB_SEG_BLOCKS), SEG);
 	assert_int_equal(lt_get_le32(a, SB_RESERVED), 0);
@@ -216,7 +216,8 @@ static void test_open_refuses_bad_geometry(void **state)
 		bool wide;
 	} bad[] = {
 	    {SB_VERSION, 1, false}, /* before mount nonces */
-	    {SB_VERSION, 3, false},
+	    {SB_VERSION, 2, false}, /* before summary tags */
+	    {SB_VERSION, 4, false},
 	    {SB_BLOCK_SIZE, 8192, false},
 	    {SB_BLOCK_SIZE, 4000, false},
 	    {SB_BLOCK_SIZE, 0, false},

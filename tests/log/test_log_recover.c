@@ -292,7 +292,7 @@ static void test_recover_two_log_delta(void **state)
 struct forge {
 	uint64_t fg_seq, fg_delta, fg_prev, fg_next, fg_nonce, fg_prev_nonce;
 	uint32_t fg_flags, fg_nentries, fg_nblocks; /* fg_nblocks 0: 2 + nentries */
-	uint32_t fg_last_flags, fg_reserved, fg_entry_delta_off;
+	uint32_t fg_last_flags, fg_reserved, fg_entry_flag;
 	bool fg_other_uuid;
 };
 
@@ -315,7 +315,7 @@ static uint64_t forge_log(struct bdev *d, uint64_t blk, const struct forge *f)
 	memcpy(uuid, lt_uuid, 16);
 	uuid[15] ^= f->fg_other_uuid;
 	memcpy(buf, "CAIRNLG1", 8);
-	lt_put_le32(buf, 8, 2);
+	lt_put_le32(buf, 8, 3);
 	lt_put_le32(buf, 12, f->fg_flags);
 	lt_put_le64(buf, 16, f->fg_seq);
 	lt_put_le64(buf, 24, f->fg_delta);
@@ -332,8 +332,8 @@ static uint64_t forge_log(struct bdev *d, uint64_t blk, const struct forge *f)
 
 		lt_put_le64(e, 0, last ? LT_SR_OWNER : LT_DATA_OWNER);
 		lt_put_le64(e, 8, last ? 0 : i);
-		lt_put_le64(e, 16, f->fg_delta + (last ? f->fg_entry_delta_off : 0));
-		lt_put_le32(e, 24, last ? f->fg_last_flags : 0);
+		lt_put_le64(e, 16, 1000 + i); /* the client's tag: anything */
+		lt_put_le32(e, 24, last ? f->fg_last_flags | f->fg_entry_flag : 0);
 		lt_put_le32(e, 28, last ? f->fg_reserved : 0);
 		if (last)
 			lt_sr_pattern(pay + i * LT_BS, f->fg_delta);
@@ -398,8 +398,8 @@ static const char *forge_spoil(struct forge *f, int i, uint64_t head)
 		f->fg_flags = 3;
 		return "unknown header flag";
 	case 13:
-		f->fg_entry_delta_off = 1;
-		return "entry delta differs from the header's";
+		f->fg_entry_flag = 0x8;
+		return "unknown entry flag";
 	case 14:
 		f->fg_next = SEG0 + SEG + 1;
 		return "next_blk in another segment, not its start";
@@ -661,7 +661,7 @@ static void assert_slot(struct bdev *d, uint64_t blk, uint64_t cp_seq, uint64_t 
 
 	lt_read(d, blk, buf);
 	assert_memory_equal(buf, "CAIRNCP1", 8);
-	assert_int_equal(lt_get_le32(buf, 8), 2);
+	assert_int_equal(lt_get_le32(buf, 8), 3);
 	assert_int_equal(lt_get_le32(buf, 12), 0);
 	assert_int_equal(lt_get_le64(buf, 16), cp_seq);
 	assert_int_equal(lt_get_le64(buf, 40), sr_blk);
