@@ -631,7 +631,8 @@ static void test_recover_stale_same_summary(void **state)
 	assert_int_equal(log_build_begin(l, 2, &lb), 0);
 	for (uint32_t i = 0; i < 11; i++) {
 		lt_pattern(buf, LT_DATA_OWNER, i, 1002);
-		assert_int_equal(log_build_add(lb, LT_DATA_OWNER, i, 0, buf, &blk), 0);
+		assert_int_equal(
+		    log_build_add_tagged(lb, LT_DATA_OWNER, i, lt_tag(2, i), 0, buf, &blk), 0);
 	}
 	assert_int_equal(blk, SEG0 + SEG + 2); /* the first log was written */
 	log_build_abort(lb);		       /* and then the power went */
