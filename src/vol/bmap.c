@@ -2,8 +2,13 @@
  * bmap.c - block maps: where an owner's blocks are on disk.
  *
  * Each owner's blocks are found through a radix tree of map blocks: a
- * map block is block_size / 8 little-endian u64 block numbers (E
- * entries, E = 2^shift), 0 meaning a hole. A tree of height h covers
+ * map block is block_size / 8 little-endian u64 entries (E entries,
+ * E = 2^shift), 0 meaning a hole. An entry is a virtual block number,
+ * which the translation (dat.c) resolves to an address, in every tree
+ * but the translation's own, whose entries are addresses (bmap_virtual).
+ * This file deals in entries; a fill given an entry as its hint
+ * translates it (dat_xlate_fill), with the walk's view of the
+ * translation, only when the block is not cached. A tree of height h covers
  * data indexes below E^h. An owner's tree of height 0 covers index 0
  * alone: its root, if any, is that data block itself, so an owner of
  * one block has no map block to write at creation or to read when it is

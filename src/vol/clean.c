@@ -30,31 +30,34 @@
  *       up to a budget of live blocks per commit (the cache must hold
  *       them dirty along with the delta's own);
  *   (2) reserves, block by block as it finds them in (3), what moving
- *       each may cost (clean_reserve: the block and its map path, the
- *       path once per level-1 map block), from the kept reserve if need
- *       be (LOG_RES_CLEANER: all of it but the part kept for deletions);
- *       the run ends where that fails, or at the budget;
+ *       each may cost (clean_reserve: the block and its translation
+ *       block, vol_move_worst; a block of the translation's own tree and
+ *       its path), from the kept reserve if need be (LOG_RES_CLEANER:
+ *       all of it but the part kept for deletions); the run ends where
+ *       that fails, or at the budget;
  *   (3) reads each victim's logs (log_seg_scan) and, for each block the
- *       summary names, asks the maps where that block is now
- *       (vol_resolve_path): only a block still named at this address is
- *       live;
- *   (4) dirties each live block in the committing delta, unchanged: a
+ *       summary names with its virtual number (the tag), asks whether it
+ *       is current there: its owner's tree still names that number for
+ *       it, and the translation puts the number at this address
+ *       (vol_resolve_entry). A block of the translation's own tree is
+ *       current if that tree names this address;
+ *   (4) dirties each current block in the committing delta, unchanged: a
  *       data block only if it is Clean (buf_dirty_clean: one dirty in the
  *       open delta is written by that delta anyway, and a modifier that
  *       comes later forks it like any buffer of a committing delta); a map
  *       or owner-table block (only the commit changes those) always, and
- *       the commit's bookkeeping keeps it for its level.
+ *       the commit's bookkeeping keeps it for its level; and tells the
+ *       commit it is a move (co_move). A block a punch or truncate of the
+ *       open delta removes is left alone: it goes with that commit.
  *
- * The commit then writes them like any dirty block, and their new
- * addresses go up the maps as usual, so every old address is left behind
- * (bc_gone) and the victim's count falls to 0 once the commit is durable;
- * usage.c then gives it back. Nothing is written in place, so a crash at
- * any point leaves either the old state (the victim still named and
- * still in use) or the new one.
- *
- * Without a block address translation, moving a block rewrites the map
- * blocks above it; translation entries (the metadata files, to come)
- * would make that one entry per block.
+ * The commit writes a moved block under the same number and changes its
+ * translation entry alone: no map block above it is rewritten (a map
+ * block whose entries the same commit changes is a new version, with a
+ * new number, as always). The old address leaves the counts and the
+ * victim's count falls to 0 once the commit is durable; usage.c then
+ * gives it back. Nothing is written in place, so a crash at any point
+ * leaves either the old state (the old entry, the victim in use) or the
+ * new one.
  *
  * Commit thread only (its state: usage.c (3)).
  */

@@ -10,19 +10,29 @@
  *       cached map blocks of the subtrees unlinked; then punches of D:
  *       clear their map entries
  *   (1b) when free segments are short, the cleaner (clean.c) dirties
- *       the live blocks of its victims in D, unchanged, so that this
- *       commit moves them
+ *       the current blocks of its victims in D, unchanged, and notes each
+ *       as a move (vc_moves): this commit writes it elsewhere under the
+ *       same virtual number
  *   (2) data: every buffer dirty in D (buf_delta_take until none is
- *       left; a fork's shadow like any other): Writing, log_build_add,
- *       Written; its map entry := its address (dirtying a level-1 map
- *       block). Map and owner-table blocks taken here (requeued by a
- *       failed commit, or dirtied by this one) wait for their turn.
- *   (3) owners' map blocks, level 1 up: add each to the log, then set its
+ *       left; a fork's shadow like any other): a new virtual number
+ *       (dat_alloc), Writing, log_build_add_tagged (the summary names
+ *       the number), Written, its translation entry (born in D), and its
+ *       map entry := the number (dirtying a level-1 map block; the old
+ *       number dies: bc_gone, dat_kill). A move keeps its number and
+ *       changes only its translation entry. Map, owner-table and
+ *       translation blocks taken here (requeued by a failed commit, or
+ *       dirtied by this one) wait for their turn.
+ *   (3) owners' map blocks, level 1 up: each the same way, then its
  *       parent's entry (dirtying a block one level up) or, for a root,
- *       the owner's record (dirtying an owner-table block)
+ *       the owner's record (dirtying an owner-table block); a map block
+ *       the cleaner moved and nothing changed since only moves
  *   (4) the owner-table blocks (data of owner 1, whose map entries they
  *       set), then owner 1's map blocks level by level; its root goes in
  *       the super root
+ *   (4b) the translation blocks (owner 3's data: every entry this
+ *       commit set is final by now), then the translation's map blocks
+ *       level by level; they name physical blocks (no number of their
+ *       own), and the root goes in the super root
  *   (5) the super root, last, then log_build_finish: durable. A delta
  *       with nothing else to write reserves its super root from the kept
  *       reserve (vol_commit_own_sroot); if even that is spent it writes
@@ -41,7 +51,10 @@
  *   (1) A map or owner-table block is added to the log only after every
  *       block it points at was: levels are processed bottom up, and a
  *       block's entries are set only by the level below it (data for
- *       level 1, owners' roots for owner-table blocks).
+ *       level 1, owners' roots for owner-table blocks). A translation
+ *       block is added only after every entry of the commit is set: the
+ *       translation's class comes last, and placing its blocks changes
+ *       only its own (physical) map.
  *   (2) Every block the commit dirtied or took is in vc_done (written) or
  *       in vc_meta (to write), referenced, until the commit ends, and
  *       vc_seen holds each map or owner-table block at most once.

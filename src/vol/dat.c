@@ -96,6 +96,19 @@ static void dat_encode(void *block, uint32_t slot, const struct vol_dat_entry *e
 
 /* ---- reading -------------------------------------------------------------- */
 
+/* True (logged) if entry @e of @vblk names a block outside the segments. */
+static bool dat_entry_bad(const struct bmap *m, uint64_t vblk, const struct vol_dat_entry *e)
+{
+	const struct vol *v = container_of(m, const struct vol, v_map);
+
+	if (vol_pblk_valid(v, e->de_pblk))
+		return false;
+	log_err("vol: virtual block %" PRIu64 " translates to block %" PRIu64
+		", outside the segments",
+		vblk, e->de_pblk);
+	return true;
+}
+
 int dat_xlate_walk(struct bmap_walk *w, uint64_t vblk, uint64_t *pblk)
 {
 	struct bmap *m = w->w_map;
@@ -122,10 +135,12 @@ int dat_xlate_walk(struct bmap_walk *w, uint64_t vblk, uint64_t *pblk)
 	buf_put(b);
 	if (err)
 		return err;
-	if (e.de_pblk) {
+	if (e.de_pblk && !dat_entry_bad(w->w_map, vblk, &e)) {
 		*pblk = e.de_pblk;
 		return 0;
 	}
+	if (e.de_pblk)
+		return -EUCLEAN;
 out_free:
 	log_err("vol: virtual block %" PRIu64 " is named but has no translation", vblk);
 	return -EUCLEAN;
@@ -147,7 +162,7 @@ static int dat_load(struct vol *v, uint64_t vblk, struct vol_dat_entry *e)
 		buf_put(b);
 	}
 	if (e->de_pblk)
-		return 0;
+		return dat_entry_bad(&v->v_map, vblk, e) ? -EUCLEAN : 0;
 	log_err("vol: virtual block %" PRIu64 " is named but has no translation", vblk);
 	return -EUCLEAN;
 }
