@@ -1463,8 +1463,8 @@ static void test_vol_crash_twice(void **state)
  * Double crashes that once failed: a seed's first run (as in
  * test_vol_crash_twice), its first crash, and the one second crash that
  * showed the bug. Replay one with its line, e.g. CAIRN_SEED=10
- * CAIRN_CRASH_CUT=f7 CAIRN_CRASH_MODE=drop_some CAIRN_CRASH_TEAR=0
- * CAIRN_CRASH_VAR=5 CAIRN_CRASH_CUT2=2 CAIRN_CRASH_MODE2=keep_all
+ * CAIRN_CRASH_CUT=f6 CAIRN_CRASH_MODE=drop_some CAIRN_CRASH_TEAR=0
+ * CAIRN_CRASH_VAR=1 CAIRN_CRASH_CUT2=2 CAIRN_CRASH_MODE2=keep_all
  * CAIRN_CRASH_TEAR2=0.
  */
 struct cr_twice_case {
@@ -1473,18 +1473,20 @@ struct cr_twice_case {
 };
 
 /*
- * The first crash leaves delta 7's second log (from the first run)
- * without its first; after recovery (delta 6) the second run writes
- * delta 7's first log in the same place with the same header and
- * summary, other content, and the power goes before (cut=2) or while
- * (cut=f1, its second log dropped) that log's delta is flushed. Until
- * logs carried their mount's nonce (format version 2), the new log had
- * the summary checksum of the lost one, and recovery followed the old
- * second log into a delta 7 that never existed.
+ * The first crash leaves delta 6's second log (from the first run)
+ * without its first; after recovery (delta 5) the second run writes
+ * delta 6's first log in the same place with the same header (its
+ * summary differs now: the tags are the blocks' virtual numbers), other
+ * content, and the power goes before (cut=2) or while (cut=f1, its
+ * second log dropped) that log's delta is flushed. Until logs carried
+ * their mount's nonce (format version 2), a new log with the lost one's
+ * summary had its summary checksum, and recovery followed the old second
+ * log into a delta 6 that never existed; the old second log must still
+ * be refused.
  */
 static const struct cr_twice_case cr_twice_regressions[] = {
-    {10, {7, true, BDEV_EMU_DROP_SOME, false, 5}, {2, false, BDEV_EMU_KEEP_ALL, false, 0}},
-    {10, {7, true, BDEV_EMU_DROP_SOME, false, 5}, {1, true, BDEV_EMU_DROP_SOME, false, 2}},
+    {10, {6, true, BDEV_EMU_DROP_SOME, false, 1}, {2, false, BDEV_EMU_KEEP_ALL, false, 0}},
+    {10, {6, true, BDEV_EMU_DROP_SOME, false, 1}, {1, true, BDEV_EMU_DROP_SOME, false, 2}},
 };
 
 static void test_vol_crash_twice_regressions(void **state)
