@@ -124,6 +124,7 @@ static int clean_block(void *arg, uint64_t owner, uint64_t index, uint64_t tag, 
 	struct vol *v = cr->cr_vol;
 	bool meta = !bmap_direct_root(owner) || bmap_is_node(index);
 	uint64_t now, cost, path, entry;
+	bool moved = true;
 	struct buf *b;
 	int err;
 
@@ -147,9 +148,20 @@ static int clean_block(void *arg, uint64_t owner, uint64_t index, uint64_t tag, 
 		clean_unreserve(cr, cost);
 		return err;
 	}
+	if (!meta && vol_punch_pending(&v->v_punches, owner, index)) {
+		/* punched since the first look: the fill may have read its zeros
+		 * (punches stay recorded until their commit ends, so none now
+		 * means the fill read the block) */
+		buf_put(b);
+		clean_unreserve(cr, cost);
+		return 0;
+	}
 	if (!meta) {
 		err = buf_dirty_clean(b, cr->cr_delta);
 	} else {
+		/* changed by this commit already (a punch, a truncate): a new
+		 * version, written with a new number, not a move */
+		moved = buf_state(b) == BUF_CLEAN;
 		err = buf_modify_begin(b, cr->cr_delta);
 		if (!err) {
 			buf_modify_end(b);
@@ -161,7 +173,7 @@ static int clean_block(void *arg, uint64_t owner, uint64_t index, uint64_t tag, 
 		clean_unreserve(cr, cost);
 		return 0;
 	}
-	if (!err && bmap_virtual(owner))
+	if (!err && bmap_virtual(owner) && moved)
 		err = cr->cr_ops->co_move(cr->cr_ops->co_arg, owner, index, tag, blk);
 	cr->cr_moved += !err || meta; /* dirtied even if not kept: the commit writes it */
 	return err;
@@ -374,7 +386,12 @@ int vol_clean(struct vol *v, uint32_t delta, const struct vol_clean_ops *ops, ui
 			clean_choose(v, delta, greedy, util_max, budget, victims, &n, &held);
 	}
 	/* (2) the logs the moved blocks may take: headers and summaries */
-	base = vol_log_overhead(v, budget * vol_move_worst(v)) + vol_dat_upper(v);
+	/* the most the moves' costs add up to (a block of the translation's
+	 * own tree costs its path), the translation's upper map blocks, the
+	 * super root, and the logs holding all that */
+	base = budget * MAX(vol_move_worst(v), 1 + (uint64_t)v->v_dat_height_max) +
+	       vol_dat_upper(v) + 1;
+	base = vol_log_overhead(v, base) + vol_dat_upper(v) + 1;
 	if (!n || log_space_reserve(v->v_log, base, LOG_RES_CLEANER)) {
 		clean_stop(v); /* nothing to move, or no room even to move */
 		return 0;

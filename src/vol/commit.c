@@ -165,15 +165,18 @@ static int vol_commit_move_note(void *arg, uint64_t owner, uint64_t index, uint6
 				uint64_t pblk)
 {
 	struct vol_commit *vc = arg;
-	struct vol_move *m = malloc(sizeof(*m));
+	struct vol_move *m = malloc(sizeof(*m)), *old;
 	int err;
 
 	if (!m)
 		return -ENOMEM;
 	*m = (struct vol_move){vblk, pblk};
+	old = vol_table_get(&vc->vc_moves, owner, index);
 	err = vol_table_set(&vc->vc_moves, owner, index, m);
 	if (err)
 		free(m);
+	else if (old != VOL_MOVE_NONE)
+		free(old); /* carried from a failed commit, and found again */
 	return err;
 }
 
@@ -217,6 +220,11 @@ static int vol_commit_gone(void *arg, uint64_t owner, uint64_t entry)
 
 	if (bmap_virtual(owner))
 		err = dat_kill(vc->vc_vol, &vc->vc_change, entry, &pblk);
+	if (err == -EUCLEAN) {
+		/* a damaged entry (logged): what it named stays counted until
+		 * a recount at open; the change goes on */
+		return 0;
+	}
 	if (!err && pblk)
 		err = vol_usage_gone(vc->vc_vol, pblk);
 	return err;
@@ -324,9 +332,11 @@ static int vol_commit_moved(struct vol_commit *vc, struct buf *b, uint32_t flags
 	int err;
 
 	err = vol_commit_write(vc, b, flags, true, m->vm_vblk, &pblk, &mine);
-	if (!err && mine)
+	if (!err && !mine) /* forked: its shadow, taken later, is the move */
+		return vol_table_set(&vc->vc_moves, buf_owner(b), buf_index(b), m);
+	if (!err)
 		err = dat_move(vc->vc_vol, &vc->vc_change, m->vm_vblk, pblk, &old);
-	if (!err && mine && old)
+	if (!err && old)
 		err = vol_usage_gone(vc->vc_vol, old);
 	free(m);
 	return err;
@@ -334,36 +344,43 @@ static int vol_commit_moved(struct vol_commit *vc, struct buf *b, uint32_t flags
 
 /*
  * Write block @b of @owner's tree with a new number (dat_alloc: its
- * summary entry names it), then its entry; *entry is what the tree names
- * it by now (@b's address in the translation's own tree). *entry 0: not
- * written (forked, or a punched block, !@add).
+ * summary entry names it): *entry is what the tree is to name it by
+ * (@b's address in the translation's own tree), *pblk where it went.
+ * The caller links *entry, then sets its translation entry
+ * (vol_commit_born): a failure in between leaves no current entry that
+ * nothing names. *entry 0: not written (forked, or a punched block,
+ * !@add).
  */
 static int vol_commit_new(struct vol_commit *vc, struct buf *b, uint64_t owner, uint32_t flags,
-			  bool add, uint64_t *entry)
+			  bool add, uint64_t *entry, uint64_t *pblk)
 {
-	uint64_t vblk = 0, pblk;
+	uint64_t vblk = 0;
 	bool mine;
 	int err;
 
 	*entry = 0;
 	if (add && bmap_virtual(owner) && (err = dat_alloc(vc->vc_vol, &vblk)))
 		return err;
-	err = vol_commit_write(vc, b, flags, add, vblk, &pblk, &mine);
+	err = vol_commit_write(vc, b, flags, add, vblk, pblk, &mine);
 	if (err || !mine || !add)
 		return err;
-	*entry = pblk;
-	if (bmap_virtual(owner)) {
-		err = dat_set_new(vc->vc_vol, &vc->vc_change, vblk, pblk);
-		*entry = vblk;
-	}
-	return err;
+	*entry = bmap_virtual(owner) ? vblk : *pblk;
+	return 0;
+}
+
+/* The translation entry of a block vol_commit_new wrote, once linked. */
+static int vol_commit_born(struct vol_commit *vc, uint64_t owner, uint64_t entry, uint64_t pblk)
+{
+	if (!bmap_virtual(owner))
+		return 0;
+	return dat_set_new(vc->vc_vol, &vc->vc_change, entry, pblk);
 }
 
 /* (2) one taken data buffer; @b's reference is the take's. */
 static int vol_commit_data_block(struct vol_commit *vc, struct buf *b)
 {
 	struct vol *v = vc->vc_vol;
-	uint64_t owner = buf_owner(b), index = buf_index(b), vblk;
+	uint64_t owner = buf_owner(b), index = buf_index(b), vblk, pblk;
 	struct vol_move *m;
 	struct bmap_tree *t;
 	bool zeroed;
@@ -377,13 +394,15 @@ static int vol_commit_data_block(struct vol_commit *vc, struct buf *b)
 		return err;
 	}
 	zeroed = vol_punch_zeroed(&v->v_punches, owner, index, vc->vc_delta);
-	err = vol_commit_new(vc, b, owner, 0, !zeroed, &vblk);
+	err = vol_commit_new(vc, b, owner, 0, !zeroed, &vblk, &pblk);
 	buf_put(b);
 	if (err || !vblk)
 		return err; /* forked, or punched: its entry was cleared in (1) */
 	err = vol_commit_tree(vc, owner, &t);
 	if (!err)
 		err = bmap_set(&v->v_map, t, &vc->vc_change, 1, index, vblk);
+	if (!err)
+		err = vol_commit_born(vc, owner, vblk, pblk);
 	return err;
 }
 
@@ -391,7 +410,7 @@ static int vol_commit_data_block(struct vol_commit *vc, struct buf *b)
 static int vol_commit_meta(struct vol_commit *vc, struct buf *b, struct bmap_tree *t)
 {
 	struct vol *v = vc->vc_vol;
-	uint64_t index = buf_index(b), entry;
+	uint64_t index = buf_index(b), entry, pblk;
 	struct vol_move *m;
 	int err;
 
@@ -404,13 +423,15 @@ static int vol_commit_meta(struct vol_commit *vc, struct buf *b, struct bmap_tre
 	m = vol_commit_move_take(vc, buf_owner(b), index);
 	if (m) /* moved unchanged: its parent still names it */
 		return vol_commit_moved(vc, b, LOG_ENTRY_META, m);
-	err = vol_commit_new(vc, b, t->bt_owner, LOG_ENTRY_META, true, &entry);
+	err = vol_commit_new(vc, b, t->bt_owner, LOG_ENTRY_META, true, &entry, &pblk);
 	if (err)
 		return err;
 	assert(entry);		  /* the front end never touches these */
 	if (!bmap_is_node(index)) /* an owner-table or translation block */
-		return bmap_set(&v->v_map, t, &vc->vc_change, 1, index, entry);
-	return bmap_place(&v->v_map, t, &vc->vc_change, b, entry);
+		err = bmap_set(&v->v_map, t, &vc->vc_change, 1, index, entry);
+	else
+		err = bmap_place(&v->v_map, t, &vc->vc_change, b, entry);
+	return err ? err : vol_commit_born(vc, t->bt_owner, entry, pblk);
 }
 
 /* ---- the steps --------------------------------------------------------------- */
@@ -708,6 +729,11 @@ static void vol_commit_move_free(void *m)
 		free(m);
 }
 
+void vol_commit_moves_clear(struct vol *v)
+{
+	vol_table_clear(&v->v_moves, vol_commit_move_free);
+}
+
 static void vol_commit_release(struct vol_commit *vc)
 {
 	vol_bufvec_release(&vc->vc_done);
@@ -727,6 +753,9 @@ int vol_commit(void *ctx, uint32_t delta, uint64_t *consumed)
 
 	vol_busy_enter();
 	SYNC_POINT("vol.commit.begin");
+	/* a failed commit's moves: their blocks came back with the delta */
+	vc.vc_moves = v->v_moves;
+	v->v_moves = (struct vol_table){0};
 	vc.vc_change =
 	    (struct bmap_change){delta, vol_commit_note, vol_commit_gone, vol_commit_root, &vc};
 	err = log_build_begin(v->v_log, delta, &vc.vc_lb);
@@ -758,6 +787,10 @@ int vol_commit(void *ctx, uint32_t delta, uint64_t *consumed)
 	SYNC_POINT("vol.commit.paths"); /* every block written, paths still booked */
 	vol_paths_settle(v, delta, err != 0);
 	*consumed = vol_commit_own_settle(&vc, err);
+	if (err) { /* the moved blocks are requeued: the next commit moves them */
+		v->v_moves = vc.vc_moves;
+		vc.vc_moves = (struct vol_table){0};
+	}
 	vol_commit_release(&vc);
 	SYNC_POINT("vol.commit.end");
 	vol_busy_leave();

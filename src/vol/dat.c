@@ -248,7 +248,7 @@ static int dat_free_push(struct vol_dat *d, uint64_t vblk)
  * every reusable number (vd_free is empty). A pass that ends having
  * found nothing idles the sweep until the floor moves.
  */
-static int dat_sweep(struct vol *v, uint64_t max)
+static int dat_sweep(struct vol *v, uint64_t max, bool force)
 {
 	struct vol_dat *d = &v->v_dat_alloc;
 	uint32_t per = vol_dat_per_block(v->v_block_size);
@@ -263,7 +263,7 @@ static int dat_sweep(struct vol *v, uint64_t max)
 		d->vd_sweep = 0;
 		d->vd_pass_found = 0;
 	}
-	if (floor == d->vd_idle_floor)
+	if (floor == d->vd_idle_floor && !force)
 		return 0;
 	/* never past the pass's end: what it found is not handed out yet */
 	for (uint64_t i = 0; i < max && !err && d->vd_nfree < per && d->vd_sweep < nblocks; i++) {
@@ -297,12 +297,10 @@ int dat_alloc(struct vol *v, uint64_t *vblk)
 
 	if (d->vd_head == d->vd_nfree) {
 		d->vd_head = d->vd_nfree = 0;
-		err = dat_sweep(v, DAT_SWEEP_BLOCKS);
+		err = dat_sweep(v, DAT_SWEEP_BLOCKS, false);
 		/* out of numbers: the rest of this pass, then a whole one */
-		for (int i = 0; i < 2 && !err && !d->vd_nfree && d->vd_next >= v->v_dat_max; i++) {
-			d->vd_idle_floor = UINT64_MAX;
-			err = dat_sweep(v, (d->vd_next + per - 1) / per);
-		}
+		for (int i = 0; i < 2 && !err && !d->vd_nfree && d->vd_next >= v->v_dat_max; i++)
+			err = dat_sweep(v, (d->vd_next + per - 1) / per, true);
 		if (err)
 			return err;
 	}

@@ -414,13 +414,19 @@ static int snap_find_counted(struct vol *v, const char *name, uint64_t *sroot, u
 	return err ? err : -ENOENT;
 }
 
+/* Does @sr fit this volume (heights, translation root and size)? */
+static bool snap_sroot_fits(const struct vol *v, const struct vol_sroot *sr)
+{
+	return sr->sr_otab_height <= v->v_otab_height_max &&
+	       sr->sr_dat_height <= v->v_dat_height_max && sr->sr_dat_next <= v->v_dat_max &&
+	       (!sr->sr_dat_root || vol_pblk_valid(v, sr->sr_dat_root));
+}
+
 int vol_snap_sroot(struct vol *v, uint64_t sroot, uint64_t delta, struct vol_sroot *sr)
 {
 	int err = vol_sroot_load(v, sroot, sr);
 
-	if (!err && (sr->sr_delta != delta || sr->sr_otab_height > v->v_otab_height_max ||
-		     sr->sr_dat_height > v->v_dat_height_max || sr->sr_dat_next > v->v_dat_max ||
-		     (sr->sr_dat_root && !vol_pblk_valid(v, sr->sr_dat_root))))
+	if (!err && (sr->sr_delta != delta || !snap_sroot_fits(v, sr)))
 		err = -EUCLEAN;
 	return err;
 }
@@ -480,6 +486,8 @@ int vol_ckpt_walk(struct vol *v, uint64_t blk, uint64_t from, vol_ckpt_fn *fn, v
 		struct vol_checkpoint cp;
 		int err = vol_sroot_load(v, blk, &sr);
 
+		if (!err && !snap_sroot_fits(v, &sr))
+			err = -EUCLEAN; /* checksummed, but not this volume's */
 		if (err)
 			return first ? err : 0;
 		if (sr.sr_delta >= newer || sr.sr_delta < from || !sr.sr_otab_height)

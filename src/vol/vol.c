@@ -49,7 +49,8 @@
  *       newer delta that changed nothing and found no room, even in the
  *       kept reserve, for a super root of its own (commit.c): recovery
  *       then finds the older one, which names the same state.
- *   (5) A transaction begins only when the buffers dirty in the cache,
+ *   (5) A transaction begins only when the buffers dirty in the cache
+ *       (each with the translation blocks it may need: vol_vblock_worst),
  *       plus the map paths booked for the dirty blocks (v_paths: one
  *       worst case per level-1 map block a thread's run of changes
  *       entered, vol_book_path), plus the worst case of every block the
@@ -150,24 +151,34 @@ static uint64_t vol_dat_map_blocks(const struct vol *v, unsigned from)
 }
 
 /*
- * Blocks the commit may write for each block it rewrites: the block, the
- * translation blocks of its new entry and of the entry it leaves behind
- * (dat.c), and their level-1 map blocks in the translation's tree when
- * there are levels above those (the levels above: vol_dat_upper).
+ * A translation whose map has at most this many blocks has them all
+ * counted once per transaction (1 GiB at 4 KiB has 5); a larger one
+ * counts each rewritten block's level-1 map blocks, and the levels above
+ * once.
  */
-uint64_t vol_vblock_worst(const struct vol *v)
+#define VOL_DAT_MAP_ONCE 64
+
+static bool vol_dat_map_small(const struct vol *v)
 {
-	return v->v_dat_height_max > 1 ? 5 : 3;
+	return vol_dat_map_blocks(v, 1) <= VOL_DAT_MAP_ONCE;
 }
 
 /*
- * The translation's map blocks not counted per block: its root when
- * that is its only level, else every block above level 1 (a few: they
- * cover 512 translation blocks of 256 entries each and more).
+ * Blocks the commit may write for each block it rewrites: the block, the
+ * translation blocks of its new entry and of the entry it leaves behind
+ * (dat.c), and, in a large translation, their level-1 map blocks (the
+ * rest of its map: vol_dat_upper).
  */
+uint64_t vol_vblock_worst(const struct vol *v)
+{
+	return vol_dat_map_small(v) ? 3 : 5;
+}
+
+/* The translation's map blocks a transaction counts once: all of them in
+ * a small translation, else those above level 1. */
 uint64_t vol_dat_upper(const struct vol *v)
 {
-	return v->v_dat_height_max > 1 ? vol_dat_map_blocks(v, 2) : 1;
+	return vol_dat_map_blocks(v, vol_dat_map_small(v) ? 1 : 2);
 }
 
 /* The most translation blocks and map blocks one delta can write. */
@@ -178,7 +189,7 @@ uint64_t vol_dat_cap(const struct vol *v)
 
 uint64_t vol_move_worst(const struct vol *v)
 {
-	return v->v_dat_height_max > 1 ? 3 : 2;
+	return vol_dat_map_small(v) ? 2 : 3;
 }
 
 /* Blocks one write or punch can make its delta write besides log overhead. */
@@ -548,6 +559,7 @@ static void vol_close_cache(struct vol *v)
 	bmap_destroy(&v->v_map);
 	vol_punches_destroy(&v->v_punches);
 	vol_table_clear(&v->v_trees, free);
+	vol_commit_moves_clear(v);
 	dat_close(v);
 }
 
@@ -763,7 +775,9 @@ static int vol_throttle(struct vol *v, uint64_t nblocks)
 			buf_delta_ndirty(v->v_cache, st.ds_open - 1);
 		paths = atomic_load(&v->v_paths[0]) + atomic_load(&v->v_paths[1]);
 		inflight = atomic_fetch_add(&v->v_inflight, nblocks);
-		if (dirty + paths + (inflight + nblocks) * worst <= v->v_buffer_limit)
+		/* each dirty block may need its translation blocks at commit */
+		if (dirty * vol_vblock_worst(v) + paths + (inflight + nblocks) * worst <=
+		    v->v_buffer_limit)
 			return 0;
 		atomic_fetch_sub(&v->v_inflight, nblocks);
 		SYNC_POINT("vol.txn.throttle");

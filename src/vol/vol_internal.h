@@ -522,6 +522,9 @@ struct vol {
 	 * map blocks are requeued with it). Commit thread only.
 	 */
 	struct vol_table v_trees;
+	/* the moves of a failed commit (commit.c), whose blocks are requeued:
+	 * the next commit moves them. Commit thread only. */
+	struct vol_table v_moves;
 	struct vol_sroot v_sr;	      /* the newest durable super root; commit thread */
 	uint64_t v_sr_blk;	      /* where v_sr is; commit thread */
 	struct vol_usage v_usage;     /* usage.c */
@@ -737,5 +740,7 @@ void vol_busy_leave(void);
 
 /* commit.c: delta_ops.do_commit. */
 int vol_commit(void *ctx, uint32_t delta, uint64_t *consumed);
+/* commit.c: forget the moves a failed commit left (vol_close). */
+void vol_commit_moves_clear(struct vol *v);
 
 #endif /* CAIRN_VOL_INTERNAL_H */
