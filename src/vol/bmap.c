@@ -598,6 +598,28 @@ bool bmap_in_tree(const struct bmap *m, const struct bmap_tree *t, uint64_t node
 		    : bmap_covers(m, t->bt_height, bmap_node_first(m, node_index)));
 }
 
+int bmap_change_block(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch,
+		      uint64_t index, void (*fn)(void *arg, void *data), void *arg)
+{
+	struct buf *b;
+	int err;
+
+	err = bmap_get_block(m, t, index, true, &b);
+	if (err)
+		return err;
+	err = buf_modify_begin(b, ch->bc_delta);
+	if (err)
+		goto out_put;
+	bmap_wrlock(m);
+	fn(arg, buf_data(b));
+	bmap_unlock(m);
+	buf_modify_end(b);
+	err = ch->bc_note(ch->bc_arg, b);
+out_put:
+	buf_put(b);
+	return err;
+}
+
 int bmap_get_block(struct bmap *m, struct bmap_tree *t, uint64_t index, bool create,
 		   struct buf **out)
 {

@@ -193,28 +193,26 @@ int dat_xlate_fill(struct vol *v, uint64_t owner, uint64_t entry, uint64_t *pblk
 
 /* ---- changing ------------------------------------------------------------- */
 
+struct dat_put {
+	uint32_t dp_slot;
+	const struct vol_dat_entry *dp_e;
+};
+
+static void dat_put(void *arg, void *data)
+{
+	const struct dat_put *dp = arg;
+
+	dat_encode(data, dp->dp_slot, dp->dp_e);
+}
+
 /* Store entry @vblk in the commit's delta (dirtying its translation block). */
 static int dat_store(struct vol *v, const struct bmap_change *ch, uint64_t vblk,
 		     const struct vol_dat_entry *e)
 {
 	uint32_t per = vol_dat_per_block(v->v_block_size);
-	struct buf *b;
-	int err;
+	struct dat_put dp = {(uint32_t)(vblk % per), e};
 
-	err = bmap_get_block(&v->v_map, &v->v_dat, vblk / per, true, &b);
-	if (err)
-		return err;
-	err = buf_modify_begin(b, ch->bc_delta);
-	if (err)
-		goto out_put;
-	pthread_rwlock_wrlock(&v->v_map.bm_lock);
-	dat_encode(buf_data(b), (uint32_t)(vblk % per), e);
-	pthread_rwlock_unlock(&v->v_map.bm_lock);
-	buf_modify_end(b);
-	err = ch->bc_note(ch->bc_arg, b);
-out_put:
-	buf_put(b);
-	return err;
+	return bmap_change_block(&v->v_map, &v->v_dat, ch, vblk / per, dat_put, &dp);
 }
 
 /* May entry @e be given out again (given the durable floor @floor)? */
@@ -226,21 +224,6 @@ static bool dat_reusable(struct vol *v, const struct vol_dat_entry *e, uint64_t 
 		return false; /* current, or a listed checkpoint may name it */
 	return !vol_pblk_valid(v, e->de_pblk) ||
 	       !vol_seg_snap(v->v_usage.vu_snap, vol_seg_of(v, e->de_pblk));
-}
-
-static int dat_free_push(struct vol_dat *d, uint64_t vblk)
-{
-	if (d->vd_nfree == d->vd_cap) {
-		size_t cap = d->vd_cap ? d->vd_cap * 2 : 256;
-		uint64_t *x = realloc(d->vd_free, cap * sizeof(*x));
-
-		if (!x)
-			return -ENOMEM;
-		d->vd_free = x;
-		d->vd_cap = cap;
-	}
-	d->vd_free[d->vd_nfree++] = vblk;
-	return 0;
 }
 
 /*
@@ -256,7 +239,7 @@ static int dat_sweep(struct vol *v, uint64_t max, bool force)
 	uint64_t nblocks = (d->vd_next + per - 1) / per;
 	int err = 0;
 
-	assert(!d->vd_nfree);
+	assert(!d->vd_free.uv_n);
 	if (d->vd_sweep >= nblocks) { /* a pass ended; the next begins */
 		if (!d->vd_pass_found)
 			d->vd_idle_floor = floor;
@@ -266,7 +249,8 @@ static int dat_sweep(struct vol *v, uint64_t max, bool force)
 	if (floor == d->vd_idle_floor && !force)
 		return 0;
 	/* never past the pass's end: what it found is not handed out yet */
-	for (uint64_t i = 0; i < max && !err && d->vd_nfree < per && d->vd_sweep < nblocks; i++) {
+	for (uint64_t i = 0; i < max && !err && d->vd_free.uv_n < per && d->vd_sweep < nblocks;
+	     i++) {
 		struct buf *b;
 
 		err = bmap_get_block(&v->v_map, &v->v_dat, d->vd_sweep, false, &b);
@@ -279,13 +263,13 @@ static int dat_sweep(struct vol *v, uint64_t max, bool force)
 			if (b)
 				vol_dat_decode(buf_data(b), s, &e);
 			if (dat_reusable(v, &e, floor))
-				err = dat_free_push(d, vblk);
+				err = vol_u64vec_push(&d->vd_free, vblk);
 		}
 		if (b)
 			buf_put(b);
 		d->vd_sweep++;
 	}
-	d->vd_pass_found += d->vd_nfree;
+	d->vd_pass_found += d->vd_free.uv_n;
 	return err;
 }
 
@@ -295,17 +279,18 @@ int dat_alloc(struct vol *v, uint64_t *vblk)
 	uint32_t per = vol_dat_per_block(v->v_block_size);
 	int err;
 
-	if (d->vd_head == d->vd_nfree) {
-		d->vd_head = d->vd_nfree = 0;
+	if (d->vd_head == d->vd_free.uv_n) {
+		d->vd_head = d->vd_free.uv_n = 0;
 		err = dat_sweep(v, DAT_SWEEP_BLOCKS, false);
 		/* out of numbers: the rest of this pass, then a whole one */
-		for (int i = 0; i < 2 && !err && !d->vd_nfree && d->vd_next >= v->v_dat_max; i++)
+		for (int i = 0; i < 2 && !err && !d->vd_free.uv_n && d->vd_next >= v->v_dat_max;
+		     i++)
 			err = dat_sweep(v, (d->vd_next + per - 1) / per, true);
 		if (err)
 			return err;
 	}
-	if (d->vd_head < d->vd_nfree) {
-		*vblk = d->vd_free[d->vd_head++];
+	if (d->vd_head < d->vd_free.uv_n) {
+		*vblk = d->vd_free.uv_v[d->vd_head++];
 		d->vd_reused++;
 	} else if (d->vd_next < v->v_dat_max) {
 		*vblk = d->vd_next++;
@@ -373,6 +358,6 @@ void dat_open(struct vol *v)
 
 void dat_close(struct vol *v)
 {
-	free(v->v_dat_alloc.vd_free);
-	v->v_dat_alloc.vd_free = NULL;
+	free(v->v_dat_alloc.vd_free.uv_v);
+	v->v_dat_alloc.vd_free = (struct vol_u64vec){0};
 }

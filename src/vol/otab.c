@@ -120,24 +120,22 @@ int otab_load(struct vol *v, uint64_t owner, struct vol_rec *rec)
 	return err;
 }
 
+struct otab_put {
+	size_t op_off;
+	const struct vol_rec *op_rec;
+};
+
+static void otab_put(void *arg, void *data)
+{
+	const struct otab_put *op = arg;
+
+	otab_rec_encode(data, op->op_off, op->op_rec);
+}
+
 int otab_store(struct vol *v, const struct bmap_change *ch, uint64_t owner,
 	       const struct vol_rec *rec)
 {
-	struct buf *b;
-	int err;
+	struct otab_put op = {otab_offset(v, owner), rec};
 
-	err = bmap_get_block(&v->v_map, &v->v_otab, otab_block_of(v, owner), true, &b);
-	if (err)
-		return err;
-	err = buf_modify_begin(b, ch->bc_delta);
-	if (err)
-		goto out_put;
-	pthread_rwlock_wrlock(&v->v_map.bm_lock);
-	otab_rec_encode(buf_data(b), otab_offset(v, owner), rec);
-	pthread_rwlock_unlock(&v->v_map.bm_lock);
-	buf_modify_end(b);
-	err = ch->bc_note(ch->bc_arg, b);
-out_put:
-	buf_put(b);
-	return err;
+	return bmap_change_block(&v->v_map, &v->v_otab, ch, otab_block_of(v, owner), otab_put, &op);
 }

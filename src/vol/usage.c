@@ -102,7 +102,7 @@
 #define VU_FORGOTTEN   ((void *)2) /* such a block, left behind since */
 #define VU_UNPROTECTED UINT64_MAX  /* vu_emptied_ms: holds nothing to protect */
 
-static int vol_u64vec_push(struct vol_u64vec *uv, uint64_t x)
+int vol_u64vec_push(struct vol_u64vec *uv, uint64_t x)
 {
 	if (uv->uv_n == uv->uv_cap) {
 		size_t cap = uv->uv_cap ? uv->uv_cap * 2 : 256;

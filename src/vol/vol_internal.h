@@ -231,6 +231,14 @@ int bmap_empty(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch
 /* True if map block @node_index is part of @t as being built. */
 bool bmap_in_tree(const struct bmap *m, const struct bmap_tree *t, uint64_t node_index);
 /*
+ * The commit: change data block @index of @t (created if a hole) in
+ * @ch's delta: @fn(@arg, its data) runs under bm_lock exclusive (readers
+ * see all of the change or none), then bc_note (owner-table and
+ * translation blocks).
+ */
+int bmap_change_block(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch,
+		      uint64_t index, void (*fn)(void *arg, void *data), void *arg);
+/*
  * Data block @index of @t for the commit: cached, read from its address,
  * new (zeroed, Invalid) when @create, else *out = NULL (a hole).
  */
@@ -287,17 +295,27 @@ static inline uint32_t vol_dat_per_block(uint32_t bs)
 
 void vol_dat_decode(const void *block, uint32_t slot, struct vol_dat_entry *e);
 
+/*
+ * Segment usage (usage.c): how many blocks of the durable state each
+ * segment holds. The commit collects its changes (blocks written, blocks
+ * its map changes left behind) and applies them once durable.
+ */
+struct vol_u64vec {
+	uint64_t *uv_v;
+	size_t uv_n, uv_cap;
+};
+
 /* The allocator of virtual block numbers; commit thread only. */
 struct vol_dat {
-	uint64_t vd_next;		  /* no entry at or past it was ever used */
-	uint64_t *vd_free;		  /* numbers the sweep found reusable, in order: */
-	size_t vd_head, vd_nfree, vd_cap; /* [vd_head, vd_nfree) not handed out yet */
-	uint64_t vd_sweep;		  /* the translation block the sweep reads next */
-	uint64_t vd_idle_floor;		  /* a whole pass at this floor found nothing */
-	uint64_t vd_pass_found;		  /* numbers found since the pass began */
-	uint64_t vd_allocated;		  /* statistics: numbers handed out, */
-	uint64_t vd_reused;		  /* of them found by the sweep, */
-	uint64_t vd_killed;		  /* and entries left behind */
+	uint64_t vd_next;	   /* no entry at or past it was ever used */
+	struct vol_u64vec vd_free; /* numbers the sweep found reusable, in order; */
+	size_t vd_head;		   /* those from vd_head on not handed out yet */
+	uint64_t vd_sweep;	   /* the translation block the sweep reads next */
+	uint64_t vd_idle_floor;	   /* a whole pass at this floor found nothing */
+	uint64_t vd_pass_found;	   /* numbers found since the pass began */
+	uint64_t vd_allocated;	   /* statistics: numbers handed out, */
+	uint64_t vd_reused;	   /* of them found by the sweep, */
+	uint64_t vd_killed;	   /* and entries left behind */
 };
 
 /*
@@ -417,16 +435,6 @@ void vol_punch_forget(struct vol_punches *p, uint32_t delta);
 void vol_punch_requeue(struct vol_punches *p, uint32_t from, uint32_t to);
 
 /* ---- vol.c: the volume -------------------------------------------------- */
-
-/*
- * Segment usage (usage.c): how many blocks of the durable state each
- * segment holds. The commit collects its changes (blocks written, blocks
- * its map changes left behind) and applies them once durable.
- */
-struct vol_u64vec {
-	uint64_t *uv_v;
-	size_t uv_n, uv_cap;
-};
 
 #define VOL_CLEAN_VICTIMS 16 /* most victims of one cleaning step (clean.c) */
 
@@ -602,6 +610,9 @@ void vol_clean_watermarks(struct vol *v, uint32_t low, uint32_t high);
 uint64_t vol_clean_free_segments(struct vol *v);
 
 /* ---- usage.c ---------------------------------------------------------------- */
+
+/* Append @x to @uv; -ENOMEM. */
+int vol_u64vec_push(struct vol_u64vec *uv, uint64_t x);
 
 /* The segment of block @pblk (which lies in the segments). */
 static inline uint64_t vol_seg_of(const struct vol *v, uint64_t pblk)
