@@ -25,15 +25,16 @@
  * exact: a block write reads the old block first when it lies inside the
  * file (outside, it is a hole: truncate punches everything past the end)
  * and counts the change. Writes are split into transactions of at most
- * NS_TXN_DATA_MAX blocks (fewer if the cache is small: c_txn_data). A truncate is one transaction:
- * the size, the partial last block zeroed, and vol_truncate of every block past it (one block of
- * the transaction whatever the range). Were the punch ever more than one transaction can hold, the
- * first would also put
- * "<ino>.<end>" on the orphan list, later ones punch the rest and the
- * last removes it, so a crash in between leaves nothing stale past the
- * end (cairn_open finishes the job). The block count of a truncate over
- * NS_COUNT_MAX blocks is conservative (vol_truncate does not say how
- * many blocks it freed): the count is capped at the blocks below the end.
+ * NS_TXN_DATA_MAX blocks (fewer if the cache is small: c_txn_data). A
+ * truncate costs what it frees (vol_truncate_plan), so it goes from the
+ * top down: the first transaction sets the size, zeroes the partial last
+ * block and truncates what its room frees at the top; if more is left,
+ * it also puts "<ino>.<end>" on the orphan list, later ones truncate
+ * lower, and the one that reaches the new end removes it, so a crash in
+ * between leaves nothing stale past the end (cairn_open finishes the
+ * job). The block count of a step over NS_COUNT_MAX blocks is
+ * conservative (vol_truncate does not say how many blocks it freed): the
+ * count is capped at the blocks below the step.
  *
  * Orphans. Unlinking the last name of an inode that is open (ni_open)
  * sets INODE_F_ORPHAN and puts "<ino>" on the orphan list in the same
@@ -431,39 +432,18 @@ int ns_ialloc(struct cairn *c, struct vol_txn *t, struct inode_rec *r, struct ns
 	return err;
 }
 
-/* Blocks of owner @ni's data to punch when it dies. */
-int ns_data_end(struct cairn *c, struct ns_inode *ni, uint64_t *end)
-{
-	const struct inode_rec *r = &ni->ni_rec;
-	struct dir_stats ds;
-	int err;
-
-	if (S_ISDIR(r->ir_mode)) {
-		err = dir_stats(c->c_vol, ni->ni_ino, &ds);
-		if (err == -ENOTDIR) /* never made (a failed mkdir) */
-			err = 0, ds.ds_hwm = 0;
-		*end = err ? 0 : ds.ds_hwm;
-		return err;
-	}
-	if (S_ISLNK(r->ir_mode))
-		*end = r->ir_symlink_len ? 0 : ns_size_blocks(c, r->ir_size);
-	else
-		*end = S_ISREG(r->ir_mode) ? ns_size_blocks(c, r->ir_size) : 0;
-	return 0;
-}
-
 /*
- * Free @ni's data blocks [0, @end), xattr blocks [0, @xb) and number in
- * @t (its lock held for writing).
+ * Free @ni's data blocks (costing @dcost: ns_punch_plan), xattr blocks
+ * (@xcost) and number in @t (its lock held for writing).
  */
-static int ns_free_locked(struct cairn *c, struct vol_txn *t, struct ns_inode *ni, uint64_t end,
-			  uint64_t xb)
+static int ns_free_locked(struct cairn *c, struct vol_txn *t, struct ns_inode *ni, uint64_t dcost,
+			  uint64_t xcost)
 {
 	int err;
 
-	err = ns_punch_range(t, ni->ni_ino, 0, end, NULL);
-	if (!err && xb)
-		err = ns_punch_range(t, NS_XATTR_BASE + ni->ni_ino, 0, xb, NULL);
+	err = ns_punch_range(t, ni->ni_ino, 0, 0, dcost, NULL);
+	if (!err)
+		err = ns_punch_range(t, NS_XATTR_BASE + ni->ni_ino, 0, 0, xcost, NULL);
 	if (!err)
 		err = ialloc_free(c->c_ialloc, t, ni->ni_ino);
 	if (!err)
@@ -485,17 +465,23 @@ uint64_t ns_remove_blocks(struct cairn *c)
 
 int ns_drop_locked(struct cairn *c, struct vol_txn *t, struct ns_inode *ni, bool *reclaim)
 {
-	uint64_t end, xb = 0;
 	int err;
 
 	*reclaim = false;
-	err = ns_data_end(c, ni, &end);
-	if (!err)
-		err = ns_xattr_blocks(c, ni, &xb);
-	if (err)
-		return err;
-	if (!ni->ni_open && ns_punch_cost(0, end) + ns_punch_cost(0, xb) <= NS_FREE_INLINE)
-		return ns_free_locked(c, t, ni, end, xb);
+	if (!ni->ni_open) { /* what fits in NS_FREE_INLINE is freed here */
+		uint64_t dfrom, dcost, xfrom, xcost;
+
+		err =
+		    ns_punch_plan(c, ni->ni_ino, 0, VOL_INDEX_END, NS_FREE_INLINE, &dfrom, &dcost);
+		if (!err)
+			err = ns_punch_plan(c, NS_XATTR_BASE + ni->ni_ino, 0, VOL_INDEX_END,
+					    NS_FREE_INLINE - MIN(dcost, NS_FREE_INLINE), &xfrom,
+					    &xcost);
+		/* a plan that failed (a map block unreadable) leaves the freeing
+		 * to the orphan list: the name goes now */
+		if (!err && !dfrom && !xfrom && dcost + xcost <= NS_FREE_INLINE)
+			return ns_free_locked(c, t, ni, dcost, xcost);
+	}
 	ni->ni_rec.ir_flags |= INODE_F_ORPHAN;
 	err = ns_iwrite(t, ni);
 	if (!err)
@@ -538,21 +524,23 @@ int ns_orphan_remove(struct cairn *c, struct vol_txn *t, uint64_t ino, uint64_t 
 	return err;
 }
 
-/* Punch owner @owner's blocks [@from, @to) in transactions of their own. */
-static int ns_punch_txns(struct cairn *c, uint64_t owner, uint64_t from, uint64_t to)
+/* Punch owner @owner's blocks [@lo, @hi) in transactions of their own, from the top down. */
+static int ns_punch_txns(struct cairn *c, uint64_t owner, uint64_t lo, uint64_t hi)
 {
 	struct vol_txn t;
 	int err = 0;
 
-	while (!err && from < to) {
-		uint64_t n = ns_punch_span(from, to, c->c_txn_data);
+	while (!err && lo < hi) {
+		uint64_t from, cost;
 
-		err = ns_txn_begin(c, ns_punch_cost(from, from + n), VOL_TXN_FREEING, &t);
+		err = ns_punch_plan(c, owner, lo, hi, c->c_txn_data, &from, &cost);
+		if (!err)
+			err = ns_txn_begin(c, cost, VOL_TXN_FREEING, &t);
 		if (err)
 			break;
-		err = ns_punch_range(&t, owner, from, from + n, NULL);
+		err = ns_punch_range(&t, owner, from, hi, cost, NULL);
 		vol_txn_end(&t);
-		from += n;
+		hi = from;
 	}
 	return err;
 }
@@ -561,7 +549,6 @@ int ns_reclaim(struct cairn *c, uint64_t ino)
 {
 	struct ns_inode *ni;
 	struct vol_txn t;
-	uint64_t end = 0, xb = 0;
 	int err;
 
 	err = ns_iget_any(c, ino, &ni);
@@ -570,15 +557,11 @@ int ns_reclaim(struct cairn *c, uint64_t ino)
 	cmutex_lock(&ni->ni_io);
 	ns_rlock(ni);
 	err = ns_alive(ni) || !(ni->ni_rec.ir_flags & INODE_F_ORPHAN) ? -EBUSY : 0;
-	if (!err)
-		err = ns_data_end(c, ni, &end);
-	if (!err)
-		err = ns_xattr_blocks(c, ni, &xb);
 	ns_unlock(ni);
 	if (!err)
-		err = ns_punch_txns(c, ino, 0, end);
+		err = ns_punch_txns(c, ino, 0, VOL_INDEX_END);
 	if (!err)
-		err = ns_punch_txns(c, NS_XATTR_BASE + ino, 0, xb);
+		err = ns_punch_txns(c, NS_XATTR_BASE + ino, 0, VOL_INDEX_END);
 	if (!err)
 		err =
 		    ns_txn_begin(c, IALLOC_FREE_BLOCKS + 1 + c->c_dir_blocks, VOL_TXN_FREEING, &t);
@@ -601,7 +584,7 @@ int ns_reclaim(struct cairn *c, uint64_t ino)
 static int ns_orphan_trunc(struct cairn *c, uint64_t ino, uint64_t end)
 {
 	struct ns_inode *ni;
-	uint64_t from;
+	uint64_t from, hi;
 	int err;
 
 	err = ns_iget_any(c, ino, &ni);
@@ -611,9 +594,10 @@ static int ns_orphan_trunc(struct cairn *c, uint64_t ino, uint64_t end)
 	ns_rlock(ni);
 	from = MIN(ns_size_blocks(c, ni->ni_rec.ir_size), end);
 	ns_unlock(ni);
-	do
-		err = ns_trunc_more(c, ni, &from, end);
-	while (!err && from < end);
+	hi = VOL_INDEX_END; /* from the top: the cut truncate's pieces went from there down */
+	do		    /* at least once: the last removes the orphan entry */
+		err = ns_trunc_more(c, ni, from, &hi, end);
+	while (!err && from < hi);
 	cmutex_unlock(&ni->ni_io);
 	ns_iput(c, ni);
 	return err;

@@ -156,14 +156,20 @@ uint64_t ns_size_blocks(const struct cairn *c, uint64_t size);
 uint64_t ns_max_size(const struct cairn *c);
 /*
  * Punch the blocks of owner @owner in [@from, @to) in @t, which has room
- * for ns_punch_cost(@from, @to); @to is past every mapped block. With
- * @mapped, only blocks holding data are punched and *mapped counts them
- * (the caller keeps ir_blocks with ns_blocks_after).
+ * for @cost (ns_punch_cost, or ns_punch_plan's); nothing is mapped at or
+ * past @to. With @mapped, *mapped counts the blocks that held data (the
+ * caller keeps ir_blocks with ns_blocks_after).
  */
-int ns_punch_range(struct vol_txn *t, uint64_t owner, uint64_t from, uint64_t to, uint64_t *mapped);
-uint64_t ns_punch_cost(uint64_t from, uint64_t to);
-/* How many of [@from, @to) one transaction with @room blocks for punching covers. */
-uint64_t ns_punch_span(uint64_t from, uint64_t to, uint64_t room);
+int ns_punch_range(struct vol_txn *t, uint64_t owner, uint64_t from, uint64_t to, uint64_t cost,
+		   uint64_t *mapped);
+/* What punching [@from, @to) costs at most, whatever it holds (0 if empty). */
+uint64_t ns_punch_cost(const struct cairn *c, uint64_t from, uint64_t to);
+/*
+ * The top of [@lo, @hi) one transaction with @room blocks for punching
+ * can free: [*from, @hi), for *cost blocks (at least one index's blocks).
+ */
+int ns_punch_plan(struct cairn *c, uint64_t owner, uint64_t lo, uint64_t hi, uint64_t room,
+		  uint64_t *from, uint64_t *cost);
 #define NS_COUNT_MAX	  4096u	     /* blocks ns_punch_range reads to count what it frees */
 #define NS_MAPPED_UNKNOWN UINT64_MAX /* ns_punch_range's *mapped past NS_COUNT_MAX */
 /* ir_blocks after freeing @freed blocks (or NS_MAPPED_UNKNOWN) from block @from on. */
@@ -172,18 +178,14 @@ uint64_t ns_blocks_after(uint64_t blocks, uint64_t freed, uint64_t from);
 int ns_truncate(struct cairn *c, struct ns_inode *ni, uint64_t size, const struct cairn_setattr *sa,
 		unsigned mask);
 /*
- * One more transaction of a truncate: punch part of [*@from, @to) (the
- * rest of a truncate whose orphan entry is "<ino>.<to>"), keeping
- * ir_blocks; the last one removes the entry. @ni's ni_io is held.
+ * One more transaction of a truncate: punch the top of [@lo, *@hi) (the
+ * rest of a truncate whose orphan entry is "<ino>.<to>"), lowering *@hi
+ * and keeping ir_blocks; the one that reaches @lo removes the entry.
+ * @ni's ni_io is held.
  */
-int ns_trunc_more(struct cairn *c, struct ns_inode *ni, uint64_t *from, uint64_t to);
-/* The last block index + 1 of @ni's data (files: size; dirs: their hwm). */
-int ns_data_end(struct cairn *c, struct ns_inode *ni, uint64_t *end);
+int ns_trunc_more(struct cairn *c, struct ns_inode *ni, uint64_t lo, uint64_t *hi, uint64_t to);
 
 /* ---- ns_xattr.c -------------------------------------------------------------------- */
-
-/* Blocks the xattr blob of @ni (locked) occupies (to free it). */
-int ns_xattr_blocks(struct cairn *c, const struct ns_inode *ni, uint64_t *n);
 
 /* ---- ns_name.c --------------------------------------------------------------------- */
 

@@ -9,10 +9,10 @@
  * came out all zero, keeping ir_blocks exact. So holes read as zeros and
  * take no space, and writing zeros keeps a file sparse.
  *
- * Truncation and freeing use vol_truncate (one block of a transaction,
- * whatever the range), so a truncate is one transaction; the split into
- * several (with "<ino>.<end>" on the orphan list) remains for a punch
- * cost above one transaction's room and for entries an older volume left.
+ * Truncation and freeing use vol_truncate, which costs what it frees:
+ * ns_punch_plan says how far down from the top one transaction's room
+ * goes, and a truncate takes as many as it needs (with "<ino>.<end>" on
+ * the orphan list until the last).
  *
  * Size-changing operations (write, truncate, fallocate) hold the inode's
  * ni_io from before their first transaction to after their last, so the
@@ -36,38 +36,42 @@ uint64_t ns_max_size(const struct cairn *c)
 	return (VOL_MAX_INDEX + 1) * c->c_bs;
 }
 
-uint64_t ns_punch_cost(uint64_t from, uint64_t to)
+uint64_t ns_punch_cost(const struct cairn *c, uint64_t from, uint64_t to)
 {
-	return to > from ? 1 : 0; /* vol_truncate: one block whatever the range */
+	return to > from ? vol_truncate_cost(c->c_vol, to - from) : 0;
 }
 
-uint64_t ns_punch_span(uint64_t from, uint64_t to, uint64_t room)
+int ns_punch_plan(struct cairn *c, uint64_t owner, uint64_t lo, uint64_t hi, uint64_t room,
+		  uint64_t *from, uint64_t *cost)
 {
-	if (to <= from)
+	*from = lo;
+	*cost = ns_punch_cost(c, lo, hi);
+	if (*cost <= room) /* the whole range fits, whatever it holds */
 		return 0;
-	return ns_punch_cost(from, to) <= room ? to - from : MIN(to - from, room);
+	return vol_truncate_plan(c->c_vol, owner, lo, hi, room > 1 ? room - 1 : 0, from, cost);
 }
 
 /*
  * vol_truncate drops everything from @from on (@to only bounds the
- * counting). The volume does not say how many blocks were mapped, so
- * with @mapped the range is read first when it is at most NS_COUNT_MAX
- * blocks (a hole costs a map walk, no I/O: invariant 3 makes nonzero =
- * mapped); past that *mapped is NS_MAPPED_UNKNOWN and the caller keeps
- * a conservative count (see ns_blocks_after).
+ * counting; a zero @cost, an empty plan, frees nothing). The volume does not say how many blocks
+ * were mapped, so with @mapped the range is read first when it is at most NS_COUNT_MAX blocks (a
+ * hole costs a map walk, no I/O: invariant 3 makes nonzero = mapped); past that *mapped is
+ * NS_MAPPED_UNKNOWN and the caller keeps a conservative count (see ns_blocks_after).
  */
-int ns_punch_range(struct vol_txn *t, uint64_t owner, uint64_t from, uint64_t to, uint64_t *mapped)
+int ns_punch_range(struct vol_txn *t, uint64_t owner, uint64_t from, uint64_t to, uint64_t cost,
+		   uint64_t *mapped)
 {
 	uint32_t bs = vol_block_size(t->vt_vol);
 	uint8_t *blk;
 	int err = 0;
 
-	if (to <= from)
-		return 0;
-	if (mapped && to - from > NS_COUNT_MAX) {
+	if (mapped)
+		*mapped = 0;
+	if (!cost)
+		return 0; /* nothing to free */
+	if (mapped && to > from && to - from > NS_COUNT_MAX) {
 		*mapped = NS_MAPPED_UNKNOWN;
 	} else if (mapped) {
-		*mapped = 0;
 		blk = malloc(bs);
 		if (!blk)
 			return -ENOMEM;
@@ -78,7 +82,7 @@ int ns_punch_range(struct vol_txn *t, uint64_t owner, uint64_t from, uint64_t to
 		}
 		free(blk);
 	}
-	return err ? err : vol_truncate(t, owner, from);
+	return err ? err : vol_truncate(t, owner, from, cost);
 }
 
 uint64_t ns_blocks_after(uint64_t blocks, uint64_t freed, uint64_t from)
@@ -252,66 +256,82 @@ ssize_t cairn_pwrite(struct cairn *c, uint64_t ino, const void *buf, size_t size
 
 /* ---- truncate ------------------------------------------------------------------------ */
 
-/* Punch more of [@from, @to) of a truncated file, one transaction; the last removes "<ino>.<to>".
+/*
+ * Punch the top of [@lo, *@hi) of a truncated file, one transaction
+ * (what c_txn_data blocks cover: ns_punch_plan), lowering *@hi; the
+ * one that reaches @lo removes "<ino>.<to>".
  */
-int ns_trunc_more(struct cairn *c, struct ns_inode *ni, uint64_t *from, uint64_t to)
+int ns_trunc_more(struct cairn *c, struct ns_inode *ni, uint64_t lo, uint64_t *hi, uint64_t to)
 {
-	uint64_t n = ns_punch_span(*from, to, c->c_txn_data), freed = 0;
-	bool last = *from + n == to;
+	uint64_t from, cost, freed = 0;
 	struct vol_txn t;
 	int err;
 
-	err =
-	    ns_txn_begin(c, ns_punch_cost(*from, *from + n) + INODE_WRITE_BLOCKS + c->c_dir_blocks,
-			 VOL_TXN_FREEING, &t);
+	err = ns_punch_plan(c, ni->ni_ino, lo, *hi, c->c_txn_data, &from, &cost);
+	if (!err)
+		err = ns_txn_begin(c, cost + INODE_WRITE_BLOCKS + c->c_dir_blocks, VOL_TXN_FREEING,
+				   &t);
 	if (err)
 		return err;
 	ns_wlock(ni);
-	err = ns_punch_range(&t, ni->ni_ino, *from, *from + n, &freed);
-	ni->ni_rec.ir_blocks = ns_blocks_after(ni->ni_rec.ir_blocks, freed, *from);
-	if (!err)
+	err = ns_punch_range(&t, ni->ni_ino, from, MIN(*hi, to), cost, &freed);
+	if (!err) {
+		ni->ni_rec.ir_blocks = ns_blocks_after(ni->ni_rec.ir_blocks, freed, from);
 		err = ns_iwrite(&t, ni);
-	if (!err && last)
+	}
+	if (!err && from == lo)
 		err = ns_orphan_remove(c, &t, ni->ni_ino, to);
 	ns_unlock(ni);
 	vol_txn_end(&t);
-	*from += n;
+	if (!err)
+		*hi = from;
 	return err;
 }
 
-/* The first transaction of a truncate: size, attributes, the tail, what fits. */
+/*
+ * The first transaction of a truncate: size, attributes, the tail, and
+ * the top of what it frees; what is left is [*@lo, *@hi), with
+ * "<ino>.<*to>" on the orphan list.
+ */
 static int ns_trunc_first(struct cairn *c, struct ns_inode *ni, uint64_t size,
-			  const struct cairn_setattr *sa, unsigned mask, uint64_t *from,
+			  const struct cairn_setattr *sa, unsigned mask, uint64_t *lo, uint64_t *hi,
 			  uint64_t *to)
 {
 	struct inode_rec *r = &ni->ni_rec;
-	uint64_t freed = 0, n;
+	uint64_t freed = 0, from = 0, cost = 0;
 	struct vol_txn t;
 	uint8_t *blk;
-	int err;
+	int err = 0;
 
+	*lo = *hi = *to = 0;
+	ns_rlock(ni); /* ni_io held: the size stays */
+	if (size < r->ir_size) {
+		*lo = ns_size_blocks(c, size);
+		*hi = *to = ns_size_blocks(c, r->ir_size);
+	}
+	ns_unlock(ni);
+	/* from the top of the owner: a truncate an error cut short may have left blocks past @to */
+	if (*lo < *hi)
+		err = ns_punch_plan(c, ni->ni_ino, *lo, VOL_INDEX_END, c->c_txn_data, &from, &cost);
+	if (err)
+		return err;
 	blk = malloc(c->c_bs);
 	if (!blk)
 		return -ENOMEM;
-	err = ns_txn_begin(c, 1 + c->c_txn_data + INODE_WRITE_BLOCKS + c->c_dir_blocks,
-			   VOL_TXN_FREEING, &t);
+	err = ns_txn_begin(c, 1 + cost + INODE_WRITE_BLOCKS + c->c_dir_blocks, VOL_TXN_FREEING, &t);
 	if (err)
 		goto out;
 	ns_wlock(ni);
 	err = ns_check_reg(ni);
-	*from = *to = 0;
 	if (!err && size < r->ir_size) {
-		*from = ns_size_blocks(c, size);
-		*to = ns_size_blocks(c, r->ir_size);
 		if (size % c->c_bs)
 			err = ns_block_change(c, &t, ni, size / c->c_bs, (uint32_t)(size % c->c_bs),
 					      c->c_bs - (uint32_t)(size % c->c_bs), NULL, blk);
-		n = ns_punch_span(*from, *to, c->c_txn_data);
 		if (!err)
-			err = ns_punch_range(&t, ni->ni_ino, *from, *from + n, &freed);
-		r->ir_blocks = ns_blocks_after(r->ir_blocks, freed, *from);
-		*from += n;
-		if (!err && *from < *to)
+			err = ns_punch_range(&t, ni->ni_ino, from, *to, cost, &freed);
+		r->ir_blocks = ns_blocks_after(r->ir_blocks, freed, from);
+		*hi = from;
+		if (!err && *lo < *hi)
 			err = ns_orphan_add(c, &t, ni->ni_ino, *to);
 	}
 	if (!err) {
@@ -331,7 +351,7 @@ out:
 int ns_truncate(struct cairn *c, struct ns_inode *ni, uint64_t size, const struct cairn_setattr *sa,
 		unsigned mask)
 {
-	uint64_t from = 0, to = 0;
+	uint64_t lo = 0, hi = 0, to = 0;
 	int err;
 
 	ns_rlock(ni);
@@ -342,10 +362,10 @@ int ns_truncate(struct cairn *c, struct ns_inode *ni, uint64_t size, const struc
 	if (size > ns_max_size(c))
 		return -EFBIG;
 	cmutex_lock(&ni->ni_io);
-	err = ns_trunc_first(c, ni, size, sa, mask, &from, &to);
-	while (!err && from < to) {
+	err = ns_trunc_first(c, ni, size, sa, mask, &lo, &hi, &to);
+	while (!err && lo < hi) {
 		SYNC_POINT("ns.truncate.more"); /* a crash here: cairn_open finishes it */
-		err = ns_trunc_more(c, ni, &from, to);
+		err = ns_trunc_more(c, ni, lo, &hi, to);
 	}
 	cmutex_unlock(&ni->ni_io);
 	return err;

@@ -43,20 +43,6 @@ static uint64_t ns_xblob_blocks(const struct cairn *c, uint32_t len)
 	return len ? (NS_XATTR_HDR + len + c->c_bs - 1) / c->c_bs : 0;
 }
 
-int ns_xattr_blocks(struct cairn *c, const struct ns_inode *ni, uint64_t *n)
-{
-	uint32_t len;
-	int err;
-
-	*n = 0;
-	if (!ni->ni_rec.ir_xattr_owner)
-		return 0;
-	err = vol_read_range(c->c_vol, ni->ni_rec.ir_xattr_owner, 0, 0, sizeof(len), &len);
-	if (!err)
-		*n = ns_xblob_blocks(c, le32toh(len));
-	return err;
-}
-
 static int ns_xblob_read(struct cairn *c, const struct ns_inode *ni, struct ns_xblob *xb)
 {
 	uint64_t owner = ni->ni_rec.ir_xattr_owner, nb;
@@ -99,7 +85,7 @@ static int ns_xblob_write(struct cairn *c, struct vol_txn *t, struct ns_inode *n
 	for (uint64_t i = 0; !err && i < nb; i++)
 		err = vol_write(t, owner, i, xb->xb_data + i * c->c_bs);
 	if (!err && ob > nb)
-		err = ns_punch_range(t, owner, nb, ob, NULL);
+		err = ns_punch_range(t, owner, nb, ob, ns_punch_cost(c, nb, ob), NULL);
 	if (!err)
 		ni->ni_rec.ir_xattr_owner = nb ? owner : 0;
 	return err;
@@ -234,7 +220,10 @@ static int ns_xchange(struct cairn *c, uint64_t ino, const char *name, const voi
 	err = ns_iget(c, ino, &ni);
 	if (err)
 		return err;
-	err = ns_txn_begin(c, ns_xattr_max_blocks(c) + INODE_WRITE_BLOCKS, 0, &t);
+	err = ns_txn_begin(c,
+			   ns_xattr_max_blocks(c) + ns_punch_cost(c, 0, ns_xattr_max_blocks(c)) +
+			       INODE_WRITE_BLOCKS,
+			   0, &t);
 	if (err)
 		goto out;
 	ns_wlock(ni);

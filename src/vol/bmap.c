@@ -91,6 +91,7 @@
 
 #include <endian.h>
 #include <inttypes.h>
+#include <stdlib.h>
 #include <string.h>
 
 static _Thread_local struct bmap_walk *bmap_tls_walk; /* the walk this thread's fill serves */
@@ -263,6 +264,68 @@ int bmap_lookup(struct bmap_walk *w, uint64_t owner, const struct bmap_root *roo
 	}
 	*pblk = cur;
 	return 0;
+}
+
+/*
+ * bmap_walk_down's visit of the subtree at @level (0: a data block)
+ * whose block @entry names and whose first data index is @first.
+ */
+static int bmap_down(struct bmap_walk *w, uint64_t owner, unsigned level, uint64_t entry,
+		     uint64_t first, uint64_t lo, uint64_t hi, bmap_down_fn fn, void *arg)
+{
+	struct bmap *m = w->w_map;
+	uint64_t *entries;
+	struct buf *b;
+	int err = 0;
+
+	if (!level)
+		return first >= lo ? fn(arg, first, 0) : 0;
+	entries = malloc(m->bm_entries * sizeof(*entries));
+	if (!entries)
+		return -ENOMEM;
+	err = bmap_read_block(w, owner, bmap_node_index(m, level, first), entry, &b);
+	if (err == -EUCLEAN) {
+		/* damaged: a truncate frees the block but not what is under it
+		 * (bmap_gone_subtree), so neither is counted */
+		err = 0;
+		goto self;
+	}
+	if (err)
+		goto out;
+	bmap_rdlock(m);
+	if (bmap_walk_valid_locked(w))
+		for (unsigned s = 0; s < m->bm_entries; s++)
+			entries[s] = bmap_entry(buf_data(b), s);
+	else
+		err = -EAGAIN;
+	bmap_unlock(m);
+	buf_put(b);
+	for (unsigned s = m->bm_entries; s-- > 0 && !err;) {
+		uint64_t child = first + ((uint64_t)s << (m->bm_shift * (level - 1)));
+		uint64_t last = child + ((1ULL << (m->bm_shift * (level - 1))) - 1);
+
+		if (last < lo)
+			break; /* this slot and the ones below it: all under @lo */
+		if (entries[s] && child < hi)
+			err = bmap_down(w, owner, level - 1, entries[s], child, lo, hi, fn, arg);
+	}
+self:
+	if (!err && first >= lo)
+		err = fn(arg, first, level);
+out:
+	free(entries);
+	return err;
+}
+
+int bmap_walk_down(struct bmap_walk *w, uint64_t owner, const struct bmap_root *root, uint64_t lo,
+		   uint64_t hi, bmap_down_fn fn, void *arg)
+{
+	if (!root->br_pblk)
+		return 0;
+	if (!root->br_height && !bmap_direct_root(owner))
+		return 0; /* a height-0 root names no block in these trees */
+	return lo < hi ? bmap_down(w, owner, root->br_height, root->br_pblk, 0, lo, hi, fn, arg)
+		       : 0;
 }
 
 /* ---- the commit ------------------------------------------------------------ */

@@ -1063,15 +1063,207 @@ int vol_punch(struct vol_txn *t, uint64_t owner, uint64_t index)
 	return vol_zero_cached(v, owner, index, delta);
 }
 
+/* ---- truncates ---------------------------------------------------------------- */
+
+/*
+ * What the commit writes for a block a truncate frees: the translation
+ * block (and, in a large translation, its level-1 map block) where its
+ * number dies.
+ */
+static uint64_t vol_free_worst(const struct vol *v)
+{
+	return (vol_vblock_worst(v) - 1) / 2;
+}
+
+/*
+ * Blocks a truncate may free for each block of its transaction: a
+ * block's reservation holds the translation blocks of every block it
+ * may rewrite (vol_txn_worst), which is what frees need.
+ */
+static uint64_t vol_frees_per_block(const struct vol *v)
+{
+	return vol_block_rewrites(v) * (vol_vblock_worst(v) - 1) / vol_free_worst(v);
+}
+
+/* The transaction blocks of a truncate freeing @nfree blocks. */
+static uint64_t vol_truncate_blocks(const struct vol *v, uint64_t nfree)
+{
+	uint64_t per = vol_frees_per_block(v);
+
+	return 1 + nfree / per + (nfree % per != 0);
+}
+
+uint64_t vol_truncate_cost(const struct vol *v, uint64_t n)
+{
+	uint64_t nfree = n, entries = v->v_block_size / 8, span = 1;
+
+	if (!n)
+		return 0;
+	/* at each level, the map blocks wholly inside a range of n indexes
+	 * that starts anywhere: at most ceil(n / span) */
+	for (unsigned l = 1; l <= v->v_height_max; l++) {
+		span = span > UINT64_MAX / entries ? UINT64_MAX : span * entries;
+		nfree += (n + span - 1) / span;
+	}
+	return vol_truncate_blocks(v, nfree);
+}
+
+/*
+ * A truncate frees blocks the transaction never touched, and the commit
+ * writes a translation block for each of them (its number dies, dat.c),
+ * so its cost is the blocks it frees, not one. vol_truncate_plan finds
+ * how far down a truncate can go for a budget: it counts, from the top
+ * of the range down, the blocks a truncate from each index would free:
+ *
+ *   - the owner's committed tree: each data block, and each map block
+ *     wholly at or past the index (bmap_walk_down);
+ *   - each data block dirty in the cache, which a delta not yet
+ *     committed may add to the tree with the map blocks above it
+ *     (1 + v_height_max: the tree may also grow for it).
+ *
+ * The cache is listed before the tree is walked: a dirty block whose
+ * commit ends in between is counted twice, never missed. Both counts
+ * are upper bounds as long as nothing is written in the range before
+ * the truncate's transaction ends (the caller's to ensure: vol.h).
+ */
+struct vol_trunc_plan {
+	uint64_t tp_budget, tp_total, tp_from;
+	uint64_t *tp_dirty; /* dirty data blocks in range, highest first */
+	size_t tp_ndirty, tp_next;
+	uint64_t tp_dirty_cost;
+	bool tp_done;
+};
+
+/* Count @cost blocks freed from @index down; stop once the budget is spent. */
+static int vol_trunc_plan_add(struct vol_trunc_plan *p, uint64_t index, uint64_t cost)
+{
+	if (index >= p->tp_from) {
+		p->tp_total += cost; /* freed anyway by a truncate from tp_from */
+		return 0;
+	}
+	if (p->tp_total && p->tp_total + cost > p->tp_budget) {
+		p->tp_done = true; /* the first index always goes in: progress */
+		return 1;
+	}
+	p->tp_total += cost;
+	p->tp_from = index;
+	return 0;
+}
+
+/* Count the dirty blocks at or above @index. */
+static int vol_trunc_plan_dirty(struct vol_trunc_plan *p, uint64_t index)
+{
+	int stop = 0;
+
+	while (!stop && p->tp_next < p->tp_ndirty && p->tp_dirty[p->tp_next] >= index)
+		stop = vol_trunc_plan_add(p, p->tp_dirty[p->tp_next++], p->tp_dirty_cost);
+	return stop;
+}
+
+static int vol_trunc_plan_visit(void *arg, uint64_t index, unsigned level)
+{
+	struct vol_trunc_plan *p = arg;
+	int stop = vol_trunc_plan_dirty(p, index);
+
+	(void)level;
+	return stop ? stop : vol_trunc_plan_add(p, index, 1);
+}
+
+static int vol_cmp_desc(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* The data blocks of @owner in [@lo, @hi) dirty in the cache, highest first. */
+static int vol_trunc_dirty(struct vol *v, uint64_t owner, uint64_t lo, uint64_t hi,
+			   struct vol_trunc_plan *p)
+{
+	uint64_t *idx;
+	size_t n, got = 0;
+	int err;
+
+	err = buf_owner_cached(v->v_cache, owner, lo, &idx, &n);
+	if (err)
+		return err;
+	for (size_t i = 0; i < n; i++) {
+		struct buf *b;
+
+		if (bmap_is_node(idx[i]) || idx[i] >= hi)
+			continue;
+		b = buf_find_hold(v->v_cache, owner, idx[i]);
+		if (!b)
+			continue; /* gone: in the tree, if anywhere */
+		if (buf_state(b) != BUF_CLEAN)
+			idx[got++] = idx[i];
+		buf_put(b);
+	}
+	qsort(idx, got, sizeof(*idx), vol_cmp_desc);
+	p->tp_dirty = idx;
+	p->tp_ndirty = got;
+	return 0;
+}
+
+static int vol_trunc_plan_once(struct vol *v, uint64_t owner, uint64_t lo, uint64_t hi,
+			       struct vol_trunc_plan *p)
+{
+	struct bmap_root otab, root;
+	struct bmap_walk w;
+	int err;
+
+	bmap_walk_begin(&v->v_map, &v->v_otab, &w, &otab);
+	err = otab_read(v, &w, &otab, owner, &root);
+	if (!err)
+		err = bmap_walk_down(&w, owner, &root, lo, hi, vol_trunc_plan_visit, p);
+	if (!err)
+		err = vol_trunc_plan_dirty(p, lo);
+	return err > 0 ? 0 : err;
+}
+
+int vol_truncate_plan(struct vol *v, uint64_t owner, uint64_t lo, uint64_t hi, uint64_t budget,
+		      uint64_t *from, uint64_t *cost)
+{
+	struct vol_trunc_plan p = {0};
+	int err;
+
+	if (!vol_owner_valid(owner, MIN(lo, VOL_MAX_INDEX)) || lo > hi)
+		return -EINVAL;
+	*from = lo;
+	*cost = 1;
+	if (lo >= hi || lo > VOL_MAX_INDEX)
+		return 0;
+	err = vol_trunc_dirty(v, owner, lo, hi, &p);
+	do {
+		p = (struct vol_trunc_plan){.tp_budget =
+						budget ? (budget - 1) * vol_frees_per_block(v) : 0,
+					    .tp_from = hi,
+					    .tp_dirty = p.tp_dirty,
+					    .tp_ndirty = p.tp_ndirty,
+					    .tp_dirty_cost = 1 + v->v_height_max};
+		if (!err)
+			err = vol_trunc_plan_once(v, owner, lo, hi, &p);
+	} while (err == -EAGAIN); /* a commit ended under the walk */
+	free(p.tp_dirty);
+	if (err)
+		return err;
+	*from = p.tp_done ? p.tp_from : lo;
+	*cost = vol_truncate_blocks(v, p.tp_total);
+	return 0;
+}
+
 /*
  * The truncate is recorded first (2), so a fill that starts later reads
  * zeros; then every cached data block at or past @from_index is zeroed
  * as a punch would (a fill in progress is waited out by buf_get_new). A
- * block not cached needs nothing until the commit prunes the map. One
- * block of @t: the commit rewrites at most one map path and one owner
- * record for it (commit.c (1)).
+ * block not cached needs nothing until the commit prunes the map. Its
+ * first block of @t is the map path and owner record the commit
+ * rewrites (commit.c (1)); each other one covers vol_frees_per_block
+ * blocks it frees, whose translation blocks the commit dirties: booked
+ * with the delta's map paths (vol.c (5)), so the throttle leaves them
+ * room in the cache.
  */
-int vol_truncate(struct vol_txn *t, uint64_t owner, uint64_t from_index)
+int vol_truncate(struct vol_txn *t, uint64_t owner, uint64_t from_index, uint64_t cost)
 {
 	struct vol *v = t->vt_vol;
 	uint32_t delta = t->vt_op.dop_delta;
@@ -1079,9 +1271,18 @@ int vol_truncate(struct vol_txn *t, uint64_t owner, uint64_t from_index)
 	size_t n;
 	int err;
 
+	if (!cost)
+		return -EINVAL;
+	if (t->vt_left < cost) {
+		log_err("vol: a truncate costs more blocks than its transaction has left");
+		return -EINVAL;
+	}
 	err = vol_txn_charge(t, owner, MIN(from_index, VOL_MAX_INDEX));
 	if (err || from_index > VOL_MAX_INDEX)
 		return err; /* past every block: nothing to do */
+	t->vt_left -= cost - 1;
+	atomic_fetch_add(&v->v_paths[delta & 1],
+			 (cost - 1) * vol_frees_per_block(v) * vol_free_worst(v));
 	err = vol_trunc_add(&v->v_punches, owner, from_index, delta);
 	if (!err)
 		err = buf_owner_cached(v->v_cache, owner, from_index, &idx, &n);

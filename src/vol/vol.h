@@ -35,7 +35,8 @@
 #define VOL_CLIENT_META 8
 #define VOL_FIRST_OWNER 16
 #define VOL_MAX_OWNER	((1ULL << 42) - 1)
-#define VOL_MAX_INDEX	((1ULL << 36) - 1) /* 2^36 blocks of 4 KiB: 256 TiB per owner */
+#define VOL_INDEX_END	(VOL_MAX_INDEX + 1) /* past every index */
+#define VOL_MAX_INDEX	((1ULL << 36) - 1)  /* 2^36 blocks of 4 KiB: 256 TiB per owner */
 
 struct vol;
 
@@ -161,14 +162,36 @@ int vol_punch(struct vol_txn *t, uint64_t owner, uint64_t index);
  * Forget every block of @owner at index @from_index or past it: they
  * read as zeros from now on and their space is no longer live (the
  * commit prunes the owner's map; from_index 0 empties the owner, its
- * map root goes away). The cost is in the blocks cached and mapped, not
- * in the range. Counts as ONE block of @t, whatever the range (the
- * commit rewrites one map path and one owner record for it); works on a
- * full volume in a VOL_TXN_FREEING transaction. Writes in the same
- * delta after it win, as after a punch. A @from_index past
- * VOL_MAX_INDEX truncates nothing. Errors as vol_write.
+ * map root goes away). Counts as @cost blocks of @t: the map path and
+ * owner record the commit rewrites, and each block it frees (the commit
+ * records each one's death in the translation). @cost comes from
+ * vol_truncate_plan, and nothing may be written at or past @from_index
+ * between the plan and the end of @t. Works on a full volume in a
+ * VOL_TXN_FREEING transaction. Writes in the same delta after it win,
+ * as after a punch. A @from_index past VOL_MAX_INDEX truncates nothing.
+ * Errors as vol_write.
  */
-int vol_truncate(struct vol_txn *t, uint64_t owner, uint64_t from_index);
+int vol_truncate(struct vol_txn *t, uint64_t owner, uint64_t from_index, uint64_t cost);
+/*
+ * The cost vol_truncate_plan may give for a range of @n indexes with
+ * nothing past it, without walking: every index mapped, and every map
+ * block above them (0 for an empty range).
+ */
+uint64_t vol_truncate_cost(const struct vol *v, uint64_t n);
+/*
+ * Plan a truncate of @owner's blocks in [@lo, @hi) that frees about
+ * @budget blocks at most: *from, the lowest index at or above @lo from
+ * which vol_truncate frees no more than that (at least one index's
+ * blocks, to make progress), and *cost, the blocks of a transaction that
+ * vol_truncate(*from) counts. Blocks at or past @hi are not counted: pass
+ * VOL_INDEX_END unless a truncate from @hi is already made (a loop of
+ * these from the top down, each in its own transaction, frees a large
+ * range). The cost is in the blocks mapped or dirty, not in the range,
+ * so holes cost nothing. The count walks the owner's map: call it
+ * outside a transaction, or inside one with no buffer held.
+ */
+int vol_truncate_plan(struct vol *v, uint64_t owner, uint64_t lo, uint64_t hi, uint64_t budget,
+		      uint64_t *from, uint64_t *cost);
 /*
  * Read a whole block (the newest content, committed or not), from any
  * thread, inside a transaction or not. A read racing with a write of the

@@ -188,6 +188,17 @@ bool bmap_walk_valid_locked(const struct bmap_walk *w);
  */
 int bmap_lookup(struct bmap_walk *w, uint64_t owner, const struct bmap_root *root, unsigned level,
 		uint64_t index, uint64_t *pblk);
+/*
+ * Visit every block of the tree under @root that a truncate from data
+ * index @lo or above could free, below @hi, highest index first: each
+ * data block in [@lo, @hi) as (its index, 0), and each map block whose
+ * first data index is in [@lo, @hi) as (that index, its level), after
+ * every block under it. @fn's nonzero return stops the walk and is
+ * returned.
+ */
+typedef int (*bmap_down_fn)(void *arg, uint64_t index, unsigned level);
+int bmap_walk_down(struct bmap_walk *w, uint64_t owner, const struct bmap_root *root, uint64_t lo,
+		   uint64_t hi, bmap_down_fn fn, void *arg);
 /* Get block (owner, index), whose address the walk found to be @pblk. */
 int bmap_read_block(struct bmap_walk *w, uint64_t owner, uint64_t index, uint64_t pblk,
 		    struct buf **out);

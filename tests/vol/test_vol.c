@@ -787,12 +787,7 @@ static void test_crash_points_of_a_commit(void **state)
 /* One transaction truncating @owner from @from on. */
 static void truncate_txn(struct vol *v, uint64_t owner, uint64_t from)
 {
-	struct vol_txn t;
-
-	assert_int_equal(vol_txn_begin(v, 1, 0, &t), 0);
-	assert_int_equal(vol_truncate(&t, owner, from), 0);
-	assert_int_equal(t.vt_left, 0); /* one block, whatever the range */
-	vol_txn_end(&t);
+	vf_truncate(v, owner, from, 0);
 }
 
 static const uint64_t sparse_idx[] = {
@@ -818,6 +813,7 @@ static void test_truncate_sparse_huge_ranges(void **state)
 	struct bdev *d = vf_mkfs(DEV_BLOCKS);
 	struct vol *v = vf_open(d, 0), *img;
 	struct vol_txn t;
+	uint64_t from, cost;
 
 	(void)state;
 	test_watchdog("test_truncate_sparse_huge_ranges", 60);
@@ -865,14 +861,34 @@ static void test_truncate_sparse_huge_ranges(void **state)
 	vf_expect(img, OWNER + 1, 7, 1);
 	assert_int_equal(vol_close(img), 0);
 
-	assert_int_equal(vol_txn_begin(v, 1, 0, &t), 0);
-	assert_int_equal(vol_truncate(&t, 3, 0), -EINVAL); /* the volume's own */
-	assert_int_equal(vol_truncate(&t, OWNER, 0), 0);
-	assert_int_equal(vol_truncate(&t, OWNER, 0), -EINVAL); /* past its reservation */
+	assert_int_equal(vol_truncate_plan(v, OWNER, 0, 1ULL << 31, UINT64_MAX, &from, &cost), 0);
+	assert_int_equal(from, 0);
+	assert_int_equal(cost, 2); /* the path; the block and the map blocks above it */
+	assert_int_equal(vol_txn_begin(v, cost, 0, &t), 0);
+	assert_int_equal(vol_truncate(&t, 3, 0, 1), -EINVAL);		 /* the volume's own */
+	assert_int_equal(vol_truncate(&t, OWNER, 0, cost + 1), -EINVAL); /* more than reserved */
+	assert_int_equal(vol_truncate(&t, OWNER, 0, cost), 0);
+	assert_int_equal(vol_truncate(&t, OWNER, 0, 1), -EINVAL); /* past its reservation */
 	vol_txn_end(&t);
 	vf_check(v);
 	assert_int_equal(vol_close(v), 0);
 	test_watchdog_cancel();
+}
+
+#define TRUNCATE_CACHE 4096u /* room for a truncate of 600 blocks in one transaction */
+
+/*
+ * One transaction truncating @owner's blocks [@from, @to) (none past @to)
+ * at the cost of the range, without the plan's walk (which reads the map).
+ */
+static void truncate_range_txn(struct vol *v, uint64_t owner, uint64_t from, uint64_t to)
+{
+	uint64_t cost = vol_truncate_cost(v, to - from);
+	struct vol_txn t;
+
+	assert_int_equal(vol_txn_begin(v, cost, 0, &t), 0);
+	assert_int_equal(vol_truncate(&t, owner, from, cost), 0);
+	vol_txn_end(&t);
 }
 
 /* Blocks 0..n-1 of OWNER at version 1, synced; a cold volume (nothing cached) if @cold. */
@@ -882,7 +898,7 @@ static struct vol *truncate_setup(struct bdev **d, uint64_t n, bool cold)
 	struct bdev *copy;
 
 	*d = vf_mkfs(DEV_BLOCKS);
-	v = vf_open(*d, 0);
+	v = vf_open(*d, TRUNCATE_CACHE);
 	for (uint64_t i = 0; i < n; i++)
 		vf_write(v, OWNER, i, 1);
 	assert_int_equal(vol_sync(v), 0);
@@ -891,7 +907,70 @@ static struct vol *truncate_setup(struct bdev **d, uint64_t n, bool cold)
 	assert_int_equal(bdev_emu_open_copy(*d, &copy), 0);
 	assert_int_equal(vol_close(v), 0);
 	*d = copy;
-	return vf_open(copy, 0);
+	return vf_open(copy, TRUNCATE_CACHE);
+}
+
+/*
+ * A truncate's cost is what it frees, counted by vol_truncate_plan: a
+ * large one is a loop from the top down, each step within its budget
+ * and lower than the last; holes cost nothing, dirty blocks count with
+ * the map blocks their commit may add, and the plan never costs more
+ * than the range's bound (vol_truncate_cost).
+ */
+static void test_truncate_plan_from_the_top(void **state)
+{
+	struct bdev *d = vf_mkfs(DEV_BLOCKS);
+	struct vol *v = vf_open(d, 0), *img;
+	uint64_t hi = VOL_INDEX_END, from, cost, steps = 0;
+	struct vol_txn t;
+
+	(void)state;
+	test_watchdog("test_truncate_plan_from_the_top", 120);
+	/* an owner of two far blocks: holes cost nothing, one step */
+	vf_write(v, OWNER + 1, 0, 1);
+	vf_write(v, OWNER + 1, 1ULL << 30, 1);
+	assert_int_equal(vol_sync(v), 0);
+	assert_int_equal(vol_truncate_plan(v, OWNER + 1, 0, VOL_INDEX_END, 2, &from, &cost), 0);
+	assert_int_equal(from, 0);
+	assert_int_equal(cost, 2);
+
+	/* committed blocks, then dirty ones above them */
+	for (uint64_t i = 0; i < 1000; i++)
+		vf_write(v, OWNER, i, 1);
+	assert_int_equal(vol_sync(v), 0);
+	for (uint64_t i = 1000; i < 1040; i++)
+		vf_write(v, OWNER, i, 2);
+	assert_int_equal(vol_truncate_plan(v, OWNER, 0, 1040, UINT64_MAX, &from, &cost), 0);
+	assert_int_equal(from, 0);
+	assert_true(cost <=
+		    vol_truncate_cost(v, 1000) + vol_truncate_cost(v, 40 * (1 + v->v_height_max)));
+	/* the dirty blocks alone: each with the map blocks it may add */
+	assert_int_equal(vol_truncate_plan(v, OWNER, 1000, 1040, UINT64_MAX, &from, &cost), 0);
+	assert_true(cost > 2 && cost <= vol_truncate_cost(v, 40 * (1 + v->v_height_max)));
+	do {
+		assert_int_equal(vol_truncate_plan(v, OWNER, 0, hi, 3, &from, &cost), 0);
+		assert_true(cost <= 3);
+		assert_true(from < hi);
+		assert_int_equal(vol_txn_begin(v, cost, VOL_TXN_FREEING, &t), 0);
+		assert_int_equal(vol_truncate(&t, OWNER, from, cost), 0);
+		vol_txn_end(&t);
+		vf_expect(v, OWNER, from, 0);
+		if (from)
+			vf_expect(v, OWNER, from - 1, from - 1 < 1000 ? 1 : 2);
+		hi = from;
+		steps++;
+	} while (from > 0);
+	assert_true(steps > 10); /* 1040 blocks, a few dozen a step */
+	assert_int_equal(vol_sync(v), 0);
+	img = vf_reopen_copy(d, 0);
+	for (uint64_t i = 0; i < 1040; i++)
+		vf_expect(img, OWNER, i, 0);
+	vf_expect(img, OWNER + 1, 1ULL << 30, 1);
+	vf_check(img);
+	assert_int_equal(vol_close(img), 0);
+	vf_check(v);
+	assert_int_equal(vol_close(v), 0);
+	test_watchdog_cancel();
 }
 
 /*
@@ -909,10 +988,14 @@ static void test_truncate_then_write_same_delta(void **state)
 		struct vol_txn t;
 
 		memset(part, 0x5a, sizeof(part));
-		assert_int_equal(vol_txn_begin(v, 5, 0, &t), 0);
+		uint64_t from, cost;
+
+		assert_int_equal(vol_truncate_plan(v, OWNER, 6, 12, UINT64_MAX, &from, &cost), 0);
+		assert_int_equal(from, 6);
+		assert_int_equal(vol_txn_begin(v, 4 + cost, 0, &t), 0);
 		vf_pattern(buf, OWNER, 9, 2);
 		assert_int_equal(vol_write(&t, OWNER, 9, buf), 0); /* before: lost */
-		assert_int_equal(vol_truncate(&t, OWNER, 6), 0);
+		assert_int_equal(vol_truncate(&t, OWNER, 6, cost), 0);
 		vf_pattern(buf, OWNER, 8, 3);
 		assert_int_equal(vol_write(&t, OWNER, 8, buf), 0); /* after: wins */
 		assert_int_equal(vol_write_range(&t, OWNER, 10, 100, sizeof(part), part), 0);
@@ -1042,7 +1125,7 @@ static void test_failed_commit_keeps_truncate(void **state)
 		struct vol *v = truncate_setup(&d, 600, true), *img;
 
 		vf_expect(v, OWNER, 550, 1); /* cached: the truncate zeroes it */
-		truncate_txn(v, OWNER, 3);
+		truncate_range_txn(v, OWNER, 3, 600);
 		vf_expect(v, OWNER, 3, 0);
 		vf_expect(v, OWNER, 550, 0);
 		bdev_emu_fail_op(d, fault ? BDEV_EMU_WRITE : BDEV_EMU_READ, 1, 1, -EIO);
@@ -1368,6 +1451,7 @@ int main(void)
 	    cmocka_unit_test(test_failed_commit_keeps_punches),
 	    cmocka_unit_test(test_failed_commit_punch_then_write),
 	    cmocka_unit_test(test_truncate_sparse_huge_ranges),
+	    cmocka_unit_test(test_truncate_plan_from_the_top),
 	    cmocka_unit_test(test_truncate_then_write_same_delta),
 	    cmocka_unit_test(test_truncate_then_write_next_delta),
 	    cmocka_unit_test(test_truncate_across_crash),

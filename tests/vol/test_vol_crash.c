@@ -291,31 +291,43 @@ static void cr_op_block(struct cr_thread *th, uint32_t *local, uint32_t *index)
 	*index = (uint32_t)prng_below(&th->ct_rng, CR_BLOCKS);
 }
 
-/* One operation of the thread's next transaction, recorded in @op. */
-static int cr_op(struct cr_thread *th, struct vol_txn *t, struct vm_op *op, void *buf)
+/* What a truncate of an owner's blocks costs at most (they all lie below CR_BLOCKS). */
+static uint64_t cr_trunc_cost(const struct vol *v)
+{
+	return vol_truncate_cost(v, CR_BLOCKS);
+}
+
+/* Draw one operation of the thread's next transaction into @op. */
+static void cr_op_draw(struct cr_thread *th, struct vm_op *op)
 {
 	uint32_t local, index;
-	uint64_t owner;
 
 	cr_op_block(th, &local, &index);
-	owner = VOL_FIRST_OWNER + th->ct_id * CR_OWNERS + local;
 	op->vo_owner = th->ct_id * CR_OWNERS + local;
 	op->vo_index = index;
 	op->vo_punch = prng_chance(&th->ct_rng, 1, CR_PUNCH_ONE_IN);
 	op->vo_trunc = false;
+	op->vo_tag = 0;
 	if (op->vo_punch && (op->vo_index & 3) == 3) {
 		/* a quarter of the punches truncate instead (no draw of its own, so
 		 * the schedules of the recorded cases stay what they were) */
 		op->vo_punch = false;
 		op->vo_trunc = true;
-		op->vo_tag = 0;
-		return vol_truncate(t, owner, op->vo_index);
+	} else if (!op->vo_punch) {
+		op->vo_tag =
+		    vm_tag(th->ct_run->cr_tag_base + th->ct_id, th->ct_ntxns, local, op->vo_index);
 	}
-	if (op->vo_punch) {
-		op->vo_tag = 0;
+}
+
+/* Apply operation @op in @t. */
+static int cr_op_apply(struct cr_thread *th, struct vol_txn *t, const struct vm_op *op, void *buf)
+{
+	uint64_t owner = VOL_FIRST_OWNER + op->vo_owner;
+
+	if (op->vo_trunc)
+		return vol_truncate(t, owner, op->vo_index, cr_trunc_cost(th->ct_run->cr_vol));
+	if (op->vo_punch)
 		return vol_punch(t, owner, op->vo_index);
-	}
-	op->vo_tag = vm_tag(th->ct_run->cr_tag_base + th->ct_id, th->ct_ntxns, local, op->vo_index);
 	vm_fill(buf, CR_BS, op->vo_tag);
 	return vol_write(t, owner, op->vo_index, buf);
 }
@@ -325,10 +337,16 @@ static void cr_txn(struct cr_thread *th, void *buf)
 {
 	struct vm_txn *x = &th->ct_txns[th->ct_ntxns];
 	uint32_t k = 1 + (uint32_t)prng_below(&th->ct_rng, VM_TXN_OPS);
+	uint64_t nblocks = 0;
 	struct vol_txn t;
 	int err;
 
-	err = vol_txn_begin(th->ct_run->cr_vol, k, 0, &t);
+	/* drawn first, so the transaction reserves what its truncates cost */
+	for (uint32_t i = 0; i < k; i++) {
+		cr_op_draw(th, &x->vx_ops[i]);
+		nblocks += x->vx_ops[i].vo_trunc ? cr_trunc_cost(th->ct_run->cr_vol) : 1;
+	}
+	err = vol_txn_begin(th->ct_run->cr_vol, nblocks, 0, &t);
 	if (err == -ENOSPC && th->ct_run->cr_sched == CR_SCHED_FREE) {
 		th->ct_full = true; /* no cleaner yet: the log filled the volume */
 		return;
@@ -340,7 +358,7 @@ static void cr_txn(struct cr_thread *th, void *buf)
 	x->vx_delta = t.vt_op.dop_delta;
 	x->vx_nops = k;
 	for (uint32_t i = 0; i < k && !err; i++) {
-		err = cr_op(th, &t, &x->vx_ops[i], buf);
+		err = cr_op_apply(th, &t, &x->vx_ops[i], buf);
 		if (err)
 			cr_fail(th, err,
 				x->vx_ops[i].vo_trunc	? "vol_truncate"

@@ -134,10 +134,8 @@ static void test_fill_from_threads_then_free(void **state)
 		assert_int_equal(vol_punch(&t, OWNER0 + i, filler_index(0)), 0);
 	vol_txn_end(&t);
 	assert_int_equal(vol_sync(v), 0);
-	/* and so does a truncate (one block, whatever it frees) */
-	assert_int_equal(vol_txn_begin(v, 1, VOL_TXN_FREEING, &t), 0);
-	assert_int_equal(vol_truncate(&t, OWNER0 + NTHREADS - 1, filler_index(1)), 0);
-	vol_txn_end(&t);
+	/* and so does a truncate */
+	vf_truncate(v, OWNER0 + NTHREADS - 1, filler_index(1), VOL_TXN_FREEING);
 	assert_int_equal(vol_sync(v), 0);
 	delta_stats(v->v_ds, &ds);
 	assert_int_equal(ds.ds_underestimates, 0);

@@ -60,11 +60,7 @@ static void write_round(struct vol *v, uint32_t round)
 
 static void delete_owner(struct vol *v, uint64_t owner)
 {
-	struct vol_txn t;
-
-	assert_int_equal(vol_txn_begin(v, 1, VOL_TXN_FREEING, &t), 0);
-	assert_int_equal(vol_truncate(&t, owner, 0), 0);
-	vol_txn_end(&t);
+	vf_truncate(v, owner, 0, VOL_TXN_FREEING);
 }
 
 static void write_keeper(struct vol *v)

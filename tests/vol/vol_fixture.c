@@ -131,6 +131,23 @@ void vf_punch(struct vol *v, uint64_t owner, uint64_t index)
 	vol_txn_end(&t);
 }
 
+void vf_truncate(struct vol *v, uint64_t owner, uint64_t from, unsigned flags)
+{
+	uint64_t hi = VOL_MAX_INDEX + 1, start, cost;
+	struct vol_txn t;
+
+	do { /* from the top down, as much as a transaction may hold each time */
+		assert_int_equal(
+		    vol_truncate_plan(v, owner, from, hi, vol_txn_max(v), &start, &cost), 0);
+		assert_true(start >= from && start <= hi);
+		assert_int_equal(vol_txn_begin(v, cost, flags, &t), 0);
+		assert_int_equal(vol_truncate(&t, owner, start, cost), 0);
+		assert_int_equal(t.vt_left, 0);
+		vol_txn_end(&t);
+		hi = start;
+	} while (start > from);
+}
+
 bool vf_has(struct vol *v, uint64_t owner, uint64_t index, uint32_t version)
 {
 	static _Thread_local uint64_t want[VF_BS / 8], got[VF_BS / 8];

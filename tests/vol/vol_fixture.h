@@ -43,6 +43,8 @@ void vf_filter_from_env(void);
 void vf_pattern(void *data, uint64_t owner, uint64_t index, uint32_t version);
 /* One transaction writing version @version of (owner, index). */
 void vf_write(struct vol *v, uint64_t owner, uint64_t index, uint32_t version);
+/* Truncate @owner from @from on, in transactions from the top down (vol_truncate_plan). */
+void vf_truncate(struct vol *v, uint64_t owner, uint64_t from, unsigned flags);
 void vf_punch(struct vol *v, uint64_t owner, uint64_t index);
 /* Fail the test unless (owner, index) reads as @version (0: zeros). */
 void vf_expect(struct vol *v, uint64_t owner, uint64_t index, uint32_t version);
