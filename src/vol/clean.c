@@ -59,6 +59,10 @@
  * leaves either the old state (the old entry, the victim in use) or the
  * new one.
  *
+ * Interleaving points: vol.clean.start, .done (the watermarks'
+ * hysteresis), .victims (chosen, the base reserved), .read (a block
+ * found current, before it is read).
+ *
  * Commit thread only (its state: usage.c (3)).
  */
 #include "vol/vol_internal.h"
@@ -143,6 +147,8 @@ static int clean_block(void *arg, uint64_t owner, uint64_t index, uint64_t tag, 
 		cr->cr_full = true;
 		return 1; /* enough for this commit */
 	}
+	/* current at the first look, not read yet: a punch may come in between */
+	SYNC_POINT("vol.clean.read");
 	err = buf_read(v->v_cache, owner, index, &b); /* a walk finds it */
 	if (err) {
 		clean_unreserve(cr, cost);
