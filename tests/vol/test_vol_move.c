@@ -1,0 +1,386 @@
+/*
+ * test_vol_move.c - the cleaner's moves against the front end and
+ * against a failed commit.
+ *
+ * The cleaner moves a block by its translation entry alone: the same
+ * number at a new address, no map block above it rewritten (clean.c,
+ * commit.c). Each test builds a volume whose first segment holds only
+ * the blocks of one owner (its data blocks and, with two of them, its
+ * level-1 map block), every other block there dead, and makes the next
+ * commit clean (v_clean_urgent): greedy, it takes that segment first.
+ * Then it forces one interleaving with the interleaving points, no
+ * sleeps, and proves:
+ *
+ *   - a punch recorded in the next delta between the cleaner's first
+ *     look at a block and its read (vol.clean.read) does not reach the
+ *     committing delta: the durable state of that delta still holds the
+ *     block, and the next one reads zeros;
+ *   - a moved block the front end writes in the next delta after the
+ *     commit took it (vol.commit.taken) is moved as its fork's shadow:
+ *     the committing delta has the old content under the old number at
+ *     a new address, the next one the new content under a new number;
+ *   - a commit that fails (a read error) before it reached the blocks
+ *     the cleaner dirtied to move leaves the moves to the next one: the
+ *     blocks keep their numbers, the data is intact, the counts agree
+ *     with a recount, and nothing consumes more than was reserved;
+ *   - a map block the commit changed already (a punch of one of its
+ *     entries) is written as a new version, with a new number, not moved
+ *     with its new content under the old one.
+ */
+#include "harness.h"
+#include "vol_fixture.h"
+
+#include "vol/vol_internal.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NBLOCKS (64 * VF_SEG + 64) /* a little over 64 segments: 16 MiB */
+#define OWNER	20		   /* its blocks are the ones moved */
+#define OTHER	21		   /* a punch of a hole here: the cleaning delta's change */
+#define GARBAGE 22		   /* fills the rest of the first segment, then goes */
+
+/* Where block (owner, index) is now: its number and its address. */
+struct mv_where {
+	uint64_t w_entry;
+	uint64_t w_pblk;
+};
+
+static struct mv_where mv_where(struct vol *v, uint64_t owner, uint64_t index)
+{
+	struct mv_where w;
+	uint64_t path;
+
+	assert_int_equal(vol_resolve_entry(v, owner, index, &w.w_entry, &w.w_pblk, &path), 0);
+	assert_true(w.w_entry && w.w_pblk);
+	return w;
+}
+
+/* OWNER's level-1 map block (it has one once it holds two blocks). */
+static uint64_t mv_map_block(struct vol *v)
+{
+	return bmap_node_index(&v->v_map, 1, 0);
+}
+
+/*
+ * A volume whose first segment holds only OWNER's blocks 0..@n-1 (@n: 1
+ * or 2; with 2, its map block too), version 1, all cached and clean.
+ */
+static struct vol *mv_setup(struct bdev **d, unsigned n)
+{
+	struct vol_open_opts oo = {.voo_clean_policy = VOL_CLEAN_GREEDY};
+	struct vol *v;
+	uint64_t seg;
+	uint32_t live;
+
+	*d = vf_mkfs(NBLOCKS);
+	v = vf_open_opts(*d, &oo);
+	for (uint64_t i = 0; i < n; i++)
+		vf_write(v, OWNER, i, 1);
+	assert_int_equal(vol_sync(v), 0);
+	for (uint64_t i = 0; i < 2 * VF_SEG; i++) /* the rest of the segment, and more */
+		vf_write(v, GARBAGE, i, 1);
+	assert_int_equal(vol_sync(v), 0);
+	for (uint64_t i = 0; i < 2 * VF_SEG; i++)
+		vf_punch(v, GARBAGE, i);
+	assert_int_equal(vol_sync(v), 0);
+	/* the segment holds OWNER's blocks alone: the cleaner reads nothing
+	 * else there (the test waits for its first read) */
+	seg = vol_seg_of(v, mv_where(v, OWNER, 0).w_pblk);
+	assert_int_equal(seg, 0);
+	cmutex_lock(&v->v_usage.vu_lock);
+	live = v->v_usage.vu_live[seg];
+	cmutex_unlock(&v->v_usage.vu_lock);
+	assert_int_equal(live, n == 1 ? 1 : n + 1);
+	for (uint64_t i = 0; i < n; i++)
+		assert_int_equal(vol_seg_of(v, mv_where(v, OWNER, i).w_pblk), seg);
+	if (n > 1)
+		assert_int_equal(vol_seg_of(v, mv_where(v, OWNER, mv_map_block(v)).w_pblk), seg);
+	return v;
+}
+
+/*
+ * The delta open now (D) is to clean: it punches a hole (a change that
+ * dirties no data buffer, so that the commit's only data buffers are the
+ * cleaner's) and the cleaner runs in its commit whatever the watermarks
+ * say.
+ */
+static void mv_clean_next(struct vol *v)
+{
+	vf_punch(v, OTHER, 0);
+	atomic_store(&v->v_clean_urgent, true);
+}
+
+static void *sync_main(void *arg)
+{
+	return (void *)(intptr_t)vol_sync(arg);
+}
+
+/* Warnings logged while a test watches (errors are the failures it causes). */
+static _Atomic unsigned mv_warnings;
+
+static void mv_log_sink(enum log_level level, const char *line, void *arg)
+{
+	(void)arg;
+	print_message("# logged: %s\n", line);
+	if (level == LOG_WARN)
+		mv_warnings++;
+}
+
+static void mv_log_watch(void)
+{
+	mv_warnings = 0;
+	cairn_log_set_sink(mv_log_sink, NULL);
+}
+
+static void mv_log_unwatch(void)
+{
+	cairn_log_set_sink(NULL, NULL);
+}
+
+/* ---- a punch between the cleaner's look and its read ---------------------- */
+
+/*
+ * The cleaner finds block 0 current (no punch pending) and stops before
+ * reading it (vol.clean.read); the next delta punches it; the read,
+ * a fill since the block is not cached, then sees the punch and reads
+ * zeros. Those zeros must not be moved into the committing delta: its
+ * durable state still holds version 1, and only the next commit (the
+ * punch's) makes the block a hole.
+ */
+static void test_punch_between_look_and_read(void **state)
+{
+	struct bdev *d;
+	struct vol *v = mv_setup(&d, 1), *img;
+	uint32_t committed;
+	pthread_t th;
+
+	(void)state;
+	test_needs_syncpoints();
+	test_watchdog("test_punch_between_look_and_read", 30);
+	buf_drop_owner(v->v_cache, OWNER, 0); /* the cleaner's read fills it */
+	committed = vol_committed_delta(v);
+	mv_clean_next(v); /* delta D */
+	syncpoint_enable();
+	syncpoint_order("test.punched", "vol.clean.read");
+	test_thread_start(&th, sync_main, v);
+	syncpoint_wait_arrived("vol.clean.read", 1); /* block 0 found current */
+	vf_punch(v, OWNER, 0);			     /* D+1 */
+	SYNC_POINT("test.punched");
+	assert_int_equal((intptr_t)test_thread_join(th), 0);
+	assert_int_equal(vol_committed_delta(v), committed + 1);
+	assert_int_equal(syncpoint_passed("vol.clean.read"), 1); /* it read only block 0 */
+	vf_expect(v, OWNER, 0, 0);
+	img = vf_reopen_copy(d, 0); /* D's state: the punch is not in it */
+	vf_expect(img, OWNER, 0, 1);
+	vf_check(img);
+	assert_int_equal(vol_close(img), 0);
+	vf_check(v); /* D+1: the punch */
+	img = vf_reopen_copy(d, 0);
+	vf_expect(img, OWNER, 0, 0);
+	assert_int_equal(vol_close(img), 0);
+	assert_int_equal(vol_close(v), 0);
+	test_watchdog_cancel();
+}
+
+/* ---- a moved block forked after the commit took it ----------------------- */
+
+/*
+ * The cleaner dirties block 0 in D to move it; the commit takes its
+ * buffer (vol.commit.taken), and before it writes it the front end
+ * writes version 2 in D+1, forking it: the buffer is D+1's, and the
+ * fork's shadow, taken later, holds D's content. The shadow is the
+ * move: D's state has version 1 under the same number at a new address
+ * (a new number would mean it was rewritten with its path, which the
+ * cleaner did not reserve); D+1 writes version 2 as a new version.
+ */
+static void test_move_forked_after_taken(void **state)
+{
+	struct bdev *d;
+	struct vol *v = mv_setup(&d, 1), *img;
+	struct mv_where before, after;
+	uint32_t committed;
+	pthread_t th;
+
+	(void)state;
+	test_needs_syncpoints();
+	test_watchdog("test_move_forked_after_taken", 30);
+	before = mv_where(v, OWNER, 0);
+	committed = vol_committed_delta(v);
+	mv_clean_next(v); /* delta D */
+	syncpoint_enable();
+	syncpoint_order("test.forked", "vol.commit.taken");
+	test_thread_start(&th, sync_main, v);
+	syncpoint_wait_arrived("vol.commit.taken", 1); /* block 0, the only data buffer */
+	vf_write(v, OWNER, 0, 2);		       /* D+1 forks it */
+	SYNC_POINT("test.forked");
+	assert_int_equal((intptr_t)test_thread_join(th), 0);
+	assert_int_equal(vol_committed_delta(v), committed + 1);
+	assert_true(buf_forks(v->v_cache) >= 1);
+	after = mv_where(v, OWNER, 0); /* D's state (D+1's write is not committed) */
+	assert_int_equal(after.w_entry, before.w_entry); /* moved, not rewritten */
+	assert_int_not_equal(after.w_pblk, before.w_pblk);
+	assert_int_not_equal(vol_seg_of(v, after.w_pblk), 0);
+	vf_expect(v, OWNER, 0, 2);
+	img = vf_reopen_copy(d, 0);
+	vf_expect(img, OWNER, 0, 1);
+	vf_check(img);
+	assert_int_equal(vol_close(img), 0);
+	vf_check(v); /* D+1 */
+	after = mv_where(v, OWNER, 0);
+	assert_int_not_equal(after.w_entry, before.w_entry); /* a new version, a new number */
+	img = vf_reopen_copy(d, 0);
+	vf_expect(img, OWNER, 0, 2);
+	assert_int_equal(vol_close(img), 0);
+	assert_int_equal(vol_close(v), 0);
+	test_watchdog_cancel();
+}
+
+/* ---- a failed commit's moves ---------------------------------------------- */
+
+#define COLD 23 /* written in the failing delta; its map block is not cached */
+
+/*
+ * A cold owner: two blocks (so a map block), written and synced, then
+ * its map block dropped from the cache. Returns that block's address.
+ */
+static uint64_t mv_cold_owner(struct vol *v)
+{
+	uint64_t map;
+
+	vf_write(v, COLD, 0, 1);
+	vf_write(v, COLD, 1, 1);
+	assert_int_equal(vol_sync(v), 0);
+	map = mv_where(v, COLD, mv_map_block(v)).w_pblk;
+	buf_drop_owner(v->v_cache, COLD, VOL_META_BIT);
+	return map;
+}
+
+/*
+ * Delta D writes COLD's block 0 and cleans: the cleaner moves OWNER's
+ * blocks (dirtied after COLD's, so taken after it), then the data step
+ * links COLD's block, reads its map block, and that read fails: the
+ * commit fails before it reached the moves, and they carry to D+1.
+ */
+static void mv_fail_cleaning_commit(struct vol *v, struct bdev *d, uint64_t cold_map)
+{
+	uint32_t committed = vol_committed_delta(v);
+	struct vol_usage_stats us;
+
+	vf_write(v, COLD, 0, 2);
+	atomic_store(&v->v_clean_urgent, true);
+	bdev_emu_fail_block(d, BDEV_EMU_READ, cold_map, 1, -EIO);
+	assert_int_equal(vol_sync(v), -EIO);
+	bdev_emu_clear_faults(d);
+	assert_int_equal(vol_committed_delta(v), committed);
+	vol_usage(v, &us);
+	assert_true(us.vus_moved >= 3); /* the cleaner dirtied OWNER's blocks to move */
+}
+
+/*
+ * D's commit is to move OWNER's two blocks and its map block, and fails
+ * before it reached them: they come back dirty in D+1, still moves. D+1's
+ * commit writes them under their numbers at new addresses (rewritten
+ * with their paths, they would take new numbers, and cost blocks nobody
+ * reserved), with the data intact; nothing consumed more than it
+ * reserved, the reservations all came back, nothing was logged but the
+ * failure, and the counts agree with a recount.
+ */
+static void test_failed_commit_carries_moves(void **state)
+{
+	struct bdev *d;
+	struct vol *v = mv_setup(&d, 2), *img;
+	struct mv_where before[3], after;
+	uint64_t index[3], cold_map;
+	struct log_space sp;
+	uint64_t reserved;
+
+	(void)state;
+	test_watchdog("test_failed_commit_carries_moves", 30);
+	cold_map = mv_cold_owner(v);
+	index[0] = 0, index[1] = 1, index[2] = mv_map_block(v);
+	for (int i = 0; i < 3; i++)
+		before[i] = mv_where(v, OWNER, index[i]);
+	vol_space(v, &sp);
+	reserved = sp.sp_reserved;
+	mv_log_watch();
+	mv_fail_cleaning_commit(v, d, cold_map);
+	vf_expect(v, OWNER, 0, 1);
+	vf_expect(v, OWNER, 1, 1);
+	assert_int_equal(vol_sync(v), 0); /* D+1 carries D */
+	mv_log_unwatch();
+	assert_int_equal(mv_warnings, 0);
+	for (int i = 0; i < 3; i++) {
+		after = mv_where(v, OWNER, index[i]);
+		assert_int_equal(after.w_entry, before[i].w_entry); /* moved, not rewritten */
+		assert_int_not_equal(vol_seg_of(v, after.w_pblk), 0);
+	}
+	vol_space(v, &sp);
+	assert_int_equal(sp.sp_reserved, reserved); /* the carried reservation came back */
+	vf_expect(v, COLD, 0, 2);
+	vf_check(v);
+	img = vf_reopen_copy(d, 0);
+	vf_expect(img, OWNER, 0, 1);
+	vf_expect(img, OWNER, 1, 1);
+	vf_expect(img, COLD, 0, 2);
+	vf_check(img);
+	assert_int_equal(vol_close(img), 0);
+	assert_int_equal(vol_close(v), 0);
+	test_watchdog_cancel();
+}
+
+/* ---- a map block the commit changed ------------------------------------------ */
+
+/*
+ * D punches block 1: its commit clears the entry in OWNER's map block
+ * (step (1)) before the cleaner runs. The cleaner then finds the map
+ * block current at its old address in the victim, dirty already: it is
+ * a new version (a new number), not a move of its new content under the
+ * old number. Block 0 still moves; block 1 is a hole.
+ */
+static void test_changed_map_block_is_not_moved(void **state)
+{
+	struct bdev *d;
+	struct vol *v = mv_setup(&d, 2), *img;
+	struct mv_where map_before, map_after, b0_before, b0_after;
+	uint32_t committed;
+
+	(void)state;
+	map_before = mv_where(v, OWNER, mv_map_block(v));
+	b0_before = mv_where(v, OWNER, 0);
+	committed = vol_committed_delta(v);
+	vf_punch(v, OWNER, 1); /* delta D */
+	atomic_store(&v->v_clean_urgent, true);
+	assert_int_equal(vol_sync(v), 0);
+	assert_int_equal(vol_committed_delta(v), committed + 1);
+	map_after = mv_where(v, OWNER, mv_map_block(v));
+	b0_after = mv_where(v, OWNER, 0);
+	assert_int_equal(b0_after.w_entry, b0_before.w_entry); /* block 0 moved */
+	assert_int_not_equal(vol_seg_of(v, b0_after.w_pblk), 0);
+	assert_int_not_equal(map_after.w_entry, map_before.w_entry); /* a new version */
+	assert_int_not_equal(vol_seg_of(v, map_after.w_pblk), 0);
+	vf_expect(v, OWNER, 0, 1);
+	vf_expect(v, OWNER, 1, 0);
+	vf_check(v);
+	img = vf_reopen_copy(d, 0);
+	vf_expect(img, OWNER, 0, 1);
+	vf_expect(img, OWNER, 1, 0);
+	vf_check(img);
+	assert_int_equal(vol_close(img), 0);
+	assert_int_equal(vol_close(v), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_punch_between_look_and_read),
+	    cmocka_unit_test(test_move_forked_after_taken),
+	    cmocka_unit_test(test_failed_commit_carries_moves),
+	    cmocka_unit_test(test_changed_map_block_is_not_moved),
+	};
+
+	vf_filter_from_env();
+	return TEST_RUN("vol_move", tests);
+}
