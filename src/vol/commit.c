@@ -45,7 +45,10 @@
  *   On error: log_build_abort, every written buffer back to Dirty
  *   (buf_write_cancel: a shadow has no owner to record an error on, and
  *   delta_sync reports the commit's error), buf_delta_requeue(D, D+1)
- *   and the punches to D+1, so D+1's commit carries everything.
+ *   and the punches to D+1, so D+1's commit carries everything; the
+ *   cleaner's moves not yet written too (v_moves), each a new version
+ *   instead if the front end changed its block meanwhile
+ *   (vol_commit_unchanged).
  *
  * Invariants
  *   (1) A map or owner-table block is added to the log only after every
@@ -72,6 +75,7 @@
 
 #include <inttypes.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "util/syncpoint.h"
 
@@ -99,6 +103,7 @@ struct vol_commit {
 	struct vol_bufvec vc_meta[VOL_NCLASSES][VOL_MAX_LEVELS + 1];
 	struct vol_table vc_seen;  /* the blocks in vc_meta */
 	struct vol_table vc_moves; /* (owner, index) -> struct vol_move: blocks the cleaner moves */
+	void *vc_scratch;	   /* a block: the content a carried move leaves */
 	uint64_t vc_payload;	   /* blocks added to the log */
 	uint64_t vc_consumed;	   /* log blocks, headers and summaries included */
 };
@@ -157,7 +162,8 @@ static int vol_commit_keep(struct vol_commit *vc, struct buf *b)
 /* A block the cleaner dirtied unchanged, to move (clean.c). */
 struct vol_move {
 	uint64_t vm_vblk; /* its number, which stays */
-	uint64_t vm_pblk; /* where it was */
+	uint64_t vm_pblk; /* where it was (durable until this move is) */
+	bool vm_carried;  /* from a failed commit: the front end may have changed it since */
 };
 
 /* vol_clean_ops.co_move */
@@ -170,7 +176,7 @@ static int vol_commit_move_note(void *arg, uint64_t owner, uint64_t index, uint6
 
 	if (!m)
 		return -ENOMEM;
-	*m = (struct vol_move){vblk, pblk};
+	*m = (struct vol_move){vblk, pblk, false};
 	old = vol_table_get(&vc->vc_moves, owner, index);
 	err = vol_table_set(&vc->vc_moves, owner, index, m);
 	if (err)
@@ -284,9 +290,11 @@ static int vol_commit_tree(struct vol_commit *vc, uint64_t owner, struct bmap_tr
  * (a punched block: nothing to write). @b goes to vc_done with a
  * reference of its own. *pblk: its address. *mine false: @b left D
  * (forked to the open delta after it was taken) and was not touched.
+ * With @same (a carried move: vol_commit_unchanged), @b is written only
+ * if its data, fixed once Writing, is @same: else -ESTALE, nothing done.
  */
 static int vol_commit_write(struct vol_commit *vc, struct buf *b, uint32_t flags, bool add,
-			    uint64_t tag, uint64_t *pblk, bool *mine)
+			    uint64_t tag, const void *same, uint64_t *pblk, bool *mine)
 {
 	int err;
 
@@ -299,6 +307,10 @@ static int vol_commit_write(struct vol_commit *vc, struct buf *b, uint32_t flags
 		return err;
 	if (buf_delta(b) != vc->vc_delta)
 		goto out_cancel; /* forked to the open delta before we got here */
+	if (same && memcmp(buf_data(b), same, vc->vc_vol->v_block_size)) {
+		err = -ESTALE; /* written since the move was noted */
+		goto out_cancel;
+	}
 	if (add) {
 		err = log_build_add_tagged(vc->vc_lb, buf_owner(b), buf_index(b), tag, flags,
 					   buf_data(b), pblk);
@@ -321,17 +333,60 @@ out_cancel:
 }
 
 /*
+ * May move @m of block @b still be one? A carried move's block came back
+ * dirty with the failed commit's delta, which the front end may have
+ * changed since: a punch or a truncate of it (recorded until its commit
+ * ends) clears its map entry, a write changes its content. Either makes
+ * it a new version, which that change's transaction reserved for. False
+ * if one is recorded, or if the content to compare with cannot be had
+ * (a new version is never wrong). Else *same is the content the move
+ * leaves (durable at vm_pblk until the move is), for vol_commit_write to
+ * compare @b's with; NULL for a move noted by this commit, or of a map
+ * block (only the commit changes those, and a change is no move:
+ * vol_commit_note).
+ */
+static bool vol_commit_unchanged(struct vol_commit *vc, struct buf *b, const struct vol_move *m,
+				 const void **same)
+{
+	struct vol *v = vc->vc_vol;
+
+	*same = NULL;
+	if (!m->vm_carried || vol_is_meta(b))
+		return true;
+	if (vol_punch_pending(&v->v_punches, buf_owner(b), buf_index(b)))
+		return false;
+	if (!vc->vc_scratch && !(vc->vc_scratch = malloc(v->v_block_size)))
+		return false;
+	/* its segment goes only once the move is durable: no tracked read */
+	if (!vol_pblk_valid(v, m->vm_pblk) || bdev_read(v->v_bdev, m->vm_pblk, 1, vc->vc_scratch))
+		return false;
+	*same = vc->vc_scratch;
+	return true;
+}
+
+/*
  * Write block @b, moved by the cleaner (@m): same number, new address;
  * only its translation entry changes. @b's reference stays the caller's.
+ * -ESTALE: a carried move of a block changed since (vol_commit_unchanged),
+ * @m freed and @b untouched: the caller writes it as a new version.
  */
 static int vol_commit_moved(struct vol_commit *vc, struct buf *b, uint32_t flags,
 			    struct vol_move *m)
 {
+	const void *same;
 	uint64_t pblk, old;
 	bool mine;
 	int err;
 
-	err = vol_commit_write(vc, b, flags, true, m->vm_vblk, &pblk, &mine);
+	if (!vol_commit_unchanged(vc, b, m, &same)) {
+		free(m);
+		return -ESTALE;
+	}
+	err = vol_commit_write(vc, b, flags, true, m->vm_vblk, same, &pblk, &mine);
+	if (err == -ESTALE) {
+		free(m);
+		return err;
+	}
 	if (!err && !mine) /* forked: its shadow, taken later, is the move */
 		return vol_table_set(&vc->vc_moves, buf_owner(b), buf_index(b), m);
 	if (!err)
@@ -361,7 +416,7 @@ static int vol_commit_new(struct vol_commit *vc, struct buf *b, uint64_t owner, 
 	*entry = 0;
 	if (add && bmap_virtual(owner) && (err = dat_alloc(vc->vc_vol, &vblk)))
 		return err;
-	err = vol_commit_write(vc, b, flags, add, vblk, pblk, &mine);
+	err = vol_commit_write(vc, b, flags, add, vblk, NULL, pblk, &mine);
 	if (err || !mine || !add)
 		return err;
 	*entry = bmap_virtual(owner) ? vblk : *pblk;
@@ -388,8 +443,7 @@ static int vol_commit_data_block(struct vol_commit *vc, struct buf *b)
 
 	SYNC_POINT("vol.commit.taken");
 	m = vol_commit_move_take(vc, owner, index);
-	if (m) {
-		err = vol_commit_moved(vc, b, 0, m);
+	if (m && (err = vol_commit_moved(vc, b, 0, m)) != -ESTALE) {
 		buf_put(b);
 		return err;
 	}
@@ -729,6 +783,12 @@ static void vol_commit_move_free(void *m)
 		free(m);
 }
 
+static void vol_commit_move_carried(void *m)
+{
+	if (m != VOL_MOVE_NONE)
+		((struct vol_move *)m)->vm_carried = true;
+}
+
 void vol_commit_moves_clear(struct vol *v)
 {
 	vol_table_clear(&v->v_moves, vol_commit_move_free);
@@ -742,6 +802,7 @@ static void vol_commit_release(struct vol_commit *vc)
 			vol_bufvec_release(&vc->vc_meta[c][l]);
 	vol_table_clear(&vc->vc_seen, NULL);
 	vol_table_clear(&vc->vc_moves, vol_commit_move_free);
+	free(vc->vc_scratch);
 }
 
 int vol_commit(void *ctx, uint32_t delta, uint64_t *consumed)
@@ -756,6 +817,7 @@ int vol_commit(void *ctx, uint32_t delta, uint64_t *consumed)
 	/* a failed commit's moves: their blocks came back with the delta */
 	vc.vc_moves = v->v_moves;
 	v->v_moves = (struct vol_table){0};
+	vol_table_each(&vc.vc_moves, vol_commit_move_carried);
 	vc.vc_change =
 	    (struct bmap_change){delta, vol_commit_note, vol_commit_gone, vol_commit_root, &vc};
 	err = log_build_begin(v->v_log, delta, &vc.vc_lb);

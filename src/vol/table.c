@@ -89,6 +89,13 @@ int vol_table_set(struct vol_table *t, uint64_t owner, uint64_t index, void *val
 	return vol_table_put(t, owner, index, val);
 }
 
+void vol_table_each(struct vol_table *t, void (*fn)(void *val))
+{
+	for (size_t i = 0; i < t->vt_cap; i++)
+		if (t->vt_slots[i].kv_val)
+			fn(t->vt_slots[i].kv_val);
+}
+
 void vol_table_clear(struct vol_table *t, void (*fn)(void *val))
 {
 	for (size_t i = 0; fn && i < t->vt_cap; i++)

@@ -72,6 +72,8 @@ int vol_table_put(struct vol_table *t, uint64_t owner, uint64_t index, void *val
 /* Insert, or replace the value of an existing key. */
 int vol_table_set(struct vol_table *t, uint64_t owner, uint64_t index, void *val);
 void vol_table_clear(struct vol_table *t, void (*fn)(void *val));
+/* Call @fn on every value. */
+void vol_table_each(struct vol_table *t, void (*fn)(void *val));
 
 /* ---- bmap.c: block maps ---------------------------------------------- */
 

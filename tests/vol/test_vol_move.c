@@ -23,6 +23,11 @@
  *     the cleaner dirtied to move leaves the moves to the next one: the
  *     blocks keep their numbers, the data is intact, the counts agree
  *     with a recount, and nothing consumes more than was reserved;
+ *   - a carried move whose block the front end changed before the next
+ *     commit (a punch; a write; a truncate, then a write of the same
+ *     content; a write that forked the block before the failure) is a
+ *     new version: the punched block is a hole counted nowhere, the
+ *     written one has a new number, the truncated one is named again;
  *   - a map block the commit changed already (a punch of one of its
  *     entries) is written as a new version, with a new number, not moved
  *     with its new content under the old one.
@@ -331,6 +336,167 @@ static void test_failed_commit_carries_moves(void **state)
 	test_watchdog_cancel();
 }
 
+/*
+ * After D's commit failed before its moves (mv_fail_cleaning_commit),
+ * D+1 punches block 0: its map entry is cleared, so the carried move is
+ * none. D+1 must leave a hole there and count no block for it. Were it
+ * moved anyway, its dead number would get a new address, counted live
+ * with nothing naming it, and its old address left behind twice.
+ */
+static void test_carried_move_then_punch(void **state)
+{
+	struct bdev *d;
+	struct vol *v = mv_setup(&d, 2), *img;
+	uint64_t cold_map;
+
+	(void)state;
+	test_watchdog("test_carried_move_then_punch", 30);
+	cold_map = mv_cold_owner(v);
+	mv_fail_cleaning_commit(v, d, cold_map);
+	vf_punch(v, OWNER, 0); /* D+1 */
+	mv_log_watch();
+	assert_int_equal(vol_sync(v), 0);
+	mv_log_unwatch();
+	assert_int_equal(mv_warnings, 0);
+	vf_expect(v, OWNER, 0, 0);
+	vf_expect(v, OWNER, 1, 1);
+	vf_check(v);
+	img = vf_reopen_copy(d, 0);
+	vf_expect(img, OWNER, 0, 0);
+	vf_expect(img, OWNER, 1, 1);
+	vf_check(img);
+	assert_int_equal(vol_close(img), 0);
+	assert_int_equal(vol_close(v), 0);
+	test_watchdog_cancel();
+}
+
+/*
+ * After D's commit failed before its moves, D+1 writes version 2 of
+ * block 0 (the buffer is D+1's already: no fork). That is a new version:
+ * a new number. Moved, version 2 would take the number of version 1.
+ */
+static void test_carried_move_then_write(void **state)
+{
+	struct bdev *d;
+	struct vol *v = mv_setup(&d, 2), *img;
+	struct mv_where before, before1, after;
+	uint64_t cold_map;
+
+	(void)state;
+	test_watchdog("test_carried_move_then_write", 30);
+	cold_map = mv_cold_owner(v);
+	before = mv_where(v, OWNER, 0);
+	before1 = mv_where(v, OWNER, 1);
+	mv_fail_cleaning_commit(v, d, cold_map);
+	vf_write(v, OWNER, 0, 2); /* D+1 */
+	assert_int_equal(vol_sync(v), 0);
+	after = mv_where(v, OWNER, 0);
+	assert_int_not_equal(after.w_entry, before.w_entry);
+	assert_int_equal(mv_where(v, OWNER, 1).w_entry, before1.w_entry); /* still moved */
+	vf_expect(v, OWNER, 0, 2);
+	vf_check(v);
+	img = vf_reopen_copy(d, 0);
+	vf_expect(img, OWNER, 0, 2);
+	vf_expect(img, OWNER, 1, 1);
+	vf_check(img);
+	assert_int_equal(vol_close(img), 0);
+	assert_int_equal(vol_close(v), 0);
+	test_watchdog_cancel();
+}
+
+/* One transaction dropping every block of @owner from @from on. */
+static void mv_truncate(struct vol *v, uint64_t owner, uint64_t from)
+{
+	struct vol_txn t;
+
+	assert_int_equal(vol_txn_begin(v, 1, 0, &t), 0);
+	assert_int_equal(vol_truncate(&t, owner, from), 0);
+	vol_txn_end(&t);
+}
+
+/*
+ * After D's commit failed before its moves, D+1 truncates OWNER and
+ * writes block 0 again, with the very content it had (so only the
+ * truncate's record tells the block changed): D+1's commit prunes the
+ * map, then links the new block 0. Moved instead, it would keep the old
+ * number, which the prune killed, and nothing would name it: block 0
+ * would read as zeros once the cache forgets it (a reopen).
+ */
+static void test_carried_move_then_truncate_and_write(void **state)
+{
+	struct bdev *d;
+	struct vol *v = mv_setup(&d, 2), *img;
+	uint64_t cold_map;
+
+	(void)state;
+	test_watchdog("test_carried_move_then_truncate_and_write", 30);
+	cold_map = mv_cold_owner(v);
+	mv_fail_cleaning_commit(v, d, cold_map);
+	mv_truncate(v, OWNER, 0); /* D+1 */
+	vf_write(v, OWNER, 0, 1);
+	assert_int_equal(vol_sync(v), 0);
+	img = vf_reopen_copy(d, 0);
+	vf_expect(img, OWNER, 0, 1);
+	vf_expect(img, OWNER, 1, 0);
+	vf_check(img);
+	assert_int_equal(vol_close(img), 0);
+	vf_expect(v, OWNER, 0, 1);
+	vf_check(v);
+	assert_int_equal(vol_close(v), 0);
+	test_watchdog_cancel();
+}
+
+/*
+ * D's commit takes COLD's block first (vol.commit.taken); meanwhile the
+ * front end writes version 2 of OWNER's block 0 in D+1, forking the
+ * buffer the cleaner dirtied; then the commit fails on COLD's map block.
+ * The failure drops the shadow (its buffer holds newer data), and the
+ * carried move meets D+1's version 2: a new version, with a new number.
+ */
+static void test_carried_move_forked_before_the_failure(void **state)
+{
+	struct bdev *d;
+	struct vol *v = mv_setup(&d, 2), *img;
+	struct mv_where before, after;
+	uint64_t cold_map;
+	uint32_t committed;
+	pthread_t th;
+
+	(void)state;
+	test_needs_syncpoints();
+	test_watchdog("test_carried_move_forked_before_the_failure", 30);
+	cold_map = mv_cold_owner(v);
+	before = mv_where(v, OWNER, 0);
+	committed = vol_committed_delta(v);
+	vf_write(v, COLD, 0, 2); /* delta D */
+	atomic_store(&v->v_clean_urgent, true);
+	bdev_emu_fail_block(d, BDEV_EMU_READ, cold_map, 1, -EIO);
+	syncpoint_enable();
+	syncpoint_order("test.forked", "vol.commit.taken");
+	test_thread_start(&th, sync_main, v);
+	syncpoint_wait_arrived("vol.commit.taken", 1); /* COLD's block */
+	vf_write(v, OWNER, 0, 2);		       /* D+1 forks the cleaner's buffer */
+	SYNC_POINT("test.forked");
+	assert_int_equal((intptr_t)test_thread_join(th), -EIO);
+	syncpoint_reset();
+	bdev_emu_clear_faults(d);
+	assert_int_equal(vol_committed_delta(v), committed);
+	assert_true(buf_forks(v->v_cache) >= 1);
+	assert_int_equal(vol_sync(v), 0); /* D+1 */
+	after = mv_where(v, OWNER, 0);
+	assert_int_not_equal(after.w_entry, before.w_entry);
+	vf_expect(v, OWNER, 0, 2);
+	vf_check(v);
+	img = vf_reopen_copy(d, 0);
+	vf_expect(img, OWNER, 0, 2);
+	vf_expect(img, OWNER, 1, 1);
+	vf_expect(img, COLD, 0, 2);
+	vf_check(img);
+	assert_int_equal(vol_close(img), 0);
+	assert_int_equal(vol_close(v), 0);
+	test_watchdog_cancel();
+}
+
 /* ---- a map block the commit changed ------------------------------------------ */
 
 /*
@@ -378,6 +544,10 @@ int main(void)
 	    cmocka_unit_test(test_punch_between_look_and_read),
 	    cmocka_unit_test(test_move_forked_after_taken),
 	    cmocka_unit_test(test_failed_commit_carries_moves),
+	    cmocka_unit_test(test_carried_move_then_punch),
+	    cmocka_unit_test(test_carried_move_then_write),
+	    cmocka_unit_test(test_carried_move_then_truncate_and_write),
+	    cmocka_unit_test(test_carried_move_forked_before_the_failure),
 	    cmocka_unit_test(test_changed_map_block_is_not_moved),
 	};
 
