@@ -46,7 +46,7 @@
  *   (buf_write_cancel: a shadow has no owner to record an error on, and
  *   delta_sync reports the commit's error), buf_delta_requeue(D, D+1)
  *   and the punches to D+1, so D+1's commit carries everything; the
- *   cleaner's moves not yet written too (v_moves), each a new version
+ *   cleaner's moves too, written or not (v_moves), each a new version
  *   instead if the front end changed its block meanwhile
  *   (vol_commit_unchanged).
  *
@@ -164,6 +164,7 @@ struct vol_move {
 	uint64_t vm_vblk; /* its number, which stays */
 	uint64_t vm_pblk; /* where it was (durable until this move is) */
 	bool vm_carried;  /* from a failed commit: the front end may have changed it since */
+	bool vm_written;  /* moved by this commit: kept should the commit fail */
 };
 
 /* vol_clean_ops.co_move */
@@ -176,7 +177,7 @@ static int vol_commit_move_note(void *arg, uint64_t owner, uint64_t index, uint6
 
 	if (!m)
 		return -ENOMEM;
-	*m = (struct vol_move){vblk, pblk, false};
+	*m = (struct vol_move){vblk, pblk, false, false};
 	old = vol_table_get(&vc->vc_moves, owner, index);
 	err = vol_table_set(&vc->vc_moves, owner, index, m);
 	if (err)
@@ -187,17 +188,18 @@ static int vol_commit_move_note(void *arg, uint64_t owner, uint64_t index, uint6
 }
 
 /*
- * The move of (@owner, @index), if it is one: the cleaner dirtied it and
- * nothing changed it since (a map block whose entries changed is a new
- * version, with a new number). Taken out of vc_moves.
+ * The move of (@owner, @index), if it is one still to write: the cleaner
+ * dirtied it and nothing changed it since (a map block whose entries
+ * changed is a new version, with a new number). Taken out of vc_moves.
  */
 static struct vol_move *vol_commit_move_take(struct vol_commit *vc, uint64_t owner, uint64_t index)
 {
 	struct vol_move *m = vol_table_get(&vc->vc_moves, owner, index);
 
-	if (m)
-		(void)vol_table_set(&vc->vc_moves, owner, index, VOL_MOVE_NONE);
-	return m == VOL_MOVE_NONE ? NULL : m;
+	if (!m || m == VOL_MOVE_NONE || m->vm_written)
+		return NULL;
+	(void)vol_table_set(&vc->vc_moves, owner, index, VOL_MOVE_NONE);
+	return m;
 }
 
 /* bmap_change.bc_note: the commit dirtied map or owner-table block @b. */
@@ -366,9 +368,11 @@ static bool vol_commit_unchanged(struct vol_commit *vc, struct buf *b, const str
 
 /*
  * Write block @b, moved by the cleaner (@m): same number, new address;
- * only its translation entry changes. @b's reference stays the caller's.
- * -ESTALE: a carried move of a block changed since (vol_commit_unchanged),
- * @m freed and @b untouched: the caller writes it as a new version.
+ * only its translation entry changes. @m goes back to vc_moves, written
+ * (a failure carries it), or still to write if @b was forked. @b's
+ * reference stays the caller's. -ESTALE: a carried move of a block
+ * changed since (vol_commit_unchanged), @m freed and @b untouched: the
+ * caller writes it as a new version.
  */
 static int vol_commit_moved(struct vol_commit *vc, struct buf *b, uint32_t flags,
 			    struct vol_move *m)
@@ -393,8 +397,13 @@ static int vol_commit_moved(struct vol_commit *vc, struct buf *b, uint32_t flags
 		err = dat_move(vc->vc_vol, &vc->vc_change, m->vm_vblk, pblk, &old);
 	if (!err && old)
 		err = vol_usage_gone(vc->vc_vol, old);
-	free(m);
-	return err;
+	if (err) {
+		free(m);
+		return err;
+	}
+	/* kept: should the commit fail, the block comes back, still to move */
+	m->vm_written = true;
+	return vol_table_set(&vc->vc_moves, buf_owner(b), buf_index(b), m);
 }
 
 /*
@@ -783,10 +792,15 @@ static void vol_commit_move_free(void *m)
 		free(m);
 }
 
-static void vol_commit_move_carried(void *m)
+/* A move a failed commit left (written or not): to write again. */
+static void vol_commit_move_carried(void *arg)
 {
-	if (m != VOL_MOVE_NONE)
-		((struct vol_move *)m)->vm_carried = true;
+	struct vol_move *m = arg;
+
+	if (m != VOL_MOVE_NONE) {
+		m->vm_carried = true;
+		m->vm_written = false;
+	}
 }
 
 void vol_commit_moves_clear(struct vol *v)

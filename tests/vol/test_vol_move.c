@@ -19,10 +19,11 @@
  *     commit took it (vol.commit.taken) is moved as its fork's shadow:
  *     the committing delta has the old content under the old number at
  *     a new address, the next one the new content under a new number;
- *   - a commit that fails (a read error) before it reached the blocks
- *     the cleaner dirtied to move leaves the moves to the next one: the
- *     blocks keep their numbers, the data is intact, the counts agree
- *     with a recount, and nothing consumes more than was reserved;
+ *   - a commit that fails, before it reached the blocks the cleaner
+ *     dirtied to move (a read error) or after writing them (a failed
+ *     flush), leaves the moves to the next one: the blocks keep their
+ *     numbers, the data is intact, the counts agree with a recount, and
+ *     nothing consumes more than was reserved;
  *   - a carried move whose block the front end changed before the next
  *     commit (a punch; a write; a truncate, then a write of the same
  *     content; a write that forked the block before the failure) is a
@@ -263,37 +264,73 @@ static uint64_t mv_cold_owner(struct vol *v)
 	return map;
 }
 
+/* How D's cleaning commit fails (mv_fail_cleaning_commit). */
+enum mv_fail {
+	MV_FAIL_READ,  /* before its moves: a read in the data step */
+	MV_FAIL_FLUSH, /* after writing them: the log's flush */
+	MV_NFAIL
+};
+
+/* vol.commit.finish: every block is in the log, which is to be flushed. */
+static void mv_fail_flush(const char *point, void *arg)
+{
+	(void)point;
+	bdev_emu_fail_op(arg, BDEV_EMU_FLUSH, 1, 1, -EIO);
+}
+
 /*
  * Delta D writes COLD's block 0 and cleans: the cleaner moves OWNER's
- * blocks (dirtied after COLD's, so taken after it), then the data step
- * links COLD's block, reads its map block, and that read fails: the
- * commit fails before it reached the moves, and they carry to D+1.
+ * blocks (dirtied after COLD's, so taken after it). MV_FAIL_READ: the
+ * data step links COLD's block, reads its map block, and that read
+ * fails: the commit fails before it reached the moves. MV_FAIL_FLUSH:
+ * the commit writes everything, the moves included, and the flush that
+ * would make it durable fails. Either way the moves carry to D+1.
  */
-static void mv_fail_cleaning_commit(struct vol *v, struct bdev *d, uint64_t cold_map)
+static void mv_fail_cleaning_commit(struct vol *v, struct bdev *d, uint64_t cold_map,
+				    enum mv_fail how)
 {
 	uint32_t committed = vol_committed_delta(v);
 	struct vol_usage_stats us;
 
 	vf_write(v, COLD, 0, 2);
 	atomic_store(&v->v_clean_urgent, true);
-	bdev_emu_fail_block(d, BDEV_EMU_READ, cold_map, 1, -EIO);
+	if (how == MV_FAIL_READ) {
+		bdev_emu_fail_block(d, BDEV_EMU_READ, cold_map, 1, -EIO);
+	} else {
+		syncpoint_enable();
+		syncpoint_callback("vol.commit.finish", mv_fail_flush, d);
+	}
 	assert_int_equal(vol_sync(v), -EIO);
+	syncpoint_reset();
 	bdev_emu_clear_faults(d);
 	assert_int_equal(vol_committed_delta(v), committed);
 	vol_usage(v, &us);
 	assert_true(us.vus_moved >= 3); /* the cleaner dirtied OWNER's blocks to move */
 }
 
+/* Run @fn for each way to fail (the flush needs interleaving points). */
+static void mv_each_failure(void (*fn)(enum mv_fail how))
+{
+	for (int how = 0; how < MV_NFAIL; how++) {
+		if (how == MV_FAIL_FLUSH && !SYNCPOINTS_BUILT) {
+			print_message("# skipped the failed flush: needs interleaving points\n");
+			continue;
+		}
+		fn((enum mv_fail)how);
+	}
+}
+
 /*
- * D's commit is to move OWNER's two blocks and its map block, and fails
- * before it reached them: they come back dirty in D+1, still moves. D+1's
- * commit writes them under their numbers at new addresses (rewritten
- * with their paths, they would take new numbers, and cost blocks nobody
- * reserved), with the data intact; nothing consumed more than it
- * reserved, the reservations all came back, nothing was logged but the
- * failure, and the counts agree with a recount.
+ * D's commit is to move OWNER's two blocks and its map block, and fails,
+ * before it reached them or after writing them: they come back dirty in
+ * D+1, still moves. D+1's commit writes them under their numbers at new
+ * addresses (rewritten with their paths, they would take new numbers,
+ * and cost blocks nobody reserved), with the data intact; nothing
+ * consumed more than it reserved, the reservations all came back,
+ * nothing was logged but the failure, and the counts agree with a
+ * recount.
  */
-static void test_failed_commit_carries_moves(void **state)
+static void mv_carries_moves(enum mv_fail how)
 {
 	struct bdev *d;
 	struct vol *v = mv_setup(&d, 2), *img;
@@ -302,8 +339,6 @@ static void test_failed_commit_carries_moves(void **state)
 	struct log_space sp;
 	uint64_t reserved;
 
-	(void)state;
-	test_watchdog("test_failed_commit_carries_moves", 30);
 	cold_map = mv_cold_owner(v);
 	index[0] = 0, index[1] = 1, index[2] = mv_map_block(v);
 	for (int i = 0; i < 3; i++)
@@ -311,7 +346,7 @@ static void test_failed_commit_carries_moves(void **state)
 	vol_space(v, &sp);
 	reserved = sp.sp_reserved;
 	mv_log_watch();
-	mv_fail_cleaning_commit(v, d, cold_map);
+	mv_fail_cleaning_commit(v, d, cold_map, how);
 	vf_expect(v, OWNER, 0, 1);
 	vf_expect(v, OWNER, 1, 1);
 	assert_int_equal(vol_sync(v), 0); /* D+1 carries D */
@@ -333,26 +368,31 @@ static void test_failed_commit_carries_moves(void **state)
 	vf_check(img);
 	assert_int_equal(vol_close(img), 0);
 	assert_int_equal(vol_close(v), 0);
+}
+
+static void test_failed_commit_carries_moves(void **state)
+{
+	(void)state;
+	test_watchdog("test_failed_commit_carries_moves", 30);
+	mv_each_failure(mv_carries_moves);
 	test_watchdog_cancel();
 }
 
 /*
- * After D's commit failed before its moves (mv_fail_cleaning_commit),
+ * After D's commit failed (mv_fail_cleaning_commit, either way),
  * D+1 punches block 0: its map entry is cleared, so the carried move is
  * none. D+1 must leave a hole there and count no block for it. Were it
  * moved anyway, its dead number would get a new address, counted live
  * with nothing naming it, and its old address left behind twice.
  */
-static void test_carried_move_then_punch(void **state)
+static void mv_carried_then_punch(enum mv_fail how)
 {
 	struct bdev *d;
 	struct vol *v = mv_setup(&d, 2), *img;
 	uint64_t cold_map;
 
-	(void)state;
-	test_watchdog("test_carried_move_then_punch", 30);
 	cold_map = mv_cold_owner(v);
-	mv_fail_cleaning_commit(v, d, cold_map);
+	mv_fail_cleaning_commit(v, d, cold_map, how);
 	vf_punch(v, OWNER, 0); /* D+1 */
 	mv_log_watch();
 	assert_int_equal(vol_sync(v), 0);
@@ -367,27 +407,32 @@ static void test_carried_move_then_punch(void **state)
 	vf_check(img);
 	assert_int_equal(vol_close(img), 0);
 	assert_int_equal(vol_close(v), 0);
+}
+
+static void test_carried_move_then_punch(void **state)
+{
+	(void)state;
+	test_watchdog("test_carried_move_then_punch", 30);
+	mv_each_failure(mv_carried_then_punch);
 	test_watchdog_cancel();
 }
 
 /*
- * After D's commit failed before its moves, D+1 writes version 2 of
+ * After D's commit failed, D+1 writes version 2 of
  * block 0 (the buffer is D+1's already: no fork). That is a new version:
  * a new number. Moved, version 2 would take the number of version 1.
  */
-static void test_carried_move_then_write(void **state)
+static void mv_carried_then_write(enum mv_fail how)
 {
 	struct bdev *d;
 	struct vol *v = mv_setup(&d, 2), *img;
 	struct mv_where before, before1, after;
 	uint64_t cold_map;
 
-	(void)state;
-	test_watchdog("test_carried_move_then_write", 30);
 	cold_map = mv_cold_owner(v);
 	before = mv_where(v, OWNER, 0);
 	before1 = mv_where(v, OWNER, 1);
-	mv_fail_cleaning_commit(v, d, cold_map);
+	mv_fail_cleaning_commit(v, d, cold_map, how);
 	vf_write(v, OWNER, 0, 2); /* D+1 */
 	assert_int_equal(vol_sync(v), 0);
 	after = mv_where(v, OWNER, 0);
@@ -401,6 +446,13 @@ static void test_carried_move_then_write(void **state)
 	vf_check(img);
 	assert_int_equal(vol_close(img), 0);
 	assert_int_equal(vol_close(v), 0);
+}
+
+static void test_carried_move_then_write(void **state)
+{
+	(void)state;
+	test_watchdog("test_carried_move_then_write", 30);
+	mv_each_failure(mv_carried_then_write);
 	test_watchdog_cancel();
 }
 
@@ -415,23 +467,21 @@ static void mv_truncate(struct vol *v, uint64_t owner, uint64_t from)
 }
 
 /*
- * After D's commit failed before its moves, D+1 truncates OWNER and
+ * After D's commit failed, D+1 truncates OWNER and
  * writes block 0 again, with the very content it had (so only the
  * truncate's record tells the block changed): D+1's commit prunes the
  * map, then links the new block 0. Moved instead, it would keep the old
  * number, which the prune killed, and nothing would name it: block 0
  * would read as zeros once the cache forgets it (a reopen).
  */
-static void test_carried_move_then_truncate_and_write(void **state)
+static void mv_carried_then_truncate_and_write(enum mv_fail how)
 {
 	struct bdev *d;
 	struct vol *v = mv_setup(&d, 2), *img;
 	uint64_t cold_map;
 
-	(void)state;
-	test_watchdog("test_carried_move_then_truncate_and_write", 30);
 	cold_map = mv_cold_owner(v);
-	mv_fail_cleaning_commit(v, d, cold_map);
+	mv_fail_cleaning_commit(v, d, cold_map, how);
 	mv_truncate(v, OWNER, 0); /* D+1 */
 	vf_write(v, OWNER, 0, 1);
 	assert_int_equal(vol_sync(v), 0);
@@ -443,6 +493,13 @@ static void test_carried_move_then_truncate_and_write(void **state)
 	vf_expect(v, OWNER, 0, 1);
 	vf_check(v);
 	assert_int_equal(vol_close(v), 0);
+}
+
+static void test_carried_move_then_truncate_and_write(void **state)
+{
+	(void)state;
+	test_watchdog("test_carried_move_then_truncate_and_write", 30);
+	mv_each_failure(mv_carried_then_truncate_and_write);
 	test_watchdog_cancel();
 }
 
