@@ -456,16 +456,6 @@ static void test_carried_move_then_write(void **state)
 	test_watchdog_cancel();
 }
 
-/* One transaction dropping every block of @owner from @from on. */
-static void mv_truncate(struct vol *v, uint64_t owner, uint64_t from)
-{
-	struct vol_txn t;
-
-	assert_int_equal(vol_txn_begin(v, 1, 0, &t), 0);
-	assert_int_equal(vol_truncate(&t, owner, from), 0);
-	vol_txn_end(&t);
-}
-
 /*
  * After D's commit failed, D+1 truncates OWNER and
  * writes block 0 again, with the very content it had (so only the
@@ -482,7 +472,7 @@ static void mv_carried_then_truncate_and_write(enum mv_fail how)
 
 	cold_map = mv_cold_owner(v);
 	mv_fail_cleaning_commit(v, d, cold_map, how);
-	mv_truncate(v, OWNER, 0); /* D+1 */
+	vf_truncate(v, OWNER, 0, 0); /* D+1 */
 	vf_write(v, OWNER, 0, 1);
 	assert_int_equal(vol_sync(v), 0);
 	img = vf_reopen_copy(d, 0);
