@@ -74,11 +74,13 @@
  *   (5) A fill at a hinted address publishes its block only if no commit
  *       ended since the hint was read (bmap_hint_check).
  *   (6) A truncate unlinks whole subtrees (bmap_prune). Their cached map
- *       blocks are dropped by the commit that prunes them (no walker can
- *       be on them: a fill of a truncated block reads zeros until that
- *       commit ends, and vol_truncate waited out the fills in progress),
- *       and a Clean map block found where the tree being built has no
- *       entry is such a leftover: dropped, never reused.
+ *       blocks are dropped by the commit that prunes them (no reader of
+ *       data can be on them: a fill of a truncated block reads zeros
+ *       until that commit ends, and vol_truncate waited out the fills in
+ *       progress). A truncate's plan (bmap_walk_down) may still read one
+ *       back after the drop, under its walk's generation: a Clean map
+ *       block found where the tree being built has no entry is such a
+ *       leftover, dropped, never reused.
  *
  * Lock order: bm_lock is taken with no other lock held and is never held
  * while getting, modifying or putting a buffer (buffer shard locks are
@@ -286,7 +288,7 @@ static int bmap_down(struct bmap_walk *w, uint64_t owner, unsigned level, uint64
 	err = bmap_read_block(w, owner, bmap_node_index(m, level, first), entry, &b);
 	if (err == -EUCLEAN) {
 		/* damaged: a truncate frees the block but not what is under it
-		 * (bmap_gone_subtree), so neither is counted */
+		 * (bmap_gone_subtree), so only the block is counted */
 		err = 0;
 		goto self;
 	}

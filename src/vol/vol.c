@@ -781,6 +781,15 @@ static int vol_throttle(struct vol *v, uint64_t nblocks)
 			return 0;
 		atomic_fetch_sub(&v->v_inflight, nblocks);
 		SYNC_POINT("vol.txn.throttle");
+		if (!dirty && atomic_load(&v->v_paths[st.ds_open & 1]) &&
+		    !atomic_load(&v->v_inflight)) {
+			/* the open delta's truncates booked what their frees
+			 * need at commit, and nothing will close it: commit it */
+			err = delta_sync(v->v_ds);
+			if (err)
+				return err;
+			continue;
+		}
 		if (!dirty) {
 			/* transactions in flight, or the paths of a commit whose
 			 * blocks are all written: wait for either to end (with
@@ -1199,7 +1208,8 @@ static int vol_trunc_dirty(struct vol *v, uint64_t owner, uint64_t lo, uint64_t 
 			idx[got++] = idx[i];
 		buf_put(b);
 	}
-	qsort(idx, got, sizeof(*idx), vol_cmp_desc);
+	if (got)
+		qsort(idx, got, sizeof(*idx), vol_cmp_desc);
 	p->tp_dirty = idx;
 	p->tp_ndirty = got;
 	return 0;
@@ -1230,7 +1240,7 @@ int vol_truncate_plan(struct vol *v, uint64_t owner, uint64_t lo, uint64_t hi, u
 	if (!vol_owner_valid(owner, MIN(lo, VOL_MAX_INDEX)) || lo > hi)
 		return -EINVAL;
 	*from = lo;
-	*cost = 1;
+	*cost = 0;
 	if (lo >= hi || lo > VOL_MAX_INDEX)
 		return 0;
 	err = vol_trunc_dirty(v, owner, lo, hi, &p);
@@ -1248,7 +1258,7 @@ int vol_truncate_plan(struct vol *v, uint64_t owner, uint64_t lo, uint64_t hi, u
 	if (err)
 		return err;
 	*from = p.tp_done ? p.tp_from : lo;
-	*cost = vol_truncate_blocks(v, p.tp_total);
+	*cost = p.tp_total ? vol_truncate_blocks(v, p.tp_total) : 0; /* 0: nothing to free */
 	return 0;
 }
 
@@ -1289,9 +1299,20 @@ int vol_truncate(struct vol_txn *t, uint64_t owner, uint64_t from_index, uint64_
 	if (err)
 		return err;
 	for (size_t i = 0; i < n && !err; i++) {
+		struct buf *b;
+		bool zero;
+
 		if (bmap_is_node(idx[i]))
 			continue; /* a map block: the commit's */
-		err = vol_zero_cached(v, owner, idx[i], delta);
+		b = buf_find_hold(v->v_cache, owner, idx[i]);
+		if (!b)
+			continue; /* a later fill sees the record */
+		/* zeros already, and nothing to write (an earlier step of a
+		 * large truncate zeroed it): redirtying it would cost a buffer */
+		zero = buf_state(b) == BUF_CLEAN && util_all_zero(buf_data(b), v->v_block_size);
+		buf_put(b);
+		if (!zero)
+			err = vol_zero_cached(v, owner, idx[i], delta);
 	}
 	free(idx);
 	return err;

@@ -183,7 +183,8 @@ uint64_t vol_truncate_cost(const struct vol *v, uint64_t n);
  * @budget blocks at most: *from, the lowest index at or above @lo from
  * which vol_truncate frees no more than that (at least one index's
  * blocks, to make progress), and *cost, the blocks of a transaction that
- * vol_truncate(*from) counts. Blocks at or past @hi are not counted: pass
+ * vol_truncate(*from) counts (0: there is nothing to free, no need to
+ * truncate). Blocks at or past @hi are not counted: pass
  * VOL_INDEX_END unless a truncate from @hi is already made (a loop of
  * these from the top down, each in its own transaction, frees a large
  * range). The cost is in the blocks mapped or dirty, not in the range,
