@@ -41,7 +41,8 @@
  * transaction; its last cairn_release frees data, xattrs and the inode
  * (ns_reclaim: transactions of punches, then one that frees the inode and
  * removes the entry). One that is not open is freed in the unlink's own
- * transaction when that fits (NS_FREE_INLINE blocks), else the same way
+ * transaction when that fits (c_free_inline blocks, NS_FREE_INLINE if the
+ * cache allows), else the same way
  * at once. cairn_open frees everything on the list (the process died with
  * the file open, or in a reclaim).
  *
@@ -455,7 +456,12 @@ static int ns_free_locked(struct cairn *c, struct vol_txn *t, struct ns_inode *n
 
 uint64_t ns_drop_blocks(struct cairn *c)
 {
-	return NS_FREE_INLINE + IALLOC_FREE_BLOCKS + 1 + c->c_dir_blocks + INODE_WRITE_BLOCKS;
+	return c->c_free_inline + IALLOC_FREE_BLOCKS + 1 + c->c_dir_blocks + INODE_WRITE_BLOCKS;
+}
+
+uint64_t ns_rename_blocks(struct cairn *c)
+{
+	return 4 * c->c_dir_blocks + 4 * INODE_WRITE_BLOCKS + ns_drop_blocks(c);
 }
 
 uint64_t ns_remove_blocks(struct cairn *c)
@@ -468,18 +474,19 @@ int ns_drop_locked(struct cairn *c, struct vol_txn *t, struct ns_inode *ni, bool
 	int err;
 
 	*reclaim = false;
-	if (!ni->ni_open) { /* what fits in NS_FREE_INLINE is freed here */
+	if (!ni->ni_open) { /* what fits in c_free_inline is freed here */
 		uint64_t dfrom, dcost, xfrom, xcost;
 
-		err =
-		    ns_punch_plan(c, ni->ni_ino, 0, VOL_INDEX_END, NS_FREE_INLINE, &dfrom, &dcost);
-		if (!err)
+		err = ns_punch_plan(c, ni->ni_ino, 0, VOL_INDEX_END, c->c_free_inline, &dfrom,
+				    &dcost);
+		xfrom = xcost = 0; /* no xattr owner: nothing to free there */
+		if (!err && ni->ni_rec.ir_xattr_owner)
 			err = ns_punch_plan(c, NS_XATTR_BASE + ni->ni_ino, 0, VOL_INDEX_END,
-					    NS_FREE_INLINE - MIN(dcost, NS_FREE_INLINE), &xfrom,
+					    c->c_free_inline - MIN(dcost, c->c_free_inline), &xfrom,
 					    &xcost);
 		/* a plan that failed (a map block unreadable) leaves the freeing
 		 * to the orphan list: the name goes now */
-		if (!err && !dfrom && !xfrom && dcost + xcost <= NS_FREE_INLINE)
+		if (!err && !dfrom && !xfrom && dcost + xcost <= c->c_free_inline)
 			return ns_free_locked(c, t, ni, dcost, xcost);
 	}
 	ni->ni_rec.ir_flags |= INODE_F_ORPHAN;
@@ -534,8 +541,9 @@ static int ns_punch_txns(struct cairn *c, uint64_t owner, uint64_t lo, uint64_t 
 		uint64_t from, cost;
 
 		err = ns_punch_plan(c, owner, lo, hi, c->c_txn_data, &from, &cost);
-		if (!err)
-			err = ns_txn_begin(c, cost, VOL_TXN_FREEING, &t);
+		if (err || !cost)
+			break; /* nothing (more) to free */
+		err = ns_txn_begin(c, cost, VOL_TXN_FREEING, &t);
 		if (err)
 			break;
 		err = ns_punch_range(&t, owner, from, hi, cost, NULL);
@@ -594,8 +602,10 @@ static int ns_orphan_trunc(struct cairn *c, uint64_t ino, uint64_t end)
 	ns_rlock(ni);
 	from = MIN(ns_size_blocks(c, ni->ni_rec.ir_size), end);
 	ns_unlock(ni);
-	hi = VOL_INDEX_END; /* from the top: the cut truncate's pieces went from there down */
-	do		    /* at least once: the last removes the orphan entry */
+	/* from the top, as the cut truncate went; nothing if the file has
+	 * grown past @end since (its blocks there are new) */
+	hi = from < end ? VOL_INDEX_END : from;
+	do /* at least once: the last removes the orphan entry */
 		err = ns_trunc_more(c, ni, from, &hi, end);
 	while (!err && from < hi);
 	cmutex_unlock(&ni->ni_io);
@@ -937,12 +947,20 @@ static int ns_open_ns(struct cairn *c, const struct cairn_open_opts *o)
 	room = vol_txn_max(c->c_vol);
 	fixed = 1 + INODE_WRITE_BLOCKS + c->c_dir_blocks;
 	c->c_txn_data = (uint32_t)MIN((uint64_t)NS_TXN_DATA_MAX, room > fixed ? room - fixed : 0);
-	if (!c->c_txn_data && !o->coo_read_only && !o->coo_snapshot && !o->coo_checkpoint) {
-		log_err("ns: the cache holds too few blocks for a transaction (%" PRIu64 ")", room);
+	/* the largest transactions of a fixed size: a rename (freeing inline
+	 * what the rest leaves, up to NS_FREE_INLINE) and an xattr change */
+	c->c_free_inline = 0;
+	fixed = MAX(fixed + 1, MAX(ns_rename_blocks(c), ns_xattr_txn_blocks(c)));
+	if (room < fixed && !o->coo_read_only && !o->coo_snapshot && !o->coo_checkpoint) {
+		log_err("ns: the cache holds too few blocks for a transaction (%" PRIu64
+			", at least %" PRIu64 " needed): give it more memory",
+			room, fixed);
 		err = -EINVAL;
 		goto out_vol;
 	}
 	c->c_txn_data = MAX(c->c_txn_data, 1u);
+	c->c_free_inline = (uint32_t)MIN(
+	    (uint64_t)NS_FREE_INLINE, room > ns_rename_blocks(c) ? room - ns_rename_blocks(c) : 0);
 	/* an unlink or rmdir can always run, on a full volume too */
 	vol_keep_for_freeing(c->c_vol, ns_remove_blocks(c));
 	c->c_max_ino = io.iao_max_ino = MIN(inode_max_ino(c->c_bs), NS_XATTR_BASE - 1);

@@ -53,9 +53,11 @@ struct cairn {
 	struct vol *c_vol;
 	struct ialloc *c_ialloc;
 	uint32_t c_bs;
-	uint32_t c_dir_blocks; /* dir_op_blocks(c_bs) */
-	uint32_t c_txn_data;   /* data blocks per transaction of a write or truncate:
-				  NS_TXN_DATA_MAX, or what the volume's cache holds */
+	uint32_t c_dir_blocks;	/* dir_op_blocks(c_bs) */
+	uint32_t c_txn_data;	/* data blocks per transaction of a write or truncate:
+				   NS_TXN_DATA_MAX, or what the volume's cache holds */
+	uint32_t c_free_inline; /* blocks an unlink may spend freeing inline:
+				   NS_FREE_INLINE, or what the volume's cache leaves */
 	bool c_rdonly;
 	uint64_t c_max_ino;
 	struct cmutex c_itab_lock;
@@ -133,8 +135,12 @@ bool ns_alive(const struct ns_inode *ni); /* in use, linked or open */
 int ns_ialloc(struct cairn *c, struct vol_txn *t, struct inode_rec *r, struct ns_inode **out);
 /* Blocks a dropping operation adds to its transaction (ns_drop_locked). */
 uint64_t ns_drop_blocks(struct cairn *c);
+/* The blocks of an xattr change's transaction. */
+uint64_t ns_xattr_txn_blocks(const struct cairn *c);
 /* Blocks an unlink or rmdir reserves: the name, two inode records, the drop. */
 uint64_t ns_remove_blocks(struct cairn *c);
+/* The blocks of a rename's transaction (it may drop the inode it replaces). */
+uint64_t ns_rename_blocks(struct cairn *c);
 /*
  * @ni (locked for writing, nlink just 0) lost its last name in @t: free it
  * now if it is not open and that fits in @t, else put it on the orphan

@@ -289,54 +289,48 @@ int ns_trunc_more(struct cairn *c, struct ns_inode *ni, uint64_t lo, uint64_t *h
 }
 
 /*
- * The first transaction of a truncate: size, attributes, the tail, and
- * the top of what it frees; what is left is [*@lo, *@hi), with
- * "<ino>.<*to>" on the orphan list.
+ * One transaction of a truncate to @size: free [@from, @hi) (@cost,
+ * ns_punch_plan's; nothing past @hi is mapped but what an earlier step
+ * frees) and set the size to the most of @size and @from's offset, so
+ * that nothing stale is ever left past the end, whatever fails or
+ * crashes between steps. The last step (@from at @size's end) also
+ * zeroes the partial last block and sets the attributes.
  */
-static int ns_trunc_first(struct cairn *c, struct ns_inode *ni, uint64_t size,
-			  const struct cairn_setattr *sa, unsigned mask, uint64_t *lo, uint64_t *hi,
-			  uint64_t *to)
+static int ns_trunc_step(struct cairn *c, struct ns_inode *ni, uint64_t size,
+			 const struct cairn_setattr *sa, unsigned mask, uint64_t from, uint64_t hi,
+			 uint64_t cost)
 {
 	struct inode_rec *r = &ni->ni_rec;
-	uint64_t freed = 0, from = 0, cost = 0;
+	bool last = from <= ns_size_blocks(c, size);
+	uint64_t freed = 0;
 	struct vol_txn t;
-	uint8_t *blk;
-	int err = 0;
+	uint8_t *blk = NULL;
+	int err;
 
-	*lo = *hi = *to = 0;
-	ns_rlock(ni); /* ni_io held: the size stays */
-	if (size < r->ir_size) {
-		*lo = ns_size_blocks(c, size);
-		*hi = *to = ns_size_blocks(c, r->ir_size);
-	}
-	ns_unlock(ni);
-	/* from the top of the owner: a truncate an error cut short may have left blocks past @to */
-	if (*lo < *hi)
-		err = ns_punch_plan(c, ni->ni_ino, *lo, VOL_INDEX_END, c->c_txn_data, &from, &cost);
-	if (err)
-		return err;
-	blk = malloc(c->c_bs);
-	if (!blk)
+	if (last && !(blk = malloc(c->c_bs)))
 		return -ENOMEM;
-	err = ns_txn_begin(c, 1 + cost + INODE_WRITE_BLOCKS + c->c_dir_blocks, VOL_TXN_FREEING, &t);
+	err = ns_txn_begin(c, last + cost + INODE_WRITE_BLOCKS, VOL_TXN_FREEING, &t);
 	if (err)
 		goto out;
 	ns_wlock(ni);
 	err = ns_check_reg(ni);
 	if (!err && size < r->ir_size) {
-		if (size % c->c_bs)
+		uint64_t end = ns_size_blocks(c, r->ir_size);
+
+		if (last && size % c->c_bs)
 			err = ns_block_change(c, &t, ni, size / c->c_bs, (uint32_t)(size % c->c_bs),
 					      c->c_bs - (uint32_t)(size % c->c_bs), NULL, blk);
 		if (!err)
-			err = ns_punch_range(&t, ni->ni_ino, from, *to, cost, &freed);
-		r->ir_blocks = ns_blocks_after(r->ir_blocks, freed, from);
-		*hi = from;
-		if (!err && *lo < *hi)
-			err = ns_orphan_add(c, &t, ni->ni_ino, *to);
+			err = ns_punch_range(&t, ni->ni_ino, from, MIN(hi, end), cost, &freed);
+		if (!err)
+			r->ir_blocks = ns_blocks_after(r->ir_blocks, freed, from);
 	}
 	if (!err) {
-		r->ir_size = size;
-		ns_set_attrs(c, ni, mask & ~CAIRN_SET_SIZE, sa);
+		r->ir_size = last ? size : MIN(r->ir_size, from * c->c_bs);
+		if (last)
+			ns_set_attrs(c, ni, mask & ~CAIRN_SET_SIZE, sa);
+		else
+			ns_touch_data(ni);
 		if (!(mask & CAIRN_SET_MTIME))
 			r->ir_mtime = r->ir_ctime;
 		err = ns_iwrite(&t, ni);
@@ -351,7 +345,7 @@ out:
 int ns_truncate(struct cairn *c, struct ns_inode *ni, uint64_t size, const struct cairn_setattr *sa,
 		unsigned mask)
 {
-	uint64_t lo = 0, hi = 0, to = 0;
+	uint64_t lo = ns_size_blocks(c, size), hi = VOL_INDEX_END, from = lo, cost = 0, old;
 	int err;
 
 	ns_rlock(ni);
@@ -361,12 +355,21 @@ int ns_truncate(struct cairn *c, struct ns_inode *ni, uint64_t size, const struc
 		return err;
 	if (size > ns_max_size(c))
 		return -EFBIG;
-	cmutex_lock(&ni->ni_io);
-	err = ns_trunc_first(c, ni, size, sa, mask, &lo, &hi, &to);
-	while (!err && lo < hi) {
-		SYNC_POINT("ns.truncate.more"); /* a crash here: cairn_open finishes it */
-		err = ns_trunc_more(c, ni, lo, &hi, to);
-	}
+	cmutex_lock(&ni->ni_io); /* the size moves only under it */
+	ns_rlock(ni);
+	old = ni->ni_rec.ir_size;
+	ns_unlock(ni);
+	/* from the top of the owner down (an error may have left blocks past
+	 * the end of a step), each step a transaction's room */
+	do {
+		if (size < old)
+			err = ns_punch_plan(c, ni->ni_ino, lo, hi, c->c_txn_data, &from, &cost);
+		if (!err)
+			err = ns_trunc_step(c, ni, size, sa, mask, from, hi, cost);
+		if (!err && from > lo)
+			SYNC_POINT("ns.truncate.more"); /* a crash here: a file of size @from */
+		hi = from;
+	} while (!err && from > lo);
 	cmutex_unlock(&ni->ni_io);
 	return err;
 }

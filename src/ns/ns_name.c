@@ -749,9 +749,7 @@ int cairn_rename(struct cairn *c, uint64_t parent, const char *name, uint64_t ne
 		err = ns_iget(c, newparent, &rn.rn_p2);
 	SYNC_POINT("ns.rename.parents_held"); /* an rmdir may remove one here */
 	if (!err)
-		err = ns_txn_begin(c,
-				   4 * c->c_dir_blocks + 4 * INODE_WRITE_BLOCKS + ns_drop_blocks(c),
-				   VOL_TXN_FREEING, &t);
+		err = ns_txn_begin(c, ns_rename_blocks(c), VOL_TXN_FREEING, &t);
 	if (err)
 		goto out;
 	cmutex_lock(&c->c_rename_lock);

@@ -38,6 +38,13 @@ static uint64_t ns_xattr_max_blocks(const struct cairn *c)
 	return (NS_XATTR_HDR + NS_XATTR_TOTAL + NS_XENT_HDR + 255 + c->c_bs - 1) / c->c_bs;
 }
 
+uint64_t ns_xattr_txn_blocks(const struct cairn *c)
+{
+	/* the blob written, its old tail punched, the inode */
+	return ns_xattr_max_blocks(c) + ns_punch_cost(c, 0, ns_xattr_max_blocks(c)) +
+	       INODE_WRITE_BLOCKS;
+}
+
 static uint64_t ns_xblob_blocks(const struct cairn *c, uint32_t len)
 {
 	return len ? (NS_XATTR_HDR + len + c->c_bs - 1) / c->c_bs : 0;
@@ -220,10 +227,7 @@ static int ns_xchange(struct cairn *c, uint64_t ino, const char *name, const voi
 	err = ns_iget(c, ino, &ni);
 	if (err)
 		return err;
-	err = ns_txn_begin(c,
-			   ns_xattr_max_blocks(c) + ns_punch_cost(c, 0, ns_xattr_max_blocks(c)) +
-			       INODE_WRITE_BLOCKS,
-			   0, &t);
+	err = ns_txn_begin(c, ns_xattr_txn_blocks(c), 0, &t);
 	if (err)
 		goto out;
 	ns_wlock(ni);

@@ -916,55 +916,73 @@ static void test_orphan_crash(void **state)
 /* A truncate cut by a crash after its first transaction is finished by the next open. */
 struct trunc_cut {
 	struct nf *tc_f;
+	uint64_t tc_ino;
 	char tc_copy[NF_PATH_MAX];
 	int tc_hits;
+	uint64_t tc_size; /* the file's size when the image was copied */
 };
 
 static void trunc_cut_cb(const char *point, void *arg)
 {
 	struct trunc_cut *tc = arg;
+	struct cairn_stat st;
 
 	(void)point;
 	if (tc->tc_hits++)
 		return;
 	assert_int_equal(cairn_syncfs(tc->tc_f->nf_c), 0);
+	assert_int_equal(cairn_getattr(tc->tc_f->nf_c, tc->tc_ino, &st), 0);
+	tc->tc_size = st.cs_size;
 	nf_copy_image(tc->tc_f, tc->tc_copy); /* the image a crash now leaves */
 }
 
+/*
+ * A truncate larger than one transaction's room goes from the top down,
+ * the size following each step: a crash between steps leaves a file cut
+ * at a step's start, its content below intact and nothing stale past
+ * its end (extending it shows zeros), and the block count exact.
+ */
 static void test_truncate_crash(void **state)
 {
 	struct nf *f = *state;
 	struct trunc_cut tc = {.tc_f = f};
+	struct cairn_open_opts small = {.coo_cache_mb = 20}; /* about 120 blocks a transaction */
 	struct cairn *c2;
-	size_t len = 600 * BS;
-	uint8_t *buf = malloc(len);
+	size_t len = 6000 * BS; /* a few thousand blocks freed a step */
+	uint8_t *buf = malloc(len), *want = malloc(len);
 	struct cairn_stat st;
-	uint64_t ino;
 
 	test_needs_syncpoints();
-	fill(buf, len, 8);
-	ino = nf_file(f, "/t", buf, len);
+	assert_int_equal(cairn_close(f->nf_c), 0);
+	assert_int_equal(cairn_open(f->nf_path, &small, &f->nf_c), 0);
+	fill(want, len, 8);
+	tc.tc_ino = nf_file(f, "/t", want, len);
 	syncpoint_callback("ns.truncate.more", trunc_cut_cb, &tc);
-	assert_int_equal(cairn_setattr(f->nf_c, ino, CAIRN_SET_SIZE,
-				       &(struct cairn_setattr){.csa_size = 100}, NULL),
+	assert_int_equal(cairn_setattr(f->nf_c, tc.tc_ino, CAIRN_SET_SIZE,
+				       &(struct cairn_setattr){.csa_size = 100}, &st),
 			 0);
-	if (!tc.tc_hits) { /* one transaction (vol_truncate): a crash sees all or nothing */
-		print_message("# truncate took one transaction: crash after it instead\n");
-		trunc_cut_cb("", &tc);
-	}
-	assert_int_equal(cairn_open(tc.tc_copy, NULL, &c2), 0);
-	assert_int_equal(cairn_getattr(c2, ino, &st), 0);
 	assert_int_equal(st.cs_size, 100);
-	assert_int_equal(
-	    cairn_setattr(c2, ino, CAIRN_SET_SIZE, &(struct cairn_setattr){.csa_size = len}, &st),
-	    0);
 	assert_int_equal(st.cs_blocks, 8);
-	assert_int_equal(cairn_pread(c2, ino, buf, len, 0), (ssize_t)len);
-	for (size_t i = 100; i < len; i += 511)
-		assert_int_equal(buf[i], 0);
+	assert_true(tc.tc_hits > 1); /* several steps */
+	assert_true(tc.tc_size > BS && tc.tc_size < len && tc.tc_size % BS == 0);
+
+	assert_int_equal(cairn_open(tc.tc_copy, NULL, &c2), 0);
+	assert_int_equal(cairn_getattr(c2, tc.tc_ino, &st), 0);
+	assert_int_equal(st.cs_size, tc.tc_size);
+	assert_int_equal(st.cs_blocks, tc.tc_size / 512);
+	assert_int_equal(cairn_setattr(c2, tc.tc_ino, CAIRN_SET_SIZE,
+				       &(struct cairn_setattr){.csa_size = len}, &st),
+			 0);
+	assert_int_equal(st.cs_blocks, tc.tc_size / 512);
+	assert_int_equal(cairn_pread(c2, tc.tc_ino, buf, len, 0), (ssize_t)len);
+	assert_memory_equal(buf, want, tc.tc_size);
+	for (size_t i = tc.tc_size; i < len; i++)
+		if (buf[i])
+			fail_msg("byte %zu past the cut is %u, not 0", i, buf[i]);
 	assert_int_equal(cairn_close(c2), 0);
 	unlink(tc.tc_copy);
 	free(buf);
+	free(want);
 }
 
 static void test_generations(void **state)
