@@ -11,8 +11,8 @@
  *
  * Truncation and freeing use vol_truncate, which costs what it frees:
  * ns_punch_plan says how far down from the top one transaction's room
- * goes, and a truncate takes as many as it needs (with "<ino>.<end>" on
- * the orphan list until the last).
+ * goes, and a truncate takes as many steps as it needs, each lowering
+ * the size to where it cut (nothing stale is ever past the end).
  *
  * Size-changing operations (write, truncate, fallocate) hold the inode's
  * ni_io from before their first transaction to after their last, so the
@@ -48,7 +48,7 @@ int ns_punch_plan(struct cairn *c, uint64_t owner, uint64_t lo, uint64_t hi, uin
 	*cost = ns_punch_cost(c, lo, hi);
 	if (*cost <= room) /* the whole range fits, whatever it holds */
 		return 0;
-	return vol_truncate_plan(c->c_vol, owner, lo, hi, room > 1 ? room - 1 : 0, from, cost);
+	return vol_truncate_plan(c->c_vol, owner, lo, hi, room, from, cost);
 }
 
 /*

@@ -162,9 +162,10 @@ int vol_punch(struct vol_txn *t, uint64_t owner, uint64_t index);
  * Forget every block of @owner at index @from_index or past it: they
  * read as zeros from now on and their space is no longer live (the
  * commit prunes the owner's map; from_index 0 empties the owner, its
- * map root goes away). Counts as @cost blocks of @t: the map path and
- * owner record the commit rewrites, and each block it frees (the commit
- * records each one's death in the translation). @cost comes from
+ * map root goes away). Counts as @cost blocks of @t: one for the map
+ * path and owner record the commit rewrites, and one for every few
+ * dozen blocks it frees (the commit records each one's death in the
+ * translation: a block's reservation covers that many). @cost comes from
  * vol_truncate_plan, and nothing may be written at or past @from_index
  * between the plan and the end of @t. Works on a full volume in a
  * VOL_TXN_FREEING transaction. Writes in the same delta after it win,
@@ -179,10 +180,10 @@ int vol_truncate(struct vol_txn *t, uint64_t owner, uint64_t from_index, uint64_
  */
 uint64_t vol_truncate_cost(const struct vol *v, uint64_t n);
 /*
- * Plan a truncate of @owner's blocks in [@lo, @hi) that frees about
- * @budget blocks at most: *from, the lowest index at or above @lo from
- * which vol_truncate frees no more than that (at least one index's
- * blocks, to make progress), and *cost, the blocks of a transaction that
+ * Plan a truncate of @owner's blocks in [@lo, @hi) that fits in
+ * @budget blocks of a transaction: *from, the lowest index at or above
+ * @lo from which vol_truncate costs no more than that (at least one
+ * index's blocks, to make progress), and *cost, the blocks of a transaction that
  * vol_truncate(*from) counts (0: there is nothing to free, no need to
  * truncate). Blocks at or past @hi are not counted: pass
  * VOL_INDEX_END unless a truncate from @hi is already made (a loop of
