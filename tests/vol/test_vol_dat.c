@@ -1,0 +1,147 @@
+/*
+ * test_vol_dat.c - the block address translation (src/vol/dat.c) when
+ * numbers run out and when a commit fails or meets damage.
+ *
+ * Proves: when the numbers run out, the allocator's forced pass finds
+ * the reusable numbers behind the sweep even where a pass that found
+ * nothing would idle it.
+ */
+#include "harness.h"
+#include "vol_fixture.h"
+
+#include "util/syncpoint.h"
+#include "vol/vol_internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define OWNER VOL_FIRST_OWNER
+#define TXN   30 /* blocks a transaction of write_run writes */
+
+/* ---- volumes of 512-byte blocks: 32 translation entries a block -------- */
+
+#define SBS 512
+
+static struct bdev *mkfs_small(uint64_t nblocks)
+{
+	struct vol_mkfs_opts mo = {.vmo_log = {.lfo_block_size = SBS, .lfo_seg_blocks = VF_SEG}};
+	struct bdev *d;
+
+	assert_int_equal(bdev_emu_open(SBS, nblocks, &d), 0);
+	assert_int_equal(vol_mkfs(d, &mo), 0);
+	return d;
+}
+
+static void small_pattern(uint64_t *w, uint64_t owner, uint64_t index, uint32_t version)
+{
+	for (size_t i = 0; i < SBS / 8; i++)
+		w[i] =
+		    (owner * 0x9e3779b97f4a7c15ULL) ^ (index << 20) ^ ((uint64_t)version << 8) ^ i;
+}
+
+/* Blocks [@first, @first + @n) of @owner as version @version, TXN a transaction. */
+static void small_run(struct vol *v, uint64_t owner, uint64_t first, uint64_t n, uint32_t version)
+{
+	static uint64_t data[SBS / 8];
+
+	for (uint64_t i = first; i < first + n;) {
+		uint64_t end = MIN(first + n, i + TXN);
+		struct vol_txn t;
+
+		assert_int_equal(vol_txn_begin(v, end - i, 0, &t), 0);
+		for (; i < end; i++) {
+			small_pattern(data, owner, i, version);
+			assert_int_equal(vol_write(&t, owner, i, data), 0);
+		}
+		vol_txn_end(&t);
+	}
+}
+
+static void small_expect(struct vol *v, uint64_t owner, uint64_t first, uint64_t n,
+			 uint32_t version)
+{
+	static uint64_t want[SBS / 8], got[SBS / 8];
+
+	for (uint64_t i = first; i < first + n; i++) {
+		small_pattern(want, owner, i, version);
+		assert_int_equal(vol_read(v, owner, i, got), 0);
+		if (memcmp(want, got, SBS))
+			fail_msg("block (%" PRIu64 ", %" PRIu64 ") is not version %u", owner, i,
+				 version);
+	}
+}
+
+/* ---- numbers run out ------------------------------------------------------ */
+
+/*
+ * The reusable numbers lie behind the sweep, in a pass that has found
+ * nothing so far (they became reusable after it read their blocks: the
+ * floor rose, or a snapshot went), and none lies ahead; and the numbers
+ * have run out. The forced pass reads the rest of the pass, finds
+ * nothing, ends it (which idles the sweep at this floor), and must then
+ * read a whole pass anyway: a commit needing a number gets one of those
+ * behind. Not a state a workload reaches at will: v_dat_max is twice the
+ * segments' blocks, so the volume is written into it (the numbers in
+ * use made the most there are) and the sweep put where such a pass
+ * leaves it.
+ */
+static void test_numbers_run_out(void **state)
+{
+	uint32_t per = vol_dat_per_block(SBS);
+	struct bdev *d = mkfs_small(256 * VF_SEG), *img;
+	struct vol *v = vf_open(d, 0), *w;
+	struct vol_dat *da;
+	uint64_t low, behind, nblocks, reused;
+
+	(void)state;
+	/* the first numbers, all left behind by the second commit, which
+	 * takes every later one and leaves none behind */
+	small_run(v, OWNER, 0, 40, 1);
+	assert_int_equal(vol_sync(v), 0);
+	low = v->v_dat_alloc.vd_next;
+	small_run(v, OWNER + 1, 0, 300, 1);
+	small_run(v, OWNER, 0, 40, 2);
+	assert_int_equal(vol_sync(v), 0);
+	/* reopened: the floor is the state's, every dead number reusable */
+	assert_int_equal(bdev_emu_open_copy(d, &img), 0);
+	w = vf_open(img, 0);
+	da = &w->v_dat_alloc;
+	behind = (low + per - 1) / per;
+	nblocks = (da->vd_next + per - 1) / per;
+	assert_true(da->vd_next > low && w->v_sr.sr_readable_from == w->v_sr.sr_delta);
+	/* more than one shortfall's read ahead of the sweep: the unforced
+	 * read stops short of the pass's end */
+	assert_true(behind + 8 < nblocks);
+	da->vd_sweep = behind;
+	da->vd_pass_found = 0;
+	w->v_dat_max = da->vd_next;
+	reused = da->vd_reused;
+	small_run(w, OWNER + 1, 0, 1, 2);
+	assert_int_equal(vol_sync(w), 0);
+	assert_true(da->vd_reused > reused);
+	assert_true(da->vd_next == w->v_dat_max);
+	small_expect(w, OWNER + 1, 0, 1, 2);
+	small_expect(w, OWNER + 1, 1, 299, 1);
+	small_expect(w, OWNER, 0, 40, 2);
+	vf_check(w);
+	/* and the volume goes on */
+	small_run(w, OWNER + 1, 100, 30, 3);
+	assert_int_equal(vol_sync(w), 0);
+	small_expect(w, OWNER + 1, 100, 30, 3);
+	vf_check(w);
+	assert_int_equal(vol_close(w), 0);
+	assert_int_equal(vol_close(v), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_numbers_run_out),
+	};
+
+	vf_filter_from_env();
+	return TEST_RUN("vol_dat", tests);
+}
