@@ -226,6 +226,7 @@ static int vol_commit_gone(void *arg, uint64_t owner, uint64_t entry)
 	uint64_t pblk = entry;
 	int err = 0;
 
+	SYNC_POINT("vol.commit.gone");
 	if (bmap_virtual(owner))
 		err = dat_kill(vc->vc_vol, &vc->vc_change, entry, &pblk);
 	if (err == -EUCLEAN) {

@@ -4,7 +4,14 @@
  *
  * Proves: when the numbers run out, the allocator's forced pass finds
  * the reusable numbers behind the sweep even where a pass that found
- * nothing would idle it.
+ * nothing would idle it; a commit that fails while linking a block (a
+ * data block, or a map block into its parent) leaves no current
+ * translation entry that nothing names.
+ *
+ * Faults are read errors of the emulated device on one block, armed
+ * before the commit or, for a block the commit itself reads first, at
+ * "vol.commit.gone" (the commit's map change left a block behind):
+ * the block is dropped from the cache there, so its next read fails.
  */
 #include "harness.h"
 #include "vol_fixture.h"
@@ -136,10 +143,97 @@ static void test_numbers_run_out(void **state)
 	assert_int_equal(vol_close(v), 0);
 }
 
+/* ---- a commit that fails while linking ----------------------------------- */
+
+/* At the first "vol.commit.gone": drop @f_index of @f_owner from the cache,
+ * and fail the next read of it (at @f_pblk). */
+struct fault_at {
+	struct vol *f_vol;
+	struct bdev *f_dev;
+	uint64_t f_owner, f_index, f_pblk;
+	bool f_done;
+};
+
+static void drop_and_fail(const char *point, void *arg)
+{
+	struct fault_at *f = arg;
+	struct buf *b;
+
+	(void)point;
+	if (f->f_done)
+		return;
+	f->f_done = true;
+	b = buf_find_hold(f->f_vol->v_cache, f->f_owner, f->f_index);
+	if (b) {
+		assert_int_equal(buf_state(b), BUF_CLEAN);
+		assert_int_equal(buf_drop(b), 0);
+		buf_put(b);
+	}
+	bdev_emu_fail_block(f->f_dev, BDEV_EMU_READ, f->f_pblk, 1, -EIO);
+}
+
+/*
+ * A block gets a new number, is written, then linked: its map entry
+ * set (a data block's in its level-1 map block, a map block's in its
+ * parent), then its translation entry. The link fails on a read error:
+ * the level-1 map block, not cached, for a data block; the root, dropped
+ * from the cache once the data step has passed it, for the level-1 map
+ * block of an owner whose map has two levels. Nothing may be left
+ * current that nothing names: the next commit carries the block with
+ * another number, and vol_check (which checks every entry of the
+ * translation) finds the volume sound, reopened too.
+ */
+static void test_failed_link(void **state)
+{
+	(void)state;
+	for (int meta = 0; meta < 1 + SYNCPOINTS_BUILT; meta++) {
+		struct bdev *d = vf_mkfs(16 * VF_SEG), *img;
+		struct vol *v = vf_open(d, 0), *w, *r;
+		uint64_t idx = meta ? 600 : 3; /* 600: the map has two levels */
+		struct fault_at f = {0};
+
+		print_message("# the link of a %s block fails\n", meta ? "map" : "data");
+		for (uint64_t i = 0; i < 8; i++)
+			vf_write(v, OWNER, i, 1);
+		vf_write(v, OWNER, 600, 1);
+		assert_int_equal(vol_sync(v), 0);
+		f.f_owner = OWNER;
+		f.f_index = bmap_node_index(&v->v_map, meta ? 2 : 1, meta ? 0 : idx);
+		assert_int_equal(vol_resolve(v, OWNER, f.f_index, &f.f_pblk), 0);
+		assert_true(f.f_pblk != 0);
+		/* the image reopened: nothing cached */
+		assert_int_equal(bdev_emu_open_copy(d, &img), 0);
+		w = vf_open(img, 0);
+		f.f_vol = w;
+		f.f_dev = img;
+		vf_write(w, OWNER, idx, 2);
+		if (meta) {
+			syncpoint_enable();
+			syncpoint_callback("vol.commit.gone", drop_and_fail, &f);
+		} else {
+			bdev_emu_fail_block(img, BDEV_EMU_READ, f.f_pblk, 1, -EIO);
+		}
+		assert_int_equal(vol_sync(w), -EIO);
+		assert_true(f.f_done || !meta);
+		syncpoint_reset();
+		bdev_emu_clear_faults(img);
+		assert_int_equal(vol_sync(w), 0); /* the next commit carries it */
+		vf_expect(w, OWNER, idx, 2);
+		vf_check(w);
+		r = vf_reopen_copy(img, 0);
+		vf_expect(r, OWNER, idx, 2);
+		vf_check(r);
+		assert_int_equal(vol_close(r), 0);
+		assert_int_equal(vol_close(w), 0);
+		assert_int_equal(vol_close(v), 0);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_numbers_run_out),
+	    cmocka_unit_test(test_failed_link),
 	};
 
 	vf_filter_from_env();
