@@ -6,7 +6,9 @@
  * the reusable numbers behind the sweep even where a pass that found
  * nothing would idle it; a commit that fails while linking a block (a
  * data block, or a map block into its parent) leaves no current
- * translation entry that nothing names.
+ * translation entry that nothing names; a damaged entry a commit leaves
+ * behind (naming a block outside the segments, or free) is logged, and
+ * that commit and the later ones succeed, vol_check reporting the damage.
  *
  * Faults are read errors of the emulated device on one block, armed
  * before the commit or, for a block the commit itself reads first, at
@@ -27,6 +29,24 @@
 
 #define OWNER VOL_FIRST_OWNER
 #define TXN   30 /* blocks a transaction of write_run writes */
+
+/* Blocks [@first, @first + @n) of @owner as version @version, TXN a transaction. */
+static void write_run(struct vol *v, uint64_t owner, uint64_t first, uint64_t n, uint32_t version)
+{
+	static uint64_t data[VF_BS / 8];
+
+	for (uint64_t i = first; i < first + n;) {
+		uint64_t end = MIN(first + n, i + TXN);
+		struct vol_txn t;
+
+		assert_int_equal(vol_txn_begin(v, end - i, 0, &t), 0);
+		for (; i < end; i++) {
+			vf_pattern(data, owner, i, version);
+			assert_int_equal(vol_write(&t, owner, i, data), 0);
+		}
+		vol_txn_end(&t);
+	}
+}
 
 /* ---- volumes of 512-byte blocks: 32 translation entries a block -------- */
 
@@ -229,11 +249,146 @@ static void test_failed_link(void **state)
 	}
 }
 
+/* ---- a damaged entry left behind ------------------------------------------ */
+
+/* Lines logged that hold sink_want; vol_check's reports that hold check_want. */
+static const char *sink_want, *check_want;
+static unsigned sink_seen, check_seen;
+
+static void sink(enum log_level level, const char *line, void *arg)
+{
+	(void)arg;
+	if (level <= LOG_WARN && sink_want && strstr(line, sink_want))
+		__atomic_add_fetch(&sink_seen, 1, __ATOMIC_RELAXED);
+}
+
+static void check_report(void *arg, const char *msg)
+{
+	(void)arg;
+	print_message("# vol_check: %s\n", msg);
+	if (check_want && strstr(msg, check_want))
+		check_seen++;
+}
+
+/* vol_check of @v: its problems, and how many reports held @want. */
+static int check_for(struct vol *v, const char *want, unsigned *seen)
+{
+	int n;
+
+	check_want = want;
+	check_seen = 0;
+	n = vol_check(v, check_report, NULL, NULL);
+	*seen = check_seen;
+	return n;
+}
+
+/*
+ * An owner's block 3, whose translation entry is damaged on the image:
+ * it names a block outside the segments (a checkpoint slot), or it is
+ * zeroed (free). The entry's translation block is one no later commit
+ * rewrote (checkpoint slots after it), so recovery does not see it. A
+ * commit that rewrites the block leaves that entry behind: dat_kill
+ * meets -EUCLEAN. The damage is logged, the commit succeeds and so do
+ * later ones, the new version reads back, and vol_check reports the
+ * damage before the rewrite and, for the entry naming a block outside
+ * the segments (still current: it could not be killed), after it and
+ * after a reopen too.
+ */
+static void test_damaged_entry_left_behind(void **state)
+{
+	uint32_t per = vol_dat_per_block(VF_BS);
+	struct vol_open_opts oo = {.voo_checkpoint_every = 1};
+	struct bdev *d = vf_mkfs(64 * VF_SEG), *img;
+	struct vol *v = vf_open_opts(d, &oo), *w, *r;
+	unsigned char block[VF_BS];
+	uint64_t x, pblk, path, tblk;
+	char logged[128], reported[128];
+	unsigned seen;
+
+	(void)state;
+	/* owner 16's numbers in translation block 0; the later commits,
+	 * whose numbers are in block 1 on, leave none of them behind but
+	 * owner 18's, lower: the sweep hands out the lowest reusable number
+	 * first, and takes a zeroed entry for a reusable one, so the rewrite
+	 * of block 3 must not get its own number back */
+	vf_write(v, OWNER + 2, 0, 1);
+	for (uint64_t i = 0; i < 8; i++)
+		vf_write(v, OWNER, i, 1);
+	assert_int_equal(vol_sync(v), 0);
+	write_run(v, OWNER + 1, 0, 300, 1);
+	vf_write(v, OWNER + 2, 0, 2);
+	assert_int_equal(vol_sync(v), 0);
+	for (uint32_t k = 2; k <= 3; k++) {
+		vf_write(v, OWNER + 1, 0, k);
+		assert_int_equal(vol_sync(v), 0);
+	}
+	assert_int_equal(vol_resolve_entry(v, OWNER, 3, &x, &pblk, &path), 0);
+	assert_true(x < per);
+	assert_int_equal(vol_resolve(v, VOL_DAT_OWNER, x / per, &tblk), 0);
+	cairn_log_set_sink(sink, NULL);
+	for (int zeroed = 0; zeroed < 2; zeroed++) {
+		unsigned char *e = block + (x % per) * VOL_DAT_ENTRY_BYTES;
+
+		print_message("# the entry %s\n", zeroed ? "zeroed" : "outside the segments");
+		assert_int_equal(bdev_emu_open_copy(d, &img), 0);
+		assert_int_equal(bdev_read(img, tblk, 1, block), 0);
+		assert_int_equal(util_get_le64(e), pblk);
+		if (zeroed)
+			memset(e, 0, VOL_DAT_ENTRY_BYTES);
+		else
+			util_put_le64(e, 1); /* a checkpoint slot */
+		assert_int_equal(bdev_write(img, tblk, 1, block), 0);
+		w = vf_open(img, 0);
+		snprintf(reported, sizeof(reported), "virtual block %" PRIu64 ", which is free", x);
+		assert_true(
+		    check_for(w, zeroed ? reported : "at 1 is outside the segments", &seen) > 0);
+		assert_int_equal(seen, 1);
+
+		if (zeroed)
+			snprintf(logged, sizeof(logged),
+				 "virtual block %" PRIu64 " is named but has no translation", x);
+		else
+			snprintf(logged, sizeof(logged),
+				 "virtual block %" PRIu64 " translates to block 1, outside", x);
+		sink_want = logged;
+		sink_seen = 0;
+		vf_write(w, OWNER, 3, 2);
+		assert_int_equal(vol_sync(w), 0);
+		assert_true(__atomic_load_n(&sink_seen, __ATOMIC_RELAXED) > 0);
+		sink_want = NULL;
+		vf_write(w, OWNER, 4, 2);
+		assert_int_equal(vol_sync(w), 0);
+		vf_write(w, OWNER, 3, 3);
+		assert_int_equal(vol_sync(w), 0);
+		vf_expect(w, OWNER, 3, 3);
+		vf_expect(w, OWNER, 4, 2);
+		vf_expect(w, OWNER, 5, 1);
+
+		snprintf(reported, sizeof(reported),
+			 "translation entry %" PRIu64 " names block 1, outside the segments", x);
+		if (zeroed) {
+			vf_check(w); /* left free: nothing names it, nothing to report */
+		} else {
+			assert_int_equal(check_for(w, reported, &seen), 1);
+			assert_int_equal(seen, 1);
+		}
+		r = vf_reopen_copy(img, 0);
+		vf_expect(r, OWNER, 3, 3);
+		assert_int_equal(check_for(r, reported, &seen), zeroed ? 0 : 1);
+		assert_int_equal(seen, zeroed ? 0 : 1);
+		assert_int_equal(vol_close(r), 0);
+		assert_int_equal(vol_close(w), 0);
+	}
+	cairn_log_set_sink(NULL, NULL);
+	assert_int_equal(vol_close(v), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_numbers_run_out),
 	    cmocka_unit_test(test_failed_link),
+	    cmocka_unit_test(test_damaged_entry_left_behind),
 	};
 
 	vf_filter_from_env();
