@@ -486,8 +486,13 @@ int vol_ckpt_walk(struct vol *v, uint64_t blk, uint64_t from, vol_ckpt_fn *fn, v
 		struct vol_checkpoint cp;
 		int err = vol_sroot_load(v, blk, &sr);
 
-		if (!err && !snap_sroot_fits(v, &sr))
-			err = -EUCLEAN; /* checksummed, but not this volume's */
+		if (!err && !snap_sroot_fits(v, &sr)) {
+			/* checksummed, but not this volume's */
+			log_err("vol: super root at block %" PRIu64 " (delta %" PRIu64
+				") does not fit the volume: the checkpoint chain ends there",
+				blk, sr.sr_delta);
+			err = -EUCLEAN;
+		}
 		if (err)
 			return first ? err : 0;
 		if (sr.sr_delta >= newer || sr.sr_delta < from || !sr.sr_otab_height)
