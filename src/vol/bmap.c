@@ -81,6 +81,12 @@
  *       back after the drop, under its walk's generation: a Clean map
  *       block found where the tree being built has no entry is such a
  *       leftover, dropped, never reused.
+ *   (7) The commit tells bc_gone of what an entry or a placed root names
+ *       before it changes it (truncates too): if bc_gone fails, the
+ *       commit fails with the entry unchanged, and the next commit, which
+ *       changes it again, tells it again. So no block the map left
+ *       behind goes untold (for the translation: no number stays current
+ *       that nothing names).
  *
  * Lock order: bm_lock is taken with no other lock held and is never held
  * while getting, modifying or putting a buffer (buffer shard locks are
@@ -390,23 +396,28 @@ static int bmap_path_get(struct bmap *m, struct bmap_tree *t, unsigned level, ui
 	return err;
 }
 
-/* Change entry @slot of map block @b to @value, in the commit's delta. */
+/*
+ * Change entry @slot of map block @b to @value, in the commit's delta.
+ * What it named goes first (bc_gone): if that fails, the entry still
+ * names it, and the next commit, changing it again, tells it again (7).
+ */
 static int bmap_modify(struct bmap *m, const struct bmap_change *ch, struct buf *b, unsigned slot,
 		       uint64_t value)
 {
 	uint64_t old = bmap_entry(buf_data(b), slot);
-	int err = buf_modify_begin(b, ch->bc_delta);
+	int err = 0;
 
+	if (old && old != value)
+		err = ch->bc_gone(ch->bc_arg, buf_owner(b), old);
+	if (!err)
+		err = buf_modify_begin(b, ch->bc_delta);
 	if (err)
 		return err;
 	bmap_wrlock(m);
 	bmap_entry_store(buf_data(b), slot, value);
 	bmap_unlock(m);
 	buf_modify_end(b);
-	err = ch->bc_note(ch->bc_arg, b);
-	if (!err && old && old != value)
-		err = ch->bc_gone(ch->bc_arg, buf_owner(b), old);
-	return err;
+	return ch->bc_note(ch->bc_arg, b);
 }
 
 /*
@@ -468,19 +479,18 @@ static int bmap_gone_entries(struct bmap *m, const struct bmap_change *ch, struc
 }
 
 /*
- * @t's placed root changed from @old (0: none, or still named): tell
- * bc_gone of @old and bc_root of the new root. If bc_root fails (the
+ * @t's placed root changed (what it replaced was told to bc_gone first,
+ * as in bmap_modify): tell bc_root of the new root. If bc_root fails (the
  * commit fails), bt_record_stale says so: the next commit stores the
  * record even if it finds the root as it wants it (a requeued block
  * written at the same address), or the tree already empty.
  */
-static int bmap_root_changed(struct bmap_tree *t, const struct bmap_change *ch, uint64_t old)
+static int bmap_root_changed(struct bmap_tree *t, const struct bmap_change *ch)
 {
-	int gone = old ? ch->bc_gone(ch->bc_arg, t->bt_owner, old) : 0;
 	int err = ch->bc_root(ch->bc_arg, t);
 
 	t->bt_record_stale = err != 0;
-	return gone ? gone : err;
+	return err;
 }
 
 /*
@@ -491,14 +501,17 @@ static int bmap_set_direct(struct bmap *m, struct bmap_tree *t, const struct bma
 			   uint64_t pblk)
 {
 	uint64_t old = t->bt_root;
+	int err;
 
 	assert(!t->bt_height && !t->bt_root_height && bmap_direct_root(t->bt_owner));
 	if (old == pblk && !t->bt_record_stale)
 		return 0;
+	if (old && old != pblk && (err = ch->bc_gone(ch->bc_arg, t->bt_owner, old)))
+		return err;
 	bmap_wrlock(m);
 	t->bt_root = pblk;
 	bmap_unlock(m);
-	return bmap_root_changed(t, ch, old != pblk ? old : 0);
+	return bmap_root_changed(t, ch);
 }
 
 /*
@@ -566,17 +579,20 @@ int bmap_place(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch
 	uint64_t nidx = buf_index(node);
 	unsigned level = bmap_node_level(nidx);
 	uint64_t old = 0;
+	int err;
 
 	assert(bmap_in_tree(m, t, nidx));
 	if (level != t->bt_height)
 		return bmap_set(m, t, ch, level + 1, bmap_node_first(m, nidx), pblk);
 	if (t->bt_root_height == level)
 		old = t->bt_root; /* replaced; a lower one is the new root's child */
+	if (old && old != pblk && (err = ch->bc_gone(ch->bc_arg, t->bt_owner, old)))
+		return err;
 	bmap_wrlock(m);
 	t->bt_root = pblk;
 	t->bt_root_height = (uint8_t)level;
 	bmap_unlock(m);
-	return bmap_root_changed(t, ch, old != pblk ? old : 0);
+	return bmap_root_changed(t, ch);
 }
 
 /*
@@ -650,7 +666,7 @@ int bmap_empty(struct bmap *m, struct bmap_tree *t, const struct bmap_change *ch
 	t->bt_root_height = 0;
 	t->bt_height = 0;
 	bmap_unlock(m);
-	return bmap_root_changed(t, ch, 0);
+	return bmap_root_changed(t, ch);
 }
 
 bool bmap_in_tree(const struct bmap *m, const struct bmap_tree *t, uint64_t node_index)

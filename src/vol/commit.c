@@ -216,9 +216,10 @@ static int vol_commit_note(void *arg, struct buf *b)
 }
 
 /*
- * bmap_change.bc_gone: the commit's map changes left behind the block
- * @entry named: a virtual block dies (dat.c), and its address leaves the
- * counts; an address of the translation's own tree leaves them at once.
+ * bmap_change.bc_gone: a map change of the commit leaves behind the
+ * block @entry named: a virtual block dies (dat.c), and its address
+ * leaves the counts; an address of the translation's own tree leaves
+ * them at once. On an error the entry is not changed (bmap.c (7)).
  */
 static int vol_commit_gone(void *arg, uint64_t owner, uint64_t entry)
 {

@@ -125,8 +125,10 @@ struct bmap_walk {
 struct bmap_change {
 	uint32_t bc_delta;
 	int (*bc_note)(void *arg, struct buf *b);
-	/* the change left behind the block @owner's entry named (a virtual
-	 * block number, or an address in the translation's own tree) */
+	/* the change leaves behind the block @owner's entry named (a virtual
+	 * block number, or an address in the translation's own tree); told
+	 * before the entry changes, which a failure here leaves as it was
+	 * (bmap.c (7)) */
 	int (*bc_gone)(void *arg, uint64_t owner, uint64_t entry);
 	/* @t's placed root (or height) changed: its owner's record must say so */
 	int (*bc_root)(void *arg, const struct bmap_tree *t);

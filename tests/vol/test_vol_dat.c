@@ -8,11 +8,13 @@
  * data block, or a map block into its parent) leaves no current
  * translation entry that nothing names; a damaged entry a commit leaves
  * behind (naming a block outside the segments, or free) is logged, and
- * that commit and the later ones succeed, vol_check reporting the damage.
+ * that commit and the later ones succeed, vol_check reporting the damage;
+ * a commit that fails to kill the number a change leaves behind leaves
+ * the map naming it still, and the next commit kills it.
  *
  * Faults are read errors of the emulated device on one block, armed
  * before the commit or, for a block the commit itself reads first, at
- * "vol.commit.gone" (the commit's map change left a block behind):
+ * "vol.commit.gone" (a map change is about to leave a block behind):
  * the block is dropped from the cache there, so its next read fails.
  */
 #include "harness.h"
@@ -383,12 +385,69 @@ static void test_damaged_entry_left_behind(void **state)
 	assert_int_equal(vol_close(v), 0);
 }
 
+/* ---- a commit that fails while killing an entry --------------------------- */
+
+/*
+ * Owner 18's block 260, whose number (in translation block 1) its
+ * rewrite leaves behind; the translation block holding that number is
+ * dropped from the cache where the commit's map change leaves it
+ * behind, and its read fails: dat_kill fails, and the commit with it.
+ * The next commit carries the block under another number. The number
+ * left behind must then be dead: vol_check finds no current entry that
+ * nothing names, reopened too.
+ */
+static void test_failed_kill(void **state)
+{
+	uint32_t per = vol_dat_per_block(VF_BS);
+	struct bdev *d = vf_mkfs(64 * VF_SEG), *img;
+	struct vol *v = vf_open(d, 0), *w, *r;
+	struct fault_at f = {0};
+	uint64_t x, pblk, path;
+
+	(void)state;
+	test_needs_syncpoints();
+	/* owner 17's numbers low, owner 18's in translation block 1 on */
+	for (uint64_t i = 0; i < 4; i++)
+		vf_write(v, OWNER + 1, i, 1);
+	assert_int_equal(vol_sync(v), 0);
+	write_run(v, OWNER + 2, 0, 300, 1);
+	assert_int_equal(vol_sync(v), 0);
+	vf_write(v, OWNER + 1, 0, 2); /* a few numbers in block 0 reusable */
+	assert_int_equal(vol_sync(v), 0);
+	assert_int_equal(vol_resolve_entry(v, OWNER + 2, 260, &x, &pblk, &path), 0);
+	assert_true(x / per == 1);
+	f = (struct fault_at){.f_owner = VOL_DAT_OWNER, .f_index = x / per};
+	assert_int_equal(vol_resolve(v, VOL_DAT_OWNER, f.f_index, &f.f_pblk), 0);
+	assert_int_equal(bdev_emu_open_copy(d, &img), 0);
+	w = vf_open(img, 0);
+	f.f_vol = w;
+	f.f_dev = img;
+	vf_write(w, OWNER + 2, 260, 2);
+	syncpoint_enable();
+	syncpoint_callback("vol.commit.gone", drop_and_fail, &f);
+	assert_int_equal(vol_sync(w), -EIO);
+	assert_true(f.f_done);
+	syncpoint_reset();
+	bdev_emu_clear_faults(img);
+	assert_int_equal(vol_sync(w), 0);
+	vf_expect(w, OWNER + 2, 260, 2);
+	vf_expect(w, OWNER + 2, 259, 1);
+	vf_check(w);
+	r = vf_reopen_copy(img, 0);
+	vf_expect(r, OWNER + 2, 260, 2);
+	vf_check(r);
+	assert_int_equal(vol_close(r), 0);
+	assert_int_equal(vol_close(w), 0);
+	assert_int_equal(vol_close(v), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_numbers_run_out),
 	    cmocka_unit_test(test_failed_link),
 	    cmocka_unit_test(test_damaged_entry_left_behind),
+	    cmocka_unit_test(test_failed_kill),
 	};
 
 	vf_filter_from_env();
