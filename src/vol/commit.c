@@ -16,12 +16,12 @@
  *   (2) data: every buffer dirty in D (buf_delta_take until none is
  *       left; a fork's shadow like any other): a new virtual number
  *       (dat_alloc), Writing, log_build_add_tagged (the summary names
- *       the number), Written, its translation entry (born in D), and its
- *       map entry := the number (dirtying a level-1 map block; the old
- *       number dies: bc_gone, dat_kill). A move keeps its number and
- *       changes only its translation entry. Map, owner-table and
- *       translation blocks taken here (requeued by a failed commit, or
- *       dirtied by this one) wait for their turn.
+ *       the number), Written, its map entry := the number (the old
+ *       number dies first: bc_gone, dat_kill; then a level-1 map block
+ *       is dirtied), then its translation entry (born in D). A move
+ *       keeps its number and changes only its translation entry. Map,
+ *       owner-table and translation blocks taken here (requeued by a
+ *       failed commit, or dirtied by this one) wait for their turn.
  *   (3) owners' map blocks, level 1 up: each the same way, then its
  *       parent's entry (dirtying a block one level up) or, for a root,
  *       the owner's record (dirtying an owner-table block); a map block
@@ -48,7 +48,8 @@
  *   and the punches to D+1, so D+1's commit carries everything; the
  *   cleaner's moves too, written or not (v_moves), each a new version
  *   instead if the front end changed its block meanwhile
- *   (vol_commit_unchanged).
+ *   (vol_commit_unchanged); a number linked without its translation
+ *   entry is held (dat_hold) until a commit succeeds.
  *
  * Invariants
  *   (1) A map or owner-table block is added to the log only after every
@@ -414,8 +415,9 @@ static int vol_commit_moved(struct vol_commit *vc, struct buf *b, uint32_t flags
  * (@b's address in the translation's own tree), *pblk where it went.
  * The caller links *entry, then sets its translation entry
  * (vol_commit_born): a failure in between leaves no current entry that
- * nothing names. *entry 0: not written (forked, or a punched block,
- * !@add).
+ * nothing names, and a number the kept map may name with no entry set,
+ * which vol_commit_born holds. *entry 0: not written (forked, or a
+ * punched block, !@add).
  */
 static int vol_commit_new(struct vol_commit *vc, struct buf *b, uint64_t owner, uint32_t flags,
 			  bool add, uint64_t *entry, uint64_t *pblk)
@@ -434,12 +436,22 @@ static int vol_commit_new(struct vol_commit *vc, struct buf *b, uint64_t owner, 
 	return 0;
 }
 
-/* The translation entry of a block vol_commit_new wrote, once linked. */
-static int vol_commit_born(struct vol_commit *vc, uint64_t owner, uint64_t entry, uint64_t pblk)
+/*
+ * The translation entry of a block vol_commit_new wrote, once linked
+ * (@err: the link's error). If the link or the entry failed, the
+ * number is held (dat_hold): the map may name it, and the sweep would
+ * take it for reusable.
+ */
+static int vol_commit_born(struct vol_commit *vc, uint64_t owner, uint64_t entry, uint64_t pblk,
+			   int err)
 {
 	if (!bmap_virtual(owner))
-		return 0;
-	return dat_set_new(vc->vc_vol, &vc->vc_change, entry, pblk);
+		return err;
+	if (!err)
+		err = dat_set_new(vc->vc_vol, &vc->vc_change, entry, pblk);
+	if (err)
+		dat_hold(vc->vc_vol, entry);
+	return err;
 }
 
 /* (2) one taken data buffer; @b's reference is the take's. */
@@ -466,9 +478,7 @@ static int vol_commit_data_block(struct vol_commit *vc, struct buf *b)
 	err = vol_commit_tree(vc, owner, &t);
 	if (!err)
 		err = bmap_set(&v->v_map, t, &vc->vc_change, 1, index, vblk);
-	if (!err)
-		err = vol_commit_born(vc, owner, vblk, pblk);
-	return err;
+	return vol_commit_born(vc, owner, vblk, pblk, err);
 }
 
 /* (3), (4) map or owner-table block @b of tree @t: write it, then link it. */
@@ -496,7 +506,7 @@ static int vol_commit_meta(struct vol_commit *vc, struct buf *b, struct bmap_tre
 		err = bmap_set(&v->v_map, t, &vc->vc_change, 1, index, entry);
 	else
 		err = bmap_place(&v->v_map, t, &vc->vc_change, b, entry);
-	return err ? err : vol_commit_born(vc, t->bt_owner, entry, pblk);
+	return vol_commit_born(vc, t->bt_owner, entry, pblk, err);
 }
 
 /* ---- the steps --------------------------------------------------------------- */
@@ -868,6 +878,8 @@ int vol_commit(void *ctx, uint32_t delta, uint64_t *consumed)
 	if (err) { /* the moved blocks are requeued: the next commit moves them */
 		v->v_moves = vc.vc_moves;
 		vc.vc_moves = (struct vol_table){0};
+	} else {
+		dat_commit_ok(v); /* what a failed commit linked is relinked */
 	}
 	vol_commit_release(&vc);
 	SYNC_POINT("vol.commit.end");

@@ -57,6 +57,17 @@
  * outnumber the blocks of the segments; twice that leaves the sweep
  * room, and when the numbers run out a whole pass is forced.
  *
+ * A failed commit keeps the map it built for the next one (commit.c).
+ * A number it linked there before setting its entry (the commit links
+ * first, then sets the entry) still reads free, or dead where it was
+ * reused from: to the sweep it is as reusable as before, and handed out
+ * again it would be killed for its new block when the next commit
+ * relinks the old one. So the commit holds each number whose link or
+ * entry failed (dat_hold): the sweep skips it, and dat_kill finds
+ * nothing to kill in its unset entry. A commit that succeeds has
+ * relinked, punched or truncated every block a failed one linked, and
+ * the held numbers go back (dat_commit_ok).
+ *
  * Invariants
  *   (1) An entry named by a tree a reader can walk is not free, and its
  *       physical block is the block of that number.
@@ -64,7 +75,9 @@
  *       exclusive; readers read them under bm_lock shared with their
  *       walk still valid.
  *   (3) vd_free holds only numbers below vd_next whose entries are
- *       reusable, each once.
+ *       reusable, each once, and none held.
+ *   (4) A number the kept map of a failed commit names is current, or
+ *       held (vd_held) until a commit succeeds.
  *
  * Commit thread only, but for the readers' dat_xlate_walk.
  */
@@ -146,8 +159,8 @@ out_free:
 	return -EUCLEAN;
 }
 
-/* Entry @vblk as the commit sees it; -EUCLEAN if it is free. */
-static int dat_load(struct vol *v, uint64_t vblk, struct vol_dat_entry *e)
+/* Entry @vblk as the commit sees it, whatever it holds. */
+static int dat_peek(struct vol *v, uint64_t vblk, struct vol_dat_entry *e)
 {
 	uint32_t per = vol_dat_per_block(v->v_block_size);
 	struct buf *b;
@@ -161,6 +174,16 @@ static int dat_load(struct vol *v, uint64_t vblk, struct vol_dat_entry *e)
 		vol_dat_decode(buf_data(b), (uint32_t)(vblk % per), e);
 		buf_put(b);
 	}
+	return 0;
+}
+
+/* Entry @vblk as the commit sees it; -EUCLEAN if it is free. */
+static int dat_load(struct vol *v, uint64_t vblk, struct vol_dat_entry *e)
+{
+	int err = dat_peek(v, vblk, e);
+
+	if (err)
+		return err;
 	if (e->de_pblk)
 		return dat_entry_bad(&v->v_map, vblk, e) ? -EUCLEAN : 0;
 	log_err("vol: virtual block %" PRIu64 " is named but has no translation", vblk);
@@ -215,6 +238,12 @@ static int dat_store(struct vol *v, const struct bmap_change *ch, uint64_t vblk,
 	return bmap_change_block(&v->v_map, &v->v_dat, ch, vblk / per, dat_put, &dp);
 }
 
+/* Is @vblk held (dat_hold)? */
+static bool dat_held(const struct vol_dat *d, uint64_t vblk)
+{
+	return d->vd_held.vt_n && vol_table_get(&d->vd_held, vblk, 0);
+}
+
 /* May entry @e be given out again (given the durable floor @floor)? */
 static bool dat_reusable(struct vol *v, const struct vol_dat_entry *e, uint64_t floor)
 {
@@ -262,7 +291,7 @@ static int dat_sweep(struct vol *v, uint64_t max, bool force)
 				continue;
 			if (b)
 				vol_dat_decode(buf_data(b), s, &e);
-			if (dat_reusable(v, &e, floor))
+			if (dat_reusable(v, &e, floor) && !dat_held(d, vblk))
 				err = vol_u64vec_push(&d->vd_free, vblk);
 		}
 		if (b)
@@ -330,6 +359,13 @@ int dat_kill(struct vol *v, const struct bmap_change *ch, uint64_t vblk, uint64_
 	int err;
 
 	*pblk = 0;
+	if (dat_held(&v->v_dat_alloc, vblk)) {
+		/* linked by a failed commit: if its entry was never set (free,
+		 * or the dead one it was reused from), there is nothing to kill */
+		err = dat_peek(v, vblk, &e);
+		if (err || !e.de_pblk || e.de_death)
+			return err;
+	}
 	err = dat_load(v, vblk, &e);
 	if (err)
 		return err;
@@ -349,6 +385,21 @@ int dat_kill(struct vol *v, const struct bmap_change *ch, uint64_t vblk, uint64_
 	return err;
 }
 
+void dat_hold(struct vol *v, uint64_t vblk)
+{
+	struct vol_dat *d = &v->v_dat_alloc;
+
+	if (!dat_held(d, vblk) && vol_table_put(&d->vd_held, vblk, 0, (void *)1))
+		log_warn("vol: out of memory holding virtual block %" PRIu64
+			 " of a failed commit; it may be handed out while named",
+			 vblk);
+}
+
+void dat_commit_ok(struct vol *v)
+{
+	vol_table_clear(&v->v_dat_alloc.vd_held, NULL);
+}
+
 void dat_open(struct vol *v)
 {
 	struct vol_dat *d = &v->v_dat_alloc;
@@ -360,4 +411,5 @@ void dat_close(struct vol *v)
 {
 	free(v->v_dat_alloc.vd_free.uv_v);
 	v->v_dat_alloc.vd_free = (struct vol_u64vec){0};
+	vol_table_clear(&v->v_dat_alloc.vd_held, NULL);
 }

@@ -328,6 +328,8 @@ struct vol_dat {
 	uint64_t vd_sweep;	   /* the translation block the sweep reads next */
 	uint64_t vd_idle_floor;	   /* a whole pass at this floor found nothing */
 	uint64_t vd_pass_found;	   /* numbers found since the pass began */
+	struct vol_table vd_held;  /* numbers a failed commit may have linked
+				      without setting their entry (dat_hold) */
 	uint64_t vd_allocated;	   /* statistics: numbers handed out, */
 	uint64_t vd_reused;	   /* of them found by the sweep, */
 	uint64_t vd_killed;	   /* and entries left behind */
@@ -360,6 +362,15 @@ int dat_move(struct vol *v, const struct bmap_change *ch, uint64_t vblk, uint64_
  * @ch->bc_delta on (its death); *pblk where it lies, for the usage counts.
  */
 int dat_kill(struct vol *v, const struct bmap_change *ch, uint64_t vblk, uint64_t *pblk);
+/*
+ * The commit failed between dat_alloc's @vblk and its dat_set_new (from
+ * linking on): the map, kept for the next commit, may name it with no
+ * entry set. It is not handed out again, and leaving it behind is no
+ * damage, until a commit succeeds (dat_commit_ok), which has relinked
+ * everything a failed one linked.
+ */
+void dat_hold(struct vol *v, uint64_t vblk);
+void dat_commit_ok(struct vol *v);
 /* vol_open: the allocator as the super root leaves it. */
 void dat_open(struct vol *v);
 void dat_close(struct vol *v);

@@ -10,7 +10,9 @@
  * behind (naming a block outside the segments, or free) is logged, and
  * that commit and the later ones succeed, vol_check reporting the damage;
  * a commit that fails to kill the number a change leaves behind leaves
- * the map naming it still, and the next commit kills it.
+ * the map naming it still, and the next commit kills it; a number a
+ * failed commit linked before setting its entry is not handed out again
+ * before the next commit relinks its block.
  *
  * Faults are read errors of the emulated device on one block, armed
  * before the commit or, for a block the commit itself reads first, at
@@ -441,6 +443,87 @@ static void test_failed_kill(void **state)
 	assert_int_equal(vol_close(v), 0);
 }
 
+/* ---- a number linked without its entry ----------------------------------- */
+
+struct syncer {
+	struct vol *s_vol;
+	int s_err;
+};
+
+static void *sync_main(void *arg)
+{
+	struct syncer *s = arg;
+
+	s->s_err = vol_sync(s->s_vol);
+	return NULL;
+}
+
+/*
+ * Owner 18's block 260 is rewritten: its new number, the lowest reusable
+ * one (in translation block 0), is linked, then its translation entry
+ * is set; translation block 0, dropped from the cache at the point the
+ * link leaves the old number behind, fails to read, and the commit
+ * fails with the map block, dirty and requeued, naming a number whose
+ * entry is not set. Meanwhile (the commit held at its start) another
+ * owner's blocks were written into the next delta, ahead of the
+ * requeued block: their commit takes the rest of the sweep's list,
+ * sweeps again, and must not hand that number out again, or the
+ * relink of block 260 kills the entry of a block that got it. vol_check
+ * after the next commit finds every named number current (and every
+ * block reads back), reopened too.
+ */
+static void test_failed_birth(void **state)
+{
+	struct bdev *d = vf_mkfs(64 * VF_SEG), *img;
+	struct vol *v = vf_open(d, 0), *w, *r;
+	struct fault_at f = {.f_owner = VOL_DAT_OWNER, .f_index = 0};
+	struct syncer s;
+	pthread_t t;
+
+	(void)state;
+	test_needs_syncpoints();
+	for (uint64_t i = 0; i < 4; i++)
+		vf_write(v, OWNER + 1, i, 1);
+	assert_int_equal(vol_sync(v), 0);
+	write_run(v, OWNER + 2, 0, 300, 1);
+	assert_int_equal(vol_sync(v), 0);
+	vf_write(v, OWNER + 1, 0, 2); /* a few numbers in block 0 reusable */
+	assert_int_equal(vol_sync(v), 0);
+	assert_int_equal(vol_resolve(v, VOL_DAT_OWNER, 0, &f.f_pblk), 0);
+	assert_int_equal(bdev_emu_open_copy(d, &img), 0);
+	w = vf_open(img, 0);
+	f.f_vol = w;
+	f.f_dev = img;
+	vf_write(w, OWNER + 2, 260, 2);
+	syncpoint_enable();
+	syncpoint_order("test.written", "vol.commit.begin");
+	s = (struct syncer){w, 0};
+	test_thread_start(&t, sync_main, &s);
+	syncpoint_wait_arrived("vol.commit.begin", 1);
+	for (uint64_t i = 0; i < 16; i++) /* into the next delta */
+		vf_write(w, OWNER + 3, i, 1);
+	syncpoint_callback("vol.commit.gone", drop_and_fail, &f);
+	syncpoint_hit("test.written");
+	test_thread_join(t);
+	assert_int_equal(s.s_err, -EIO);
+	assert_true(f.f_done);
+	syncpoint_reset();
+	bdev_emu_clear_faults(img);
+	assert_int_equal(vol_sync(w), 0);
+	vf_expect(w, OWNER + 2, 260, 2);
+	for (uint64_t i = 0; i < 16; i++)
+		vf_expect(w, OWNER + 3, i, 1);
+	vf_check(w);
+	r = vf_reopen_copy(img, 0);
+	for (uint64_t i = 0; i < 16; i++)
+		vf_expect(r, OWNER + 3, i, 1);
+	vf_expect(r, OWNER + 2, 260, 2);
+	vf_check(r);
+	assert_int_equal(vol_close(r), 0);
+	assert_int_equal(vol_close(w), 0);
+	assert_int_equal(vol_close(v), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -448,6 +531,7 @@ int main(void)
 	    cmocka_unit_test(test_failed_link),
 	    cmocka_unit_test(test_damaged_entry_left_behind),
 	    cmocka_unit_test(test_failed_kill),
+	    cmocka_unit_test(test_failed_birth),
 	};
 
 	vf_filter_from_env();
