@@ -34,27 +34,9 @@
 #define OWNER VOL_FIRST_OWNER
 #define TXN   30 /* blocks a transaction of write_run writes */
 
-/* Blocks [@first, @first + @n) of @owner as version @version, TXN a transaction. */
-static void write_run(struct vol *v, uint64_t owner, uint64_t first, uint64_t n, uint32_t version)
-{
-	static uint64_t data[VF_BS / 8];
+/* ---- volumes of 4 KiB blocks (vol_fixture.h) or 512-byte ones ----------- */
 
-	for (uint64_t i = first; i < first + n;) {
-		uint64_t end = MIN(first + n, i + TXN);
-		struct vol_txn t;
-
-		assert_int_equal(vol_txn_begin(v, end - i, 0, &t), 0);
-		for (; i < end; i++) {
-			vf_pattern(data, owner, i, version);
-			assert_int_equal(vol_write(&t, owner, i, data), 0);
-		}
-		vol_txn_end(&t);
-	}
-}
-
-/* ---- volumes of 512-byte blocks: 32 translation entries a block -------- */
-
-#define SBS 512
+#define SBS 512 /* 32 translation entries a block */
 
 static struct bdev *mkfs_small(uint64_t nblocks)
 {
@@ -73,10 +55,19 @@ static void small_pattern(uint64_t *w, uint64_t owner, uint64_t index, uint32_t 
 		    (owner * 0x9e3779b97f4a7c15ULL) ^ (index << 20) ^ ((uint64_t)version << 8) ^ i;
 }
 
-/* Blocks [@first, @first + @n) of @owner as version @version, TXN a transaction. */
-static void small_run(struct vol *v, uint64_t owner, uint64_t first, uint64_t n, uint32_t version)
+/* The content of version @version of (@owner, @index) in blocks of @bs. */
+static void pattern(void *data, uint32_t bs, uint64_t owner, uint64_t index, uint32_t version)
 {
-	static uint64_t data[SBS / 8];
+	if (bs == VF_BS)
+		vf_pattern(data, owner, index, version);
+	else
+		small_pattern(data, owner, index, version);
+}
+
+/* Blocks [@first, @first + @n) of @owner as version @version, TXN a transaction. */
+static void write_run(struct vol *v, uint64_t owner, uint64_t first, uint64_t n, uint32_t version)
+{
+	static uint64_t data[VF_BS / 8];
 
 	for (uint64_t i = first; i < first + n;) {
 		uint64_t end = MIN(first + n, i + TXN);
@@ -84,7 +75,7 @@ static void small_run(struct vol *v, uint64_t owner, uint64_t first, uint64_t n,
 
 		assert_int_equal(vol_txn_begin(v, end - i, 0, &t), 0);
 		for (; i < end; i++) {
-			small_pattern(data, owner, i, version);
+			pattern(data, vol_block_size(v), owner, i, version);
 			assert_int_equal(vol_write(&t, owner, i, data), 0);
 		}
 		vol_txn_end(&t);
@@ -114,10 +105,9 @@ static void small_expect(struct vol *v, uint64_t owner, uint64_t first, uint64_t
  * have run out. The forced pass reads the rest of the pass, finds
  * nothing, ends it (which idles the sweep at this floor), and must then
  * read a whole pass anyway: a commit needing a number gets one of those
- * behind. Not a state a workload reaches at will: v_dat_max is twice the
- * segments' blocks, so the volume is written into it (the numbers in
- * use made the most there are) and the sweep put where such a pass
- * leaves it.
+ * behind. Not a state a workload reaches: v_dat_max is twice the
+ * segments' blocks. So v_dat_max is lowered to the numbers in use, and
+ * the sweep put where such a pass leaves it.
  */
 static void test_numbers_run_out(void **state)
 {
@@ -130,11 +120,11 @@ static void test_numbers_run_out(void **state)
 	(void)state;
 	/* the first numbers, all left behind by the second commit, which
 	 * takes every later one and leaves none behind */
-	small_run(v, OWNER, 0, 40, 1);
+	write_run(v, OWNER, 0, 40, 1);
 	assert_int_equal(vol_sync(v), 0);
 	low = v->v_dat_alloc.vd_next;
-	small_run(v, OWNER + 1, 0, 300, 1);
-	small_run(v, OWNER, 0, 40, 2);
+	write_run(v, OWNER + 1, 0, 300, 1);
+	write_run(v, OWNER, 0, 40, 2);
 	assert_int_equal(vol_sync(v), 0);
 	/* reopened: the floor is the state's, every dead number reusable */
 	assert_int_equal(bdev_emu_open_copy(d, &img), 0);
@@ -150,7 +140,7 @@ static void test_numbers_run_out(void **state)
 	da->vd_pass_found = 0;
 	w->v_dat_max = da->vd_next;
 	reused = da->vd_reused;
-	small_run(w, OWNER + 1, 0, 1, 2);
+	write_run(w, OWNER + 1, 0, 1, 2);
 	assert_int_equal(vol_sync(w), 0);
 	assert_true(da->vd_reused > reused);
 	assert_true(da->vd_next == w->v_dat_max);
@@ -159,7 +149,7 @@ static void test_numbers_run_out(void **state)
 	small_expect(w, OWNER, 0, 40, 2);
 	vf_check(w);
 	/* and the volume goes on */
-	small_run(w, OWNER + 1, 100, 30, 3);
+	write_run(w, OWNER + 1, 100, 30, 3);
 	assert_int_equal(vol_sync(w), 0);
 	small_expect(w, OWNER + 1, 100, 30, 3);
 	vf_check(w);
