@@ -380,6 +380,21 @@ static void test_damaged_entry_left_behind(void **state)
 /* ---- a commit that fails while killing an entry --------------------------- */
 
 /*
+ * Owner 17's numbers low, owner 18's in translation block 1 on, and a
+ * few numbers in block 0 reusable (owner 17's block 0 rewritten).
+ */
+static void spread_numbers(struct vol *v)
+{
+	for (uint64_t i = 0; i < 4; i++)
+		vf_write(v, OWNER + 1, i, 1);
+	assert_int_equal(vol_sync(v), 0);
+	write_run(v, OWNER + 2, 0, 300, 1);
+	assert_int_equal(vol_sync(v), 0);
+	vf_write(v, OWNER + 1, 0, 2);
+	assert_int_equal(vol_sync(v), 0);
+}
+
+/*
  * Owner 18's block 260, whose number (in translation block 1) its
  * rewrite leaves behind; the translation block holding that number is
  * dropped from the cache where the commit's map change leaves it
@@ -398,14 +413,7 @@ static void test_failed_kill(void **state)
 
 	(void)state;
 	test_needs_syncpoints();
-	/* owner 17's numbers low, owner 18's in translation block 1 on */
-	for (uint64_t i = 0; i < 4; i++)
-		vf_write(v, OWNER + 1, i, 1);
-	assert_int_equal(vol_sync(v), 0);
-	write_run(v, OWNER + 2, 0, 300, 1);
-	assert_int_equal(vol_sync(v), 0);
-	vf_write(v, OWNER + 1, 0, 2); /* a few numbers in block 0 reusable */
-	assert_int_equal(vol_sync(v), 0);
+	spread_numbers(v);
 	assert_int_equal(vol_resolve_entry(v, OWNER + 2, 260, &x, &pblk, &path), 0);
 	assert_true(x / per == 1);
 	f = (struct fault_at){.f_owner = VOL_DAT_OWNER, .f_index = x / per};
@@ -472,13 +480,7 @@ static void test_failed_birth(void **state)
 
 	(void)state;
 	test_needs_syncpoints();
-	for (uint64_t i = 0; i < 4; i++)
-		vf_write(v, OWNER + 1, i, 1);
-	assert_int_equal(vol_sync(v), 0);
-	write_run(v, OWNER + 2, 0, 300, 1);
-	assert_int_equal(vol_sync(v), 0);
-	vf_write(v, OWNER + 1, 0, 2); /* a few numbers in block 0 reusable */
-	assert_int_equal(vol_sync(v), 0);
+	spread_numbers(v);
 	assert_int_equal(vol_resolve(v, VOL_DAT_OWNER, 0, &f.f_pblk), 0);
 	assert_int_equal(bdev_emu_open_copy(d, &img), 0);
 	w = vf_open(img, 0);
