@@ -291,6 +291,7 @@ static int bmap_down(struct bmap_walk *w, uint64_t owner, unsigned level, uint64
 	entries = malloc(m->bm_entries * sizeof(*entries));
 	if (!entries)
 		return -ENOMEM;
+	SYNC_POINT("vol.walk.down"); /* holding an entry, no lock */
 	err = bmap_read_block(w, owner, bmap_node_index(m, level, first), entry, &b);
 	if (err == -EUCLEAN) {
 		/* damaged: a truncate frees the block but not what is under it

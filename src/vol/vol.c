@@ -68,9 +68,9 @@
  * and released inside their calls; bm_lock (bmap.c) and vp_lock
  * (punch.c) are leaves. No vol lock is held across a buffer get.
  *
- * Interleaving points: vol.txn.throttle, vol.walk.node (a walker holds
- * an address), vol.commit.begin, .data, .taken (a data buffer taken, not
- * yet written), .finish, .end.
+ * Interleaving points: vol.txn.throttle, vol.walk.node and vol.walk.down (a walker, or a truncate's
+ * plan, holds an address), vol.commit.begin, .data, .taken (a data buffer taken, not yet written),
+ * .finish, .end.
  */
 #include "vol/vol_internal.h"
 #include "util/syncpoint.h"
@@ -1244,6 +1244,8 @@ int vol_truncate_plan(struct vol *v, uint64_t owner, uint64_t lo, uint64_t hi, u
 	if (lo >= hi || lo > VOL_MAX_INDEX)
 		return 0;
 	err = vol_trunc_dirty(v, owner, lo, hi, &p);
+	if (err)
+		return err;
 	do {
 		p = (struct vol_trunc_plan){.tp_budget =
 						budget ? (budget - 1) * vol_frees_per_block(v) : 0,
@@ -1251,9 +1253,8 @@ int vol_truncate_plan(struct vol *v, uint64_t owner, uint64_t lo, uint64_t hi, u
 					    .tp_dirty = p.tp_dirty,
 					    .tp_ndirty = p.tp_ndirty,
 					    .tp_dirty_cost = 1 + v->v_height_max};
-		if (!err)
-			err = vol_trunc_plan_once(v, owner, lo, hi, &p);
-	} while (err == -EAGAIN); /* a commit ended under the walk */
+		err = vol_trunc_plan_once(v, owner, lo, hi, &p);
+	} while (err == -EAGAIN); /* a commit ended under the walk: walk again */
 	free(p.tp_dirty);
 	if (err)
 		return err;

@@ -973,6 +973,62 @@ static void test_truncate_plan_from_the_top(void **state)
 	test_watchdog_cancel();
 }
 
+struct planner {
+	struct vol *pl_vol;
+	uint64_t pl_from, pl_cost;
+	int pl_err;
+};
+
+static void *planner_main(void *arg)
+{
+	struct planner *pl = arg;
+
+	syncpoint_thread_name("P");
+	pl->pl_err = vol_truncate_plan(pl->pl_vol, OWNER, 0, VOL_INDEX_END, UINT64_MAX,
+				       &pl->pl_from, &pl->pl_cost);
+	return NULL;
+}
+
+/*
+ * A commit ends while a truncate's plan holds an entry of the owner's
+ * map: the plan walks again, from the new generation, and returns the
+ * whole owner's cost (it once spun without walking again).
+ */
+static void test_truncate_plan_across_a_commit(void **state)
+{
+	struct bdev *d = vf_mkfs(DEV_BLOCKS);
+	struct vol *v = vf_open(d, 0);
+	struct planner pl = {v, 0, 0, -1};
+	uint64_t from, cost;
+	pthread_t th;
+
+	(void)state;
+	test_needs_syncpoints();
+	test_watchdog("test_truncate_plan_across_a_commit", 30);
+	for (uint64_t i = 0; i < 4; i++)
+		vf_write(v, OWNER, i, 1);
+	vf_write(v, OWNER, 1000, 1); /* a map of two levels */
+	assert_int_equal(vol_sync(v), 0);
+	assert_int_equal(vol_truncate_plan(v, OWNER, 0, VOL_INDEX_END, UINT64_MAX, &from, &cost),
+			 0);
+	syncpoint_enable();
+	syncpoint_order("test.committed", "vol.walk.down@P");
+	test_thread_start(&th, planner_main, &pl);
+	syncpoint_wait_arrived("vol.walk.down@P", 1); /* it holds the root's entry */
+	vf_write(v, OWNER + 1, 0, 1);
+	assert_int_equal(vol_sync(v), 0); /* a commit ends */
+	SYNC_POINT("test.committed");
+	test_thread_join(th);
+	assert_true(syncpoint_arrived("vol.walk.down@P") > 1); /* it walked again */
+	syncpoint_reset();
+	assert_int_equal(pl.pl_err, 0);
+	assert_int_equal(pl.pl_from, 0);
+	assert_int_equal(pl.pl_cost, cost);
+	vf_check(v);
+	assert_int_equal(vol_close(v), 0);
+	test_watchdog_cancel();
+}
+
 /*
  * Writes after a truncate in the same delta win (as after a punch),
  * writes before it lose; a partial write after it sees zeros around its
@@ -1452,6 +1508,7 @@ int main(void)
 	    cmocka_unit_test(test_failed_commit_punch_then_write),
 	    cmocka_unit_test(test_truncate_sparse_huge_ranges),
 	    cmocka_unit_test(test_truncate_plan_from_the_top),
+	    cmocka_unit_test(test_truncate_plan_across_a_commit),
 	    cmocka_unit_test(test_truncate_then_write_same_delta),
 	    cmocka_unit_test(test_truncate_then_write_next_delta),
 	    cmocka_unit_test(test_truncate_across_crash),
