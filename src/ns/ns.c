@@ -13,8 +13,9 @@
  *                         are "<ino>" (an inode with no name left, to
  *                         free: open when it was unlinked, or too big to
  *                         free in its unlink's transaction) or
- *                         "<ino>.<end>" (a truncate in progress: blocks
- *                         from the size's end up to <end> still to punch)
+ *                         "<ino>.<end>" (a truncate an older cairn had
+ *                         in progress: blocks from the size's end up to
+ *                         <end> still to punch; none are made now)
  *   11 (NS_SUPER_OWNER)   the namespace superblock, 32 bytes in block 0:
  *                         magic "CAIRNNS1", u32 version 1, u32 0, u64
  *                         inodes in use, u64 XXH3 of bytes 0..23
@@ -27,12 +28,11 @@
  * and counts the change. Writes are split into transactions of at most
  * NS_TXN_DATA_MAX blocks (fewer if the cache is small: c_txn_data). A
  * truncate costs what it frees (vol_truncate_plan), so it goes from the
- * top down: the first transaction sets the size, zeroes the partial last
- * block and truncates what its room frees at the top; if more is left,
- * it also puts "<ino>.<end>" on the orphan list, later ones truncate
- * lower, and the one that reaches the new end removes it, so a crash in
- * between leaves nothing stale past the end (cairn_open finishes the
- * job). The block count of a step over NS_COUNT_MAX blocks is
+ * top down, a transaction per step of what its room frees, each step
+ * lowering the size to where it cut; the last zeroes the partial last
+ * block and sets the size asked for. An error or a crash between steps
+ * leaves a file cut at a step, with nothing stale past its end
+ * (ns_truncate). The block count of a step over NS_COUNT_MAX blocks is
  * conservative (vol_truncate does not say how many blocks it freed): the
  * count is capped at the blocks below the step.
  *
