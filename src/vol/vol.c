@@ -115,28 +115,6 @@ static bool vol_is_pow2(uint64_t x)
 	return x && !(x & (x - 1));
 }
 
-static void vol_geometry_set(struct vol *v, const struct log_geometry *g)
-{
-	unsigned shift = (unsigned)__builtin_ctz(g->lg_block_size / 8);
-
-	v->v_geo = *g;
-	v->v_block_size = g->lg_block_size;
-	v->v_recs_per_block = g->lg_block_size / VOL_REC_SIZE;
-	v->v_height_max = vol_levels(shift, VOL_MAX_INDEX);
-	v->v_otab_height_max = vol_levels(shift, VOL_MAX_OWNER / v->v_recs_per_block);
-	/* dat.c: entries not reusable never outnumber the segments' blocks;
-	 * twice that leaves the sweep room */
-	v->v_dat_max = 2 * g->lg_nsegments * g->lg_seg_blocks + vol_dat_per_block(g->lg_block_size);
-	v->v_dat_height_max = vol_levels(shift, vol_dat_blocks_max(v));
-}
-
-uint64_t vol_dat_blocks_max(const struct vol *v)
-{
-	uint32_t per = vol_dat_per_block(v->v_block_size);
-
-	return (v->v_dat_max + per - 1) / per;
-}
-
 /* Map blocks of the translation's tree at levels @from and up, at most. */
 static uint64_t vol_dat_map_blocks(const struct vol *v, unsigned from)
 {
@@ -158,9 +136,32 @@ static uint64_t vol_dat_map_blocks(const struct vol *v, unsigned from)
  */
 #define VOL_DAT_MAP_ONCE 64
 
+static void vol_geometry_set(struct vol *v, const struct log_geometry *g)
+{
+	unsigned shift = (unsigned)__builtin_ctz(g->lg_block_size / 8);
+
+	v->v_geo = *g;
+	v->v_block_size = g->lg_block_size;
+	v->v_recs_per_block = g->lg_block_size / VOL_REC_SIZE;
+	v->v_height_max = vol_levels(shift, VOL_MAX_INDEX);
+	v->v_otab_height_max = vol_levels(shift, VOL_MAX_OWNER / v->v_recs_per_block);
+	/* dat.c: entries not reusable never outnumber the segments' blocks;
+	 * twice that leaves the sweep room */
+	v->v_dat_max = 2 * g->lg_nsegments * g->lg_seg_blocks + vol_dat_per_block(g->lg_block_size);
+	v->v_dat_height_max = vol_levels(shift, vol_dat_blocks_max(v));
+	v->v_dat_map_small = vol_dat_map_blocks(v, 1) <= VOL_DAT_MAP_ONCE;
+}
+
+uint64_t vol_dat_blocks_max(const struct vol *v)
+{
+	uint32_t per = vol_dat_per_block(v->v_block_size);
+
+	return (v->v_dat_max + per - 1) / per;
+}
+
 static bool vol_dat_map_small(const struct vol *v)
 {
-	return vol_dat_map_blocks(v, 1) <= VOL_DAT_MAP_ONCE;
+	return v->v_dat_map_small;
 }
 
 /*
@@ -919,10 +920,9 @@ static void vol_book_dat(struct vol_txn *t)
 {
 	struct vol *v = t->vt_vol;
 	uint64_t cap = vol_dat_cap(v);
-	uint64_t before = atomic_fetch_add(&v->v_dat_booked[t->vt_op.dop_delta & 1], t->vt_dat);
-	uint64_t excess = before >= cap
-			      ? t->vt_dat
-			      : MIN(t->vt_dat, before + t->vt_dat - MIN(before + t->vt_dat, cap));
+	uint64_t after =
+	    atomic_fetch_add(&v->v_dat_booked[t->vt_op.dop_delta & 1], t->vt_dat) + t->vt_dat;
+	uint64_t excess = after > cap ? MIN(t->vt_dat, after - cap) : 0; /* past the cap */
 
 	t->vt_dat_booked = true;
 	if (excess)
@@ -1035,16 +1035,25 @@ int vol_write_range(struct vol_txn *t, uint64_t owner, uint64_t index, uint32_t 
  * The punch of (owner, index) in @delta is recorded: if the block is
  * cached, zero it in @delta (forking a buffer of the committing delta)
  * and say again, inside the modification, that the punch came last (2).
+ * With @keep_clean_zeros (a truncate's), a Clean block of zeros is left
+ * as it is: an earlier step of a large truncate zeroed it, and
+ * redirtying it would cost a buffer for nothing to write.
  */
-static int vol_zero_cached(struct vol *v, uint64_t owner, uint64_t index, uint32_t delta)
+static int vol_zero_cached(struct vol *v, uint64_t owner, uint64_t index, uint32_t delta,
+			   bool keep_clean_zeros)
 {
 	struct buf *b;
+	bool keep;
 	int err;
 
 	b = buf_find_hold(v->v_cache, owner, index);
 	if (!b)
 		return 0; /* a later fill sees the record */
+	keep = keep_clean_zeros && buf_state(b) == BUF_CLEAN &&
+	       util_all_zero(buf_data(b), v->v_block_size);
 	buf_put(b);
+	if (keep)
+		return 0;
 	err = buf_get_new(v->v_cache, owner, index, &b); /* waits out a fill or a new write */
 	if (err)
 		return err;
@@ -1069,7 +1078,7 @@ int vol_punch(struct vol_txn *t, uint64_t owner, uint64_t index)
 		err = vol_punch_add(&v->v_punches, owner, index, delta, true);
 	if (err)
 		return err;
-	return vol_zero_cached(v, owner, index, delta);
+	return vol_zero_cached(v, owner, index, delta, false);
 }
 
 /* ---- truncates ---------------------------------------------------------------- */
@@ -1300,20 +1309,9 @@ int vol_truncate(struct vol_txn *t, uint64_t owner, uint64_t from_index, uint64_
 	if (err)
 		return err;
 	for (size_t i = 0; i < n && !err; i++) {
-		struct buf *b;
-		bool zero;
-
 		if (bmap_is_node(idx[i]))
 			continue; /* a map block: the commit's */
-		b = buf_find_hold(v->v_cache, owner, idx[i]);
-		if (!b)
-			continue; /* a later fill sees the record */
-		/* zeros already, and nothing to write (an earlier step of a
-		 * large truncate zeroed it): redirtying it would cost a buffer */
-		zero = buf_state(b) == BUF_CLEAN && util_all_zero(buf_data(b), v->v_block_size);
-		buf_put(b);
-		if (!zero)
-			err = vol_zero_cached(v, owner, idx[i], delta);
+		err = vol_zero_cached(v, owner, idx[i], delta, true);
 	}
 	free(idx);
 	return err;

@@ -521,6 +521,7 @@ struct vol {
 	unsigned v_otab_height_max;	  /* immutable: levels of the owner table's */
 	unsigned v_dat_height_max;	  /* immutable: levels of the translation's */
 	uint64_t v_dat_max;		  /* immutable: most translation entries (dat.c) */
+	bool v_dat_map_small;		  /* immutable: its map counted once (vol.c) */
 	uint32_t v_checkpoint_every;	  /* immutable */
 	uint64_t v_protect_ms;		  /* immutable: vol_open_opts.voo_protect_s */
 	uint32_t v_clean_low;		  /* immutable: free segments the cleaner starts under */
