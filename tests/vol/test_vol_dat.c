@@ -168,6 +168,15 @@ struct fault_at {
 	bool f_done;
 };
 
+/* @d's image reopened (nothing cached) for @f to fail on: its volume. */
+static struct vol *fault_open_copy(struct bdev *d, struct fault_at *f, struct bdev **img)
+{
+	assert_int_equal(bdev_emu_open_copy(d, img), 0);
+	f->f_vol = vf_open(*img, 0);
+	f->f_dev = *img;
+	return f->f_vol;
+}
+
 static void drop_and_fail(const char *point, void *arg)
 {
 	struct fault_at *f = arg;
@@ -216,10 +225,7 @@ static void test_failed_link(void **state)
 		assert_int_equal(vol_resolve(v, OWNER, f.f_index, &f.f_pblk), 0);
 		assert_true(f.f_pblk != 0);
 		/* the image reopened: nothing cached */
-		assert_int_equal(bdev_emu_open_copy(d, &img), 0);
-		w = vf_open(img, 0);
-		f.f_vol = w;
-		f.f_dev = img;
+		w = fault_open_copy(d, &f, &img);
 		vf_write(w, OWNER, idx, 2);
 		if (meta) {
 			syncpoint_enable();
@@ -418,10 +424,7 @@ static void test_failed_kill(void **state)
 	assert_true(x / per == 1);
 	f = (struct fault_at){.f_owner = VOL_DAT_OWNER, .f_index = x / per};
 	assert_int_equal(vol_resolve(v, VOL_DAT_OWNER, f.f_index, &f.f_pblk), 0);
-	assert_int_equal(bdev_emu_open_copy(d, &img), 0);
-	w = vf_open(img, 0);
-	f.f_vol = w;
-	f.f_dev = img;
+	w = fault_open_copy(d, &f, &img);
 	vf_write(w, OWNER + 2, 260, 2);
 	syncpoint_enable();
 	syncpoint_callback("vol.commit.gone", drop_and_fail, &f);
@@ -482,10 +485,7 @@ static void test_failed_birth(void **state)
 	test_needs_syncpoints();
 	spread_numbers(v);
 	assert_int_equal(vol_resolve(v, VOL_DAT_OWNER, 0, &f.f_pblk), 0);
-	assert_int_equal(bdev_emu_open_copy(d, &img), 0);
-	w = vf_open(img, 0);
-	f.f_vol = w;
-	f.f_dev = img;
+	w = fault_open_copy(d, &f, &img);
 	vf_write(w, OWNER + 2, 260, 2);
 	syncpoint_enable();
 	syncpoint_order("test.written", "vol.commit.begin");

@@ -1428,6 +1428,19 @@ static void sr_sink(enum log_level level, const char *line, void *arg)
 		__atomic_add_fetch(&sr_misfits_logged, 1, __ATOMIC_RELAXED);
 }
 
+/* A copy of @img opened with @oo, and its recent checkpoints (*cp, *n). */
+static struct vol *open_listing(struct bdev *img, const struct vol_open_opts *oo,
+				struct vol_checkpoint **cp, size_t *n)
+{
+	int err;
+	struct vol *w = open_copy(img, oo, &err);
+
+	if (!w)
+		fail_msg("the volume does not open: %d", err);
+	assert_int_equal(vol_checkpoints(w, SIZE_MAX, cp, n), 0);
+	return w;
+}
+
 /*
  * On image @img, whose checkpoint @bad has a super root that is not this
  * volume's: the open (which walks the recent checkpoints to count them)
@@ -1443,10 +1456,7 @@ static void expect_chain_ends(struct bdev *img, const struct vol_open_opts *oo,
 	size_t n;
 	int err;
 
-	w = open_copy(img, oo, &err);
-	if (!w)
-		fail_msg("the volume does not open: %d", err);
-	assert_int_equal(vol_checkpoints(w, SIZE_MAX, &cp, &n), 0);
+	w = open_listing(img, oo, &cp, &n);
 	assert_true(n > 0);
 	for (size_t i = 0; i < n; i++) {
 		if (cp[i].vcp_delta <= bad)
@@ -1514,10 +1524,7 @@ static bool expect_flip_survived(struct bdev *img, const struct vol_open_opts *o
 	size_t n;
 	int err;
 
-	w = open_copy(img, oo, &err);
-	if (!w)
-		fail_msg("the volume does not open: %d", err);
-	assert_int_equal(vol_checkpoints(w, SIZE_MAX, &cp, &n), 0);
+	w = open_listing(img, oo, &cp, &n);
 	assert_true(n >= SR_TARGET);
 	for (size_t i = 0; i < n; i++) {
 		cv = open_ckpt_small(img, cp[i].vcp_delta, &err);
