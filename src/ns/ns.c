@@ -144,6 +144,14 @@ int ns_txn_begin(struct cairn *c, uint64_t nblocks, unsigned flags, struct vol_t
 	return vol_txn_begin(c->c_vol, nblocks, flags, t);
 }
 
+int ns_txn_begin_run(struct cairn *c, uint64_t ino, uint64_t first, uint64_t count,
+		     uint64_t nblocks, unsigned flags, struct vol_txn *t)
+{
+	if (c->c_rdonly)
+		return -EROFS;
+	return vol_txn_begin_run(c->c_vol, ino, first, count, nblocks, flags, t);
+}
+
 int ns_iwrite(struct vol_txn *t, struct ns_inode *ni)
 {
 	return inode_write(t, ni->ni_ino, &ni->ni_rec);

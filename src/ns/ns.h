@@ -124,6 +124,10 @@ void ns_unlock2(struct ns_inode *a, struct ns_inode *b);
 
 /* vol_txn_begin, -EROFS on a read-only volume. */
 int ns_txn_begin(struct cairn *c, uint64_t nblocks, unsigned flags, struct vol_txn *t);
+/* ns_txn_begin for @count blocks of @ino from @first on, and @nblocks
+ * others (vol_txn_begin_run): a write or a punch of a file's range. */
+int ns_txn_begin_run(struct cairn *c, uint64_t ino, uint64_t first, uint64_t count,
+		     uint64_t nblocks, unsigned flags, struct vol_txn *t);
 /* Write the record copy of @ni (locked for writing) in @t. */
 int ns_iwrite(struct vol_txn *t, struct ns_inode *ni);
 void ns_now(struct inode_time *t);

@@ -188,7 +188,7 @@ static int ns_write_chunk(struct cairn *c, struct ns_inode *ni, const uint8_t *s
 	size_t done = 0;
 	int err;
 
-	err = ns_txn_begin(c, last - first + 1 + INODE_WRITE_BLOCKS, 0, &t);
+	err = ns_txn_begin_run(c, ni->ni_ino, first, last - first + 1, INODE_WRITE_BLOCKS, 0, &t);
 	if (err)
 		return err;
 	ns_wlock(ni);
@@ -384,7 +384,8 @@ static int ns_punch_chunk(struct cairn *c, struct ns_inode *ni, uint64_t off, ui
 	struct vol_txn t;
 	int err;
 
-	err = ns_txn_begin(c, last - first + 1 + INODE_WRITE_BLOCKS, VOL_TXN_FREEING, &t);
+	err = ns_txn_begin_run(c, ni->ni_ino, first, last - first + 1, INODE_WRITE_BLOCKS,
+			       VOL_TXN_FREEING, &t);
 	if (err)
 		return err;
 	ns_wlock(ni);

@@ -35,7 +35,7 @@
  *   (1) Every front-end change happens inside a transaction, to a data
  *       buffer, between buf_modify_begin and buf_modify_end in the
  *       transaction's delta; a transaction changes at most the blocks it
- *       reserved for (vt_left).
+ *       reserved for (vt_left, and vt_run_left in its run).
  *   (2) A punch is recorded before its buffer is looked up, and a write
  *       cancels the punch of its delta inside its modification, so the
  *       record and the buffer never disagree about which came last
@@ -241,18 +241,57 @@ uint64_t vol_block_rewrites(const struct vol *v)
 	return vol_block_worst(v) / vol_vblock_worst(v);
 }
 
+/* The translation blocks of @rewrites rewritten blocks' entries. */
+static uint64_t vol_dat_of(const struct vol *v, uint64_t rewrites)
+{
+	return MIN(rewrites * (vol_vblock_worst(v) - 1), vol_dat_cap(v));
+}
+
+/* What a transaction whose changes may rewrite @rewrites blocks reserves. */
+static uint64_t vol_worst_of(const struct vol *v, uint64_t rewrites)
+{
+	uint64_t payload = rewrites + vol_dat_of(v, rewrites) + vol_dat_upper(v) + 1;
+
+	return payload + vol_log_overhead(v, payload);
+}
+
 /* The translation part of vol_txn_worst(@nblocks). */
 uint64_t vol_txn_dat(const struct vol *v, uint64_t nblocks)
 {
-	return MIN(nblocks * vol_block_rewrites(v) * (vol_vblock_worst(v) - 1), vol_dat_cap(v));
+	return vol_dat_of(v, nblocks * vol_block_rewrites(v));
 }
 
 uint64_t vol_txn_worst(const struct vol *v, uint64_t nblocks)
 {
-	uint64_t payload =
-	    nblocks * vol_block_rewrites(v) + vol_txn_dat(v, nblocks) + vol_dat_upper(v) + 1;
+	return vol_worst_of(v, nblocks * vol_block_rewrites(v));
+}
 
-	return payload + vol_log_overhead(v, payload);
+/* The level-1 map blocks (vol_book_path's nodes) over [@first, @first + @count). */
+static uint64_t vol_run_nodes(const struct vol *v, uint64_t first, uint64_t count)
+{
+	uint64_t per = v->v_block_size / 8;
+
+	return count ? (first + count - 1) / per - first / per + 1 : 0;
+}
+
+/*
+ * Blocks the changes of a run of @count blocks from @first, and of
+ * @nblocks others, may rewrite: each block of the run, and for each
+ * level-1 map block it spans one map path with the owner's record block
+ * and that one's path (the rest of vol_block_rewrites); each other block
+ * with all of that.
+ */
+static uint64_t vol_run_rewrites(const struct vol *v, uint64_t first, uint64_t count,
+				 uint64_t nblocks)
+{
+	uint64_t rw = vol_block_rewrites(v);
+
+	return count + vol_run_nodes(v, first, count) * (rw - 1) + nblocks * rw;
+}
+
+uint64_t vol_txn_worst_run(const struct vol *v, uint64_t first, uint64_t count, uint64_t nblocks)
+{
+	return vol_worst_of(v, vol_run_rewrites(v, first, count, nblocks));
 }
 
 /*
@@ -814,35 +853,54 @@ uint64_t vol_txn_max(struct vol *v)
 	return v->v_dirty_limit;
 }
 
-int vol_txn_begin(struct vol *v, uint64_t nblocks, unsigned flags, struct vol_txn *t)
+static bool vol_owner_valid(uint64_t owner, uint64_t index)
+{
+	return owner >= VOL_CLIENT_META && owner <= VOL_MAX_OWNER && index <= VOL_MAX_INDEX;
+}
+
+int vol_txn_begin_run(struct vol *v, uint64_t owner, uint64_t first, uint64_t count,
+		      uint64_t nblocks, unsigned flags, struct vol_txn *t)
 {
 	unsigned res = (flags & VOL_TXN_FREEING) ? LOG_RES_FREEING : 0;
+	uint64_t total = count + nblocks;
 	int err;
 
-	if ((flags & ~VOL_TXN_FREEING) || nblocks > VOL_MAX_INDEX)
+	if ((flags & ~VOL_TXN_FREEING) || nblocks > VOL_MAX_INDEX || count > VOL_MAX_INDEX ||
+	    total > VOL_MAX_INDEX)
 		return -EINVAL;
-	if (nblocks > v->v_dirty_limit) {
+	if (count && (first > VOL_MAX_INDEX - (count - 1) || !vol_owner_valid(owner, first)))
+		return -EINVAL;
+	if (total > v->v_dirty_limit) {
 		log_err("vol: a transaction of %" PRIu64
 			" blocks cannot fit in the cache (at most %" PRIu64 ")",
-			nblocks, v->v_dirty_limit);
+			total, v->v_dirty_limit);
 		return -EINVAL;
 	}
-	err = vol_throttle(v, nblocks);
+	err = vol_throttle(v, total);
 	if (err)
 		return err;
-	err = delta_op_begin(v->v_ds, vol_txn_worst(v, nblocks), res, &t->vt_op);
+	err = delta_op_begin(v->v_ds, vol_txn_worst_run(v, first, count, nblocks), res, &t->vt_op);
 	if (err) {
-		atomic_fetch_sub(&v->v_inflight, nblocks);
+		atomic_fetch_sub(&v->v_inflight, total);
 		return err;
 	}
-	t->vt_vol = v;
-	t->vt_left = nblocks;
-	t->vt_booked = nblocks;
-	t->vt_refund = vol_block_rewrites(v) - 1;
-	t->vt_dat = vol_txn_dat(v, nblocks);
-	t->vt_dat_booked = false;
+	*t = (struct vol_txn){.vt_vol = v,
+			      .vt_op = t->vt_op,
+			      .vt_left = nblocks,
+			      .vt_booked = total,
+			      .vt_refund = vol_block_rewrites(v) - 1,
+			      .vt_dat = vol_dat_of(v, vol_run_rewrites(v, first, count, nblocks)),
+			      .vt_run_owner = owner,
+			      .vt_run_first = first,
+			      .vt_run_end = first + count,
+			      .vt_run_left = count};
 	vol_busy_enter();
 	return 0;
+}
+
+int vol_txn_begin(struct vol *v, uint64_t nblocks, unsigned flags, struct vol_txn *t)
+{
+	return vol_txn_begin_run(v, 0, 0, 0, nblocks, flags, t);
 }
 
 void vol_txn_end(struct vol_txn *t)
@@ -854,11 +912,6 @@ void vol_txn_end(struct vol_txn *t)
 	atomic_fetch_add(&v->v_txn_ends, 1);
 	vol_throttle_wake(v);
 	vol_busy_leave();
-}
-
-static bool vol_owner_valid(uint64_t owner, uint64_t index)
-{
-	return owner >= VOL_CLIENT_META && owner <= VOL_MAX_OWNER && index <= VOL_MAX_INDEX;
 }
 
 /*
@@ -929,18 +982,45 @@ static void vol_book_dat(struct vol_txn *t)
 		delta_op_refund(v->v_ds, &t->vt_op, excess);
 }
 
+/*
+ * Count a change of block @index of @t's run: the run reserved one map
+ * path per level-1 map block it spans, given back at the run's first
+ * change under that map block if the delta booked its path already.
+ * (Past the 64th map block of a run nothing is given back: only safe.)
+ */
+static void vol_txn_charge_run(struct vol_txn *t, uint64_t index)
+{
+	uint64_t per = t->vt_vol->v_block_size / 8;
+	uint64_t node = index / per - t->vt_run_first / per;
+	bool first = node < 64 && !(t->vt_run_nodes & (1ULL << node));
+
+	t->vt_run_left--;
+	if (first)
+		t->vt_run_nodes |= 1ULL << node;
+	if (vol_book_path(t, t->vt_run_owner, index) && first)
+		delta_op_refund(t->vt_vol->v_ds, &t->vt_op, t->vt_refund);
+}
+
 /* Check a front-end change of (owner, index) and count it against @t. */
 static int vol_txn_charge_as(struct vol_txn *t, uint64_t owner, uint64_t index, bool own)
 {
+	bool run;
+
 	if (own ? index > VOL_MAX_INDEX : !vol_owner_valid(owner, index))
 		return -EINVAL;
-	if (!t->vt_left) {
+	run = !own && t->vt_run_left && owner == t->vt_run_owner && index >= t->vt_run_first &&
+	      index < t->vt_run_end;
+	if (!run && !t->vt_left) {
 		log_err("vol: transaction changes more blocks than it reserved");
 		return -EINVAL;
 	}
-	t->vt_left--;
 	if (!t->vt_dat_booked)
 		vol_book_dat(t);
+	if (run) {
+		vol_txn_charge_run(t, index);
+		return 0;
+	}
+	t->vt_left--;
 	if (vol_book_path(t, owner, index)) /* only the block itself is new */
 		delta_op_refund(t->vt_vol->v_ds, &t->vt_op, t->vt_refund);
 	return 0;

@@ -117,6 +117,11 @@ struct vol_txn {
 	uint64_t vt_refund;    /* given back per change whose map path is booked already */
 	uint64_t vt_dat;       /* its translation part, booked to the delta at the first change */
 	bool vt_dat_booked;
+	uint64_t vt_run_owner; /* the run of vol_txn_begin_run: its owner, */
+	uint64_t vt_run_first; /* first block, */
+	uint64_t vt_run_end;   /* the block past it, */
+	uint64_t vt_run_left;  /* how many changes it still covers, */
+	uint64_t vt_run_nodes; /* and its level-1 map blocks changed (bits) */
 };
 
 /* The most blocks one transaction may write or punch: what the cache holds
@@ -135,6 +140,16 @@ uint64_t vol_txn_max(struct vol *v);
  */
 #define VOL_TXN_FREEING 0x1
 int vol_txn_begin(struct vol *v, uint64_t nblocks, unsigned flags, struct vol_txn *t);
+/*
+ * vol_txn_begin for a transaction that changes at most @count blocks of
+ * @owner in [@first, @first + @count) and @nblocks others, as a write or
+ * a punch of a file's range does. The run's blocks share their map
+ * paths: it reserves one path per level-1 map block the run spans, not
+ * one per block, so a large write needs far less free space to begin
+ * (vol_txn_worst_run). Changes past the run count against @nblocks.
+ */
+int vol_txn_begin_run(struct vol *v, uint64_t owner, uint64_t first, uint64_t count,
+		      uint64_t nblocks, unsigned flags, struct vol_txn *t);
 void vol_txn_end(struct vol_txn *t);
 
 /*
@@ -227,6 +242,7 @@ struct vol_usage_stats {
 				       ones, map blocks and super roots included) */
 	uint64_t vus_pinned_blocks; /* blocks only snapshots keep (at least) */
 	uint64_t vus_snap_segments; /* segments the cleaner leaves to the snapshots */
+	uint64_t vus_dat_blocks;    /* translation blocks entries were ever used in */
 };
 void vol_usage(struct vol *v, struct vol_usage_stats *us);
 /*

@@ -494,6 +494,7 @@ struct vol_usage {
 	uint64_t *vu_snap;		/* bitmap: may hold a block a snapshot names; vu_lock */
 	uint64_t vu_sr_blk;		/* the super root the counts describe; vu_lock */
 	uint64_t vu_sr_delta;		/* and its delta; vu_lock */
+	uint64_t vu_dat_next;		/* and its sr_dat_next; vu_lock */
 	_Atomic uint64_t vu_recount_at; /* recount at the settle of this delta or later */
 	struct vol_snap_info *vu_snaps; /* the table as the open found it (snapshot opens) */
 	size_t vu_nsnaps;
@@ -571,6 +572,9 @@ struct vol {
 
 /* vol.c: what a transaction of @nblocks must reserve (seed 000). */
 uint64_t vol_txn_worst(const struct vol *v, uint64_t nblocks);
+/* vol.c: what one of a run of @count blocks from @first and @nblocks
+ * others must reserve (vol_txn_begin_run). */
+uint64_t vol_txn_worst_run(const struct vol *v, uint64_t first, uint64_t count, uint64_t nblocks);
 /* vol.c: what one block adds to that, log overhead aside: the block, its
  * map path, its owner's record block and that one's path, each with its
  * translation entries (vol_vblock_worst). */

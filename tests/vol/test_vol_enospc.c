@@ -324,7 +324,8 @@ static void test_heavy_reservations_commit(void **state)
 struct one_more {
 	struct vol *om_vol;
 	int om_err;
-	uint64_t om_given_back; /* reservation the write gave back */
+	uint64_t om_given_back;	     /* reservation the write gave back */
+	uint64_t om_first, om_count; /* write_run_again's run */
 };
 
 /* Another thread's transaction in the same delta writes under the same map block. */
@@ -393,10 +394,89 @@ static void test_shared_paths_give_reservations_back(void **state)
 	test_watchdog_cancel();
 }
 
+/* A second transaction in the delta writes the same run, its paths booked already. */
+static void *write_run_again(void *arg)
+{
+	static unsigned char data[VF_BS];
+	struct one_more *om = arg;
+	struct log_space before, after;
+	struct vol_txn t;
+
+	om->om_err = vol_txn_begin_run(om->om_vol, OWNER0, om->om_first, om->om_count, 0, 0, &t);
+	if (om->om_err)
+		return NULL;
+	vol_space(om->om_vol, &before);
+	for (uint64_t i = 0; i < om->om_count && !om->om_err; i++) {
+		vf_pattern(data, OWNER0, om->om_first + i, 2);
+		om->om_err = vol_write(&t, OWNER0, om->om_first + i, data);
+	}
+	vol_space(om->om_vol, &after);
+	om->om_given_back = before.sp_reserved - after.sp_reserved;
+	vol_txn_end(&t);
+	return NULL;
+}
+
+/*
+ * A run of a file's blocks (a write of a range) reserves one map path per
+ * level-1 map block it spans, not one per block; a change past the run
+ * counts against the transaction's other blocks; a second run under the
+ * same map blocks in the delta gives those paths back; and the commit
+ * finds every reservation enough.
+ */
+static void test_run_reserves_a_path_per_map_block(void **state)
+{
+	static unsigned char data[VF_BS];
+	struct bdev *d = vf_mkfs(DEV_BLOCKS * 4);
+	struct vol *v = vf_open(d, 0);
+	uint64_t per = VF_BS / 8, first = per - 4, count = 8; /* across two map blocks */
+	uint64_t rw = vol_block_rewrites(v), path = rw - 1, dat[2], cap = vol_dat_cap(v);
+	struct one_more om = {.om_vol = v, .om_first = first, .om_count = count};
+	struct log_space begun, written;
+	struct delta_stats st;
+	struct vol_txn t;
+	pthread_t th;
+
+	(void)state;
+	test_watchdog("test_run_reserves_a_path_per_map_block", 60);
+	assert_int_equal(vol_txn_begin_run(v, OWNER0, first, count, 1, 0, &t), 0);
+	vol_space(v, &begun);
+	assert_int_equal(begun.sp_reserved, vol_txn_worst_run(v, first, count, 1));
+	assert_true(begun.sp_reserved < vol_txn_worst(v, count + 1));
+	for (uint64_t i = first; i < first + count; i++) {
+		vf_pattern(data, OWNER0, i, 1);
+		assert_int_equal(vol_write(&t, OWNER0, i, data), 0);
+	}
+	vol_space(v, &written);
+	assert_int_equal(written.sp_reserved, begun.sp_reserved); /* nothing booked before */
+	/* past the run: the one other block, then nothing */
+	vf_pattern(data, OWNER0, 3 * per, 1);
+	assert_int_equal(vol_write(&t, OWNER0, 3 * per, data), 0);
+	assert_int_equal(vol_write(&t, OWNER0, 3 * per + 1, data), -EINVAL);
+	test_thread_start(&th, write_run_again, &om);
+	test_thread_join(th);
+	assert_int_equal(om.om_err, 0);
+	/* its two paths, and what its translation part adds over the cap */
+	dat[0] = MIN((count + 2 * path + rw) * (vol_vblock_worst(v) - 1), cap);
+	dat[1] = MIN((count + 2 * path) * (vol_vblock_worst(v) - 1), cap);
+	assert_int_equal(om.om_given_back,
+			 2 * path + MIN(dat[0] + dat[1] - MIN(dat[0] + dat[1], cap), dat[1]));
+	vol_txn_end(&t);
+	assert_int_equal(vol_sync(v), 0);
+	delta_stats(v->v_ds, &st);
+	assert_int_equal(st.ds_underestimates, 0);
+	vf_check(v);
+	for (uint64_t i = first; i < first + count; i++)
+		vf_expect(v, OWNER0, i, 2);
+	vf_expect(v, OWNER0, 3 * per, 1);
+	assert_int_equal(vol_close(v), 0);
+	test_watchdog_cancel();
+}
+
 int main(void)
 {
 	static const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_shared_paths_give_reservations_back),
+	    cmocka_unit_test(test_run_reserves_a_path_per_map_block),
 	    cmocka_unit_test(test_fill_from_threads_then_free),
 	    cmocka_unit_test(test_reserve_retry_raced_by_another_reserver),
 	    cmocka_unit_test(test_heavy_reservations_commit),
