@@ -5,6 +5,10 @@
 
 #include "harness.h"
 
+#include "delta/delta.h"
+#include "ns/ns.h"
+#include "vol/vol.h"
+
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,14 +29,25 @@ void nf_new(struct nf *f, unsigned mib)
 	assert_int_equal(cairn_open(f->nf_path, NULL, &f->nf_c), 0);
 }
 
+/* Every commit so far consumed no more than its transactions reserved. */
+static void nf_no_underestimate(const struct nf *f)
+{
+	struct delta_stats ds;
+
+	vol_delta_stats(f->nf_c->c_vol, &ds);
+	assert_int_equal(ds.ds_underestimates, 0);
+}
+
 void nf_reopen(struct nf *f)
 {
+	nf_no_underestimate(f);
 	assert_int_equal(cairn_close(f->nf_c), 0);
 	assert_int_equal(cairn_open(f->nf_path, NULL, &f->nf_c), 0);
 }
 
 void nf_done(struct nf *f)
 {
+	nf_no_underestimate(f);
 	assert_int_equal(cairn_close(f->nf_c), 0);
 	f->nf_c = NULL;
 	unlink(f->nf_path);
