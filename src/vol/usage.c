@@ -342,6 +342,7 @@ int vol_usage_open(struct vol *v, bool writable)
 	struct vol_count cn;
 	int err;
 
+	u->vu_dat_next = v->v_sr.sr_dat_next;
 	u->vu_live = calloc(n, sizeof(*u->vu_live));
 	u->vu_pinned = calloc(n, sizeof(*u->vu_pinned));
 	u->vu_snap = calloc((n + 63) / 64, sizeof(*u->vu_snap));
@@ -586,6 +587,7 @@ void vol_usage_settle(struct vol *v)
 	u->vu_failed_segs.uv_n = 0;
 	u->vu_sr_blk = v->v_sr_blk;
 	u->vu_sr_delta = v->v_sr.sr_delta;
+	u->vu_dat_next = v->v_sr.sr_dat_next;
 	cmutex_unlock(&u->vu_lock);
 	u->vu_born.uv_n = 0;
 	u->vu_gone.uv_n = 0;
@@ -712,6 +714,8 @@ void vol_usage(struct vol *v, struct vol_usage_stats *us)
 	us->vus_written = u->vu_written;
 	us->vus_moved = u->vu_moved;
 	us->vus_pinned_blocks = u->vu_pinned_total;
+	us->vus_dat_blocks = (u->vu_dat_next + vol_dat_per_block(v->v_block_size) - 1) /
+			     vol_dat_per_block(v->v_block_size);
 	for (uint64_t s = 0; s < v->v_geo.lg_nsegments; s++)
 		us->vus_snap_segments += vol_seg_snap(u->vu_snap, s);
 	cmutex_unlock(&u->vu_lock);
