@@ -29,12 +29,14 @@
  *       or when the volume was opened with VOL_CLEAN_GREEDY;
  *       up to a budget of live blocks per commit (the cache must hold
  *       them dirty along with the delta's own);
- *   (2) reserves, block by block as it finds them in (3), what moving
- *       each may cost (clean_reserve: the block and its translation
- *       block, vol_move_worst; a block of the translation's own tree and
- *       its path), from the kept reserve if need be (LOG_RES_CLEANER:
- *       all of it but the part kept for deletions); the run ends where
- *       that fails, or at the budget;
+ *   (2) reserves the headers and summaries of the logs the victims'
+ *       live blocks may take (clean_log_room; fewer victims when that
+ *       does not fit), then, block by block as it finds them in (3),
+ *       what moving each may cost (clean_reserve: the block and its
+ *       translation block, vol_move_worst; a block of the translation's
+ *       own tree and its path), from the kept reserve if need be
+ *       (LOG_RES_CLEANER: all of it but the part kept for deletions);
+ *       the run ends where that fails, or at the victims' live blocks;
  *   (3) reads each victim's logs (log_seg_scan) and, for each block the
  *       summary names with its virtual number (the tag), asks whether it
  *       is current there: its owner's tree still names that number for
@@ -186,9 +188,10 @@ static int clean_block(void *arg, uint64_t owner, uint64_t index, uint64_t tag, 
 }
 
 /*
- * Segments' worth of space free in the log now and not promised to a
- * reservation: what the watermarks compare with (reservations in flight
- * are the front end's next writes).
+ * Segments' worth of space free in the log now, not promised to a
+ * reservation and not in the kept reserve: what the watermarks compare
+ * with (reservations in flight are the front end's next writes; the kept
+ * reserve is no writer's, and on a small volume it is many segments).
  */
 uint64_t vol_clean_free_segments(struct vol *v)
 {
@@ -196,7 +199,7 @@ uint64_t vol_clean_free_segments(struct vol *v)
 	uint64_t used;
 
 	log_space(v->v_log, &sp);
-	used = sp.sp_written + sp.sp_reserved;
+	used = sp.sp_written + sp.sp_reserved + sp.sp_kept;
 	return (sp.sp_total - MIN(used, sp.sp_total)) / v->v_geo.lg_seg_blocks;
 }
 
@@ -363,6 +366,20 @@ bool vol_clean_again(void *ctx)
 	return true;
 }
 
+/*
+ * (2) What the logs of a run moving @live blocks take besides the moves'
+ * own reservations: headers and summaries for the most the moves' costs
+ * add up to (a block of the translation's own tree costs its path), the
+ * translation's upper map blocks and the super root; and those blocks.
+ */
+static uint64_t clean_log_room(struct vol *v, uint64_t live)
+{
+	uint64_t payload =
+	    live * MAX(vol_move_worst(v), 1 + (uint64_t)v->v_dat_height_max) + vol_dat_upper(v) + 1;
+
+	return vol_log_overhead(v, payload) + vol_dat_upper(v) + 1;
+}
+
 int vol_clean(struct vol *v, uint32_t delta, const struct vol_clean_ops *ops, uint64_t *reserved)
 {
 	/* the moved blocks are dirty in the cache beside the delta's own:
@@ -370,7 +387,7 @@ int vol_clean(struct vol *v, uint32_t delta, const struct vol_clean_ops *ops, ui
 	uint64_t budget =
 	    MIN((uint64_t)CLEAN_BUDGET_MAX, MAX(v->v_buffer_limit / (2 * vol_move_worst(v)), 1));
 	struct clean_run cr = {.cr_vol = v, .cr_delta = delta, .cr_ops = ops, .cr_budget = budget};
-	uint64_t free_segs, victims[CLEAN_VICTIMS], base;
+	uint64_t free_segs, victims[CLEAN_VICTIMS], base = 0, live;
 	bool held = false, greedy;
 	unsigned n, util_max, scanned = 0, whole;
 	int err = 0;
@@ -383,25 +400,27 @@ int vol_clean(struct vol *v, uint32_t delta, const struct vol_clean_ops *ops, ui
 		return 0;
 	greedy = free_segs < 2 || v->v_clean_policy == VOL_CLEAN_GREEDY;
 	util_max = clean_util_max(free_segs);
-	clean_choose(v, delta, greedy, util_max, budget, victims, &n, &held);
+	live = clean_choose(v, delta, greedy, util_max, budget, victims, &n, &held);
 	if (!n && held) {
 		/* victims held only for recovery: move the checkpoint slots on */
 		for (int i = 0; i < 2 && !err; i++)
 			err = vol_checkpoint(v);
 		if (!err)
-			clean_choose(v, delta, greedy, util_max, budget, victims, &n, &held);
+			live = clean_choose(v, delta, greedy, util_max, budget, victims, &n, &held);
 	}
-	/* (2) the logs the moved blocks may take: headers and summaries */
-	/* the most the moves' costs add up to (a block of the translation's
-	 * own tree costs its path), the translation's upper map blocks, the
-	 * super root, and the logs holding all that */
-	base = budget * MAX(vol_move_worst(v), 1 + (uint64_t)v->v_dat_height_max) +
-	       vol_dat_upper(v) + 1;
-	base = vol_log_overhead(v, base) + vol_dat_upper(v) + 1;
-	if (!n || log_space_reserve(v->v_log, base, LOG_RES_CLEANER)) {
+	/* (2) the logs the moved blocks may take, for the victims' live
+	 * blocks: fewer victims when that does not fit (on a small volume
+	 * the cleaner's part of the kept reserve is a few segments) */
+	for (; n; live -= v->v_usage.vu_live[victims[--n]]) {
+		base = clean_log_room(v, live);
+		if (!log_space_reserve(v->v_log, base, LOG_RES_CLEANER))
+			break;
+	}
+	if (!n) {
 		clean_stop(v); /* nothing to move, or no room even to move */
 		return 0;
 	}
+	cr.cr_budget = live; /* what the logs were reserved for */
 	cr.cr_reserved = base;
 	SYNC_POINT("vol.clean.victims");
 	for (; scanned < n && !err && !cr.cr_full; scanned++)
