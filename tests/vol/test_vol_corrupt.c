@@ -194,8 +194,12 @@ static void co_build(struct co_run *r)
 	struct vol_mkfs_opts mo = {
 	    .vmo_log = {.lfo_block_size = CO_BS, .lfo_seg_blocks = CO_SEG_BLOCKS, .lfo_uuid = uuid},
 	};
-	struct vol_open_opts oo = {
-	    .voo_max_dirty = 1u << 30, .voo_max_age_ms = 3600u * 1000, .voo_checkpoint_every = 8};
+	/* no commit but the run's: the cleaner waits for a full volume */
+	struct vol_open_opts oo = {.voo_max_dirty = 1u << 30,
+				   .voo_max_age_ms = 3600u * 1000,
+				   .voo_checkpoint_every = 8,
+				   .voo_clean_low = 1,
+				   .voo_clean_high = 1};
 	struct bdev_emu_crash keep = {.ec_mode = BDEV_EMU_KEEP_ALL};
 	void *buf = malloc(CO_BS);
 	struct prng rng;
