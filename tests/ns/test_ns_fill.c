@@ -11,12 +11,13 @@
  * filesystem), and the main thread syncs. Proves, round after round:
  *   - no hang (a watchdog bounds the test), and no error but -ENOSPC
  *     from any write, create or unlink;
- *   - statfs is honest: the round wrote at least 70% of the blocks that
- *     statfs called free when it began (the rest is file metadata, log
- *     headers and summaries of short logs, and the worst cases the
- *     threads' last writes reserved at once: an 8 MiB volume is small
- *     next to them), though every round writes over what the last one
- *     deleted: segments are reused and cleaned;
+ *   - statfs is honest: the round wrote at least 90% of the blocks that
+ *     statfs called free when it began (it leaves the cleaner's low
+ *     watermark out, so a round writes more than that; less would be
+ *     file metadata, log headers and summaries of short logs, and the
+ *     worst cases the threads' last writes reserved at once), though
+ *     every round writes over what the last one deleted: segments are
+ *     reused and cleaned;
  *   - no space leaks: after the deletion and a sync, statfs reports the
  *     same free blocks as a round before, unless the round used an inode
  *     number for the first time (the inode file and bitmap grew) or a
@@ -241,7 +242,7 @@ static void test_fill_delete_rounds(void **state)
 				high = MAX(high, fl[i].fl_ino[k]);
 		for (unsigned i = 0; i < FILL_THREADS; i++)
 			written += fl[i].fl_bytes / 4096;
-		if (written * 100 < before * 70)
+		if (written * 100 < before * 90)
 			fail_msg("round %" PRIu32 ": statfs said %" PRIu64
 				 " blocks free, but only %" PRIu64 " could be written",
 				 r, before, written);
