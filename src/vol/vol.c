@@ -232,7 +232,13 @@ uint64_t vol_log_overhead(const struct vol *v, uint64_t payload)
  *               for a log (vol_log_overhead)
  *
  * An over-estimate: blocks of one delta share map blocks and logs. The
- * delta system gives it back when the delta commits.
+ * delta system gives it back when the delta commits. Not counted: a tree
+ * that grows by more than one level in a delta also gets new map blocks
+ * on the left edge under its new root (bmap_grow), up to v_height_max -
+ * 1 per owner and delta, which only a write far past a small tree's end
+ * makes. The translation's part and the shared blocks have always left
+ * more room than that; were they not to, the delta system logs the
+ * underestimate and the kept reserve holds the difference.
  */
 /* Blocks a change may rewrite: itself, its map path, its owner's record
  * block and that one's path. */
