@@ -4,10 +4,13 @@
  *
  * It runs inside the commit (commit.c, after the delta's punches and
  * truncates, before its data), between two watermarks of free segments
- * (free: neither written nor reserved; vol_open_opts.voo_clean_low and
- * _high): it starts in the first commit that finds fewer than the low
- * one free, or after a commit that left fewer, and goes on in every
- * commit until the high one is reached or no victim is left. While it
+ * (free: neither written, nor reserved, nor kept: what writers may use;
+ * vol_open_opts.voo_clean_low and _high, or defaults from the segments
+ * writers may use, vol_clean_free_segments): it starts in the first
+ * commit that finds fewer than the low one free, or after a commit that
+ * left fewer, and goes on in every commit until the high one is reached
+ * (or as many as the live blocks leave, if fewer: clean_reachable) or
+ * no victim is left. While it
  * goes on, each commit asks for the next at once (delta_ops.do_again),
  * writes or not: that is the background cleaning, on the commit thread.
  * It stops asking when a step moved nothing, or gained no free segment
@@ -192,15 +195,26 @@ static int clean_block(void *arg, uint64_t owner, uint64_t index, uint64_t tag, 
  * reservation and not in the kept reserve: what the watermarks compare
  * with (reservations in flight are the front end's next writes; the kept
  * reserve is no writer's, and on a small volume it is many segments).
+ * The default watermarks come from the segments a writer may use at all
+ * (the kept reserve grows once the client declares its deletions), at
+ * most a quarter and a half of them: on a small volume nsegments / 32 +
+ * 4 would be most of it, and the cleaner would never stop.
  */
-uint64_t vol_clean_free_segments(struct vol *v)
+uint64_t vol_clean_free_segments(struct vol *v, const struct log_space *sp, uint64_t *low,
+				 uint64_t *high)
 {
-	struct log_space sp;
-	uint64_t used;
+	uint64_t seg = v->v_geo.lg_seg_blocks, used = sp->sp_written + sp->sp_reserved;
+	uint64_t usable = (sp->sp_total - MIN(sp->sp_kept, sp->sp_total)) / seg, lo, hi;
 
-	log_space(v->v_log, &sp);
-	used = sp.sp_written + sp.sp_reserved + sp.sp_kept;
-	return (sp.sp_total - MIN(used, sp.sp_total)) / v->v_geo.lg_seg_blocks;
+	lo = v->v_clean_low ? v->v_clean_low
+			    : MAX(MIN(usable / CLEAN_LOW_DIV + CLEAN_LOW_ADD, usable / 4), 1);
+	hi = v->v_clean_high ? v->v_clean_high
+			     : MIN(usable / CLEAN_HIGH_DIV + CLEAN_HIGH_ADD, usable / 2);
+	if (low)
+		*low = lo;
+	if (high)
+		*high = MAX(hi, lo);
+	return (sp->sp_total - MIN(used + sp->sp_kept, sp->sp_total)) / seg;
 }
 
 /*
@@ -208,14 +222,16 @@ uint64_t vol_clean_free_segments(struct vol *v)
  * period holds, or that wait for the next super root (usage.c), are
  * free for the asking, and go before anything is moved.
  */
-static uint64_t clean_free_segments(struct vol *v)
+static uint64_t clean_free_segments(struct vol *v, uint64_t *low, uint64_t *high)
 {
+	struct log_space sp;
 	uint64_t waiting;
 
+	log_space(v->v_log, &sp);
 	cmutex_lock(&v->v_usage.vu_lock);
 	waiting = v->v_usage.vu_waiting;
 	cmutex_unlock(&v->v_usage.vu_lock);
-	return vol_clean_free_segments(v) + waiting;
+	return vol_clean_free_segments(v, &sp, low, high) + waiting;
 }
 
 /* The fullest victim worth moving, in percent, with @free_segs free. */
@@ -281,7 +297,7 @@ bool vol_clean_worthwhile(void *ctx)
 
 	if (v->v_read_only || !u->vu_live)
 		return false;
-	util_max = clean_util_max(clean_free_segments(v));
+	util_max = clean_util_max(clean_free_segments(v, NULL, NULL));
 	cmutex_lock(&u->vu_lock);
 	for (uint64_t s = 0; s < nseg && !some; s++)
 		some = u->vu_live[s] * 100 <= seg_blocks * util_max &&
@@ -295,27 +311,42 @@ bool vol_clean_worthwhile(void *ctx)
 
 void vol_clean_watermarks(struct vol *v, uint32_t low, uint32_t high)
 {
-	uint64_t nseg = v->v_geo.lg_nsegments;
+	v->v_clean_low = low;
+	v->v_clean_high = high;
+}
 
-	v->v_clean_low = low ? low : (uint32_t)(nseg / CLEAN_LOW_DIV + CLEAN_LOW_ADD);
-	v->v_clean_high = high ? high : (uint32_t)(nseg / CLEAN_HIGH_DIV + CLEAN_HIGH_ADD);
-	if (v->v_clean_high < v->v_clean_low)
-		v->v_clean_high = v->v_clean_low;
+/*
+ * Free segments the cleaner can reach at best: those a writer may use
+ * (@free_segs and those in use), less what the live and pinned blocks
+ * fill and the head's segment. The cleaner stops there if the high
+ * watermark is further: it could not get there, however much it moved.
+ */
+static uint64_t clean_reachable(struct vol *v, uint64_t free_segs)
+{
+	struct vol_usage *u = &v->v_usage;
+	uint64_t seg = v->v_geo.lg_seg_blocks, in_use, full;
+	struct log_space sp;
+
+	log_space(v->v_log, &sp);
+	in_use = sp.sp_written / seg;
+	full = (u->vu_total + u->vu_pinned_total + seg - 1) / seg + 1;
+	return free_segs + in_use > full ? free_segs + in_use - full : 0;
 }
 
 /* Whether the cleaner runs now: the watermarks' hysteresis. */
-static bool clean_wanted(struct vol *v, uint64_t free_segs)
+static bool clean_wanted(struct vol *v, uint64_t free_segs, uint64_t low, uint64_t high)
 {
 	struct vol_usage *u = &v->v_usage;
 	/* urgent: a reservation fell short; clean to the high mark */
 	bool urgent = atomic_exchange(&v->v_clean_urgent, false);
 
-	if (!u->vu_cleaning && (urgent || free_segs < v->v_clean_low)) {
+	if (!u->vu_cleaning && (urgent || free_segs < low)) {
 		u->vu_cleaning = true;
 		u->vu_again_free = free_segs;
 		u->vu_again_txns = atomic_load(&v->v_txn_ends);
 		SYNC_POINT("vol.clean.start");
-	} else if (free_segs >= v->v_clean_high && u->vu_cleaning) {
+	} else if (u->vu_cleaning &&
+		   (free_segs >= high || free_segs >= clean_reachable(v, free_segs))) {
 		u->vu_cleaning = false;
 		SYNC_POINT("vol.clean.done");
 	}
@@ -342,16 +373,16 @@ bool vol_clean_again(void *ctx)
 {
 	struct vol *v = ctx;
 	struct vol_usage *u = &v->v_usage;
-	uint64_t free_segs, txns;
+	uint64_t free_segs, txns, low, high;
 	bool was;
 
 	if (v->v_read_only || !u->vu_live)
 		return false;
 	if (u->vu_stalled && atomic_load(&v->v_txn_ends) == u->vu_stall_txns)
 		return false; /* stopped for want of progress, and nothing changed since */
-	free_segs = clean_free_segments(v);
+	free_segs = clean_free_segments(v, &low, &high);
 	was = u->vu_cleaning;
-	if (!clean_wanted(v, free_segs))
+	if (!clean_wanted(v, free_segs, low, high))
 		return false;
 	txns = atomic_load(&v->v_txn_ends);
 	if (was && free_segs <= u->vu_again_free && txns == u->vu_again_txns) {
@@ -387,7 +418,7 @@ int vol_clean(struct vol *v, uint32_t delta, const struct vol_clean_ops *ops, ui
 	uint64_t budget =
 	    MIN((uint64_t)CLEAN_BUDGET_MAX, MAX(v->v_buffer_limit / (2 * vol_move_worst(v)), 1));
 	struct clean_run cr = {.cr_vol = v, .cr_delta = delta, .cr_ops = ops, .cr_budget = budget};
-	uint64_t free_segs, victims[CLEAN_VICTIMS], base = 0, live;
+	uint64_t free_segs, victims[CLEAN_VICTIMS], base = 0, live, low, high;
 	bool held = false, greedy;
 	unsigned n, util_max, scanned = 0, whole;
 	int err = 0;
@@ -395,8 +426,8 @@ int vol_clean(struct vol *v, uint32_t delta, const struct vol_clean_ops *ops, ui
 	*reserved = 0;
 	if (v->v_read_only || !v->v_usage.vu_live)
 		return 0;
-	free_segs = clean_free_segments(v);
-	if (!clean_wanted(v, free_segs))
+	free_segs = clean_free_segments(v, &low, &high);
+	if (!clean_wanted(v, free_segs, low, high))
 		return 0;
 	greedy = free_segs < 2 || v->v_clean_policy == VOL_CLEAN_GREEDY;
 	util_max = clean_util_max(free_segs);

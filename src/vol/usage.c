@@ -267,10 +267,14 @@ void vol_usage_release(struct vol *v)
 {
 	struct vol_usage *u = &v->v_usage;
 	bool urgent = atomic_exchange(&u->vu_short, false);
-	bool pressed = urgent || vol_clean_free_segments(v) < v->v_clean_low;
-	uint64_t retiring = 0, needed = vol_usage_offer(v, pressed, &retiring);
+	uint64_t retiring = 0, needed, free_segs, low;
 	struct log_space sp;
+	bool pressed;
 
+	log_space(v->v_log, &sp);
+	free_segs = vol_clean_free_segments(v, &sp, &low, NULL);
+	pressed = urgent || free_segs < low;
+	needed = vol_usage_offer(v, pressed, &retiring);
 	if (!needed && !retiring)
 		return;
 	log_space(v->v_log, &sp);
@@ -678,19 +682,20 @@ uint64_t vol_usage_check(struct vol *v, const struct vol_count *cn,
 uint64_t vol_free_blocks(struct vol *v)
 {
 	struct vol_usage *u = &v->v_usage;
-	uint64_t seg = v->v_geo.lg_seg_blocks, taken, live;
+	uint64_t seg = v->v_geo.lg_seg_blocks, taken, live, low;
 	uint64_t sum = (seg * VOL_LOG_ENTRY_BYTES + v->v_block_size - 1) / v->v_block_size;
 	struct log_space sp;
 
 	if (v->v_snapshot)
 		return 0; /* nothing can be written to a snapshot */
 	log_space(v->v_log, &sp);
+	(void)vol_clean_free_segments(v, &sp, &low, NULL);
 	if (!u->vu_live)
 		return sp.sp_free; /* no counts: only what no segment holds */
 	cmutex_lock(&u->vu_lock);
 	live = u->vu_total + u->vu_pinned_total;
 	cmutex_unlock(&u->vu_lock);
-	taken = live + sp.sp_reserved + sp.sp_kept + (uint64_t)v->v_clean_low * seg;
+	taken = live + sp.sp_reserved + sp.sp_kept + low * seg;
 	if (sp.sp_total <= taken)
 		return 0;
 	/* every segment holds at least one log: its header and summary */
@@ -700,8 +705,12 @@ uint64_t vol_free_blocks(struct vol *v)
 void vol_usage(struct vol *v, struct vol_usage_stats *us)
 {
 	struct vol_usage *u = &v->v_usage;
+	uint64_t low, high;
+	struct log_space sp;
 
 	*us = (struct vol_usage_stats){0};
+	log_space(v->v_log, &sp);
+	(void)vol_clean_free_segments(v, &sp, &low, &high);
 	cmutex_lock(&u->vu_lock);
 	us->vus_live_blocks = u->vu_total;
 	for (uint64_t s = 0; s < v->v_geo.lg_nsegments; s++)
@@ -709,8 +718,8 @@ void vol_usage(struct vol *v, struct vol_usage_stats *us)
 	us->vus_released = u->vu_released;
 	us->vus_cleaned = u->vu_cleaned;
 	us->vus_clean_read = u->vu_clean_read;
-	us->vus_clean_low = v->v_clean_low;
-	us->vus_clean_high = v->v_clean_high;
+	us->vus_clean_low = (uint32_t)low;
+	us->vus_clean_high = (uint32_t)high;
 	us->vus_written = u->vu_written;
 	us->vus_moved = u->vu_moved;
 	us->vus_pinned_blocks = u->vu_pinned_total;

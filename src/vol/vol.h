@@ -62,9 +62,11 @@ struct vol_open_opts {
 	bool voo_read_only;	       /* the device is read-only (fsck): recover and
 					  read, write nothing, free no segment */
 	/* The segment cleaner (clean.c): it starts when fewer than
-	 * voo_clean_low segments are free and goes on, commit after commit
-	 * (with or without writes), until voo_clean_high are. 0: nsegments /
-	 * 32 + 4 and nsegments / 16 + 8. */
+	 * voo_clean_low segments are free to writers (the kept reserve is
+	 * not) and goes on, commit after commit (with or without writes),
+	 * until voo_clean_high are, or as many as the live blocks leave.
+	 * 0: of the N segments writers may use, N / 32 + 4 and N / 16 + 8,
+	 * at most N / 4 and N / 2. */
 	uint32_t voo_clean_low;
 	uint32_t voo_clean_high;
 	uint8_t voo_clean_policy; /* VOL_CLEAN_COST_BENEFIT (0) or VOL_CLEAN_GREEDY */

@@ -525,8 +525,8 @@ struct vol {
 	bool v_dat_map_small;		  /* immutable: its map counted once (vol.c) */
 	uint32_t v_checkpoint_every;	  /* immutable */
 	uint64_t v_protect_ms;		  /* immutable: vol_open_opts.voo_protect_s */
-	uint32_t v_clean_low;		  /* immutable: free segments the cleaner starts under */
-	uint32_t v_clean_high;		  /* immutable: and goes on until */
+	uint32_t v_clean_low;		  /* immutable: voo_clean_low (0: default) */
+	uint32_t v_clean_high;		  /* immutable: voo_clean_high (0: default) */
 	uint8_t v_clean_policy;		  /* immutable: VOL_CLEAN_* */
 	atomic_bool v_clean_urgent;	  /* a reservation fell short: clean in the next commit */
 	uint32_t v_max_dirty;		  /* immutable: a delta's dirty limit */
@@ -637,8 +637,13 @@ bool vol_clean_worthwhile(void *ctx);
 bool vol_clean_again(void *ctx);
 /* At open: the watermarks asked for (0: the defaults). */
 void vol_clean_watermarks(struct vol *v, uint32_t low, uint32_t high);
-/* Segments' worth of space neither written nor promised to a reservation. */
-uint64_t vol_clean_free_segments(struct vol *v);
+/*
+ * Segments' worth of space neither written, nor promised to a
+ * reservation, nor kept (what a writer may use), and the cleaner's
+ * watermarks (@low, @high; either may be NULL) for the log space @sp.
+ */
+uint64_t vol_clean_free_segments(struct vol *v, const struct log_space *sp, uint64_t *low,
+				 uint64_t *high);
 
 /* ---- usage.c ---------------------------------------------------------------- */
 
