@@ -48,7 +48,7 @@
 
 #define CO_BS	      4096u
 #define CO_SEG_BLOCKS 64u
-#define CO_NBLOCKS    1024u /* 4 MiB */
+#define CO_NBLOCKS    2048u /* 8 MiB: the run never fills it, so nothing cleans */
 #define CO_OWNERS     4u
 #define CO_COLD	      2u /* owners 0..CO_COLD-1 are written in the first half only */
 #define CO_BLOCKS     24u
@@ -194,7 +194,8 @@ static void co_build(struct co_run *r)
 	struct vol_mkfs_opts mo = {
 	    .vmo_log = {.lfo_block_size = CO_BS, .lfo_seg_blocks = CO_SEG_BLOCKS, .lfo_uuid = uuid},
 	};
-	/* no commit but the run's: the cleaner waits for a full volume */
+	/* no commit but the run's: the cleaner waits for a full volume, and
+	 * the run never fills this one */
 	struct vol_open_opts oo = {.voo_max_dirty = 1u << 30,
 				   .voo_max_age_ms = 3600u * 1000,
 				   .voo_checkpoint_every = 8,
