@@ -137,19 +137,17 @@ bool ns_alive(const struct ns_inode *ni)
 	return (ni->ni_rec.ir_flags & INODE_F_IN_USE) && (ni->ni_rec.ir_nlink || ni->ni_open);
 }
 
-int ns_txn_begin(struct cairn *c, uint64_t nblocks, unsigned flags, struct vol_txn *t)
-{
-	if (c->c_rdonly)
-		return -EROFS;
-	return vol_txn_begin(c->c_vol, nblocks, flags, t);
-}
-
 int ns_txn_begin_run(struct cairn *c, uint64_t ino, uint64_t first, uint64_t count,
 		     uint64_t nblocks, unsigned flags, struct vol_txn *t)
 {
 	if (c->c_rdonly)
 		return -EROFS;
 	return vol_txn_begin_run(c->c_vol, ino, first, count, nblocks, flags, t);
+}
+
+int ns_txn_begin(struct cairn *c, uint64_t nblocks, unsigned flags, struct vol_txn *t)
+{
+	return ns_txn_begin_run(c, 0, 0, 0, nblocks, flags, t);
 }
 
 int ns_iwrite(struct vol_txn *t, struct ns_inode *ni)
