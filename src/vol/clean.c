@@ -9,10 +9,10 @@
  * writers may use, vol_clean_free_segments): it starts in the first
  * commit that finds fewer than the low one free, or after a commit that
  * left fewer, and goes on in every commit until the high one is reached
- * (or as many as the live blocks leave, if fewer: clean_reachable) or
- * no victim is left. While it
- * goes on, each commit asks for the next at once (delta_ops.do_again),
- * writes or not: that is the background cleaning, on the commit thread.
+ * (or as many as the live blocks leave, if fewer: clean_free_segments)
+ * or no victim is left. While it goes on, each commit asks for the next
+ * at once (delta_ops.do_again), writes or not: that is the background
+ * cleaning, on the commit thread.
  * It stops asking when a step moved nothing, or gained no free segment
  * while no transaction ended (clean_stop; a full volume would otherwise
  * compact its own map blocks forever), until a transaction ends. In the
@@ -220,18 +220,29 @@ uint64_t vol_clean_free_segments(struct vol *v, const struct log_space *sp, uint
 /*
  * Free segments as the cleaner sees them: empty ones the protection
  * period holds, or that wait for the next super root (usage.c), are
- * free for the asking, and go before anything is moved.
+ * free for the asking, and go before anything is moved. With @high (the
+ * commit thread only), the high watermark the cleaner stops at: at most
+ * the free segments it can reach at best, those a writer may use (free
+ * and in use) less what the live and pinned blocks fill and the head's
+ * segment; it could not get further, however much it moved.
  */
 static uint64_t clean_free_segments(struct vol *v, uint64_t *low, uint64_t *high)
 {
+	struct vol_usage *u = &v->v_usage;
+	uint64_t seg = v->v_geo.lg_seg_blocks, waiting, free_segs, in_use, full;
 	struct log_space sp;
-	uint64_t waiting;
 
 	log_space(v->v_log, &sp);
-	cmutex_lock(&v->v_usage.vu_lock);
-	waiting = v->v_usage.vu_waiting;
-	cmutex_unlock(&v->v_usage.vu_lock);
-	return vol_clean_free_segments(v, &sp, low, high) + waiting;
+	cmutex_lock(&u->vu_lock);
+	waiting = u->vu_waiting;
+	cmutex_unlock(&u->vu_lock);
+	free_segs = vol_clean_free_segments(v, &sp, low, high) + waiting;
+	if (high) {
+		in_use = sp.sp_written / seg;
+		full = (u->vu_total + u->vu_pinned_total + seg - 1) / seg + 1;
+		*high = MIN(*high, free_segs + in_use > full ? free_segs + in_use - full : 0);
+	}
+	return free_segs;
 }
 
 /* The fullest victim worth moving, in percent, with @free_segs free. */
@@ -315,24 +326,6 @@ void vol_clean_watermarks(struct vol *v, uint32_t low, uint32_t high)
 	v->v_clean_high = high;
 }
 
-/*
- * Free segments the cleaner can reach at best: those a writer may use
- * (@free_segs and those in use), less what the live and pinned blocks
- * fill and the head's segment. The cleaner stops there if the high
- * watermark is further: it could not get there, however much it moved.
- */
-static uint64_t clean_reachable(struct vol *v, uint64_t free_segs)
-{
-	struct vol_usage *u = &v->v_usage;
-	uint64_t seg = v->v_geo.lg_seg_blocks, in_use, full;
-	struct log_space sp;
-
-	log_space(v->v_log, &sp);
-	in_use = sp.sp_written / seg;
-	full = (u->vu_total + u->vu_pinned_total + seg - 1) / seg + 1;
-	return free_segs + in_use > full ? free_segs + in_use - full : 0;
-}
-
 /* Whether the cleaner runs now: the watermarks' hysteresis. */
 static bool clean_wanted(struct vol *v, uint64_t free_segs, uint64_t low, uint64_t high)
 {
@@ -345,8 +338,7 @@ static bool clean_wanted(struct vol *v, uint64_t free_segs, uint64_t low, uint64
 		u->vu_again_free = free_segs;
 		u->vu_again_txns = atomic_load(&v->v_txn_ends);
 		SYNC_POINT("vol.clean.start");
-	} else if (u->vu_cleaning &&
-		   (free_segs >= high || free_segs >= clean_reachable(v, free_segs))) {
+	} else if (free_segs >= high && u->vu_cleaning) {
 		u->vu_cleaning = false;
 		SYNC_POINT("vol.clean.done");
 	}
