@@ -23,6 +23,11 @@
  *             pins the same files, and its commit writes only the
  *             snapshot table's record. Before each call, the flush
  *             reference below is taken once;
+ *   reopen    cairn_close and cairn_open of the populated volume, 3
+ *             times, each open timed alone (wall), with the image's
+ *             pages dropped from the page cache before it
+ *             (POSIX_FADV_DONTNEED), as after a reboot: what an open
+ *             costs against the files it holds;
  *   list      cairn_snapshot_list must return the K names;
  *   delete    the K snapshots, oldest first, each call timed alone.
  *             Informative: a deletion asks for a recount of what the
@@ -101,6 +106,7 @@ struct bench_result {
 	struct bench_stat br_cpu;    /* process CPU per create, us */
 	struct bench_stat br_flush;  /* the reference, us */
 	struct bench_stat br_delete; /* wall, us */
+	struct bench_stat br_reopen; /* cairn_open, wall, us */
 };
 
 static int bench_cmp_double(const void *a, const void *b)
@@ -322,7 +328,49 @@ static int bench_used_mib(struct cairn *c, double *mib)
 	return err;
 }
 
-/* One N: a new volume, populate, snapshots, close. */
+#define BENCH_REOPENS 3
+
+/* Drop the clean pages of @path from the page cache (best effort). */
+static void bench_drop_pages(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return;
+	(void)fdatasync(fd);
+	(void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+	close(fd);
+}
+
+/* Close *@c and open it again, BENCH_REOPENS times, each open timed. */
+static int bench_reopen(const struct bench_opts *o, struct cairn **c, struct bench_result *r)
+{
+	struct cairn_open_opts oo = {.coo_cache_mb = o->bo_cache};
+	double wall[BENCH_REOPENS];
+	int err = 0;
+
+	for (unsigned i = 0; i < BENCH_REOPENS && !err; i++) {
+		uint64_t t0;
+
+		err = cairn_close(*c);
+		*c = NULL;
+		if (err) {
+			bench_fail("cairn_close", err);
+			break;
+		}
+		bench_drop_pages(o->bo_image);
+		t0 = bench_now_ns();
+		err = cairn_open(o->bo_image, &oo, c);
+		wall[i] = (double)(bench_now_ns() - t0) / 1e3;
+		if (err)
+			bench_fail("cairn_open", err);
+	}
+	if (!err)
+		r->br_reopen = bench_report("reopen", r->br_files, wall, BENCH_REOPENS, "");
+	return err;
+}
+
+/* One N: a new volume, populate, reopen, snapshots, close. */
 static int bench_one(const struct bench_opts *o, int flush_fd, struct bench_result *r)
 {
 	struct cairn_mkfs_opts mo = {.cmo_size = o->bo_size};
@@ -353,8 +401,10 @@ static int bench_one(const struct bench_opts *o, int flush_fd, struct bench_resu
 		fflush(stdout);
 	}
 	if (!err)
+		err = bench_reopen(o, &c, r);
+	if (!err)
 		err = bench_snapshots(o, c, flush_fd, r);
-	cerr = cairn_close(c);
+	cerr = c ? cairn_close(c) : 0;
 	if (cerr)
 		bench_fail("cairn_close", cerr);
 	return err ? err : cerr;
@@ -364,17 +414,17 @@ static void bench_summary(const struct bench_result *r, unsigned n)
 {
 	const struct bench_result *f = &r[0];
 
-	printf("\n%9s %10s %8s %9s %9s %9s %8s %8s %9s %9s %9s\n", "files", "populate-s",
+	printf("\n%9s %10s %8s %9s %9s %9s %8s %8s %9s %9s %9s %9s\n", "files", "populate-s",
 	       "used-MiB", "create-us", "min", "max", "x first", "cpu-us", "x first", "flush-us",
-	       "delete-us");
+	       "delete-us", "reopen-us");
 	for (unsigned i = 0; i < n; i++)
 		printf("%9" PRIu64
-		       " %10.2f %8.1f %9.0f %9.0f %9.0f %7.2fx %8.0f %8.2fx %9.0f %9.0f\n",
+		       " %10.2f %8.1f %9.0f %9.0f %9.0f %7.2fx %8.0f %8.2fx %9.0f %9.0f %9.0f\n",
 		       r[i].br_files, r[i].br_populate_s, r[i].br_used_mib,
 		       r[i].br_create.bs_median, r[i].br_create.bs_min, r[i].br_create.bs_max,
 		       r[i].br_create.bs_median / f->br_create.bs_median, r[i].br_cpu.bs_median,
 		       r[i].br_cpu.bs_median / f->br_cpu.bs_median, r[i].br_flush.bs_median,
-		       r[i].br_delete.bs_median);
+		       r[i].br_delete.bs_median, r[i].br_reopen.bs_median);
 	for (unsigned i = 1; i < n; i++)
 		printf("ratio files=%" PRIu64 "/%" PRIu64 " create-median=%.2f cpu-median=%.2f "
 		       "flush-median=%.2f\n",
