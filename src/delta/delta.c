@@ -65,6 +65,7 @@ struct delta_sys {
 	uint64_t ds_joined;			 /* ops that joined ds_open; protected by ds_lock */
 	bool ds_closing;			 /* transition waiting for ds_refs; ds_lock */
 	uint32_t ds_committing;			 /* delta being committed, or 0; ds_lock */
+	uint64_t ds_commit_charged;		 /* what it reserved; commit thread */
 	uint32_t ds_done;			 /* newest delta whose commit ended; ds_lock */
 	uint32_t ds_committed;			 /* newest delta on disk; ds_lock */
 	uint32_t ds_want;			 /* newest delta a syncer waits for; ds_lock */
@@ -163,6 +164,7 @@ static void delta_commit(struct delta_sys *ds, uint32_t d, uint64_t charged)
 	int err;
 
 	SYNC_POINT("delta.commit.begin");
+	ds->ds_commit_charged = charged;
 	err = ds->ds_ops->do_commit(ds->ds_ctx, d, &consumed);
 	SYNC_POINT("delta.commit.end");
 	if (!err)
@@ -445,6 +447,11 @@ static int delta_sync_as(struct delta_sys *ds, bool force)
 		err = ds->ds_err ? ds->ds_err : -EIO;
 	cmutex_unlock(&ds->ds_lock);
 	return err;
+}
+
+uint64_t delta_commit_charged(const struct delta_sys *ds)
+{
+	return ds->ds_commit_charged;
 }
 
 int delta_throttle(struct delta_sys *ds)

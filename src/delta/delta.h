@@ -110,6 +110,13 @@ int delta_sync(struct delta_sys *ds);
  */
 int delta_throttle(struct delta_sys *ds);
 
+/*
+ * What the operations of the delta being committed reserved (the
+ * commit thread's, from do_commit): a commit that writes blocks no
+ * operation asked for may count on what they reserved and did not use.
+ */
+uint64_t delta_commit_charged(const struct delta_sys *ds);
+
 struct delta_stats {
 	uint32_t ds_open;	    /* the open delta */
 	uint32_t ds_committed;	    /* the newest committed delta */
