@@ -113,6 +113,7 @@ int bmap_init(struct bmap *m, struct buf_cache *c)
 	m->bm_shift = (unsigned)__builtin_ctz(m->bm_entries);
 	m->bm_gen = 0;
 	m->bm_dat = NULL;
+	m->bm_suf = NULL;
 	return -pthread_rwlock_init(&m->bm_lock, NULL);
 }
 
@@ -187,6 +188,8 @@ void bmap_walk_begin(struct bmap *m, const struct bmap_tree *t, struct bmap_walk
 	root->br_height = t->bt_root_height;
 	w->w_dat.br_pblk = m->bm_dat ? m->bm_dat->bt_root : 0;
 	w->w_dat.br_height = m->bm_dat ? m->bm_dat->bt_root_height : 0;
+	w->w_suf.br_pblk = m->bm_suf ? m->bm_suf->bt_root : 0;
+	w->w_suf.br_height = m->bm_suf ? m->bm_suf->bt_root_height : 0;
 	bmap_unlock(m);
 }
 

@@ -12,6 +12,10 @@
  *     (>= VOL_CLIENT_META) have records;
  *   - each segment's live-block count (usage.c) is the walk's, and no
  *     segment holding a live block is free in the log;
+ *   - if the super root calls its segment usage file current (suf.c),
+ *     each entry of a segment in use says what the walk counted there,
+ *     less the file's own blocks and the super root, and at least the
+ *     blocks only snapshots name, and marks every segment holding one;
  *   - each snapshot the snapshot table names (snap.c) has a valid record
  *     and super root, and every block it names lies inside a segment
  *     that is in use, marked as holding a snapshot's blocks, and counted
@@ -466,6 +470,9 @@ static int ck_walk_state(struct vol_checker *ck, uint64_t sr_blk, const struct v
 		goto out; /* a snapshot of a state met before, or a bad one */
 	if (sr->sr_dat_height)
 		err = ck_tree(ck, VOL_DAT_OWNER, sr->sr_dat_root, sr->sr_dat_height, 0, bufs);
+	/* the state's usage file: no snapshot reads its own (suf.c) */
+	if (!err && sr->sr_suf_height && !ck->ck_in_snap)
+		err = ck_tree(ck, VOL_SUF_OWNER, sr->sr_suf_root, sr->sr_suf_height, 0, bufs);
 	if (!err && sr->sr_otab_height)
 		err = ck_tree(ck, VOL_OTAB_OWNER, sr->sr_otab_root, sr->sr_otab_height, 0, bufs);
 	if (!err && names)
@@ -626,6 +633,82 @@ static void ck_usage_problem(void *arg, const char *msg)
 	ck_problem(arg, "%s", msg);
 }
 
+/* The walk's counts, and the usage file's entries to compare with them. */
+struct ck_suf {
+	struct vol_checker *cs_ck;
+	uint32_t *cs_here; /* per segment: blocks of the file's tree */
+	uint64_t cs_sr_seg;
+};
+
+static void ck_suf_block(void *arg, uint64_t pblk)
+{
+	struct ck_suf *cs = arg;
+
+	cs->cs_here[vol_seg_of(cs->cs_ck->ck_vol, pblk)]++;
+}
+
+static int ck_suf_entry(void *arg, uint64_t seg, const struct vol_suf_entry *e)
+{
+	struct ck_suf *cs = arg;
+	struct vol_checker *ck = cs->cs_ck;
+	uint64_t live = (uint64_t)e->se_live + cs->cs_here[seg] + (seg == cs->cs_sr_seg);
+
+	if (!log_seg_in_use(ck->ck_vol->v_log, seg))
+		return 0; /* suf.c (2) */
+	if (live != ck->ck_counted[seg])
+		ck_problem(ck,
+			   "segment usage entry of segment %" PRIu64 ": %" PRIu64
+			   " live blocks, the walk counts %" PRIu32,
+			   seg, live, ck->ck_counted[seg]);
+	else if (e->se_pinned < ck->ck_pinned[seg])
+		ck_problem(ck,
+			   "segment usage entry of segment %" PRIu64 ": %" PRIu32
+			   " blocks only snapshots name, the walk counts %" PRIu32,
+			   seg, e->se_pinned, ck->ck_pinned[seg]);
+	else if (ck_bit(ck->ck_snap_segs, seg) && !(e->se_flags & VOL_SUF_SNAP))
+		ck_problem(ck,
+			   "segment usage entry of segment %" PRIu64
+			   " does not mark it as holding snapshot blocks",
+			   seg);
+	else if ((e->se_flags & ~VOL_SUF_SNAP) || e->se_delta > ck->ck_vol->v_sr.sr_delta)
+		ck_problem(ck,
+			   "segment usage entry of segment %" PRIu64 ": flags %#" PRIx32
+			   ", delta %" PRIu32 " (state %" PRIu64 ")",
+			   seg, e->se_flags, e->se_delta, ck->ck_vol->v_sr.sr_delta);
+	return 0;
+}
+
+/*
+ * After a clean walk: the durable state's usage file against the walk's
+ * counts (ck_counted, ck_pinned, ck_snap_segs), if it says it is current.
+ */
+static int ck_suf_file(struct vol_checker *ck)
+{
+	struct vol *v = ck->ck_vol;
+	const struct vol_suf_ops ops = {ck_suf_entry, NULL};
+	struct ck_suf cs = {ck, NULL, vol_seg_of(v, v->v_sr_blk)};
+	int err;
+
+	if (!v->v_sr.sr_suf_current)
+		return 0;
+	cs.cs_here = calloc(v->v_geo.lg_nsegments, sizeof(uint32_t));
+	if (!cs.cs_here)
+		return -ENOMEM;
+	/* the tree first: an entry's block may come before a block of the
+	 * tree in another segment */
+	err = vol_suf_read(v, v->v_sr.sr_suf_root, v->v_sr.sr_suf_height,
+			   &(const struct vol_suf_ops){NULL, ck_suf_block}, &cs);
+	if (!err)
+		err = vol_suf_read(v, v->v_sr.sr_suf_root, v->v_sr.sr_suf_height, &ops, &cs);
+	if (err == -EUCLEAN) {
+		ck_problem(ck, "the segment usage file of delta %" PRIu64 " is not one",
+			   v->v_sr.sr_delta);
+		err = 0;
+	}
+	free(cs.cs_here);
+	return err;
+}
+
 int vol_check(struct vol *v, void (*report)(void *arg, const char *msg), void *arg,
 	      struct vol_check_stats *st)
 {
@@ -645,6 +728,7 @@ int vol_check(struct vol *v, void (*report)(void *arg, const char *msg), void *a
 				       .vcn_snap = ck.ck_snap_segs};
 
 		vol_usage_check(v, &cn, ck_usage_problem, &ck);
+		err = ck_suf_file(&ck);
 	}
 	free(ck.ck_counted);
 	free(ck.ck_pinned);

@@ -44,8 +44,9 @@
  *       summary names with its virtual number (the tag), asks whether it
  *       is current there: its owner's tree still names that number for
  *       it, and the translation puts the number at this address
- *       (vol_resolve_entry). A block of the translation's own tree is
- *       current if that tree names this address;
+ *       (vol_resolve_entry). A block of the translation's or the
+ *       segment usage file's own tree is current if that tree names
+ *       this address;
  *   (4) dirties each current block in the committing delta, unchanged: a
  *       data block only if it is Clean (buf_dirty_clean: one dirty in the
  *       open delta is written by that delta anyway, and a modifier that
@@ -122,9 +123,9 @@ static void clean_unreserve(struct clean_run *cr, uint64_t cost)
  * current if its owner's tree still names @tag for it and the
  * translation says @tag is at @blk; it moves by its translation entry
  * alone (co_move): the same number at a new address, no tree above it
- * rewritten. A block of the translation's own tree is current if that
- * tree names @blk for it; it is rewritten with its path, like any
- * change of the translation.
+ * rewritten. A block of the translation's or the segment usage file's
+ * tree is current if that tree names @blk for it; it is rewritten with
+ * its path, like any change of those trees.
  */
 static int clean_block(void *arg, uint64_t owner, uint64_t index, uint64_t tag, uint32_t flags,
 		       uint64_t blk)

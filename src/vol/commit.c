@@ -33,6 +33,11 @@
  *       commit set is final by now), then the translation's map blocks
  *       level by level; they name physical blocks (no number of their
  *       own), and the root goes in the super root
+ *   (4c) the segment usage entries of the segments this commit changed
+ *       (suf.c: every block it wrote or left behind is known by now but
+ *       those of this step and the super root, which the entries leave
+ *       out), then the file's map blocks, physical like the
+ *       translation's; the root goes in the super root
  *   (5) the super root, last, then log_build_finish: durable. A delta
  *       with nothing else to write reserves its super root from the kept
  *       reserve (vol_commit_own_sroot); if even that is spent it writes
@@ -82,7 +87,13 @@
 
 #define VOL_TAKE_BATCH 64
 
-enum { VOL_CLASS_OWNERS = 0, VOL_CLASS_OTAB = 1, VOL_CLASS_DAT = 2, VOL_NCLASSES };
+enum {
+	VOL_CLASS_OWNERS = 0,
+	VOL_CLASS_OTAB = 1,
+	VOL_CLASS_DAT = 2,
+	VOL_CLASS_SUF = 3,
+	VOL_NCLASSES
+};
 
 struct vol_bufvec {
 	struct buf **bv_bufs;
@@ -107,6 +118,7 @@ struct vol_commit {
 	void *vc_scratch;	   /* a block: the content a carried move leaves */
 	uint64_t vc_payload;	   /* blocks added to the log */
 	uint64_t vc_consumed;	   /* log blocks, headers and summaries included */
+	struct vol_suf_commit vc_suf; /* the segment usage entries it writes (suf.c) */
 };
 
 /* ---- bookkeeping ----------------------------------------------------------- */
@@ -145,6 +157,7 @@ static int vol_commit_keep(struct vol_commit *vc, struct buf *b)
 	uint64_t owner = buf_owner(b), index = buf_index(b);
 	int class = owner == VOL_OTAB_OWNER  ? VOL_CLASS_OTAB
 		    : owner == VOL_DAT_OWNER ? VOL_CLASS_DAT
+		    : owner == VOL_SUF_OWNER ? VOL_CLASS_SUF
 					     : VOL_CLASS_OWNERS;
 	unsigned level = bmap_is_node(index) ? bmap_node_level(index) : 0;
 	int err;
@@ -232,12 +245,14 @@ static int vol_commit_gone(void *arg, uint64_t owner, uint64_t entry)
 	if (bmap_virtual(owner))
 		err = dat_kill(vc->vc_vol, &vc->vc_change, entry, &pblk);
 	if (err == -EUCLEAN) {
-		/* a damaged entry (logged): what it named stays counted until
-		 * a recount at open; the change goes on */
+		/* a damaged entry (logged): what it named stays counted until a
+		 * recount, asked for at this commit's settle; the change goes on */
+		vol_usage_recount_at(vc->vc_vol, vc->vc_delta);
 		return 0;
 	}
 	if (!err && pblk)
-		err = vol_usage_gone(vc->vc_vol, pblk);
+		err = owner == VOL_SUF_OWNER ? vol_usage_gone_suf(vc->vc_vol, pblk)
+					     : vol_usage_gone(vc->vc_vol, pblk);
 	return err;
 }
 
@@ -320,7 +335,8 @@ static int vol_commit_write(struct vol_commit *vc, struct buf *b, uint32_t flags
 		err = log_build_add_tagged(vc->vc_lb, buf_owner(b), buf_index(b), tag, flags,
 					   buf_data(b), pblk);
 		if (!err)
-			err = vol_usage_born(vc->vc_vol, *pblk);
+			err = buf_owner(b) == VOL_SUF_OWNER ? vol_usage_born_suf(vc->vc_vol, *pblk)
+							    : vol_usage_born(vc->vc_vol, *pblk);
 		if (err)
 			goto out_cancel;
 	}
@@ -620,7 +636,9 @@ static int vol_commit_levels(struct vol_commit *vc, int class, unsigned level)
 		/* placing a block dirties only higher levels: bv is stable */
 		for (size_t i = 0; i < bv->bv_n && !err; i++) {
 			struct buf *b = bv->bv_bufs[i];
-			struct bmap_tree *t = class == VOL_CLASS_DAT ? &v->v_dat : &v->v_otab;
+			struct bmap_tree *t = class == VOL_CLASS_DAT   ? &v->v_dat
+					      : class == VOL_CLASS_SUF ? &v->v_suf
+								       : &v->v_otab;
 
 			if (class == VOL_CLASS_OWNERS)
 				err = vol_commit_tree(vc, buf_owner(b), &t);
@@ -636,12 +654,13 @@ static int vol_commit_sroot(struct vol_commit *vc, struct vol_sroot *sr)
 {
 	struct vol *v = vc->vc_vol;
 	struct log_builder *lb = vc->vc_lb;
-	uint64_t pblk;
+	uint64_t pblk, recount;
 	void *block;
 	int err;
 
 	assert(v->v_otab.bt_root_height == v->v_otab.bt_height);
 	assert(v->v_dat.bt_root_height == v->v_dat.bt_height);
+	assert(v->v_suf.bt_root_height == v->v_suf.bt_height);
 	*sr = v->v_sr;
 	sr->sr_delta = vc->vc_delta;
 	sr->sr_otab_root = v->v_otab.bt_root;
@@ -649,6 +668,14 @@ static int vol_commit_sroot(struct vol_commit *vc, struct vol_sroot *sr)
 	sr->sr_dat_root = v->v_dat.bt_root;
 	sr->sr_dat_height = v->v_dat.bt_root_height;
 	sr->sr_dat_next = v->v_dat_alloc.vd_next;
+	sr->sr_suf_root = v->v_suf.bt_root;
+	sr->sr_suf_height = v->v_suf.bt_root_height;
+	/* a recount at this settle may change what the entries say: pins
+	 * of a snapshot of an older checkpoint (usage.c), or a damaged
+	 * translation's counts (suf.c (1)) */
+	recount = atomic_load(&v->v_usage.vu_recount_at);
+	sr->sr_suf_current = !vc->vc_suf.sc_skipped && v->v_suf.bt_root_height &&
+			     !(recount && recount <= vc->vc_delta);
 	sr->sr_blocks_written += vc->vc_payload + 1;
 	sr->sr_prev = v->v_sr_blk; /* the checkpoint chain (sroot.c) */
 	sr->sr_time_ns = util_realtime_ns();
@@ -731,8 +758,11 @@ static void vol_commit_fail(struct vol_commit *vc, int err)
 static uint64_t vol_commit_own_settle(struct vol_commit *vc, int err)
 {
 	struct vol_usage *u = &vc->vc_vol->v_usage;
-	uint64_t res = vc->vc_own_res + u->vu_own_carry;
+	uint64_t res = vc->vc_own_res + u->vu_own_carry, suf = vc->vc_suf.sc_res;
 
+	/* the segment usage entries' reservation goes whatever happened:
+	 * the next commit computes its own */
+	vol_suf_commit_end(vc->vc_vol, &vc->vc_suf, !err);
 	if (err) {
 		u->vu_own_carry = res;
 		return vc->vc_consumed;
@@ -740,7 +770,18 @@ static uint64_t vol_commit_own_settle(struct vol_commit *vc, int err)
 	u->vu_own_carry = 0;
 	if (res)
 		log_space_release(vc->vc_vol->v_log, res);
-	return vc->vc_consumed - MIN(vc->vc_consumed, res);
+	return vc->vc_consumed - MIN(vc->vc_consumed, res + suf);
+}
+
+/* What the delta's operations and the commit itself reserved, less what
+ * the commit wrote so far. */
+static uint64_t vol_commit_slack(const struct vol_commit *vc)
+{
+	struct vol *v = vc->vc_vol;
+	uint64_t res = delta_commit_charged(v->v_ds) + vc->vc_own_res + v->v_usage.vu_own_carry;
+	uint64_t used = log_build_blocks(vc->vc_lb);
+
+	return res > used ? res - used : 0;
 }
 
 /*
@@ -865,6 +906,10 @@ int vol_commit(void *ctx, uint32_t delta, uint64_t *consumed)
 	if (!err && vol_commit_empty(&vc) && vol_commit_own_sroot(&vc))
 		vol_commit_settle_empty(&vc);
 	else {
+		if (!err)
+			err = vol_suf_commit(v, &vc.vc_change, vol_commit_slack(&vc), &vc.vc_suf);
+		if (!err)
+			err = vol_commit_levels(&vc, VOL_CLASS_SUF, 0);
 		if (!err)
 			err = vol_commit_sroot(&vc, &sr);
 		if (err)

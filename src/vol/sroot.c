@@ -7,7 +7,8 @@
  * "Super root"), little-endian, the rest of the block zero:
  *
  *   0  magic "CAIRNSR1"     8  version u32       12 otab height u8
- *   13 translation height u8  14 reserved (2 bytes)
+ *   13 translation height u8  14 segment usage height u8
+ *   15 flags u8: bit 0, the segment usage file's counts are this state's
  *   16 delta u64            24 otab root u64 (a virtual block)
  *   32 next owner u64       40 blocks written u64
  *   48 checksum u64: XXH3_64bits of the whole block, this field zero
@@ -15,6 +16,7 @@
  *   72 readable from u64: the oldest delta whose state is still whole
  *   80 translation root u64 (a physical block)
  *   88 translation next u64: no entry at or past it was ever used
+ *   96 segment usage root u64 (a physical block; version 5 on, else 0)
  *
  * The previous super root links the checkpoints into a chain, newest
  * first (vol_checkpoints); "readable from" says where the chain stops
@@ -58,7 +60,12 @@
 #define SR_READABLE_OFF	  72
 #define SR_DAT_ROOT_OFF	  80
 #define SR_DAT_NEXT_OFF	  88
-#define SR_END		  96
+#define SR_SUF_HEIGHT_OFF 14
+#define SR_FLAGS_OFF	  15
+#define SR_SUF_ROOT_OFF	  96
+#define SR_END		  104
+
+#define SR_FLAG_SUF_CURRENT 1u
 
 _Static_assert(SR_END <= LOG_BLOCK_MIN, "the super root fits the smallest block");
 
@@ -87,6 +94,9 @@ void vol_sroot_encode(const struct vol_sroot *sr, void *buf, uint32_t bs)
 	p[SR_DAT_HEIGHT_OFF] = sr->sr_dat_height;
 	util_put_le64(p + SR_DAT_ROOT_OFF, sr->sr_dat_root);
 	util_put_le64(p + SR_DAT_NEXT_OFF, sr->sr_dat_next);
+	p[SR_SUF_HEIGHT_OFF] = sr->sr_suf_height;
+	p[SR_FLAGS_OFF] = sr->sr_suf_current ? SR_FLAG_SUF_CURRENT : 0;
+	util_put_le64(p + SR_SUF_ROOT_OFF, sr->sr_suf_root);
 	util_put_le64(p + SR_CSUM_OFF, sr_csum(p, bs)); /* the field was zero */
 }
 
@@ -111,6 +121,10 @@ static const char *sr_invalid(const unsigned char *p, unsigned char *tmp, uint32
 		return "owner table root and height disagree";
 	if (!p[SR_DAT_HEIGHT_OFF] != !util_get_le64(p + SR_DAT_ROOT_OFF))
 		return "translation root and height disagree";
+	if (!p[SR_SUF_HEIGHT_OFF] != !util_get_le64(p + SR_SUF_ROOT_OFF))
+		return "segment usage root and height disagree";
+	if (p[SR_FLAGS_OFF] & ~SR_FLAG_SUF_CURRENT)
+		return "unknown flags";
 	if (util_get_le64(p + SR_ROOT_OFF) >= MAX(util_get_le64(p + SR_DAT_NEXT_OFF), 1))
 		return "owner table root past the translation's entries";
 	if (util_get_le64(p + SR_READABLE_OFF) > util_get_le64(p + SR_DELTA_OFF))
@@ -143,6 +157,9 @@ int vol_sroot_decode(const void *buf, uint32_t bs, uint64_t blk, struct vol_sroo
 	sr->sr_dat_height = p[SR_DAT_HEIGHT_OFF];
 	sr->sr_dat_root = util_get_le64(p + SR_DAT_ROOT_OFF);
 	sr->sr_dat_next = util_get_le64(p + SR_DAT_NEXT_OFF);
+	sr->sr_suf_height = p[SR_SUF_HEIGHT_OFF];
+	sr->sr_suf_root = util_get_le64(p + SR_SUF_ROOT_OFF);
+	sr->sr_suf_current = (p[SR_FLAGS_OFF] & SR_FLAG_SUF_CURRENT) && sr->sr_suf_height;
 	return 0;
 }
 

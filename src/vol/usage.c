@@ -65,9 +65,14 @@
  * watermark, or a reservation fell short: vu_short); then every held
  * candidate goes, before the cleaner moves anything.
  *
- * This is the in-memory half of the segment usage file: the counts are
- * rebuilt at every open (a walk of every map, as fsck does), which costs
- * time on a large volume; persisting them is the next step.
+ * The segment usage file (suf.c) keeps these counts on disk: each
+ * commit writes the entries of the segments it changed, and an open
+ * reads them (vol_usage_read_file) instead of walking every map, unless
+ * the super root says the file is not current; then it walks
+ * (vol_usage_count), and the next commit writes every entry. The file
+ * leaves out the blocks of its own tree (vu_suf_here) and the super
+ * root, which the open adds back; a count that changes outside a
+ * commit's blocks marks its segment in vu_suf_dirty.
  *
  * Invariants
  *   (1) Between commits, vu_live[s] is the number of blocks of the
@@ -121,6 +126,12 @@ int vol_u64vec_push(struct vol_u64vec *uv, uint64_t x)
 static bool vol_seg_empty(const struct vol_usage *u, uint64_t seg)
 {
 	return !u->vu_live[seg] && !u->vu_pinned[seg];
+}
+
+/* Mark segment @seg's entry in the usage file as maybe wrong (vu_lock). */
+static void vol_suf_dirty(struct vol_usage *u, uint64_t seg)
+{
+	u->vu_suf_dirty[seg / 64] |= 1ull << (seg % 64);
 }
 
 static void vol_cand_set(struct vol_usage *u, uint64_t seg, bool on)
@@ -339,37 +350,121 @@ static int vol_count_new(struct vol *v, struct vol_count *cn, bool recent)
 	return err;
 }
 
-int vol_usage_open(struct vol *v, bool writable)
+/* vol_suf_ops.so_block: a block of the usage file's tree. */
+static void vol_usage_suf_block(void *arg, uint64_t pblk)
+{
+	struct vol *v = arg;
+	uint64_t seg = vol_seg_of(v, pblk);
+
+	v->v_usage.vu_suf_here[seg]++;
+}
+
+/* vol_suf_ops.so_entry: segment @seg's counts from the file. */
+static int vol_usage_suf_entry(void *arg, uint64_t seg, const struct vol_suf_entry *e)
+{
+	struct vol *v = arg;
+	struct vol_usage *u = &v->v_usage;
+
+	if (!log_seg_in_use(v->v_log, seg))
+		return 0; /* suf.c (2) */
+	if ((uint64_t)e->se_live + e->se_pinned > v->v_geo.lg_seg_blocks ||
+	    (e->se_flags & ~VOL_SUF_SNAP) || e->se_delta > v->v_sr.sr_delta) {
+		log_warn("vol: segment usage entry of segment %" PRIu64 " is not one (%" PRIu32
+			 " live, %" PRIu32 " pinned, delta %" PRIu32 ", flags %#" PRIx32 ")",
+			 seg, e->se_live, e->se_pinned, e->se_delta, e->se_flags);
+		return -EUCLEAN;
+	}
+	u->vu_live[seg] = e->se_live;
+	u->vu_pinned[seg] = e->se_pinned;
+	if (e->se_flags & VOL_SUF_SNAP)
+		u->vu_snap[seg / 64] |= 1ull << (seg % 64);
+	if (e->se_live || e->se_pinned)
+		u->vu_age[seg] = e->se_delta;
+	else
+		u->vu_emptied[seg] = e->se_delta;
+	return 0;
+}
+
+/*
+ * The counts from the segment usage file (suf.c (1)): its entries, plus
+ * the blocks of its tree and the super root, which they leave out. An
+ * empty segment was emptied by the delta its entry says: held for the
+ * protection period if a checkpoint still called readable may have
+ * blocks there. Any error: the caller counts by a walk instead.
+ */
+static int vol_usage_read_file(struct vol *v, bool writable)
 {
 	struct vol_usage *u = &v->v_usage;
+	const struct vol_suf_ops ops = {vol_usage_suf_entry, vol_usage_suf_block};
+	uint64_t n = v->v_geo.lg_nsegments, now_ms = util_monotonic_ms();
+	int err;
+
+	err = vol_suf_read(v, v->v_sr.sr_suf_root, v->v_sr.sr_suf_height, &ops, v);
+	if (err)
+		return err;
+	if (vol_pblk_valid(v, v->v_sr_blk))
+		u->vu_live[vol_seg_of(v, v->v_sr_blk)]++;
+	for (uint64_t s = 0; s < n; s++) {
+		if ((uint64_t)u->vu_live[s] + u->vu_suf_here[s] > v->v_geo.lg_seg_blocks)
+			return -EUCLEAN;
+		u->vu_live[s] += u->vu_suf_here[s];
+		u->vu_total += u->vu_live[s];
+		u->vu_pinned_total += u->vu_pinned[s];
+		if (!vol_seg_empty(u, s) || !log_seg_in_use(v->v_log, s))
+			continue;
+		vol_cand_set(u, s, true);
+		u->vu_emptied_ms[s] =
+		    writable && v->v_protect_ms && u->vu_emptied[s] > v->v_sr.sr_readable_from
+			? now_ms
+			: VU_UNPROTECTED;
+	}
+	if (writable && !v->v_protect_ms) /* no period: the past goes now */
+		u->vu_readable_from = v->v_sr.sr_delta;
+	return 0;
+}
+
+/* Forget what vol_usage_read_file read (per-segment arrays zeroed). */
+static void vol_usage_forget(struct vol *v)
+{
+	struct vol_usage *u = &v->v_usage;
+	uint64_t n = v->v_geo.lg_nsegments, words = (n + 63) / 64;
+
+	memset(u->vu_live, 0, n * sizeof(*u->vu_live));
+	memset(u->vu_pinned, 0, n * sizeof(*u->vu_pinned));
+	memset(u->vu_age, 0, n * sizeof(*u->vu_age));
+	memset(u->vu_emptied, 0, n * sizeof(*u->vu_emptied));
+	memset(u->vu_suf_here, 0, n * sizeof(*u->vu_suf_here));
+	memset(u->vu_snap, 0, words * sizeof(*u->vu_snap));
+	memset(u->vu_cand, 0, words * sizeof(*u->vu_cand));
+	u->vu_total = u->vu_pinned_total = 0;
+	u->vu_readable_from = v->v_sr.sr_readable_from;
+}
+
+/*
+ * The counts by a walk of the state, its snapshots and (with a period)
+ * its recent checkpoints, as fsck does: without a current usage file,
+ * and for a snapshot's or a checkpoint's open (which needs the snapshot
+ * table the walk reads). A writable open then has every entry of the
+ * file written by the next commit.
+ */
+static int vol_usage_count(struct vol *v, bool writable)
+{
+	struct vol_usage *u = &v->v_usage;
+	const struct vol_suf_ops ops = {NULL, vol_usage_suf_block};
 	uint64_t n = v->v_geo.lg_nsegments;
 	struct vol_count cn;
 	int err;
 
-	u->vu_dat_next = v->v_sr.sr_dat_next;
-	u->vu_live = calloc(n, sizeof(*u->vu_live));
-	u->vu_pinned = calloc(n, sizeof(*u->vu_pinned));
-	u->vu_snap = calloc((n + 63) / 64, sizeof(*u->vu_snap));
-	u->vu_age = calloc(n, sizeof(*u->vu_age));
-	u->vu_cand = calloc((n + 63) / 64, sizeof(*u->vu_cand));
-	u->vu_emptied = calloc(n, sizeof(*u->vu_emptied));
-	u->vu_emptied_ms = calloc(n, sizeof(*u->vu_emptied_ms));
-	err = u->vu_live && u->vu_pinned && u->vu_snap && u->vu_age && u->vu_cand &&
-		      u->vu_emptied && u->vu_emptied_ms
-		  ? cmutex_init(&u->vu_lock)
-		  : -ENOMEM;
-	if (err)
-		goto out_free;
-	if (v->v_snapshot_beside) /* the live state is the writer's: no counts */
-		return 0;
 	/* the recent checkpoints matter only if the period may keep them */
 	err = vol_count_new(v, &cn, writable && v->v_protect_ms);
 	if (err)
-		goto out_lock;
+		return err;
+	err = vol_suf_read(v, v->v_sr.sr_suf_root, v->v_sr.sr_suf_height, &ops, v);
+	if (err) {
+		vol_count_free(&cn);
+		return err;
+	}
 	vol_usage_take(u, n, &cn);
-	u->vu_sr_blk = v->v_sr_blk;
-	u->vu_sr_delta = v->v_sr.sr_delta;
-	u->vu_readable_from = v->v_sr.sr_readable_from;
 	/*
 	 * When each empty segment was emptied is not known: as if by the
 	 * recovered delta, if a recent checkpoint walked holds a block there;
@@ -384,12 +479,86 @@ int vol_usage_open(struct vol *v, bool writable)
 			u->vu_emptied[s] = cn.vcn_recent_from;
 			u->vu_emptied_ms[s] = VU_UNPROTECTED;
 		}
+		if (writable && log_seg_in_use(v->v_log, s))
+			vol_suf_dirty(u, s);
 	}
 	if (cn.vcn_recent)
 		u->vu_readable_from = MAX(u->vu_readable_from, cn.vcn_recent_from);
 	else if (writable) /* no period: the segments go now, and with them the past */
 		u->vu_readable_from = v->v_sr.sr_delta;
 	vol_count_free(&cn);
+	return 0;
+}
+
+static void vol_usage_free(struct vol_usage *u)
+{
+	free(u->vu_live);
+	free(u->vu_pinned);
+	free(u->vu_snap);
+	free(u->vu_age);
+	free(u->vu_cand);
+	free(u->vu_snaps);
+	free(u->vu_emptied);
+	free(u->vu_emptied_ms);
+	free(u->vu_suf_here);
+	free(u->vu_suf_dirty);
+	free(u->vu_suf_born_n);
+	free(u->vu_suf_gone_n);
+	free(u->vu_born.uv_v);
+	free(u->vu_gone.uv_v);
+	free(u->vu_suf_born.uv_v);
+	free(u->vu_suf_gone.uv_v);
+	free(u->vu_failed_segs.uv_v);
+	vol_table_clear(&u->vu_unborn, NULL);
+	*u = (struct vol_usage){0};
+}
+
+int vol_usage_open(struct vol *v, bool writable)
+{
+	struct vol_usage *u = &v->v_usage;
+	uint64_t n = v->v_geo.lg_nsegments;
+	int err;
+
+	u->vu_dat_next = v->v_sr.sr_dat_next;
+	u->vu_live = calloc(n, sizeof(*u->vu_live));
+	u->vu_pinned = calloc(n, sizeof(*u->vu_pinned));
+	u->vu_snap = calloc((n + 63) / 64, sizeof(*u->vu_snap));
+	u->vu_age = calloc(n, sizeof(*u->vu_age));
+	u->vu_cand = calloc((n + 63) / 64, sizeof(*u->vu_cand));
+	u->vu_emptied = calloc(n, sizeof(*u->vu_emptied));
+	u->vu_emptied_ms = calloc(n, sizeof(*u->vu_emptied_ms));
+	u->vu_suf_here = calloc(n, sizeof(*u->vu_suf_here));
+	u->vu_suf_dirty = calloc((n + 63) / 64, sizeof(*u->vu_suf_dirty));
+	u->vu_suf_born_n = calloc(n, sizeof(*u->vu_suf_born_n));
+	u->vu_suf_gone_n = calloc(n, sizeof(*u->vu_suf_gone_n));
+	err = u->vu_live && u->vu_pinned && u->vu_snap && u->vu_age && u->vu_cand &&
+		      u->vu_emptied && u->vu_emptied_ms && u->vu_suf_here && u->vu_suf_dirty &&
+		      u->vu_suf_born_n && u->vu_suf_gone_n
+		  ? cmutex_init(&u->vu_lock)
+		  : -ENOMEM;
+	if (err)
+		goto out_free;
+	if (v->v_snapshot_beside) /* the live state is the writer's: no counts */
+		return 0;
+	u->vu_sr_blk = v->v_sr_blk;
+	u->vu_sr_delta = v->v_sr.sr_delta;
+	u->vu_readable_from = v->v_sr.sr_readable_from;
+	err = -ENOENT;
+	if (!v->v_snapshot && v->v_sr.sr_suf_current) {
+		err = vol_usage_read_file(v, writable);
+		if (err) {
+			log_warn("vol: the segment usage file of delta %" PRIu64
+				 " cannot be read (%d); counting the segments",
+				 v->v_sr.sr_delta, err);
+			vol_usage_forget(v);
+		}
+	}
+	if (err) {
+		u->vu_open_walked = true;
+		err = vol_usage_count(v, writable);
+	}
+	if (err)
+		goto out_lock;
 	if (!writable)
 		return 0;
 	/* name the recovered state in both slots' chains, and the floor,
@@ -407,15 +576,7 @@ int vol_usage_open(struct vol *v, bool writable)
 out_lock:
 	cmutex_destroy(&u->vu_lock);
 out_free:
-	free(u->vu_live);
-	free(u->vu_pinned);
-	free(u->vu_snap);
-	free(u->vu_age);
-	free(u->vu_cand);
-	free(u->vu_snaps);
-	free(u->vu_emptied);
-	free(u->vu_emptied_ms);
-	*u = (struct vol_usage){0};
+	vol_usage_free(u);
 	return err;
 }
 
@@ -426,19 +587,7 @@ void vol_usage_close(struct vol *v)
 	if (!u->vu_live)
 		return;
 	cmutex_destroy(&u->vu_lock);
-	free(u->vu_live);
-	free(u->vu_pinned);
-	free(u->vu_snap);
-	free(u->vu_age);
-	free(u->vu_cand);
-	free(u->vu_snaps);
-	free(u->vu_emptied);
-	free(u->vu_emptied_ms);
-	free(u->vu_born.uv_v);
-	free(u->vu_gone.uv_v);
-	free(u->vu_failed_segs.uv_v);
-	vol_table_clear(&u->vu_unborn, NULL);
-	*u = (struct vol_usage){0};
+	vol_usage_free(u);
 }
 
 void vol_usage_snap_taken(struct vol *v, uint64_t *sr_blk, uint64_t *sr_delta)
@@ -448,8 +597,10 @@ void vol_usage_snap_taken(struct vol *v, uint64_t *sr_blk, uint64_t *sr_delta)
 	cmutex_lock(&u->vu_lock);
 	u->vu_mark_gen++; /* a recount walking now keeps these marks */
 	for (uint64_t s = 0; s < v->v_geo.lg_nsegments; s++)
-		if (!vol_seg_empty(u, s))
+		if (!vol_seg_empty(u, s) && !vol_seg_snap(u->vu_snap, s)) {
 			__atomic_fetch_or(&u->vu_snap[s / 64], 1ull << (s % 64), __ATOMIC_RELAXED);
+			vol_suf_dirty(u, s);
+		}
 	*sr_blk = u->vu_sr_blk;
 	*sr_delta = u->vu_sr_delta;
 	cmutex_unlock(&u->vu_lock);
@@ -473,10 +624,13 @@ int vol_usage_snap_taken_at(struct vol *v, uint64_t delta, uint64_t txn_delta)
 		 * after it (usage.c (5)): emptied at or before it, or retaken
 		 * since, a segment holds none */
 		for (uint64_t s = 0; s < v->v_geo.lg_nsegments; s++)
-			if (!vol_seg_empty(u, s) ||
-			    (log_seg_in_use(v->v_log, s) && u->vu_emptied[s] > delta))
+			if ((!vol_seg_empty(u, s) ||
+			     (log_seg_in_use(v->v_log, s) && u->vu_emptied[s] > delta)) &&
+			    !vol_seg_snap(u->vu_snap, s)) {
 				__atomic_fetch_or(&u->vu_snap[s / 64], 1ull << (s % 64),
 						  __ATOMIC_RELAXED);
+				vol_suf_dirty(u, s);
+			}
 	}
 	cmutex_unlock(&u->vu_lock);
 	return err;
@@ -523,6 +677,10 @@ static void vol_usage_recount(struct vol *v)
 	if (u->vu_mark_gen != gen) /* a snapshot marked segments during the walk */
 		for (uint64_t w = 0; w < (n + 63) / 64; w++)
 			cn.vcn_snap[w] |= __atomic_load_n(&u->vu_snap[w], __ATOMIC_RELAXED);
+	for (uint64_t s = 0; s < n; s++) /* the usage file's entries to write again */
+		if (cn.vcn_live[s] != u->vu_live[s] || cn.vcn_pinned[s] != u->vu_pinned[s] ||
+		    vol_seg_snap(cn.vcn_snap, s) != vol_seg_snap(u->vu_snap, s))
+			vol_suf_dirty(u, s);
 	vol_usage_take(u, n, &cn);
 	for (uint64_t s = 0, now_ms = util_monotonic_ms(); s < n; s++)
 		vol_cand_mark(v, s, now_ms); /* vu_emptied: under vu_lock */
@@ -543,6 +701,54 @@ int vol_usage_gone(struct vol *v, uint64_t pblk)
 	if (was == VU_UNBORN) /* never counted: forget it, do not subtract */
 		return vol_table_set(&u->vu_unborn, pblk, 0, VU_FORGOTTEN);
 	return vol_u64vec_push(&u->vu_gone, pblk);
+}
+
+int vol_usage_born_suf(struct vol *v, uint64_t pblk)
+{
+	return vol_u64vec_push(&v->v_usage.vu_suf_born, pblk);
+}
+
+int vol_usage_gone_suf(struct vol *v, uint64_t pblk)
+{
+	struct vol_usage *u = &v->v_usage;
+
+	if (vol_table_get(&u->vu_unborn, pblk, 0) == VU_UNBORN)
+		return vol_table_set(&u->vu_unborn, pblk, 0, VU_FORGOTTEN);
+	return vol_u64vec_push(&u->vu_suf_gone, pblk);
+}
+
+/*
+ * The blocks of the usage file's own tree the commit wrote and left
+ * behind (vu_lock): counted, and in vu_suf_here, never pinned (no
+ * snapshot reads the file).
+ */
+static void vol_usage_settle_suf(struct vol *v, uint64_t now_ms)
+{
+	struct vol_usage *u = &v->v_usage;
+
+	for (size_t i = 0; i < u->vu_suf_born.uv_n; i++) {
+		uint64_t seg = vol_seg_of(v, u->vu_suf_born.uv_v[i]);
+
+		u->vu_live[seg]++;
+		u->vu_total++;
+		u->vu_suf_here[seg]++;
+	}
+	for (size_t i = 0; i < u->vu_suf_gone.uv_n; i++) {
+		uint64_t pblk = u->vu_suf_gone.uv_v[i], seg = vol_seg_of(v, pblk);
+
+		if (!vol_pblk_valid(v, pblk) || !u->vu_live[seg] || !u->vu_suf_here[seg]) {
+			log_warn("vol: segment usage block %" PRIu64 " left behind, not counted",
+				 pblk);
+			continue;
+		}
+		u->vu_live[seg]--;
+		u->vu_total--;
+		u->vu_suf_here[seg]--;
+		if (vol_seg_empty(u, seg))
+			vol_cand_mark(v, seg, now_ms);
+	}
+	u->vu_suf_born.uv_n = 0;
+	u->vu_suf_gone.uv_n = 0;
 }
 
 void vol_usage_settle(struct vol *v)
@@ -584,6 +790,7 @@ void vol_usage_settle(struct vol *v)
 			vol_cand_mark(v, seg, now_ms);
 		}
 	}
+	vol_usage_settle_suf(v, now_ms);
 	/* the kept trees are durable now, at new addresses: what a failed
 	 * commit wrote is named by nothing */
 	for (size_t i = 0; i < u->vu_failed_segs.uv_n; i++)
@@ -607,6 +814,13 @@ void vol_usage_fail(struct vol *v)
 {
 	struct vol_usage *u = &v->v_usage;
 
+	/* the usage file's blocks it wrote: no different from the others */
+	for (size_t i = 0; i < u->vu_suf_born.uv_n; i++)
+		if (vol_u64vec_push(&u->vu_born, u->vu_suf_born.uv_v[i]))
+			log_warn("vol: out of memory noting segment usage block %" PRIu64
+				 " of a failed commit",
+				 u->vu_suf_born.uv_v[i]);
+	u->vu_suf_born.uv_n = 0;
 	for (size_t i = 0; i < u->vu_born.uv_n; i++) {
 		uint64_t pblk = u->vu_born.uv_v[i];
 
@@ -723,6 +937,7 @@ void vol_usage(struct vol *v, struct vol_usage_stats *us)
 	us->vus_written = u->vu_written;
 	us->vus_moved = u->vu_moved;
 	us->vus_pinned_blocks = u->vu_pinned_total;
+	us->vus_open_walked = u->vu_open_walked;
 	us->vus_dat_blocks = (u->vu_dat_next + vol_dat_per_block(v->v_block_size) - 1) /
 			     vol_dat_per_block(v->v_block_size);
 	for (uint64_t s = 0; s < v->v_geo.lg_nsegments; s++)

@@ -150,6 +150,7 @@ static void vol_geometry_set(struct vol *v, const struct log_geometry *g)
 	v->v_dat_max = 2 * g->lg_nsegments * g->lg_seg_blocks + vol_dat_per_block(g->lg_block_size);
 	v->v_dat_height_max = vol_levels(shift, vol_dat_blocks_max(v));
 	v->v_dat_map_small = vol_dat_map_blocks(v, 1) <= VOL_DAT_MAP_ONCE;
+	v->v_suf_height_max = vol_levels(shift, vol_suf_blocks(v));
 }
 
 uint64_t vol_dat_blocks_max(const struct vol *v)
@@ -364,8 +365,8 @@ static int vol_resolve_once(struct vol *v, uint64_t owner, unsigned level, uint6
 	int err;
 
 	bmap_walk_begin(&v->v_map, &v->v_otab, &w, &otab);
-	if (owner == VOL_DAT_OWNER) {
-		root = w.w_dat;
+	if (owner == VOL_DAT_OWNER || owner == VOL_SUF_OWNER) {
+		root = owner == VOL_DAT_OWNER ? w.w_dat : w.w_suf;
 		*path = 1 + root.br_height;
 	} else if (owner == VOL_OTAB_OWNER) {
 		root = otab;
@@ -549,6 +550,8 @@ static int vol_sroot_read(struct vol *v, const struct log_state *st)
 	if (v->v_sr.sr_delta != st->ls_delta || v->v_sr.sr_otab_height > v->v_otab_height_max ||
 	    v->v_sr.sr_dat_height > v->v_dat_height_max || v->v_sr.sr_dat_next > v->v_dat_max ||
 	    (v->v_sr.sr_dat_root && !vol_pblk_valid(v, v->v_sr.sr_dat_root)) ||
+	    v->v_sr.sr_suf_height > v->v_suf_height_max ||
+	    (v->v_sr.sr_suf_root && !vol_pblk_valid(v, v->v_sr.sr_suf_root)) ||
 	    st->ls_delta >= UINT32_MAX - 1) {
 		log_err("vol: super root at block %" PRIu64 " does not match the log's state "
 			"(delta %" PRIu64 ", log says %" PRIu64 ")",
@@ -639,6 +642,9 @@ static int vol_open_cache(struct vol *v, const struct vol_open_opts *o)
 	v->v_dat = (struct bmap_tree){VOL_DAT_OWNER, v->v_sr.sr_dat_root, v->v_sr.sr_dat_height,
 				      v->v_sr.sr_dat_height, false};
 	v->v_map.bm_dat = &v->v_dat;
+	v->v_suf = (struct bmap_tree){VOL_SUF_OWNER, v->v_sr.sr_suf_root, v->v_sr.sr_suf_height,
+				      v->v_sr.sr_suf_height, false};
+	v->v_map.bm_suf = &v->v_suf;
 	dat_open(v);
 	atomic_store(&v->v_committed, v->v_sr.sr_delta);
 	return 0;
@@ -851,7 +857,8 @@ static int vol_throttle(struct vol *v, uint64_t nblocks)
 
 void vol_keep_for_freeing(struct vol *v, uint64_t nblocks)
 {
-	log_space_keep(v->v_log, vol_txn_worst(v, nblocks));
+	/* and what the commit writes of the segment usage file (suf.c) */
+	log_space_keep(v->v_log, vol_txn_worst(v, nblocks) + vol_suf_worst(v));
 }
 
 uint64_t vol_txn_max(struct vol *v)

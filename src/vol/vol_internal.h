@@ -33,6 +33,7 @@
 #define VOL_OTAB_OWNER	1 /* the owner table is owner 1's data */
 #define VOL_SNAP_OWNER	2 /* the snapshot table is owner 2's data (snap.c) */
 #define VOL_DAT_OWNER	3 /* the block address translation is owner 3's data (dat.c) */
+#define VOL_SUF_OWNER	4 /* the segment usage file is owner 4's data (suf.c) */
 #define VOL_SROOT_OWNER 0 /* summary entry of a super root (owner 0, index 0) */
 
 /*
@@ -93,6 +94,7 @@ struct bmap {
 	pthread_rwlock_t bm_lock;
 	uint64_t bm_gen;		/* commits ended; protected by bm_lock */
 	const struct bmap_tree *bm_dat; /* immutable: the translation's tree (dat.c) */
+	const struct bmap_tree *bm_suf; /* immutable: the segment usage file's (suf.c) */
 };
 
 /* One block map (of an owner, or of the owner table). */
@@ -118,6 +120,7 @@ struct bmap_walk {
 	struct bmap *w_map;
 	uint64_t w_gen;
 	struct bmap_root w_dat;
+	struct bmap_root w_suf; /* the segment usage file's root then */
 };
 
 /* What the commit changing map blocks needs: the delta, and a hook told of
@@ -146,18 +149,19 @@ static inline uint64_t bmap_node_index(const struct bmap *m, unsigned level, uin
 
 /*
  * Owners whose tree of height 0 has its data block 0 as its root; the
- * owner table's and the translation's always have map blocks (height 0:
- * no blocks).
+ * owner table's, the translation's and the segment usage file's always
+ * have map blocks (height 0: no blocks).
  */
 static inline bool bmap_direct_root(uint64_t owner)
 {
-	return owner != VOL_OTAB_OWNER && owner != VOL_DAT_OWNER;
+	return owner != VOL_OTAB_OWNER && owner != VOL_DAT_OWNER && owner != VOL_SUF_OWNER;
 }
 
-/* Trees whose entries are virtual block numbers: all but the translation's. */
+/* Trees whose entries are virtual block numbers: all but the translation's
+ * and the segment usage file's, which name addresses. */
 static inline bool bmap_virtual(uint64_t owner)
 {
-	return owner != VOL_DAT_OWNER;
+	return owner != VOL_DAT_OWNER && owner != VOL_SUF_OWNER;
 }
 
 static inline bool bmap_is_node(uint64_t index)
@@ -384,7 +388,7 @@ void dat_close(struct vol *v);
  * 4: the block address translation: every tree but its own names
  * virtual blocks. An older state names physical blocks; it is refused.
  */
-#define VOL_SR_VERSION	   4u
+#define VOL_SR_VERSION	   5u
 #define VOL_SR_VERSION_MIN 4u
 
 struct vol_sroot {
@@ -399,6 +403,9 @@ struct vol_sroot {
 	uint64_t sr_dat_root;	    /* the translation's root block (physical) */
 	uint8_t sr_dat_height;
 	uint64_t sr_dat_next; /* no translation entry at or past it is used */
+	uint64_t sr_suf_root; /* the segment usage file's root block (physical) */
+	uint8_t sr_suf_height;
+	bool sr_suf_current; /* the file's counts are this state's (suf.c) */
 };
 
 /* Encode @sr into the block @buf of @bs bytes (zeroed, checksummed). */
@@ -507,6 +514,16 @@ struct vol_usage {
 	uint64_t vu_waiting;	   /* candidates held by the protection period, or
 				      retiring (usage.c); vu_lock */
 	atomic_bool vu_short;	   /* a reservation fell short: protection yields */
+	/* the segment usage file (suf.c): what its entries leave out, and
+	 * which may differ from the counts */
+	uint32_t *vu_suf_here;	       /* per segment: blocks of the file's own tree;
+					  commit thread */
+	struct vol_u64vec vu_suf_born; /* this commit's blocks of that tree; commit thread */
+	struct vol_u64vec vu_suf_gone; /* and those it left behind; commit thread */
+	uint64_t *vu_suf_dirty;	       /* bitmap: an entry the file may have wrong; vu_lock */
+	bool vu_open_walked;	       /* the open counted by a walk (vol_usage_stats) */
+	int32_t *vu_suf_born_n;	       /* per segment, scratch of the projection: */
+	int32_t *vu_suf_gone_n;	       /* zero between commits; commit thread */
 };
 
 struct vol {
@@ -521,6 +538,7 @@ struct vol {
 	unsigned v_height_max;		  /* immutable: levels of an owner's map */
 	unsigned v_otab_height_max;	  /* immutable: levels of the owner table's */
 	unsigned v_dat_height_max;	  /* immutable: levels of the translation's */
+	unsigned v_suf_height_max;	  /* immutable: levels of the usage file's */
 	uint64_t v_dat_max;		  /* immutable: most translation entries (dat.c) */
 	bool v_dat_map_small;		  /* immutable: its map counted once (vol.c) */
 	uint32_t v_checkpoint_every;	  /* immutable */
@@ -550,6 +568,7 @@ struct vol {
 	struct bmap v_map;	      /* lock and generation of every map */
 	struct bmap_tree v_otab;      /* the owner table's map (bmap_tree rules) */
 	struct bmap_tree v_dat;	      /* the translation's map (bmap_tree rules) */
+	struct bmap_tree v_suf;	      /* the segment usage file's (bmap_tree rules) */
 	struct vol_dat v_dat_alloc;   /* dat.c; commit thread */
 	struct vol_punches v_punches; /* its own lock */
 	/*
@@ -664,6 +683,9 @@ void vol_usage_close(struct vol *v);
 int vol_usage_born(struct vol *v, uint64_t pblk);
 /* A change of the commit left the block at @pblk behind (bc_gone). */
 int vol_usage_gone(struct vol *v, uint64_t pblk);
+/* The same for a block of the segment usage file's own tree (suf.c). */
+int vol_usage_born_suf(struct vol *v, uint64_t pblk);
+int vol_usage_gone_suf(struct vol *v, uint64_t pblk);
 /* The commit is durable: apply its changes, release what emptied. */
 void vol_usage_settle(struct vol *v);
 /* The sr_readable_from of the super root being written now. Commit thread. */
@@ -727,6 +749,56 @@ static inline bool vol_seg_snap(const uint64_t *bits, uint64_t seg)
 {
 	return __atomic_load_n(&bits[seg / 64], __ATOMIC_RELAXED) >> (seg % 64) & 1;
 }
+
+/* ---- suf.c: the segment usage file ---------------------------------------- */
+
+#define VOL_SUF_ENTRY_BYTES 16u
+#define VOL_SUF_SNAP	    1u /* se_flags: a snapshot may name a block there */
+
+/* One segment's entry (docs/FORMAT.md, "Segment usage block"). */
+struct vol_suf_entry {
+	uint32_t se_live;   /* vu_live, less the file's own blocks and the super root */
+	uint32_t se_pinned; /* vu_pinned */
+	uint32_t se_delta;  /* youngest block's delta; once empty, the delta that emptied it */
+	uint32_t se_flags;  /* VOL_SUF_SNAP */
+};
+
+static inline uint32_t vol_suf_per_block(uint32_t bs)
+{
+	return bs / VOL_SUF_ENTRY_BYTES;
+}
+
+void vol_suf_decode(const void *block, uint32_t slot, struct vol_suf_entry *e);
+/* Blocks of the file: an entry per segment. */
+uint64_t vol_suf_blocks(const struct vol *v);
+/* The most one commit's entries may cost it (the file, its map, logs). */
+uint64_t vol_suf_worst(const struct vol *v);
+
+/* What vol_suf_read tells of the file of a super root. */
+struct vol_suf_ops {
+	/* each entry of a block of the file (segments past the file's blocks
+	 * read as zeros: no call); nonzero stops the read */
+	int (*so_entry)(void *arg, uint64_t seg, const struct vol_suf_entry *e);
+	void (*so_block)(void *arg, uint64_t pblk); /* each block of its tree */
+};
+/* Read the file whose tree is @root of @height from the device;
+ * -EUCLEAN (logged) if its tree is not one. */
+int vol_suf_read(struct vol *v, uint64_t root, unsigned height, const struct vol_suf_ops *ops,
+		 void *arg);
+
+/* One commit's entries (commit.c (4c)). */
+struct vol_suf_commit {
+	struct vol_u64vec sc_touched; /* segments whose entries it writes, sorted */
+	uint64_t sc_res;	      /* reserved for their blocks */
+	bool sc_skipped;	      /* no room: written no entry, the file not current */
+};
+/* Dirty the entries of the segments the commit changed (and the dirty
+ * ones), as its settle will leave them; after the translation. @slack:
+ * what the delta's operations reserved and the commit did not use yet. */
+int vol_suf_commit(struct vol *v, const struct bmap_change *ch, uint64_t slack,
+		   struct vol_suf_commit *sc);
+/* The commit ended (@durable: it succeeded); releases sc_res. */
+void vol_suf_commit_end(struct vol *v, struct vol_suf_commit *sc, bool durable);
 
 /* ---- snap.c ------------------------------------------------------------------ */
 

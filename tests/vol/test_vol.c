@@ -179,9 +179,10 @@ static void test_punch(void **state)
 	vf_expect(v, OWNER, 0, 0);
 	assert_int_equal(vol_sync(v), 0);
 	/* the punched buffer is not written: only its map block, the owner
-	 * table's block and map block, the translation's block and map block
-	 * (all of height 1 here), the super root */
-	assert_int_equal(v->v_sr.sr_blocks_written - written, 6);
+	 * table's block and map block, the translation's block and map block,
+	 * the segment usage file's block and map block (all of height 1
+	 * here), the super root */
+	assert_int_equal(v->v_sr.sr_blocks_written - written, 8);
 	assert_int_equal(vol_close(v), 0);
 	v = vf_open_file(path, 0);
 	vf_expect(v, OWNER, 0, 0);
@@ -1214,8 +1215,8 @@ static void test_check_reports_damage(void **state)
 	vf_check(v);
 	assert_int_equal(vol_check(v, NULL, NULL, &cs), 0);
 	/* data, owner map (height 2), otab + its map, translation + its map,
-	 * super root */
-	assert_int_equal(cs.cs_blocks, 2 + 3 + 2 + 2 + 1);
+	 * segment usage file + its map, super root */
+	assert_int_equal(cs.cs_blocks, 2 + 3 + 2 + 2 + 2 + 1);
 	saved = v->v_sr;
 	v->v_sr.sr_otab_root = v->v_sr.sr_dat_next + 5; /* no such virtual block */
 	/* that, and each entry of the table's map and blocks, named by nothing */

@@ -1397,7 +1397,13 @@ static uint64_t cr_first_crashes(struct cr_run *r, struct cr_case *c, uint64_t m
 	if (cr_env_case("", BDEV_EMU_DROP_SOME, false, &c[0]))
 		return 1;
 	for (uint64_t f = 1; f <= r->cr_flushes && n < max; f++)
-		n += cr_stale_tail_case(r, f, &c[n]);
+		if (cr_stale_tail_case(r, f, &c[n])) {
+			print_message("# first crash: CAIRN_CRASH_CUT=f%" PRIu64
+				      " CAIRN_CRASH_MODE=drop_some CAIRN_CRASH_TEAR=0 "
+				      "CAIRN_CRASH_VAR=%" PRIu32 "\n",
+				      c[n].cc_cut, c[n].cc_var);
+			n++;
+		}
 	return n;
 }
 
@@ -1481,8 +1487,8 @@ static void test_vol_crash_twice(void **state)
  * Double crashes that once failed: a seed's first run (as in
  * test_vol_crash_twice), its first crash, and the one second crash that
  * showed the bug. Replay one with its line, e.g. CAIRN_SEED=10
- * CAIRN_CRASH_CUT=f6 CAIRN_CRASH_MODE=drop_some CAIRN_CRASH_TEAR=0
- * CAIRN_CRASH_VAR=1 CAIRN_CRASH_CUT2=2 CAIRN_CRASH_MODE2=keep_all
+ * CAIRN_CRASH_CUT=f14 CAIRN_CRASH_MODE=drop_some CAIRN_CRASH_TEAR=0
+ * CAIRN_CRASH_VAR=7 CAIRN_CRASH_CUT2=2 CAIRN_CRASH_MODE2=keep_all
  * CAIRN_CRASH_TEAR2=0.
  */
 struct cr_twice_case {
@@ -1491,20 +1497,20 @@ struct cr_twice_case {
 };
 
 /*
- * The first crash leaves delta 6's second log (from the first run)
- * without its first; after recovery (delta 5) the second run writes
- * delta 6's first log in the same place with the same header (its
- * summary differs now: the tags are the blocks' virtual numbers), other
- * content, and the power goes before (cut=2) or while (cut=f1, its
- * second log dropped) that log's delta is flushed. Until logs carried
- * their mount's nonce (format version 2), a new log with the lost one's
- * summary had its summary checksum, and recovery followed the old second
- * log into a delta 6 that never existed; the old second log must still
- * be refused.
+ * The first crash leaves a delta's second log (from the first run)
+ * without its first; after recovery the second run writes that delta's
+ * first log in the same place with the same header, other content, and
+ * the power goes before (cut=2) or while (cut=f1, its second log
+ * dropped) that log's delta is flushed. Until logs carried their mount's
+ * nonce (format version 2), a new log with the lost one's summary had
+ * its summary checksum, and recovery followed the old second log into a
+ * delta that never existed; the old second log must still be refused.
+ * The first crash is the first such flush cut of seed 10 (f6 until the
+ * segment usage file added blocks to each commit, f14 since).
  */
 static const struct cr_twice_case cr_twice_regressions[] = {
-    {10, {6, true, BDEV_EMU_DROP_SOME, false, 1}, {2, false, BDEV_EMU_KEEP_ALL, false, 0}},
-    {10, {6, true, BDEV_EMU_DROP_SOME, false, 1}, {1, true, BDEV_EMU_DROP_SOME, false, 2}},
+    {10, {14, true, BDEV_EMU_DROP_SOME, false, 7}, {2, false, BDEV_EMU_KEEP_ALL, false, 0}},
+    {10, {14, true, BDEV_EMU_DROP_SOME, false, 7}, {1, true, BDEV_EMU_DROP_SOME, false, 2}},
 };
 
 static void test_vol_crash_twice_regressions(void **state)
