@@ -51,6 +51,7 @@ struct vol_checker {
 	struct vol_table ck_seen; /* pblk -> 1: blocks named so far */
 	bool ck_count_only;	  /* vol_count_durable: no checks, no ck_seen */
 	uint32_t *ck_counted;	  /* blocks per segment */
+	uint32_t *ck_suf_counted; /* of them, the usage file's own (vol_count.vcn_suf) */
 	uint64_t ck_problems;
 	uint64_t ck_blocks;
 	/* snapshots: the walk of the state marks its blocks in ck_state;
@@ -135,6 +136,8 @@ static bool ck_claim(struct vol_checker *ck, uint64_t owner, uint64_t index, uin
 		ck_bit_set(ck->ck_state, pblk - g->lg_seg_start);
 	if (ck->ck_count_only) {
 		ck->ck_counted[vol_seg_of(ck->ck_vol, pblk)]++;
+		if (owner == VOL_SUF_OWNER && ck->ck_suf_counted)
+			ck->ck_suf_counted[vol_seg_of(ck->ck_vol, pblk)]++;
 		ck->ck_blocks++;
 		return true;
 	}
@@ -609,6 +612,7 @@ int vol_count_durable(struct vol *v, uint64_t sr_blk, const struct vol_sroot *sr
 	struct vol_checker ck = {.ck_vol = v,
 				 .ck_count_only = true,
 				 .ck_counted = cn->vcn_live,
+				 .ck_suf_counted = cn->vcn_suf,
 				 .ck_pinned = cn->vcn_pinned,
 				 .ck_snap_segs = cn->vcn_snap};
 	int err = ck_snap_bitmaps(&ck);

@@ -246,7 +246,10 @@ static int vol_commit_gone(void *arg, uint64_t owner, uint64_t entry)
 		err = dat_kill(vc->vc_vol, &vc->vc_change, entry, &pblk);
 	if (err == -EUCLEAN) {
 		/* a damaged entry (logged): what it named stays counted until a
-		 * recount, asked for at this commit's settle; the change goes on */
+		 * recount, asked for at this commit's settle (no super root
+		 * calls the segment usage file current till then); the change
+		 * goes on */
+		vc->vc_vol->v_usage.vu_suf_stale = true;
 		vol_usage_recount_at(vc->vc_vol, vc->vc_delta);
 		return 0;
 	}
@@ -670,12 +673,12 @@ static int vol_commit_sroot(struct vol_commit *vc, struct vol_sroot *sr)
 	sr->sr_dat_next = v->v_dat_alloc.vd_next;
 	sr->sr_suf_root = v->v_suf.bt_root;
 	sr->sr_suf_height = v->v_suf.bt_root_height;
-	/* a recount at this settle may change what the entries say: pins
-	 * of a snapshot of an older checkpoint (usage.c), or a damaged
-	 * translation's counts (suf.c (1)) */
+	/* a recount at this settle may change what the entries say (pins of
+	 * a snapshot of an older checkpoint: usage.c), and one may be due (a
+	 * damaged translation entry met: vu_suf_stale) */
 	recount = atomic_load(&v->v_usage.vu_recount_at);
 	sr->sr_suf_current = !vc->vc_suf.sc_skipped && v->v_suf.bt_root_height &&
-			     !(recount && recount <= vc->vc_delta);
+			     !(recount && recount <= vc->vc_delta) && !v->v_usage.vu_suf_stale;
 	sr->sr_blocks_written += vc->vc_payload + 1;
 	sr->sr_prev = v->v_sr_blk; /* the checkpoint chain (sroot.c) */
 	sr->sr_time_ns = util_realtime_ns();
@@ -750,7 +753,9 @@ static void vol_commit_fail(struct vol_commit *vc, int err)
  * What the commit reserved for itself (vc_own_res): the cleaner's moves
  * (clean.c), or the super root of a delta with nothing else to write,
  * taken from the kept reserve (a commit forced to reclaim space may have
- * no transaction that reserved it). Given back once the commit is
+ * no transaction that reserved it); and its segment usage entries, if
+ * the delta's reservations had no room left for them (suf.c,
+ * vc_suf.sc_res). Given back once the commit is
  * durable, else carried (the moved blocks are requeued with the delta).
  * What the commit consumed beyond it is what the delta's own
  * reservations pay for.
@@ -758,19 +763,17 @@ static void vol_commit_fail(struct vol_commit *vc, int err)
 static uint64_t vol_commit_own_settle(struct vol_commit *vc, int err)
 {
 	struct vol_usage *u = &vc->vc_vol->v_usage;
-	uint64_t res = vc->vc_own_res + u->vu_own_carry, suf = vc->vc_suf.sc_res;
+	uint64_t res = vc->vc_own_res + u->vu_own_carry + vc->vc_suf.sc_res;
 
-	/* the segment usage entries' reservation goes whatever happened:
-	 * the next commit computes its own */
 	vol_suf_commit_end(vc->vc_vol, &vc->vc_suf, !err);
-	if (err) {
+	if (err) { /* the usage file's blocks come back too: carried with them */
 		u->vu_own_carry = res;
 		return vc->vc_consumed;
 	}
 	u->vu_own_carry = 0;
 	if (res)
 		log_space_release(vc->vc_vol->v_log, res);
-	return vc->vc_consumed - MIN(vc->vc_consumed, res + suf);
+	return vc->vc_consumed - MIN(vc->vc_consumed, res);
 }
 
 /* What the delta's operations and the commit itself reserved, less what

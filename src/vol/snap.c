@@ -346,6 +346,8 @@ int vol_snap_create_at(struct vol *v, const char *name, uint64_t delta)
 	vol_txn_end(&t);
 	if (!err)
 		err = vol_sync(v);
+	if (!err) /* else the marks stay kept: too many never lose a block */
+		vol_usage_snap_done(v);
 out:
 	cmutex_unlock(&v->v_snap_lock);
 	return err;
@@ -435,6 +437,10 @@ int vol_snap_sroot(struct vol *v, uint64_t sroot, uint64_t delta, struct vol_sro
 static void snap_open_state(struct vol *v, uint64_t sroot, const struct vol_sroot *sr)
 {
 	v->v_sr = *sr;
+	/* its segment usage file is nobody's: no snapshot keeps it (suf.c) */
+	v->v_sr.sr_suf_root = 0;
+	v->v_sr.sr_suf_height = 0;
+	v->v_sr.sr_suf_current = false;
 	v->v_sr_blk = sroot;
 	v->v_otab = (struct bmap_tree){VOL_OTAB_OWNER, sr->sr_otab_root, sr->sr_otab_height,
 				       sr->sr_otab_height, false};

@@ -36,17 +36,21 @@
  * noted in vu_suf_dirty, and the next commit that writes entries
  * writes its entry too.
  *
- * A commit reserves the blocks it writes here for itself (the kept
- * reserve holds the most it can need: vol_suf_worst). If even that
+ * A commit pays for the blocks it writes here out of what its delta's
+ * operations reserved and it did not use, or reserves them itself (the
+ * kept reserve holds the most it can need: vol_suf_worst). If even that
  * fails, it writes no entry, and its super root says the file is not
  * current (sr_suf_current false): the next open walks the maps as
  * before, and the next commit that writes entries writes every one
- * that changed meanwhile, which makes the file current again. An empty
- * commit (nothing but its super root: commit.c) writes no entry and
- * keeps the file current: its only change, the old super root left
- * behind, is the file's already unless a snapshot pins it, and then its
- * segment is dirty for the next commit that writes (a snapshot's record
- * is written in a commit that writes entries).
+ * that changed meanwhile, which makes the file current again. So does
+ * a damaged translation entry met (the block it named stays counted
+ * until a walk), until a recount. A commit with nothing but its super
+ * root to write (commit.c) writes entries only for the dirty segments
+ * and the old super root's, when that one empties or a snapshot marked
+ * it; so does every commit. A segment left holding nothing but the
+ * file's own old blocks is not rewritten when they go: its entry keeps
+ * the delta that emptied it of everything else, which only the file's
+ * blocks of older checkpoints outlive, and nothing reads those.
  *
  * Invariants
  *   (1) With sr_suf_current, every entry of a segment the log has in
@@ -203,13 +207,15 @@ static int suf_cmp_u64(const void *a, const void *b)
 static int suf_touch_pblk(struct vol *v, struct vol_suf_commit *sc, uint64_t pblk, int32_t *n)
 {
 	uint64_t seg;
+	int err;
 
 	if (!vol_pblk_valid(v, pblk))
 		return 0; /* damage: settle leaves it out too */
 	seg = vol_seg_of(v, pblk);
-	if (n)
+	err = vol_u64vec_push(&sc->sc_touched, seg);
+	if (!err) /* counted only once touched: suf_scratch_clear zeroes it */
 		n[seg]++;
-	return vol_u64vec_push(&sc->sc_touched, seg);
+	return err;
 }
 
 /*
@@ -269,16 +275,19 @@ static int suf_collect(struct vol *v, struct vol_suf_commit *sc, uint64_t sr_seg
 	size_t n = 0;
 	int err = 0;
 
+	/* the dirty ones leave the bitmap only once all are taken; a
+	 * failure puts back every touched one (vol_suf_commit_end) */
 	for (uint64_t w = 0; w < (nseg + 63) / 64 && !err; w++) {
 		uint64_t bits = u->vu_suf_dirty[w];
 
-		u->vu_suf_dirty[w] = 0;
 		while (bits && !err) {
 			err = vol_u64vec_push(&sc->sc_touched,
 					      w * 64 + (uint64_t)__builtin_ctzll(bits));
 			bits &= bits - 1;
 		}
 	}
+	if (!err)
+		memset(u->vu_suf_dirty, 0, (nseg + 63) / 64 * sizeof(*u->vu_suf_dirty));
 	for (size_t i = 0; i < u->vu_born.uv_n && !err; i++)
 		err = suf_touch_pblk(v, sc, u->vu_born.uv_v[i], u->vu_suf_born_n);
 	for (size_t i = 0; i < u->vu_gone.uv_n && !err; i++)
@@ -379,8 +388,6 @@ void vol_suf_commit_end(struct vol *v, struct vol_suf_commit *sc, bool durable)
 		}
 		cmutex_unlock(&u->vu_lock);
 	}
-	if (sc->sc_res)
-		log_space_release(v->v_log, sc->sc_res);
 	free(sc->sc_touched.uv_v);
 	*sc = (struct vol_suf_commit){0};
 }

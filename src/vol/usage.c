@@ -251,6 +251,7 @@ static uint64_t vol_usage_offer(struct vol *v, bool pressed, uint64_t *retiring)
 			if (!err) {
 				vol_cand_set(u, seg, false);
 				cmutex_lock(&u->vu_lock);
+				vol_suf_dirty(u, seg); /* its entry, back to a free one's */
 				__atomic_fetch_and(&u->vu_snap[seg / 64], ~(1ull << (seg % 64)),
 						   __ATOMIC_RELAXED);
 				u->vu_released++;
@@ -331,8 +332,9 @@ static void vol_count_free(struct vol_count *cn)
 }
 
 /* Count the durable state and its snapshots into a new @cn; with
- * @recent, find the segments of the recent checkpoints too. */
-static int vol_count_new(struct vol *v, struct vol_count *cn, bool recent)
+ * @recent, find the segments of the recent checkpoints too; with @suf
+ * (zeroed), the usage file's own blocks per segment. */
+static int vol_count_new(struct vol *v, struct vol_count *cn, bool recent, uint32_t *suf)
 {
 	uint64_t n = v->v_geo.lg_nsegments;
 	int err;
@@ -341,7 +343,8 @@ static int vol_count_new(struct vol *v, struct vol_count *cn, bool recent)
 				 .vcn_pinned = calloc(n, sizeof(uint32_t)),
 				 .vcn_snap = calloc((n + 63) / 64, sizeof(uint64_t)),
 				 .vcn_recent =
-				     recent ? calloc((n + 63) / 64, sizeof(uint64_t)) : NULL};
+				     recent ? calloc((n + 63) / 64, sizeof(uint64_t)) : NULL,
+				 .vcn_suf = suf};
 	err = cn->vcn_live && cn->vcn_pinned && cn->vcn_snap && (cn->vcn_recent || !recent)
 		  ? vol_count_durable(v, v->v_sr_blk, &v->v_sr, cn)
 		  : -ENOMEM;
@@ -407,6 +410,8 @@ static int vol_usage_read_file(struct vol *v, bool writable)
 	for (uint64_t s = 0; s < n; s++) {
 		if ((uint64_t)u->vu_live[s] + u->vu_suf_here[s] > v->v_geo.lg_seg_blocks)
 			return -EUCLEAN;
+		if (!u->vu_live[s] && !u->vu_pinned[s] && u->vu_suf_here[s])
+			u->vu_age[s] = (uint32_t)v->v_sr.sr_delta; /* the file's: young */
 		u->vu_live[s] += u->vu_suf_here[s];
 		u->vu_total += u->vu_live[s];
 		u->vu_pinned_total += u->vu_pinned[s];
@@ -450,20 +455,15 @@ static void vol_usage_forget(struct vol *v)
 static int vol_usage_count(struct vol *v, bool writable)
 {
 	struct vol_usage *u = &v->v_usage;
-	const struct vol_suf_ops ops = {NULL, vol_usage_suf_block};
 	uint64_t n = v->v_geo.lg_nsegments;
 	struct vol_count cn;
 	int err;
 
-	/* the recent checkpoints matter only if the period may keep them */
-	err = vol_count_new(v, &cn, writable && v->v_protect_ms);
+	/* the recent checkpoints matter only if the period may keep them;
+	 * the walk counts the usage file's own blocks apart (vu_suf_here) */
+	err = vol_count_new(v, &cn, writable && v->v_protect_ms, u->vu_suf_here);
 	if (err)
 		return err;
-	err = vol_suf_read(v, v->v_sr.sr_suf_root, v->v_sr.sr_suf_height, &ops, v);
-	if (err) {
-		vol_count_free(&cn);
-		return err;
-	}
 	vol_usage_take(u, n, &cn);
 	/*
 	 * When each empty segment was emptied is not known: as if by the
@@ -479,7 +479,7 @@ static int vol_usage_count(struct vol *v, bool writable)
 			u->vu_emptied[s] = cn.vcn_recent_from;
 			u->vu_emptied_ms[s] = VU_UNPROTECTED;
 		}
-		if (writable && log_seg_in_use(v->v_log, s))
+		if (writable) /* free ones too: an entry of a past use may be left */
 			vol_suf_dirty(u, s);
 	}
 	if (cn.vcn_recent)
@@ -595,7 +595,8 @@ void vol_usage_snap_taken(struct vol *v, uint64_t *sr_blk, uint64_t *sr_delta)
 	struct vol_usage *u = &v->v_usage;
 
 	cmutex_lock(&u->vu_lock);
-	u->vu_mark_gen++; /* a recount walking now keeps these marks */
+	u->vu_mark_gen++;		     /* a recount walking now keeps these marks */
+	atomic_fetch_add(&u->vu_marking, 1); /* and one after, till the record is durable */
 	for (uint64_t s = 0; s < v->v_geo.lg_nsegments; s++)
 		if (!vol_seg_empty(u, s) && !vol_seg_snap(u->vu_snap, s)) {
 			__atomic_fetch_or(&u->vu_snap[s / 64], 1ull << (s % 64), __ATOMIC_RELAXED);
@@ -620,6 +621,7 @@ int vol_usage_snap_taken_at(struct vol *v, uint64_t delta, uint64_t txn_delta)
 		 * transaction holds txn_delta open: not too late. */
 		vol_usage_recount_at(v, txn_delta);
 		u->vu_mark_gen++;
+		atomic_fetch_add(&u->vu_marking, 1);
 		/* its blocks are in segments holding live blocks, or emptied
 		 * after it (usage.c (5)): emptied at or before it, or retaken
 		 * since, a segment holds none */
@@ -634,6 +636,11 @@ int vol_usage_snap_taken_at(struct vol *v, uint64_t delta, uint64_t txn_delta)
 	}
 	cmutex_unlock(&u->vu_lock);
 	return err;
+}
+
+void vol_usage_snap_done(struct vol *v)
+{
+	atomic_fetch_sub(&v->v_usage.vu_marking, 1);
 }
 
 void vol_usage_recount_at(struct vol *v, uint64_t delta)
@@ -660,7 +667,7 @@ static void vol_usage_recount(struct vol *v)
 	cmutex_lock(&u->vu_lock);
 	gen = u->vu_mark_gen;
 	cmutex_unlock(&u->vu_lock);
-	err = vol_count_new(v, &cn, false);
+	err = vol_count_new(v, &cn, false, NULL);
 	if (err) {
 		log_warn("vol: counting the snapshots' blocks failed: %d; will try again", err);
 		vol_usage_recount_at(v, v->v_sr.sr_delta + 1);
@@ -674,7 +681,9 @@ static void vol_usage_recount(struct vol *v)
 				 s, u->vu_live[s], cn.vcn_live[s]);
 			break;
 		}
-	if (u->vu_mark_gen != gen) /* a snapshot marked segments during the walk */
+	/* a snapshot marked segments during the walk, or before it for a
+	 * record the walk may not have found durable */
+	if (u->vu_mark_gen != gen || atomic_load(&u->vu_marking))
 		for (uint64_t w = 0; w < (n + 63) / 64; w++)
 			cn.vcn_snap[w] |= __atomic_load_n(&u->vu_snap[w], __ATOMIC_RELAXED);
 	for (uint64_t s = 0; s < n; s++) /* the usage file's entries to write again */
@@ -682,6 +691,7 @@ static void vol_usage_recount(struct vol *v)
 		    vol_seg_snap(cn.vcn_snap, s) != vol_seg_snap(u->vu_snap, s))
 			vol_suf_dirty(u, s);
 	vol_usage_take(u, n, &cn);
+	u->vu_suf_stale = false; /* the counts are the walk's */
 	for (uint64_t s = 0, now_ms = util_monotonic_ms(); s < n; s++)
 		vol_cand_mark(v, s, now_ms); /* vu_emptied: under vu_lock */
 	cmutex_unlock(&u->vu_lock);
@@ -727,8 +737,12 @@ static void vol_usage_settle_suf(struct vol *v, uint64_t now_ms)
 	struct vol_usage *u = &v->v_usage;
 
 	for (size_t i = 0; i < u->vu_suf_born.uv_n; i++) {
-		uint64_t seg = vol_seg_of(v, u->vu_suf_born.uv_v[i]);
+		uint64_t pblk = u->vu_suf_born.uv_v[i], seg = vol_seg_of(v, pblk);
 
+		/* a failed commit's address the log took again: counted now */
+		if (u->vu_unborn.vt_n && vol_table_get(&u->vu_unborn, pblk, 0) == VU_UNBORN &&
+		    vol_table_set(&u->vu_unborn, pblk, 0, VU_FORGOTTEN))
+			log_warn("vol: block %" PRIu64 " may be counted too low", pblk);
 		u->vu_live[seg]++;
 		u->vu_total++;
 		u->vu_suf_here[seg]++;

@@ -522,8 +522,12 @@ struct vol_usage {
 	struct vol_u64vec vu_suf_gone; /* and those it left behind; commit thread */
 	uint64_t *vu_suf_dirty;	       /* bitmap: an entry the file may have wrong; vu_lock */
 	bool vu_open_walked;	       /* the open counted by a walk (vol_usage_stats) */
-	int32_t *vu_suf_born_n;	       /* per segment, scratch of the projection: */
-	int32_t *vu_suf_gone_n;	       /* zero between commits; commit thread */
+	atomic_uint vu_marking;	       /* snapshots marked whose records may not be durable yet: a
+					  recount keeps every mark (usage.c) */
+	bool vu_suf_stale;	/* a count may be wrong until a recount (a damaged translation
+				   entry met): no super root calls the file current; commit thread */
+	int32_t *vu_suf_born_n; /* per segment, scratch of the projection: */
+	int32_t *vu_suf_gone_n; /* zero between commits; commit thread */
 };
 
 struct vol {
@@ -729,6 +733,9 @@ struct vol_count {
 	 * is then the oldest checkpoint walked (the state's delta if none) */
 	uint64_t *vcn_recent;
 	uint64_t vcn_recent_from;
+	/* if not NULL: the blocks of the state's segment usage file's own tree
+	 * per segment (in vcn_live too) */
+	uint32_t *vcn_suf;
 };
 #define VOL_OPEN_CHECKPOINTS 1024
 int vol_count_durable(struct vol *v, uint64_t sr_blk, const struct vol_sroot *sr,
@@ -741,6 +748,9 @@ void vol_usage_snap_taken(struct vol *v, uint64_t *sr_blk, uint64_t *sr_delta);
  * of @txn_delta: mark every segment in use, and recount at the settle of
  * @txn_delta; -ENOENT if the checkpoint is no longer readable. */
 int vol_usage_snap_taken_at(struct vol *v, uint64_t delta, uint64_t txn_delta);
+/* usage.c: the snapshot vol_usage_snap_taken(_at) marked for is durable
+ * now (its creation returned 0): a recount may drop marks again. */
+void vol_usage_snap_done(struct vol *v);
 /* usage.c: recount what snapshots keep at the settle of @delta or later
  * (a snapshot deleted in @delta). */
 void vol_usage_recount_at(struct vol *v, uint64_t delta);
@@ -797,7 +807,8 @@ struct vol_suf_commit {
  * what the delta's operations reserved and the commit did not use yet. */
 int vol_suf_commit(struct vol *v, const struct bmap_change *ch, uint64_t slack,
 		   struct vol_suf_commit *sc);
-/* The commit ended (@durable: it succeeded); releases sc_res. */
+/* The commit ended (@durable: it succeeded); sc_res is the commit's to
+ * release (or carry, with its blocks, should it have failed). */
 void vol_suf_commit_end(struct vol *v, struct vol_suf_commit *sc, bool durable);
 
 /* ---- snap.c ------------------------------------------------------------------ */
