@@ -114,6 +114,7 @@ int bmap_init(struct bmap *m, struct buf_cache *c)
 	m->bm_gen = 0;
 	m->bm_dat = NULL;
 	m->bm_suf = NULL;
+	m->bm_ckpt = NULL;
 	return -pthread_rwlock_init(&m->bm_lock, NULL);
 }
 
@@ -190,6 +191,8 @@ void bmap_walk_begin(struct bmap *m, const struct bmap_tree *t, struct bmap_walk
 	w->w_dat.br_height = m->bm_dat ? m->bm_dat->bt_root_height : 0;
 	w->w_suf.br_pblk = m->bm_suf ? m->bm_suf->bt_root : 0;
 	w->w_suf.br_height = m->bm_suf ? m->bm_suf->bt_root_height : 0;
+	w->w_ckpt.br_pblk = m->bm_ckpt ? m->bm_ckpt->bt_root : 0;
+	w->w_ckpt.br_height = m->bm_ckpt ? m->bm_ckpt->bt_root_height : 0;
 	bmap_unlock(m);
 }
 

@@ -12,6 +12,9 @@
  *     (>= VOL_CLIENT_META) have records;
  *   - each segment's live-block count (usage.c) is the walk's, and no
  *     segment holding a live block is free in the log;
+ *   - every checkpoint of the chain in the checkpoint file's range
+ *     (ckpt.c) has its entry there, and every entry in that range names
+ *     a checkpoint of the chain;
  *   - if the super root calls its segment usage file current (suf.c),
  *     each entry of a segment in use says what the walk counted there,
  *     less the file's own blocks and the super root, and at least the
@@ -449,8 +452,9 @@ static int ck_walk_state(struct vol_checker *ck, uint64_t sr_blk, const struct v
 	struct vol *v = ck->ck_vol;
 	/* a block per level of the owner table's map, its data block, and an
 	 * owner's map below it; or the translation's map */
-	size_t nbufs = MAX((size_t)v->v_otab_height_max + 2 + v->v_height_max,
-			   (size_t)v->v_dat_height_max + 1);
+	size_t nbufs = MAX(MAX((size_t)v->v_otab_height_max + 2 + v->v_height_max,
+			       (size_t)v->v_dat_height_max + 1),
+			   (size_t)v->v_ckpt_height_max + 1);
 	void *bufs = malloc(nbufs * v->v_block_size);
 	bool names = !ck->ck_count_only && !ck->ck_in_snap;
 	int err = 0;
@@ -473,9 +477,11 @@ static int ck_walk_state(struct vol_checker *ck, uint64_t sr_blk, const struct v
 		goto out; /* a snapshot of a state met before, or a bad one */
 	if (sr->sr_dat_height)
 		err = ck_tree(ck, VOL_DAT_OWNER, sr->sr_dat_root, sr->sr_dat_height, 0, bufs);
-	/* the state's usage file: no snapshot reads its own (suf.c) */
+	/* the state's usage and checkpoint files: no snapshot reads its own */
 	if (!err && sr->sr_suf_height && !ck->ck_in_snap)
 		err = ck_tree(ck, VOL_SUF_OWNER, sr->sr_suf_root, sr->sr_suf_height, 0, bufs);
+	if (!err && sr->sr_ckpt_height && !ck->ck_in_snap)
+		err = ck_tree(ck, VOL_CKPT_OWNER, sr->sr_ckpt_root, sr->sr_ckpt_height, 0, bufs);
 	if (!err && sr->sr_otab_height)
 		err = ck_tree(ck, VOL_OTAB_OWNER, sr->sr_otab_root, sr->sr_otab_height, 0, bufs);
 	if (!err && names)
@@ -637,6 +643,67 @@ static void ck_usage_problem(void *arg, const char *msg)
 	ck_problem(arg, "%s", msg);
 }
 
+struct ck_chain {
+	struct vol_checkpoint *cc_v;
+	size_t cc_n, cc_cap;
+};
+
+static int ck_chain_add(void *arg, const struct vol_checkpoint *cp, const struct vol_sroot *sr)
+{
+	struct ck_chain *cc = arg;
+
+	(void)sr;
+	if (cc->cc_n == cc->cc_cap) {
+		size_t cap = cc->cc_cap ? cc->cc_cap * 2 : 64;
+		struct vol_checkpoint *nv = realloc(cc->cc_v, cap * sizeof(*nv));
+
+		if (!nv)
+			return -ENOMEM;
+		cc->cc_v = nv;
+		cc->cc_cap = cap;
+	}
+	cc->cc_v[cc->cc_n++] = *cp;
+	return 0;
+}
+
+/*
+ * The checkpoint file against the chain (ckpt.c (1)), for the deltas in
+ * its range that are readable: the chain's checkpoints, newest first,
+ * each with its entry, and no entry between them.
+ */
+static int ck_ckpt_file(struct vol_checker *ck)
+{
+	struct vol *v = ck->ck_vol;
+	const struct vol_sroot *sr = &v->v_sr;
+	uint64_t lo = MAX(sr->sr_ckpt_from, sr->sr_readable_from), d;
+	struct ck_chain cc = {0};
+	size_t i = 0;
+	int err;
+
+	if (!sr->sr_ckpt_from || lo >= sr->sr_ckpt_next)
+		return 0;
+	err = vol_ckpt_walk(v, sr->sr_prev, lo, ck_chain_add, &cc);
+	if (err > 0)
+		err = 0;
+	for (d = sr->sr_ckpt_next; d-- > lo && !err;) {
+		struct vol_ckpt_entry e;
+		uint64_t want = 0;
+
+		while (i < cc.cc_n && cc.cc_v[i].vcp_delta > d)
+			i++;
+		if (i < cc.cc_n && cc.cc_v[i].vcp_delta == d)
+			want = cc.cc_v[i].vcp_sroot;
+		err = vol_ckpt_lookup(v, d, &e);
+		if (!err && e.ce_sroot != want)
+			ck_problem(ck,
+				   "checkpoint file entry of delta %" PRIu64 " names block %" PRIu64
+				   ", the checkpoint chain %" PRIu64,
+				   d, e.ce_sroot, want);
+	}
+	free(cc.cc_v);
+	return err;
+}
+
 /* The walk's counts, and the usage file's entries to compare with them. */
 struct ck_suf {
 	struct vol_checker *cs_ck;
@@ -733,6 +800,8 @@ int vol_check(struct vol *v, void (*report)(void *arg, const char *msg), void *a
 
 		vol_usage_check(v, &cn, ck_usage_problem, &ck);
 		err = ck_suf_file(&ck);
+		if (!err)
+			err = ck_ckpt_file(&ck);
 	}
 	free(ck.ck_counted);
 	free(ck.ck_pinned);

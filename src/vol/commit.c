@@ -33,6 +33,10 @@
  *       commit set is final by now), then the translation's map blocks
  *       level by level; they name physical blocks (no number of their
  *       own), and the root goes in the super root
+ *   (4b') every VOL_CKPT_BATCH commits, the checkpoint file's entries
+ *       of the checkpoints noted since (ckpt.c: each commit notes the
+ *       one it replaces), then its map blocks, physical like the
+ *       translation's; the root goes in the super root
  *   (4c) the segment usage entries of the segments this commit changed
  *       (suf.c: every block it wrote or left behind is known by now but
  *       those of this step and the super root, which the entries leave
@@ -92,6 +96,7 @@ enum {
 	VOL_CLASS_OTAB = 1,
 	VOL_CLASS_DAT = 2,
 	VOL_CLASS_SUF = 3,
+	VOL_CLASS_CKPT = 4,
 	VOL_NCLASSES
 };
 
@@ -118,7 +123,8 @@ struct vol_commit {
 	void *vc_scratch;	   /* a block: the content a carried move leaves */
 	uint64_t vc_payload;	   /* blocks added to the log */
 	uint64_t vc_consumed;	   /* log blocks, headers and summaries included */
-	struct vol_suf_commit vc_suf; /* the segment usage entries it writes (suf.c) */
+	struct vol_suf_commit vc_suf;	/* the segment usage entries it writes (suf.c) */
+	struct vol_ckpt_commit vc_ckpt; /* the checkpoint file's (ckpt.c) */
 };
 
 /* ---- bookkeeping ----------------------------------------------------------- */
@@ -155,10 +161,11 @@ static bool vol_is_meta(struct buf *b)
 static int vol_commit_keep(struct vol_commit *vc, struct buf *b)
 {
 	uint64_t owner = buf_owner(b), index = buf_index(b);
-	int class = owner == VOL_OTAB_OWNER  ? VOL_CLASS_OTAB
-		    : owner == VOL_DAT_OWNER ? VOL_CLASS_DAT
-		    : owner == VOL_SUF_OWNER ? VOL_CLASS_SUF
-					     : VOL_CLASS_OWNERS;
+	int class = owner == VOL_OTAB_OWNER   ? VOL_CLASS_OTAB
+		    : owner == VOL_DAT_OWNER  ? VOL_CLASS_DAT
+		    : owner == VOL_SUF_OWNER  ? VOL_CLASS_SUF
+		    : owner == VOL_CKPT_OWNER ? VOL_CLASS_CKPT
+					      : VOL_CLASS_OWNERS;
 	unsigned level = bmap_is_node(index) ? bmap_node_level(index) : 0;
 	int err;
 
@@ -639,9 +646,10 @@ static int vol_commit_levels(struct vol_commit *vc, int class, unsigned level)
 		/* placing a block dirties only higher levels: bv is stable */
 		for (size_t i = 0; i < bv->bv_n && !err; i++) {
 			struct buf *b = bv->bv_bufs[i];
-			struct bmap_tree *t = class == VOL_CLASS_DAT   ? &v->v_dat
-					      : class == VOL_CLASS_SUF ? &v->v_suf
-								       : &v->v_otab;
+			struct bmap_tree *t = class == VOL_CLASS_DAT	? &v->v_dat
+					      : class == VOL_CLASS_SUF	? &v->v_suf
+					      : class == VOL_CLASS_CKPT ? &v->v_ckpt
+									: &v->v_otab;
 
 			if (class == VOL_CLASS_OWNERS)
 				err = vol_commit_tree(vc, buf_owner(b), &t);
@@ -664,6 +672,7 @@ static int vol_commit_sroot(struct vol_commit *vc, struct vol_sroot *sr)
 	assert(v->v_otab.bt_root_height == v->v_otab.bt_height);
 	assert(v->v_dat.bt_root_height == v->v_dat.bt_height);
 	assert(v->v_suf.bt_root_height == v->v_suf.bt_height);
+	assert(v->v_ckpt.bt_root_height == v->v_ckpt.bt_height);
 	*sr = v->v_sr;
 	sr->sr_delta = vc->vc_delta;
 	sr->sr_otab_root = v->v_otab.bt_root;
@@ -671,6 +680,17 @@ static int vol_commit_sroot(struct vol_commit *vc, struct vol_sroot *sr)
 	sr->sr_dat_root = v->v_dat.bt_root;
 	sr->sr_dat_height = v->v_dat.bt_root_height;
 	sr->sr_dat_next = v->v_dat_alloc.vd_next;
+	sr->sr_ckpt_root = v->v_ckpt.bt_root;
+	sr->sr_ckpt_height = v->v_ckpt.bt_root_height;
+	if (vc->vc_ckpt.cc_written) { /* the file goes up to its newest note */
+		sr->sr_ckpt_next = vc->vc_ckpt.cc_next;
+		if (!sr->sr_ckpt_from || vc->vc_ckpt.cc_lost)
+			sr->sr_ckpt_from = vc->vc_ckpt.cc_from;
+		if (vc->vc_ckpt.cc_pruned) /* what went was below the floor */
+			sr->sr_ckpt_from =
+			    MAX(sr->sr_ckpt_from,
+				vc->vc_ckpt.cc_pruned * (v->v_block_size / VOL_CKPT_ENTRY_BYTES));
+	}
 	sr->sr_suf_root = v->v_suf.bt_root;
 	sr->sr_suf_height = v->v_suf.bt_root_height;
 	/* a recount at this settle may change what the entries say (pins of
@@ -712,6 +732,8 @@ static void vol_commit_settle(struct vol_commit *vc, const struct vol_sroot *sr)
 	vol_punch_forget(&v->v_punches, vc->vc_delta);
 	v->v_sr = *sr;
 	atomic_store(&v->v_committed, sr->sr_delta);
+	atomic_store(&v->v_ckpt_from, sr->sr_ckpt_from);
+	atomic_store(&v->v_ckpt_next, sr->sr_ckpt_next);
 	vol_table_clear(&v->v_trees, free);
 	/* the old super root goes with the commit that replaced it */
 	err = v->v_sr_blk ? vol_usage_gone(v, v->v_sr_blk) : 0;
@@ -763,9 +785,10 @@ static void vol_commit_fail(struct vol_commit *vc, int err)
 static uint64_t vol_commit_own_settle(struct vol_commit *vc, int err)
 {
 	struct vol_usage *u = &vc->vc_vol->v_usage;
-	uint64_t res = vc->vc_own_res + u->vu_own_carry + vc->vc_suf.sc_res;
+	uint64_t res = vc->vc_own_res + u->vu_own_carry + vc->vc_suf.sc_res + vc->vc_ckpt.cc_res;
 
 	vol_suf_commit_end(vc->vc_vol, &vc->vc_suf, !err);
+	vol_ckpt_commit_end(vc->vc_vol, &vc->vc_ckpt, !err);
 	if (err) { /* the usage file's blocks come back too: carried with them */
 		u->vu_own_carry = res;
 		return vc->vc_consumed;
@@ -781,7 +804,8 @@ static uint64_t vol_commit_own_settle(struct vol_commit *vc, int err)
 static uint64_t vol_commit_slack(const struct vol_commit *vc)
 {
 	struct vol *v = vc->vc_vol;
-	uint64_t res = delta_commit_charged(v->v_ds) + vc->vc_own_res + v->v_usage.vu_own_carry;
+	uint64_t res = delta_commit_charged(v->v_ds) + vc->vc_own_res + v->v_usage.vu_own_carry +
+		       vc->vc_ckpt.cc_res + vc->vc_suf.sc_res;
 	uint64_t used = log_build_blocks(vc->vc_lb);
 
 	return res > used ? res - used : 0;
@@ -909,6 +933,13 @@ int vol_commit(void *ctx, uint32_t delta, uint64_t *consumed)
 	if (!err && vol_commit_empty(&vc) && vol_commit_own_sroot(&vc))
 		vol_commit_settle_empty(&vc);
 	else {
+		if (v->v_sr.sr_otab_height) /* the empty volume mkfs wrote is no checkpoint */
+			vol_ckpt_note(v, v->v_sr.sr_delta, v->v_sr_blk, v->v_sr.sr_time_ns);
+		if (!err)
+			err = vol_ckpt_commit(v, &vc.vc_change, vol_commit_slack(&vc),
+					      vol_usage_readable_from(v), &vc.vc_ckpt);
+		if (!err)
+			err = vol_commit_levels(&vc, VOL_CLASS_CKPT, 0);
 		if (!err)
 			err = vol_suf_commit(v, &vc.vc_change, vol_commit_slack(&vc), &vc.vc_suf);
 		if (!err)

@@ -437,10 +437,14 @@ int vol_snap_sroot(struct vol *v, uint64_t sroot, uint64_t delta, struct vol_sro
 static void snap_open_state(struct vol *v, uint64_t sroot, const struct vol_sroot *sr)
 {
 	v->v_sr = *sr;
-	/* its segment usage file is nobody's: no snapshot keeps it (suf.c) */
+	/* its segment usage and checkpoint files are nobody's: no snapshot
+	 * keeps them (suf.c, ckpt.c); lookups go to the newest state's */
 	v->v_sr.sr_suf_root = 0;
 	v->v_sr.sr_suf_height = 0;
 	v->v_sr.sr_suf_current = false;
+	v->v_sr.sr_ckpt_root = 0;
+	v->v_sr.sr_ckpt_height = 0;
+	v->v_sr.sr_ckpt_from = v->v_sr.sr_ckpt_next = 0;
 	v->v_sr_blk = sroot;
 	v->v_otab = (struct bmap_tree){VOL_OTAB_OWNER, sr->sr_otab_root, sr->sr_otab_height,
 				       sr->sr_otab_height, false};
@@ -592,11 +596,43 @@ static int ckpt_find_one(void *arg, const struct vol_checkpoint *cp, const struc
 	return 1;
 }
 
-/* Readable checkpoint @delta into @found: 0, -ENOENT (none) or a read's error. */
+/* The readable floor the listing starts from (vol_checkpoints_walk's). */
+static uint64_t ckpt_floor(struct vol *v)
+{
+	struct vol_usage *u = &v->v_usage;
+	uint64_t from;
+
+	if (v->v_snapshot || !u->vu_live)
+		return v->v_sr.sr_readable_from;
+	cmutex_lock(&u->vu_lock);
+	from = u->vu_readable_from;
+	cmutex_unlock(&u->vu_lock);
+	return from;
+}
+
+/*
+ * Readable checkpoint @delta into @found: 0, -ENOENT (none) or a read's
+ * error. The checkpoint file holds it if it is in the file's range (one
+ * block and the super root read: ckpt.c); else the chain is walked.
+ */
 static int ckpt_find(struct vol *v, uint64_t delta, struct vol_checkpoint *found)
 {
 	struct ckpt_find_arg cf = {.cf_delta = delta};
-	int err = vol_checkpoints_walk(v, ckpt_find_one, &cf);
+	uint64_t from = atomic_load(&v->v_ckpt_from), next = atomic_load(&v->v_ckpt_next);
+	int err;
+
+	if (from && delta >= from && delta < next && delta >= ckpt_floor(v)) {
+		struct vol_ckpt_entry e;
+
+		err = vol_ckpt_lookup(v, delta, &e);
+		if (err)
+			return err;
+		if (!e.ce_sroot)
+			return -ENOENT; /* no such checkpoint (ckpt.c (1)) */
+		*found = (struct vol_checkpoint){delta, e.ce_sroot, e.ce_time_ns};
+		return 0;
+	}
+	err = vol_checkpoints_walk(v, ckpt_find_one, &cf);
 
 	if (err == 1)
 		*found = cf.cf_found;

@@ -17,6 +17,9 @@
  *   80 translation root u64 (a physical block)
  *   88 translation next u64: no entry at or past it was ever used
  *   96 segment usage root u64 (a physical block; version 5 on, else 0)
+ *   104 checkpoint file root u64 (a physical block; version 5 on, else 0)
+ *   112 checkpoint file from u64   120 checkpoint file next u64
+ *   128 checkpoint file height u8
  *
  * The previous super root links the checkpoints into a chain, newest
  * first (vol_checkpoints); "readable from" says where the chain stops
@@ -45,25 +48,29 @@
 #include <string.h>
 #include <xxhash.h>
 
-#define VOL_SR_MAGIC	  "CAIRNSR1"
-#define VOL_SR_MAGIC_LEN  8
-#define SR_VERSION_OFF	  8
-#define SR_HEIGHT_OFF	  12
-#define SR_DAT_HEIGHT_OFF 13
-#define SR_DELTA_OFF	  16
-#define SR_ROOT_OFF	  24
-#define SR_NEXT_OWNER_OFF 32
-#define SR_WRITTEN_OFF	  40
-#define SR_CSUM_OFF	  48
-#define SR_PREV_OFF	  56
-#define SR_TIME_OFF	  64
-#define SR_READABLE_OFF	  72
-#define SR_DAT_ROOT_OFF	  80
-#define SR_DAT_NEXT_OFF	  88
-#define SR_SUF_HEIGHT_OFF 14
-#define SR_FLAGS_OFF	  15
-#define SR_SUF_ROOT_OFF	  96
-#define SR_END		  104
+#define VOL_SR_MAGIC	   "CAIRNSR1"
+#define VOL_SR_MAGIC_LEN   8
+#define SR_VERSION_OFF	   8
+#define SR_HEIGHT_OFF	   12
+#define SR_DAT_HEIGHT_OFF  13
+#define SR_DELTA_OFF	   16
+#define SR_ROOT_OFF	   24
+#define SR_NEXT_OWNER_OFF  32
+#define SR_WRITTEN_OFF	   40
+#define SR_CSUM_OFF	   48
+#define SR_PREV_OFF	   56
+#define SR_TIME_OFF	   64
+#define SR_READABLE_OFF	   72
+#define SR_DAT_ROOT_OFF	   80
+#define SR_DAT_NEXT_OFF	   88
+#define SR_SUF_HEIGHT_OFF  14
+#define SR_FLAGS_OFF	   15
+#define SR_SUF_ROOT_OFF	   96
+#define SR_CKPT_ROOT_OFF   104
+#define SR_CKPT_FROM_OFF   112
+#define SR_CKPT_NEXT_OFF   120
+#define SR_CKPT_HEIGHT_OFF 128
+#define SR_END		   129
 
 #define SR_FLAG_SUF_CURRENT 1u
 
@@ -97,6 +104,10 @@ void vol_sroot_encode(const struct vol_sroot *sr, void *buf, uint32_t bs)
 	p[SR_SUF_HEIGHT_OFF] = sr->sr_suf_height;
 	p[SR_FLAGS_OFF] = sr->sr_suf_current ? SR_FLAG_SUF_CURRENT : 0;
 	util_put_le64(p + SR_SUF_ROOT_OFF, sr->sr_suf_root);
+	util_put_le64(p + SR_CKPT_ROOT_OFF, sr->sr_ckpt_root);
+	util_put_le64(p + SR_CKPT_FROM_OFF, sr->sr_ckpt_from);
+	util_put_le64(p + SR_CKPT_NEXT_OFF, sr->sr_ckpt_next);
+	p[SR_CKPT_HEIGHT_OFF] = sr->sr_ckpt_height;
 	util_put_le64(p + SR_CSUM_OFF, sr_csum(p, bs)); /* the field was zero */
 }
 
@@ -125,6 +136,11 @@ static const char *sr_invalid(const unsigned char *p, unsigned char *tmp, uint32
 		return "segment usage root and height disagree";
 	if (p[SR_FLAGS_OFF] & ~SR_FLAG_SUF_CURRENT)
 		return "unknown flags";
+	if (!p[SR_CKPT_HEIGHT_OFF] != !util_get_le64(p + SR_CKPT_ROOT_OFF))
+		return "checkpoint file root and height disagree";
+	if (util_get_le64(p + SR_CKPT_FROM_OFF) > util_get_le64(p + SR_CKPT_NEXT_OFF) ||
+	    util_get_le64(p + SR_CKPT_NEXT_OFF) > util_get_le64(p + SR_DELTA_OFF))
+		return "checkpoint file range past its own delta";
 	if (util_get_le64(p + SR_ROOT_OFF) >= MAX(util_get_le64(p + SR_DAT_NEXT_OFF), 1))
 		return "owner table root past the translation's entries";
 	if (util_get_le64(p + SR_READABLE_OFF) > util_get_le64(p + SR_DELTA_OFF))
@@ -160,6 +176,10 @@ int vol_sroot_decode(const void *buf, uint32_t bs, uint64_t blk, struct vol_sroo
 	sr->sr_suf_height = p[SR_SUF_HEIGHT_OFF];
 	sr->sr_suf_root = util_get_le64(p + SR_SUF_ROOT_OFF);
 	sr->sr_suf_current = (p[SR_FLAGS_OFF] & SR_FLAG_SUF_CURRENT) && sr->sr_suf_height;
+	sr->sr_ckpt_root = util_get_le64(p + SR_CKPT_ROOT_OFF);
+	sr->sr_ckpt_from = util_get_le64(p + SR_CKPT_FROM_OFF);
+	sr->sr_ckpt_next = util_get_le64(p + SR_CKPT_NEXT_OFF);
+	sr->sr_ckpt_height = p[SR_CKPT_HEIGHT_OFF];
 	return 0;
 }
 

@@ -151,6 +151,7 @@ static void vol_geometry_set(struct vol *v, const struct log_geometry *g)
 	v->v_dat_height_max = vol_levels(shift, vol_dat_blocks_max(v));
 	v->v_dat_map_small = vol_dat_map_blocks(v, 1) <= VOL_DAT_MAP_ONCE;
 	v->v_suf_height_max = vol_levels(shift, vol_suf_blocks(v));
+	v->v_ckpt_height_max = vol_levels(shift, vol_ckpt_blocks_max(v));
 }
 
 uint64_t vol_dat_blocks_max(const struct vol *v)
@@ -365,8 +366,10 @@ static int vol_resolve_once(struct vol *v, uint64_t owner, unsigned level, uint6
 	int err;
 
 	bmap_walk_begin(&v->v_map, &v->v_otab, &w, &otab);
-	if (owner == VOL_DAT_OWNER || owner == VOL_SUF_OWNER) {
-		root = owner == VOL_DAT_OWNER ? w.w_dat : w.w_suf;
+	if (!bmap_virtual(owner)) { /* the translation's, usage and checkpoint files' */
+		root = owner == VOL_DAT_OWNER	? w.w_dat
+		       : owner == VOL_SUF_OWNER ? w.w_suf
+						: w.w_ckpt;
 		*path = 1 + root.br_height;
 	} else if (owner == VOL_OTAB_OWNER) {
 		root = otab;
@@ -552,6 +555,8 @@ static int vol_sroot_read(struct vol *v, const struct log_state *st)
 	    (v->v_sr.sr_dat_root && !vol_pblk_valid(v, v->v_sr.sr_dat_root)) ||
 	    v->v_sr.sr_suf_height > v->v_suf_height_max ||
 	    (v->v_sr.sr_suf_root && !vol_pblk_valid(v, v->v_sr.sr_suf_root)) ||
+	    v->v_sr.sr_ckpt_height > v->v_ckpt_height_max ||
+	    (v->v_sr.sr_ckpt_root && !vol_pblk_valid(v, v->v_sr.sr_ckpt_root)) ||
 	    st->ls_delta >= UINT32_MAX - 1) {
 		log_err("vol: super root at block %" PRIu64 " does not match the log's state "
 			"(delta %" PRIu64 ", log says %" PRIu64 ")",
@@ -645,6 +650,11 @@ static int vol_open_cache(struct vol *v, const struct vol_open_opts *o)
 	v->v_suf = (struct bmap_tree){VOL_SUF_OWNER, v->v_sr.sr_suf_root, v->v_sr.sr_suf_height,
 				      v->v_sr.sr_suf_height, false};
 	v->v_map.bm_suf = &v->v_suf;
+	v->v_ckpt = (struct bmap_tree){VOL_CKPT_OWNER, v->v_sr.sr_ckpt_root, v->v_sr.sr_ckpt_height,
+				       v->v_sr.sr_ckpt_height, false};
+	v->v_map.bm_ckpt = &v->v_ckpt;
+	atomic_store(&v->v_ckpt_from, v->v_sr.sr_ckpt_from);
+	atomic_store(&v->v_ckpt_next, v->v_sr.sr_ckpt_next);
 	dat_open(v);
 	atomic_store(&v->v_committed, v->v_sr.sr_delta);
 	return 0;
@@ -729,6 +739,10 @@ int vol_open(struct bdev *d, const struct vol_open_opts *o, struct vol **out)
 					opts.voo_snapshot_arg);
 	if (!err && opts.voo_snapshot && !v->v_snapshot_beside)
 		err = bdev_unlock(d); /* pinned: a writer may come now */
+	if (err)
+		goto out_usage;
+	if (!v->v_read_only)
+		err = vol_ckpt_open(v);
 	if (err)
 		goto out_usage;
 	if (!v->v_read_only)
@@ -857,8 +871,8 @@ static int vol_throttle(struct vol *v, uint64_t nblocks)
 
 void vol_keep_for_freeing(struct vol *v, uint64_t nblocks)
 {
-	/* and what the commit writes of the segment usage file (suf.c) */
-	log_space_keep(v->v_log, vol_txn_worst(v, nblocks) + vol_suf_worst(v));
+	/* and what the commit writes of the segment usage and checkpoint files */
+	log_space_keep(v->v_log, vol_txn_worst(v, nblocks) + vol_suf_worst(v) + vol_ckpt_worst(v));
 }
 
 uint64_t vol_txn_max(struct vol *v)

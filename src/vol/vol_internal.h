@@ -34,6 +34,7 @@
 #define VOL_SNAP_OWNER	2 /* the snapshot table is owner 2's data (snap.c) */
 #define VOL_DAT_OWNER	3 /* the block address translation is owner 3's data (dat.c) */
 #define VOL_SUF_OWNER	4 /* the segment usage file is owner 4's data (suf.c) */
+#define VOL_CKPT_OWNER	5 /* the checkpoint file is owner 5's data (ckpt.c) */
 #define VOL_SROOT_OWNER 0 /* summary entry of a super root (owner 0, index 0) */
 
 /*
@@ -92,9 +93,10 @@ struct bmap {
 	 * shared; the commit changes them holding it exclusive.
 	 */
 	pthread_rwlock_t bm_lock;
-	uint64_t bm_gen;		/* commits ended; protected by bm_lock */
-	const struct bmap_tree *bm_dat; /* immutable: the translation's tree (dat.c) */
-	const struct bmap_tree *bm_suf; /* immutable: the segment usage file's (suf.c) */
+	uint64_t bm_gen;		 /* commits ended; protected by bm_lock */
+	const struct bmap_tree *bm_dat;	 /* immutable: the translation's tree (dat.c) */
+	const struct bmap_tree *bm_suf;	 /* immutable: the segment usage file's (suf.c) */
+	const struct bmap_tree *bm_ckpt; /* immutable: the checkpoint file's (ckpt.c) */
 };
 
 /* One block map (of an owner, or of the owner table). */
@@ -120,7 +122,8 @@ struct bmap_walk {
 	struct bmap *w_map;
 	uint64_t w_gen;
 	struct bmap_root w_dat;
-	struct bmap_root w_suf; /* the segment usage file's root then */
+	struct bmap_root w_suf;	 /* the segment usage file's root then */
+	struct bmap_root w_ckpt; /* the checkpoint file's */
 };
 
 /* What the commit changing map blocks needs: the delta, and a hook told of
@@ -154,14 +157,15 @@ static inline uint64_t bmap_node_index(const struct bmap *m, unsigned level, uin
  */
 static inline bool bmap_direct_root(uint64_t owner)
 {
-	return owner != VOL_OTAB_OWNER && owner != VOL_DAT_OWNER && owner != VOL_SUF_OWNER;
+	return owner != VOL_OTAB_OWNER && owner != VOL_DAT_OWNER && owner != VOL_SUF_OWNER &&
+	       owner != VOL_CKPT_OWNER;
 }
 
 /* Trees whose entries are virtual block numbers: all but the translation's
  * and the segment usage file's, which name addresses. */
 static inline bool bmap_virtual(uint64_t owner)
 {
-	return owner != VOL_DAT_OWNER && owner != VOL_SUF_OWNER;
+	return owner != VOL_DAT_OWNER && owner != VOL_SUF_OWNER && owner != VOL_CKPT_OWNER;
 }
 
 static inline bool bmap_is_node(uint64_t index)
@@ -405,7 +409,11 @@ struct vol_sroot {
 	uint64_t sr_dat_next; /* no translation entry at or past it is used */
 	uint64_t sr_suf_root; /* the segment usage file's root block (physical) */
 	uint8_t sr_suf_height;
-	bool sr_suf_current; /* the file's counts are this state's (suf.c) */
+	bool sr_suf_current;   /* the file's counts are this state's (suf.c) */
+	uint64_t sr_ckpt_root; /* the checkpoint file's root block (physical) */
+	uint8_t sr_ckpt_height;
+	uint64_t sr_ckpt_from; /* the file lists the readable checkpoints from this delta */
+	uint64_t sr_ckpt_next; /* up to below this one (ckpt.c) */
 };
 
 /* Encode @sr into the block @buf of @bs bytes (zeroed, checksummed). */
@@ -470,6 +478,28 @@ void vol_punch_requeue(struct vol_punches *p, uint32_t from, uint32_t to);
 /* ---- vol.c: the volume -------------------------------------------------- */
 
 #define VOL_CLEAN_VICTIMS 16 /* most victims of one cleaning step (clean.c) */
+
+/* ckpt.c: the checkpoint file's entries, and those noted for it */
+#define VOL_CKPT_ENTRY_BYTES 16u
+#define VOL_CKPT_PENDING_MAX 256 /* checkpoints noted, not written yet, at most */
+
+/* A checkpoint's entry (docs/FORMAT.md, "Checkpoint block"). */
+struct vol_ckpt_entry {
+	uint64_t ce_sroot; /* its super root; 0: none */
+	uint64_t ce_time_ns;
+};
+
+struct vol_ckpt_note {
+	uint64_t cn_delta;
+	struct vol_ckpt_entry cn_e;
+};
+
+/* Checkpoints noted for the file, oldest first (ckpt.c). */
+struct vol_ckpt_pending {
+	struct vol_ckpt_note cp_e[VOL_CKPT_PENDING_MAX];
+	size_t cp_n;
+	bool cp_lost; /* older ones dropped for room: the file starts again */
+};
 
 struct vol_usage {
 	struct cmutex vu_lock;	   /* vu_live, vu_total: any thread reads them */
@@ -543,6 +573,7 @@ struct vol {
 	unsigned v_otab_height_max;	  /* immutable: levels of the owner table's */
 	unsigned v_dat_height_max;	  /* immutable: levels of the translation's */
 	unsigned v_suf_height_max;	  /* immutable: levels of the usage file's */
+	unsigned v_ckpt_height_max;	  /* immutable: levels of the checkpoint file's */
 	uint64_t v_dat_max;		  /* immutable: most translation entries (dat.c) */
 	bool v_dat_map_small;		  /* immutable: its map counted once (vol.c) */
 	uint32_t v_checkpoint_every;	  /* immutable */
@@ -569,12 +600,17 @@ struct vol {
 	_Atomic unsigned v_throttle_waiters;
 	struct cmutex v_throttle_lock; /* a leaf: only to wait for a txn end */
 	pthread_cond_t v_throttle_cond;
-	struct bmap v_map;	      /* lock and generation of every map */
-	struct bmap_tree v_otab;      /* the owner table's map (bmap_tree rules) */
-	struct bmap_tree v_dat;	      /* the translation's map (bmap_tree rules) */
-	struct bmap_tree v_suf;	      /* the segment usage file's (bmap_tree rules) */
-	struct vol_dat v_dat_alloc;   /* dat.c; commit thread */
-	struct vol_punches v_punches; /* its own lock */
+	struct bmap v_map;			/* lock and generation of every map */
+	struct bmap_tree v_otab;		/* the owner table's map (bmap_tree rules) */
+	struct bmap_tree v_dat;			/* the translation's map (bmap_tree rules) */
+	struct bmap_tree v_suf;			/* the segment usage file's (bmap_tree rules) */
+	struct bmap_tree v_ckpt;		/* the checkpoint file's (bmap_tree rules) */
+	struct vol_ckpt_pending v_ckpt_pending; /* ckpt.c; commit thread */
+	uint64_t v_ckpt_low;			/* its first block not pruned; commit thread */
+	_Atomic uint64_t v_ckpt_from;		/* the durable sr_ckpt_from, for any thread */
+	_Atomic uint64_t v_ckpt_next;		/* and sr_ckpt_next */
+	struct vol_dat v_dat_alloc;		/* dat.c; commit thread */
+	struct vol_punches v_punches;		/* its own lock */
 	/*
 	 * Owner maps a commit changed, with their heights as being built:
 	 * emptied by a successful commit, kept across a failed one (whose
@@ -759,6 +795,35 @@ static inline bool vol_seg_snap(const uint64_t *bits, uint64_t seg)
 {
 	return __atomic_load_n(&bits[seg / 64], __ATOMIC_RELAXED) >> (seg % 64) & 1;
 }
+
+/* ---- ckpt.c: the checkpoint file -------------------------------------------- */
+
+/* What one commit wrote of the file. */
+struct vol_ckpt_commit {
+	uint64_t cc_res;    /* reserved for its blocks */
+	size_t cc_written;  /* notes written */
+	uint64_t cc_from;   /* the oldest of them, */
+	uint64_t cc_next;   /* and the delta past the newest */
+	bool cc_lost;	    /* notes were dropped before them */
+	uint64_t cc_pruned; /* a block taken out: its index + 1 */
+};
+
+/* The most blocks the file may have. */
+uint64_t vol_ckpt_blocks_max(const struct vol *v);
+/* The most a commit's writing of the file may cost it. */
+uint64_t vol_ckpt_worst(const struct vol *v);
+/* Entry @delta of the file as a reader finds it now (zeroed: none). */
+int vol_ckpt_lookup(struct vol *v, uint64_t delta, struct vol_ckpt_entry *e);
+/* Note checkpoint @delta (its super root @sroot) for the file. Commit thread. */
+void vol_ckpt_note(struct vol *v, uint64_t delta, uint64_t sroot, uint64_t time_ns);
+/* Write the notes, once there are enough of them, and take out one block
+ * wholly below @floor; @slack as for vol_suf_commit. */
+int vol_ckpt_commit(struct vol *v, const struct bmap_change *ch, uint64_t slack, uint64_t floor,
+		    struct vol_ckpt_commit *cc);
+/* The commit ended (@durable: it succeeded): the notes written go. */
+void vol_ckpt_commit_end(struct vol *v, const struct vol_ckpt_commit *cc, bool durable);
+/* vol_open: note the checkpoints the durable file does not hold yet. */
+int vol_ckpt_open(struct vol *v);
 
 /* ---- suf.c: the segment usage file ---------------------------------------- */
 
