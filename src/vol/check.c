@@ -643,64 +643,61 @@ static void ck_usage_problem(void *arg, const char *msg)
 	ck_problem(arg, "%s", msg);
 }
 
-struct ck_chain {
-	struct vol_checkpoint *cc_v;
-	size_t cc_n, cc_cap;
-};
-
-static int ck_chain_add(void *arg, const struct vol_checkpoint *cp, const struct vol_sroot *sr)
-{
-	struct ck_chain *cc = arg;
-
-	(void)sr;
-	if (cc->cc_n == cc->cc_cap) {
-		size_t cap = cc->cc_cap ? cc->cc_cap * 2 : 64;
-		struct vol_checkpoint *nv = realloc(cc->cc_v, cap * sizeof(*nv));
-
-		if (!nv)
-			return -ENOMEM;
-		cc->cc_v = nv;
-		cc->cc_cap = cap;
-	}
-	cc->cc_v[cc->cc_n++] = *cp;
-	return 0;
-}
-
 /*
- * The checkpoint file against the chain (ckpt.c (1)), for the deltas in
- * its range that are readable: the chain's checkpoints, newest first,
- * each with its entry, and no entry between them.
+ * The durable checkpoint file against the chain (ckpt.c (1)), for the
+ * deltas in its range that are readable: each checkpoint of the chain
+ * has its entry, and no entry between them names anything. Where the
+ * chain ends early (a super root that is not one: the older
+ * checkpoints are not readable), the entries below it are not compared.
  */
 static int ck_ckpt_file(struct vol_checker *ck)
 {
 	struct vol *v = ck->ck_vol;
-	const struct vol_sroot *sr = &v->v_sr;
-	uint64_t lo = MAX(sr->sr_ckpt_from, sr->sr_readable_from), d;
-	struct ck_chain cc = {0};
-	size_t i = 0;
-	int err;
+	const struct vol_sroot *top = &v->v_sr;
+	uint64_t lo = MAX(top->sr_ckpt_from, top->sr_readable_from);
+	uint64_t blk = top->sr_prev, newer = top->sr_delta, d = top->sr_ckpt_next;
+	int err = 0;
 
-	if (!sr->sr_ckpt_from || lo >= sr->sr_ckpt_next)
+	if (!top->sr_ckpt_from || lo >= top->sr_ckpt_next)
 		return 0;
-	err = vol_ckpt_walk(v, sr->sr_prev, lo, ck_chain_add, &cc);
-	if (err > 0)
-		err = 0;
-	for (d = sr->sr_ckpt_next; d-- > lo && !err;) {
+	for (;;) {
+		struct vol_sroot sr = {0};
 		struct vol_ckpt_entry e;
-		uint64_t want = 0;
+		bool valid =
+		    blk && !vol_sroot_load(v, blk, &sr) && sr.sr_delta < newer && sr.sr_otab_height;
+		uint64_t until = valid ? MAX(sr.sr_delta + 1, lo) : blk ? newer : lo;
 
-		while (i < cc.cc_n && cc.cc_v[i].vcp_delta > d)
-			i++;
-		if (i < cc.cc_n && cc.cc_v[i].vcp_delta == d)
-			want = cc.cc_v[i].vcp_sroot;
-		err = vol_ckpt_lookup(v, d, &e);
-		if (!err && e.ce_sroot != want)
+		if (valid && sr.sr_delta >= top->sr_ckpt_next) { /* above the range */
+			newer = sr.sr_delta;
+			blk = sr.sr_prev;
+			continue;
+		}
+		/* no entry between the chain's checkpoints */
+		for (; d > until && !err; d--) {
+			err = vol_ckpt_read(v, top, d - 1, &e);
+			if (!err && e.ce_sroot)
+				ck_problem(ck,
+					   "checkpoint file entry of delta %" PRIu64
+					   " names block %" PRIu64 ", no checkpoint of the chain",
+					   d - 1, e.ce_sroot);
+		}
+		if (err || !valid || sr.sr_delta < lo)
+			break;
+		err = vol_ckpt_read(v, top, sr.sr_delta, &e);
+		if (!err && e.ce_sroot != blk)
 			ck_problem(ck,
 				   "checkpoint file entry of delta %" PRIu64 " names block %" PRIu64
 				   ", the checkpoint chain %" PRIu64,
-				   d, e.ce_sroot, want);
+				   sr.sr_delta, e.ce_sroot, blk);
+		d = sr.sr_delta;
+		newer = sr.sr_delta;
+		blk = sr.sr_prev;
 	}
-	free(cc.cc_v);
+	if (err == -EUCLEAN) {
+		ck_problem(ck, "the checkpoint file of delta %" PRIu64 " leaves the segments",
+			   top->sr_delta);
+		err = 0;
+	}
 	return err;
 }
 

@@ -51,7 +51,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define VOL_CKPT_BATCH 16 /* checkpoints noted before the commit writes them */
+#define VOL_CKPT_BATCH	    16 /* checkpoints noted before the commit writes them */
+#define VOL_CKPT_BLOCKS_MAX 2  /* blocks of entries one commit writes, at most */
 
 static uint32_t ckpt_per_block(uint32_t bs)
 {
@@ -112,6 +113,42 @@ int vol_ckpt_lookup(struct vol *v, uint64_t delta, struct vol_ckpt_entry *e)
 	return err;
 }
 
+int vol_ckpt_read(struct vol *v, const struct vol_sroot *sr, uint64_t delta,
+		  struct vol_ckpt_entry *e)
+{
+	uint32_t per = ckpt_per_block(v->v_block_size);
+	uint64_t index = delta / per, pblk = sr->sr_ckpt_root;
+	unsigned char *buf = malloc(v->v_block_size);
+	int err = 0;
+
+	*e = (struct vol_ckpt_entry){0};
+	if (!buf)
+		return -ENOMEM;
+	unsigned shift = v->v_map.bm_shift;
+
+	if (!sr->sr_ckpt_height ||
+	    (shift * sr->sr_ckpt_height < 64 && index >> (shift * sr->sr_ckpt_height)))
+		pblk = 0; /* past what the tree covers */
+	for (unsigned level = sr->sr_ckpt_height; level >= 1 && pblk && !err; level--) {
+		if (!vol_pblk_valid(v, pblk)) {
+			err = -EUCLEAN;
+			break;
+		}
+		err = bdev_read(v->v_bdev, pblk, 1, buf);
+		if (!err)
+			pblk = bmap_entry(buf, (uint32_t)(index >> (shift * (level - 1))) &
+						   (v->v_map.bm_entries - 1));
+	}
+	if (!err && pblk && !vol_pblk_valid(v, pblk))
+		err = -EUCLEAN;
+	if (!err && pblk)
+		err = bdev_read(v->v_bdev, pblk, 1, buf);
+	if (!err && pblk)
+		ckpt_decode(buf, (uint32_t)(delta % per), e);
+	free(buf);
+	return err;
+}
+
 /* ---- writing ---------------------------------------------------------------- */
 
 /* What writing @nblocks blocks of the file (and clearing one) may cost. */
@@ -124,9 +161,7 @@ static uint64_t ckpt_cost(const struct vol *v, uint64_t nblocks)
 
 uint64_t vol_ckpt_worst(const struct vol *v)
 {
-	return ckpt_cost(v, (VOL_CKPT_BATCH + ckpt_per_block(v->v_block_size) - 1) /
-				    ckpt_per_block(v->v_block_size) +
-				1);
+	return ckpt_cost(v, VOL_CKPT_BLOCKS_MAX);
 }
 
 void vol_ckpt_note(struct vol *v, uint64_t delta, uint64_t sroot, uint64_t time_ns)
@@ -168,13 +203,22 @@ int vol_ckpt_commit(struct vol *v, const struct bmap_change *ch, uint64_t slack,
 	struct vol_ckpt_pending *p = &v->v_ckpt_pending;
 	uint32_t per = ckpt_per_block(v->v_block_size);
 	uint64_t nblocks = 0, prune;
+	size_t n = 0;
+	struct buf *b;
 	int err = 0;
 
 	*cc = (struct vol_ckpt_commit){0};
 	if (p->cp_n < VOL_CKPT_BATCH)
 		return 0;
-	for (size_t i = 0; i < p->cp_n; i++)
-		nblocks += !i || p->cp_e[i].cn_delta / per != p->cp_e[i - 1].cn_delta / per;
+	/* the oldest notes, in VOL_CKPT_BLOCKS_MAX blocks at most (what
+	 * vol_ckpt_worst keeps room for): the range stays whole */
+	for (; n < p->cp_n; n++) {
+		bool new_block = !n || p->cp_e[n].cn_delta / per != p->cp_e[n - 1].cn_delta / per;
+
+		if (new_block && nblocks == VOL_CKPT_BLOCKS_MAX)
+			break;
+		nblocks += new_block;
+	}
 	cc->cc_res = ckpt_cost(v, nblocks);
 	if (slack >= cc->cc_res + vol_txn_worst(v, 0)) {
 		cc->cc_res = 0;
@@ -182,27 +226,39 @@ int vol_ckpt_commit(struct vol *v, const struct bmap_change *ch, uint64_t slack,
 		cc->cc_res = 0;
 		return 0; /* kept for a commit with room */
 	}
-	for (size_t i = 0, j; i < p->cp_n && !err; i = j) {
+	for (size_t i = 0, j; i < n && !err; i = j) {
 		struct ckpt_put cp = {&p->cp_e[i], 0, per};
 		uint64_t index = p->cp_e[i].cn_delta / per;
 
-		for (j = i; j < p->cp_n && p->cp_e[j].cn_delta / per == index; j++)
+		for (j = i; j < n && p->cp_e[j].cn_delta / per == index; j++)
 			cp.cp_n++;
 		err = bmap_change_block(&v->v_map, &v->v_ckpt, ch, index, ckpt_put, &cp);
 	}
 	if (err)
 		return err;
-	cc->cc_next = p->cp_e[p->cp_n - 1].cn_delta + 1;
+	cc->cc_next = p->cp_e[n - 1].cn_delta + 1;
 	cc->cc_from = p->cp_e[0].cn_delta;
 	cc->cc_lost = p->cp_lost;
-	cc->cc_written = p->cp_n;
-	/* one block wholly below the readable floor goes, the oldest */
-	prune = v->v_ckpt_low;
-	if ((prune + 1) * per <= floor && prune < p->cp_e[0].cn_delta / per) {
-		err = bmap_clear(&v->v_map, &v->v_ckpt, ch, prune);
-		if (!err)
-			cc->cc_pruned = prune + 1;
+	cc->cc_written = n;
+	/*
+	 * One block wholly below the readable floor goes, the oldest; not one
+	 * the cleaner dirtied in this commit to move it (its buffer would be
+	 * written and linked again after the clear).
+	 */
+	prune = v->v_sr.sr_ckpt_from ? v->v_ckpt_low : MAX(v->v_ckpt_low, cc->cc_from / per);
+	if ((prune + 1) * per > floor || prune >= cc->cc_from / per)
+		return 0;
+	b = buf_find_hold(v->v_cache, VOL_CKPT_OWNER, prune);
+	if (b) {
+		bool dirty = buf_state(b) != BUF_CLEAN;
+
+		buf_put(b);
+		if (dirty)
+			return 0;
 	}
+	err = bmap_clear(&v->v_map, &v->v_ckpt, ch, prune);
+	if (!err)
+		cc->cc_pruned = prune + 1;
 	return err;
 }
 
@@ -219,44 +275,85 @@ void vol_ckpt_commit_end(struct vol *v, const struct vol_ckpt_commit *cc, bool d
 		v->v_ckpt_low = cc->cc_pruned;
 }
 
-/* vol_ckpt_walk: note each checkpoint the file does not hold yet. */
-static int ckpt_open_one(void *arg, const struct vol_checkpoint *cp, const struct vol_sroot *sr)
+/*
+ * The first block of entries the durable file has (a search of its
+ * tree from the device, leftmost first; map blocks a prune emptied are
+ * passed over): where pruning goes on from. UINT64_MAX: none.
+ */
+static uint64_t ckpt_first_block(struct vol *v, uint64_t pblk, unsigned level, uint64_t first,
+				 unsigned char *buf)
 {
-	struct vol_checkpoint *found = arg;
+	if (!vol_pblk_valid(v, pblk) || bdev_read(v->v_bdev, pblk, 1, buf))
+		return UINT64_MAX;
+	for (uint32_t s = 0; s < v->v_map.bm_entries; s++) {
+		uint64_t child = bmap_entry(buf, s), got;
+		uint64_t cfirst = first + ((uint64_t)s << (v->v_map.bm_shift * (level - 1)));
 
-	(void)sr;
-	if (found[VOL_CKPT_PENDING_MAX - 1].vcp_sroot)
-		return 1;
-	memmove(found + 1, found, (VOL_CKPT_PENDING_MAX - 1) * sizeof(*found));
-	found[0] = *cp; /* oldest first, in the end */
-	return 0;
+		if (!child)
+			continue;
+		if (level == 1)
+			return cfirst;
+		got = ckpt_first_block(v, child, level - 1, cfirst, buf + v->v_block_size);
+		if (got != UINT64_MAX)
+			return got;
+	}
+	return UINT64_MAX;
 }
 
 int vol_ckpt_open(struct vol *v)
 {
-	uint32_t per = ckpt_per_block(v->v_block_size);
-	struct vol_checkpoint *found;
-	int err;
+	const struct vol_sroot *top = &v->v_sr;
+	uint64_t bound = MAX(MAX(top->sr_ckpt_next, top->sr_readable_from), 1);
+	uint64_t blk = top->sr_prev, newer = top->sr_delta;
+	struct vol_ckpt_note *found;
+	bool whole = false;
+	unsigned char *buf;
+	size_t n = 0;
 
-	v->v_ckpt_low = v->v_sr.sr_ckpt_from / per;
-	if (v->v_sr.sr_ckpt_next > v->v_sr.sr_delta)
-		return 0;
+	/* where pruning goes on from */
+	buf = malloc((size_t)(top->sr_ckpt_height + 1) * v->v_block_size);
+	if (!buf)
+		return -ENOMEM;
+	v->v_ckpt_low = top->sr_ckpt_height
+			    ? ckpt_first_block(v, top->sr_ckpt_root, top->sr_ckpt_height, 0, buf)
+			    : UINT64_MAX;
+	if (v->v_ckpt_low == UINT64_MAX)
+		v->v_ckpt_low = top->sr_ckpt_from / ckpt_per_block(v->v_block_size);
+	free(buf);
+	/*
+	 * The checkpoints above the file's range, from the chain (the durable
+	 * super root itself is noted by the next commit). Unless the walk
+	 * reaches below the range or the chain's end, the notes may leave a
+	 * gap: the file starts again at them (cp_lost).
+	 */
 	found = calloc(VOL_CKPT_PENDING_MAX, sizeof(*found));
 	if (!found)
 		return -ENOMEM;
-	/* the durable super root itself is noted by the next commit */
-	err = vol_ckpt_walk(v, v->v_sr.sr_prev,
-			    MAX(MAX(v->v_sr.sr_ckpt_next, v->v_sr.sr_readable_from), 1),
-			    ckpt_open_one, found);
-	if (err < 0) { /* the chain ends early: the file lists what it has */
-		log_warn("vol: checkpoints above %" PRIu64 " not in the checkpoint file: %d",
-			 v->v_sr.sr_ckpt_next, err);
-		err = 0;
+	while (blk) {
+		struct vol_sroot sr;
+
+		if (vol_sroot_load(v, blk, &sr) || sr.sr_delta >= newer)
+			break; /* the chain ends early */
+		if (sr.sr_delta < bound || !sr.sr_otab_height) {
+			whole = true; /* below the range, or the empty volume */
+			break;
+		}
+		if (n == VOL_CKPT_PENDING_MAX)
+			break;
+		found[n++] = (struct vol_ckpt_note){sr.sr_delta, {blk, sr.sr_time_ns}};
+		newer = sr.sr_delta;
+		blk = sr.sr_prev;
 	}
-	for (size_t i = 0; i < VOL_CKPT_PENDING_MAX; i++)
-		if (found[i].vcp_sroot)
-			vol_ckpt_note(v, found[i].vcp_delta, found[i].vcp_sroot,
-				      found[i].vcp_time_ns);
+	whole |= !blk;
+	while (n--) /* oldest first */
+		vol_ckpt_note(v, found[n].cn_delta, found[n].cn_e.ce_sroot,
+			      found[n].cn_e.ce_time_ns);
+	if (!whole) {
+		log_warn("vol: the checkpoint chain above delta %" PRIu64
+			 " could not be walked whole: the checkpoint file starts again",
+			 top->sr_ckpt_next);
+		v->v_ckpt_pending.cp_lost = true;
+	}
 	free(found);
 	return 0;
 }

@@ -618,17 +618,28 @@ static uint64_t ckpt_floor(struct vol *v)
 static int ckpt_find(struct vol *v, uint64_t delta, struct vol_checkpoint *found)
 {
 	struct ckpt_find_arg cf = {.cf_delta = delta};
-	uint64_t from = atomic_load(&v->v_ckpt_from), next = atomic_load(&v->v_ckpt_next);
+	/* next first: the settle stores from first, so a range read across
+	 * it is one of the two, or within both */
+	uint64_t next = atomic_load(&v->v_ckpt_next), from = atomic_load(&v->v_ckpt_from);
 	int err;
 
 	if (from && delta >= from && delta < next && delta >= ckpt_floor(v)) {
 		struct vol_ckpt_entry e;
+		struct vol_sroot sr;
 
 		err = vol_ckpt_lookup(v, delta, &e);
 		if (err)
 			return err;
 		if (!e.ce_sroot)
 			return -ENOENT; /* no such checkpoint (ckpt.c (1)) */
+		/* checked as the chain checks each: else it ends there */
+		err = vol_snap_sroot(v, e.ce_sroot, delta, &sr);
+		if (err == -EUCLEAN)
+			log_err("vol: the checkpoint file names block %" PRIu64
+				" for delta %" PRIu64 ", not its super root",
+				e.ce_sroot, delta);
+		if (err)
+			return err == -EUCLEAN ? -ENOENT : err;
 		*found = (struct vol_checkpoint){delta, e.ce_sroot, e.ce_time_ns};
 		return 0;
 	}

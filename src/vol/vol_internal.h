@@ -812,6 +812,10 @@ struct vol_ckpt_commit {
 uint64_t vol_ckpt_blocks_max(const struct vol *v);
 /* The most a commit's writing of the file may cost it. */
 uint64_t vol_ckpt_worst(const struct vol *v);
+/* Entry @delta of the file of super root @sr, read from the device
+ * (vol_check); -EUCLEAN if its tree leaves the segments. */
+int vol_ckpt_read(struct vol *v, const struct vol_sroot *sr, uint64_t delta,
+		  struct vol_ckpt_entry *e);
 /* Entry @delta of the file as a reader finds it now (zeroed: none). */
 int vol_ckpt_lookup(struct vol *v, uint64_t delta, struct vol_ckpt_entry *e);
 /* Note checkpoint @delta (its super root @sroot) for the file. Commit thread. */
