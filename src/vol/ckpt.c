@@ -149,6 +149,37 @@ int vol_ckpt_read(struct vol *v, const struct vol_sroot *sr, uint64_t delta,
 	return err;
 }
 
+static uint64_t ckpt_count(struct vol *v, uint64_t pblk, unsigned level, unsigned char *buf)
+{
+	uint64_t n = 1;
+
+	if (!vol_pblk_valid(v, pblk) || bdev_read(v->v_bdev, pblk, 1, buf))
+		return 0;
+	for (uint32_t s = 0; s < v->v_map.bm_entries; s++) {
+		uint64_t child = bmap_entry(buf, s);
+
+		if (child)
+			n +=
+			    level == 1 ? 1 : ckpt_count(v, child, level - 1, buf + v->v_block_size);
+	}
+	return n;
+}
+
+uint64_t vol_ckpt_nblocks(struct vol *v, uint64_t root, unsigned height)
+{
+	unsigned char *buf;
+	uint64_t n;
+
+	if (!height || height > v->v_ckpt_height_max)
+		return 0;
+	buf = malloc((size_t)height * v->v_block_size);
+	if (!buf)
+		return 0;
+	n = ckpt_count(v, root, height, buf);
+	free(buf);
+	return n;
+}
+
 /* ---- writing ---------------------------------------------------------------- */
 
 /* What writing @nblocks blocks of the file (and clearing one) may cost. */

@@ -520,6 +520,8 @@ int vol_usage_open(struct vol *v, bool writable)
 	int err;
 
 	u->vu_dat_next = v->v_sr.sr_dat_next;
+	u->vu_ckpt_root = v->v_sr.sr_ckpt_root;
+	u->vu_ckpt_height = v->v_sr.sr_ckpt_height;
 	u->vu_live = calloc(n, sizeof(*u->vu_live));
 	u->vu_pinned = calloc(n, sizeof(*u->vu_pinned));
 	u->vu_snap = calloc((n + 63) / 64, sizeof(*u->vu_snap));
@@ -813,6 +815,8 @@ void vol_usage_settle(struct vol *v)
 	u->vu_sr_blk = v->v_sr_blk;
 	u->vu_sr_delta = v->v_sr.sr_delta;
 	u->vu_dat_next = v->v_sr.sr_dat_next;
+	u->vu_ckpt_root = v->v_sr.sr_ckpt_root;
+	u->vu_ckpt_height = v->v_sr.sr_ckpt_height;
 	cmutex_unlock(&u->vu_lock);
 	u->vu_born.uv_n = 0;
 	u->vu_gone.uv_n = 0;
@@ -933,6 +937,8 @@ uint64_t vol_free_blocks(struct vol *v)
 void vol_usage(struct vol *v, struct vol_usage_stats *us)
 {
 	struct vol_usage *u = &v->v_usage;
+	uint64_t ckpt_root;
+	unsigned ckpt_height;
 	uint64_t low, high;
 	struct log_space sp;
 
@@ -956,5 +962,8 @@ void vol_usage(struct vol *v, struct vol_usage_stats *us)
 			     vol_dat_per_block(v->v_block_size);
 	for (uint64_t s = 0; s < v->v_geo.lg_nsegments; s++)
 		us->vus_snap_segments += vol_seg_snap(u->vu_snap, s);
+	ckpt_root = u->vu_ckpt_root;
+	ckpt_height = u->vu_ckpt_height;
 	cmutex_unlock(&u->vu_lock);
+	us->vus_ckpt_blocks = vol_ckpt_nblocks(v, ckpt_root, ckpt_height);
 }

@@ -245,6 +245,8 @@ struct vol_usage_stats {
 	uint64_t vus_pinned_blocks; /* blocks only snapshots keep (at least) */
 	uint64_t vus_snap_segments; /* segments the cleaner leaves to the snapshots */
 	uint64_t vus_dat_blocks;    /* translation blocks entries were ever used in */
+	uint64_t vus_ckpt_blocks;   /* blocks of the checkpoint file (it grows and shrinks
+				       by a block as the checkpoints go by) */
 	uint32_t vus_open_walked;   /* 1: the open counted by a walk, the segment usage
 				       file not current (0: read from it) */
 };

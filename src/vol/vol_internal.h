@@ -526,12 +526,14 @@ struct vol_usage {
 	unsigned vu_nrecent;		       /* commit thread */
 	uint64_t vu_own_carry; /* vc_own_res of failed commits (commit.c); commit thread */
 	/* snapshots (snap.c): what they alone keep */
-	uint32_t *vu_pinned;		/* per segment: blocks only snapshots name; vu_lock */
-	uint64_t vu_pinned_total;	/* their sum; vu_lock */
-	uint64_t *vu_snap;		/* bitmap: may hold a block a snapshot names; vu_lock */
-	uint64_t vu_sr_blk;		/* the super root the counts describe; vu_lock */
-	uint64_t vu_sr_delta;		/* and its delta; vu_lock */
-	uint64_t vu_dat_next;		/* and its sr_dat_next; vu_lock */
+	uint32_t *vu_pinned;	  /* per segment: blocks only snapshots name; vu_lock */
+	uint64_t vu_pinned_total; /* their sum; vu_lock */
+	uint64_t *vu_snap;	  /* bitmap: may hold a block a snapshot names; vu_lock */
+	uint64_t vu_sr_blk;	  /* the super root the counts describe; vu_lock */
+	uint64_t vu_sr_delta;	  /* and its delta; vu_lock */
+	uint64_t vu_dat_next;	  /* and its sr_dat_next; vu_lock */
+	uint64_t vu_ckpt_root;	  /* and its checkpoint file's root, height; vu_lock */
+	uint8_t vu_ckpt_height;
 	_Atomic uint64_t vu_recount_at; /* recount at the settle of this delta or later */
 	struct vol_snap_info *vu_snaps; /* the table as the open found it (snapshot opens) */
 	size_t vu_nsnaps;
@@ -826,6 +828,9 @@ int vol_ckpt_commit(struct vol *v, const struct bmap_change *ch, uint64_t slack,
 		    struct vol_ckpt_commit *cc);
 /* The commit ended (@durable: it succeeded): the notes written go. */
 void vol_ckpt_commit_end(struct vol *v, const struct vol_ckpt_commit *cc, bool durable);
+/* The blocks of the file whose tree is @root of @height, read from the
+ * device (its map blocks only); 0 if one cannot be read. */
+uint64_t vol_ckpt_nblocks(struct vol *v, uint64_t root, unsigned height);
 /* vol_open: note the checkpoints the durable file does not hold yet. */
 int vol_ckpt_open(struct vol *v);
 
