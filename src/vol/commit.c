@@ -697,8 +697,9 @@ static int vol_commit_sroot(struct vol_commit *vc, struct vol_sroot *sr)
 	 * a snapshot of an older checkpoint: usage.c), and one may be due (a
 	 * damaged translation entry met: vu_suf_stale) */
 	recount = atomic_load(&v->v_usage.vu_recount_at);
-	sr->sr_suf_current = !vc->vc_suf.sc_skipped && v->v_suf.bt_root_height &&
-			     !(recount && recount <= vc->vc_delta) && !v->v_usage.vu_suf_stale;
+	sr->sr_suf_current = !vc->vc_suf.sc_skipped && !vc->vc_suf.sc_partial &&
+			     v->v_suf.bt_root_height && !(recount && recount <= vc->vc_delta) &&
+			     !v->v_usage.vu_suf_stale;
 	sr->sr_blocks_written += vc->vc_payload + 1;
 	sr->sr_prev = v->v_sr_blk; /* the checkpoint chain (sroot.c) */
 	sr->sr_time_ns = util_realtime_ns();

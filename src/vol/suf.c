@@ -72,6 +72,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define SUF_DIRTY_BLOCKS 64 /* blocks of dirty entries one commit writes, at most */
+
 void vol_suf_decode(const void *block, uint32_t slot, struct vol_suf_entry *e)
 {
 	const unsigned char *p = (const unsigned char *)block + (size_t)slot * VOL_SUF_ENTRY_BYTES;
@@ -275,19 +277,36 @@ static int suf_collect(struct vol *v, struct vol_suf_commit *sc, uint64_t sr_seg
 	size_t n = 0;
 	int err = 0;
 
-	/* the dirty ones leave the bitmap only once all are taken; a
-	 * failure puts back every touched one (vol_suf_commit_end) */
-	for (uint64_t w = 0; w < (nseg + 63) / 64 && !err; w++) {
+	/*
+	 * The dirty ones, lowest first, in SUF_DIRTY_BLOCKS blocks of the file
+	 * at most (a snapshot marks every segment: on a large volume the
+	 * whole file would not fit the cache beside the delta), the rest left
+	 * for the next commits (sc_partial: the file is not current till
+	 * then). They leave the bitmap only once all are taken; a failure
+	 * puts back every touched one (vol_suf_commit_end).
+	 */
+	uint32_t per = vol_suf_per_block(v->v_block_size);
+	uint64_t stop = nseg, blocks = 0, last = UINT64_MAX;
+
+	for (uint64_t w = 0; w < (nseg + 63) / 64 && !err && stop == nseg; w++) {
 		uint64_t bits = u->vu_suf_dirty[w];
 
 		while (bits && !err) {
-			err = vol_u64vec_push(&sc->sc_touched,
-					      w * 64 + (uint64_t)__builtin_ctzll(bits));
+			uint64_t seg = w * 64 + (uint64_t)__builtin_ctzll(bits);
+
+			if (seg / per != last && blocks == SUF_DIRTY_BLOCKS) {
+				stop = seg;
+				sc->sc_partial = true;
+				break;
+			}
+			blocks += seg / per != last;
+			last = seg / per;
+			err = vol_u64vec_push(&sc->sc_touched, seg);
 			bits &= bits - 1;
 		}
 	}
-	if (!err)
-		memset(u->vu_suf_dirty, 0, (nseg + 63) / 64 * sizeof(*u->vu_suf_dirty));
+	for (uint64_t s = 0; !err && s < stop; s += 64) /* the taken ones */
+		u->vu_suf_dirty[s / 64] &= stop - s >= 64 ? 0 : ~((1ull << (stop - s)) - 1);
 	for (size_t i = 0; i < u->vu_born.uv_n && !err; i++)
 		err = suf_touch_pblk(v, sc, u->vu_born.uv_v[i], u->vu_suf_born_n);
 	for (size_t i = 0; i < u->vu_gone.uv_n && !err; i++)

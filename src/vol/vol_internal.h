@@ -875,6 +875,7 @@ struct vol_suf_commit {
 	struct vol_u64vec sc_touched; /* segments whose entries it writes, sorted */
 	uint64_t sc_res;	      /* reserved for their blocks */
 	bool sc_skipped;	      /* no room: written no entry, the file not current */
+	bool sc_partial;	      /* dirty entries left for the next commits */
 };
 /* Dirty the entries of the segments the commit changed (and the dirty
  * ones), as its settle will leave them; after the translation. @slack:

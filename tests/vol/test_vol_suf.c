@@ -266,6 +266,44 @@ static void test_damaged_entry(void **state)
 	}
 }
 
+/*
+ * Entries a commit must write for segments it did not change (every
+ * segment, after an open that walked) are written 64 blocks of the file
+ * at a time: on a volume whose file has more, the first commit leaves
+ * the file not current and the next finishes it.
+ */
+static void test_dirty_entries_in_steps(void **state)
+{
+	struct vol_mkfs_opts mo = {.vmo_log = {.lfo_block_size = 512, .lfo_seg_blocks = 16}};
+	static uint64_t data[512 / 8];
+	struct vol_txn t;
+	struct bdev *d;
+	struct vol *v, *r;
+
+	(void)state;
+	/* 2400 segments: 32 entries a block, 75 blocks of entries */
+	assert_int_equal(bdev_emu_open(512, 2400 * 16 + 64, &d), 0);
+	assert_int_equal(vol_mkfs(d, &mo), 0);
+	v = vf_open(d, 256);
+	assert_true(vol_suf_blocks(v) > 64);
+	for (uint32_t i = 0; i < 3; i++) {
+		data[0] = i;
+		assert_int_equal(vol_txn_begin(v, 1, 0, &t), 0);
+		assert_int_equal(vol_write(&t, OWNER, i, data), 0);
+		vol_txn_end(&t);
+		assert_int_equal(vol_sync(v), 0);
+		/* the first commit after the walk leaves entries for the next */
+		assert_int_equal(v->v_sr.sr_suf_current, i > 0);
+	}
+	assert_int_equal(vol_check(v, NULL, NULL, NULL), 0);
+	r = vf_reopen_copy(d, 256);
+	assert_int_equal(open_walked(r), 0);
+	expect_same_usage(v, r);
+	assert_int_equal(vol_check(r, NULL, NULL, NULL), 0);
+	assert_int_equal(vol_close(r), 0);
+	assert_int_equal(vol_close(v), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -273,6 +311,7 @@ int main(void)
 	    cmocka_unit_test(test_file_keeps_snapshot_pins),
 	    cmocka_unit_test(test_no_room_makes_the_file_stale),
 	    cmocka_unit_test(test_damaged_entry),
+	    cmocka_unit_test(test_dirty_entries_in_steps),
 	};
 
 	vf_filter_from_env();
