@@ -49,6 +49,10 @@
 
 struct vol_checker {
 	struct vol *ck_vol;
+	/* vol_check: the durable super root as it found it (a background
+	 * commit may settle meanwhile) */
+	struct vol_sroot ck_sr;
+	uint64_t ck_sr_blk;
 	void (*ck_report)(void *arg, const char *msg);
 	void *ck_arg;
 	struct vol_table ck_seen; /* pblk -> 1: blocks named so far */
@@ -653,7 +657,7 @@ static void ck_usage_problem(void *arg, const char *msg)
 static int ck_ckpt_file(struct vol_checker *ck)
 {
 	struct vol *v = ck->ck_vol;
-	const struct vol_sroot *top = &v->v_sr;
+	const struct vol_sroot *top = &ck->ck_sr;
 	uint64_t lo = MAX(top->sr_ckpt_from, top->sr_readable_from);
 	uint64_t blk = top->sr_prev, newer = top->sr_delta, d = top->sr_ckpt_next;
 	int err = 0;
@@ -738,11 +742,11 @@ static int ck_suf_entry(void *arg, uint64_t seg, const struct vol_suf_entry *e)
 			   "segment usage entry of segment %" PRIu64
 			   " does not mark it as holding snapshot blocks",
 			   seg);
-	else if ((e->se_flags & ~VOL_SUF_SNAP) || e->se_delta > ck->ck_vol->v_sr.sr_delta)
+	else if ((e->se_flags & ~VOL_SUF_SNAP) || e->se_delta > ck->ck_sr.sr_delta)
 		ck_problem(ck,
 			   "segment usage entry of segment %" PRIu64 ": flags %#" PRIx32
 			   ", delta %" PRIu32 " (state %" PRIu64 ")",
-			   seg, e->se_flags, e->se_delta, ck->ck_vol->v_sr.sr_delta);
+			   seg, e->se_flags, e->se_delta, ck->ck_sr.sr_delta);
 	return 0;
 }
 
@@ -754,23 +758,24 @@ static int ck_suf_file(struct vol_checker *ck)
 {
 	struct vol *v = ck->ck_vol;
 	const struct vol_suf_ops ops = {ck_suf_entry, NULL};
-	struct ck_suf cs = {ck, NULL, vol_seg_of(v, v->v_sr_blk)};
+	const struct vol_sroot *sr = &ck->ck_sr;
+	struct ck_suf cs = {ck, NULL, vol_seg_of(v, ck->ck_sr_blk)};
 	int err;
 
-	if (!v->v_sr.sr_suf_current)
+	if (!sr->sr_suf_current)
 		return 0;
 	cs.cs_here = calloc(v->v_geo.lg_nsegments, sizeof(uint32_t));
 	if (!cs.cs_here)
 		return -ENOMEM;
 	/* the tree first: an entry's block may come before a block of the
 	 * tree in another segment */
-	err = vol_suf_read(v, v->v_sr.sr_suf_root, v->v_sr.sr_suf_height,
+	err = vol_suf_read(v, sr->sr_suf_root, sr->sr_suf_height,
 			   &(const struct vol_suf_ops){NULL, ck_suf_block}, &cs);
 	if (!err)
-		err = vol_suf_read(v, v->v_sr.sr_suf_root, v->v_sr.sr_suf_height, &ops, &cs);
+		err = vol_suf_read(v, sr->sr_suf_root, sr->sr_suf_height, &ops, &cs);
 	if (err == -EUCLEAN) {
 		ck_problem(ck, "the segment usage file of delta %" PRIu64 " is not one",
-			   v->v_sr.sr_delta);
+			   sr->sr_delta);
 		err = 0;
 	}
 	free(cs.cs_here);
@@ -780,7 +785,11 @@ static int ck_suf_file(struct vol_checker *ck)
 int vol_check(struct vol *v, void (*report)(void *arg, const char *msg), void *arg,
 	      struct vol_check_stats *st)
 {
-	struct vol_checker ck = {.ck_vol = v, .ck_report = report, .ck_arg = arg};
+	struct vol_checker ck = {.ck_vol = v,
+				 .ck_sr = v->v_sr,
+				 .ck_sr_blk = v->v_sr_blk,
+				 .ck_report = report,
+				 .ck_arg = arg};
 	uint64_t nseg = v->v_geo.lg_nsegments;
 	int err;
 
@@ -789,7 +798,7 @@ int vol_check(struct vol *v, void (*report)(void *arg, const char *msg), void *a
 	ck.ck_snap_segs = calloc((nseg + 63) / 64, sizeof(uint64_t));
 	err = ck.ck_counted && ck.ck_pinned && ck.ck_snap_segs ? ck_snap_bitmaps(&ck) : -ENOMEM;
 	if (!err)
-		err = ck_walk(&ck, v->v_sr_blk, &v->v_sr);
+		err = ck_walk(&ck, ck.ck_sr_blk, &ck.ck_sr);
 	if (!err && !ck.ck_problems) {
 		struct vol_count cn = {.vcn_live = ck.ck_counted,
 				       .vcn_pinned = ck.ck_pinned,
