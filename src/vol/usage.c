@@ -705,14 +705,19 @@ int vol_usage_born(struct vol *v, uint64_t pblk)
 	return vol_u64vec_push(&v->v_usage.vu_born, pblk);
 }
 
-int vol_usage_gone(struct vol *v, uint64_t pblk)
+/* Note block @pblk left behind in @gone, unless it was never counted. */
+static int vol_usage_gone_to(struct vol *v, uint64_t pblk, struct vol_u64vec *gone)
 {
 	struct vol_usage *u = &v->v_usage;
-	void *was = vol_table_get(&u->vu_unborn, pblk, 0);
 
-	if (was == VU_UNBORN) /* never counted: forget it, do not subtract */
+	if (vol_table_get(&u->vu_unborn, pblk, 0) == VU_UNBORN) /* forget it, do not subtract */
 		return vol_table_set(&u->vu_unborn, pblk, 0, VU_FORGOTTEN);
-	return vol_u64vec_push(&u->vu_gone, pblk);
+	return vol_u64vec_push(gone, pblk);
+}
+
+int vol_usage_gone(struct vol *v, uint64_t pblk)
+{
+	return vol_usage_gone_to(v, pblk, &v->v_usage.vu_gone);
 }
 
 int vol_usage_born_suf(struct vol *v, uint64_t pblk)
@@ -722,11 +727,22 @@ int vol_usage_born_suf(struct vol *v, uint64_t pblk)
 
 int vol_usage_gone_suf(struct vol *v, uint64_t pblk)
 {
-	struct vol_usage *u = &v->v_usage;
+	return vol_usage_gone_to(v, pblk, &v->v_usage.vu_suf_gone);
+}
 
-	if (vol_table_get(&u->vu_unborn, pblk, 0) == VU_UNBORN)
-		return vol_table_set(&u->vu_unborn, pblk, 0, VU_FORGOTTEN);
-	return vol_u64vec_push(&u->vu_suf_gone, pblk);
+/* A block the commit wrote at @pblk, now durable: counted (vu_lock). Its segment. */
+static uint64_t vol_usage_count_born(struct vol *v, uint64_t pblk)
+{
+	struct vol_usage *u = &v->v_usage;
+	uint64_t seg = vol_seg_of(v, pblk);
+
+	/* a failed commit's address the log took again: counted now */
+	if (u->vu_unborn.vt_n && vol_table_get(&u->vu_unborn, pblk, 0) == VU_UNBORN &&
+	    vol_table_set(&u->vu_unborn, pblk, 0, VU_FORGOTTEN))
+		log_warn("vol: block %" PRIu64 " may be counted too low", pblk);
+	u->vu_live[seg]++;
+	u->vu_total++;
+	return seg;
 }
 
 /*
@@ -738,17 +754,8 @@ static void vol_usage_settle_suf(struct vol *v, uint64_t now_ms)
 {
 	struct vol_usage *u = &v->v_usage;
 
-	for (size_t i = 0; i < u->vu_suf_born.uv_n; i++) {
-		uint64_t pblk = u->vu_suf_born.uv_v[i], seg = vol_seg_of(v, pblk);
-
-		/* a failed commit's address the log took again: counted now */
-		if (u->vu_unborn.vt_n && vol_table_get(&u->vu_unborn, pblk, 0) == VU_UNBORN &&
-		    vol_table_set(&u->vu_unborn, pblk, 0, VU_FORGOTTEN))
-			log_warn("vol: block %" PRIu64 " may be counted too low", pblk);
-		u->vu_live[seg]++;
-		u->vu_total++;
-		u->vu_suf_here[seg]++;
-	}
+	for (size_t i = 0; i < u->vu_suf_born.uv_n; i++)
+		u->vu_suf_here[vol_usage_count_born(v, u->vu_suf_born.uv_v[i])]++;
 	for (size_t i = 0; i < u->vu_suf_gone.uv_n; i++) {
 		uint64_t pblk = u->vu_suf_gone.uv_v[i], seg = vol_seg_of(v, pblk);
 
@@ -773,17 +780,8 @@ void vol_usage_settle(struct vol *v)
 	uint64_t at, now_ms = util_monotonic_ms();
 
 	cmutex_lock(&u->vu_lock);
-	for (size_t i = 0; i < u->vu_born.uv_n; i++) {
-		uint64_t pblk = u->vu_born.uv_v[i], seg = vol_seg_of(v, pblk);
-
-		/* a failed commit's address the log took again: counted now */
-		if (u->vu_unborn.vt_n && vol_table_get(&u->vu_unborn, pblk, 0) == VU_UNBORN &&
-		    vol_table_set(&u->vu_unborn, pblk, 0, VU_FORGOTTEN))
-			log_warn("vol: block %" PRIu64 " may be counted too low", pblk);
-		u->vu_live[seg]++;
-		u->vu_total++;
-		u->vu_age[seg] = (uint32_t)v->v_sr.sr_delta;
-	}
+	for (size_t i = 0; i < u->vu_born.uv_n; i++)
+		u->vu_age[vol_usage_count_born(v, u->vu_born.uv_v[i])] = (uint32_t)v->v_sr.sr_delta;
 	for (size_t i = 0; i < u->vu_gone.uv_n; i++) {
 		uint64_t pblk = u->vu_gone.uv_v[i], seg = vol_seg_of(v, pblk);
 
