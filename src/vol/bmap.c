@@ -726,3 +726,57 @@ int bmap_get_block(struct bmap *m, struct bmap_tree *t, uint64_t index, bool cre
 	buf_put(leaf);
 	return bmap_node_get(m, t->bt_owner, index, pblk, create, out);
 }
+
+/* ---- trees of addresses, read from the device --------------------------- */
+
+struct bmap_dev_walk {
+	struct vol *dw_vol;
+	int (*dw_fn)(void *arg, uint64_t pblk, unsigned level, uint64_t index);
+	void *dw_arg;
+};
+
+/* Map block @pblk at @level covering data from @first; @buf: a block per level. */
+static int bmap_dev_walk_node(struct bmap_dev_walk *dw, uint64_t pblk, unsigned level,
+			      uint64_t first, unsigned char *buf)
+{
+	struct vol *v = dw->dw_vol;
+	int err;
+
+	if (!vol_pblk_valid(v, pblk))
+		return -EUCLEAN;
+	err = dw->dw_fn(dw->dw_arg, pblk, level, first);
+	if (!err)
+		err = bdev_read(v->v_bdev, pblk, 1, buf);
+	for (uint32_t s = 0; s < v->v_map.bm_entries && !err; s++) {
+		uint64_t child = bmap_entry(buf, s);
+		uint64_t cfirst = first + ((uint64_t)s << (v->v_map.bm_shift * (level - 1)));
+
+		if (!child)
+			continue;
+		if (level > 1)
+			err =
+			    bmap_dev_walk_node(dw, child, level - 1, cfirst, buf + v->v_block_size);
+		else if (!vol_pblk_valid(v, child))
+			err = -EUCLEAN;
+		else
+			err = dw->dw_fn(dw->dw_arg, child, 0, cfirst);
+	}
+	return err;
+}
+
+int bmap_dev_walk(struct vol *v, uint64_t root, unsigned height,
+		  int (*fn)(void *arg, uint64_t pblk, unsigned level, uint64_t index), void *arg)
+{
+	struct bmap_dev_walk dw = {v, fn, arg};
+	unsigned char *buf;
+	int err;
+
+	if (!height)
+		return root ? -EUCLEAN : 0;
+	buf = malloc((size_t)height * v->v_block_size);
+	if (!buf)
+		return -ENOMEM;
+	err = bmap_dev_walk_node(&dw, root, height, 0, buf);
+	free(buf);
+	return err;
+}

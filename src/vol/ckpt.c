@@ -149,34 +149,20 @@ int vol_ckpt_read(struct vol *v, const struct vol_sroot *sr, uint64_t delta,
 	return err;
 }
 
-static uint64_t ckpt_count(struct vol *v, uint64_t pblk, unsigned level, unsigned char *buf)
+/* bmap_dev_walk: one more block of the file's tree. */
+static int ckpt_count(void *arg, uint64_t pblk, unsigned level, uint64_t index)
 {
-	uint64_t n = 1;
-
-	if (!vol_pblk_valid(v, pblk) || bdev_read(v->v_bdev, pblk, 1, buf))
-		return 0;
-	for (uint32_t s = 0; s < v->v_map.bm_entries; s++) {
-		uint64_t child = bmap_entry(buf, s);
-
-		if (child)
-			n +=
-			    level == 1 ? 1 : ckpt_count(v, child, level - 1, buf + v->v_block_size);
-	}
-	return n;
+	(void)pblk, (void)level, (void)index;
+	(*(uint64_t *)arg)++;
+	return 0;
 }
 
 uint64_t vol_ckpt_nblocks(struct vol *v, uint64_t root, unsigned height)
 {
-	unsigned char *buf;
-	uint64_t n;
+	uint64_t n = 0;
 
-	if (!height || height > v->v_ckpt_height_max)
+	if (height > v->v_ckpt_height_max || bmap_dev_walk(v, root, height, ckpt_count, &n))
 		return 0;
-	buf = malloc((size_t)height * v->v_block_size);
-	if (!buf)
-		return 0;
-	n = ckpt_count(v, root, height, buf);
-	free(buf);
 	return n;
 }
 
@@ -250,13 +236,8 @@ int vol_ckpt_commit(struct vol *v, const struct bmap_change *ch, uint64_t slack,
 			break;
 		nblocks += new_block;
 	}
-	cc->cc_res = ckpt_cost(v, nblocks);
-	if (slack >= cc->cc_res + vol_txn_worst(v, 0)) {
-		cc->cc_res = 0;
-	} else if (log_space_reserve(v->v_log, cc->cc_res, LOG_RES_FREEING)) {
-		cc->cc_res = 0;
+	if (vol_commit_room(v, slack, ckpt_cost(v, nblocks), &cc->cc_res))
 		return 0; /* kept for a commit with room */
-	}
 	for (size_t i = 0, j; i < n && !err; i = j) {
 		struct ckpt_put cp = {&p->cp_e[i], 0, per};
 		uint64_t index = p->cp_e[i].cn_delta / per;
@@ -306,29 +287,14 @@ void vol_ckpt_commit_end(struct vol *v, const struct vol_ckpt_commit *cc, bool d
 		v->v_ckpt_low = cc->cc_pruned;
 }
 
-/*
- * The first block of entries the durable file has (a search of its
- * tree from the device, leftmost first; map blocks a prune emptied are
- * passed over): where pruning goes on from. UINT64_MAX: none.
- */
-static uint64_t ckpt_first_block(struct vol *v, uint64_t pblk, unsigned level, uint64_t first,
-				 unsigned char *buf)
+/* bmap_dev_walk: the first data block, leftmost first, ends the walk. */
+static int ckpt_first_block(void *arg, uint64_t pblk, unsigned level, uint64_t index)
 {
-	if (!vol_pblk_valid(v, pblk) || bdev_read(v->v_bdev, pblk, 1, buf))
-		return UINT64_MAX;
-	for (uint32_t s = 0; s < v->v_map.bm_entries; s++) {
-		uint64_t child = bmap_entry(buf, s), got;
-		uint64_t cfirst = first + ((uint64_t)s << (v->v_map.bm_shift * (level - 1)));
-
-		if (!child)
-			continue;
-		if (level == 1)
-			return cfirst;
-		got = ckpt_first_block(v, child, level - 1, cfirst, buf + v->v_block_size);
-		if (got != UINT64_MAX)
-			return got;
-	}
-	return UINT64_MAX;
+	(void)pblk;
+	if (level)
+		return 0;
+	*(uint64_t *)arg = index;
+	return 1;
 }
 
 int vol_ckpt_open(struct vol *v)
@@ -338,19 +304,14 @@ int vol_ckpt_open(struct vol *v)
 	uint64_t blk = top->sr_prev, newer = top->sr_delta;
 	struct vol_ckpt_note *found;
 	bool whole = false;
-	unsigned char *buf;
 	size_t n = 0;
 
-	/* where pruning goes on from */
-	buf = malloc((size_t)(top->sr_ckpt_height + 1) * v->v_block_size);
-	if (!buf)
-		return -ENOMEM;
-	v->v_ckpt_low = top->sr_ckpt_height
-			    ? ckpt_first_block(v, top->sr_ckpt_root, top->sr_ckpt_height, 0, buf)
-			    : UINT64_MAX;
-	if (v->v_ckpt_low == UINT64_MAX)
+	/* where pruning goes on from: the first block of entries the durable
+	 * file has (map blocks a prune emptied are passed over) */
+	if (top->sr_ckpt_height > v->v_ckpt_height_max ||
+	    bmap_dev_walk(v, top->sr_ckpt_root, top->sr_ckpt_height, ckpt_first_block,
+			  &v->v_ckpt_low) != 1)
 		v->v_ckpt_low = top->sr_ckpt_from / ckpt_per_block(v->v_block_size);
-	free(buf);
 	/*
 	 * The checkpoints above the file's range, from the chain (the durable
 	 * super root itself is noted by the next commit). Unless the walk

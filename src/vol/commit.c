@@ -812,6 +812,17 @@ static uint64_t vol_commit_slack(const struct vol_commit *vc)
 	return res > used ? res - used : 0;
 }
 
+int vol_commit_room(struct vol *v, uint64_t slack, uint64_t cost, uint64_t *res)
+{
+	*res = 0;
+	if (slack >= cost + vol_txn_worst(v, 0))
+		return 0;
+	if (log_space_reserve(v->v_log, cost, LOG_RES_FREEING))
+		return -ENOSPC;
+	*res = cost;
+	return 0;
+}
+
 /*
  * A commit with nothing to write but its super root: no data block, no
  * map or owner-table change, no block for the cleaner to move (a commit

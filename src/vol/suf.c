@@ -100,48 +100,33 @@ struct suf_reader {
 	struct vol *sr_vol;
 	const struct vol_suf_ops *sr_ops;
 	void *sr_arg;
-	unsigned char *sr_bufs; /* a block per level */
+	unsigned char *sr_data; /* a data block's room */
 };
 
-/* Data block @index of the file at @pblk, or map block at @level (>= 1)
- * covering data from @index. */
-static int suf_read_block(struct suf_reader *rd, uint64_t pblk, unsigned level, uint64_t index,
-			  unsigned char *data)
+/* bmap_dev_walk: a block of the file's tree; a data block's entries. */
+static int suf_read_block(void *arg, uint64_t pblk, unsigned level, uint64_t index)
 {
+	struct suf_reader *rd = arg;
 	struct vol *v = rd->sr_vol;
 	uint32_t per = vol_suf_per_block(v->v_block_size);
 	int err;
 
-	if (!vol_pblk_valid(v, pblk) || index >= vol_suf_blocks(v)) {
+	if (index >= vol_suf_blocks(v)) {
 		log_err("vol: segment usage block %" PRIu64 " (level %u) at %" PRIu64
-			" is outside the file or the segments",
+			" is outside the file",
 			index, level, pblk);
 		return -EUCLEAN;
 	}
 	if (rd->sr_ops->so_block)
 		rd->sr_ops->so_block(rd->sr_arg, pblk);
-	if (!level && !rd->sr_ops->so_entry)
+	if (level || !rd->sr_ops->so_entry)
 		return 0;
-	err = bdev_read(v->v_bdev, pblk, 1, data);
-	if (err)
-		return err;
-	if (!level) {
-		for (uint32_t s = 0; s < per && index * per + s < v->v_geo.lg_nsegments; s++) {
-			struct vol_suf_entry e;
+	err = bdev_read(v->v_bdev, pblk, 1, rd->sr_data);
+	for (uint32_t s = 0; !err && s < per && index * per + s < v->v_geo.lg_nsegments; s++) {
+		struct vol_suf_entry e;
 
-			vol_suf_decode(data, s, &e);
-			err = rd->sr_ops->so_entry(rd->sr_arg, index * per + s, &e);
-			if (err)
-				return err;
-		}
-		return 0;
-	}
-	for (uint32_t s = 0; s < v->v_map.bm_entries && !err; s++) {
-		uint64_t child = bmap_entry(data, s);
-		uint64_t cfirst = index + ((uint64_t)s << (v->v_map.bm_shift * (level - 1)));
-
-		if (child)
-			err = suf_read_block(rd, child, level - 1, cfirst, data + v->v_block_size);
+		vol_suf_decode(rd->sr_data, s, &e);
+		err = rd->sr_ops->so_entry(rd->sr_arg, index * per + s, &e);
 	}
 	return err;
 }
@@ -152,15 +137,13 @@ int vol_suf_read(struct vol *v, uint64_t root, unsigned height, const struct vol
 	struct suf_reader rd = {v, ops, arg, NULL};
 	int err;
 
-	if (!height)
-		return root ? -EUCLEAN : 0;
 	if (height > v->v_suf_height_max)
 		return -EUCLEAN;
-	rd.sr_bufs = malloc((size_t)(height + 1) * v->v_block_size);
-	if (!rd.sr_bufs)
+	rd.sr_data = malloc(v->v_block_size);
+	if (!rd.sr_data)
 		return -ENOMEM;
-	err = suf_read_block(&rd, root, height, 0, rd.sr_bufs);
-	free(rd.sr_bufs);
+	err = bmap_dev_walk(v, root, height, suf_read_block, &rd);
+	free(rd.sr_data);
 	return err;
 }
 
@@ -370,14 +353,10 @@ int vol_suf_commit(struct vol *v, const struct bmap_change *ch, uint64_t slack,
 	 * not used (@slack: their worst cases, the super root's among them,
 	 * are far more than most deltas write); else the file is not current.
 	 */
-	sc->sc_res = suf_cost(v, nblocks);
-	if (slack >= sc->sc_res + vol_txn_worst(v, 0)) {
-		sc->sc_res = 0;
-	} else if (log_space_reserve(v->v_log, sc->sc_res, LOG_RES_FREEING)) {
+	if (vol_commit_room(v, slack, suf_cost(v, nblocks), &sc->sc_res)) {
 		log_warn("vol: no room for %" PRIu64 " segment usage blocks in delta %" PRIu32
 			 "; the next open counts the segments",
 			 nblocks, ch->bc_delta);
-		sc->sc_res = 0;
 		sc->sc_skipped = true;
 		goto out;
 	}

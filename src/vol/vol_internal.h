@@ -267,6 +267,18 @@ int bmap_change_block(struct bmap *m, struct bmap_tree *t, const struct bmap_cha
  */
 int bmap_get_block(struct bmap *m, struct bmap_tree *t, uint64_t index, bool create,
 		   struct buf **out);
+/*
+ * Visit every block of a tree naming addresses (the translation's, the
+ * segment usage file's, the checkpoint file's) whose root @root has
+ * @height, read from the device, not the cache (an open, vol_check):
+ * @fn(@arg, pblk, level, index) for each map block before its children
+ * (level >= 1, index: the first data index it covers), and for each data
+ * block (level 0, its index; not read), leftmost first. A nonzero return
+ * of @fn stops the walk and is returned; -EUCLEAN for an address outside
+ * the segments.
+ */
+int bmap_dev_walk(struct vol *v, uint64_t root, unsigned height,
+		  int (*fn)(void *arg, uint64_t pblk, unsigned level, uint64_t index), void *arg);
 
 /* ---- otab.c: the owner table ------------------------------------------ */
 
@@ -866,7 +878,7 @@ struct vol_suf_ops {
 	void (*so_block)(void *arg, uint64_t pblk); /* each block of its tree */
 };
 /* Read the file whose tree is @root of @height from the device;
- * -EUCLEAN (logged) if its tree is not one. */
+ * -EUCLEAN if its tree is not one (bmap_dev_walk). */
 int vol_suf_read(struct vol *v, uint64_t root, unsigned height, const struct vol_suf_ops *ops,
 		 void *arg);
 
@@ -943,6 +955,14 @@ void vol_busy_enter(void);
 void vol_paths_settle(struct vol *v, uint32_t delta, bool failed);
 void vol_busy_leave(void);
 
+/*
+ * commit.c: room for @cost blocks a commit writes of its own accord (its
+ * segment usage and checkpoint entries): out of what its delta reserved
+ * and it did not use (@slack; the worst case of the super root and its
+ * logs kept aside), else reserved now, from the kept reserve if need be.
+ * *res: what was reserved (0 when the slack has it); -ENOSPC: neither.
+ */
+int vol_commit_room(struct vol *v, uint64_t slack, uint64_t cost, uint64_t *res);
 /* commit.c: delta_ops.do_commit. */
 int vol_commit(void *ctx, uint32_t delta, uint64_t *consumed);
 /* commit.c: forget the moves a failed commit left (vol_close). */
