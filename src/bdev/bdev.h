@@ -42,8 +42,26 @@ int bdev_write(struct bdev *d, uint64_t blk, uint32_t count, const void *buf);
  * can (a file: pwritev). -EINVAL for a partial block or past the end.
  */
 int bdev_writev(struct bdev *d, uint64_t blk, const struct iovec *iov, unsigned n);
-/* Make every write that returned before this call durable. */
+/*
+ * Make every write that returned before this call durable. Also reports
+ * the error of an early flush (bdev_start_flush) that failed since the
+ * last bdev_flush: the medium may have lost a write of before it, which
+ * a flush of its own might no longer see (a file's error is told to one
+ * fdatasync only).
+ */
 int bdev_flush(struct bdev *d);
+/*
+ * A hint: start a flush now, in the background, so that a later
+ * bdev_flush has less left to wait for: the medium works on what was
+ * written so far while the caller goes on writing. Durability is
+ * unchanged: only bdev_flush gives it, and it waits for an early flush
+ * still running. Asked while one runs, one more runs after it. Only a
+ * backend whose flush waits for a medium (a file) does it; the emulated
+ * device only after bdev_emu_early_flush, the others never.
+ */
+void bdev_start_flush(struct bdev *d);
+/* Early flushes bdev_start_flush ran (a statistic). */
+uint64_t bdev_early_flushes(struct bdev *d);
 /*
  * A hint: start writing @count blocks at @blk, already written, out to
  * the medium now, without waiting, so that a later bdev_flush has less
@@ -200,6 +218,13 @@ void bdev_emu_fail_block(struct bdev *d, enum bdev_emu_op op, uint64_t blk, uint
 			 int err);
 /* Remove every fault rule. */
 void bdev_emu_clear_faults(struct bdev *d);
+/*
+ * Run bdev_start_flush's early flushes, as a file does, on a thread of
+ * the device's own (call before the device is shared; -ENOMEM). Their
+ * timing is the scheduler's, so a run with them is not replayed by its
+ * seed and cut point: for tests of early flushes only.
+ */
+int bdev_emu_early_flush(struct bdev *d);
 void bdev_emu_stats(struct bdev *d, struct bdev_emu_stats *st);
 /* Copy out recorded operation @i (0-based); -ENOENT past the end. */
 int bdev_emu_record(struct bdev *d, uint64_t i, struct bdev_emu_record *rec);

@@ -611,6 +611,11 @@ void bdev_emu_clear_faults(struct bdev *d)
 	cmutex_unlock(&e->em_lock);
 }
 
+int bdev_emu_early_flush(struct bdev *d)
+{
+	return bdev_flusher_enable(d);
+}
+
 void bdev_emu_stats(struct bdev *d, struct bdev_emu_stats *st)
 {
 	struct bdev_emu *e = bdev_to_emu(d);

@@ -10,6 +10,8 @@
  *     -> bdev_file_open_fd    open (creating with O_EXCL if asked)
  *     -> bdev_file_lock       flock(LOCK_EX or LOCK_SH, | LOCK_NB) if asked
  *     -> bdev_file_size       ftruncate a new image; measure
+ *     -> bdev_flusher_enable  a writable open flushes early when asked
+ *                             (bdev.c): fdatasync waits for the medium
  *
  * Invariants
  *   (1) bf_fd and bf_rdonly never change between open and close, and
@@ -370,6 +372,10 @@ int bdev_open_file(const char *path, uint32_t block_size, uint64_t nblocks, unsi
 	if (err)
 		goto out_close;
 	bdev_init(&f->bf_bdev, &bdev_file_ops, block_size, nblocks);
+	if (!(flags & BDEV_RDONLY))
+		err = bdev_flusher_enable(&f->bf_bdev);
+	if (err)
+		goto out_close;
 	f->bf_fd = fd;
 	f->bf_rdonly = flags & BDEV_RDONLY;
 	*out = &f->bf_bdev;

@@ -45,14 +45,23 @@ struct bdev_ops {
 	int (*bo_identity)(struct bdev *d, struct bdev_identity *id);
 };
 
+struct bdev_flusher;
+
 struct bdev {
-	const struct bdev_ops *bd_ops; /* immutable after open */
-	uint32_t bd_block_size;	       /* immutable after open */
-	uint64_t bd_nblocks;	       /* immutable after open */
+	const struct bdev_ops *bd_ops;	 /* immutable after open */
+	uint32_t bd_block_size;		 /* immutable after open */
+	uint64_t bd_nblocks;		 /* immutable after open */
+	struct bdev_flusher *bd_flusher; /* early flushes (bdev.c); NULL: none */
 };
 
-/* Fill in the common part of a backend's handle. */
+/* Fill in the common part of a backend's handle (no early flushes). */
 void bdev_init(struct bdev *d, const struct bdev_ops *ops, uint32_t block_size, uint64_t nblocks);
+/*
+ * Let bdev_start_flush run the backend's bo_flush early, on a thread of
+ * the device's own (bdev.c), for a backend whose flush waits for a
+ * medium. Called before the handle is shared; -ENOMEM.
+ */
+int bdev_flusher_enable(struct bdev *d);
 /* 0 if @block_size and @nblocks satisfy invariants (2) and (3), else -EINVAL. */
 int bdev_geometry_check(uint32_t block_size, uint64_t nblocks);
 /* Bytes in @count blocks of @d. */

@@ -6,9 +6,11 @@
  * log is written with one bdev_write when its segment has no room for
  * the next block, and the delta's last log, ending with the super root,
  * by log_build_finish, which then flushes. After each full log the
- * builder asks the device to start writing it out (bdev_start_writeback),
- * so the disk works while the next log is built and the flush waits for
- * the last log only.
+ * builder asks the device to start writing it out (bdev_start_writeback)
+ * and to flush early (bdev_start_flush), so the disk works while the
+ * next log is built and the finish's flush waits for the last logs only.
+ * Neither makes anything durable that recovery would follow: only the
+ * last log names the super root, and it is written after them.
  *
  * A log opens with all the room left in its segment. Its capacity (the
  * most payload blocks that fit with their summary) fixes the summary
@@ -192,8 +194,10 @@ static int log_build_write(struct log_builder *lb, uint64_t next_blk)
 	if (err)
 		return log_build_fail(lb, "write", err);
 	lb->lb_blocks += nblocks;
-	if (!lb->lb_sr)
-		bdev_start_writeback(l->l_bdev, lb->lb_blk, nblocks); /* the flush waits for less */
+	if (!lb->lb_sr) { /* not the last log: the finish's flush waits for less */
+		bdev_start_writeback(l->l_bdev, lb->lb_blk, nblocks);
+		bdev_start_flush(l->l_bdev);
+	}
 	log_seg_wrote(l, lb->lb_blk, lb->lb_seq);
 	l->l_head_blk = next_blk;
 	l->l_head_seq = lb->lb_seq + 1;

@@ -1,7 +1,8 @@
 /*
  * test_bdev_emu.c - the emulated device: records, power cuts, the image
  * after a crash under each mode, torn writes, fault rules, copies, and
- * the history (every crash point of a run, checked against replays).
+ * the history (every crash point of a run, checked against replays),
+ * and early flushes (bdev_start_flush) on the emulated device.
  *
  * Block content is a pattern named by a tag (emu_pattern), so a test can
  * say which write a block came from. Randomized tests print their seed.
@@ -1089,6 +1090,107 @@ static void test_emu_syncpoint_write(void **state)
 	bdev_close(a.ea_dev);
 }
 
+/* ---- early flushes ---------------------------------------------------------- */
+
+/* Without bdev_emu_early_flush, bdev_start_flush does nothing. */
+static void test_emu_early_flush_off(void **state)
+{
+	struct bdev_emu_stats st;
+	struct bdev *d;
+
+	(void)state;
+	assert_int_equal(bdev_emu_open(EMU_BS, EMU_NBLOCKS, &d), 0);
+	assert_int_equal(emu_put(d, 1, 1, 3), 0);
+	bdev_start_flush(d);
+	bdev_emu_stats(d, &st);
+	assert_int_equal(st.es_flushes, 0);
+	assert_int_equal(st.es_unflushed, 1);
+	assert_int_equal(bdev_early_flushes(d), 0);
+	bdev_close(d);
+}
+
+/* An early flush that failed fails the next bdev_flush, once. */
+static void test_emu_early_flush_error_reported(void **state)
+{
+	struct bdev_emu_stats st;
+	struct bdev *d;
+
+	(void)state;
+	test_needs_syncpoints();
+	test_watchdog("emu_early_flush_error_reported", 30);
+	assert_int_equal(bdev_emu_open(EMU_BS, EMU_NBLOCKS, &d), 0);
+	assert_int_equal(bdev_emu_early_flush(d), 0);
+	syncpoint_enable();
+	assert_int_equal(emu_put(d, 1, 1, 3), 0);
+	bdev_emu_fail_op(d, BDEV_EMU_FLUSH, 1, 1, -EIO);
+	bdev_start_flush(d);
+	syncpoint_wait_passed("bdev.flusher.done_locked", 1);
+	assert_int_equal(bdev_early_flushes(d), 1);
+	bdev_emu_stats(d, &st);
+	assert_int_equal(st.es_unflushed, 1);  /* the early flush failed */
+	assert_int_equal(bdev_flush(d), -EIO); /* its own succeeds */
+	bdev_emu_stats(d, &st);
+	assert_int_equal(st.es_unflushed, 0);
+	assert_int_equal(bdev_flush(d), 0);
+	syncpoint_reset();
+	bdev_close(d);
+}
+
+/*
+ * A bdev_flush whose own flush ends while an early flush runs waits for
+ * it, and reports its error: the early flush may have been told of a
+ * lost write that its own no longer sees.
+ */
+static void test_emu_early_flush_waited(void **state)
+{
+	struct bdev *d;
+
+	(void)state;
+	test_needs_syncpoints();
+	test_watchdog("emu_early_flush_waited", 30);
+	assert_int_equal(bdev_emu_open(EMU_BS, EMU_NBLOCKS, &d), 0);
+	assert_int_equal(bdev_emu_early_flush(d), 0);
+	syncpoint_enable();
+	syncpoint_order("bdev.flush.collect", "bdev.flusher.flush");
+	assert_int_equal(emu_put(d, 1, 1, 3), 0);
+	bdev_emu_fail_op(d, BDEV_EMU_FLUSH, 2, 1, -EIO); /* the second to reach the device */
+	bdev_start_flush(d);
+	syncpoint_wait_arrived("bdev.flusher.flush", 1); /* busy, held before its flush */
+	assert_int_equal(bdev_flush(d), -EIO);
+	assert_int_equal(bdev_early_flushes(d), 1);
+	assert_int_equal(bdev_flush(d), 0);
+	syncpoint_reset();
+	bdev_close(d);
+}
+
+/* Asked while one runs, one more early flush runs after it; not more. */
+static void test_emu_early_flush_again(void **state)
+{
+	struct bdev_emu_stats st;
+	struct bdev *d;
+
+	(void)state;
+	test_needs_syncpoints();
+	test_watchdog("emu_early_flush_again", 30);
+	assert_int_equal(bdev_emu_open(EMU_BS, EMU_NBLOCKS, &d), 0);
+	assert_int_equal(bdev_emu_early_flush(d), 0);
+	syncpoint_enable();
+	syncpoint_order("test.release", "bdev.flusher.flush");
+	assert_int_equal(emu_put(d, 1, 1, 3), 0);
+	bdev_start_flush(d);
+	syncpoint_wait_arrived("bdev.flusher.flush", 1);
+	bdev_start_flush(d);
+	bdev_start_flush(d);
+	SYNC_POINT("test.release");
+	syncpoint_wait_passed("bdev.flusher.done_locked", 2);
+	assert_int_equal(bdev_early_flushes(d), 2);
+	bdev_emu_stats(d, &st);
+	assert_int_equal(st.es_flushes, 2);
+	assert_int_equal(st.es_unflushed, 0);
+	syncpoint_reset();
+	bdev_close(d); /* joins the idle thread */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1116,6 +1218,10 @@ int main(void)
 	    cmocka_unit_test(test_emu_history_deterministic),
 	    cmocka_unit_test(test_emu_concurrent),
 	    cmocka_unit_test(test_emu_syncpoint_write),
+	    cmocka_unit_test(test_emu_early_flush_off),
+	    cmocka_unit_test(test_emu_early_flush_error_reported),
+	    cmocka_unit_test(test_emu_early_flush_waited),
+	    cmocka_unit_test(test_emu_early_flush_again),
 	};
 	return TEST_RUN("bdev_emu", tests);
 }

@@ -562,6 +562,43 @@ static void test_build_error_is_sticky(void **state)
 	bdev_close(d);
 }
 
+/*
+ * Early flushes (a file's; the emulated device's on request): a delta of
+ * several logs asks for one after each full log. An early flush that
+ * fails, the finish's own flush succeeding after it, fails the delta;
+ * the next one lands and survives a power cut.
+ */
+static void test_build_early_flush_error(void **state)
+{
+	struct bdev *d, *img;
+	struct log *l = lt_volume(SEG, 8, &d), *r;
+	struct log_state st;
+	uint64_t sr;
+
+	(void)state;
+	test_needs_syncpoints();
+	test_watchdog("build_early_flush_error", 30);
+	assert_int_equal(bdev_emu_early_flush(d), 0);
+	lt_delta_ok(l, 1, 3 * CAP, NULL, NULL); /* three logs */
+	syncpoint_enable();
+	syncpoint_order("bdev.flusher.done_locked", "log.build.flush");
+	bdev_emu_fail_op(d, BDEV_EMU_FLUSH, 1, 1, -EIO);
+	lt_log_mute();
+	assert_int_equal(lt_delta(l, 2, 3 * CAP, NULL, NULL), -EIO);
+	lt_log_catch_stop();
+	assert_true(bdev_early_flushes(d) >= 1);
+	syncpoint_reset();
+	lt_delta_ok(l, 3, 1, NULL, &sr);
+	img = lt_crash(d, BDEV_EMU_DROP_ALL, false, 1);
+	r = lt_recover(img, &st);
+	lt_assert_state(img, &st, 3);
+	assert_int_equal(st.ls_sr_blk, sr);
+	log_close(r);
+	bdev_close(img);
+	log_close(l);
+	bdev_close(d);
+}
+
 /* A failed anchoring checkpoint fails the finish; the next finish anchors. */
 static void test_build_anchor_error(void **state)
 {
@@ -602,6 +639,7 @@ int main(void)
 	    cmocka_unit_test(test_build_flush_error),
 	    cmocka_unit_test(test_build_error_is_sticky),
 	    cmocka_unit_test(test_build_anchor_error),
+	    cmocka_unit_test(test_build_early_flush_error),
 	};
 
 	return TEST_RUN("log_build", tests);
