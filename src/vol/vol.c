@@ -50,7 +50,8 @@
  *       kept reserve, for a super root of its own (commit.c): recovery
  *       then finds the older one, which names the same state.
  *   (5) A transaction begins only when the buffers dirty in the cache
- *       (each with the translation blocks it may need: vol_vblock_worst),
+ *       (each with the translation blocks it may need: vol_vblock_worst;
+ *       at most the whole translation per delta, vol_dat_cap),
  *       plus the map paths booked for the dirty blocks (v_paths: one
  *       worst case per level-1 map block a thread's run of changes
  *       entered, vol_book_path), plus the worst case of every block the
@@ -826,23 +827,36 @@ static void vol_throttle_wake(struct vol *v)
 	}
 }
 
+/*
+ * The translation blocks (and their map blocks) the commit of a delta
+ * with @dirty dirty blocks may need: each block's new entry and the one
+ * it leaves behind, but no more than the whole translation (vol_dat_cap),
+ * however many blocks the delta holds.
+ */
+static uint64_t vol_dirty_dat(const struct vol *v, uint64_t dirty)
+{
+	return MIN(dirty * (vol_vblock_worst(v) - 1), vol_dat_cap(v));
+}
+
 static int vol_throttle(struct vol *v, uint64_t nblocks)
 {
 	uint64_t worst = vol_block_worst(v);
 
 	for (;;) {
-		uint64_t ends = atomic_load(&v->v_txn_ends), dirty, inflight, paths;
+		uint64_t ends = atomic_load(&v->v_txn_ends), dirty, dirty_open, dirty_old;
+		uint64_t inflight, paths;
 		uint64_t settled = atomic_load(&v->v_paths_settled);
 		struct delta_stats st;
 		int err;
 
 		delta_stats(v->v_ds, &st);
-		dirty = buf_delta_ndirty(v->v_cache, st.ds_open) +
-			buf_delta_ndirty(v->v_cache, st.ds_open - 1);
+		dirty_open = buf_delta_ndirty(v->v_cache, st.ds_open);
+		dirty_old = buf_delta_ndirty(v->v_cache, st.ds_open - 1);
+		dirty = dirty_open + dirty_old;
 		paths = atomic_load(&v->v_paths[0]) + atomic_load(&v->v_paths[1]);
 		inflight = atomic_fetch_add(&v->v_inflight, nblocks);
-		/* each dirty block may need its translation blocks at commit */
-		if (dirty * vol_vblock_worst(v) + paths + (inflight + nblocks) * worst <=
+		if (dirty + vol_dirty_dat(v, dirty_open) + vol_dirty_dat(v, dirty_old) + paths +
+			(inflight + nblocks) * worst <=
 		    v->v_buffer_limit)
 			return 0;
 		atomic_fetch_sub(&v->v_inflight, nblocks);

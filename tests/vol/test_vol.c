@@ -535,6 +535,72 @@ static void test_throttle_waits_out_a_commits_paths(void **state)
 	test_watchdog_cancel();
 }
 
+/*
+ * While a large delta commits, the next one fills: the throttle counts
+ * each dirty block's translation blocks only up to the whole translation
+ * per delta (vol_dat_cap). A delta of more than a third of the bound
+ * (three blocks counted per dirty block) stopped the writer until its
+ * commit ended, so deltas that large never overlapped their commits.
+ * Forced: the commit stops at vol.commit.data while the writer fills
+ * the next delta; were the writer to reach the throttle's wait, the
+ * callback releases the commit, so the test fails instead of hanging.
+ */
+static bool throttle_hit;
+
+static void throttle_release(const char *point, void *arg)
+{
+	(void)point;
+	(void)arg;
+	if (!throttle_hit) {
+		throttle_hit = true;
+		SYNC_POINT("test.release");
+	}
+}
+
+static void test_throttle_lets_the_next_delta_fill(void **state)
+{
+	struct vol_open_opts oo = {
+	    .voo_cache_blocks = 1024, .voo_max_dirty = 1u << 30, .voo_max_age_ms = 3600 * 1000};
+	struct bdev *d = vf_mkfs(DEV_BLOCKS);
+	uint64_t worst, vw, big = 250, next = 100;
+	pthread_t sync_th;
+	struct vol *v;
+
+	(void)state;
+	test_needs_syncpoints();
+	test_watchdog("test_throttle_lets_the_next_delta_fill", 60);
+	assert_int_equal(vol_open(d, &oo, &v), 0);
+	worst = vol_block_worst(v);
+	vw = vol_vblock_worst(v);
+	/* counted 3 per block, the two deltas are over the bound; with the
+	 * translation capped, they and two map paths fit */
+	assert_true((big + next) * vw + worst > v->v_buffer_limit);
+	assert_true(big + next + 2 * vol_dat_cap(v) + 3 * worst <= v->v_buffer_limit);
+	for (uint64_t j = 0; j < big; j++)
+		vf_write(v, OWNER, j, 1);
+
+	throttle_hit = false;
+	syncpoint_enable();
+	syncpoint_order("test.release", "vol.commit.data");
+	syncpoint_callback("vol.txn.throttle", throttle_release, NULL);
+	test_thread_start(&sync_th, sync_main, v);
+	syncpoint_wait_arrived("vol.commit.data", 1); /* the big delta closed, held */
+	for (uint64_t j = 0; j < next; j++)
+		vf_write(v, OWNER + 1, j, 2);
+	assert_false(throttle_hit);
+	SYNC_POINT("test.release");
+	assert_int_equal((intptr_t)test_thread_join(sync_th), 0);
+	syncpoint_reset();
+	assert_int_equal(vol_sync(v), 0);
+	for (uint64_t j = 0; j < big; j++)
+		vf_expect(v, OWNER, j, 1);
+	for (uint64_t j = 0; j < next; j++)
+		vf_expect(v, OWNER + 1, j, 2);
+	vf_check(v);
+	assert_int_equal(vol_close(v), 0);
+	test_watchdog_cancel();
+}
+
 static void test_fork_while_committing(void **state)
 {
 	struct bdev *d = vf_mkfs(DEV_BLOCKS);
@@ -1496,6 +1562,7 @@ int main(void)
 	    cmocka_unit_test(test_write_range_threads),
 	    cmocka_unit_test(test_throttle_bounds_dirty_blocks_by_the_cache),
 	    cmocka_unit_test(test_throttle_waits_out_a_commits_paths),
+	    cmocka_unit_test(test_throttle_lets_the_next_delta_fill),
 	    cmocka_unit_test(test_fork_while_committing),
 	    cmocka_unit_test(test_fork_after_the_commit_took_the_block),
 	    cmocka_unit_test(test_walk_across_a_commit),
