@@ -33,8 +33,9 @@
  * translation is checked entry by entry: what the state names is
  * current and named once, what it does not name is not current.
  *
- * No shared state but the volume's immutable fields and v_sr, which the
- * caller keeps still (no commit runs).
+ * No shared state but the volume's immutable fields and v_sr, read once
+ * at the start (vol_sr_get): a background commit (the cleaner's) may
+ * settle during a check, which the caller then takes again.
  */
 #include "vol/vol_internal.h"
 
@@ -785,14 +786,11 @@ static int ck_suf_file(struct vol_checker *ck)
 int vol_check(struct vol *v, void (*report)(void *arg, const char *msg), void *arg,
 	      struct vol_check_stats *st)
 {
-	struct vol_checker ck = {.ck_vol = v,
-				 .ck_sr = v->v_sr,
-				 .ck_sr_blk = v->v_sr_blk,
-				 .ck_report = report,
-				 .ck_arg = arg};
+	struct vol_checker ck = {.ck_vol = v, .ck_report = report, .ck_arg = arg};
 	uint64_t nseg = v->v_geo.lg_nsegments;
 	int err;
 
+	vol_sr_get(v, &ck.ck_sr, &ck.ck_sr_blk);
 	ck.ck_counted = calloc(nseg, sizeof(*ck.ck_counted));
 	ck.ck_pinned = calloc(nseg, sizeof(*ck.ck_pinned));
 	ck.ck_snap_segs = calloc((nseg + 63) / 64, sizeof(uint64_t));

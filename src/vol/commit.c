@@ -731,7 +731,9 @@ static void vol_commit_settle(struct vol_commit *vc, const struct vol_sroot *sr)
 	for (size_t i = 0; i < vc->vc_done.bv_n; i++)
 		buf_commit_end(vc->vc_done.bv_bufs[i], 0);
 	vol_punch_forget(&v->v_punches, vc->vc_delta);
+	cmutex_lock(&v->v_sr_lock);
 	v->v_sr = *sr;
+	cmutex_unlock(&v->v_sr_lock);
 	atomic_store(&v->v_committed, sr->sr_delta);
 	atomic_store(&v->v_ckpt_from, sr->sr_ckpt_from);
 	atomic_store(&v->v_ckpt_next, sr->sr_ckpt_next);
@@ -741,7 +743,9 @@ static void vol_commit_settle(struct vol_commit *vc, const struct vol_sroot *sr)
 	if (err)
 		log_warn("vol: super root %" PRIu64 " not counted as left behind: %d", v->v_sr_blk,
 			 err);
+	cmutex_lock(&v->v_sr_lock);
 	v->v_sr_blk = vc->vc_sr_blk;
+	cmutex_unlock(&v->v_sr_lock);
 	cmutex_lock(&v->v_usage.vu_lock);
 	v->v_usage.vu_written += vc->vc_consumed;
 	cmutex_unlock(&v->v_usage.vu_lock);

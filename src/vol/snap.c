@@ -656,10 +656,14 @@ int vol_open_checkpoint(struct vol *v, uint64_t delta)
 	struct vol_sroot sr;
 	int err = ckpt_find(v, delta, &cp); /* v_snapshot: from v_sr, down to its floor */
 
-	if (err == -ENOENT)
+	if (err == -ENOENT) {
+		uint64_t blk;
+
+		vol_sr_get(v, &sr, &blk);
 		log_err("vol: checkpoint %" PRIu64 " is not readable (the newest is %" PRIu64
 			", the oldest readable %" PRIu64 ")",
-			delta, v->v_sr.sr_delta, v->v_sr.sr_readable_from);
+			delta, sr.sr_delta, sr.sr_readable_from);
+	}
 	if (!err)
 		err = vol_snap_sroot(v, cp.vcp_sroot, delta, &sr);
 	if (err)

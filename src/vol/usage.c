@@ -206,8 +206,11 @@ int vol_checkpoint(struct vol *v)
 
 	log_set_floor(v->v_log, floor);
 	err = log_checkpoint(v->v_log);
-	if (!err) /* durable now, as if a super root said it: (5) */
+	if (!err) { /* durable now, as if a super root said it: (5) */
+		cmutex_lock(&v->v_sr_lock);
 		v->v_sr.sr_readable_from = MAX(v->v_sr.sr_readable_from, floor);
+		cmutex_unlock(&v->v_sr_lock);
+	}
 	return err;
 }
 

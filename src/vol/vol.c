@@ -185,6 +185,14 @@ uint64_t vol_dat_upper(const struct vol *v)
 	return vol_dat_map_blocks(v, vol_dat_map_small(v) ? 1 : 2);
 }
 
+void vol_sr_get(struct vol *v, struct vol_sroot *sr, uint64_t *blk)
+{
+	cmutex_lock(&v->v_sr_lock);
+	*sr = v->v_sr;
+	*blk = v->v_sr_blk;
+	cmutex_unlock(&v->v_sr_lock);
+}
+
 /* The most translation blocks and map blocks one delta can write. */
 uint64_t vol_dat_cap(const struct vol *v)
 {
@@ -710,6 +718,7 @@ int vol_open(struct bdev *d, const struct vol_open_opts *o, struct vol **out)
 	if (!v)
 		return -ENOMEM;
 	v->v_bdev = d;
+	cmutex_init(&v->v_sr_lock);
 	cmutex_init(&v->v_throttle_lock);
 	cmutex_init(&v->v_book_lock);
 	cmutex_init(&v->v_snap_lock);
@@ -760,6 +769,7 @@ out_cache:
 out_log:
 	log_close(v->v_log);
 out_free:
+	cmutex_destroy(&v->v_sr_lock);
 	cmutex_destroy(&v->v_throttle_lock);
 	cmutex_destroy(&v->v_snap_lock);
 	vol_booked_destroy(v);
@@ -782,6 +792,7 @@ int vol_close(struct vol *v)
 	vol_close_cache(v);
 	log_close(v->v_log);
 	bdev_close(v->v_bdev);
+	cmutex_destroy(&v->v_sr_lock);
 	cmutex_destroy(&v->v_throttle_lock);
 	cmutex_destroy(&v->v_snap_lock);
 	vol_booked_destroy(v);

@@ -634,8 +634,12 @@ struct vol {
 	/* the moves of a failed commit (commit.c), whose blocks are requeued:
 	 * the next commit moves them. Commit thread only. */
 	struct vol_table v_moves;
-	struct vol_sroot v_sr;	      /* the newest durable super root; commit thread */
-	uint64_t v_sr_blk;	      /* where v_sr is; commit thread */
+	/* the newest durable super root and where it is: written by the
+	 * commit thread (and the open) under v_sr_lock, which another thread
+	 * takes to read them (vol_sr_get); the commit thread reads freely */
+	struct vol_sroot v_sr;
+	uint64_t v_sr_blk;
+	struct cmutex v_sr_lock;      /* a leaf */
 	struct vol_usage v_usage;     /* usage.c */
 	_Atomic uint64_t v_committed; /* newest delta durable (v_sr.sr_delta, or an
 					 empty one after it), for any thread */
@@ -658,6 +662,8 @@ uint64_t vol_vblock_worst(const struct vol *v);
 uint64_t vol_dat_blocks_max(const struct vol *v);
 /* vol.c: the most translation and translation-map blocks a delta writes. */
 uint64_t vol_dat_cap(const struct vol *v);
+/* v_sr and v_sr_blk as they are, for a thread other than the commit's. */
+void vol_sr_get(struct vol *v, struct vol_sroot *sr, uint64_t *blk);
 /* vol.c: blocks one change may rewrite (vol_block_worst without translation). */
 uint64_t vol_block_rewrites(const struct vol *v);
 /* vol.c: the translation part of vol_txn_worst(@nblocks). */
