@@ -802,7 +802,7 @@ int vol_check(struct vol *v, void (*report)(void *arg, const char *msg), void *a
 				       .vcn_pinned = ck.ck_pinned,
 				       .vcn_snap = ck.ck_snap_segs};
 
-		vol_usage_check(v, &cn, ck_usage_problem, &ck);
+		vol_usage_check(v, &cn, ck.ck_sr.sr_readable_from, ck_usage_problem, &ck);
 		err = ck_suf_file(&ck);
 		if (!err)
 			err = ck_ckpt_file(&ck);

@@ -725,27 +725,27 @@ static int vol_commit_sroot(struct vol_commit *vc, struct vol_sroot *sr)
 static void vol_commit_settle(struct vol_commit *vc, const struct vol_sroot *sr)
 {
 	struct vol *v = vc->vc_vol;
+	uint64_t old_blk;
 	int err;
 
 	bmap_gen_bump(&v->v_map); /* before any buffer can be evicted: (3) */
 	for (size_t i = 0; i < vc->vc_done.bv_n; i++)
 		buf_commit_end(vc->vc_done.bv_bufs[i], 0);
 	vol_punch_forget(&v->v_punches, vc->vc_delta);
-	cmutex_lock(&v->v_sr_lock);
+	old_blk = v->v_sr_blk;
+	cmutex_lock(&v->v_sr_lock); /* the pair changes at once: vol_sr_get */
 	v->v_sr = *sr;
+	v->v_sr_blk = vc->vc_sr_blk;
 	cmutex_unlock(&v->v_sr_lock);
 	atomic_store(&v->v_committed, sr->sr_delta);
 	atomic_store(&v->v_ckpt_from, sr->sr_ckpt_from);
 	atomic_store(&v->v_ckpt_next, sr->sr_ckpt_next);
 	vol_table_clear(&v->v_trees, free);
 	/* the old super root goes with the commit that replaced it */
-	err = v->v_sr_blk ? vol_usage_gone(v, v->v_sr_blk) : 0;
+	err = old_blk ? vol_usage_gone(v, old_blk) : 0;
 	if (err)
-		log_warn("vol: super root %" PRIu64 " not counted as left behind: %d", v->v_sr_blk,
+		log_warn("vol: super root %" PRIu64 " not counted as left behind: %d", old_blk,
 			 err);
-	cmutex_lock(&v->v_sr_lock);
-	v->v_sr_blk = vc->vc_sr_blk;
-	cmutex_unlock(&v->v_sr_lock);
 	cmutex_lock(&v->v_usage.vu_lock);
 	v->v_usage.vu_written += vc->vc_consumed;
 	cmutex_unlock(&v->v_usage.vu_lock);

@@ -857,7 +857,7 @@ void vol_usage_fail(struct vol *v)
 	u->vu_born.uv_n = 0;
 }
 
-uint64_t vol_usage_check(struct vol *v, const struct vol_count *cn,
+uint64_t vol_usage_check(struct vol *v, const struct vol_count *cn, uint64_t readable_from,
 			 void (*problem)(void *arg, const char *msg), void *arg)
 {
 	struct vol_usage *u = &v->v_usage;
@@ -887,13 +887,12 @@ uint64_t vol_usage_check(struct vol *v, const struct vol_count *cn,
 				 "segment %" PRIu64 " holds snapshot blocks but is not marked so",
 				 s);
 			what = msg;
-		} else if (!log_seg_in_use(v->v_log, s) &&
-			   u->vu_emptied[s] > v->v_sr.sr_readable_from) {
+		} else if (!log_seg_in_use(v->v_log, s) && u->vu_emptied[s] > readable_from) {
 			snprintf(msg, sizeof(msg),
 				 "segment %" PRIu64 " is free, but checkpoint %" PRIu64
 				 " whose blocks it held is still called readable (from %" PRIu64
 				 ")",
-				 s, u->vu_emptied[s] - 1, v->v_sr.sr_readable_from);
+				 s, u->vu_emptied[s] - 1, readable_from);
 			what = msg;
 		} else if (cn->vcn_pinned[s] > u->vu_pinned[s]) {
 			snprintf(msg, sizeof(msg),

@@ -760,12 +760,14 @@ void vol_usage_release(struct vol *v);
 void vol_usage_fail(struct vol *v);
 /*
  * For vol_check: compare @cn (the walk's counts) with the kept counts,
- * and every counted segment with the log's use; each difference to
- * @problem. Returns the differences. The kept pinned counts may be
- * higher than the walk's, never lower (usage.c (4)).
+ * and every counted segment with the log's use (a free segment must not
+ * hold a checkpoint at or above @readable_from, the checked state's
+ * floor); each difference to @problem. Returns the differences. The
+ * kept pinned counts may be higher than the walk's, never lower
+ * (usage.c (4)).
  */
 struct vol_count;
-uint64_t vol_usage_check(struct vol *v, const struct vol_count *cn,
+uint64_t vol_usage_check(struct vol *v, const struct vol_count *cn, uint64_t readable_from,
 			 void (*problem)(void *arg, const char *msg), void *arg);
 
 /*
