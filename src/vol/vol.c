@@ -66,8 +66,10 @@
  *       when its commit ends (carried to the next if it failed).
  *
  * Lock order: delta system (ds_lock) and buffer cache locks are taken
- * and released inside their calls; bm_lock (bmap.c) and vp_lock
- * (punch.c) are leaves. No vol lock is held across a buffer get.
+ * and released inside their calls; bm_lock (bmap.c), vp_lock (punch.c)
+ * and v_sr_lock (the durable super root: the commit thread writes it
+ * under the lock, others read it with vol_sr_get) are leaves. No vol
+ * lock is held across a buffer get.
  *
  * Interleaving points: vol.txn.throttle, vol.walk.node and vol.walk.down (a walker, or a truncate's
  * plan, holds an address), vol.commit.begin, .data, .taken (a data buffer taken, not yet written),
