@@ -48,6 +48,18 @@ void cairn_log(enum log_level level, const char *fmt, ...)
 	pthread_mutex_unlock(&log_lock);
 }
 
+/*
+ * The holder's note, for cmutex_held (assertions). The mutex orders it
+ * for its holders; the release store lets another thread that reads held
+ * also read this owner, not an older one. Plain stores, not the full
+ * barriers of sequentially consistent ones: every lock pays for them.
+ */
+static void cmutex_note_held(struct cmutex *m)
+{
+	atomic_store_explicit(&m->cm_owner, pthread_self(), memory_order_relaxed);
+	atomic_store_explicit(&m->cm_held, true, memory_order_release);
+}
+
 int cmutex_init(struct cmutex *m)
 {
 	m->cm_held = false;
@@ -63,36 +75,36 @@ void cmutex_destroy(struct cmutex *m)
 void cmutex_lock(struct cmutex *m)
 {
 	pthread_mutex_lock(&m->cm_mutex);
-	m->cm_owner = pthread_self();
-	m->cm_held = true;
+	cmutex_note_held(m);
 }
 
 void cmutex_unlock(struct cmutex *m)
 {
 	assert(cmutex_held(m));
-	m->cm_held = false;
+	atomic_store_explicit(&m->cm_held, false, memory_order_relaxed);
 	pthread_mutex_unlock(&m->cm_mutex);
 }
 
 void cmutex_wait(struct cmutex *m, pthread_cond_t *cv)
 {
 	assert(cmutex_held(m));
-	m->cm_held = false;
+	atomic_store_explicit(&m->cm_held, false, memory_order_relaxed);
 	pthread_cond_wait(cv, &m->cm_mutex);
-	m->cm_owner = pthread_self();
-	m->cm_held = true;
+	cmutex_note_held(m);
 }
 
 void cmutex_timedwait(struct cmutex *m, pthread_cond_t *cv, const struct timespec *until)
 {
 	assert(cmutex_held(m));
-	m->cm_held = false;
+	atomic_store_explicit(&m->cm_held, false, memory_order_relaxed);
 	pthread_cond_timedwait(cv, &m->cm_mutex, until);
-	m->cm_owner = pthread_self();
-	m->cm_held = true;
+	cmutex_note_held(m);
 }
 
 bool cmutex_held(struct cmutex *m)
 {
-	return m->cm_held && pthread_equal(m->cm_owner, pthread_self());
+	/* acquire: a holder's owner is seen with its held */
+	return atomic_load_explicit(&m->cm_held, memory_order_acquire) &&
+	       pthread_equal(atomic_load_explicit(&m->cm_owner, memory_order_relaxed),
+			     pthread_self());
 }
