@@ -87,6 +87,17 @@
  *       changes it again, tells it again. So no block the map left
  *       behind goes untold (for the translation: no number stays current
  *       that nothing names).
+ *   (8) The commit changes one map block, or one block of the
+ *       translation, many times in a row (a delta's blocks come in
+ *       order). A cursor keeps the last of each, with a reference, so
+ *       that the next change finds it without a walk from the root and a
+ *       lookup per level. A cursor stands for the buffer a lookup of its
+ *       name would give while that buffer is dirty (Dirty, Writing or
+ *       Written): it is hashed then (a drop makes it Dropped), and
+ *       bmap_node_get returns the hashed buffer whatever its parent
+ *       names; a Clean one it may drop (6), so a Clean cursor is not used.
+ *       Only the thread that began the cursors uses them (the commit's);
+ *       their references go at bmap_cursors_end.
  *
  * Lock order: bm_lock is taken with no other lock held and is never held
  * while getting, modifying or putting a buffer (buffer shard locks are
@@ -115,12 +126,65 @@ int bmap_init(struct bmap *m, struct buf_cache *c)
 	m->bm_dat = NULL;
 	m->bm_suf = NULL;
 	m->bm_ckpt = NULL;
+	m->bm_cursor[0] = m->bm_cursor[1] = NULL;
+	atomic_init(&m->bm_cursoring, false);
 	return -pthread_rwlock_init(&m->bm_lock, NULL);
 }
 
 void bmap_destroy(struct bmap *m)
 {
+	bmap_cursors_end(m);
 	pthread_rwlock_destroy(&m->bm_lock);
+}
+
+/* ---- the commit's cursors (8) --------------------------------------------- */
+
+enum { BMAP_CURSOR_LEAF, BMAP_CURSOR_BLOCK };
+
+void bmap_cursors_begin(struct bmap *m)
+{
+	m->bm_cursor_thread = pthread_self();
+	atomic_store_explicit(&m->bm_cursoring, true, memory_order_relaxed);
+}
+
+void bmap_cursors_end(struct bmap *m)
+{
+	atomic_store_explicit(&m->bm_cursoring, false, memory_order_relaxed);
+	for (int i = 0; i < 2; i++) {
+		buf_put(m->bm_cursor[i]);
+		m->bm_cursor[i] = NULL;
+	}
+}
+
+static bool bmap_cursors_ours(const struct bmap *m)
+{
+	return atomic_load_explicit(&m->bm_cursoring, memory_order_relaxed) &&
+	       pthread_equal(m->bm_cursor_thread, pthread_self());
+}
+
+/* Cursor @which if it is block @index of @owner and dirty: a reference. */
+static struct buf *bmap_cursor_find(struct bmap *m, int which, uint64_t owner, uint64_t index)
+{
+	struct buf *b = m->bm_cursor[which];
+	enum buf_state s;
+
+	if (!b || !bmap_cursors_ours(m) || buf_index(b) != index || buf_owner(b) != owner)
+		return NULL;
+	s = buf_state(b);
+	if (s != BUF_DIRTY && s != BUF_WRITING && s != BUF_WRITTEN)
+		return NULL;
+	buf_hold(b);
+	return b;
+}
+
+/* Make @b (held by the caller) cursor @which. */
+static void bmap_cursor_keep(struct bmap *m, int which, struct buf *b)
+{
+	if (!b || m->bm_cursor[which] == b || !bmap_cursors_ours(m))
+		return;
+	buf_hold(b);
+	buf_put(m->bm_cursor[which]);
+	m->bm_cursor[which] = b;
 }
 
 static void bmap_rdlock(struct bmap *m)
@@ -390,6 +454,14 @@ static int bmap_path_get(struct bmap *m, struct bmap_tree *t, unsigned level, ui
 	int err;
 
 	assert(level >= 1 && level <= l);
+	if (level == 1) {
+		b = bmap_cursor_find(m, BMAP_CURSOR_LEAF, t->bt_owner,
+				     bmap_node_index(m, 1, index));
+		if (b) {
+			*out = b;
+			return 0;
+		}
+	}
 	for (;;) {
 		err = bmap_node_get(m, t->bt_owner, bmap_node_index(m, l, index), pblk, create, &b);
 		if (err || !b || l == level)
@@ -399,6 +471,8 @@ static int bmap_path_get(struct bmap *m, struct bmap_tree *t, unsigned level, ui
 		b = NULL;
 		l--;
 	}
+	if (!err && level == 1)
+		bmap_cursor_keep(m, BMAP_CURSOR_LEAF, b);
 	*out = b;
 	return err;
 }
@@ -715,6 +789,9 @@ int bmap_get_block(struct bmap *m, struct bmap_tree *t, uint64_t index, bool cre
 	struct buf *leaf = NULL;
 	int err = 0;
 
+	*out = bmap_cursor_find(m, BMAP_CURSOR_BLOCK, t->bt_owner, index);
+	if (*out)
+		return 0;
 	if (!t->bt_height)
 		pblk = index ? 0 : t->bt_root; /* an owner's height-0 root is data */
 	else if (bmap_covers(m, t->bt_height, index))
@@ -724,7 +801,10 @@ int bmap_get_block(struct bmap *m, struct bmap_tree *t, uint64_t index, bool cre
 	if (leaf)
 		pblk = bmap_entry(buf_data(leaf), bmap_slot(m, 1, index));
 	buf_put(leaf);
-	return bmap_node_get(m, t->bt_owner, index, pblk, create, out);
+	err = bmap_node_get(m, t->bt_owner, index, pblk, create, out);
+	if (!err)
+		bmap_cursor_keep(m, BMAP_CURSOR_BLOCK, *out);
+	return err;
 }
 
 /* ---- trees of addresses, read from the device --------------------------- */

@@ -924,6 +924,7 @@ int vol_commit(void *ctx, uint32_t delta, uint64_t *consumed)
 
 	vol_busy_enter();
 	SYNC_POINT("vol.commit.begin");
+	bmap_cursors_begin(&v->v_map);
 	/* a failed commit's moves: their blocks came back with the delta */
 	vc.vc_moves = v->v_moves;
 	v->v_moves = (struct vol_table){0};
@@ -976,6 +977,7 @@ int vol_commit(void *ctx, uint32_t delta, uint64_t *consumed)
 	} else {
 		dat_commit_ok(v); /* what a failed commit linked is relinked */
 	}
+	bmap_cursors_end(&v->v_map);
 	vol_commit_release(&vc);
 	SYNC_POINT("vol.commit.end");
 	vol_busy_leave();

@@ -97,6 +97,11 @@ struct bmap {
 	const struct bmap_tree *bm_dat;	 /* immutable: the translation's tree (dat.c) */
 	const struct bmap_tree *bm_suf;	 /* immutable: the segment usage file's (suf.c) */
 	const struct bmap_tree *bm_ckpt; /* immutable: the checkpoint file's (ckpt.c) */
+	/* the commit's cursors (bmap.c (8)): its thread alone, between
+	 * bmap_cursors_begin and _end */
+	_Atomic bool bm_cursoring;
+	pthread_t bm_cursor_thread;
+	struct buf *bm_cursor[2]; /* the last level-1 map block, the last block */
 };
 
 /* One block map (of an owner, or of the owner table). */
@@ -143,6 +148,9 @@ struct bmap_change {
 
 int bmap_init(struct bmap *m, struct buf_cache *c);
 void bmap_destroy(struct bmap *m);
+/* The commit's cursors (bmap.c (8)): from _begin to _end, on its thread. */
+void bmap_cursors_begin(struct bmap *m);
+void bmap_cursors_end(struct bmap *m);
 
 static inline uint64_t bmap_node_index(const struct bmap *m, unsigned level, uint64_t index)
 {
