@@ -165,12 +165,15 @@ void log_set_floor(struct log *l, uint64_t floor);
 /* ---- space ----------------------------------------------------------- */
 
 /*
- * Reservation classes: freeing operations may dip into a kept reserve;
- * the cleaner too, but not into its part kept for deletions
- * (log_space_keep).
+ * Reservation classes (log_space.c): freeing operations may dip into a
+ * kept reserve, the part kept for deletions (log_space_keep); the cleaner
+ * into its base, and into the deletions' part only once less than the
+ * base is left; both (a commit's own blocks, deleting a snapshot) into
+ * all of it.
  */
 #define LOG_RES_FREEING 0x1
 #define LOG_RES_CLEANER 0x2
+#define LOG_RES_ALL	(LOG_RES_FREEING | LOG_RES_CLEANER)
 
 struct log_space {
 	uint64_t sp_total;     /* blocks in all segments */

@@ -280,6 +280,72 @@ static void test_delete_gives_space_back(void **state)
 }
 
 /*
+ * Deleting on a full volume while a snapshot keeps what is deleted: each
+ * deletion frees nothing and its commit costs blocks, so deletions use
+ * the kept reserve up. The volume has dead blocks the cleaner can
+ * compact (a file written interleaved with another, then deleted), and
+ * the deletion that falls short must make it do so: every deletion
+ * succeeds, one commit each, far more than the kept reserve holds.
+ */
+#define DEL_BLOCKS 256
+#define DEL_COST   32 /* what each deletion reserves: the client's costliest */
+
+static void test_deletions_beside_a_snapshot_make_room(void **state)
+{
+	struct bdev *d = vf_mkfs(32 * VF_SEG);
+	struct vol *v = vf_open(d, 0);
+	struct vol_usage_stats us;
+	uint64_t added = 0;
+	int err = 0;
+
+	(void)state;
+	test_watchdog("test_deletions_beside_a_snapshot_make_room", 240);
+	vol_keep_for_freeing(v, DEL_COST);
+	for (unsigned i = 0; i < DEL_BLOCKS; i++)
+		vf_write(v, OWNER0, i, 1);
+	assert_int_equal(vol_snap_create(v, "keep"), 0);
+	for (unsigned i = 0; i < 192; i++) { /* interleaved in the same segments */
+		vf_write(v, OWNER0 + 1, i, 1);
+		vf_write(v, OWNER0 + 2, i, 1);
+	}
+	for (unsigned i = 0; i < 192; i++) /* dead blocks beside live ones */
+		punch_freeing(v, OWNER0 + 2, i);
+	assert_int_equal(vol_sync(v), 0);
+	while (!err) { /* full */
+		static uint64_t data[VF_BS / 8];
+		struct vol_txn t;
+
+		err = vol_txn_begin(v, 1, 0, &t);
+		if (err)
+			break;
+		vf_pattern(data, OWNER0 + 3, added, 1);
+		assert_int_equal(vol_write(&t, OWNER0 + 3, added, data), 0);
+		vol_txn_end(&t);
+		added++;
+		assert_true(added < 32 * VF_SEG);
+	}
+	assert_int_equal(err, -ENOSPC);
+	/* the snapshot keeps every block of OWNER0: deleting frees nothing */
+	for (unsigned i = 0; i < DEL_BLOCKS; i++) {
+		struct vol_txn t;
+
+		err = vol_txn_begin(v, DEL_COST, VOL_TXN_FREEING, &t);
+		if (err)
+			fail_msg("deletion %u of %u: %d", i, DEL_BLOCKS, err);
+		assert_int_equal(vol_punch(&t, OWNER0, i), 0);
+		vol_txn_end(&t);
+		assert_int_equal(vol_sync(v), 0);
+	}
+	vol_usage(v, &us);
+	print_message("# %" PRIu64 " blocks added before -ENOSPC; %u deletions, a commit each; "
+		      "%" PRIu64 " segments cleaned\n",
+		      added, DEL_BLOCKS, us.vus_cleaned);
+	vf_check(v);
+	assert_int_equal(vol_close(v), 0);
+	test_watchdog_cancel();
+}
+
+/*
  * Creation racing a commit: the snapshot reads which state the counts
  * describe and marks its segments while the commit of a delta that
  * overwrites a block of that state is held before it finishes; the
@@ -1621,6 +1687,7 @@ int main(void)
 	    cmocka_unit_test(test_create_list_delete),
 	    cmocka_unit_test(test_snapshots_frozen_under_churn),
 	    cmocka_unit_test(test_delete_gives_space_back),
+	    cmocka_unit_test(test_deletions_beside_a_snapshot_make_room),
 	    cmocka_unit_test(test_create_races_a_commit),
 	    cmocka_unit_test(test_power_cuts),
 	    cmocka_unit_test(test_damaged_snapshots),
