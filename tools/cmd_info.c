@@ -28,6 +28,7 @@
  * public headers do not give it.
  */
 #include "cli.h"
+#include "util/util.h"
 
 #include "log/log.h"
 #include "vol/vol.h"
@@ -163,7 +164,8 @@ static void info_print_geometry(const char *path, struct bdev *d, const struct l
  * reserve (a mount also keeps the few segments recovery still needs).
  * Reclaimable: the dead blocks of the segments that hold live ones (the
  * unwritten rest of the head's segment aside), which only the cleaner
- * gives back.
+ * gives back, less those in segments a snapshot marked: the cleaner
+ * leaves those, and they come back with the snapshots (shown as pinned).
  */
 static void info_print_space(const struct log_space *sp, const struct vol_usage_stats *us,
 			     uint32_t bs, uint32_t seg_blocks)
@@ -171,6 +173,7 @@ static void info_print_space(const struct log_space *sp, const struct vol_usage_
 	uint64_t busy = us->vus_live_segments * seg_blocks;
 	uint64_t kept = us->vus_live_blocks + us->vus_pinned_blocks + sp->sp_head_room;
 	uint64_t dead = busy > kept ? busy - kept : 0;
+	uint64_t snap_dead = MIN(us->vus_snap_dead_blocks, dead);
 	uint64_t avail = sp->sp_total > busy + sp->sp_kept ? sp->sp_total - busy - sp->sp_kept : 0;
 	char b1[32], b2[32], b3[32], b4[32], b5[32], b6[32];
 
@@ -178,15 +181,17 @@ static void info_print_space(const struct log_space *sp, const struct vol_usage_
 	       "space live:      %s (%" PRIu64 " blocks, in %" PRIu64 " segments)\n"
 	       "space dead:      %s (%" PRIu64
 	       " blocks in those segments: the cleaner's to reclaim)\n"
-	       "space pinned:    %s (%" PRIu64 " blocks only snapshots keep, in %" PRIu64
-	       " segments the cleaner leaves to them)\n"
+	       "space pinned:    %s (%" PRIu64 " blocks only snapshots keep, and %" PRIu64
+	       " dead ones beside them, in %" PRIu64 " segments the cleaner leaves to them)\n"
 	       "space kept:      %s (%" PRIu64 " blocks, for freeing operations)\n"
 	       "space free:      %s (%" PRIu64 " blocks, in segments holding nothing live)\n",
 	       cli_size_str(sp->sp_total * bs, b1, sizeof(b1)), sp->sp_total,
 	       cli_size_str(us->vus_live_blocks * bs, b2, sizeof(b2)), us->vus_live_blocks,
-	       us->vus_live_segments, cli_size_str(dead * bs, b5, sizeof(b5)), dead,
-	       cli_size_str(us->vus_pinned_blocks * bs, b6, sizeof(b6)), us->vus_pinned_blocks,
-	       us->vus_snap_segments, cli_size_str(sp->sp_kept * bs, b3, sizeof(b3)), sp->sp_kept,
+	       us->vus_live_segments, cli_size_str((dead - snap_dead) * bs, b5, sizeof(b5)),
+	       dead - snap_dead,
+	       cli_size_str((us->vus_pinned_blocks + snap_dead) * bs, b6, sizeof(b6)),
+	       us->vus_pinned_blocks, snap_dead, us->vus_snap_segments,
+	       cli_size_str(sp->sp_kept * bs, b3, sizeof(b3)), sp->sp_kept,
 	       cli_size_str(avail * bs, b4, sizeof(b4)), avail);
 }
 

@@ -180,6 +180,7 @@ struct log_space {
 	uint64_t sp_written;   /* blocks the log has written (or skipped) */
 	uint64_t sp_reserved;  /* blocks reserved and not yet consumed */
 	uint64_t sp_head_room; /* blocks of the head's segment not written yet */
+	uint64_t sp_head_seg;  /* that segment */
 	uint64_t sp_kept;      /* the reserve only freeing operations may use */
 	uint64_t sp_free;      /* what a normal reservation can still get */
 };

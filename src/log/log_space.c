@@ -288,6 +288,7 @@ void log_space(struct log *l, struct log_space *sp)
 	sp->sp_kept = log_space_kept(l);
 	head = l->l_head_blk;
 	sp->sp_head_room = log_seg_end_of(l, head) - head;
+	sp->sp_head_seg = log_seg_of(l, head);
 	sp->sp_free = log_space_avail_locked(l, 0);
 	cmutex_unlock(&l->l_space_lock);
 }

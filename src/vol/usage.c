@@ -911,6 +911,26 @@ uint64_t vol_usage_check(struct vol *v, const struct vol_count *cn, uint64_t rea
 	return bad;
 }
 
+/*
+ * Dead blocks in the segments a snapshot marked (vu_lock): the cleaner
+ * leaves those segments to the snapshots, so their dead blocks come back
+ * only once the snapshots go. The head's unwritten rest is not dead.
+ */
+static uint64_t vol_snap_dead_locked(struct vol *v, const struct log_space *sp)
+{
+	struct vol_usage *u = &v->v_usage;
+	uint64_t seg = v->v_geo.lg_seg_blocks, dead = 0;
+
+	for (uint64_t s = 0; s < v->v_geo.lg_nsegments; s++) {
+		uint64_t held = (uint64_t)u->vu_live[s] + u->vu_pinned[s];
+		uint64_t written = s == sp->sp_head_seg ? seg - MIN(sp->sp_head_room, seg) : seg;
+
+		if (vol_seg_snap(u->vu_snap, s) && log_seg_in_use(v->v_log, s) && written > held)
+			dead += written - held;
+	}
+	return dead;
+}
+
 uint64_t vol_free_blocks(struct vol *v)
 {
 	struct vol_usage *u = &v->v_usage;
@@ -925,7 +945,7 @@ uint64_t vol_free_blocks(struct vol *v)
 	if (!u->vu_live)
 		return sp.sp_free; /* no counts: only what no segment holds */
 	cmutex_lock(&u->vu_lock);
-	live = u->vu_total + u->vu_pinned_total;
+	live = u->vu_total + u->vu_pinned_total + vol_snap_dead_locked(v, &sp);
 	cmutex_unlock(&u->vu_lock);
 	taken = live + sp.sp_reserved + sp.sp_kept + low * seg;
 	if (sp.sp_total <= taken)
@@ -962,6 +982,7 @@ void vol_usage(struct vol *v, struct vol_usage_stats *us)
 			     vol_dat_per_block(v->v_block_size);
 	for (uint64_t s = 0; s < v->v_geo.lg_nsegments; s++)
 		us->vus_snap_segments += vol_seg_snap(u->vu_snap, s);
+	us->vus_snap_dead_blocks = vol_snap_dead_locked(v, &sp);
 	ckpt_root = u->vu_ckpt_root;
 	ckpt_height = u->vu_ckpt_height;
 	cmutex_unlock(&u->vu_lock);

@@ -245,21 +245,24 @@ struct vol_usage_stats {
 	uint64_t vus_clean_read;    /* blocks of the victims it read */
 	uint32_t vus_clean_low;	    /* its watermarks, in free segments */
 	uint32_t vus_clean_high;
-	uint64_t vus_written;	    /* blocks the commits wrote since the open (moved
-				       ones, map blocks and super roots included) */
-	uint64_t vus_pinned_blocks; /* blocks only snapshots keep (at least) */
-	uint64_t vus_snap_segments; /* segments the cleaner leaves to the snapshots */
-	uint64_t vus_dat_blocks;    /* translation blocks entries were ever used in */
-	uint64_t vus_ckpt_blocks;   /* blocks of the checkpoint file (it grows and shrinks
-				       by a block as the checkpoints go by) */
-	uint32_t vus_open_walked;   /* 1: the open counted by a walk, the segment usage
-				       file not current (0: read from it) */
+	uint64_t vus_written;	       /* blocks the commits wrote since the open (moved
+					  ones, map blocks and super roots included) */
+	uint64_t vus_pinned_blocks;    /* blocks only snapshots keep (at least) */
+	uint64_t vus_snap_segments;    /* segments the cleaner leaves to the snapshots */
+	uint64_t vus_snap_dead_blocks; /* dead blocks in those: back once the snapshots go */
+	uint64_t vus_dat_blocks;       /* translation blocks entries were ever used in */
+	uint64_t vus_ckpt_blocks;      /* blocks of the checkpoint file (it grows and shrinks
+					  by a block as the checkpoints go by) */
+	uint32_t vus_open_walked;      /* 1: the open counted by a walk, the segment usage
+					  file not current (0: read from it) */
 };
 void vol_usage(struct vol *v, struct vol_usage_stats *us);
 /*
  * Blocks that can still be written (statfs): the segments' blocks less
- * the live ones (dead blocks in used segments come back through the
- * cleaner), those reserved by transactions in flight, the kept reserve,
+ * the live and pinned ones (dead blocks in used segments come back
+ * through the cleaner), the dead ones in segments a snapshot marked (the
+ * cleaner leaves those: they come back with the snapshots), those
+ * reserved by transactions in flight, the kept reserve,
  * and the room the cleaner works in (its low watermark of segments),
  * less a log header and summary per segment.
  */

@@ -27,6 +27,8 @@
  *   - nothing lost: every file reads back what was written to it, and
  *     at the end the filesystem reopens and vol_check and ns_check find
  *     it sound.
+ * The same with snapshots taken and deleted along the way: see
+ * test_fill_delete_rounds_with_snapshots.
  */
 #include "harness.h"
 #include "ns_fixture.h"
@@ -64,6 +66,7 @@ struct filler {
 	uint64_t fl_size[MAX_FILES];
 	unsigned fl_nfiles;
 	uint64_t fl_bytes;   /* written this round */
+	uint64_t fl_limit;   /* stop filling past this many bytes (0: at -ENOSPC) */
 	const char *fl_fail; /* what failed with another error than -ENOSPC */
 	int fl_err;
 };
@@ -88,14 +91,15 @@ static void filler_fail(struct filler *fl, const char *what, int err)
 	}
 }
 
-/* Create files and append to them until -ENOSPC. */
+/*
+ * Create files and append to them until -ENOSPC (or fl_limit bytes this
+ * round), after the files the round has already.
+ */
 static void *fill_main(void *arg)
 {
 	static _Thread_local unsigned char buf[CHUNK];
 	struct filler *fl = arg;
 
-	fl->fl_nfiles = 0;
-	fl->fl_bytes = 0;
 	for (;;) {
 		struct cairn_stat st;
 		char name[32];
@@ -121,6 +125,8 @@ static void *fill_main(void *arg)
 			uint64_t off = fl->fl_size[f];
 			ssize_t n;
 
+			if (fl->fl_limit && fl->fl_bytes >= fl->fl_limit)
+				return NULL;
 			pattern(buf, CHUNK, fl->fl_id, fl->fl_round, f, off);
 			n = cairn_pwrite(fl->fl_c, st.cs_ino, buf, CHUNK, off);
 			if (n == -ENOSPC)
@@ -235,7 +241,8 @@ static void test_fill_delete_rounds(void **state)
 		uint64_t dat_before = dat, ckpt_before = ckpt;
 
 		for (unsigned i = 0; i < FILL_THREADS; i++)
-			fl[i].fl_round = r;
+			fl[i] = (struct filler){
+			    .fl_c = fl[i].fl_c, .fl_id = i, .fl_dir = fl[i].fl_dir, .fl_round = r};
 		run_all(fl, fill_main);
 		for (unsigned i = 0; i < FILL_THREADS; i++)
 			for (unsigned k = 0; k < fl[i].fl_nfiles; k++)
@@ -291,10 +298,115 @@ static void test_fill_delete_rounds(void **state)
 	test_watchdog_cancel();
 }
 
+/*
+ * Fill and delete rounds with snapshots taken and deleted along the way
+ * (SNAP_ROUNDS; CAIRN_FILL_SNAP_ROUNDS sets another number). Each round
+ * fills half of what statfs calls free, takes a snapshot (which pins
+ * those files), fills on until -ENOSPC, reads every file back and
+ * deletes it, then deletes the snapshot of the round before, all on a
+ * volume as full as it gets. statfs must stay honest (a round writes at
+ * least 90% of what it said was free when the round began, whatever the
+ * snapshot of the round before pins), deleting files and snapshots must
+ * always succeed, and once the last snapshot is deleted the free space
+ * must come back to what it was before the first round (but for the
+ * metadata growth the rounds above allow). A 32 MiB filesystem: on the
+ * 8 MiB one the free space a snapshot leaves is about one creation's
+ * worst case, which no round could write 90% of.
+ */
+#define SNAP_ROUNDS   30
+#define SNAP_FILL_MIB 32
+
+static void test_fill_delete_rounds_with_snapshots(void **state)
+{
+	uint64_t rounds = SNAP_ROUNDS, start, end, dat_start, ckpt_start, least = UINT64_MAX;
+	struct filler fl[FILL_THREADS];
+	const char *env = getenv("CAIRN_FILL_SNAP_ROUNDS");
+	struct vol_usage_stats us;
+	struct nf f;
+
+	(void)state;
+	if (env)
+		rounds = strtoull(env, NULL, 10);
+	test_watchdog("fill and delete rounds with snapshots", 120 + (unsigned)rounds * 8);
+	nf_new(&f, SNAP_FILL_MIB);
+	for (unsigned i = 0; i < FILL_THREADS; i++) {
+		char dir[16];
+
+		snprintf(dir, sizeof(dir), "/t%u", i);
+		assert_int_equal(cairn_mkdir_path(f.nf_c, dir, 0755, NULL), 0);
+		fl[i] = (struct filler){.fl_c = f.nf_c, .fl_id = i, .fl_dir = nf_ino(&f, dir)};
+	}
+	assert_int_equal(cairn_syncfs(f.nf_c), 0);
+	start = free_blocks(f.nf_c);
+	vol_usage(f.nf_c->c_vol, &us);
+	dat_start = us.vus_dat_blocks;
+	ckpt_start = us.vus_ckpt_blocks;
+	for (uint32_t r = 1; r <= rounds; r++) {
+		uint64_t before = free_blocks(f.nf_c), written = 0;
+		char name[16];
+
+		for (unsigned i = 0; i < FILL_THREADS; i++)
+			fl[i] = (struct filler){.fl_c = f.nf_c,
+						.fl_id = i,
+						.fl_dir = fl[i].fl_dir,
+						.fl_round = r,
+						.fl_limit = before * 4096 / 2 / FILL_THREADS};
+		run_all(fl, fill_main);
+		snprintf(name, sizeof(name), "s%" PRIu32, r);
+		assert_int_equal(cairn_snapshot_create(f.nf_c, name), 0);
+		for (unsigned i = 0; i < FILL_THREADS; i++)
+			fl[i].fl_limit = 0;
+		run_all(fl, fill_main);
+		for (unsigned i = 0; i < FILL_THREADS; i++)
+			written += fl[i].fl_bytes / 4096;
+		vol_usage(f.nf_c->c_vol, &us);
+		print_message("# round %" PRIu32 ": %" PRIu64 " free, %" PRIu64 " written; %" PRIu64
+			      " pinned in %" PRIu64 " marked segments\n",
+			      r, before, written, us.vus_pinned_blocks, us.vus_snap_segments);
+		if (written * 100 < before * 90)
+			fail_msg("round %" PRIu32 ": statfs said %" PRIu64
+				 " blocks free, but only %" PRIu64 " could be written",
+				 r, before, written);
+		least = MIN(least, written);
+		run_all(fl, empty_main);
+		if (r > 1) { /* on the full volume */
+			snprintf(name, sizeof(name), "s%" PRIu32, r - 1);
+			assert_int_equal(cairn_snapshot_delete(f.nf_c, name), 0);
+		}
+		assert_int_equal(cairn_syncfs(f.nf_c), 0);
+	}
+	{
+		char name[16];
+
+		snprintf(name, sizeof(name), "s%" PRIu64, rounds);
+		assert_int_equal(cairn_snapshot_delete(f.nf_c, name), 0);
+	}
+	assert_int_equal(cairn_syncfs(f.nf_c), 0);
+	end = free_blocks(f.nf_c);
+	vol_usage(f.nf_c->c_vol, &us);
+	print_message("# %" PRIu64 " rounds: at least %" PRIu64
+		      " blocks written a round; free: %" PRIu64 " at first, %" PRIu64
+		      " at the end; %" PRIu64 " pinned, %" PRIu64 " segments cleaned\n",
+		      rounds, least, start, end, us.vus_pinned_blocks, us.vus_cleaned);
+	assert_int_equal(us.vus_pinned_blocks, 0);
+	assert_int_equal(us.vus_snap_segments, 0);
+	assert_int_equal(us.vus_snap_dead_blocks, 0);
+	if (end + METADATA_GROWTH + (us.vus_dat_blocks - dat_start) + us.vus_ckpt_blocks <
+	    start + ckpt_start)
+		fail_msg("%" PRIu64 " blocks free at the end, %" PRIu64 " at first: space leaks",
+			 end, start);
+	nf_reopen(&f);
+	assert_int_equal(vol_check(f.nf_c->c_vol, vol_problem, NULL, NULL), 0);
+	assert_int_equal(ns_check(f.nf_c->c_vol, ns_problem, NULL, NULL), 0);
+	nf_done(&f);
+	test_watchdog_cancel();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_fill_delete_rounds),
+	    cmocka_unit_test(test_fill_delete_rounds_with_snapshots),
 	};
 
 	return TEST_RUN("ns_fill", tests);
