@@ -214,35 +214,56 @@ static void vol_problem(void *ctx, const char *msg)
 	print_message("# vol_check: %s\n", msg);
 }
 
-static void test_fill_delete_rounds(void **state)
+/* A filesystem of @mib MiB with a directory per filler, synced. */
+static void fill_setup(struct nf *f, unsigned mib, struct filler *fl)
 {
-	uint64_t rounds = 100, first = 0, last = 0, least = UINT64_MAX, most = 0, high = 0;
-	uint64_t dat_first = 0, dat = 0, ckpt = 0, ckpt_first = 0;
-	struct filler fl[FILL_THREADS];
-	const char *env = getenv("CAIRN_FILL_ROUNDS");
-	struct vol_usage_stats us;
-	struct nf f;
-
-	(void)state;
-	if (env)
-		rounds = strtoull(env, NULL, 10);
-	test_watchdog("fill and delete rounds", 120 + (unsigned)rounds * 6);
-	nf_new(&f, FILL_MIB);
+	nf_new(f, mib);
 	for (unsigned i = 0; i < FILL_THREADS; i++) {
 		char dir[16];
 
 		snprintf(dir, sizeof(dir), "/t%u", i);
-		assert_int_equal(cairn_mkdir_path(f.nf_c, dir, 0755, NULL), 0);
-		fl[i] = (struct filler){.fl_c = f.nf_c, .fl_id = i, .fl_dir = nf_ino(&f, dir)};
+		assert_int_equal(cairn_mkdir_path(f->nf_c, dir, 0755, NULL), 0);
+		fl[i] = (struct filler){.fl_c = f->nf_c, .fl_id = i, .fl_dir = nf_ino(f, dir)};
 	}
-	assert_int_equal(cairn_syncfs(f.nf_c), 0);
+	assert_int_equal(cairn_syncfs(f->nf_c), 0);
+}
+
+/* The fillers start round @r with no files, each to write up to @limit bytes (0: no limit). */
+static void fill_round(struct filler *fl, uint32_t r, uint64_t limit)
+{
+	for (unsigned i = 0; i < FILL_THREADS; i++)
+		fl[i] = (struct filler){.fl_c = fl[i].fl_c,
+					.fl_id = i,
+					.fl_dir = fl[i].fl_dir,
+					.fl_round = r,
+					.fl_limit = limit};
+}
+
+/* Rounds: @env's number if set, else @dflt. */
+static uint64_t fill_rounds(const char *env, uint64_t dflt)
+{
+	const char *s = getenv(env);
+
+	return s ? strtoull(s, NULL, 10) : dflt;
+}
+
+static void test_fill_delete_rounds(void **state)
+{
+	uint64_t rounds = fill_rounds("CAIRN_FILL_ROUNDS", 100);
+	uint64_t first = 0, last = 0, least = UINT64_MAX, most = 0, high = 0;
+	uint64_t dat_first = 0, dat = 0, ckpt = 0, ckpt_first = 0;
+	struct filler fl[FILL_THREADS];
+	struct vol_usage_stats us;
+	struct nf f;
+
+	(void)state;
+	test_watchdog("fill and delete rounds", 120 + (unsigned)rounds * 6);
+	fill_setup(&f, FILL_MIB, fl);
 	for (uint32_t r = 1; r <= rounds; r++) {
 		uint64_t before = free_blocks(f.nf_c), written = 0, after, high_before = high;
 		uint64_t dat_before = dat, ckpt_before = ckpt;
 
-		for (unsigned i = 0; i < FILL_THREADS; i++)
-			fl[i] = (struct filler){
-			    .fl_c = fl[i].fl_c, .fl_id = i, .fl_dir = fl[i].fl_dir, .fl_round = r};
+		fill_round(fl, r, 0);
 		run_all(fl, fill_main);
 		for (unsigned i = 0; i < FILL_THREADS; i++)
 			for (unsigned k = 0; k < fl[i].fl_nfiles; k++)
@@ -318,25 +339,15 @@ static void test_fill_delete_rounds(void **state)
 
 static void test_fill_delete_rounds_with_snapshots(void **state)
 {
-	uint64_t rounds = SNAP_ROUNDS, start, end, dat_start, ckpt_start, least = UINT64_MAX;
+	uint64_t rounds = fill_rounds("CAIRN_FILL_SNAP_ROUNDS", SNAP_ROUNDS);
+	uint64_t start, end, dat_start, ckpt_start, least = UINT64_MAX;
 	struct filler fl[FILL_THREADS];
-	const char *env = getenv("CAIRN_FILL_SNAP_ROUNDS");
 	struct vol_usage_stats us;
 	struct nf f;
 
 	(void)state;
-	if (env)
-		rounds = strtoull(env, NULL, 10);
 	test_watchdog("fill and delete rounds with snapshots", 120 + (unsigned)rounds * 8);
-	nf_new(&f, SNAP_FILL_MIB);
-	for (unsigned i = 0; i < FILL_THREADS; i++) {
-		char dir[16];
-
-		snprintf(dir, sizeof(dir), "/t%u", i);
-		assert_int_equal(cairn_mkdir_path(f.nf_c, dir, 0755, NULL), 0);
-		fl[i] = (struct filler){.fl_c = f.nf_c, .fl_id = i, .fl_dir = nf_ino(&f, dir)};
-	}
-	assert_int_equal(cairn_syncfs(f.nf_c), 0);
+	fill_setup(&f, SNAP_FILL_MIB, fl);
 	start = free_blocks(f.nf_c);
 	vol_usage(f.nf_c->c_vol, &us);
 	dat_start = us.vus_dat_blocks;
@@ -345,12 +356,7 @@ static void test_fill_delete_rounds_with_snapshots(void **state)
 		uint64_t before = free_blocks(f.nf_c), written = 0;
 		char name[16];
 
-		for (unsigned i = 0; i < FILL_THREADS; i++)
-			fl[i] = (struct filler){.fl_c = f.nf_c,
-						.fl_id = i,
-						.fl_dir = fl[i].fl_dir,
-						.fl_round = r,
-						.fl_limit = before * 4096 / 2 / FILL_THREADS};
+		fill_round(fl, r, before * 4096 / 2 / FILL_THREADS);
 		run_all(fl, fill_main);
 		snprintf(name, sizeof(name), "s%" PRIu32, r);
 		assert_int_equal(cairn_snapshot_create(f.nf_c, name), 0);

@@ -215,13 +215,38 @@ static void punch_freeing(struct vol *v, uint64_t owner, uint64_t index)
 	vol_txn_end(&t);
 }
 
+/*
+ * Write blocks 0, 1, ... of @owner, one transaction each, until the
+ * volume says -ENOSPC (a 32-segment one); how many were written.
+ */
+static uint64_t fill_until_full(struct vol *v, uint64_t owner)
+{
+	static uint64_t data[VF_BS / 8];
+	uint64_t added = 0;
+	int err;
+
+	for (;;) {
+		struct vol_txn t;
+
+		err = vol_txn_begin(v, 1, 0, &t);
+		if (err)
+			break;
+		vf_pattern(data, owner, added, 1);
+		assert_int_equal(vol_write(&t, owner, added, data), 0);
+		vol_txn_end(&t);
+		added++;
+		assert_true(added < 32 * VF_SEG);
+	}
+	assert_int_equal(err, -ENOSPC);
+	return added;
+}
+
 static void test_delete_gives_space_back(void **state)
 {
 	struct bdev *d = vf_mkfs(32 * VF_SEG);
 	struct vol *v = vf_open(d, 0);
 	struct vol_usage_stats us;
-	uint64_t free_empty, free_end, added = 0;
-	int err = 0;
+	uint64_t free_empty, free_end, added;
 
 	(void)state;
 	test_watchdog("test_delete_gives_space_back", 120);
@@ -235,20 +260,7 @@ static void test_delete_gives_space_back(void **state)
 	vol_usage(v, &us);
 	assert_true(us.vus_pinned_blocks >= 512);
 	/* new blocks until the volume is full: the snapshot's are not reused */
-	while (!err) {
-		static uint64_t data[VF_BS / 8];
-		struct vol_txn t;
-
-		err = vol_txn_begin(v, 1, 0, &t);
-		if (err)
-			break;
-		vf_pattern(data, OWNER0 + 1, added, 1);
-		assert_int_equal(vol_write(&t, OWNER0 + 1, added, data), 0);
-		vol_txn_end(&t);
-		added++;
-		assert_true(added < 32 * VF_SEG);
-	}
-	assert_int_equal(err, -ENOSPC);
+	added = fill_until_full(v, OWNER0 + 1);
 	print_message("# %" PRIu64 " blocks added before -ENOSPC; %" PRIu64 " pinned\n", added,
 		      us.vus_pinned_blocks);
 	vf_check(v);
@@ -295,8 +307,8 @@ static void test_deletions_beside_a_snapshot_make_room(void **state)
 	struct bdev *d = vf_mkfs(32 * VF_SEG);
 	struct vol *v = vf_open(d, 0);
 	struct vol_usage_stats us;
-	uint64_t added = 0;
-	int err = 0;
+	uint64_t added;
+	int err;
 
 	(void)state;
 	test_watchdog("test_deletions_beside_a_snapshot_make_room", 240);
@@ -311,20 +323,7 @@ static void test_deletions_beside_a_snapshot_make_room(void **state)
 	for (unsigned i = 0; i < 192; i++) /* dead blocks beside live ones */
 		punch_freeing(v, OWNER0 + 2, i);
 	assert_int_equal(vol_sync(v), 0);
-	while (!err) { /* full */
-		static uint64_t data[VF_BS / 8];
-		struct vol_txn t;
-
-		err = vol_txn_begin(v, 1, 0, &t);
-		if (err)
-			break;
-		vf_pattern(data, OWNER0 + 3, added, 1);
-		assert_int_equal(vol_write(&t, OWNER0 + 3, added, data), 0);
-		vol_txn_end(&t);
-		added++;
-		assert_true(added < 32 * VF_SEG);
-	}
-	assert_int_equal(err, -ENOSPC);
+	added = fill_until_full(v, OWNER0 + 3);
 	/* the snapshot keeps every block of OWNER0: deleting frees nothing */
 	for (unsigned i = 0; i < DEL_BLOCKS; i++) {
 		struct vol_txn t;
