@@ -919,14 +919,20 @@ uint64_t vol_usage_check(struct vol *v, const struct vol_count *cn, uint64_t rea
 static uint64_t vol_snap_dead_locked(struct vol *v, const struct log_space *sp)
 {
 	struct vol_usage *u = &v->v_usage;
-	uint64_t seg = v->v_geo.lg_seg_blocks, dead = 0;
+	uint64_t seg = v->v_geo.lg_seg_blocks, n = v->v_geo.lg_nsegments, dead = 0;
 
-	for (uint64_t s = 0; s < v->v_geo.lg_nsegments; s++) {
-		uint64_t held = (uint64_t)u->vu_live[s] + u->vu_pinned[s];
-		uint64_t written = s == sp->sp_head_seg ? seg - MIN(sp->sp_head_room, seg) : seg;
+	for (uint64_t w = 0; w < (n + 63) / 64; w++) { /* a word of marks at a time */
+		uint64_t bits = __atomic_load_n(&u->vu_snap[w], __ATOMIC_RELAXED);
 
-		if (vol_seg_snap(u->vu_snap, s) && log_seg_in_use(v->v_log, s) && written > held)
-			dead += written - held;
+		while (bits) {
+			uint64_t s = w * 64 + (uint64_t)__builtin_ctzll(bits), held, written;
+
+			bits &= bits - 1;
+			held = (uint64_t)u->vu_live[s] + u->vu_pinned[s];
+			written = s == sp->sp_head_seg ? seg - MIN(sp->sp_head_room, seg) : seg;
+			if (s < n && log_seg_in_use(v->v_log, s) && written > held)
+				dead += written - held;
+		}
 	}
 	return dead;
 }
