@@ -165,15 +165,10 @@ void log_set_floor(struct log *l, uint64_t floor);
 /* ---- space ----------------------------------------------------------- */
 
 /*
- * Reservation classes (log_space.c): freeing operations may dip into a
- * kept reserve, the part kept for deletions (log_space_keep); the cleaner
- * into its base, and into the deletions' part only once less than the
- * base is left; both (a commit's own blocks, deleting a snapshot) into
- * all of it.
+ * Reservation class: freeing operations (and the cleaner, within
+ * log_space_cleaner_room) may dip into a kept reserve.
  */
 #define LOG_RES_FREEING 0x1
-#define LOG_RES_CLEANER 0x2
-#define LOG_RES_ALL	(LOG_RES_FREEING | LOG_RES_CLEANER)
 
 struct log_space {
 	uint64_t sp_total;     /* blocks in all segments */
@@ -197,6 +192,14 @@ void log_space_keep(struct log *l, uint64_t nblocks);
  * reconciles reservations, and retries once). Never waits.
  */
 int log_space_reserve(struct log *l, uint64_t nblocks, unsigned flags);
+/*
+ * The most a cleaning run that starts now may reserve in all (its
+ * reservations are LOG_RES_FREEING ones; the run keeps count): all of
+ * the kept reserve but the part kept for deletions (log_space_keep), or
+ * all that is left once that is less than the deletions' part
+ * (log_space.c). Any thread.
+ */
+uint64_t log_space_cleaner_room(struct log *l);
 /* Give back @nblocks of reservation (after the commit that used them). */
 void log_space_release(struct log *l, uint64_t nblocks);
 void log_space(struct log *l, struct log_space *sp);

@@ -24,21 +24,21 @@
  *   total    = nsegments * seg_blocks
  *   written  = segments in use * seg_blocks (a segment counts whole once
  *              entered: its unused tail is lost until cleaning)
- *   kept     = base + deletes: base = max(2 segments, 1% of total), the
- *              cleaner's; deletes the worst case of one deletion
- *              (log_space_keep, set by the layer above). Normal
- *              reservations use none of it. LOG_RES_FREEING ones use the
- *              deletions' part, so deleting works on a full volume, but
- *              never the base: a deletion frees nothing while a snapshot
- *              keeps what it deletes, and deletions that took the base
- *              would leave the cleaner no room to compact the dead blocks
- *              the volume does have. LOG_RES_CLEANER ones use the base,
- *              and the deletions' part only once less than the base is
- *              left (deletions cannot run then, and only cleaning gives
- *              room back), so the cleaner never takes what a deletion
- *              could use but can always run. LOG_RES_ALL ones (a
- *              commit's own blocks, deleting a snapshot, which frees what
- *              it kept) use all of it.
+ *   kept     = base + deletes, base = max(2 segments, 1% of total):
+ *              only LOG_RES_FREEING reservations may use it all, so
+ *              deleting works on a full volume; a cleaning run all but
+ *              deletes (log_space_keep: the worst case of one deletion,
+ *              set by the layer above), so the cleaner never takes what
+ *              a deletion needs. But deletions may leave less
+ *              than that: a deletion frees nothing while a snapshot keeps
+ *              what it deletes, and its commit costs blocks, so deletions
+ *              on a full volume can use the reserve up until the next
+ *              one's worst case does not fit, and the cleaner would then
+ *              get nothing to compact the dead blocks the volume does
+ *              have. So once less than the deletions' part is left, a
+ *              cleaning run may take all of it (log_space_cleaner_room):
+ *              no deletion's worst case fits then, and only cleaning
+ *              gives room back
  *   free     = total - written - reserved - kept, at least 0
  *
  * The front end never holds an allocated block, only a reservation, so
@@ -48,7 +48,7 @@
  * Invariants
  *   (1) l_nused is the number of bits set in l_seg_used.
  *   (2) A reservation is granted only if, with it, written + reserved
- *       stays within total less what its class may not use (above);
+ *       stays within total - kept (within total for LOG_RES_FREEING);
  *       otherwise it is refused at once, never waited for. written grows
  *       as the log enters segments, before the commit that used the
  *       reservation releases it, so the two may briefly count the same
@@ -208,43 +208,38 @@ static uint64_t log_space_total(const struct log *l)
 	return l->l_geo.lg_nsegments * l->l_geo.lg_seg_blocks;
 }
 
-/* The kept reserve's base: the cleaner's part (above). */
-static uint64_t log_space_kept_base(const struct log *l)
-{
-	return MAX((uint64_t)LOG_KEPT_MIN_SEGMENTS * l->l_geo.lg_seg_blocks,
-		   log_space_total(l) * LOG_KEPT_PERCENT / 100);
-}
-
 static uint64_t log_space_kept(const struct log *l)
 {
-	return log_space_kept_base(l) + l->l_kept_deletes;
-}
+	uint64_t total = log_space_total(l);
 
-/* @avail less @kept, at least 0. */
-static uint64_t log_space_less(uint64_t avail, uint64_t kept)
-{
-	return avail > kept ? avail - kept : 0;
+	return MAX((uint64_t)LOG_KEPT_MIN_SEGMENTS * l->l_geo.lg_seg_blocks,
+		   total * LOG_KEPT_PERCENT / 100) +
+	       l->l_kept_deletes;
 }
 
 /* Blocks a reservation of class @flags can still get. */
 static uint64_t log_space_avail_locked(struct log *l, unsigned flags)
 {
-	uint64_t total = log_space_total(l), base = log_space_kept_base(l);
+	uint64_t total = log_space_total(l), kept = log_space_kept(l);
 	uint64_t used = l->l_nused * l->l_geo.lg_seg_blocks + l->l_reserved;
 	uint64_t avail;
 
 	assert(cmutex_held(&l->l_space_lock));
 	avail = used < total ? total - used : 0;
-	switch (flags & LOG_RES_ALL) {
-	case LOG_RES_ALL:
+	if (flags & LOG_RES_FREEING)
 		return avail;
-	case LOG_RES_FREEING:
-		return log_space_less(avail, base);
-	case LOG_RES_CLEANER:
-		return MAX(log_space_less(avail, l->l_kept_deletes), MIN(avail, base));
-	default:
-		return log_space_less(avail, base + l->l_kept_deletes);
-	}
+	return avail > kept ? avail - kept : 0;
+}
+
+uint64_t log_space_cleaner_room(struct log *l)
+{
+	uint64_t deletes, avail;
+
+	cmutex_lock(&l->l_space_lock);
+	deletes = l->l_kept_deletes;
+	avail = log_space_avail_locked(l, LOG_RES_FREEING);
+	cmutex_unlock(&l->l_space_lock);
+	return avail >= deletes ? avail - deletes : avail;
 }
 
 void log_space_keep(struct log *l, uint64_t nblocks)
@@ -258,7 +253,7 @@ int log_space_reserve(struct log *l, uint64_t nblocks, unsigned flags)
 {
 	int err = 0;
 
-	if (flags & ~LOG_RES_ALL)
+	if (flags & ~LOG_RES_FREEING)
 		return -EINVAL;
 	cmutex_lock(&l->l_space_lock);
 	if (nblocks > log_space_avail_locked(l, flags))

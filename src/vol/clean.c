@@ -37,8 +37,10 @@
  *       does not fit), then, block by block as it finds them in (3),
  *       what moving each may cost (clean_reserve: the block and its
  *       translation block, vol_move_worst; a block of the translation's
- *       own tree and its path), from the kept reserve if need be
- *       (LOG_RES_CLEANER: all of it but the part kept for deletions);
+ *       own tree and its path), from the kept reserve if need be: up to
+ *       log_space_cleaner_room in all, as the run starts (all of it but
+ *       the part kept for deletions, or all that is left once deletions
+ *       that freed nothing left less than that part, log_space.c);
  *       the run ends where that fails, or at the victims' live blocks;
  *   (3) reads each victim's logs (log_seg_scan) and, for each block the
  *       summary names with its virtual number (the tag), asks whether it
@@ -93,17 +95,20 @@ struct clean_run {
 	uint64_t cr_moved;
 	uint64_t cr_budget;   /* most blocks to move */
 	uint64_t cr_reserved; /* reserved for the moves so far */
+	uint64_t cr_room;     /* the most the run may reserve (log_space_cleaner_room) */
 	bool cr_full;	      /* a reservation failed: the run ends */
 };
 
 /*
  * Reserve what moving a block costs the commit, @cost: from the kept
- * reserve (LOG_RES_CLEANER: all but its part for deletions): cleaning
- * frees space. -ENOSPC: the run stops here.
+ * reserve, within the run's room ((2) above): cleaning frees space.
+ * -ENOSPC: the run stops here.
  */
 static int clean_reserve(struct clean_run *cr, uint64_t cost)
 {
-	int err = log_space_reserve(cr->cr_vol->v_log, cost, LOG_RES_CLEANER);
+	int err = cr->cr_reserved + cost > cr->cr_room
+		      ? -ENOSPC
+		      : log_space_reserve(cr->cr_vol->v_log, cost, LOG_RES_FREEING);
 
 	if (!err)
 		cr->cr_reserved += cost;
@@ -435,9 +440,10 @@ int vol_clean(struct vol *v, uint32_t delta, const struct vol_clean_ops *ops, ui
 	/* (2) the logs the moved blocks may take, for the victims' live
 	 * blocks: fewer victims when that does not fit (on a small volume
 	 * the cleaner's part of the kept reserve is a few segments) */
+	cr.cr_room = log_space_cleaner_room(v->v_log);
 	for (; n; live -= v->v_usage.vu_live[victims[--n]]) {
 		base = clean_log_room(v, live);
-		if (!log_space_reserve(v->v_log, base, LOG_RES_CLEANER))
+		if (base <= cr.cr_room && !log_space_reserve(v->v_log, base, LOG_RES_FREEING))
 			break;
 	}
 	if (!n) {

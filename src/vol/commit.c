@@ -821,7 +821,7 @@ int vol_commit_room(struct vol *v, uint64_t slack, uint64_t cost, uint64_t *res)
 	*res = 0;
 	if (slack >= cost + vol_txn_worst(v, 0))
 		return 0;
-	if (log_space_reserve(v->v_log, cost, LOG_RES_ALL))
+	if (log_space_reserve(v->v_log, cost, LOG_RES_FREEING))
 		return -ENOSPC;
 	*res = cost;
 	return 0;
@@ -852,7 +852,7 @@ static bool vol_commit_empty(const struct vol_commit *vc)
 static int vol_commit_own_sroot(struct vol_commit *vc)
 {
 	uint64_t res = vol_txn_worst(vc->vc_vol, 0);
-	int err = log_space_reserve(vc->vc_vol->v_log, res, LOG_RES_ALL);
+	int err = log_space_reserve(vc->vc_vol->v_log, res, LOG_RES_FREEING);
 
 	if (!err)
 		vc->vc_own_res = res;

@@ -377,7 +377,7 @@ int vol_snap_delete(struct vol *v, const char *name)
 	if (!err && found == UINT32_MAX)
 		err = -ENOENT;
 	if (!err)
-		err = vol_txn_begin(v, 1, VOL_TXN_LAST_RESORT, &t);
+		err = vol_txn_begin(v, 1, VOL_TXN_FREEING, &t);
 	if (err)
 		goto out;
 	err = snap_write(&t, found, NULL);

@@ -915,14 +915,12 @@ static bool vol_owner_valid(uint64_t owner, uint64_t index)
 int vol_txn_begin_run(struct vol *v, uint64_t owner, uint64_t first, uint64_t count,
 		      uint64_t nblocks, unsigned flags, struct vol_txn *t)
 {
-	unsigned res = (flags & VOL_TXN_LAST_RESORT) ? LOG_RES_ALL
-		       : (flags & VOL_TXN_FREEING)   ? LOG_RES_FREEING
-						     : 0;
+	unsigned res = (flags & VOL_TXN_FREEING) ? LOG_RES_FREEING : 0;
 	uint64_t total = count + nblocks;
 	int err;
 
-	if ((flags & ~(VOL_TXN_FREEING | VOL_TXN_LAST_RESORT)) || nblocks > VOL_MAX_INDEX ||
-	    count > VOL_MAX_INDEX || total > VOL_MAX_INDEX)
+	if ((flags & ~VOL_TXN_FREEING) || nblocks > VOL_MAX_INDEX || count > VOL_MAX_INDEX ||
+	    total > VOL_MAX_INDEX)
 		return -EINVAL;
 	if (count && (first > VOL_MAX_INDEX - (count - 1) || !vol_owner_valid(owner, first)))
 		return -EINVAL;

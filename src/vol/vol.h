@@ -134,18 +134,13 @@ uint64_t vol_txn_max(struct vol *v);
  * Begin a transaction that will write or punch at most @nblocks blocks
  * (the worst case of the map blocks and metadata they touch is added
  * here, and reserved before joining the open delta). VOL_TXN_FREEING
- * marks a transaction that frees space: it may use the part of the kept
- * reserve kept for it (vol_keep_for_freeing), so deletion works on a full
- * volume, but not the cleaner's part: a deletion frees nothing while a
- * snapshot keeps what it deletes, and the cleaner must still have room
- * to compact what is dead. VOL_TXN_LAST_RESORT (deleting a snapshot,
- * which frees what only it kept) may use all of it. May first wait for a
- * commit when the cache holds too many dirty blocks. Transactions do not
- * nest (one per thread). -ENOSPC; -EINVAL for unknown flags or more
- * blocks than the cache can hold for one commit; a failed commit's error.
+ * marks a transaction that frees space: it may use the kept reserve, so
+ * deletion works on a full volume. May first wait for a commit when the
+ * cache holds too many dirty blocks. Transactions do not nest (one per
+ * thread). -ENOSPC; -EINVAL for unknown flags or more blocks than the
+ * cache can hold for one commit; a failed commit's error.
  */
-#define VOL_TXN_FREEING	    0x1
-#define VOL_TXN_LAST_RESORT 0x2
+#define VOL_TXN_FREEING 0x1
 int vol_txn_begin(struct vol *v, uint64_t nblocks, unsigned flags, struct vol_txn *t);
 /*
  * vol_txn_begin for a transaction that changes at most @count blocks of
@@ -269,11 +264,10 @@ void vol_usage(struct vol *v, struct vol_usage_stats *us);
 uint64_t vol_free_blocks(struct vol *v);
 /*
  * Keep room in the kept reserve for one VOL_TXN_FREEING transaction of
- * @nblocks (the client's costliest deletion), which nothing else takes
- * (the cleaner only once less than its own part is left, when no deletion
- * can run): so a deletion can always run on a full volume. statfs's free
- * space shrinks by it. A writable volume opens keeping room for
- * VOL_KEEP_FREEING_BLOCKS; the last call wins.
+ * @nblocks (the client's costliest deletion), which nothing else (the
+ * cleaner included) may take: so a deletion can always run on a full
+ * volume. statfs's free space shrinks by it. A writable volume opens
+ * keeping room for VOL_KEEP_FREEING_BLOCKS; the last call wins.
  */
 #define VOL_KEEP_FREEING_BLOCKS 16
 void vol_keep_for_freeing(struct vol *v, uint64_t nblocks);

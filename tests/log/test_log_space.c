@@ -5,11 +5,9 @@
  *   - total, written, kept and free follow FORMAT.md and log_space.c:
  *     a segment counts as written, whole, once the head enters it, and
  *     after recovery every segment up to the head's does;
- *   - reservations take from free; LOG_RES_FREEING ones reach the part
- *     of the kept reserve kept for deletions, LOG_RES_CLEANER ones its
- *     base and the deletions' part only once less than the base is left,
- *     LOG_RES_ALL ones all of it; what is not there is -ENOSPC, at once;
- *     release gives it back;
+ *   - reservations take from free; only LOG_RES_FREEING ones reach the
+ *     kept reserve; what is not there is -ENOSPC, at once; release gives
+ *     it back;
  *   - the kept reserve is 2 segments or 1% of the volume, the larger;
  *   - reservations from other threads while a builder takes segments
  *     keep the counters exact (run under TSan too).
@@ -66,14 +64,10 @@ static void test_space_reserve_release(void **state)
 	assert_int_equal(sp.sp_free, 0);
 	assert_int_equal(sp.sp_reserved, free0);
 
-	/* the kept reserve: no part for deletions here, so none for them;
-	 * the cleaner's base, and all of it for the last resort */
+	/* the kept reserve is for freeing operations only */
+	assert_int_equal(log_space_reserve(l, 2 * SEG + 1, LOG_RES_FREEING), -ENOSPC);
+	assert_int_equal(log_space_reserve(l, 2 * SEG, LOG_RES_FREEING), 0);
 	assert_int_equal(log_space_reserve(l, 1, LOG_RES_FREEING), -ENOSPC);
-	assert_int_equal(log_space_reserve(l, 2 * SEG + 1, LOG_RES_CLEANER), -ENOSPC);
-	assert_int_equal(log_space_reserve(l, SEG, LOG_RES_CLEANER), 0);
-	assert_int_equal(log_space_reserve(l, SEG + 1, LOG_RES_ALL), -ENOSPC);
-	assert_int_equal(log_space_reserve(l, SEG, LOG_RES_ALL), 0);
-	assert_int_equal(log_space_reserve(l, 1, LOG_RES_ALL), -ENOSPC);
 	space_get(l, &sp);
 	assert_int_equal(sp.sp_reserved, free0 + 2 * SEG);
 	assert_int_equal(sp.sp_free, 0);
@@ -92,9 +86,9 @@ static void test_space_reserve_release(void **state)
 
 /*
  * log_space_keep grows the kept reserve by a deletion's worst case:
- * freeing operations (LOG_RES_FREEING) may use that part and not the
- * base; the cleaner (LOG_RES_CLEANER) the base, and that part only once
- * less than the base is left.
+ * freeing operations may use all of the kept reserve, a cleaning run
+ * (log_space_cleaner_room) all but that part, or all that is left once
+ * deletions left less than that part.
  */
 static void test_space_kept_for_deletions(void **state)
 {
@@ -111,34 +105,21 @@ static void test_space_kept_for_deletions(void **state)
 	assert_int_equal(free0, 10 * SEG - SEG - 2 * SEG - 5);
 	assert_int_equal(log_space_reserve(l, free0, 0), 0);
 	assert_int_equal(log_space_reserve(l, 1, 0), -ENOSPC);
-	/* deletions: their part, never the base */
+	/* a cleaning run: the kept reserve but the deletions' part */
+	assert_int_equal(log_space_cleaner_room(l), 2 * SEG);
+	assert_int_equal(log_space_reserve(l, 2 * SEG, LOG_RES_FREEING), 0);
+	assert_int_equal(log_space_cleaner_room(l), 0); /* a deletion still fits */
+	/* a deletion: what is left */
 	assert_int_equal(log_space_reserve(l, 6, LOG_RES_FREEING), -ENOSPC);
 	assert_int_equal(log_space_reserve(l, 5, LOG_RES_FREEING), 0);
-	/* the cleaner: its base, whatever the deletions took */
-	assert_int_equal(log_space_reserve(l, 2 * SEG + 1, LOG_RES_CLEANER), -ENOSPC);
-	assert_int_equal(log_space_reserve(l, 2 * SEG, LOG_RES_CLEANER), 0);
-	assert_int_equal(log_space_reserve(l, 1, LOG_RES_ALL), -ENOSPC);
 	space_get(l, &sp);
 	assert_int_equal(sp.sp_reserved, free0 + 2 * SEG + 5);
 	log_space_release(l, 2 * SEG + 5);
-	/* the cleaner first: the kept reserve but the deletions' part... */
-	assert_int_equal(log_space_reserve(l, 2 * SEG + 1, LOG_RES_CLEANER), -ENOSPC);
-	assert_int_equal(log_space_reserve(l, 2 * SEG, LOG_RES_CLEANER), 0);
-	/* ...which deletions cannot use now (the base is taken): they wait
-	 * for the cleaner's commit, which gives space back */
-	assert_int_equal(log_space_reserve(l, 1, LOG_RES_FREEING), -ENOSPC);
-	/* what is left is less than the base: the cleaner may take it (a
-	 * deletion that fell short cannot, and only cleaning gives room) */
-	assert_int_equal(log_space_reserve(l, 6, LOG_RES_CLEANER), -ENOSPC);
-	assert_int_equal(log_space_reserve(l, 5, LOG_RES_CLEANER), 0);
-	log_space_release(l, 2 * SEG + 5);
-	/* the last resort: everything */
-	assert_int_equal(log_space_reserve(l, 2 * SEG + 6, LOG_RES_ALL), -ENOSPC);
-	assert_int_equal(log_space_reserve(l, 2 * SEG + 5, LOG_RES_ALL), 0);
-	log_space_release(l, 2 * SEG + 5);
-	space_get(l, &sp);
-	assert_int_equal(sp.sp_reserved, free0);
-	log_space_release(l, sp.sp_reserved);
+	/* deletions that freed nothing used the reserve up to 3 blocks: no
+	 * deletion fits, and a cleaning run may take those 3 */
+	assert_int_equal(log_space_reserve(l, 2 * SEG + 2, LOG_RES_FREEING), 0);
+	assert_int_equal(log_space_cleaner_room(l), 3);
+	log_space_release(l, 2 * SEG + 2 + free0);
 	log_space_keep(l, 0); /* the last call wins */
 	space_get(l, &sp);
 	assert_int_equal(sp.sp_kept, 2 * SEG);
