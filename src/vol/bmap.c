@@ -133,7 +133,8 @@ int bmap_init(struct bmap *m, struct buf_cache *c)
 
 void bmap_destroy(struct bmap *m)
 {
-	bmap_cursors_end(m);
+	/* every commit ended its cursors; the cache may be gone already */
+	assert(!m->bm_cursor[0] && !m->bm_cursor[1]);
 	pthread_rwlock_destroy(&m->bm_lock);
 }
 
@@ -165,10 +166,13 @@ static bool bmap_cursors_ours(const struct bmap *m)
 /* Cursor @which if it is block @index of @owner and dirty: a reference. */
 static struct buf *bmap_cursor_find(struct bmap *m, int which, uint64_t owner, uint64_t index)
 {
-	struct buf *b = m->bm_cursor[which];
+	struct buf *b;
 	enum buf_state s;
 
-	if (!b || !bmap_cursors_ours(m) || buf_index(b) != index || buf_owner(b) != owner)
+	if (!bmap_cursors_ours(m))
+		return NULL;
+	b = m->bm_cursor[which];
+	if (!b || buf_index(b) != index || buf_owner(b) != owner)
 		return NULL;
 	s = buf_state(b);
 	if (s != BUF_DIRTY && s != BUF_WRITING && s != BUF_WRITTEN)

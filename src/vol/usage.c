@@ -928,9 +928,11 @@ static uint64_t vol_snap_dead_locked(struct vol *v, const struct log_space *sp)
 			uint64_t s = w * 64 + (uint64_t)__builtin_ctzll(bits), held, written;
 
 			bits &= bits - 1;
+			if (s >= n || !log_seg_in_use(v->v_log, s))
+				continue;
 			held = (uint64_t)u->vu_live[s] + u->vu_pinned[s];
 			written = s == sp->sp_head_seg ? seg - MIN(sp->sp_head_room, seg) : seg;
-			if (s < n && log_seg_in_use(v->v_log, s) && written > held)
+			if (written > held)
 				dead += written - held;
 		}
 	}
