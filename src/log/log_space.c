@@ -29,16 +29,16 @@
  *              deleting works on a full volume; a cleaning run all but
  *              deletes (log_space_keep: the worst case of one deletion,
  *              set by the layer above), so the cleaner never takes what
- *              a deletion needs. But deletions may leave less
- *              than that: a deletion frees nothing while a snapshot keeps
- *              what it deletes, and its commit costs blocks, so deletions
- *              on a full volume can use the reserve up until the next
- *              one's worst case does not fit, and the cleaner would then
- *              get nothing to compact the dead blocks the volume does
- *              have. So once less than the deletions' part is left, a
- *              cleaning run may take all of it (log_space_cleaner_room):
- *              no deletion's worst case fits then, and only cleaning
- *              gives room back
+ *              a deletion needs. But deletions may leave less than that:
+ *              a deletion frees nothing while a snapshot keeps what it
+ *              deletes, and its commit costs blocks, so deletions on a
+ *              full volume can use the reserve up until the next one's
+ *              worst case does not fit, and the cleaner would then get
+ *              nothing to compact the dead blocks the volume does have.
+ *              So once less than the deletions' part is left, a cleaning
+ *              run may take all of it (log_space_cleaner_room): no
+ *              deletion's worst case fits then, and only cleaning gives
+ *              room back
  *   free     = total - written - reserved - kept, at least 0
  *
  * The front end never holds an allocated block, only a reservation, so

@@ -942,7 +942,7 @@ static uint64_t vol_snap_dead_locked(struct vol *v, const struct log_space *sp)
 uint64_t vol_free_blocks(struct vol *v)
 {
 	struct vol_usage *u = &v->v_usage;
-	uint64_t seg = v->v_geo.lg_seg_blocks, taken, live, low;
+	uint64_t seg = v->v_geo.lg_seg_blocks, taken, held, low;
 	uint64_t sum = (seg * VOL_LOG_ENTRY_BYTES + v->v_block_size - 1) / v->v_block_size;
 	struct log_space sp;
 
@@ -953,9 +953,10 @@ uint64_t vol_free_blocks(struct vol *v)
 	if (!u->vu_live)
 		return sp.sp_free; /* no counts: only what no segment holds */
 	cmutex_lock(&u->vu_lock);
-	live = u->vu_total + u->vu_pinned_total + vol_snap_dead_locked(v, &sp);
+	/* live, pinned, and dead where the cleaner does not go */
+	held = u->vu_total + u->vu_pinned_total + vol_snap_dead_locked(v, &sp);
 	cmutex_unlock(&u->vu_lock);
-	taken = live + sp.sp_reserved + sp.sp_kept + low * seg;
+	taken = held + sp.sp_reserved + sp.sp_kept + low * seg;
 	if (sp.sp_total <= taken)
 		return 0;
 	/* every segment holds at least one log: its header and summary */
