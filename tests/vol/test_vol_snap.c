@@ -292,6 +292,46 @@ static void test_delete_gives_space_back(void **state)
 }
 
 /*
+ * Blocks already dead when a snapshot marks their segments stay there
+ * until the snapshot goes (the cleaner leaves marked segments): the
+ * usage counts say so, and statfs does not count them free. Deleting the
+ * snapshot gives them back to the cleaner.
+ */
+static void test_dead_beside_a_snapshot_are_not_free(void **state)
+{
+	struct bdev *d = vf_mkfs(32 * VF_SEG);
+	struct vol *v = vf_open(d, 0);
+	struct vol_usage_stats us;
+	uint64_t free_before, free_marked;
+
+	(void)state;
+	for (unsigned i = 0; i < 4 * VF_SEG; i++)
+		vf_write(v, OWNER0, i, 1);
+	for (unsigned i = 0; i < 4 * VF_SEG; i += 2) /* half dead, beside live ones */
+		punch_freeing(v, OWNER0, i);
+	assert_int_equal(vol_sync(v), 0);
+	vol_usage(v, &us);
+	assert_int_equal(us.vus_snap_dead_blocks, 0);
+	free_before = vol_free_blocks(v);
+	assert_int_equal(vol_snap_create(v, "keep"), 0);
+	vol_usage(v, &us);
+	print_message("# %" PRIu64 " dead blocks beside the snapshot's, in %" PRIu64
+		      " marked segments; statfs %" PRIu64 " before, %" PRIu64 " after\n",
+		      us.vus_snap_dead_blocks, us.vus_snap_segments, free_before,
+		      vol_free_blocks(v));
+	assert_true(us.vus_snap_dead_blocks >= 2 * VF_SEG);
+	free_marked = vol_free_blocks(v);
+	assert_true(free_marked + 2 * VF_SEG <= free_before);
+	vf_check(v);
+	assert_int_equal(vol_snap_delete(v, "keep"), 0);
+	vol_usage(v, &us);
+	assert_int_equal(us.vus_snap_dead_blocks, 0);
+	assert_true(vol_free_blocks(v) >= free_marked + 2 * VF_SEG);
+	vf_check(v);
+	assert_int_equal(vol_close(v), 0);
+}
+
+/*
  * Deleting on a full volume while a snapshot keeps what is deleted: each
  * deletion frees nothing and its commit costs blocks, so deletions use
  * the kept reserve up. The volume has dead blocks the cleaner can
@@ -1686,6 +1726,7 @@ int main(void)
 	    cmocka_unit_test(test_create_list_delete),
 	    cmocka_unit_test(test_snapshots_frozen_under_churn),
 	    cmocka_unit_test(test_delete_gives_space_back),
+	    cmocka_unit_test(test_dead_beside_a_snapshot_are_not_free),
 	    cmocka_unit_test(test_deletions_beside_a_snapshot_make_room),
 	    cmocka_unit_test(test_create_races_a_commit),
 	    cmocka_unit_test(test_power_cuts),
