@@ -73,9 +73,12 @@ static int test_reset_points(void **state)
 int test_run(const char *group, const struct CMUnitTest *tests, size_t count)
 {
 	struct CMUnitTest *copy = calloc(count, sizeof(*copy));
+	const char *filter = getenv("CAIRN_TEST_FILTER"); /* a test name, '*' and '?' allowed */
 	int rc;
 
 	assert(copy);
+	if (filter && *filter)
+		cmocka_set_test_filter(filter);
 	for (size_t i = 0; i < count; i++) {
 		copy[i] = tests[i];
 		if (!copy[i].teardown_func)
