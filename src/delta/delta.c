@@ -34,6 +34,15 @@
  *   (5) Nobody waits for space inside an operation: op_begin refuses to
  *       run inside another operation of the same thread (assert), and the
  *       commit it may force needs nothing the caller holds.
+ *   (6) Freeing reservations that fall short are served in turn: the
+ *       first takes a ticket and forces commits (delta_reserve); every
+ *       freeing reservation that comes while a ticket is out takes the
+ *       next one and waits, without trying, for its turn. Only the kept
+ *       reserve holds a deletion on a full volume, and it holds one
+ *       deletion's worst case: without turns, deletions in several
+ *       threads each retook what a forced commit released before the one
+ *       that forced it retried, and the loser gave up with -ENOSPC while
+ *       the others went on (test_freeing_reservations_take_turns).
  *
  * Lock order: ds_lock is taken with no other cairn lock held; under it
  * only the buffer cache's delta lock and the interleaving-point lock,
@@ -75,6 +84,8 @@ struct delta_sys {
 	uint64_t ds_charged[2];			 /* reservations by delta parity; ds_lock */
 	struct timespec ds_opened;		 /* when ds_open opened; ds_lock */
 	uint64_t ds_commits, ds_syncs, ds_under; /* protected by ds_lock */
+	uint64_t ds_freeing_ticket;		 /* next ticket, invariant (6); ds_lock */
+	uint64_t ds_freeing_turn;		 /* the ticket being served; ds_lock */
 	pthread_t ds_thread;
 };
 
@@ -268,15 +279,6 @@ int delta_sys_destroy(struct delta_sys *ds)
 	return err;
 }
 
-/*
- * Reserve, forcing a commit (which releases the committed delta's
- * reservations) on a shortfall, and again while commits free something:
- * other threads may take what a commit released before this one retries.
- * -ENOSPC once a commit brought nothing new. Forced commits count as
- * progress only when free space reaches a new high: a cleaner that frees
- * a segment in one commit and fills one in the next must not keep a
- * reservation retrying forever.
- */
 static int delta_sync_as(struct delta_sys *ds, bool force);
 
 /* Space no segment holds and nobody reserved, the kept reserve included:
@@ -292,14 +294,21 @@ static uint64_t delta_free_space(struct delta_sys *ds)
 	return sp.sp_total > used ? sp.sp_total - used : 0;
 }
 
-static int delta_reserve(struct delta_sys *ds, uint64_t reserve, unsigned flags)
+/*
+ * Reserve, forcing a commit (which releases the committed delta's
+ * reservations) on a shortfall, and again while commits free something:
+ * other threads may take what a commit released before this one retries.
+ * -ENOSPC once a commit brought nothing new. Forced commits count as
+ * progress only when free space reaches a new high: a cleaner that frees
+ * a segment in one commit and fills one in the next must not keep a
+ * reservation retrying forever.
+ */
+static int delta_reserve_forcing(struct delta_sys *ds, uint64_t reserve, unsigned flags)
 {
 	unsigned fruitless = 0; /* forced commits in a row that freed nothing new */
 	uint64_t best = 0;	/* the most free space seen after a forced commit */
 	int err;
 
-	if (!ds->ds_log || !reserve)
-		return 0;
 	for (;;) {
 		uint64_t free_before, free_after;
 		uint32_t before;
@@ -333,6 +342,48 @@ static int delta_reserve(struct delta_sys *ds, uint64_t reserve, unsigned flags)
 		if (err)
 			return log_space_reserve(ds->ds_log, reserve, flags);
 	}
+}
+
+/*
+ * Reserve: at once if the space is there, else by forced commits
+ * (delta_reserve_forcing). A freeing reservation does that in turn with
+ * the others that fell short (invariant (6)): none tries while an
+ * earlier one is being served, so what a commit releases goes to the
+ * one that forced it.
+ */
+static int delta_reserve(struct delta_sys *ds, uint64_t reserve, unsigned flags)
+{
+	uint64_t ticket;
+	bool queued;
+	int err;
+
+	if (!ds->ds_log || !reserve)
+		return 0;
+	if (!(flags & LOG_RES_FREEING)) {
+		err = log_space_reserve(ds->ds_log, reserve, flags);
+		return err == -ENOSPC ? delta_reserve_forcing(ds, reserve, flags) : err;
+	}
+	cmutex_lock(&ds->ds_lock);
+	queued = ds->ds_freeing_ticket != ds->ds_freeing_turn;
+	cmutex_unlock(&ds->ds_lock);
+	if (!queued) {
+		err = log_space_reserve(ds->ds_log, reserve, flags);
+		if (err != -ENOSPC)
+			return err;
+	}
+	cmutex_lock(&ds->ds_lock);
+	ticket = ds->ds_freeing_ticket++;
+	while (ticket != ds->ds_freeing_turn) {
+		SYNC_POINT("delta.reserve.queued_locked");
+		cmutex_wait(&ds->ds_lock, &ds->ds_cond);
+	}
+	cmutex_unlock(&ds->ds_lock);
+	err = delta_reserve_forcing(ds, reserve, flags);
+	cmutex_lock(&ds->ds_lock);
+	ds->ds_freeing_turn++;
+	pthread_cond_broadcast(&ds->ds_cond);
+	cmutex_unlock(&ds->ds_lock);
+	return err;
 }
 
 /*

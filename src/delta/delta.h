@@ -13,9 +13,10 @@
  *
  * Space (seed 000): delta_op_begin reserves the operation's worst case
  * before it joins a delta, so nobody waits for space while holding a
- * buffer, a lock or a delta reference. A shortfall forces a commit (which
- * reconciles reservations with what was really used) and one retry, then
- * -ENOSPC.
+ * buffer, a lock or a delta reference. A shortfall forces commits (which
+ * reconcile reservations with what was really used, and let a cleaner
+ * run) while they free space, then -ENOSPC. Freeing reservations that
+ * fall short take turns, so deletions on a full volume all get through.
  *
  * What a commit writes is the business of the layer above: it registers
  * do_commit, which lays out the delta's dirty buffers through the log and

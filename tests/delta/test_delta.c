@@ -13,7 +13,8 @@
  * delta; syncs from 8 threads cost one commit; a sync that a transition
  * overtakes before it takes the delta lock asks for no commit of the new,
  * empty delta; a failed commit loses nothing; size and age start a commit
- * by themselves.
+ * by themselves; a reservation that falls short gives up once commits
+ * free nothing, and freeing ones that fall short take turns.
  */
 #include "harness.h"
 
@@ -663,6 +664,179 @@ static void test_reserve_gives_up_on_oscillating_space(void **state)
 	test_watchdog_cancel();
 }
 
+/*
+ * Freeing reservations that fall short take turns (delta.c (6)). Only
+ * the kept reserve holds a deletion on a full volume, and it holds one:
+ * here what a freeing reservation may take holds R blocks once. C
+ * holds R; B asks for R and falls short, which forces a commit; C ends
+ * and asks for R again while that commit releases its first R. Without
+ * turns C took it back before B retried (forced here: B's retry waits
+ * until C's next reservation was either granted or queued), every time,
+ * and B retried until C stopped, or gave up with -ENOSPC once a sync
+ * found nothing to commit (seen on a full volume beside a snapshot,
+ * test_ns_fill). With turns C waits behind B: B is served after one
+ * commit, before C's second reservation.
+ */
+#define TURN_ROUNDS 6
+
+struct turns {
+	struct delta_sys *t_ds;
+	uint64_t t_reserve;
+	pthread_mutex_t t_lock;
+	pthread_cond_t t_cond;
+	unsigned t_c_began;	 /* C's reservations granted; t_lock */
+	unsigned t_b_seen;	 /* C's that B's last retry waited for; B's callback only */
+	unsigned t_b_short;	 /* B's shortfalls; t_lock */
+	unsigned t_c_at_b;	 /* C's reservations granted when B's was; t_lock */
+	bool t_c_queued;	 /* C waits for its turn; t_lock */
+	bool t_c_done, t_b_done; /* t_lock */
+	int t_b_err;
+};
+
+static int turns_commit(void *ctx, uint32_t d, uint64_t *consumed)
+{
+	(void)ctx;
+	(void)d;
+	*consumed = 0; /* the commit settles the delta's reservations */
+	return 0;
+}
+
+static void turns_set(struct turns *t, bool *flag, unsigned *count)
+{
+	pthread_mutex_lock(&t->t_lock);
+	if (flag)
+		*flag = true;
+	if (count)
+		(*count)++;
+	pthread_cond_broadcast(&t->t_cond);
+	pthread_mutex_unlock(&t->t_lock);
+}
+
+static void turns_b_short(const char *point, void *arg)
+{
+	struct turns *t = arg;
+
+	(void)point;
+	turns_set(t, NULL, &t->t_b_short);
+}
+
+static void turns_c_queued(const char *point, void *arg)
+{
+	struct turns *t = arg;
+
+	(void)point; /* under ds_lock: t_lock is a leaf here */
+	turns_set(t, &t->t_c_queued, NULL);
+}
+
+/* B is about to retry: not before C's next reservation was granted or queued. */
+static void turns_b_retry(const char *point, void *arg)
+{
+	struct turns *t = arg;
+
+	(void)point;
+	pthread_mutex_lock(&t->t_lock);
+	while (t->t_c_began == t->t_b_seen && !t->t_c_queued && !t->t_c_done)
+		pthread_cond_wait(&t->t_cond, &t->t_lock);
+	t->t_b_seen = t->t_c_began;
+	pthread_mutex_unlock(&t->t_lock);
+}
+
+static void *turns_b_main(void *arg)
+{
+	struct turns *t = arg;
+	struct delta_op op;
+
+	syncpoint_thread_name("B");
+	t->t_b_err = delta_op_begin(t->t_ds, t->t_reserve, LOG_RES_FREEING, &op);
+	pthread_mutex_lock(&t->t_lock);
+	t->t_c_at_b = t->t_c_began;
+	pthread_mutex_unlock(&t->t_lock);
+	turns_set(t, &t->t_b_done, NULL);
+	if (!t->t_b_err)
+		delta_op_end(t->t_ds, &op);
+	return NULL;
+}
+
+/* C: reserve R, hold it until B falls short (or is done), end; again. */
+static void *turns_c_main(void *arg)
+{
+	struct turns *t = arg;
+	unsigned seen = 0;
+
+	syncpoint_thread_name("C");
+	for (unsigned i = 0; i < TURN_ROUNDS; i++) {
+		struct delta_op op;
+
+		assert_int_equal(delta_op_begin(t->t_ds, t->t_reserve, LOG_RES_FREEING, &op), 0);
+		pthread_mutex_lock(&t->t_lock);
+		t->t_c_began++;
+		pthread_cond_broadcast(&t->t_cond);
+		while (t->t_b_short == seen && !t->t_b_done)
+			pthread_cond_wait(&t->t_cond, &t->t_lock);
+		seen = t->t_b_short;
+		pthread_mutex_unlock(&t->t_lock);
+		delta_op_end(t->t_ds, &op);
+	}
+	turns_set(t, &t->t_c_done, NULL);
+	return NULL;
+}
+
+static void test_freeing_reservations_take_turns(void **state)
+{
+	static const struct delta_ops ops = {.do_commit = turns_commit,
+					     .do_reclaimable = osc_reclaimable};
+	struct log_format_opts lo = {.lfo_block_size = BS, .lfo_seg_blocks = 16};
+	struct buf_cache_config bc = {BS, 64, &fix_buf_ops, NULL};
+	struct turns t = {.t_lock = PTHREAD_MUTEX_INITIALIZER, .t_cond = PTHREAD_COND_INITIALIZER};
+	struct buf_cache *cache;
+	struct delta_config dc;
+	struct log_space sp;
+	pthread_t b, c;
+	struct log *l;
+	struct bdev *d;
+
+	(void)state;
+	test_needs_syncpoints();
+	test_watchdog("test_freeing_reservations_take_turns", 60);
+	assert_int_equal(bdev_open_ram(BS, 16 * 16, &d), 0);
+	assert_int_equal(log_format(d, &lo), 0);
+	assert_int_equal(log_open(d, &l), 0);
+	assert_int_equal(buf_cache_create(&bc, &cache), 0);
+	dc = (struct delta_config){.dc_cache = cache,
+				   .dc_log = l,
+				   .dc_ops = &ops,
+				   .dc_first_delta = 1,
+				   .dc_max_dirty = 100000,
+				   .dc_max_age_ms = 3600 * 1000};
+	assert_int_equal(delta_sys_create(&dc, &t.t_ds), 0);
+	log_space(l, &sp);
+	t.t_reserve = sp.sp_total - sp.sp_written - sp.sp_reserved; /* a freeing one fits once */
+	syncpoint_reset();
+	syncpoint_enable();
+	syncpoint_callback("delta.reserve.short@B", turns_b_short, &t);
+	syncpoint_callback("delta.reserve.queued_locked@C", turns_c_queued, &t);
+	syncpoint_callback("delta.reserve.retry@B", turns_b_retry, &t);
+	test_thread_start(&c, turns_c_main, &t);
+	pthread_mutex_lock(&t.t_lock);
+	while (!t.t_c_began)
+		pthread_cond_wait(&t.t_cond, &t.t_lock);
+	pthread_mutex_unlock(&t.t_lock);
+	test_thread_start(&b, turns_b_main, &t);
+	test_thread_join(b);
+	test_thread_join(c);
+	print_message("# B: %d, after %u of C's reservations\n", t.t_b_err, t.t_c_at_b);
+	assert_int_equal(t.t_b_err, 0);
+	assert_int_equal(t.t_c_at_b, 1); /* served before C's second */
+	syncpoint_reset();
+	assert_int_equal(delta_sys_destroy(t.t_ds), 0);
+	log_space(l, &sp);
+	assert_int_equal(sp.sp_reserved, 0);
+	buf_cache_destroy(cache);
+	log_close(l);
+	bdev_close(d);
+	test_watchdog_cancel();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -678,6 +852,7 @@ int main(void)
 	    cmocka_unit_test(test_old_delta_commits_by_itself),
 	    cmocka_unit_test(test_sync_with_nothing_to_do_commits_nothing),
 	    cmocka_unit_test(test_reserve_gives_up_on_oscillating_space),
+	    cmocka_unit_test(test_freeing_reservations_take_turns),
 	};
 	return TEST_RUN("delta", tests);
 }
