@@ -915,8 +915,9 @@ uint64_t vol_usage_check(struct vol *v, const struct vol_count *cn, uint64_t rea
  * Dead blocks in the segments a snapshot marked (vu_lock): the cleaner
  * leaves those segments to the snapshots, so their dead blocks come back
  * only once the snapshots go. The head's unwritten rest is not dead.
+ * With @marked, also the marked segments.
  */
-static uint64_t vol_snap_dead_locked(struct vol *v, const struct log_space *sp)
+static uint64_t vol_snap_dead_locked(struct vol *v, const struct log_space *sp, uint64_t *marked)
 {
 	struct vol_usage *u = &v->v_usage;
 	uint64_t seg = v->v_geo.lg_seg_blocks, n = v->v_geo.lg_nsegments, dead = 0;
@@ -928,7 +929,11 @@ static uint64_t vol_snap_dead_locked(struct vol *v, const struct log_space *sp)
 			uint64_t s = w * 64 + (uint64_t)__builtin_ctzll(bits), held, written;
 
 			bits &= bits - 1;
-			if (s >= n || !log_seg_in_use(v->v_log, s))
+			if (s >= n)
+				continue;
+			if (marked)
+				(*marked)++;
+			if (!log_seg_in_use(v->v_log, s))
 				continue;
 			held = (uint64_t)u->vu_live[s] + u->vu_pinned[s];
 			written = s == sp->sp_head_seg ? seg - MIN(sp->sp_head_room, seg) : seg;
@@ -954,7 +959,7 @@ uint64_t vol_free_blocks(struct vol *v)
 		return sp.sp_free; /* no counts: only what no segment holds */
 	cmutex_lock(&u->vu_lock);
 	/* live, pinned, and dead where the cleaner does not go */
-	held = u->vu_total + u->vu_pinned_total + vol_snap_dead_locked(v, &sp);
+	held = u->vu_total + u->vu_pinned_total + vol_snap_dead_locked(v, &sp, NULL);
 	cmutex_unlock(&u->vu_lock);
 	taken = held + sp.sp_reserved + sp.sp_kept + low * seg;
 	if (sp.sp_total <= taken)
@@ -989,9 +994,7 @@ void vol_usage(struct vol *v, struct vol_usage_stats *us)
 	us->vus_open_walked = u->vu_open_walked;
 	us->vus_dat_blocks = (u->vu_dat_next + vol_dat_per_block(v->v_block_size) - 1) /
 			     vol_dat_per_block(v->v_block_size);
-	for (uint64_t s = 0; s < v->v_geo.lg_nsegments; s++)
-		us->vus_snap_segments += vol_seg_snap(u->vu_snap, s);
-	us->vus_snap_dead_blocks = vol_snap_dead_locked(v, &sp);
+	us->vus_snap_dead_blocks = vol_snap_dead_locked(v, &sp, &us->vus_snap_segments);
 	ckpt_root = u->vu_ckpt_root;
 	ckpt_height = u->vu_ckpt_height;
 	cmutex_unlock(&u->vu_lock);
