@@ -492,14 +492,24 @@ case_flush_once() {
 # Snapshots of the mounted volume through the mount (the control ioctls),
 # each frozen while the volume changes; one mounted read-only by name; the
 # others' users refused; deleting one through the mount.
+# The blocks only snapshots keep, from the 'space pinned' line of df's output in ./out
+# (-1 if the line is not there, or not worded as expected).
+df_pinned() {
+	local re='^space pinned: .*(\([0-9]*\) blocks only snapshots keep, and [0-9]* dead ones' n
+	re="$re"' beside them, in [0-9]* segments the cleaner leaves to them)$'
+	n=$(sed -n "s/$re/\\1/p" out)
+	echo "${n:--1}"
+}
+
 case_snapshots() {
 	local m=mnt8 s=mnt8s as
 	mkdir -p $m $s
 	mkimg h.img 64 || return
 	mount_fg h.img $m || return
 	echo "one" >$m/f && mkdir $m/d && echo kept >$m/d/g
+	dd if=/dev/urandom of=$m/big bs=1M count=4 status=none || fail "writing big"
 	check "snapshot create through the mount" "$CAIRN" snapshot create $m first
-	echo "two" >$m/f && rm $m/d/g && echo new >$m/h
+	echo "two" >$m/f && rm $m/d/g $m/big && echo new >$m/h
 	check "snapshot create through a subdirectory" "$CAIRN" snapshot create $m/d second
 	"$CAIRN" snapshot create $m first 2>err && fail "created a snapshot twice"
 	grep -q "exists already" err || fail "create twice: $(cat err)"
@@ -513,6 +523,9 @@ case_snapshots() {
 	"$CAIRN" snapshot create h.img third 2>err && fail "changed a mounted image"
 	grep -q "in use" err || fail "mounted image: $(cat err)"
 	unmount $m "$fg_pid" || return
+	# the deleted 4 MiB (1024 blocks) that "first" keeps are pinned, not dead
+	"$CAIRN" df h.img >out || fail "df with snapshots"
+	[ "$(df_pinned)" -ge 1024 ] || fail "df: what first keeps is not pinned: $(cat out)"
 	mount_fg h.img $s -o snapshot=first || return
 	[ "$(cat $s/f)" = "one" ] || fail "snapshot first: f is $(cat $s/f)"
 	[ "$(cat $s/d/g)" = "kept" ] || fail "snapshot first: d/g is gone"
@@ -525,6 +538,8 @@ case_snapshots() {
 	"$CAIRN" snapshot list $m >out
 	[ "$(awk 'NR > 1 {print $1}' out)" = "second" ] || fail "after delete: $(cat out)"
 	unmount $m "$fg_pid" || return
+	"$CAIRN" df h.img >out || fail "df after a snapshot delete"
+	[ "$(df_pinned)" -lt 1024 ] || fail "df: still pinned once first is gone: $(cat out)"
 	"$CAIRN" fsck h.img >/dev/null || fail "fsck after snapshots"
 	if "$CAIRN" mount -o snapshot=first h.img $s 2>err; then
 		fusermount3 -u $s
