@@ -42,7 +42,11 @@
  *       deletion's worst case: without turns, deletions in several
  *       threads each retook what a forced commit released before the one
  *       that forced it retried, and the loser gave up with -ENOSPC while
- *       the others went on (test_freeing_reservations_take_turns).
+ *       the others went on (test_freeing_reservations_take_turns). The
+ *       turn passes on once the reservation is charged to the open delta
+ *       (op_begin), not when it is granted: the next one's forced commits
+ *       must be of a delta that releases it, or they free nothing and the
+ *       next one gives up.
  *
  * Lock order: ds_lock is taken with no other cairn lock held; under it
  * only the buffer cache's delta lock and the interleaving-point lock,
@@ -344,14 +348,23 @@ static int delta_reserve_forcing(struct delta_sys *ds, uint64_t reserve, unsigne
 	}
 }
 
+/* Let the next freeing reservation that fell short have its turn. */
+static void delta_turn_done_locked(struct delta_sys *ds)
+{
+	assert(cmutex_held(&ds->ds_lock));
+	ds->ds_freeing_turn++;
+	pthread_cond_broadcast(&ds->ds_cond);
+}
+
 /*
  * Reserve: at once if the space is there, else by forced commits
  * (delta_reserve_forcing). A freeing reservation does that in turn with
  * the others that fell short (invariant (6)): none tries while an
  * earlier one is being served, so what a commit releases goes to the
- * one that forced it.
+ * one that forced it. *@turn: the reservation was granted in its turn,
+ * which the caller hands on once it is charged to a delta.
  */
-static int delta_reserve(struct delta_sys *ds, uint64_t reserve, unsigned flags)
+static int delta_reserve(struct delta_sys *ds, uint64_t reserve, unsigned flags, bool *turn)
 {
 	uint64_t ticket;
 	bool queued;
@@ -379,9 +392,12 @@ static int delta_reserve(struct delta_sys *ds, uint64_t reserve, unsigned flags)
 	}
 	cmutex_unlock(&ds->ds_lock);
 	err = delta_reserve_forcing(ds, reserve, flags);
+	if (!err) {
+		*turn = true;
+		return 0;
+	}
 	cmutex_lock(&ds->ds_lock);
-	ds->ds_freeing_turn++;
-	pthread_cond_broadcast(&ds->ds_cond);
+	delta_turn_done_locked(ds);
 	cmutex_unlock(&ds->ds_lock);
 	return err;
 }
@@ -404,11 +420,11 @@ static bool delta_reservations_heavy(struct delta_sys *ds)
 
 int delta_op_begin(struct delta_sys *ds, uint64_t reserve, unsigned flags, struct delta_op *op)
 {
-	bool heavy;
+	bool heavy, turn = false;
 	int err;
 
 	assert(delta_ops_held == 0); /* invariant (5) */
-	err = delta_reserve(ds, reserve, flags);
+	err = delta_reserve(ds, reserve, flags, &turn);
 	if (err)
 		return err;
 	heavy = delta_reservations_heavy(ds);
@@ -424,6 +440,8 @@ int delta_op_begin(struct delta_sys *ds, uint64_t reserve, unsigned flags, struc
 	if (!ds->ds_joined++) /* the commit thread sleeps untimed on an empty delta */
 		pthread_cond_broadcast(&ds->ds_cond);
 	ds->ds_charged[op->dop_delta & 1] += reserve;
+	if (turn) /* charged: a commit of the open delta releases it (invariant (6)) */
+		delta_turn_done_locked(ds);
 	if (heavy && !ds->ds_kick) { /* commit soon: its reconciliation frees the excess */
 		ds->ds_kick = true;
 		pthread_cond_broadcast(&ds->ds_cond);

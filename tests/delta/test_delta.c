@@ -667,30 +667,27 @@ static void test_reserve_gives_up_on_oscillating_space(void **state)
 /*
  * Freeing reservations that fall short take turns (delta.c (6)). Only
  * the kept reserve holds a deletion on a full volume, and it holds one:
- * here what a freeing reservation may take holds R blocks once. C
- * holds R; B asks for R and falls short, which forces a commit; C ends
- * and asks for R again while that commit releases its first R. Without
- * turns C took it back before B retried (forced here: B's retry waits
- * until C's next reservation was either granted or queued), every time,
- * and B retried until C stopped, or gave up with -ENOSPC once a sync
- * found nothing to commit (seen on a full volume beside a snapshot,
- * test_ns_fill). With turns C waits behind B: B is served after one
- * commit, before C's second reservation.
+ * here what a freeing reservation may take holds R blocks once. The
+ * test holds R; B asks for R and falls short, which forces a commit;
+ * then D asks for R. The test's operation ends, and the commit releases
+ * its R. Without turns D, falling short too, retried with B, and took R
+ * first (forced here: B's retry waits until D's reservation was either
+ * granted or queued); B had to force another commit, and with more
+ * deletions coming it could lose every time and give up with -ENOSPC
+ * (seen on a full volume beside a snapshot, test_ns_fill). With turns D
+ * waits behind B without trying: B is served first, then D.
  */
-#define TURN_ROUNDS 6
-
 struct turns {
 	struct delta_sys *t_ds;
 	uint64_t t_reserve;
 	pthread_mutex_t t_lock;
 	pthread_cond_t t_cond;
-	unsigned t_c_began;	 /* C's reservations granted; t_lock */
-	unsigned t_b_seen;	 /* C's that B's last retry waited for; B's callback only */
-	unsigned t_b_short;	 /* B's shortfalls; t_lock */
-	unsigned t_c_at_b;	 /* C's reservations granted when B's was; t_lock */
-	bool t_c_queued;	 /* C waits for its turn; t_lock */
-	bool t_c_done, t_b_done; /* t_lock */
-	int t_b_err;
+	bool t_d_waiting;	 /* D fell short, or waits for its turn; t_lock */
+	bool t_d_queued;	 /* D waits for its turn; t_lock */
+	bool t_d_began;		 /* D's reservation was granted; t_lock */
+	unsigned t_served;	 /* reservations granted so far; t_lock */
+	unsigned t_b_at, t_d_at; /* in which place B's and D's were; t_lock */
+	int t_b_err, t_d_err;
 };
 
 static int turns_commit(void *ctx, uint32_t d, uint64_t *consumed)
@@ -701,83 +698,78 @@ static int turns_commit(void *ctx, uint32_t d, uint64_t *consumed)
 	return 0;
 }
 
-static void turns_set(struct turns *t, bool *flag, unsigned *count)
+static void turns_set(struct turns *t, bool *flag)
 {
 	pthread_mutex_lock(&t->t_lock);
-	if (flag)
-		*flag = true;
-	if (count)
-		(*count)++;
+	*flag = true;
 	pthread_cond_broadcast(&t->t_cond);
 	pthread_mutex_unlock(&t->t_lock);
 }
 
-static void turns_b_short(const char *point, void *arg)
+static void turns_wait(struct turns *t, const bool *a, const bool *b)
+{
+	pthread_mutex_lock(&t->t_lock);
+	while (!*a && !*b)
+		pthread_cond_wait(&t->t_cond, &t->t_lock);
+	pthread_mutex_unlock(&t->t_lock);
+}
+
+static void turns_d_short(const char *point, void *arg)
 {
 	struct turns *t = arg;
 
 	(void)point;
-	turns_set(t, NULL, &t->t_b_short);
+	turns_set(t, &t->t_d_waiting);
 }
 
-static void turns_c_queued(const char *point, void *arg)
+static void turns_d_queued(const char *point, void *arg)
 {
 	struct turns *t = arg;
 
 	(void)point; /* under ds_lock: t_lock is a leaf here */
-	turns_set(t, &t->t_c_queued, NULL);
+	turns_set(t, &t->t_d_queued);
+	turns_set(t, &t->t_d_waiting);
 }
 
-/* B is about to retry: not before C's next reservation was granted or queued. */
+/* B is about to retry: not before D's reservation was granted or queued. */
 static void turns_b_retry(const char *point, void *arg)
 {
 	struct turns *t = arg;
 
 	(void)point;
+	turns_wait(t, &t->t_d_began, &t->t_d_queued);
+}
+
+/* Reserve R (freeing), note in which place it was granted, and end. */
+static void turns_reserve(struct turns *t, int *err, unsigned *at, bool *began)
+{
+	struct delta_op op;
+
+	*err = delta_op_begin(t->t_ds, t->t_reserve, LOG_RES_FREEING, &op);
 	pthread_mutex_lock(&t->t_lock);
-	while (t->t_c_began == t->t_b_seen && !t->t_c_queued && !t->t_c_done)
-		pthread_cond_wait(&t->t_cond, &t->t_lock);
-	t->t_b_seen = t->t_c_began;
+	*at = ++t->t_served;
 	pthread_mutex_unlock(&t->t_lock);
+	if (began)
+		turns_set(t, began);
+	if (!*err)
+		delta_op_end(t->t_ds, &op);
 }
 
 static void *turns_b_main(void *arg)
 {
 	struct turns *t = arg;
-	struct delta_op op;
 
 	syncpoint_thread_name("B");
-	t->t_b_err = delta_op_begin(t->t_ds, t->t_reserve, LOG_RES_FREEING, &op);
-	pthread_mutex_lock(&t->t_lock);
-	t->t_c_at_b = t->t_c_began;
-	pthread_mutex_unlock(&t->t_lock);
-	turns_set(t, &t->t_b_done, NULL);
-	if (!t->t_b_err)
-		delta_op_end(t->t_ds, &op);
+	turns_reserve(t, &t->t_b_err, &t->t_b_at, NULL);
 	return NULL;
 }
 
-/* C: reserve R, hold it until B falls short (or is done), end; again. */
-static void *turns_c_main(void *arg)
+static void *turns_d_main(void *arg)
 {
 	struct turns *t = arg;
-	unsigned seen = 0;
 
-	syncpoint_thread_name("C");
-	for (unsigned i = 0; i < TURN_ROUNDS; i++) {
-		struct delta_op op;
-
-		assert_int_equal(delta_op_begin(t->t_ds, t->t_reserve, LOG_RES_FREEING, &op), 0);
-		pthread_mutex_lock(&t->t_lock);
-		t->t_c_began++;
-		pthread_cond_broadcast(&t->t_cond);
-		while (t->t_b_short == seen && !t->t_b_done)
-			pthread_cond_wait(&t->t_cond, &t->t_lock);
-		seen = t->t_b_short;
-		pthread_mutex_unlock(&t->t_lock);
-		delta_op_end(t->t_ds, &op);
-	}
-	turns_set(t, &t->t_c_done, NULL);
+	syncpoint_thread_name("D");
+	turns_reserve(t, &t->t_d_err, &t->t_d_at, &t->t_d_began);
 	return NULL;
 }
 
@@ -790,17 +782,18 @@ static void test_freeing_reservations_take_turns(void **state)
 	struct turns t = {.t_lock = PTHREAD_MUTEX_INITIALIZER, .t_cond = PTHREAD_COND_INITIALIZER};
 	struct buf_cache *cache;
 	struct delta_config dc;
+	struct delta_op held;
 	struct log_space sp;
-	pthread_t b, c;
+	pthread_t b, d;
+	struct bdev *dev;
 	struct log *l;
-	struct bdev *d;
 
 	(void)state;
 	test_needs_syncpoints();
 	test_watchdog("test_freeing_reservations_take_turns", 60);
-	assert_int_equal(bdev_open_ram(BS, 16 * 16, &d), 0);
-	assert_int_equal(log_format(d, &lo), 0);
-	assert_int_equal(log_open(d, &l), 0);
+	assert_int_equal(bdev_open_ram(BS, 16 * 16, &dev), 0);
+	assert_int_equal(log_format(dev, &lo), 0);
+	assert_int_equal(log_open(dev, &l), 0);
 	assert_int_equal(buf_cache_create(&bc, &cache), 0);
 	dc = (struct delta_config){.dc_cache = cache,
 				   .dc_log = l,
@@ -813,27 +806,29 @@ static void test_freeing_reservations_take_turns(void **state)
 	t.t_reserve = sp.sp_total - sp.sp_written - sp.sp_reserved; /* a freeing one fits once */
 	syncpoint_reset();
 	syncpoint_enable();
-	syncpoint_callback("delta.reserve.short@B", turns_b_short, &t);
-	syncpoint_callback("delta.reserve.queued_locked@C", turns_c_queued, &t);
+	syncpoint_callback("delta.reserve.short@D", turns_d_short, &t);
+	syncpoint_callback("delta.reserve.queued_locked@D", turns_d_queued, &t);
 	syncpoint_callback("delta.reserve.retry@B", turns_b_retry, &t);
-	test_thread_start(&c, turns_c_main, &t);
-	pthread_mutex_lock(&t.t_lock);
-	while (!t.t_c_began)
-		pthread_cond_wait(&t.t_cond, &t.t_lock);
-	pthread_mutex_unlock(&t.t_lock);
+	assert_int_equal(delta_op_begin(t.t_ds, t.t_reserve, LOG_RES_FREEING, &held), 0);
 	test_thread_start(&b, turns_b_main, &t);
+	syncpoint_wait_arrived("delta.reserve.short@B", 1);
+	test_thread_start(&d, turns_d_main, &t);
+	turns_wait(&t, &t.t_d_waiting, &t.t_d_waiting);
+	delta_op_end(t.t_ds, &held); /* the commit B forced can go, and release R */
 	test_thread_join(b);
-	test_thread_join(c);
-	print_message("# B: %d, after %u of C's reservations\n", t.t_b_err, t.t_c_at_b);
+	test_thread_join(d);
+	print_message("# B: %d, granted %u; D: %d, granted %u\n", t.t_b_err, t.t_b_at, t.t_d_err,
+		      t.t_d_at);
 	assert_int_equal(t.t_b_err, 0);
-	assert_int_equal(t.t_c_at_b, 1); /* served before C's second */
+	assert_int_equal(t.t_d_err, 0);
+	assert_true(t.t_b_at < t.t_d_at); /* B fell short first: served first */
 	syncpoint_reset();
 	assert_int_equal(delta_sys_destroy(t.t_ds), 0);
 	log_space(l, &sp);
 	assert_int_equal(sp.sp_reserved, 0);
 	buf_cache_destroy(cache);
 	log_close(l);
-	bdev_close(d);
+	bdev_close(dev);
 	test_watchdog_cancel();
 }
 
