@@ -259,6 +259,9 @@ static void test_fill_delete_rounds(void **state)
 	(void)state;
 	test_watchdog("fill and delete rounds", 120 + (unsigned)rounds * 6);
 	fill_setup(&f, FILL_MIB, fl);
+	last = free_blocks(f.nf_c); /* what the reopen at the end must agree with */
+	vol_usage(f.nf_c->c_vol, &us);
+	ckpt = us.vus_ckpt_blocks;
 	for (uint32_t r = 1; r <= rounds; r++) {
 		uint64_t before = free_blocks(f.nf_c), written = 0, after, high_before = high;
 		uint64_t dat_before = dat, ckpt_before = ckpt;
