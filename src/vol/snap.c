@@ -30,7 +30,12 @@
  *   3. write the record in a transaction, and vol_sync.
  * A crash before 3 is durable leaves no record: the next open counts
  * exactly again. A failure after 2 leaves segments marked: counted too
- * high until the next recount, never too low.
+ * high until the next recount, never too low. A recount keeps every mark
+ * while a creation's record may not be durable (vu_marking): until 3
+ * returns, or, if its commit failed, until a later commit carries the
+ * record (vol_usage_snap_done_at); not at all if the record was never
+ * written. (Kept for good after a failed commit, the marks outlived the
+ * snapshot, and its space stayed pinned: test_failed_create_lets_its_marks_go.)
  *
  * vol_snap_create_at pins a recent checkpoint instead (delta given):
  *   a. find its super root in the checkpoint chain (no sync: it is
@@ -343,11 +348,18 @@ int vol_snap_create_at(struct vol *v, const char *name, uint64_t delta)
 	memcpy(si.vsi_name, name, strlen(name));
 	SYNC_POINT("vol.snap.create.taken");
 	err = snap_write(&t, free_slot, &si); /* 3 */
+	if (err) /* no record: the marks keep nothing; the commit's recount drops them */
+		vol_usage_recount_at(v, t.vt_op.dop_delta);
 	vol_txn_end(&t);
-	if (!err)
-		err = vol_sync(v);
-	if (!err) /* else the marks stay kept: too many never lose a block */
+	if (err) {
 		vol_usage_snap_done(v);
+		goto out;
+	}
+	err = vol_sync(v);
+	if (!err)
+		vol_usage_snap_done(v);
+	else /* the record goes with the next commit: the marks stay till then */
+		vol_usage_snap_done_at(v, t.vt_op.dop_delta);
 out:
 	cmutex_unlock(&v->v_snap_lock);
 	return err;

@@ -648,6 +648,16 @@ void vol_usage_snap_done(struct vol *v)
 	atomic_fetch_sub(&v->v_usage.vu_marking, 1);
 }
 
+void vol_usage_snap_done_at(struct vol *v, uint64_t delta)
+{
+	struct vol_usage *u = &v->v_usage;
+
+	cmutex_lock(&u->vu_lock);
+	u->vu_marking_late++;
+	u->vu_marking_until = MAX(u->vu_marking_until, delta);
+	cmutex_unlock(&u->vu_lock);
+}
+
 void vol_usage_recount_at(struct vol *v, uint64_t delta)
 {
 	uint64_t at = atomic_load(&v->v_usage.vu_recount_at);
@@ -687,10 +697,14 @@ static void vol_usage_recount(struct vol *v)
 			break;
 		}
 	/* a snapshot marked segments during the walk, or before it for a
-	 * record the walk may not have found durable */
-	if (u->vu_mark_gen != gen || atomic_load(&u->vu_marking))
+	 * record the walk may not have found durable: its marks stay, and so
+	 * do the blocks they pinned (the walk counts none of that record's) */
+	if (u->vu_mark_gen != gen || atomic_load(&u->vu_marking)) {
 		for (uint64_t w = 0; w < (n + 63) / 64; w++)
 			cn.vcn_snap[w] |= __atomic_load_n(&u->vu_snap[w], __ATOMIC_RELAXED);
+		for (uint64_t s = 0; s < n; s++)
+			cn.vcn_pinned[s] = MAX(cn.vcn_pinned[s], u->vu_pinned[s]);
+	}
 	for (uint64_t s = 0; s < n; s++) /* the usage file's entries to write again */
 		if (cn.vcn_live[s] != u->vu_live[s] || cn.vcn_pinned[s] != u->vu_pinned[s] ||
 		    vol_seg_snap(cn.vcn_snap, s) != vol_seg_snap(u->vu_snap, s))
@@ -813,6 +827,12 @@ void vol_usage_settle(struct vol *v)
 	for (size_t i = 0; i < u->vu_failed_segs.uv_n; i++)
 		vol_cand_mark(v, u->vu_failed_segs.uv_v[i], now_ms);
 	u->vu_failed_segs.uv_n = 0;
+	if (u->vu_marking_late && v->v_sr.sr_delta >= u->vu_marking_until) {
+		/* the records of creations whose commit failed are durable now */
+		atomic_fetch_sub(&u->vu_marking, u->vu_marking_late);
+		u->vu_marking_late = 0;
+		vol_usage_recount_at(v, v->v_sr.sr_delta); /* below: the marks they kept */
+	}
 	u->vu_sr_blk = v->v_sr_blk;
 	u->vu_sr_delta = v->v_sr.sr_delta;
 	u->vu_dat_next = v->v_sr.sr_dat_next;

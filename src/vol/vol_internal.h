@@ -576,6 +576,8 @@ struct vol_usage {
 	bool vu_open_walked;	       /* the open counted by a walk (vol_usage_stats) */
 	atomic_uint vu_marking;	       /* snapshots marked whose records may not be durable yet: a
 					  recount keeps every mark (usage.c) */
+	unsigned vu_marking_late;      /* of those, records whose commit failed; vu_lock */
+	uint64_t vu_marking_until;     /* durable once a commit of this delta succeeds; vu_lock */
 	bool vu_suf_stale;	/* a count may be wrong until a recount (a damaged translation
 				   entry met): no super root calls the file current; commit thread */
 	int32_t *vu_suf_born_n; /* per segment, scratch of the projection: */
@@ -815,8 +817,13 @@ void vol_usage_snap_taken(struct vol *v, uint64_t *sr_blk, uint64_t *sr_delta);
  * @txn_delta; -ENOENT if the checkpoint is no longer readable. */
 int vol_usage_snap_taken_at(struct vol *v, uint64_t delta, uint64_t txn_delta);
 /* usage.c: the snapshot vol_usage_snap_taken(_at) marked for is durable
- * now (its creation returned 0): a recount may drop marks again. */
+ * now (its creation returned 0), or will never be (its record was not
+ * written): a recount may drop marks again. */
 void vol_usage_snap_done(struct vol *v);
+/* usage.c: its record was written in transaction delta @delta, whose
+ * commit failed: it is durable once a commit of @delta or later
+ * succeeds (a failed commit's blocks go to the next), done then. */
+void vol_usage_snap_done_at(struct vol *v, uint64_t delta);
 /* usage.c: recount what snapshots keep at the settle of @delta or later
  * (a snapshot deleted in @delta). */
 void vol_usage_recount_at(struct vol *v, uint64_t delta);

@@ -724,6 +724,53 @@ static void test_damaged_snapshots(void **state)
 }
 
 /*
+ * A creation whose commit fails (-EIO) keeps its marks until the record
+ * is durable (the next commit carries it), and no longer: once that
+ * snapshot is deleted, no segment is marked and nothing is pinned. The
+ * creation kept a count of marks in flight up for good before, so every
+ * later recount kept every mark, and the space in those segments stayed
+ * pinned with no snapshot left, across a reopen too.
+ */
+static void test_failed_create_lets_its_marks_go(void **state)
+{
+	struct bdev *d = vf_mkfs(32 * VF_SEG);
+	struct vol *v = vf_open(d, 0), *w;
+	struct vol_snap_info *si;
+	struct vol_usage_stats us;
+	size_t n;
+
+	(void)state;
+	for (uint64_t i = 0; i < 200; i++)
+		vf_write(v, OWNER0, i, 1);
+	assert_int_equal(vol_sync(v), 0);
+	bdev_emu_fail_op(d, BDEV_EMU_FLUSH, 1, 1, -EIO); /* the record's commit */
+	assert_int_equal(vol_snap_create(v, "b"), -EIO);
+	bdev_emu_clear_faults(d);
+	assert_int_equal(vol_sync(v), 0); /* carries the record: the snapshot exists */
+	assert_int_equal(vol_snap_list(v, &si, &n), 0);
+	assert_int_equal(n, 1);
+	free(si);
+	vf_check(v);
+	assert_int_equal(vol_snap_delete(v, "b"), 0);
+	for (uint64_t i = 0; i < 200; i++)
+		vf_write(v, OWNER0, i, 2);
+	assert_int_equal(vol_sync(v), 0);
+	vol_usage(v, &us);
+	print_message("# after the delete: %" PRIu64 " segments marked, %" PRIu64
+		      " blocks pinned\n",
+		      us.vus_snap_segments, us.vus_pinned_blocks);
+	assert_int_equal(us.vus_snap_segments, 0);
+	assert_int_equal(us.vus_pinned_blocks, 0);
+	vf_check(v);
+	w = vf_reopen_copy(d, 0);
+	vol_usage(w, &us);
+	assert_int_equal(us.vus_snap_segments, 0);
+	assert_int_equal(us.vus_pinned_blocks, 0);
+	assert_int_equal(vol_close(w), 0);
+	assert_int_equal(vol_close(v), 0);
+}
+
+/*
  * Snapshots taken and deleted while writer threads commit (and the
  * cleaner runs, on a small volume): writer k rewrites its own blocks
  * with rising versions and publishes the last version whose
@@ -1731,6 +1778,7 @@ int main(void)
 	    cmocka_unit_test(test_create_races_a_commit),
 	    cmocka_unit_test(test_power_cuts),
 	    cmocka_unit_test(test_damaged_snapshots),
+	    cmocka_unit_test(test_failed_create_lets_its_marks_go),
 	    cmocka_unit_test(test_snapshots_beside_writers),
 	    cmocka_unit_test(test_snapshot_opens_across_processes),
 	    cmocka_unit_test(test_open_and_delete_race),
