@@ -425,8 +425,10 @@ int vol_clean(struct vol *v, uint32_t delta, const struct vol_clean_ops *ops, ui
 	if (v->v_read_only || !v->v_usage.vu_live)
 		return 0;
 	free_segs = clean_free_segments(v, &low, &high);
-	if (!clean_wanted(v, free_segs, low, high))
+	if (!clean_wanted(v, free_segs, low, high)) {
+		v->v_usage.vu_nrecent = 0; /* kept out of the next step only */
 		return 0;
+	}
 	greedy = free_segs < 2 || v->v_clean_policy == VOL_CLEAN_GREEDY;
 	util_max = clean_util_max(free_segs);
 	live = clean_choose(v, delta, greedy, util_max, budget, victims, &n, &held);
@@ -447,7 +449,8 @@ int vol_clean(struct vol *v, uint32_t delta, const struct vol_clean_ops *ops, ui
 			break;
 	}
 	if (!n) {
-		clean_stop(v); /* nothing to move, or no room even to move */
+		clean_stop(v);		   /* nothing to move, or no room even to move */
+		v->v_usage.vu_nrecent = 0; /* kept out of this step only */
 		return 0;
 	}
 	cr.cr_budget = live; /* what the logs were reserved for */
