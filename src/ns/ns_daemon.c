@@ -12,7 +12,10 @@
  *                                 waits for them too): /proc/self/mounts,
  *                                 type fuse.cairn, the
  *                                 image's absolute path as source (cairn
- *                                 mount refuses -o fsname=), read-write
+ *                                 mount refuses -o fsname=), read-write or
+ *                                 read only (a read-only mount of the volume
+ *                                 holds the image as a writer does; a
+ *                                 snapshot's mount answers ENOENT, (1))
  *     -> CAIRN_IOC_SNAP_FIND      on each mount's root, until one has it;
  *                                 with the identity of the file the
  *                                 reader opened (st_dev, st_ino): a
@@ -79,9 +82,8 @@ int ns_daemon_each(const char *image, int (*fn)(void *arg, const char *dir), voi
 	if (!f)
 		return -errno;
 	while (!r && getmntent_r(f, &me, buf, sizeof(buf))) {
-		if (strcmp(me.mnt_type, "fuse.cairn") || strcmp(me.mnt_fsname, image) ||
-		    hasmntopt(&me, "ro"))
-			continue; /* a snapshot's mount (read only) knows no snapshot */
+		if (strcmp(me.mnt_type, "fuse.cairn") || strcmp(me.mnt_fsname, image))
+			continue;
 		r = fn(arg, me.mnt_dir);
 	}
 	endmntent(f);

@@ -590,6 +590,15 @@ case_snapshot_beside() {
 	grep -q "a snapshot of it is mounted" err || fail "mkfs: $(cat err)"
 	[ "$(cat $s/d/g)" = "kept" ] || fail "after mkfs: d/g is $(cat $s/d/g)"
 	unmount $s "$spid" || return
+	# beside a read-only mount of the volume, which holds the image too
+	mount_fg i.img $m -o ro || return
+	wpid=$fg_pid
+	MOUNT_LOG=$dir/daemon-snap.log mount_fg i.img $s -o snapshot=s1 ||
+		{ fail "no snapshot mount beside a read-only mount"; unmount $m "$wpid"; return; }
+	spid=$fg_pid
+	[ "$(cat $s/d/g)" = "kept" ] || fail "beside a read-only mount: d/g is $(cat $s/d/g)"
+	unmount $s "$spid" || return
+	unmount $m "$wpid" || return
 	check "snapshot delete once unmounted" "$CAIRN" snapshot delete i.img s1
 	"$CAIRN" fsck i.img >/dev/null || fail "fsck after snapshot_beside"
 }
