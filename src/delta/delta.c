@@ -372,10 +372,8 @@ static int delta_reserve(struct delta_sys *ds, uint64_t reserve, unsigned flags,
 
 	if (!ds->ds_log || !reserve)
 		return 0;
-	if (!(flags & LOG_RES_FREEING)) {
-		err = log_space_reserve(ds->ds_log, reserve, flags);
-		return err == -ENOSPC ? delta_reserve_forcing(ds, reserve, flags) : err;
-	}
+	if (!(flags & LOG_RES_FREEING))
+		return delta_reserve_forcing(ds, reserve, flags); /* which tries at once first */
 	cmutex_lock(&ds->ds_lock);
 	queued = ds->ds_freeing_ticket != ds->ds_freeing_turn;
 	cmutex_unlock(&ds->ds_lock);
