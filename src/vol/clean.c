@@ -257,9 +257,13 @@ static unsigned clean_util_max(uint64_t free_segs)
 	return free_segs < 2 ? CLEAN_UTIL_PRESSED : CLEAN_UTIL_MAX;
 }
 
-/* (1) Up to CLEAN_VICTIMS victims into @victims; their live blocks. */
+/*
+ * (1) Up to CLEAN_VICTIMS victims into @victims; their live blocks. The
+ * first @recent of vu_recent are not taken.
+ */
 static uint64_t clean_choose(struct vol *v, uint32_t delta, bool greedy, unsigned util_max,
-			     uint64_t budget, uint64_t *victims, unsigned *n, bool *held)
+			     unsigned recent, uint64_t budget, uint64_t *victims, unsigned *n,
+			     bool *held)
 {
 	struct vol_usage *u = &v->v_usage;
 	uint64_t nseg = v->v_geo.lg_nsegments, seg_blocks = v->v_geo.lg_seg_blocks, total = 0;
@@ -281,7 +285,7 @@ static uint64_t clean_choose(struct vol *v, uint32_t delta, bool greedy, unsigne
 				taken = victims[i] == s;
 			/* scanned whole by the last step: what it left is dirty
 			 * in the delta this commit writes, and empties then */
-			for (unsigned i = 0; i < u->vu_nrecent && !taken; i++)
+			for (unsigned i = 0; i < recent && !taken; i++)
 				taken = u->vu_recent[i] == s;
 			if (taken || !log_seg_in_use(v->v_log, s))
 				continue;
@@ -418,26 +422,29 @@ int vol_clean(struct vol *v, uint32_t delta, const struct vol_clean_ops *ops, ui
 	struct clean_run cr = {.cr_vol = v, .cr_delta = delta, .cr_ops = ops, .cr_budget = budget};
 	uint64_t free_segs, victims[CLEAN_VICTIMS], base = 0, live, low, high;
 	bool held = false, greedy;
-	unsigned n, util_max, scanned = 0, whole;
+	unsigned n, util_max, scanned = 0, whole, recent;
 	int err = 0;
 
 	*reserved = 0;
 	if (v->v_read_only || !v->v_usage.vu_live)
 		return 0;
+	/* scanned whole by the last step: kept out of this one only (kept
+	 * for good, once the log reused them they were never victims again) */
+	recent = v->v_usage.vu_nrecent;
+	v->v_usage.vu_nrecent = 0;
 	free_segs = clean_free_segments(v, &low, &high);
-	if (!clean_wanted(v, free_segs, low, high)) {
-		v->v_usage.vu_nrecent = 0; /* kept out of the next step only */
+	if (!clean_wanted(v, free_segs, low, high))
 		return 0;
-	}
 	greedy = free_segs < 2 || v->v_clean_policy == VOL_CLEAN_GREEDY;
 	util_max = clean_util_max(free_segs);
-	live = clean_choose(v, delta, greedy, util_max, budget, victims, &n, &held);
+	live = clean_choose(v, delta, greedy, util_max, recent, budget, victims, &n, &held);
 	if (!n && held) {
 		/* victims held only for recovery: move the checkpoint slots on */
 		for (int i = 0; i < 2 && !err; i++)
 			err = vol_checkpoint(v);
 		if (!err)
-			live = clean_choose(v, delta, greedy, util_max, budget, victims, &n, &held);
+			live = clean_choose(v, delta, greedy, util_max, recent, budget, victims, &n,
+					    &held);
 	}
 	/* (2) the logs the moved blocks may take, for the victims' live
 	 * blocks: fewer victims when that does not fit (on a small volume
@@ -449,8 +456,7 @@ int vol_clean(struct vol *v, uint32_t delta, const struct vol_clean_ops *ops, ui
 			break;
 	}
 	if (!n) {
-		clean_stop(v);		   /* nothing to move, or no room even to move */
-		v->v_usage.vu_nrecent = 0; /* kept out of this step only */
+		clean_stop(v); /* nothing to move, or no room even to move */
 		return 0;
 	}
 	cr.cr_budget = live; /* what the logs were reserved for */
@@ -460,7 +466,6 @@ int vol_clean(struct vol *v, uint32_t delta, const struct vol_clean_ops *ops, ui
 		err = log_seg_scan(v->v_log, victims[scanned], clean_block, &cr);
 	*reserved = cr.cr_reserved;
 	whole = scanned && (cr.cr_full || err) ? scanned - 1 : scanned; /* the last cut short */
-	v->v_usage.vu_nrecent = 0;
 	for (unsigned i = 0; i < whole; i++)
 		v->v_usage.vu_recent[v->v_usage.vu_nrecent++] = victims[i];
 	/* what was dirtied is written; the rest stays for a later run */
