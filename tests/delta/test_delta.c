@@ -623,44 +623,69 @@ static bool osc_reclaimable(void *ctx)
 	return true; /* every commit might free something */
 }
 
+/* A delta system over a log of 16 segments of 16 blocks, on a RAM device. */
+struct space_sys {
+	struct bdev *ss_dev;
+	struct log *ss_log;
+	struct buf_cache *ss_cache;
+	struct delta_sys *ss_ds;
+};
+
+static void space_sys_new(struct space_sys *s, const struct delta_ops *ops, void *ctx)
+{
+	struct log_format_opts lo = {.lfo_block_size = BS, .lfo_seg_blocks = 16};
+	struct buf_cache_config bc = {BS, 64, &fix_buf_ops, NULL};
+	struct delta_config dc;
+
+	assert_int_equal(bdev_open_ram(BS, 16 * 16, &s->ss_dev), 0);
+	assert_int_equal(log_format(s->ss_dev, &lo), 0);
+	assert_int_equal(log_open(s->ss_dev, &s->ss_log), 0);
+	assert_int_equal(buf_cache_create(&bc, &s->ss_cache), 0);
+	dc = (struct delta_config){.dc_cache = s->ss_cache,
+				   .dc_log = s->ss_log,
+				   .dc_ops = ops,
+				   .dc_ctx = ctx,
+				   .dc_first_delta = 1,
+				   .dc_max_dirty = 100000,
+				   .dc_max_age_ms = 3600 * 1000};
+	assert_int_equal(delta_sys_create(&dc, &s->ss_ds), 0);
+}
+
+/* Stop the delta system (it commits what is open), then free the rest;
+ * what the log still has reserved then into *@reserved, if not NULL. */
+static void space_sys_free(struct space_sys *s, uint64_t *reserved)
+{
+	struct log_space sp;
+
+	assert_int_equal(delta_sys_destroy(s->ss_ds), 0);
+	log_space(s->ss_log, &sp);
+	if (reserved)
+		*reserved = sp.sp_reserved;
+	buf_cache_destroy(s->ss_cache);
+	log_close(s->ss_log);
+	bdev_close(s->ss_dev);
+}
+
 static void test_reserve_gives_up_on_oscillating_space(void **state)
 {
 	static const struct delta_ops ops = {.do_commit = osc_commit,
 					     .do_reclaimable = osc_reclaimable};
-	struct log_format_opts lo = {.lfo_block_size = BS, .lfo_seg_blocks = 16};
-	struct buf_cache_config bc = {BS, 64, &fix_buf_ops, NULL};
-	struct delta_config dc = {0};
+	struct space_sys s;
 	struct osc o = {0};
-	struct buf_cache *cache;
-	struct delta_sys *ds;
 	struct log_space sp;
 	struct delta_op op;
-	struct bdev *d;
 
 	(void)state;
 	test_watchdog("test_reserve_gives_up_on_oscillating_space", 60);
-	assert_int_equal(bdev_open_ram(BS, 16 * 16, &d), 0);
-	assert_int_equal(log_format(d, &lo), 0);
-	assert_int_equal(log_open(d, &o.o_log), 0);
+	space_sys_new(&s, &ops, &o);
+	o.o_log = s.ss_log; /* before any commit: only an operation starts one */
 	o.o_amount = 16;
-	assert_int_equal(buf_cache_create(&bc, &cache), 0);
-	dc = (struct delta_config){.dc_cache = cache,
-				   .dc_log = o.o_log,
-				   .dc_ops = &ops,
-				   .dc_ctx = &o,
-				   .dc_first_delta = 1,
-				   .dc_max_dirty = 100000,
-				   .dc_max_age_ms = 3600 * 1000};
-	assert_int_equal(delta_sys_create(&dc, &ds), 0);
 	log_space(o.o_log, &sp);
 	/* more than is ever free */
-	assert_int_equal(delta_op_begin(ds, sp.sp_total, 0, &op), -ENOSPC);
+	assert_int_equal(delta_op_begin(s.ss_ds, sp.sp_total, 0, &op), -ENOSPC);
 	print_message("# %u forced commits before -ENOSPC\n", atomic_load(&o.o_commits));
 	assert_true(atomic_load(&o.o_commits) <= 8);
-	assert_int_equal(delta_sys_destroy(ds), 0);
-	buf_cache_destroy(cache);
-	log_close(o.o_log);
-	bdev_close(d);
+	space_sys_free(&s, NULL);
 	test_watchdog_cancel();
 }
 
@@ -777,32 +802,19 @@ static void test_freeing_reservations_take_turns(void **state)
 {
 	static const struct delta_ops ops = {.do_commit = turns_commit,
 					     .do_reclaimable = osc_reclaimable};
-	struct log_format_opts lo = {.lfo_block_size = BS, .lfo_seg_blocks = 16};
-	struct buf_cache_config bc = {BS, 64, &fix_buf_ops, NULL};
 	struct turns t = {.t_lock = PTHREAD_MUTEX_INITIALIZER, .t_cond = PTHREAD_COND_INITIALIZER};
-	struct buf_cache *cache;
-	struct delta_config dc;
+	uint64_t reserved;
+	struct space_sys s;
 	struct delta_op held;
 	struct log_space sp;
 	pthread_t b, d;
-	struct bdev *dev;
-	struct log *l;
 
 	(void)state;
 	test_needs_syncpoints();
 	test_watchdog("test_freeing_reservations_take_turns", 60);
-	assert_int_equal(bdev_open_ram(BS, 16 * 16, &dev), 0);
-	assert_int_equal(log_format(dev, &lo), 0);
-	assert_int_equal(log_open(dev, &l), 0);
-	assert_int_equal(buf_cache_create(&bc, &cache), 0);
-	dc = (struct delta_config){.dc_cache = cache,
-				   .dc_log = l,
-				   .dc_ops = &ops,
-				   .dc_first_delta = 1,
-				   .dc_max_dirty = 100000,
-				   .dc_max_age_ms = 3600 * 1000};
-	assert_int_equal(delta_sys_create(&dc, &t.t_ds), 0);
-	log_space(l, &sp);
+	space_sys_new(&s, &ops, NULL);
+	t.t_ds = s.ss_ds;
+	log_space(s.ss_log, &sp);
 	t.t_reserve = sp.sp_total - sp.sp_written - sp.sp_reserved; /* a freeing one fits once */
 	syncpoint_reset();
 	syncpoint_enable();
@@ -823,12 +835,8 @@ static void test_freeing_reservations_take_turns(void **state)
 	assert_int_equal(t.t_d_err, 0);
 	assert_true(t.t_b_at < t.t_d_at); /* B fell short first: served first */
 	syncpoint_reset();
-	assert_int_equal(delta_sys_destroy(t.t_ds), 0);
-	log_space(l, &sp);
-	assert_int_equal(sp.sp_reserved, 0);
-	buf_cache_destroy(cache);
-	log_close(l);
-	bdev_close(dev);
+	space_sys_free(&s, &reserved);
+	assert_int_equal(reserved, 0);
 	test_watchdog_cancel();
 }
 
