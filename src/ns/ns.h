@@ -103,7 +103,8 @@ struct ns_daemon_image {
 int ns_daemon_snapshot_find(void *arg, const char *name, uint64_t *sroot, uint64_t *delta);
 /*
  * Call @fn(@arg, dir) for each directory where a `cairn mount` daemon
- * serves @image (an absolute path) read-write, until @fn returns non-zero,
+ * serves @image (an absolute path), read-write or read only (a snapshot's
+ * mount among them), until @fn returns non-zero,
  * which is returned; 0 after the last; -errno if the mounts cannot be read.
  */
 int ns_daemon_each(const char *image, int (*fn)(void *arg, const char *dir), void *arg);
