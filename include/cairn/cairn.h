@@ -264,6 +264,7 @@ struct cairn_snapshot {
 	char cs_name[CAIRN_SNAP_NAME_MAX + 1];
 	uint64_t cs_delta;   /* the commit whose state it keeps */
 	uint64_t cs_sroot;   /* the block where that state starts (its super root) */
+	uint64_t cs_xlate;   /* the super root it reads its blocks' places through (0: cs_sroot) */
 	int64_t cs_ctime_ns; /* when it was taken, ns since the epoch */
 };
 int cairn_snapshot_create(struct cairn *c, const char *name);

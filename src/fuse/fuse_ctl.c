@@ -51,6 +51,7 @@ static int cfuse_snap_get(struct cairn *c, const char *name, uint32_t index,
 	out->cis_delta = list[index].cs_delta;
 	out->cis_ctime_ns = list[index].cs_ctime_ns;
 	out->cis_sroot = list[index].cs_sroot;
+	out->cis_xlate = list[index].cs_xlate;
 	free(list);
 	return cairn_image_identity(c, &out->cis_dev, &out->cis_ino);
 }

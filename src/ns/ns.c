@@ -1231,6 +1231,7 @@ int cairn_snapshot_list(struct cairn *c, struct cairn_snapshot **out, size_t *n)
 		(*out)[i].cs_delta = si[i].vsi_delta;
 		(*out)[i].cs_ctime_ns = si[i].vsi_ctime_ns;
 		(*out)[i].cs_sroot = si[i].vsi_sroot;
+		(*out)[i].cs_xlate = si[i].vsi_xlate;
 	}
 	free(si);
 	return 0;

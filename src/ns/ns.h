@@ -100,7 +100,7 @@ struct ns_daemon_image {
  * ns_daemon_image) that a `cairn mount` daemon has mounted; -EBUSY if
  * none has (a daemon of another file at that path does not count).
  */
-int ns_daemon_snapshot_find(void *arg, const char *name, uint64_t *sroot, uint64_t *delta);
+vol_snap_find_fn ns_daemon_snapshot_find;
 /*
  * Call @fn(@arg, dir) for each directory where a `cairn mount` daemon
  * serves @image (an absolute path), read-write or read only (a snapshot's

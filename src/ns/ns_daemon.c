@@ -49,7 +49,7 @@
  * if it has none, -ESTALE if it serves another file.
  */
 static int ns_daemon_ask(const char *dir, const struct bdev_identity *id, const char *name,
-			 uint64_t *sroot, uint64_t *delta)
+			 uint64_t *sroot, uint64_t *delta, uint64_t *xlate)
 {
 	struct cairn_ioc_snap q = {.cis_dev = id->bi_dev, .cis_ino = id->bi_ino};
 	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -69,6 +69,7 @@ static int ns_daemon_ask(const char *dir, const struct bdev_identity *id, const 
 		return err;
 	*sroot = q.cis_sroot;
 	*delta = q.cis_delta;
+	*xlate = q.cis_xlate;
 	return 0;
 }
 
@@ -93,7 +94,7 @@ int ns_daemon_each(const char *image, int (*fn)(void *arg, const char *dir), voi
 struct ns_daemon_query {
 	const struct ns_daemon_image *q_image;
 	const char *q_name;
-	uint64_t *q_sroot, *q_delta;
+	uint64_t *q_sroot, *q_delta, *q_xlate;
 	bool q_mounted; /* a daemon was asked */
 	int q_err;	/* -ENOENT, or the error of one that failed */
 };
@@ -102,7 +103,8 @@ struct ns_daemon_query {
 static int ns_daemon_query_one(void *arg, const char *dir)
 {
 	struct ns_daemon_query *q = arg;
-	int r = ns_daemon_ask(dir, &q->q_image->di_id, q->q_name, q->q_sroot, q->q_delta);
+	int r = ns_daemon_ask(dir, &q->q_image->di_id, q->q_name, q->q_sroot, q->q_delta,
+			      q->q_xlate);
 
 	if (r == -ESTALE)
 		return 0; /* not the daemon of our file */
@@ -112,10 +114,11 @@ static int ns_daemon_query_one(void *arg, const char *dir)
 	return !r;
 }
 
-int ns_daemon_snapshot_find(void *arg, const char *name, uint64_t *sroot, uint64_t *delta)
+int ns_daemon_snapshot_find(void *arg, const char *name, uint64_t *sroot, uint64_t *delta,
+			    uint64_t *xlate)
 {
 	const struct ns_daemon_image *image = arg;
-	struct ns_daemon_query q = {image, name, sroot, delta, false, -ENOENT};
+	struct ns_daemon_query q = {image, name, sroot, delta, xlate, false, -ENOENT};
 	int r = ns_daemon_each(image->di_path, ns_daemon_query_one, &q);
 
 	if (r < 0)

@@ -502,13 +502,14 @@ out:
 static int ck_snap_sroot(struct vol_checker *ck, const struct vol_snap_info *si,
 			 struct vol_sroot *sr)
 {
-	int err = vol_snap_sroot(ck->ck_vol, si->vsi_sroot, si->vsi_delta, sr);
+	const char *why;
+	int err = vol_snap_state(ck->ck_vol, si, sr, &why);
 
 	if (err == -EUCLEAN)
 		ck_problem(ck,
-			   "snapshot \"%s\": block %" PRIu64
-			   " is not the super root of delta %" PRIu64,
-			   si->vsi_name, si->vsi_sroot, si->vsi_delta);
+			   "snapshot \"%s\" (super root %" PRIu64 ", delta %" PRIu64
+			   ", translation super root %" PRIu64 "): %s",
+			   si->vsi_name, si->vsi_sroot, si->vsi_delta, si->vsi_xlate, why);
 	return err;
 }
 
@@ -546,6 +547,10 @@ static int ck_walk(struct vol_checker *ck, uint64_t sr_blk, const struct vol_sro
 			err = 0;
 			continue;
 		}
+		/* the translation super root is the snapshot's block too (its
+		 * translation's tree is walked with the rest) */
+		if (!err && ck->ck_snaps[i].vsi_xlate)
+			(void)ck_claim(ck, VOL_SROOT_OWNER, 0, ck->ck_snaps[i].vsi_xlate);
 		if (!err)
 			err = ck_walk_state(ck, ck->ck_snaps[i].vsi_sroot, &ssr);
 		ck->ck_snaps[kept++] = ck->ck_snaps[i];

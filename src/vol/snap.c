@@ -10,8 +10,15 @@
  *   0  super root block u64 (0: the slot is free)
  *   8  delta u64: the super root's
  *   16 taken at u64: nanoseconds since the epoch
- *   24 name length u8 (1..95)   25 reserved (7 bytes, zero)
+ *   24 name length u8 (1..95)
+ *   25 translation super root, 56 bits (0: the snapshot's own)
  *   32 name (95 bytes, zero past its length)   127 reserved (zero)
+ *
+ * A snapshot reads its trees from its own super root, and resolves their
+ * virtual blocks through the translation of the translation super root
+ * when the record names one (a later durable state's, which has the
+ * moves the cleaner made of the snapshot's blocks since), else through
+ * its own.
  *
  * The table is written through transactions like a client's file, so
  * deltas, recovery and the cleaner cover it. What a snapshot names must
@@ -90,12 +97,13 @@
 #include <time.h>
 #include <xxhash.h>
 
-#define SNAP_SROOT_OFF	  0
-#define SNAP_DELTA_OFF	  8
-#define SNAP_TIME_OFF	  16
-#define SNAP_NAMELEN_OFF  24
-#define SNAP_RESERVED_OFF 25
-#define SNAP_NAME_OFF	  32
+#define SNAP_SROOT_OFF	 0
+#define SNAP_DELTA_OFF	 8
+#define SNAP_TIME_OFF	 16
+#define SNAP_NAMELEN_OFF 24
+#define SNAP_XLATE_OFF	 25
+#define SNAP_XLATE_BYTES 7
+#define SNAP_NAME_OFF	 32
 
 _Static_assert(SNAP_NAME_OFF + VOL_SNAP_NAME_MAX + 1 == VOL_SNAP_REC_SIZE,
 	       "a snapshot record is 128 bytes");
@@ -124,6 +132,28 @@ static const char *snap_name_invalid(const char *name, size_t len)
 	return NULL;
 }
 
+/* The 56-bit little-endian translation super root at @p. */
+static uint64_t snap_get_xlate(const unsigned char *p)
+{
+	uint64_t x = 0;
+
+	for (int i = SNAP_XLATE_BYTES - 1; i >= 0; i--)
+		x = x << 8 | p[i];
+	return x;
+}
+
+static void snap_put_xlate(unsigned char *p, uint64_t x)
+{
+	for (int i = 0; i < SNAP_XLATE_BYTES; i++, x >>= 8)
+		p[i] = (unsigned char)x;
+}
+
+/* Is @blk a block of the segments? */
+static bool snap_blk_valid(const struct log_geometry *g, uint64_t blk)
+{
+	return blk >= g->lg_seg_start && blk - g->lg_seg_start < g->lg_nsegments * g->lg_seg_blocks;
+}
+
 int vol_snap_decode(const struct vol *v, const void *block, uint32_t slot, uint64_t index,
 		    struct vol_snap_info *si, const char **why)
 {
@@ -136,14 +166,17 @@ int vol_snap_decode(const struct vol *v, const void *block, uint32_t slot, uint6
 		*why = "a free slot holds bytes";
 		return util_all_zero(p, VOL_SNAP_REC_SIZE) ? 1 : -EUCLEAN;
 	}
+	uint64_t xlate = snap_get_xlate(p + SNAP_XLATE_OFF);
+
 	*why = "super root outside the segments";
-	if (sroot < g->lg_seg_start ||
-	    sroot - g->lg_seg_start >= g->lg_nsegments * g->lg_seg_blocks)
+	if (!snap_blk_valid(g, sroot))
+		return -EUCLEAN;
+	*why = "translation super root outside the segments";
+	if (xlate && !snap_blk_valid(g, xlate))
 		return -EUCLEAN;
 	*why = "reserved bytes set";
-	if (!util_all_zero(p + SNAP_RESERVED_OFF, SNAP_NAME_OFF - SNAP_RESERVED_OFF) ||
-	    (len <= VOL_SNAP_NAME_MAX &&
-	     !util_all_zero(p + SNAP_NAME_OFF + len, VOL_SNAP_REC_SIZE - SNAP_NAME_OFF - len)))
+	if (len <= VOL_SNAP_NAME_MAX &&
+	    !util_all_zero(p + SNAP_NAME_OFF + len, VOL_SNAP_REC_SIZE - SNAP_NAME_OFF - len))
 		return -EUCLEAN;
 	*why = snap_name_invalid((const char *)p + SNAP_NAME_OFF, len);
 	if (*why)
@@ -154,11 +187,22 @@ int vol_snap_decode(const struct vol *v, const void *block, uint32_t slot, uint6
 	memset(si, 0, sizeof(*si));
 	memcpy(si->vsi_name, p + SNAP_NAME_OFF, len);
 	si->vsi_sroot = sroot;
+	si->vsi_xlate = xlate;
 	si->vsi_delta = util_get_le64(p + SNAP_DELTA_OFF);
 	si->vsi_ctime_ns = (int64_t)util_get_le64(p + SNAP_TIME_OFF);
 	si->vsi_slot = (uint32_t)(index * vol_snap_per_block(v->v_block_size) + slot);
 	*why = NULL;
 	return 0;
+}
+
+/* Does record @slot of @block carry the name @name, whatever else it holds? */
+static bool snap_names(const void *block, uint32_t slot, const char *name)
+{
+	const unsigned char *p = (const unsigned char *)block + (size_t)slot * VOL_SNAP_REC_SIZE;
+	size_t len = p[SNAP_NAMELEN_OFF];
+
+	return len <= VOL_SNAP_NAME_MAX && strlen(name) == len &&
+	       !memcmp(p + SNAP_NAME_OFF, name, len);
 }
 
 static void snap_encode(void *block, uint32_t slot, const struct vol_snap_info *si)
@@ -171,6 +215,7 @@ static void snap_encode(void *block, uint32_t slot, const struct vol_snap_info *
 	util_put_le64(p + SNAP_DELTA_OFF, si->vsi_delta);
 	util_put_le64(p + SNAP_TIME_OFF, (uint64_t)si->vsi_ctime_ns);
 	p[SNAP_NAMELEN_OFF] = (unsigned char)len;
+	snap_put_xlate(p + SNAP_XLATE_OFF, si->vsi_xlate);
 	memcpy(p + SNAP_NAME_OFF, si->vsi_name, len);
 }
 
@@ -196,8 +241,9 @@ static int snap_read_block(struct vol *v, uint64_t index, void *data)
 
 /*
  * Walk the table: the valid records into *out (if not NULL), the slot of
- * @name into *found (UINT32_MAX: none), the first free slot into *free
- * (UINT32_MAX: none). A bad record is logged and neither used nor free.
+ * @name into *found (UINT32_MAX: none; a bad record that carries the name
+ * counts), the first free slot into *free (UINT32_MAX: none). A bad
+ * record is logged and neither used nor free.
  */
 static int snap_scan(struct vol *v, const char *name, struct vol_snap_info **out, size_t *n,
 		     uint32_t *found, uint32_t *free_slot)
@@ -228,6 +274,8 @@ static int snap_scan(struct vol *v, const char *name, struct vol_snap_info **out
 			}
 			if (r < 0) {
 				log_err("vol: snapshot record %" PRIu32 ": %s", i * per + s, why);
+				if (name && snap_names(block, s, name))
+					*found = i * per + s; /* damaged, but named so */
 				continue;
 			}
 			if (name && !strcmp(si.vsi_name, name))
@@ -405,8 +453,67 @@ out_unlock:
 	return err;
 }
 
+/*
+ * Re-root snapshot @name: its record's translation super root becomes the
+ * newest durable state's, so that it reads its blocks where that state's
+ * translation puts them. Like a creation, under vu_lock, read which super
+ * root the counts describe and mark every segment holding one of its
+ * blocks (the translation's tree is the snapshot's now, and so is that
+ * super root); the recount at the record's commit lets the old
+ * translation go. Not while the snapshot is open elsewhere (-EBUSY): the
+ * pin, as for a deletion.
+ */
+int vol_snap_reroot(struct vol *v, const char *name)
+{
+	uint64_t key = snap_pin_key(name);
+	struct vol_snap_info *list = NULL, si;
+	uint32_t found, free_slot;
+	struct vol_txn t;
+	size_t n = 0;
+	int err;
+
+	if (v->v_read_only)
+		return -EROFS;
+	cmutex_lock(&v->v_snap_lock);
+	err = bdev_pin(v->v_bdev, key, BDEV_PIN_EXCL);
+	if (err)
+		goto out_unlock;
+	err = snap_scan(v, name, &list, &n, &found, &free_slot);
+	if (!err && found == UINT32_MAX)
+		err = -ENOENT;
+	if (!err)
+		err = -EUCLEAN; /* unless it is one of the valid records */
+	for (size_t i = 0; err == -EUCLEAN && i < n; i++)
+		if (list[i].vsi_slot == found) {
+			si = list[i];
+			err = 0;
+		}
+	if (!err)
+		err = vol_sync(v);
+	if (!err)
+		err = vol_txn_begin(v, 1, 0, &t);
+	if (err)
+		goto out;
+	vol_usage_snap_taken(v, &si.vsi_xlate, &(uint64_t){0});
+	err = snap_write(&t, found, &si);
+	if (!err) /* the delta cannot commit before the transaction ends */
+		vol_usage_recount_at(v, t.vt_op.dop_delta);
+	vol_txn_end(&t);
+	if (!err)
+		err = vol_sync(v);
+	if (!err) /* else the marks stay kept: too many never lose a block */
+		vol_usage_snap_done(v);
+out:
+	free(list);
+	bdev_pin(v->v_bdev, key, BDEV_PIN_DROP);
+out_unlock:
+	cmutex_unlock(&v->v_snap_lock);
+	return err;
+}
+
 /* Snapshot @name's record, from the table as the open counted it. */
-static int snap_find_counted(struct vol *v, const char *name, uint64_t *sroot, uint64_t *delta)
+static int snap_find_counted(struct vol *v, const char *name, uint64_t *sroot, uint64_t *delta,
+			     uint64_t *xlate)
 {
 	struct vol_usage *u = &v->v_usage;
 	uint32_t found, free_slot;
@@ -416,6 +523,7 @@ static int snap_find_counted(struct vol *v, const char *name, uint64_t *sroot, u
 		if (!strcmp(u->vu_snaps[i].vsi_name, name)) {
 			*sroot = u->vu_snaps[i].vsi_sroot;
 			*delta = u->vu_snaps[i].vsi_delta;
+			*xlate = u->vu_snaps[i].vsi_xlate;
 			return 0;
 		}
 	}
@@ -445,6 +553,29 @@ int vol_snap_sroot(struct vol *v, uint64_t sroot, uint64_t delta, struct vol_sro
 	return err;
 }
 
+int vol_snap_state(struct vol *v, const struct vol_snap_info *si, struct vol_sroot *sr,
+		   const char **why)
+{
+	struct vol_sroot xr;
+	int err = vol_snap_sroot(v, si->vsi_sroot, si->vsi_delta, sr);
+
+	*why = "its super root is not one of its delta";
+	if (err || !si->vsi_xlate)
+		return err;
+	*why = "its translation super root is not one of a later delta";
+	if (!snap_blk_valid(&v->v_geo, si->vsi_xlate))
+		return -EUCLEAN;
+	err = vol_sroot_load(v, si->vsi_xlate, &xr);
+	if (!err && (xr.sr_delta < si->vsi_delta || !snap_sroot_fits(v, &xr)))
+		err = -EUCLEAN;
+	if (err)
+		return err;
+	sr->sr_dat_root = xr.sr_dat_root;
+	sr->sr_dat_height = xr.sr_dat_height;
+	sr->sr_dat_next = xr.sr_dat_next;
+	return 0;
+}
+
 /* vol_open: the state of super root @sroot (@sr) in place of the newest. */
 static void snap_open_state(struct vol *v, uint64_t sroot, const struct vol_sroot *sr)
 {
@@ -460,19 +591,18 @@ static void snap_open_state(struct vol *v, uint64_t sroot, const struct vol_sroo
 	v->v_sr_blk = sroot;
 	v->v_otab = (struct bmap_tree){VOL_OTAB_OWNER, sr->sr_otab_root, sr->sr_otab_height,
 				       sr->sr_otab_height, false};
-	/* its own translation: nothing this one names is moved (usage.c (4)) */
+	/* its own translation, or its translation super root's (vol_snap_state) */
 	v->v_dat = (struct bmap_tree){VOL_DAT_OWNER, sr->sr_dat_root, sr->sr_dat_height,
 				      sr->sr_dat_height, false};
 	dat_open(v);
 	atomic_store(&v->v_committed, sr->sr_delta);
 }
 
-int vol_open_snapshot(struct vol *v, const char *name,
-		      int (*find)(void *arg, const char *name, uint64_t *sroot, uint64_t *delta),
-		      void *arg)
+int vol_open_snapshot(struct vol *v, const char *name, vol_snap_find_fn *find, void *arg)
 {
-	uint64_t sroot, delta;
+	struct vol_snap_info si = {0};
 	struct vol_sroot sr;
+	const char *why;
 	int err;
 
 	/* first the pin, then the record: no deletion can come in between */
@@ -480,18 +610,19 @@ int vol_open_snapshot(struct vol *v, const char *name,
 	err = bdev_pin(v->v_bdev, snap_pin_key(name), BDEV_PIN_SHARED);
 	SYNC_POINT("vol.snap.open.pinned");
 	if (!err)
-		err = find ? find(arg, name, &sroot, &delta)
-			   : snap_find_counted(v, name, &sroot, &delta);
+		err = find
+			  ? find(arg, name, &si.vsi_sroot, &si.vsi_delta, &si.vsi_xlate)
+			  : snap_find_counted(v, name, &si.vsi_sroot, &si.vsi_delta, &si.vsi_xlate);
 	if (err)
 		return err;
-	err = vol_snap_sroot(v, sroot, delta, &sr);
+	err = vol_snap_state(v, &si, &sr, &why);
 	if (err == -EUCLEAN)
-		log_err("vol: snapshot \"%s\": block %" PRIu64 " is not the super root of delta "
-			"%" PRIu64,
-			name, sroot, delta);
+		log_err("vol: snapshot \"%s\" (super root %" PRIu64 ", delta %" PRIu64
+			", translation super root %" PRIu64 "): %s",
+			name, si.vsi_sroot, si.vsi_delta, si.vsi_xlate, why);
 	if (err)
 		return err;
-	snap_open_state(v, sroot, &sr);
+	snap_open_state(v, si.vsi_sroot, &sr);
 	return 0;
 }
 

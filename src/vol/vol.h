@@ -53,6 +53,14 @@ struct vol_mkfs_opts {
  */
 int vol_mkfs(struct bdev *d, const struct vol_mkfs_opts *o);
 
+/*
+ * Where snapshot @name's state is, as its record says: its super root and
+ * delta, and the super root whose translation it reads through (0: its
+ * own). 0 or -errno.
+ */
+typedef int vol_snap_find_fn(void *arg, const char *name, uint64_t *sroot, uint64_t *delta,
+			     uint64_t *xlate);
+
 struct vol_open_opts {
 	uint32_t voo_cache_blocks;     /* buffer cache size; 0: 4096 */
 	uint32_t voo_max_dirty;	       /* see delta_config; 0: what the cache can
@@ -81,10 +89,10 @@ struct vol_open_opts {
 	const char *voo_snapshot;
 	/* With voo_snapshot, for a volume a writer has open (in another
 	 * process): its live state changes under any read, so none is read.
-	 * Once the name is pinned, the snapshot's super root block and delta
-	 * are asked of voo_snapshot_find (the writer's answer; 0 or -errno),
-	 * and only what that super root reaches is read. */
-	int (*voo_snapshot_find)(void *arg, const char *name, uint64_t *sroot, uint64_t *delta);
+	 * Once the name is pinned, the snapshot's record is asked of
+	 * voo_snapshot_find (the writer's answer), and only what its super
+	 * roots reach is read. */
+	vol_snap_find_fn *voo_snapshot_find;
 	void *voo_snapshot_arg;
 	/* Open the state of this recent checkpoint (a delta number, as
 	 * vol_checkpoints lists) instead of the newest: read only, like a
@@ -284,6 +292,7 @@ struct vol_snap_info {
 	char vsi_name[VOL_SNAP_NAME_MAX + 1];
 	uint64_t vsi_delta;   /* the delta whose state it keeps */
 	uint64_t vsi_sroot;   /* that delta's super root */
+	uint64_t vsi_xlate;   /* the super root whose translation it reads through; 0: its own */
 	int64_t vsi_ctime_ns; /* when it was taken (CLOCK_REALTIME) */
 	uint32_t vsi_slot;    /* its record in the table */
 };

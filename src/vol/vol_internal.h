@@ -949,12 +949,20 @@ static inline bool vol_pblk_valid(const struct vol *v, uint64_t pblk)
 /* Read the super root of a snapshot record (@sroot, @delta) into @sr:
  * -EUCLEAN if it is not a valid super root of @delta (not logged). */
 int vol_snap_sroot(struct vol *v, uint64_t sroot, uint64_t delta, struct vol_sroot *sr);
+/*
+ * The super root to read snapshot @si by: its own (vol_snap_sroot), with
+ * the translation of its translation super root if the record names one,
+ * whose delta must be no earlier than the snapshot's. -EUCLEAN, and
+ * *@why, if either is not what the record says.
+ */
+int vol_snap_state(struct vol *v, const struct vol_snap_info *si, struct vol_sroot *sr,
+		   const char **why);
+/* Point snapshot @name's translation at the newest durable state's (snap.c). */
+int vol_snap_reroot(struct vol *v, const char *name);
 /* vol_open: pin snapshot @name and put its state in place of the newest
  * (read only); its record is @find's answer if @find is not NULL
  * (vol_open_opts.voo_snapshot_find), else the table's. */
-int vol_open_snapshot(struct vol *v, const char *name,
-		      int (*find)(void *arg, const char *name, uint64_t *sroot, uint64_t *delta),
-		      void *arg);
+int vol_open_snapshot(struct vol *v, const char *name, vol_snap_find_fn *find, void *arg);
 /*
  * snap.c: walk the checkpoint chain from super root @blk down to delta
  * @from, newest first, calling @fn on each (with its super root, read and

@@ -713,12 +713,47 @@ static void test_damaged_snapshots(void **state)
 	/* a record with a stray byte in its reserved field */
 	assert_int_equal(bdev_emu_open_copy(d, &img), 0);
 	assert_int_equal(bdev_read(img, table, 1, block), 0);
-	block[VOL_SNAP_REC_SIZE + 27] = 0x5a; /* record 1 ("bad"), reserved byte */
+	block[VOL_SNAP_REC_SIZE + 127] = 0x5a; /* record 1 ("bad"), reserved byte */
 	assert_int_equal(bdev_write(img, table, 1, block), 0);
 	w = vf_open(img, 0); /* the log's checksum is not rechecked on a read */
 	damage_problems = 0;
 	assert_true(vol_check(w, damage_report, NULL, NULL) > 0);
 	assert_int_equal(vol_close(w), 0);
+
+	/* a translation super root that is no super root (the table's own
+	 * block), one outside the segments, and one older than the snapshot */
+	{
+		uint64_t bad[3] = {table, 1ull << 50, 0};
+		struct vol_sroot sr;
+
+		assert_int_equal(vol_sroot_load(v, si[1].vsi_sroot, &sr), 0);
+		bad[2] = sr.sr_prev; /* the super root before the snapshot's */
+		assert_true(bad[2] != 0);
+		for (unsigned k = 0; k < 3; k++) {
+			assert_int_equal(bdev_emu_open_copy(d, &img), 0);
+			assert_int_equal(bdev_read(img, table, 1, block), 0);
+			for (unsigned b = 0; b < 7; b++) /* record 1's, 56 bits at byte 25 */
+				block[VOL_SNAP_REC_SIZE + 25 + b] =
+				    (unsigned char)(bad[k] >> (8 * b));
+			assert_int_equal(bdev_write(img, table, 1, block), 0);
+			w = vf_open(img, 0);
+			damage_problems = 0;
+			assert_true(vol_check(w, damage_report, NULL, NULL) > 0);
+			assert_int_equal(vol_close(w), 0);
+			assert_int_equal(bdev_emu_open_copy(d, &img), 0);
+			assert_int_equal(bdev_read(img, table, 1, block), 0);
+			for (unsigned b = 0; b < 7; b++)
+				block[VOL_SNAP_REC_SIZE + 25 + b] =
+				    (unsigned char)(bad[k] >> (8 * b));
+			assert_int_equal(bdev_write(img, table, 1, block), 0);
+			o.voo_snapshot = "bad";
+			assert_int_equal(vol_open(img, &o, &w), -EUCLEAN);
+			o.voo_snapshot = "good";
+			w = vf_open_opts(img, &o);
+			vf_expect(w, OWNER0, 0, 1);
+			assert_int_equal(vol_close(w), 0);
+		}
+	}
 	free(si);
 	assert_int_equal(vol_close(v), 0);
 }
@@ -768,6 +803,68 @@ static void test_failed_create_lets_its_marks_go(void **state)
 	assert_int_equal(us.vus_pinned_blocks, 0);
 	assert_int_equal(vol_close(w), 0);
 	assert_int_equal(vol_close(v), 0);
+}
+
+/*
+ * A re-rooted snapshot reads through a later state's translation: it
+ * reads the same, vol_check walks it through that translation (and
+ * finds the old one let go, the new one kept), and it stays so while the
+ * volume is rewritten and cleaned many times over and across a reopen.
+ */
+static void churn(struct vol *v, struct model *live, struct prng *rng, unsigned ops);
+
+static void test_reroot_reads_through_a_later_translation(void **state)
+{
+	struct vol_open_opts oo = {.voo_clean_low = 8, .voo_clean_high = 12};
+	struct bdev *d = vf_mkfs(48 * VF_SEG);
+	struct vol *v = vf_open_opts(d, &oo), *w;
+	struct model live = {0}, snap;
+	struct vol_snap_info *si;
+	struct vol_usage_stats us;
+	struct prng rng;
+	uint64_t xlate = 0;
+	size_t n;
+
+	(void)state;
+	test_watchdog("test_reroot_reads_through_a_later_translation", 240);
+	prng_init(&rng, test_seed("vol snapshot reroot", 20261205));
+	churn(v, &live, &rng, 600);
+	assert_int_equal(vol_snap_create(v, "s"), 0);
+	snap = live;
+	assert_int_equal(vol_snap_reroot(v, "none"), -ENOENT);
+	for (unsigned round = 0; round < 4; round++) {
+		churn(v, &live, &rng, 1500);
+		assert_int_equal(vol_snap_reroot(v, "s"), 0);
+		assert_int_equal(vol_snap_list(v, &si, &n), 0);
+		assert_int_equal(n, 1);
+		assert_true(si[0].vsi_xlate != 0 && si[0].vsi_xlate != si[0].vsi_sroot);
+		assert_true(si[0].vsi_xlate != xlate); /* a later state's each time */
+		xlate = si[0].vsi_xlate;
+		free(si);
+		/* a deletion recounts: marks exactly what the snapshots' walks
+		 * meet, the translation it names now and not its old one */
+		assert_int_equal(vol_snap_create(v, "t"), 0);
+		assert_int_equal(vol_snap_delete(v, "t"), 0);
+		vf_check(v);
+		expect_snapshot(d, "s", &snap);
+		churn(v, &live, &rng, 1500); /* the translation it names is left behind */
+		vf_check(v);
+		expect_snapshot(d, "s", &snap);
+	}
+	vol_usage(v, &us);
+	print_message("# %" PRIu64 " segments cleaned, %" PRIu64 " released, %" PRIu64
+		      " blocks pinned\n",
+		      us.vus_cleaned, us.vus_released, us.vus_pinned_blocks);
+	w = vf_reopen_copy(d, 0);
+	vf_check(w); /* the open's walk counts it the same */
+	model_expect(w, &live);
+	assert_int_equal(vol_close(w), 0);
+	assert_int_equal(vol_snap_delete(v, "s"), 0);
+	vf_check(v);
+	vol_usage(v, &us);
+	assert_int_equal(us.vus_pinned_blocks, 0);
+	assert_int_equal(vol_close(v), 0);
+	test_watchdog_cancel();
 }
 
 /*
@@ -886,7 +983,8 @@ static void test_snapshots_beside_writers(void **state)
  * shared lock only during the open, so a writer may open after it. An
  * open snapshot cannot be deleted.
  */
-static int find_in_writer(void *arg, const char *name, uint64_t *sroot, uint64_t *delta)
+static int find_in_writer(void *arg, const char *name, uint64_t *sroot, uint64_t *delta,
+			  uint64_t *xlate)
 {
 	struct vol_snap_info *si;
 	size_t n;
@@ -899,6 +997,7 @@ static int find_in_writer(void *arg, const char *name, uint64_t *sroot, uint64_t
 		if (!strcmp(si[i].vsi_name, name)) {
 			*sroot = si[i].vsi_sroot;
 			*delta = si[i].vsi_delta;
+			*xlate = si[i].vsi_xlate;
 			err = 0;
 		}
 	}
@@ -1779,6 +1878,7 @@ int main(void)
 	    cmocka_unit_test(test_power_cuts),
 	    cmocka_unit_test(test_damaged_snapshots),
 	    cmocka_unit_test(test_failed_create_lets_its_marks_go),
+	    cmocka_unit_test(test_reroot_reads_through_a_later_translation),
 	    cmocka_unit_test(test_snapshots_beside_writers),
 	    cmocka_unit_test(test_snapshot_opens_across_processes),
 	    cmocka_unit_test(test_open_and_delete_race),
