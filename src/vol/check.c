@@ -521,6 +521,70 @@ static uint64_t *ck_bitmap_new(const struct vol_checker *ck)
 	return calloc((size_t)((g->lg_nsegments * g->lg_seg_blocks + 63) / 64), sizeof(uint64_t));
 }
 
+static int ck_delta_cmp(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * After the snapshots' walks (ck_in_snap): every dead entry of the state's
+ * translation (@sr) whose [birth, death) holds a snapshot's delta names a
+ * block that snapshot keeps, wherever it lies now: the cleaner may have
+ * moved it after the translation the snapshot reads through was written
+ * (docs/DESIGN.md, Snapshots). It is counted as the snapshots' (a block
+ * their walks met is not counted twice). The liveness rule read off the
+ * translation: what keeps a moved copy until its snapshot is re-rooted.
+ */
+static int ck_snap_live_entries(struct vol_checker *ck, const struct vol_sroot *sr)
+{
+	struct vol *v = ck->ck_vol;
+	uint32_t per = vol_dat_per_block(v->v_block_size);
+	uint64_t nblocks = (sr->sr_dat_next + per - 1) / per;
+	uint64_t *deltas = malloc(ck->ck_nsnaps * sizeof(*deltas));
+	int err = 0;
+
+	if (!deltas)
+		return -ENOMEM;
+	for (size_t i = 0; i < ck->ck_nsnaps; i++)
+		deltas[i] = ck->ck_snaps[i].vsi_delta;
+	qsort(deltas, ck->ck_nsnaps, sizeof(*deltas), ck_delta_cmp);
+	ck->ck_dat_root = sr->sr_dat_root;
+	ck->ck_dat_height = sr->sr_dat_height;
+	ck->ck_dat_next = sr->sr_dat_next;
+	memset(ck->ck_dat_tags, 0, sizeof(ck->ck_dat_tags));
+	for (uint64_t dblk = 0; dblk < nblocks && !err; dblk++) {
+		const unsigned char *data;
+
+		err = ck_dat_block(ck, dblk, &data);
+		if (err || !data) {
+			err = err > 0 ? 0 : err;
+			continue;
+		}
+		for (uint32_t s = 0; s < per; s++) {
+			struct vol_dat_entry e;
+			size_t lo = 0, hi = ck->ck_nsnaps;
+
+			vol_dat_decode(data, s, &e);
+			if (!e.de_death || !e.de_pblk || !vol_pblk_valid(v, e.de_pblk))
+				continue;
+			while (lo < hi) { /* the oldest snapshot at or after its birth */
+				size_t mid = lo + (hi - lo) / 2;
+
+				if (deltas[mid] < e.de_birth)
+					lo = mid + 1;
+				else
+					hi = mid;
+			}
+			if (lo < ck->ck_nsnaps && deltas[lo] < e.de_death)
+				(void)ck_claim(ck, VOL_DAT_OWNER, dblk * per + s, e.de_pblk);
+		}
+	}
+	free(deltas);
+	return err;
+}
+
 /*
  * The walk: the state (@sr at @sr_blk), then, when ck_state is set, each
  * snapshot its table names. A snapshot whose super root is bad is a
@@ -555,8 +619,10 @@ static int ck_walk(struct vol_checker *ck, uint64_t sr_blk, const struct vol_sro
 			err = ck_walk_state(ck, ck->ck_snaps[i].vsi_sroot, &ssr);
 		ck->ck_snaps[kept++] = ck->ck_snaps[i];
 	}
-	ck->ck_in_snap = false;
 	ck->ck_nsnaps = kept;
+	if (!err && kept)
+		err = ck_snap_live_entries(ck, sr);
+	ck->ck_in_snap = false;
 	return err;
 }
 
