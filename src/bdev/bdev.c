@@ -331,7 +331,8 @@ int bdev_unlock(struct bdev *d)
 int bdev_pin(struct bdev *d, uint64_t key, enum bdev_pin_mode how)
 {
 	assert(d);
-	if (how != BDEV_PIN_SHARED && how != BDEV_PIN_EXCL && how != BDEV_PIN_DROP)
+	if (how != BDEV_PIN_SHARED && how != BDEV_PIN_EXCL && how != BDEV_PIN_DROP &&
+	    how != BDEV_PIN_SHARED_WAIT)
 		return -EINVAL;
 	return d->bd_ops->bo_pin ? d->bd_ops->bo_pin(d, key, how) : 0;
 }
@@ -340,6 +341,12 @@ int bdev_pin_any(struct bdev *d)
 {
 	assert(d);
 	return d->bd_ops->bo_pin_any ? d->bd_ops->bo_pin_any(d) : 0;
+}
+
+int bdev_pin_held(struct bdev *d, uint64_t key)
+{
+	assert(d);
+	return d->bd_ops->bo_pin_held ? d->bd_ops->bo_pin_held(d, key) : 0;
 }
 
 int bdev_identity(struct bdev *d, struct bdev_identity *id)

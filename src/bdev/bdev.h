@@ -111,21 +111,28 @@ int bdev_unlock(struct bdev *d);
  * Pins: advisory locks across processes on a key (any 64-bit value; two
  * keys may share a lock, rarely), held by this open until dropped or
  * closed. Another open of the same file holding a conflicting pin makes
- * the call fail with -EBUSY at once: a pin never waits. An exclusive pin
- * needs an open for writing (-EBADF otherwise). The volume pins a
- * snapshot's name shared while it reads the snapshot and exclusive while
- * it deletes one. Backends other than files serve one open: a no-op.
+ * the call fail with -EBUSY at once, but for BDEV_PIN_SHARED_WAIT, which
+ * waits until no other open holds the key exclusive (the holder must not
+ * wait for the waiter). An exclusive pin needs an open for writing
+ * (-EBADF otherwise). The volume pins a snapshot's name shared while it
+ * reads the snapshot and exclusive while it deletes one, and a second key
+ * of the name the same way while it reads it and while it re-roots it
+ * (snap.c). Backends other than files serve one open: a no-op.
  */
 enum bdev_pin_mode {
 	BDEV_PIN_SHARED,
 	BDEV_PIN_EXCL,
 	BDEV_PIN_DROP,
+	BDEV_PIN_SHARED_WAIT,
 };
 
 int bdev_pin(struct bdev *d, uint64_t key, enum bdev_pin_mode how);
 /* -EBUSY if another open holds a pin of any key (mkfs over a volume that a
  * snapshot reader still uses); 0 otherwise. */
 int bdev_pin_any(struct bdev *d);
+/* -EBUSY if another open holds a pin of @key, in either mode; 0 otherwise.
+ * Takes nothing: the answer may change at once. */
+int bdev_pin_held(struct bdev *d, uint64_t key);
 
 /*
  * Which file an open is of, whatever its path is now: st_dev and st_ino

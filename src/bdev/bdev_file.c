@@ -205,15 +205,17 @@ static int bdev_file_unlock(struct bdev *d)
 
 static int bdev_file_pin(struct bdev *d, uint64_t key, enum bdev_pin_mode how)
 {
-	static const short type[] = {
-	    [BDEV_PIN_SHARED] = F_RDLCK, [BDEV_PIN_EXCL] = F_WRLCK, [BDEV_PIN_DROP] = F_UNLCK};
+	static const short type[] = {[BDEV_PIN_SHARED] = F_RDLCK,
+				     [BDEV_PIN_EXCL] = F_WRLCK,
+				     [BDEV_PIN_DROP] = F_UNLCK,
+				     [BDEV_PIN_SHARED_WAIT] = F_RDLCK};
 	struct bdev_file *f = bdev_to_file(d);
 	struct flock fl = {.l_type = type[how],
 			   .l_whence = SEEK_SET,
 			   .l_start = BDEV_PIN_BASE + (off_t)(key & BDEV_PIN_MASK),
 			   .l_len = 1};
 
-	while (fcntl(f->bf_fd, F_OFD_SETLK, &fl) < 0) {
+	while (fcntl(f->bf_fd, how == BDEV_PIN_SHARED_WAIT ? F_OFD_SETLKW : F_OFD_SETLK, &fl) < 0) {
 		if (errno == EAGAIN || errno == EACCES)
 			return -EBUSY;
 		if (errno != EINTR)
@@ -229,6 +231,19 @@ static int bdev_file_pin_any(struct bdev *d)
 			   .l_whence = SEEK_SET,
 			   .l_start = BDEV_PIN_BASE,
 			   .l_len = (off_t)BDEV_PIN_MASK + 1};
+
+	if (fcntl(f->bf_fd, F_OFD_GETLK, &fl) < 0)
+		return -errno;
+	return fl.l_type == F_UNLCK ? 0 : -EBUSY;
+}
+
+static int bdev_file_pin_held(struct bdev *d, uint64_t key)
+{
+	struct bdev_file *f = bdev_to_file(d);
+	struct flock fl = {.l_type = F_WRLCK,
+			   .l_whence = SEEK_SET,
+			   .l_start = BDEV_PIN_BASE + (off_t)(key & BDEV_PIN_MASK),
+			   .l_len = 1};
 
 	if (fcntl(f->bf_fd, F_OFD_GETLK, &fl) < 0)
 		return -errno;
@@ -255,6 +270,7 @@ static const struct bdev_ops bdev_file_ops = {
     .bo_unlock = bdev_file_unlock,
     .bo_pin = bdev_file_pin,
     .bo_pin_any = bdev_file_pin_any,
+    .bo_pin_held = bdev_file_pin_held,
     .bo_identity = bdev_file_identity,
 };
 

@@ -41,6 +41,7 @@ struct bdev_ops {
 	int (*bo_unlock)(struct bdev *d);
 	int (*bo_pin)(struct bdev *d, uint64_t key, enum bdev_pin_mode how);
 	int (*bo_pin_any)(struct bdev *d);
+	int (*bo_pin_held)(struct bdev *d, uint64_t key);
 	/* optional: without it, bdev_identity is -ENOTSUP */
 	int (*bo_identity)(struct bdev *d, struct bdev_identity *id);
 };
