@@ -558,5 +558,6 @@ void delta_stats(struct delta_sys *ds, struct delta_stats *st)
 	st->ds_commits = ds->ds_commits;
 	st->ds_syncs = ds->ds_syncs;
 	st->ds_underestimates = ds->ds_under;
+	st->ds_committing = ds->ds_committing;
 	cmutex_unlock(&ds->ds_lock);
 }

@@ -124,6 +124,7 @@ struct delta_stats {
 	uint64_t ds_commits;	    /* commits done (empty deltas are not committed) */
 	uint64_t ds_syncs;	    /* delta_sync calls */
 	uint64_t ds_underestimates; /* commits that consumed more than reserved */
+	uint32_t ds_committing;	    /* the delta being committed now; 0: none */
 };
 void delta_stats(struct delta_sys *ds, struct delta_stats *st);
 

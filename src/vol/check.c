@@ -858,10 +858,23 @@ int vol_check(struct vol *v, void (*report)(void *arg, const char *msg), void *a
 	      struct vol_check_stats *st)
 {
 	struct vol_checker ck = {.ck_vol = v, .ck_report = report, .ck_arg = arg};
-	uint64_t nseg = v->v_geo.lg_nsegments;
+	uint64_t nseg = v->v_geo.lg_nsegments, kept_blk;
+	struct vol_count kept;
 	int err;
 
+	/* the state the kept counts describe, and those counts, at once: a
+	 * commit that settles during the walk changes neither */
+	err = vol_usage_kept(v, &kept, &kept_blk);
+	if (err)
+		return err;
 	vol_sr_get(v, &ck.ck_sr, &ck.ck_sr_blk);
+	if (kept_blk && kept_blk != ck.ck_sr_blk &&
+	    (err = vol_sroot_load(v, kept_blk, &ck.ck_sr))) {
+		vol_usage_kept_free(&kept);
+		return err;
+	}
+	if (kept_blk)
+		ck.ck_sr_blk = kept_blk;
 	ck.ck_counted = calloc(nseg, sizeof(*ck.ck_counted));
 	ck.ck_pinned = calloc(nseg, sizeof(*ck.ck_pinned));
 	ck.ck_snap_segs = calloc((nseg + 63) / 64, sizeof(uint64_t));
@@ -873,7 +886,7 @@ int vol_check(struct vol *v, void (*report)(void *arg, const char *msg), void *a
 				       .vcn_pinned = ck.ck_pinned,
 				       .vcn_snap = ck.ck_snap_segs};
 
-		vol_usage_check(v, &cn, ck.ck_sr.sr_readable_from, ck_usage_problem, &ck);
+		vol_usage_check(v, &cn, &kept, ck.ck_sr.sr_readable_from, ck_usage_problem, &ck);
 		err = ck_suf_file(&ck);
 		if (!err)
 			err = ck_ckpt_file(&ck);
@@ -881,6 +894,7 @@ int vol_check(struct vol *v, void (*report)(void *arg, const char *msg), void *a
 	free(ck.ck_counted);
 	free(ck.ck_pinned);
 	free(ck.ck_snap_segs);
+	vol_usage_kept_free(&kept);
 	ck_free(&ck);
 	if (st)
 		*st = (struct vol_check_stats){.cs_blocks = ck.ck_blocks};

@@ -24,10 +24,11 @@
  *       longer needs (if every one is still needed, it writes two
  *       checkpoints first, so that only the newest logs are), hold live
  *       blocks but at most CLEAN_UTIL_MAX percent (CLEAN_UTIL_PRESSED
- *       when fewer than two segments are free), and hold no block a
- *       snapshot names (vu_snap, usage.c: moving it would not empty them),
+ *       when fewer than two segments are free), counting in a segment a
+ *       snapshot marked (vu_snap, usage.c) the blocks only snapshots keep
+ *       too, and taking one only while raw moves may be made (below),
  *       by cost-benefit, (1 - u) * age / (1 + u), where u is the
- *       segment's live fraction and age the deltas since its youngest
+ *       segment's movable fraction and age the deltas since its youngest
  *       block was written; greedy, (1 - u), when almost nothing is free
  *       or when the volume was opened with VOL_CLEAN_GREEDY;
  *       up to a budget of live blocks per commit (the cache must hold
@@ -56,7 +57,17 @@
  *       or owner-table block (only the commit changes those) always, and
  *       the commit's bookkeeping keeps it for its level; and tells the
  *       commit it is a move (co_move). A block a punch or truncate of the
- *       open delta removes is left alone: it goes with that commit.
+ *       open delta removes is left alone: it goes with that commit;
+ *   (5) a block that is not current there may still be a snapshot's: its
+ *       translation entry puts its number at this address, is dead, and
+ *       a snapshot's delta lies in its [birth, death) (the liveness rule,
+ *       clean_kept_block). The commit writes it again by address at once
+ *       (co_move_raw, commit.c's raw moves), from what writers may use
+ *       with room to spare, never the kept reserve (clean_reserve_raw):
+ *       it is kept twice until the re-rooter (snap.c) points the
+ *       snapshots at the translation that has the move, and no raw move
+ *       is made while that is pending (vol_reroot_pending). A marked
+ *       victim that gave nothing is stuck (vu_stuck) until a recount.
  *
  * The commit writes a moved block under the same number and changes its
  * translation entry alone: no map block above it is rewritten (a map
@@ -78,6 +89,7 @@
 
 #include <inttypes.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define CLEAN_LOW_DIV	   32 /* default low watermark: nsegments / 32 + 4 free */
 #define CLEAN_LOW_ADD	   4
@@ -93,11 +105,53 @@ struct clean_run {
 	uint32_t cr_delta;
 	const struct vol_clean_ops *cr_ops;
 	uint64_t cr_moved;
-	uint64_t cr_budget;   /* most blocks to move */
-	uint64_t cr_reserved; /* reserved for the moves so far */
-	uint64_t cr_room;     /* the most the run may reserve (log_space_cleaner_room) */
-	bool cr_full;	      /* a reservation failed: the run ends */
+	uint64_t cr_budget;    /* most blocks to move */
+	uint64_t cr_reserved;  /* reserved for the moves so far */
+	uint64_t cr_room;      /* the most the run may reserve (log_space_cleaner_room) */
+	bool cr_full;	       /* a reservation failed: the run ends */
+	bool cr_raw_full;      /* no room for raw moves: the run makes no more */
+	uint64_t cr_raw_moved; /* of cr_moved, raw moves */
+	uint64_t *cr_snaps;    /* the snapshots' deltas, sorted (raw moves: NULL, none) */
+	size_t cr_nsnaps;
 };
+
+/* Segment @s's bit in bitmap @map, read or set by any thread. */
+static bool clean_bit(const uint64_t *map, uint64_t s)
+{
+	return __atomic_load_n(&map[s / 64], __ATOMIC_RELAXED) >> (s % 64) & 1;
+}
+
+/*
+ * What moving segment @s's blocks takes: its live blocks, and with @raw
+ * (snapshots' blocks may move) those only snapshots keep, if it is marked
+ * and not stuck (vu_stuck: scanned whole once, nothing moved, so what it
+ * counts is blocks named by address or dead ones counted too high).
+ * 0: not a victim. vu_lock, or the commit thread.
+ */
+static uint64_t clean_movable(const struct vol_usage *u, uint64_t s, bool raw)
+{
+	if (!vol_seg_snap(u->vu_snap, s))
+		return u->vu_live[s];
+	if (!raw || clean_bit(u->vu_stuck, s))
+		return 0;
+	return (uint64_t)u->vu_live[s] + u->vu_pinned[s];
+}
+
+/* Does a snapshot's delta lie in [@birth, @death)? */
+static bool clean_snap_keeps(const struct clean_run *cr, uint64_t birth, uint64_t death)
+{
+	size_t lo = 0, hi = cr->cr_nsnaps;
+
+	while (lo < hi) { /* the oldest snapshot at or after the birth */
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (cr->cr_snaps[mid] < birth)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < cr->cr_nsnaps && cr->cr_snaps[lo] < death;
+}
 
 /*
  * Reserve what moving a block costs the commit, @cost: from the kept
@@ -115,11 +169,74 @@ static int clean_reserve(struct clean_run *cr, uint64_t cost)
 	return err;
 }
 
+/*
+ * Reserve what a raw move costs (clean_kept_block) from what writers may
+ * use, if a segment's worth is left over: a raw move frees nothing until
+ * the snapshots are re-rooted. False: no room for it.
+ */
+static bool clean_reserve_raw(struct clean_run *cr, uint64_t cost)
+{
+	struct log_space sp;
+
+	log_space(cr->cr_vol->v_log, &sp);
+	if (sp.sp_free < cost + cr->cr_vol->v_geo.lg_seg_blocks ||
+	    log_space_reserve(cr->cr_vol->v_log, cost, 0))
+		return false;
+	cr->cr_reserved += cost;
+	return true;
+}
+
 /* A reservation of clean_reserve that was not needed after all. */
 static void clean_unreserve(struct clean_run *cr, uint64_t cost)
 {
 	log_space_release(cr->cr_vol->v_log, cost);
 	cr->cr_reserved -= cost;
+}
+
+/*
+ * A block the state no longer names at @blk (its summary entry: @owner,
+ * @index, @tag, @flags): dead, unless a snapshot keeps it, which is the
+ * issue's rule read off the translation: its entry still puts @tag at
+ * @blk, it died, and a snapshot's delta lies in [birth, death). Then it
+ * moves by address (co_move_raw: no tree of the state names it, so no
+ * buffer), its translation entry alone changed. A block a snapshot names
+ * by address (its translation's tree, its super roots) stays: so does
+ * its segment, until a re-root or the snapshot's deletion lets it go.
+ */
+static int clean_kept_block(struct clean_run *cr, uint64_t owner, uint64_t index, uint64_t tag,
+			    uint32_t flags, uint64_t blk)
+{
+	struct vol *v = cr->cr_vol;
+	struct vol_dat_entry e;
+	uint64_t cost = vol_move_worst(v);
+	int err;
+
+	if (!cr->cr_nsnaps || !bmap_virtual(owner) || !tag || tag >= v->v_dat_alloc.vd_next ||
+	    !vol_seg_snap(v->v_usage.vu_snap, vol_seg_of(v, blk)))
+		return 0;
+	err = dat_entry(v, tag, &e);
+	if (err)
+		return err == -EINVAL || err == -EUCLEAN ? 0 : err;
+	if (e.de_pblk != blk || !e.de_death || !clean_snap_keeps(cr, e.de_birth, e.de_death))
+		return 0;
+	if (cr->cr_moved >= cr->cr_budget) {
+		cr->cr_full = true;
+		return 1; /* enough for this commit */
+	}
+	/* the copy is kept twice until the re-root: from what writers may
+	 * use, a segment's worth left over, never from the kept reserve */
+	if (cr->cr_raw_full || !clean_reserve_raw(cr, cost)) {
+		cr->cr_raw_full = true;
+		return 0;
+	}
+	err = cr->cr_ops->co_move_raw(cr->cr_ops->co_arg, owner, index, tag, flags, blk);
+	if (err) {
+		clean_unreserve(cr, cost);
+		return err;
+	}
+	cr->cr_moved++;
+	cr->cr_raw_moved++;
+	return 0;
 }
 
 /*
@@ -151,8 +268,10 @@ static int clean_block(void *arg, uint64_t owner, uint64_t index, uint64_t tag, 
 	    vol_punch_pending(&v->v_punches, owner, index))
 		return 0; /* punched or truncated by the open delta: it goes then */
 	err = vol_resolve_entry(v, owner, index, &entry, &now, &path);
+	if (err && err != -EINVAL)
+		return err;
 	if (err || now != blk || (bmap_virtual(owner) && entry != tag))
-		return err == -EINVAL ? 0 : err; /* stale summary entry: dead */
+		return clean_kept_block(cr, owner, index, tag, flags, blk); /* dead to the state */
 	cost = bmap_virtual(owner) ? vol_move_worst(v) : path;
 	if (cr->cr_moved >= cr->cr_budget || clean_reserve(cr, cost)) {
 		cr->cr_full = true;
@@ -211,11 +330,10 @@ uint64_t vol_clean_free_segments(struct vol *v, const struct log_space *sp, uint
 {
 	uint64_t seg = v->v_geo.lg_seg_blocks, used = sp->sp_written + sp->sp_reserved;
 	uint64_t usable = (sp->sp_total - MIN(sp->sp_kept, sp->sp_total)) / seg, lo, hi;
+	uint32_t want_lo = atomic_load(&v->v_clean_low), want_hi = atomic_load(&v->v_clean_high);
 
-	lo = v->v_clean_low ? v->v_clean_low
-			    : MAX(MIN(usable / CLEAN_LOW_DIV + CLEAN_LOW_ADD, usable / 4), 1);
-	hi = v->v_clean_high ? v->v_clean_high
-			     : MIN(usable / CLEAN_HIGH_DIV + CLEAN_HIGH_ADD, usable / 2);
+	lo = want_lo ? want_lo : MAX(MIN(usable / CLEAN_LOW_DIV + CLEAN_LOW_ADD, usable / 4), 1);
+	hi = want_hi ? want_hi : MIN(usable / CLEAN_HIGH_DIV + CLEAN_HIGH_ADD, usable / 2);
 	if (low)
 		*low = lo;
 	if (high)
@@ -258,12 +376,12 @@ static unsigned clean_util_max(uint64_t free_segs)
 }
 
 /*
- * (1) Up to CLEAN_VICTIMS victims into @victims; their live blocks. The
- * first @recent of vu_recent are not taken.
+ * (1) Up to CLEAN_VICTIMS victims into @victims; the blocks to move
+ * (clean_movable, @raw). The first @recent of vu_recent are not taken.
  */
-static uint64_t clean_choose(struct vol *v, uint32_t delta, bool greedy, unsigned util_max,
-			     unsigned recent, uint64_t budget, uint64_t *victims, unsigned *n,
-			     bool *held)
+static uint64_t clean_choose(struct vol *v, uint32_t delta, bool greedy, bool raw,
+			     unsigned util_max, unsigned recent, uint64_t budget, uint64_t *victims,
+			     unsigned *n, bool *held)
 {
 	struct vol_usage *u = &v->v_usage;
 	uint64_t nseg = v->v_geo.lg_nsegments, seg_blocks = v->v_geo.lg_seg_blocks, total = 0;
@@ -274,12 +392,11 @@ static uint64_t clean_choose(struct vol *v, uint32_t delta, bool greedy, unsigne
 		double best_score = 0;
 
 		for (uint64_t s = 0; s < nseg; s++) {
-			uint32_t live = u->vu_live[s];
+			uint64_t live = clean_movable(u, s, raw);
 			double util = (double)live / (double)seg_blocks, score;
 			bool taken = false;
 
-			if (!live || live * 100 > seg_blocks * util_max || total + live > budget ||
-			    vol_seg_snap(u->vu_snap, s))
+			if (!live || live * 100 > seg_blocks * util_max || total + live > budget)
 				continue;
 			for (unsigned i = 0; i < *n && !taken; i++)
 				taken = victims[i] == s;
@@ -303,7 +420,7 @@ static uint64_t clean_choose(struct vol *v, uint32_t delta, bool greedy, unsigne
 		if (best == UINT64_MAX)
 			break;
 		victims[(*n)++] = best;
-		total += u->vu_live[best];
+		total += clean_movable(u, best, raw);
 	}
 	return total;
 }
@@ -313,16 +430,23 @@ bool vol_clean_worthwhile(void *ctx)
 	struct vol *v = ctx;
 	struct vol_usage *u = &v->v_usage;
 	uint64_t nseg = v->v_geo.lg_nsegments, seg_blocks = v->v_geo.lg_seg_blocks;
+	uint64_t free_segs;
 	unsigned util_max;
-	bool some = false;
+	bool some = false, raw;
 
 	if (v->v_read_only || !u->vu_live)
 		return false;
-	util_max = clean_util_max(clean_free_segments(v, NULL, NULL));
+	free_segs = clean_free_segments(v, NULL, NULL);
+	util_max = clean_util_max(free_segs);
+	raw = free_segs >= 2 && !vol_reroot_pending(v); /* as vol_clean would */
 	cmutex_lock(&u->vu_lock);
-	for (uint64_t s = 0; s < nseg && !some; s++)
-		some = u->vu_live[s] * 100 <= seg_blocks * util_max &&
-		       !vol_seg_snap(u->vu_snap, s) && log_seg_in_use(v->v_log, s);
+	for (uint64_t s = 0; s < nseg && !some; s++) {
+		uint64_t movable = clean_movable(u, s, raw);
+
+		/* one the cleaner could empty (or empty, unless a snapshot's) */
+		some = (movable || !vol_seg_snap(u->vu_snap, s)) &&
+		       movable * 100 <= seg_blocks * util_max && log_seg_in_use(v->v_log, s);
+	}
 	cmutex_unlock(&u->vu_lock);
 	atomic_store(&u->vu_short, true); /* protection yields (usage.c) */
 	if (some)			  /* the next commit cleans, whatever the watermarks say */
@@ -332,8 +456,8 @@ bool vol_clean_worthwhile(void *ctx)
 
 void vol_clean_watermarks(struct vol *v, uint32_t low, uint32_t high)
 {
-	v->v_clean_low = low;
-	v->v_clean_high = high;
+	atomic_store(&v->v_clean_low, low);
+	atomic_store(&v->v_clean_high, high);
 }
 
 /* Whether the cleaner runs now: the watermarks' hysteresis. */
@@ -399,6 +523,49 @@ bool vol_clean_again(void *ctx)
 	return true;
 }
 
+static int clean_u64_cmp(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * The snapshots whose blocks this run may move by address, sorted into
+ * @cr: none while the re-root of the last raw moves is pending (the
+ * copies would be kept three times), none while an open elsewhere reads
+ * one of them (it could not be re-rooted: the copies would stay twice,
+ * and what they left would not empty), none if the list cannot be had.
+ * Whether there are any.
+ */
+static bool clean_snaps(struct clean_run *cr)
+{
+	struct vol *v = cr->cr_vol;
+	struct vol_usage *u = &v->v_usage;
+	bool busy = false;
+
+	if (vol_reroot_pending(v))
+		return false;
+	cmutex_lock(&u->vu_lock);
+	cr->cr_nsnaps = u->vu_snap_deltas.uv_n;
+	cr->cr_snaps = cr->cr_nsnaps ? malloc(cr->cr_nsnaps * sizeof(uint64_t)) : NULL;
+	if (cr->cr_snaps)
+		memcpy(cr->cr_snaps, u->vu_snap_deltas.uv_v, cr->cr_nsnaps * sizeof(uint64_t));
+	else
+		cr->cr_nsnaps = 0;
+	for (size_t i = 0; i < u->vu_snap_keys.uv_n && !busy; i++)
+		busy = bdev_pin_held(v->v_bdev, u->vu_snap_keys.uv_v[i]) != 0;
+	cmutex_unlock(&u->vu_lock);
+	if (busy) {
+		free(cr->cr_snaps);
+		cr->cr_snaps = NULL;
+		cr->cr_nsnaps = 0;
+	}
+	if (cr->cr_nsnaps)
+		qsort(cr->cr_snaps, cr->cr_nsnaps, sizeof(uint64_t), clean_u64_cmp);
+	return cr->cr_nsnaps != 0;
+}
+
 /*
  * (2) What the logs of a run moving @live blocks take besides the moves'
  * own reservations: headers and summaries for the most the moves' costs
@@ -421,7 +588,7 @@ int vol_clean(struct vol *v, uint32_t delta, const struct vol_clean_ops *ops, ui
 	    MIN((uint64_t)CLEAN_BUDGET_MAX, MAX(v->v_buffer_limit / (2 * vol_move_worst(v)), 1));
 	struct clean_run cr = {.cr_vol = v, .cr_delta = delta, .cr_ops = ops, .cr_budget = budget};
 	uint64_t free_segs, victims[CLEAN_VICTIMS], base = 0, live, low, high;
-	bool held = false, greedy;
+	bool held = false, greedy, raw, stuck[CLEAN_VICTIMS] = {false};
 	unsigned n, util_max, scanned = 0, whole, recent;
 	int err = 0;
 
@@ -437,37 +604,52 @@ int vol_clean(struct vol *v, uint32_t delta, const struct vol_clean_ops *ops, ui
 		return 0;
 	greedy = free_segs < 2 || v->v_clean_policy == VOL_CLEAN_GREEDY;
 	util_max = clean_util_max(free_segs);
-	live = clean_choose(v, delta, greedy, util_max, recent, budget, victims, &n, &held);
+	/* snapshots' blocks move only with room to spare: they free nothing
+	 * until the re-root */
+	raw = free_segs >= 2 && clean_snaps(&cr);
+	live = clean_choose(v, delta, greedy, raw, util_max, recent, budget, victims, &n, &held);
 	if (!n && held) {
 		/* victims held only for recovery: move the checkpoint slots on */
 		for (int i = 0; i < 2 && !err; i++)
 			err = vol_checkpoint(v);
 		if (!err)
-			live = clean_choose(v, delta, greedy, util_max, recent, budget, victims, &n,
-					    &held);
+			live = clean_choose(v, delta, greedy, raw, util_max, recent, budget,
+					    victims, &n, &held);
 	}
 	/* (2) the logs the moved blocks may take, for the victims' live
 	 * blocks: fewer victims when that does not fit (on a small volume
 	 * the cleaner's part of the kept reserve is a few segments) */
 	cr.cr_room = log_space_cleaner_room(v->v_log);
-	for (; n; live -= v->v_usage.vu_live[victims[--n]]) {
+	for (; n; live -= clean_movable(&v->v_usage, victims[--n], raw)) {
 		base = clean_log_room(v, live);
 		if (base <= cr.cr_room && !log_space_reserve(v->v_log, base, LOG_RES_FREEING))
 			break;
 	}
 	if (!n) {
 		clean_stop(v); /* nothing to move, or no room even to move */
+		free(cr.cr_snaps);
 		return 0;
 	}
 	cr.cr_budget = live; /* what the logs were reserved for */
 	cr.cr_reserved = base;
 	SYNC_POINT("vol.clean.victims");
-	for (; scanned < n && !err && !cr.cr_full; scanned++)
+	for (; scanned < n && !err && !cr.cr_full; scanned++) {
+		uint64_t before = cr.cr_moved;
+
 		err = log_seg_scan(v->v_log, victims[scanned], clean_block, &cr);
+		stuck[scanned] = cr.cr_moved == before;
+	}
 	*reserved = cr.cr_reserved;
 	whole = scanned && (cr.cr_full || err) ? scanned - 1 : scanned; /* the last cut short */
-	for (unsigned i = 0; i < whole; i++)
-		v->v_usage.vu_recent[v->v_usage.vu_nrecent++] = victims[i];
+	for (unsigned i = 0; i < whole; i++) {
+		uint64_t s = victims[i];
+
+		v->v_usage.vu_recent[v->v_usage.vu_nrecent++] = s;
+		if (stuck[i] && vol_seg_snap(v->v_usage.vu_snap, s)) /* (1): till a recount */
+			__atomic_fetch_or(&v->v_usage.vu_stuck[s / 64], 1ull << (s % 64),
+					  __ATOMIC_RELAXED);
+	}
+	free(cr.cr_snaps);
 	/* what was dirtied is written; the rest stays for a later run */
 	if (err)
 		log_warn("vol: cleaning in delta %" PRIu32 " stopped: %d", delta, err);
@@ -478,6 +660,7 @@ int vol_clean(struct vol *v, uint32_t delta, const struct vol_clean_ops *ops, ui
 	cmutex_lock(&v->v_usage.vu_lock);
 	v->v_usage.vu_cleaned += scanned;
 	v->v_usage.vu_moved += cr.cr_moved;
+	v->v_usage.vu_raw_moved += cr.cr_raw_moved;
 	v->v_usage.vu_clean_read += (uint64_t)scanned * v->v_geo.lg_seg_blocks;
 	cmutex_unlock(&v->v_usage.vu_lock);
 	return 0;

@@ -9,10 +9,16 @@
  *       first index truncated, or the whole map: bmap_prune) and drop the
  *       cached map blocks of the subtrees unlinked; then punches of D:
  *       clear their map entries
- *   (1b) when free segments are short, the cleaner (clean.c) dirties
- *       the current blocks of its victims in D, unchanged, and notes each
- *       as a move (vc_moves): this commit writes it elsewhere under the
- *       same virtual number
+ *   (1b) first a failed commit's raw moves, written again
+ *       (vol_commit_raw_carried); then, when free segments are short, the
+ *       cleaner (clean.c) dirties the current blocks of its victims in D,
+ *       unchanged, and notes each as a move (vc_moves): this commit
+ *       writes it elsewhere under the same virtual number. A block only
+ *       snapshots keep it moves at once, by address (vol_commit_raw: no
+ *       buffer, no tree of the state names it), its translation entry
+ *       alone changed; the new copy is born pinned, the old one stays
+ *       counted until the snapshots are re-rooted (snap.c), which a
+ *       durable commit with raw moves asks for
  *   (2) data: every buffer dirty in D (buf_delta_take until none is
  *       left; a fork's shadow like any other): a new virtual number
  *       (dat_alloc), Writing, log_build_add_tagged (the summary names
@@ -120,9 +126,11 @@ struct vol_commit {
 	struct vol_bufvec vc_meta[VOL_NCLASSES][VOL_MAX_LEVELS + 1];
 	struct vol_table vc_seen;  /* the blocks in vc_meta */
 	struct vol_table vc_moves; /* (owner, index) -> struct vol_move: blocks the cleaner moves */
-	void *vc_scratch;	   /* a block: the content a carried move leaves */
-	uint64_t vc_payload;	   /* blocks added to the log */
-	uint64_t vc_consumed;	   /* log blocks, headers and summaries included */
+	void *vc_scratch;	   /* a block: the content a carried move leaves, a raw move's */
+	struct vol_raw_moves vc_raw;	/* raw moves it made: carried should it fail */
+	bool vc_rooted;			/* every snapshot was re-rooted since the last raw moves */
+	uint64_t vc_payload;		/* blocks added to the log */
+	uint64_t vc_consumed;		/* log blocks, headers and summaries included */
 	struct vol_suf_commit vc_suf;	/* the segment usage entries it writes (suf.c) */
 	struct vol_ckpt_commit vc_ckpt; /* the checkpoint file's (ckpt.c) */
 };
@@ -313,6 +321,86 @@ static int vol_commit_tree(struct vol_commit *vc, uint64_t owner, struct bmap_tr
 	return err;
 }
 
+/* ---- raw moves ---------------------------------------------------------------- */
+
+static int vol_raw_push(struct vol_raw_moves *r, const struct vol_raw_move *m)
+{
+	if (r->rms_n == r->rms_cap) {
+		size_t cap = r->rms_cap ? r->rms_cap * 2 : 64;
+		struct vol_raw_move *nv = realloc(r->rms_v, cap * sizeof(*nv));
+
+		if (!nv)
+			return -ENOMEM;
+		r->rms_v = nv;
+		r->rms_cap = cap;
+	}
+	r->rms_v[r->rms_n++] = *m;
+	return 0;
+}
+
+/*
+ * Write a snapshot's block again by address (@m): read the copy at
+ * rm_from, add it to the log under its number and point its translation
+ * entry at the new copy, born pinned. No buffer: no tree of the state
+ * names the block, and the cache's blocks are the state's. The copy at
+ * rm_from stays counted: the snapshots read it through their records'
+ * translation until they are re-rooted (snap.c). Noted in vc_raw first,
+ * so that a failure carries it to the next commit, which writes it again
+ * from rm_from (still counted: no recount comes between) and leaves
+ * behind the failed commit's copy, which was never counted.
+ */
+static int vol_commit_raw(struct vol_commit *vc, const struct vol_raw_move *m)
+{
+	struct vol *v = vc->vc_vol;
+	uint64_t pblk, old;
+	int err = vol_raw_push(&vc->vc_raw, m);
+
+	if (err)
+		return err;
+	if (!vc->vc_scratch && !(vc->vc_scratch = malloc(v->v_block_size)))
+		return -ENOMEM;
+	SYNC_POINT("vol.commit.raw");
+	err = bdev_read(v->v_bdev, m->rm_from, 1, vc->vc_scratch);
+	if (!err)
+		err = log_build_add_tagged(vc->vc_lb, m->rm_owner, m->rm_index, m->rm_vblk,
+					   m->rm_flags, vc->vc_scratch, &pblk);
+	if (!err)
+		err = vol_usage_born_pinned(v, pblk);
+	if (!err)
+		err = dat_move(v, &vc->vc_change, m->rm_vblk, pblk, &old);
+	vc->vc_payload += !err;
+	return err;
+}
+
+/* vol_clean_ops.co_move_raw */
+static int vol_commit_raw_note(void *arg, uint64_t owner, uint64_t index, uint64_t vblk,
+			       uint32_t flags, uint64_t pblk)
+{
+	struct vol_raw_move m = {owner, index, vblk, flags, pblk};
+
+	return vol_commit_raw(arg, &m);
+}
+
+/* A failed commit's raw moves, first thing: its translation entries name
+ * copies that were never durable. */
+static int vol_commit_raw_carried(struct vol_commit *vc)
+{
+	struct vol_raw_moves carried = vc->vc_vol->v_raw_moves;
+	int err = 0;
+
+	vc->vc_vol->v_raw_moves = (struct vol_raw_moves){0};
+	for (size_t i = 0; i < carried.rms_n && !err; i++)
+		err = vol_commit_raw(vc, &carried.rms_v[i]);
+	/* not written: still to write (vc_raw has those that were) */
+	for (size_t i = vc->vc_raw.rms_n; err && i < carried.rms_n; i++)
+		if (vol_raw_push(&vc->vc_raw, &carried.rms_v[i]))
+			log_err("vol: out of memory carrying a snapshot block's move: "
+				"virtual block %" PRIu64 " may name a block never written",
+				carried.rms_v[i].rm_vblk);
+	free(carried.rms_v);
+	return err;
+}
+
 /* ---- writing one block ------------------------------------------------------ */
 
 /*
@@ -424,6 +512,11 @@ static int vol_commit_moved(struct vol_commit *vc, struct buf *b, uint32_t flags
 		return vol_table_set(&vc->vc_moves, buf_owner(b), buf_index(b), m);
 	if (!err)
 		err = dat_move(vc->vc_vol, &vc->vc_change, m->vm_vblk, pblk, &old);
+	/* a snapshot may name it (usage.c (4)): once it dies, the copy it
+	 * would be re-rooted to must stay (the liveness rule, check.c) */
+	if (!err && vol_pblk_valid(vc->vc_vol, m->vm_pblk) &&
+	    vol_seg_snap(vc->vc_vol->v_usage.vu_snap, vol_seg_of(vc->vc_vol, m->vm_pblk)))
+		vol_usage_mark(vc->vc_vol, pblk);
 	if (!err && old)
 		err = vol_usage_gone(vc->vc_vol, old);
 	if (err) {
@@ -700,6 +793,9 @@ static int vol_commit_sroot(struct vol_commit *vc, struct vol_sroot *sr)
 	sr->sr_suf_current = !vc->vc_suf.sc_skipped && !vc->vc_suf.sc_partial &&
 			     v->v_suf.bt_root_height && !(recount && recount <= vc->vc_delta) &&
 			     !v->v_usage.vu_suf_stale;
+	/* raw moves whose copies a snapshot may not be re-rooted to: the
+	 * open asks for a re-root if a crash comes first (snap.c) */
+	sr->sr_unrooted = (v->v_sr.sr_unrooted && !vc->vc_rooted) || vc->vc_raw.rms_n;
 	sr->sr_blocks_written += vc->vc_payload + 1;
 	sr->sr_prev = v->v_sr_blk; /* the checkpoint chain (sroot.c) */
 	sr->sr_time_ns = util_realtime_ns();
@@ -902,6 +998,8 @@ static void vol_commit_move_carried(void *arg)
 void vol_commit_moves_clear(struct vol *v)
 {
 	vol_table_clear(&v->v_moves, vol_commit_move_free);
+	free(v->v_raw_moves.rms_v);
+	v->v_raw_moves = (struct vol_raw_moves){0};
 }
 
 static void vol_commit_release(struct vol_commit *vc)
@@ -912,6 +1010,7 @@ static void vol_commit_release(struct vol_commit *vc)
 			vol_bufvec_release(&vc->vc_meta[c][l]);
 	vol_table_clear(&vc->vc_seen, NULL);
 	vol_table_clear(&vc->vc_moves, vol_commit_move_free);
+	free(vc->vc_raw.rms_v);
 	free(vc->vc_scratch);
 }
 
@@ -924,6 +1023,7 @@ int vol_commit(void *ctx, uint32_t delta, uint64_t *consumed)
 
 	vol_busy_enter();
 	SYNC_POINT("vol.commit.begin");
+	vc.vc_rooted = atomic_exchange(&v->v_reroot.vr_rooted, false);
 	bmap_cursors_begin(&v->v_map);
 	/* a failed commit's moves: their blocks came back with the delta */
 	vc.vc_moves = v->v_moves;
@@ -934,8 +1034,11 @@ int vol_commit(void *ctx, uint32_t delta, uint64_t *consumed)
 	err = log_build_begin(v->v_log, delta, &vc.vc_lb);
 	if (!err)
 		err = vol_commit_punches(&vc);
+	if (!err)
+		err = vol_commit_raw_carried(&vc);
 	if (!err) {
-		struct vol_clean_ops co = {vol_commit_note, vol_commit_move_note, &vc};
+		struct vol_clean_ops co = {vol_commit_note, vol_commit_move_note,
+					   vol_commit_raw_note, &vc};
 
 		err = vol_clean(v, delta, &co, &vc.vc_own_res);
 	}
@@ -974,8 +1077,12 @@ int vol_commit(void *ctx, uint32_t delta, uint64_t *consumed)
 	if (err) { /* the moved blocks are requeued: the next commit moves them */
 		v->v_moves = vc.vc_moves;
 		vc.vc_moves = (struct vol_table){0};
+		v->v_raw_moves = vc.vc_raw; /* and the raw moves are written again */
+		vc.vc_raw = (struct vol_raw_moves){0};
 	} else {
-		dat_commit_ok(v); /* what a failed commit linked is relinked */
+		dat_commit_ok(v);    /* what a failed commit linked is relinked */
+		if (vc.vc_raw.rms_n) /* durable: the snapshots may read the copies now */
+			vol_reroot_ask(v);
 	}
 	bmap_cursors_end(&v->v_map);
 	vol_commit_release(&vc);

@@ -177,6 +177,11 @@ static int dat_peek(struct vol *v, uint64_t vblk, struct vol_dat_entry *e)
 	return 0;
 }
 
+int dat_entry(struct vol *v, uint64_t vblk, struct vol_dat_entry *e)
+{
+	return dat_peek(v, vblk, e);
+}
+
 /* Entry @vblk as the commit sees it; -EUCLEAN if it is free. */
 static int dat_load(struct vol *v, uint64_t vblk, struct vol_dat_entry *e)
 {

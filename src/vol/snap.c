@@ -118,6 +118,17 @@ static uint64_t snap_pin_key(const char *name)
 	return XXH3_64bits(name, strlen(name));
 }
 
+/*
+ * The second key of a snapshot's name: held shared, waiting, by a reader
+ * once it holds the first; exclusive, not waiting, by a re-root. A reader
+ * that comes during a re-root waits for it (two commits and a recount),
+ * then reads the new record; a re-root passes over a snapshot being read.
+ */
+uint64_t vol_snap_reroot_key(const char *name)
+{
+	return XXH3_64bits_withSeed(name, strlen(name), 0x5245524f4f54 /* "REROOT" */);
+}
+
 /* NULL if @name (of @len bytes) can name a snapshot, else why not. */
 static const char *snap_name_invalid(const char *name, size_t len)
 {
@@ -396,6 +407,8 @@ int vol_snap_create_at(struct vol *v, const char *name, uint64_t delta)
 	memcpy(si.vsi_name, name, strlen(name));
 	SYNC_POINT("vol.snap.create.taken");
 	err = snap_write(&t, free_slot, &si); /* 3 */
+	if (!err)
+		vol_usage_snap_listed(v, si.vsi_delta, name);
 	if (err) /* no record: the marks keep nothing; the commit's recount drops them */
 		vol_usage_recount_at(v, t.vt_op.dop_delta);
 	vol_txn_end(&t);
@@ -454,61 +467,230 @@ out_unlock:
 }
 
 /*
- * Re-root snapshot @name: its record's translation super root becomes the
- * newest durable state's, so that it reads its blocks where that state's
- * translation puts them. Like a creation, under vu_lock, read which super
- * root the counts describe and mark every segment holding one of its
- * blocks (the translation's tree is the snapshot's now, and so is that
- * super root); the recount at the record's commit lets the old
- * translation go. Not while the snapshot is open elsewhere (-EBUSY): the
- * pin, as for a deletion.
+ * Re-root snapshot @name, or every snapshot no open holds (@name NULL):
+ * its record's translation super root becomes the newest durable
+ * state's, so that it reads its blocks where that state's translation
+ * puts them (the cleaner moved some: commit.c, raw moves). Like a
+ * creation, under vu_lock, read which super root the counts describe and
+ * mark every segment holding one of its blocks (the translation's tree
+ * is the snapshots' now, and so is that super root); the recount at the
+ * records' commit lets the old translations and the old copies go. Not
+ * while a snapshot is open elsewhere: the pin, as for a deletion (-EBUSY
+ * for @name; passed over for NULL). *@done: the snapshots re-rooted;
+ * *@all: every one (none passed over).
  */
-int vol_snap_reroot(struct vol *v, const char *name)
+static int snap_reroot(struct vol *v, const char *name, size_t *done, bool *all)
 {
-	uint64_t key = snap_pin_key(name);
-	struct vol_snap_info *list = NULL, si;
+	struct vol_snap_info *list = NULL;
 	uint32_t found, free_slot;
+	bool *pinned = NULL;
+	size_t n = 0, npinned = 0;
+	uint64_t xlate;
 	struct vol_txn t;
-	size_t n = 0;
 	int err;
 
+	*done = 0;
+	*all = false;
 	if (v->v_read_only)
 		return -EROFS;
 	cmutex_lock(&v->v_snap_lock);
-	err = bdev_pin(v->v_bdev, key, BDEV_PIN_EXCL);
-	if (err)
-		goto out_unlock;
 	err = snap_scan(v, name, &list, &n, &found, &free_slot);
-	if (!err && found == UINT32_MAX)
+	if (!err && name && found == UINT32_MAX)
 		err = -ENOENT;
-	if (!err)
-		err = -EUCLEAN; /* unless it is one of the valid records */
-	for (size_t i = 0; err == -EUCLEAN && i < n; i++)
-		if (list[i].vsi_slot == found) {
-			si = list[i];
-			err = 0;
+	if (!err && !(pinned = calloc(n + 1, sizeof(*pinned))))
+		err = -ENOMEM;
+	for (size_t i = 0; !err && i < n; i++) {
+		int perr;
+
+		if (name && list[i].vsi_slot != found)
+			continue;
+		perr = bdev_pin(v->v_bdev, vol_snap_reroot_key(list[i].vsi_name), BDEV_PIN_EXCL);
+		if (!perr) {
+			pinned[i] = true;
+			npinned++;
+		} else if (name || perr != -EBUSY) {
+			err = perr;
 		}
+	}
+	if (!err && name && !npinned)
+		err = -EUCLEAN; /* found, but not one of the valid records */
+	if (!err && !npinned)
+		*all = !n;
+	if (err || !npinned)
+		goto out;
+	SYNC_POINT("vol.snap.reroot.pinned");
+	err = vol_sync(v);
 	if (!err)
-		err = vol_sync(v);
-	if (!err)
-		err = vol_txn_begin(v, 1, 0, &t);
+		err = vol_txn_begin(v, npinned, VOL_TXN_FREEING, &t);
 	if (err)
 		goto out;
-	vol_usage_snap_taken(v, &si.vsi_xlate, &(uint64_t){0});
-	err = snap_write(&t, found, &si);
-	if (!err) /* the delta cannot commit before the transaction ends */
-		vol_usage_recount_at(v, t.vt_op.dop_delta);
+	vol_usage_snap_taken(v, &xlate, &(uint64_t){0});
+	for (size_t i = 0; !err && i < n; i++) {
+		if (!pinned[i])
+			continue;
+		list[i].vsi_xlate = xlate;
+		err = snap_write(&t, list[i].vsi_slot, &list[i]);
+	}
+	/* the delta cannot commit before the transaction ends; a record not
+	 * written changes nothing. The marks are kept until the records are
+	 * durable (with that commit, or the next that succeeds), and no
+	 * longer: the recount at that commit's settle is what lets the old
+	 * copies go, and it would keep every count it found while they are. */
+	vol_usage_recount_at(v, t.vt_op.dop_delta);
+	vol_usage_snap_done_at(v, t.vt_op.dop_delta);
 	vol_txn_end(&t);
 	if (!err)
 		err = vol_sync(v);
-	if (!err) /* else the marks stay kept: too many never lose a block */
-		vol_usage_snap_done(v);
+	if (!err) {
+		*done = npinned;
+		*all = npinned == n;
+	}
 out:
+	for (size_t i = 0; pinned && i < n; i++)
+		if (pinned[i])
+			bdev_pin(v->v_bdev, vol_snap_reroot_key(list[i].vsi_name), BDEV_PIN_DROP);
+	free(pinned);
 	free(list);
-	bdev_pin(v->v_bdev, key, BDEV_PIN_DROP);
-out_unlock:
 	cmutex_unlock(&v->v_snap_lock);
 	return err;
+}
+
+int vol_snap_reroot(struct vol *v, const char *name)
+{
+	size_t done;
+	bool all;
+
+	return snap_reroot(v, name, &done, &all);
+}
+
+/* ---- the re-rooter ------------------------------------------------------------ */
+
+/*
+ * The re-rooter's thread: a round re-roots every snapshot no open holds,
+ * once a commit with raw moves is durable (vol_reroot_ask), and once more
+ * at close if one was asked for since. It runs apart from the commit
+ * thread because a re-root is a transaction and two syncs; the cleaner
+ * makes no raw move while a round is pending (vr_pending), so the copies
+ * it keeps twice are those of one step at most.
+ */
+static void *snap_reroot_main(void *arg)
+{
+	struct vol *v = arg;
+	struct vol_reroot *r = &v->v_reroot;
+
+	cmutex_lock(&r->vr_lock);
+	for (;;) {
+		size_t done;
+		bool all;
+		int err;
+
+		while (!r->vr_wanted && !r->vr_stop)
+			cmutex_wait(&r->vr_lock, &r->vr_cond);
+		if (!r->vr_wanted)
+			break; /* stopping, nothing asked */
+		r->vr_wanted = false;
+		cmutex_unlock(&r->vr_lock);
+		SYNC_POINT("vol.reroot.round");
+		err = snap_reroot(v, NULL, &done, &all);
+		if (!err && done) {
+			cmutex_lock(&v->v_usage.vu_lock);
+			v->v_usage.vu_reroots += done;
+			cmutex_unlock(&v->v_usage.vu_lock);
+		}
+		if (err)
+			log_warn("vol: re-rooting the snapshots after the cleaner moved their "
+				 "blocks failed: %d; their old copies stay until the next try",
+				 err);
+		cmutex_lock(&r->vr_lock);
+		r->vr_rounds++;
+		if (!r->vr_wanted) {
+			if (!err && all) /* the next commit says so */
+				atomic_store(&r->vr_rooted, true);
+			atomic_store(&r->vr_pending, false);
+		}
+		pthread_cond_broadcast(&r->vr_cond);
+	}
+	cmutex_unlock(&r->vr_lock);
+	return NULL;
+}
+
+int vol_reroot_start(struct vol *v)
+{
+	struct vol_reroot *r = &v->v_reroot;
+	int err = cmutex_init(&r->vr_lock);
+
+	if (err)
+		return err;
+	pthread_cond_init(&r->vr_cond, NULL);
+	r->vr_stop = v->v_read_only; /* nothing to re-root */
+	if (!v->v_read_only) {
+		err = -pthread_create(&r->vr_thread, NULL, snap_reroot_main, v);
+		if (err) {
+			pthread_cond_destroy(&r->vr_cond);
+			cmutex_destroy(&r->vr_lock);
+			return err;
+		}
+	}
+	r->vr_started = true;
+	return 0;
+}
+
+void vol_reroot_stop(struct vol *v)
+{
+	struct vol_reroot *r = &v->v_reroot;
+	bool running;
+
+	if (!r->vr_started)
+		return;
+	cmutex_lock(&r->vr_lock);
+	running = !r->vr_stop;
+	r->vr_stop = true;
+	pthread_cond_broadcast(&r->vr_cond);
+	cmutex_unlock(&r->vr_lock);
+	if (running)
+		pthread_join(r->vr_thread, NULL);
+}
+
+void vol_reroot_destroy(struct vol *v)
+{
+	struct vol_reroot *r = &v->v_reroot;
+
+	if (!r->vr_started)
+		return;
+	pthread_cond_destroy(&r->vr_cond);
+	cmutex_destroy(&r->vr_lock);
+	r->vr_started = false;
+}
+
+void vol_reroot_ask(struct vol *v)
+{
+	struct vol_reroot *r = &v->v_reroot;
+
+	cmutex_lock(&r->vr_lock);
+	/* stopped (closing): pending stays, so the last commits make no
+	 * more raw moves; the copies made are kept by the liveness rule */
+	atomic_store(&r->vr_pending, true);
+	r->vr_wanted = true;
+	pthread_cond_broadcast(&r->vr_cond);
+	cmutex_unlock(&r->vr_lock);
+}
+
+bool vol_reroot_pending(struct vol *v)
+{
+	return atomic_load(&v->v_reroot.vr_pending);
+}
+
+uint64_t vol_reroot_wait(struct vol *v)
+{
+	struct vol_reroot *r = &v->v_reroot;
+	uint64_t rounds;
+
+	cmutex_lock(&r->vr_lock);
+	while (atomic_load(&r->vr_pending) && !r->vr_stop)
+		cmutex_wait(&r->vr_lock, &r->vr_cond);
+	rounds = r->vr_rounds;
+	cmutex_unlock(&r->vr_lock);
+	return rounds;
 }
 
 /* Snapshot @name's record, from the table as the open counted it. */
@@ -609,6 +791,10 @@ int vol_open_snapshot(struct vol *v, const char *name, vol_snap_find_fn *find, v
 	SYNC_POINT("vol.snap.open.pin");
 	err = bdev_pin(v->v_bdev, snap_pin_key(name), BDEV_PIN_SHARED);
 	SYNC_POINT("vol.snap.open.pinned");
+	/* then no re-root: one under way ends first (vol_snap_reroot_key) */
+	SYNC_POINT("vol.snap.open.wait");
+	if (!err)
+		err = bdev_pin(v->v_bdev, vol_snap_reroot_key(name), BDEV_PIN_SHARED_WAIT);
 	if (!err)
 		err = find
 			  ? find(arg, name, &si.vsi_sroot, &si.vsi_delta, &si.vsi_xlate)

@@ -8,7 +8,9 @@
  *
  *   0  magic "CAIRNSR1"     8  version u32       12 otab height u8
  *   13 translation height u8  14 segment usage height u8
- *   15 flags u8: bit 0, the segment usage file's counts are this state's
+ *   15 flags u8: bit 0, the segment usage file's counts are this state's;
+ *      bit 1, the cleaner moved snapshots' blocks that some snapshot
+ *      may not be re-rooted to yet (the open asks for a re-root)
  *   16 delta u64            24 otab root u64 (a virtual block)
  *   32 next owner u64       40 blocks written u64
  *   48 checksum u64: XXH3_64bits of the whole block, this field zero
@@ -73,6 +75,7 @@
 #define SR_END		   129
 
 #define SR_FLAG_SUF_CURRENT 1u
+#define SR_FLAG_UNROOTED    2u
 
 _Static_assert(SR_END <= LOG_BLOCK_MIN, "the super root fits the smallest block");
 
@@ -102,7 +105,8 @@ void vol_sroot_encode(const struct vol_sroot *sr, void *buf, uint32_t bs)
 	util_put_le64(p + SR_DAT_ROOT_OFF, sr->sr_dat_root);
 	util_put_le64(p + SR_DAT_NEXT_OFF, sr->sr_dat_next);
 	p[SR_SUF_HEIGHT_OFF] = sr->sr_suf_height;
-	p[SR_FLAGS_OFF] = sr->sr_suf_current ? SR_FLAG_SUF_CURRENT : 0;
+	p[SR_FLAGS_OFF] = (uint8_t)((sr->sr_suf_current ? SR_FLAG_SUF_CURRENT : 0) |
+				    (sr->sr_unrooted ? SR_FLAG_UNROOTED : 0));
 	util_put_le64(p + SR_SUF_ROOT_OFF, sr->sr_suf_root);
 	util_put_le64(p + SR_CKPT_ROOT_OFF, sr->sr_ckpt_root);
 	util_put_le64(p + SR_CKPT_FROM_OFF, sr->sr_ckpt_from);
@@ -134,7 +138,7 @@ static const char *sr_invalid(const unsigned char *p, unsigned char *tmp, uint32
 		return "translation root and height disagree";
 	if (!p[SR_SUF_HEIGHT_OFF] != !util_get_le64(p + SR_SUF_ROOT_OFF))
 		return "segment usage root and height disagree";
-	if (p[SR_FLAGS_OFF] & ~SR_FLAG_SUF_CURRENT)
+	if (p[SR_FLAGS_OFF] & ~(SR_FLAG_SUF_CURRENT | SR_FLAG_UNROOTED))
 		return "unknown flags";
 	if (!p[SR_CKPT_HEIGHT_OFF] != !util_get_le64(p + SR_CKPT_ROOT_OFF))
 		return "checkpoint file root and height disagree";
@@ -176,6 +180,7 @@ int vol_sroot_decode(const void *buf, uint32_t bs, uint64_t blk, struct vol_sroo
 	sr->sr_suf_height = p[SR_SUF_HEIGHT_OFF];
 	sr->sr_suf_root = util_get_le64(p + SR_SUF_ROOT_OFF);
 	sr->sr_suf_current = (p[SR_FLAGS_OFF] & SR_FLAG_SUF_CURRENT) && sr->sr_suf_height;
+	sr->sr_unrooted = p[SR_FLAGS_OFF] & SR_FLAG_UNROOTED;
 	sr->sr_ckpt_root = util_get_le64(p + SR_CKPT_ROOT_OFF);
 	sr->sr_ckpt_from = util_get_le64(p + SR_CKPT_FROM_OFF);
 	sr->sr_ckpt_next = util_get_le64(p + SR_CKPT_NEXT_OFF);

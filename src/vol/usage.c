@@ -46,8 +46,10 @@
  * commit after a snapshot is deleted (vol_usage_recount_at). In between,
  * vu_pinned may count too much (a block written after the snapshot into
  * a segment it marked, then left behind), never too little. The cleaner
- * takes no marked segment as a victim: moving a block a snapshot names
- * would not empty it.
+ * moves a snapshot's blocks out of a marked segment too (clean.c (5)):
+ * each copy is born pinned in a segment marked at once
+ * (vol_usage_born_pinned), and the old one stays counted until the
+ * recount of the snapshots' re-root lets it go.
  *
  * Recent checkpoints. Every commit's super root names the one before it
  * (sroot.c), and a state stays whole, readable as it was, until one of
@@ -257,6 +259,8 @@ static uint64_t vol_usage_offer(struct vol *v, bool pressed, uint64_t *retiring)
 				vol_suf_dirty(u, seg); /* its entry, back to a free one's */
 				__atomic_fetch_and(&u->vu_snap[seg / 64], ~(1ull << (seg % 64)),
 						   __ATOMIC_RELAXED);
+				__atomic_fetch_and(&u->vu_stuck[seg / 64], ~(1ull << (seg % 64)),
+						   __ATOMIC_RELAXED);
 				u->vu_released++;
 				cmutex_unlock(&u->vu_lock);
 			}
@@ -307,6 +311,23 @@ void vol_usage_release(struct vol *v)
 	vol_usage_offer(v, pressed, &retiring);
 }
 
+/* List a snapshot for the cleaner (vu_snap_deltas, vu_snap_keys); vu_lock. */
+static void vol_usage_snap_list_locked(struct vol_usage *u, uint64_t delta, uint64_t key)
+{
+	if (vol_u64vec_push(&u->vu_snap_deltas, delta)) {
+		log_warn("vol: out of memory listing snapshot of delta %" PRIu64
+			 ": the cleaner leaves its blocks where they are",
+			 delta);
+		return;
+	}
+	if (vol_u64vec_push(&u->vu_snap_keys, key)) {
+		u->vu_snap_deltas.uv_n--;
+		log_warn("vol: out of memory listing snapshot of delta %" PRIu64
+			 ": the cleaner leaves its blocks where they are",
+			 delta);
+	}
+}
+
 /* Take the counts of @cn (both per segment) and its snapshots; vu_lock held or no thread runs. */
 static void vol_usage_take(struct vol_usage *u, uint64_t nseg, struct vol_count *cn)
 {
@@ -317,12 +338,20 @@ static void vol_usage_take(struct vol_usage *u, uint64_t nseg, struct vol_count 
 		u->vu_total += u->vu_live[s];
 		u->vu_pinned_total += u->vu_pinned[s];
 	}
-	for (uint64_t w = 0; w < (nseg + 63) / 64; w++)
+	for (uint64_t w = 0; w < (nseg + 63) / 64; w++) {
 		__atomic_store_n(&u->vu_snap[w], cn->vcn_snap[w], __ATOMIC_RELAXED);
+		/* counted again: the cleaner may look again */
+		__atomic_store_n(&u->vu_stuck[w], 0, __ATOMIC_RELAXED);
+	}
 	free(u->vu_snaps);
 	u->vu_snaps = cn->vcn_snaps;
 	u->vu_nsnaps = cn->vcn_nsnaps;
 	cn->vcn_snaps = NULL;
+	u->vu_snap_deltas.uv_n = 0;
+	u->vu_snap_keys.uv_n = 0;
+	for (size_t i = 0; i < u->vu_nsnaps; i++)
+		vol_usage_snap_list_locked(u, u->vu_snaps[i].vsi_delta,
+					   vol_snap_reroot_key(u->vu_snaps[i].vsi_name));
 }
 
 static void vol_count_free(struct vol_count *cn)
@@ -443,6 +472,7 @@ static void vol_usage_forget(struct vol *v)
 	memset(u->vu_emptied, 0, n * sizeof(*u->vu_emptied));
 	memset(u->vu_suf_here, 0, n * sizeof(*u->vu_suf_here));
 	memset(u->vu_snap, 0, words * sizeof(*u->vu_snap));
+	memset(u->vu_stuck, 0, words * sizeof(*u->vu_stuck));
 	memset(u->vu_cand, 0, words * sizeof(*u->vu_cand));
 	u->vu_total = u->vu_pinned_total = 0;
 	u->vu_readable_from = v->v_sr.sr_readable_from;
@@ -498,9 +528,12 @@ static void vol_usage_free(struct vol_usage *u)
 	free(u->vu_live);
 	free(u->vu_pinned);
 	free(u->vu_snap);
+	free(u->vu_stuck);
 	free(u->vu_age);
 	free(u->vu_cand);
 	free(u->vu_snaps);
+	free(u->vu_snap_deltas.uv_v);
+	free(u->vu_snap_keys.uv_v);
 	free(u->vu_emptied);
 	free(u->vu_emptied_ms);
 	free(u->vu_suf_here);
@@ -528,6 +561,7 @@ int vol_usage_open(struct vol *v, bool writable)
 	u->vu_live = calloc(n, sizeof(*u->vu_live));
 	u->vu_pinned = calloc(n, sizeof(*u->vu_pinned));
 	u->vu_snap = calloc((n + 63) / 64, sizeof(*u->vu_snap));
+	u->vu_stuck = calloc((n + 63) / 64, sizeof(*u->vu_stuck));
 	u->vu_age = calloc(n, sizeof(*u->vu_age));
 	u->vu_cand = calloc((n + 63) / 64, sizeof(*u->vu_cand));
 	u->vu_emptied = calloc(n, sizeof(*u->vu_emptied));
@@ -536,7 +570,7 @@ int vol_usage_open(struct vol *v, bool writable)
 	u->vu_suf_dirty = calloc((n + 63) / 64, sizeof(*u->vu_suf_dirty));
 	u->vu_suf_born_n = calloc(n, sizeof(*u->vu_suf_born_n));
 	u->vu_suf_gone_n = calloc(n, sizeof(*u->vu_suf_gone_n));
-	err = u->vu_live && u->vu_pinned && u->vu_snap && u->vu_age && u->vu_cand &&
+	err = u->vu_live && u->vu_pinned && u->vu_snap && u->vu_stuck && u->vu_age && u->vu_cand &&
 		      u->vu_emptied && u->vu_emptied_ms && u->vu_suf_here && u->vu_suf_dirty &&
 		      u->vu_suf_born_n && u->vu_suf_gone_n
 		  ? cmutex_init(&u->vu_lock)
@@ -643,6 +677,15 @@ int vol_usage_snap_taken_at(struct vol *v, uint64_t delta, uint64_t txn_delta)
 	return err;
 }
 
+void vol_usage_snap_listed(struct vol *v, uint64_t delta, const char *name)
+{
+	struct vol_usage *u = &v->v_usage;
+
+	cmutex_lock(&u->vu_lock);
+	vol_usage_snap_list_locked(u, delta, vol_snap_reroot_key(name));
+	cmutex_unlock(&u->vu_lock);
+}
+
 void vol_usage_snap_done(struct vol *v)
 {
 	atomic_fetch_sub(&v->v_usage.vu_marking, 1);
@@ -720,6 +763,35 @@ static void vol_usage_recount(struct vol *v)
 int vol_usage_born(struct vol *v, uint64_t pblk)
 {
 	return vol_u64vec_push(&v->v_usage.vu_born, pblk);
+}
+
+void vol_usage_mark(struct vol *v, uint64_t pblk)
+{
+	struct vol_usage *u = &v->v_usage;
+	uint64_t seg = vol_seg_of(v, pblk);
+
+	cmutex_lock(&u->vu_lock);
+	if (!vol_seg_snap(u->vu_snap, seg)) {
+		__atomic_fetch_or(&u->vu_snap[seg / 64], 1ull << (seg % 64), __ATOMIC_RELAXED);
+		vol_suf_dirty(u, seg);
+	}
+	cmutex_unlock(&u->vu_lock);
+}
+
+int vol_usage_born_pinned(struct vol *v, uint64_t pblk)
+{
+	struct vol_usage *u = &v->v_usage;
+	int err;
+
+	/* marked at once: the translation sweep of this very commit must not
+	 * take its entry for reusable (dat.c), nor may an offer release it */
+	vol_usage_mark(v, pblk);
+	/* born and left behind: counted at the settle, then pinned (its
+	 * segment is marked), which the usage file's entry projects too */
+	err = vol_u64vec_push(&u->vu_born, pblk);
+	if (!err && (err = vol_u64vec_push(&u->vu_gone, pblk)))
+		u->vu_born.uv_n--;
+	return err;
 }
 
 /* Note block @pblk left behind in @gone, unless it was never counted. */
@@ -875,10 +947,54 @@ void vol_usage_fail(struct vol *v)
 				 pblk);
 	}
 	u->vu_born.uv_n = 0;
+	/* a block it wrote and left behind at once (a raw move's copy, born
+	 * pinned: vol_usage_born_pinned) was never counted: not subtracted */
+	size_t kept = 0;
+
+	for (size_t i = 0; i < u->vu_gone.uv_n; i++) {
+		uint64_t pblk = u->vu_gone.uv_v[i];
+
+		if (vol_table_get(&u->vu_unborn, pblk, 0) == VU_UNBORN)
+			(void)vol_table_set(&u->vu_unborn, pblk, 0, VU_FORGOTTEN);
+		else
+			u->vu_gone.uv_v[kept++] = pblk;
+	}
+	u->vu_gone.uv_n = kept;
 }
 
-uint64_t vol_usage_check(struct vol *v, const struct vol_count *cn, uint64_t readable_from,
-			 void (*problem)(void *arg, const char *msg), void *arg)
+int vol_usage_kept(struct vol *v, struct vol_count *kept, uint64_t *sr_blk)
+{
+	struct vol_usage *u = &v->v_usage;
+	uint64_t n = v->v_geo.lg_nsegments, words = (n + 63) / 64;
+
+	*kept = (struct vol_count){.vcn_live = calloc(n, sizeof(uint32_t)),
+				   .vcn_pinned = calloc(n, sizeof(uint32_t)),
+				   .vcn_snap = calloc(words, sizeof(uint64_t))};
+	if (!kept->vcn_live || !kept->vcn_pinned || !kept->vcn_snap) {
+		vol_count_free(kept);
+		return -ENOMEM;
+	}
+	*sr_blk = 0;
+	if (!u->vu_live)
+		return 0;
+	cmutex_lock(&u->vu_lock);
+	memcpy(kept->vcn_live, u->vu_live, n * sizeof(uint32_t));
+	memcpy(kept->vcn_pinned, u->vu_pinned, n * sizeof(uint32_t));
+	for (uint64_t w = 0; w < words; w++)
+		kept->vcn_snap[w] = __atomic_load_n(&u->vu_snap[w], __ATOMIC_RELAXED);
+	*sr_blk = u->vu_sr_blk;
+	cmutex_unlock(&u->vu_lock);
+	return 0;
+}
+
+void vol_usage_kept_free(struct vol_count *kept)
+{
+	vol_count_free(kept);
+}
+
+uint64_t vol_usage_check(struct vol *v, const struct vol_count *cn, const struct vol_count *kept,
+			 uint64_t readable_from, void (*problem)(void *arg, const char *msg),
+			 void *arg)
 {
 	struct vol_usage *u = &v->v_usage;
 	uint64_t bad = 0;
@@ -890,11 +1006,11 @@ uint64_t vol_usage_check(struct vol *v, const struct vol_count *cn, uint64_t rea
 	for (uint64_t s = 0; s < v->v_geo.lg_nsegments; s++) {
 		const char *what = NULL;
 
-		if (cn->vcn_live[s] != u->vu_live[s]) {
+		if (cn->vcn_live[s] != kept->vcn_live[s]) {
 			snprintf(msg, sizeof(msg),
 				 "segment %" PRIu64 ": %" PRIu32
 				 " live blocks, usage says %" PRIu32,
-				 s, cn->vcn_live[s], u->vu_live[s]);
+				 s, cn->vcn_live[s], kept->vcn_live[s]);
 			what = msg;
 		} else if ((cn->vcn_live[s] || cn->vcn_pinned[s]) && !log_seg_in_use(v->v_log, s)) {
 			snprintf(msg, sizeof(msg),
@@ -902,7 +1018,7 @@ uint64_t vol_usage_check(struct vol *v, const struct vol_count *cn, uint64_t rea
 				 " snapshot blocks but is free",
 				 s, cn->vcn_live[s], cn->vcn_pinned[s]);
 			what = msg;
-		} else if (vol_seg_snap(cn->vcn_snap, s) && !vol_seg_snap(u->vu_snap, s)) {
+		} else if (vol_seg_snap(cn->vcn_snap, s) && !vol_seg_snap(kept->vcn_snap, s)) {
 			snprintf(msg, sizeof(msg),
 				 "segment %" PRIu64 " holds snapshot blocks but is not marked so",
 				 s);
@@ -914,11 +1030,11 @@ uint64_t vol_usage_check(struct vol *v, const struct vol_count *cn, uint64_t rea
 				 ")",
 				 s, u->vu_emptied[s] - 1, readable_from);
 			what = msg;
-		} else if (cn->vcn_pinned[s] > u->vu_pinned[s]) {
+		} else if (cn->vcn_pinned[s] > kept->vcn_pinned[s]) {
 			snprintf(msg, sizeof(msg),
 				 "segment %" PRIu64 ": %" PRIu32
 				 " blocks only snapshots name, usage keeps %" PRIu32,
-				 s, cn->vcn_pinned[s], u->vu_pinned[s]);
+				 s, cn->vcn_pinned[s], kept->vcn_pinned[s]);
 			what = msg;
 		}
 		if (what) {
@@ -1010,6 +1126,8 @@ void vol_usage(struct vol *v, struct vol_usage_stats *us)
 	us->vus_clean_high = (uint32_t)high;
 	us->vus_written = u->vu_written;
 	us->vus_moved = u->vu_moved;
+	us->vus_raw_moved = u->vu_raw_moved;
+	us->vus_reroots = u->vu_reroots;
 	us->vus_pinned_blocks = u->vu_pinned_total;
 	us->vus_open_walked = u->vu_open_walked;
 	us->vus_dat_blocks = (u->vu_dat_next + vol_dat_per_block(v->v_block_size) - 1) /

@@ -707,6 +707,33 @@ static void vol_booked_destroy(struct vol *v)
 	cmutex_destroy(&v->v_book_lock);
 }
 
+/*
+ * The snapshots' deltas, for the cleaner's raw moves (usage.c,
+ * vu_snap_deltas), when the open read the counts from the usage file
+ * instead of walking the snapshots. Without them the cleaner leaves the
+ * snapshots' blocks where they are, which is never wrong: a table that
+ * cannot be read does not stop the open.
+ */
+static void vol_open_snap_deltas(struct vol *v)
+{
+	struct vol_snap_info *si;
+	size_t n;
+	int err;
+
+	if (v->v_usage.vu_snap_deltas.uv_n || v->v_usage.vu_nsnaps)
+		return; /* the walk listed them */
+	err = vol_snap_list(v, &si, &n);
+	if (err) {
+		log_warn("vol: the snapshot table does not read (%d): the cleaner leaves the "
+			 "snapshots' blocks where they are",
+			 err);
+		return;
+	}
+	for (size_t i = 0; i < n; i++)
+		vol_usage_snap_listed(v, si[i].vsi_delta, si[i].vsi_name);
+	free(si);
+}
+
 /* On error @d stays the caller's. */
 int vol_open(struct bdev *d, const struct vol_open_opts *o, struct vol **out)
 {
@@ -762,6 +789,15 @@ int vol_open(struct bdev *d, const struct vol_open_opts *o, struct vol **out)
 	err = vol_open_deltas(v, &opts);
 	if (err)
 		goto out_usage;
+	if (!v->v_read_only)
+		vol_open_snap_deltas(v);
+	err = vol_reroot_start(v);
+	if (err) {
+		delta_sys_destroy(v->v_ds);
+		goto out_usage;
+	}
+	if (!v->v_read_only && v->v_sr.sr_unrooted)
+		vol_reroot_ask(v); /* a crash came before a re-root: snap.c */
 	*out = v;
 	return 0;
 out_usage:
@@ -786,7 +822,9 @@ int vol_close(struct vol *v)
 
 	if (!v)
 		return 0;
+	vol_reroot_stop(v);		  /* a re-root asked for is done first */
 	err = delta_sys_destroy(v->v_ds); /* commits what is open */
+	vol_reroot_destroy(v);
 	cp_err = v->v_read_only ? 0 : vol_checkpoint(v);
 	if (cp_err)
 		log_err("vol: checkpoint at close failed: %d", cp_err);

@@ -244,7 +244,9 @@ struct vol_usage_stats {
 	uint64_t vus_live_segments; /* segments holding one of them, or a pinned one */
 	uint64_t vus_released;	    /* segments given back to the log since the open */
 	uint64_t vus_cleaned;	    /* victims the cleaner took since the open */
-	uint64_t vus_moved;	    /* live blocks it moved out of them */
+	uint64_t vus_moved;	    /* blocks it moved out of them, */
+	uint64_t vus_raw_moved;	    /* of which only snapshots kept (raw moves) */
+	uint64_t vus_reroots;	    /* re-roots of the snapshots after raw moves */
 	uint64_t vus_clean_read;    /* blocks of the victims it read */
 	uint32_t vus_clean_low;	    /* its watermarks, in free segments */
 	uint32_t vus_clean_high;

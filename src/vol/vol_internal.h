@@ -370,6 +370,9 @@ struct vol_dat {
 int dat_xlate_walk(struct bmap_walk *w, uint64_t vblk, uint64_t *pblk);
 /* The commit (and fills it started): through the translation as it builds it. */
 int dat_xlate_commit(struct vol *v, uint64_t vblk, uint64_t *pblk);
+/* The commit: entry @vblk as it builds the translation, whatever it holds
+ * (all zero: free, or past the numbers ever used). */
+int dat_entry(struct vol *v, uint64_t vblk, struct vol_dat_entry *e);
 /* For a fill at hint @entry of a block of @owner: its address. */
 int dat_xlate_fill(struct vol *v, uint64_t owner, uint64_t entry, uint64_t *pblk);
 /* The commit: a number for a block it is about to write. */
@@ -430,6 +433,7 @@ struct vol_sroot {
 	uint64_t sr_suf_root; /* the segment usage file's root block (physical) */
 	uint8_t sr_suf_height;
 	bool sr_suf_current;   /* the file's counts are this state's (suf.c) */
+	bool sr_unrooted;      /* raw moves some snapshot may not be re-rooted to (snap.c) */
 	uint64_t sr_ckpt_root; /* the checkpoint file's root block (physical) */
 	uint8_t sr_ckpt_height;
 	uint64_t sr_ckpt_from; /* the file lists the readable checkpoints from this delta */
@@ -534,7 +538,9 @@ struct vol_usage {
 	uint32_t *vu_age;		  /* per segment: delta of its youngest block (0: before
 					     the open); commit thread */
 	uint64_t vu_cleaned;		  /* victims the cleaner took; vu_lock */
-	uint64_t vu_moved;		  /* live blocks it moved; vu_lock */
+	uint64_t vu_moved;		  /* blocks it moved; vu_lock */
+	uint64_t vu_raw_moved;		  /* of which only snapshots kept; vu_lock */
+	uint64_t vu_reroots;		  /* snapshots re-rooted after raw moves; vu_lock */
 	uint64_t vu_clean_read;		  /* blocks of the victims it read; vu_lock */
 	uint64_t vu_written;		  /* blocks the commits wrote; vu_lock */
 	bool vu_cleaning;		  /* between the watermarks (clean.c); commit thread */
@@ -544,6 +550,8 @@ struct vol_usage {
 	uint64_t vu_again_txns; /* and v_txn_ends then; commit thread */
 	uint64_t vu_recent[VOL_CLEAN_VICTIMS]; /* victims the last step scanned whole (clean.c) */
 	unsigned vu_nrecent;		       /* commit thread */
+	uint64_t *vu_stuck;    /* bitmap: marked, scanned whole by the cleaner, nothing moved
+				  from it: its blocks stay until a recount (clean.c); commit thread */
 	uint64_t vu_own_carry; /* vc_own_res of failed commits (commit.c); commit thread */
 	/* snapshots (snap.c): what they alone keep */
 	uint32_t *vu_pinned;	  /* per segment: blocks only snapshots name; vu_lock */
@@ -557,6 +565,11 @@ struct vol_usage {
 	_Atomic uint64_t vu_recount_at; /* recount at the settle of this delta or later */
 	struct vol_snap_info *vu_snaps; /* the table as the open found it (snapshot opens) */
 	size_t vu_nsnaps;
+	/* the snapshots' deltas, as the last count found them and those
+	 * created since (any thread adds, under vu_lock): what the cleaner
+	 * moves blocks for (clean.c) */
+	struct vol_u64vec vu_snap_deltas;
+	struct vol_u64vec vu_snap_keys; /* and their re-root keys (snap.c), the same order */
 	/* recent checkpoints: what a segment's release costs them */
 	uint64_t *vu_emptied;	   /* per candidate: the delta that emptied it; written by
 				      the commit thread under vu_lock */
@@ -584,6 +597,32 @@ struct vol_usage {
 	int32_t *vu_suf_gone_n; /* zero between commits; commit thread */
 };
 
+/* A snapshot's block the cleaner wrote again by address (commit.c). */
+struct vol_raw_move {
+	uint64_t rm_owner, rm_index, rm_vblk; /* its summary entry */
+	uint32_t rm_flags;
+	uint64_t rm_from; /* the copy the snapshots read: durable, counted till a re-root */
+};
+
+struct vol_raw_moves {
+	struct vol_raw_move *rms_v;
+	size_t rms_n, rms_cap;
+};
+
+/* The re-rooter (snap.c): a thread that re-roots the snapshots once the
+ * cleaner moved some of their blocks. */
+struct vol_reroot {
+	pthread_t vr_thread;
+	bool vr_started; /* vr_lock and vr_cond exist (the open's thread only) */
+	struct cmutex vr_lock;
+	pthread_cond_t vr_cond; /* vr_wanted, vr_stop, or a round done */
+	bool vr_wanted;		/* a commit made raw moves; vr_lock */
+	bool vr_stop;		/* vol_close; vr_lock */
+	atomic_bool vr_pending; /* raw moves wait for their re-root: the cleaner makes no more */
+	atomic_bool vr_rooted;	/* a round re-rooted every snapshot: the next commit
+				   clears sr_unrooted */
+	uint64_t vr_rounds;	/* re-roots done (tests); vr_lock */
+};
 struct vol {
 	struct bdev *v_bdev;		  /* immutable */
 	struct log *v_log;		  /* immutable */
@@ -602,8 +641,8 @@ struct vol {
 	bool v_dat_map_small;		  /* immutable: its map counted once (vol.c) */
 	uint32_t v_checkpoint_every;	  /* immutable */
 	uint64_t v_protect_ms;		  /* immutable: vol_open_opts.voo_protect_s */
-	uint32_t v_clean_low;		  /* immutable: voo_clean_low (0: default) */
-	uint32_t v_clean_high;		  /* immutable: voo_clean_high (0: default) */
+	_Atomic uint32_t v_clean_low;	  /* voo_clean_low (0: default), or changed since */
+	_Atomic uint32_t v_clean_high;	  /* voo_clean_high (0: default) */
 	uint8_t v_clean_policy;		  /* immutable: VOL_CLEAN_* */
 	atomic_bool v_clean_urgent;	  /* a reservation fell short: clean in the next commit */
 	uint32_t v_max_dirty;		  /* immutable: a delta's dirty limit */
@@ -644,6 +683,12 @@ struct vol {
 	/* the moves of a failed commit (commit.c), whose blocks are requeued:
 	 * the next commit moves them. Commit thread only. */
 	struct vol_table v_moves;
+	/* the raw moves of a failed commit (commit.c): the next commit writes
+	 * them again before anything else. Commit thread only. */
+	struct vol_raw_moves v_raw_moves;
+	/* the snapshots' re-roots after raw moves (snap.c): asked for by the
+	 * commit thread, done by the re-rooter thread */
+	struct vol_reroot v_reroot;
 	/* the newest durable super root and where it is: written by the
 	 * commit thread (and the open) under v_sr_lock, which another thread
 	 * takes to read them (vol_sr_get); the commit thread reads freely */
@@ -715,6 +760,12 @@ struct vol_clean_ops {
 	/* block (owner, index), current as virtual block @vblk at @pblk and
 	 * dirtied unchanged, is to be moved: the same number at a new address */
 	int (*co_move)(void *arg, uint64_t owner, uint64_t index, uint64_t vblk, uint64_t pblk);
+	/* block @vblk at @pblk, which no tree of the state names but a
+	 * snapshot keeps (its summary entry: @owner, @index, @flags), is to be
+	 * written again by address: the same number at a new address, the old
+	 * copy kept until the snapshots are re-rooted (commit.c, raw moves) */
+	int (*co_move_raw)(void *arg, uint64_t owner, uint64_t index, uint64_t vblk, uint32_t flags,
+			   uint64_t pblk);
 	void *co_arg;
 };
 int vol_clean(struct vol *v, uint32_t delta, const struct vol_clean_ops *ops, uint64_t *reserved);
@@ -724,7 +775,7 @@ int vol_clean(struct vol *v, uint32_t delta, const struct vol_clean_ops *ops, ui
 bool vol_clean_worthwhile(void *ctx);
 /* delta_ops.do_again: the cleaner is between its watermarks. */
 bool vol_clean_again(void *ctx);
-/* At open: the watermarks asked for (0: the defaults). */
+/* The watermarks asked for (0: the defaults): at open, or since (tests). */
 void vol_clean_watermarks(struct vol *v, uint32_t low, uint32_t high);
 /*
  * Segments' worth of space neither written, nor promised to a
@@ -751,6 +802,13 @@ int vol_usage_open(struct vol *v, bool writable);
 void vol_usage_close(struct vol *v);
 /* The commit wrote a block at @pblk (a payload block or the super root). */
 int vol_usage_born(struct vol *v, uint64_t pblk);
+/* A raw move's copy at @pblk (commit.c): a block no tree of the state names
+ * but a snapshot keeps; its segment is marked at once, and it counts as
+ * pinned once the commit is durable. */
+int vol_usage_born_pinned(struct vol *v, uint64_t pblk);
+/* Mark the segment of block @pblk as one that may hold a snapshot's block
+ * (vu_snap): where the commit moves a block from a marked segment. */
+void vol_usage_mark(struct vol *v, uint64_t pblk);
 /* A change of the commit left the block at @pblk behind (bc_gone). */
 int vol_usage_gone(struct vol *v, uint64_t pblk);
 /* The same for a block of the segment usage file's own tree (suf.c). */
@@ -769,16 +827,26 @@ void vol_usage_release(struct vol *v);
 /* The commit failed: its blocks were never written; its trees are kept. */
 void vol_usage_fail(struct vol *v);
 /*
- * For vol_check: compare @cn (the walk's counts) with the kept counts,
- * and every counted segment with the log's use (a free segment must not
+ * For vol_check: a copy of the kept counts (live, pinned, marks) into
+ * @kept, and the super root they describe (*@sr_blk; 0 if none are kept),
+ * taken at once, so that the walk of that state compares with them
+ * however many commits settle meanwhile. -ENOMEM.
+ */
+struct vol_count;
+int vol_usage_kept(struct vol *v, struct vol_count *kept, uint64_t *sr_blk);
+void vol_usage_kept_free(struct vol_count *kept);
+/*
+ * For vol_check: compare @cn (the walk's counts) with @kept (the kept
+ * counts, vol_usage_kept), and every counted segment with the log's use
+ * now (a free segment must not
  * hold a checkpoint at or above @readable_from, the checked state's
  * floor); each difference to @problem. Returns the differences. The
  * kept pinned counts may be higher than the walk's, never lower
  * (usage.c (4)).
  */
-struct vol_count;
-uint64_t vol_usage_check(struct vol *v, const struct vol_count *cn, uint64_t readable_from,
-			 void (*problem)(void *arg, const char *msg), void *arg);
+uint64_t vol_usage_check(struct vol *v, const struct vol_count *cn, const struct vol_count *kept,
+			 uint64_t readable_from, void (*problem)(void *arg, const char *msg),
+			 void *arg);
 
 /*
  * check.c: walk the durable state (super root @sr_blk, @sr) and the
@@ -816,6 +884,9 @@ void vol_usage_snap_taken(struct vol *v, uint64_t *sr_blk, uint64_t *sr_delta);
  * of @txn_delta: mark every segment in use, and recount at the settle of
  * @txn_delta; -ENOENT if the checkpoint is no longer readable. */
 int vol_usage_snap_taken_at(struct vol *v, uint64_t delta, uint64_t txn_delta);
+/* usage.c: snapshot @name of @delta was written: the cleaner moves its
+ * blocks too from now on (vu_snap_deltas), unless an open reads it. */
+void vol_usage_snap_listed(struct vol *v, uint64_t delta, const char *name);
 /* usage.c: the snapshot vol_usage_snap_taken(_at) marked for is durable
  * now (its creation returned 0), or will never be (its record was not
  * written): a recount may drop marks again. */
@@ -957,8 +1028,24 @@ int vol_snap_sroot(struct vol *v, uint64_t sroot, uint64_t delta, struct vol_sro
  */
 int vol_snap_state(struct vol *v, const struct vol_snap_info *si, struct vol_sroot *sr,
 		   const char **why);
-/* Point snapshot @name's translation at the newest durable state's (snap.c). */
+/* The key an open of snapshot @name holds shared while it reads it, and a
+ * re-root exclusive (snap.c). */
+uint64_t vol_snap_reroot_key(const char *name);
+/* Point snapshot @name's translation at the newest durable state's (snap.c);
+ * -EBUSY while an open holds it. */
 int vol_snap_reroot(struct vol *v, const char *name);
+/* snap.c, the re-rooter: started by the open (a thread if writable),
+ * stopped by the close before its deltas (a round asked for meanwhile is
+ * done first), destroyed after them. */
+int vol_reroot_start(struct vol *v);
+void vol_reroot_stop(struct vol *v);
+void vol_reroot_destroy(struct vol *v);
+/* The commit thread: a commit with raw moves is durable: re-root. */
+void vol_reroot_ask(struct vol *v);
+/* Is a re-root asked for and not done yet? (The cleaner: no raw moves.) */
+bool vol_reroot_pending(struct vol *v);
+/* Wait until no re-root is pending; the rounds done (tests). */
+uint64_t vol_reroot_wait(struct vol *v);
 /* vol_open: pin snapshot @name and put its state in place of the newest
  * (read only); its record is @find's answer if @find is not NULL
  * (vol_open_opts.voo_snapshot_find), else the table's. */

@@ -867,6 +867,219 @@ static void test_reroot_reads_through_a_later_translation(void **state)
 	test_watchdog_cancel();
 }
 
+/* Every block of the model reads its version in @v. */
+static bool model_all_match(struct vol *v, const struct model *m)
+{
+	for (unsigned o = 0; o < NOWNERS; o++)
+		for (unsigned i = 0; i < NINDEX; i++)
+			if (!vf_has(v, OWNER0 + o, i, m->m_ver[o][i]))
+				return false;
+	return true;
+}
+
+static void cut_report(void *arg, const char *msg)
+{
+	print_message("# cut %" PRIu64 ": vol_check: %s\n", *(const uint64_t *)arg, msg);
+}
+
+/*
+ * Lay out a snapshot "s" of @live whose blocks fill a quarter of each of
+ * their segments (the rest died before it was taken), with the cleaner
+ * kept from running till then (test_cleaner_moves_snapshot_blocks).
+ */
+static void sparse_snapshot(struct vol *v, struct model *live)
+{
+	uint64_t filler = 0;
+
+	for (unsigned i = 0; i < NINDEX; i++)
+		for (unsigned o = 0; o < NOWNERS; o++) {
+			vf_write(v, OWNER0 + o, i, ++live->m_ver[o][i]);
+			for (unsigned k = 0; k < 3; k++)
+				vf_write(v, OWNER0 + NOWNERS, filler++, 1);
+		}
+	for (uint64_t k = 0; k < filler; k++) /* dead before the snapshot */
+		punch_freeing(v, OWNER0 + NOWNERS, k);
+	assert_int_equal(vol_sync(v), 0);
+	assert_int_equal(vol_snap_create(v, "s"), 0);
+}
+
+/*
+ * The cleaner moves what only a snapshot keeps. The snapshot's blocks
+ * are written interleaved with three times as many that die before it is
+ * taken (the cleaner kept from running till then), so
+ * that each of its segments is three quarters dead; then the live state is
+ * rewritten many times over. Without moving the snapshot's blocks, every
+ * one of those segments stays (the snapshot's and the dead blocks beside
+ * them); with raw moves and the re-root after them, the cleaner compacts
+ * them to half or less. The snapshot reads the same throughout, in place
+ * and after a reopen, and vol_check agrees with the counts each time.
+ */
+static void test_cleaner_moves_snapshot_blocks(void **state)
+{
+	/* no cleaning till the snapshot is taken */
+	struct vol_open_opts oo = {.voo_clean_low = 1, .voo_clean_high = 2};
+	struct bdev *d = vf_mkfs(48 * VF_SEG);
+	struct vol *v = vf_open_opts(d, &oo), *w;
+	struct model live = {0}, snap;
+	struct vol_usage_stats us;
+	uint64_t snap_segs, pinned;
+	struct prng rng;
+
+	(void)state;
+	test_watchdog("test_cleaner_moves_snapshot_blocks", 240);
+	prng_init(&rng, test_seed("vol snapshot moves", 20261205));
+	sparse_snapshot(v, &live);
+	snap = live;
+	vol_usage(v, &us);
+	snap_segs = us.vus_snap_segments; /* every segment in use: it marked them */
+	assert_int_equal(us.vus_raw_moved, 0);
+	vol_clean_watermarks(v, 36, 40); /* a cleaner that wants most of it free */
+	for (unsigned round = 0; round < 6; round++) {
+		churn(v, &live, &rng, 1500);
+		vol_reroot_wait(v);
+		vf_check(v);
+		expect_snapshot(d, "s", &snap);
+	}
+	model_expect(v, &live);
+	/* quiet: no more moves, the last ones re-rooted and recounted */
+	vol_clean_watermarks(v, 1, 2);
+	assert_int_equal(vol_sync(v), 0);
+	vol_reroot_wait(v);
+	assert_int_equal(vol_snap_reroot(v, "s"), 0);
+	vol_usage(v, &us);
+	print_message("# snapshot of %u blocks: %" PRIu64 " segments left to it before, %" PRIu64
+		      " after; %" PRIu64 " of its blocks moved, %" PRIu64 " re-roots, %" PRIu64
+		      " blocks pinned; %" PRIu64 " segments cleaned, %" PRIu64 " released\n",
+		      NOWNERS * NINDEX, snap_segs, us.vus_snap_segments, us.vus_raw_moved,
+		      us.vus_reroots, us.vus_pinned_blocks, us.vus_cleaned, us.vus_released);
+	assert_true(us.vus_raw_moved > 0);
+	assert_true(us.vus_reroots > 0);
+	/* its 256 blocks fill 4 segments (and its super roots and
+	 * translation's tree some more): compacted well below the 15 and more
+	 * where they lay (without the re-roots, 15 and more stay marked) */
+	assert_true(snap_segs >= 14);
+	assert_true(us.vus_snap_segments <= 11);
+	pinned = us.vus_pinned_blocks;
+	assert_true(pinned < 2 * NOWNERS * NINDEX);
+
+	/* the open's walk counts the same */
+	w = vf_reopen_copy(d, 0);
+	vf_check(w);
+	model_expect(w, &live);
+	assert_int_equal(vol_close(w), 0);
+
+	assert_int_equal(vol_snap_delete(v, "s"), 0);
+	vf_check(v);
+	vol_usage(v, &us);
+	assert_int_equal(us.vus_pinned_blocks, 0);
+	assert_int_equal(us.vus_snap_segments, 0);
+	assert_int_equal(vol_close(v), 0);
+	test_watchdog_cancel();
+}
+
+/* Write every block of @live again @rounds times, with the same contents. */
+static void rewrite_same(struct vol *v, const struct model *live, unsigned rounds)
+{
+	for (unsigned round = 0; round < rounds; round++) {
+		for (unsigned i = 0; i < NINDEX; i++)
+			for (unsigned o = 0; o < NOWNERS; o++)
+				vf_write(v, OWNER0 + o, i, live->m_ver[o][i]);
+		assert_int_equal(vol_sync(v), 0);
+	}
+}
+
+/*
+ * A crash while the cleaner moves a snapshot's blocks, at every cut (or
+ * CAIRN_SNAP_CUTS evenly spread ones; 0: all): the live state is rewritten
+ * with the same contents, so every durable state reads the same, and the
+ * cleaner, wanting most of the volume free, makes raw moves and re-roots
+ * the snapshot after them. Each cut, dropped or reordered and torn, must
+ * open, pass vol_check, read the live contents, list the snapshot and
+ * read it as it was taken: the commit of the moves, the re-root's, and
+ * anything between them.
+ */
+static void test_snapshot_moves_survive_cuts(void **state)
+{
+	struct vol_open_opts oo = {.voo_clean_low = 1, .voo_clean_high = 2};
+	struct bdev *d = vf_mkfs(40 * VF_SEG);
+	struct model live = {0}, snap;
+	const char *e = getenv("CAIRN_SNAP_CUTS");
+	uint64_t first, last, every, want = e ? strtoull(e, NULL, 10) : 300, cuts = 0;
+	struct vol_usage_stats us;
+	struct vol *v;
+
+	(void)state;
+	test_watchdog("test_snapshot_moves_survive_cuts", 600);
+	bdev_emu_keep_history(d);
+	v = vf_open_opts(d, &oo);
+	sparse_snapshot(v, &live);
+	snap = live;
+	first = bdev_emu_history_writes(d);
+	vol_clean_watermarks(v, 30, 34);
+	rewrite_same(v, &live, 4);
+	vol_reroot_wait(v);
+	vol_clean_watermarks(v, 1, 2); /* quiet: the history stops growing */
+	assert_int_equal(vol_sync(v), 0);
+	vol_usage(v, &us);
+	assert_true(us.vus_raw_moved > 0);
+	assert_true(us.vus_reroots > 0);
+	last = bdev_emu_history_writes(d) + 1;
+	every = want && last - first > want ? (last - first) / want : 1;
+	for (uint64_t cut = first + 1; cut <= last; cut += every) {
+		static const struct bdev_emu_crash hows[] = {
+		    {.ec_mode = BDEV_EMU_DROP_ALL},
+		    {.ec_mode = BDEV_EMU_REORDER, .ec_tear = true, .ec_seed = 11},
+		};
+
+		for (unsigned h = 0; h < 2; h++) {
+			struct vol_open_opts so = {.voo_snapshot = "s"},
+					     ro = {.voo_read_only = true};
+			struct bdev *img, *copy;
+			struct vol *cv, *sv;
+
+			/* as the cut left it (read only: a writable open may
+			 * re-root at once) */
+			assert_int_equal(bdev_emu_crash_at(d, cut, &hows[h], &img), 0);
+			assert_int_equal(bdev_emu_open_copy(img, &copy), 0);
+			cv = vf_open_opts(copy, &ro);
+			if (vol_check(cv, cut_report, &cut, NULL))
+				fail_msg("cut %" PRIu64 " (%s): vol_check finds problems", cut,
+					 h ? "reorder, tear" : "drop");
+			if (!model_all_match(cv, &live))
+				fail_msg("cut %" PRIu64 ": the live state reads otherwise", cut);
+			assert_int_equal(vol_close(cv), 0);
+			assert_int_equal(bdev_emu_open_copy(img, &copy), 0);
+			sv = vf_open_opts(copy, &so);
+			if (!model_all_match(sv, &snap))
+				fail_msg("cut %" PRIu64 " (%s): the snapshot reads otherwise", cut,
+					 h ? "reorder, tear" : "drop");
+			assert_int_equal(vol_close(sv), 0);
+			/* and on from there: more moves and re-roots, which may
+			 * name the copies the cut left unrooted */
+			cv = vf_open(img, 0);
+			vol_clean_watermarks(cv, 30, 34);
+			rewrite_same(cv, &live, 1);
+			vol_reroot_wait(cv);
+			vol_clean_watermarks(cv, 1, 2);
+			vf_check(cv);
+			assert_int_equal(bdev_emu_open_copy(img, &copy), 0);
+			sv = vf_open_opts(copy, &so);
+			if (!model_all_match(sv, &snap))
+				fail_msg("cut %" PRIu64
+					 " (%s), then on: the snapshot reads otherwise",
+					 cut, h ? "reorder, tear" : "drop");
+			assert_int_equal(vol_close(sv), 0);
+			assert_int_equal(vol_close(cv), 0);
+			cuts++;
+		}
+	}
+	print_message("# %" PRIu64 " cuts of %" PRIu64 " writes (every %" PRIu64 "); %" PRIu64
+		      " snapshot blocks moved, %" PRIu64 " re-roots\n",
+		      cuts, last - first, every, us.vus_raw_moved, us.vus_reroots);
+	assert_int_equal(vol_close(v), 0);
+	test_watchdog_cancel();
+}
+
 /*
  * Snapshots taken and deleted while writer threads commit (and the
  * cleaner runs, on a small volume): writer k rewrites its own blocks
@@ -1201,6 +1414,96 @@ static void test_open_and_delete_race(void **state)
 	assert_int_equal(vol_snap_create(v, "raced"), 0);
 	open_go_on(&p, t, &m);
 	assert_int_equal(vol_snap_delete(v, "raced"), 0);
+	vf_check(v);
+	assert_int_equal(vol_close(v), 0);
+	vf_remove_file(path);
+	test_watchdog_cancel();
+}
+
+/*
+ * The orders of an open and a re-root of one snapshot in different
+ * processes, forced: (1) the re-root holds the snapshot's second key when
+ * the open comes: the open waits for it (it does not fail) and reads the
+ * snapshot through the translation the re-root named; (2) the open holds
+ * it when a re-root comes: the re-root is refused (-EBUSY), and once the
+ * open closed it goes through, and a new open reads the snapshot too.
+ */
+static void *pin_reroot_main(void *arg)
+{
+	struct pin_racer *p = arg;
+
+	syncpoint_thread_name("R");
+	p->p_err = vol_snap_reroot(p->p_writer, "raced");
+	return NULL;
+}
+
+/* Snapshot "raced"'s translation super root, as @v lists it. */
+static uint64_t raced_xlate(struct vol *v)
+{
+	struct vol_snap_info *si;
+	uint64_t xlate;
+	size_t n;
+
+	assert_int_equal(vol_snap_list(v, &si, &n), 0);
+	assert_int_equal(n, 1);
+	xlate = si[0].vsi_xlate;
+	free(si);
+	return xlate;
+}
+
+static void test_open_and_reroot_race(void **state)
+{
+	char path[VF_PATH_MAX];
+	struct model m = {0}, frozen;
+	struct pin_racer o, r;
+	struct vol *v, *s;
+	struct prng rng;
+	pthread_t tr, to;
+	uint64_t xlate;
+
+	(void)state;
+	if (!SYNCPOINTS_BUILT)
+		skip();
+	test_watchdog("test_open_and_reroot_race", 60);
+	prng_init(&rng, 11);
+	vf_mkfs_file(path, 16 * VF_SEG);
+	v = open_writer(path);
+	churn(v, &m, &rng, 50);
+	assert_int_equal(vol_snap_create(v, "raced"), 0);
+	frozen = m;
+	churn(v, &m, &rng, 100);
+	o = (struct pin_racer){.p_path = path, .p_writer = v};
+	r = o;
+
+	/* (1) the re-root first: the open waits for it */
+	syncpoint_reset();
+	syncpoint_enable();
+	syncpoint_order("test.release", "vol.snap.reroot.pinned@R");
+	test_thread_start(&tr, pin_reroot_main, &r);
+	syncpoint_wait_arrived("vol.snap.reroot.pinned@R", 1);
+	test_thread_start(&to, pin_open_main, &o);
+	syncpoint_wait_arrived("vol.snap.open.wait@O", 1);
+	syncpoint_hit("test.release");
+	test_thread_join(tr);
+	test_thread_join(to);
+	syncpoint_reset();
+	assert_int_equal(r.p_err, 0);
+	assert_int_equal(o.p_err, 0);
+	xlate = raced_xlate(v);
+	assert_true(xlate != 0);
+	model_expect(o.p_snap, &frozen);
+
+	/* (2) the open first: the re-root is refused while it reads */
+	churn(v, &m, &rng, 100);
+	assert_int_equal(vol_snap_reroot(v, "raced"), -EBUSY);
+	assert_int_equal(raced_xlate(v), xlate);
+	model_expect(o.p_snap, &frozen);
+	assert_int_equal(vol_close(o.p_snap), 0);
+	assert_int_equal(vol_snap_reroot(v, "raced"), 0);
+	assert_true(raced_xlate(v) != xlate);
+	assert_int_equal(open_beside(path, v, "raced", &s), 0);
+	model_expect(s, &frozen);
+	assert_int_equal(vol_close(s), 0);
 	vf_check(v);
 	assert_int_equal(vol_close(v), 0);
 	vf_remove_file(path);
@@ -1879,9 +2182,12 @@ int main(void)
 	    cmocka_unit_test(test_damaged_snapshots),
 	    cmocka_unit_test(test_failed_create_lets_its_marks_go),
 	    cmocka_unit_test(test_reroot_reads_through_a_later_translation),
+	    cmocka_unit_test(test_cleaner_moves_snapshot_blocks),
+	    cmocka_unit_test(test_snapshot_moves_survive_cuts),
 	    cmocka_unit_test(test_snapshots_beside_writers),
 	    cmocka_unit_test(test_snapshot_opens_across_processes),
 	    cmocka_unit_test(test_open_and_delete_race),
+	    cmocka_unit_test(test_open_and_reroot_race),
 	    cmocka_unit_test(test_checkpoints_stay_readable),
 	    cmocka_unit_test(test_checkpoints_give_way),
 	    cmocka_unit_test(test_checkpoints_survive_cuts),
