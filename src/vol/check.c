@@ -521,13 +521,6 @@ static uint64_t *ck_bitmap_new(const struct vol_checker *ck)
 	return calloc((size_t)((g->lg_nsegments * g->lg_seg_blocks + 63) / 64), sizeof(uint64_t));
 }
 
-static int ck_delta_cmp(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
 /*
  * After the snapshots' walks (ck_in_snap): every dead entry of the state's
  * translation (@sr) whose [birth, death) holds a snapshot's delta names a
@@ -549,7 +542,7 @@ static int ck_snap_live_entries(struct vol_checker *ck, const struct vol_sroot *
 		return -ENOMEM;
 	for (size_t i = 0; i < ck->ck_nsnaps; i++)
 		deltas[i] = ck->ck_snaps[i].vsi_delta;
-	qsort(deltas, ck->ck_nsnaps, sizeof(*deltas), ck_delta_cmp);
+	vol_snaps_sort(deltas, ck->ck_nsnaps);
 	ck->ck_dat_root = sr->sr_dat_root;
 	ck->ck_dat_height = sr->sr_dat_height;
 	ck->ck_dat_next = sr->sr_dat_next;
@@ -564,20 +557,10 @@ static int ck_snap_live_entries(struct vol_checker *ck, const struct vol_sroot *
 		}
 		for (uint32_t s = 0; s < per; s++) {
 			struct vol_dat_entry e;
-			size_t lo = 0, hi = ck->ck_nsnaps;
 
 			vol_dat_decode(data, s, &e);
-			if (!e.de_death || !e.de_pblk || !vol_pblk_valid(v, e.de_pblk))
-				continue;
-			while (lo < hi) { /* the oldest snapshot at or after its birth */
-				size_t mid = lo + (hi - lo) / 2;
-
-				if (deltas[mid] < e.de_birth)
-					lo = mid + 1;
-				else
-					hi = mid;
-			}
-			if (lo < ck->ck_nsnaps && deltas[lo] < e.de_death)
+			if (e.de_death && e.de_pblk && vol_pblk_valid(v, e.de_pblk) &&
+			    vol_snaps_keep(deltas, ck->ck_nsnaps, e.de_birth, e.de_death))
 				(void)ck_claim(ck, VOL_DAT_OWNER, dblk * per + s, e.de_pblk);
 		}
 	}

@@ -137,22 +137,6 @@ static uint64_t clean_movable(const struct vol_usage *u, uint64_t s, bool raw)
 	return (uint64_t)u->vu_live[s] + u->vu_pinned[s];
 }
 
-/* Does a snapshot's delta lie in [@birth, @death)? */
-static bool clean_snap_keeps(const struct clean_run *cr, uint64_t birth, uint64_t death)
-{
-	size_t lo = 0, hi = cr->cr_nsnaps;
-
-	while (lo < hi) { /* the oldest snapshot at or after the birth */
-		size_t mid = lo + (hi - lo) / 2;
-
-		if (cr->cr_snaps[mid] < birth)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo < cr->cr_nsnaps && cr->cr_snaps[lo] < death;
-}
-
 /*
  * Reserve what moving a block costs the commit, @cost: from the kept
  * reserve, within the run's room ((2) above): cleaning frees space.
@@ -217,7 +201,8 @@ static int clean_kept_block(struct clean_run *cr, uint64_t owner, uint64_t index
 	err = dat_entry(v, tag, &e);
 	if (err)
 		return err == -EINVAL || err == -EUCLEAN ? 0 : err;
-	if (e.de_pblk != blk || !e.de_death || !clean_snap_keeps(cr, e.de_birth, e.de_death))
+	if (e.de_pblk != blk || !e.de_death ||
+	    !vol_snaps_keep(cr->cr_snaps, cr->cr_nsnaps, e.de_birth, e.de_death))
 		return 0;
 	if (cr->cr_moved >= cr->cr_budget) {
 		cr->cr_full = true;
@@ -523,13 +508,6 @@ bool vol_clean_again(void *ctx)
 	return true;
 }
 
-static int clean_u64_cmp(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
 /*
  * The snapshots whose blocks this run may move by address, sorted into
  * @cr: none while the re-root of the last raw moves is pending (the
@@ -561,8 +539,7 @@ static bool clean_snaps(struct clean_run *cr)
 		cr->cr_snaps = NULL;
 		cr->cr_nsnaps = 0;
 	}
-	if (cr->cr_nsnaps)
-		qsort(cr->cr_snaps, cr->cr_nsnaps, sizeof(uint64_t), clean_u64_cmp);
+	vol_snaps_sort(cr->cr_snaps, cr->cr_nsnaps);
 	return cr->cr_nsnaps != 0;
 }
 

@@ -109,6 +109,19 @@
 #define VU_FORGOTTEN   ((void *)2) /* such a block, left behind since */
 #define VU_UNPROTECTED UINT64_MAX  /* vu_emptied_ms: holds nothing to protect */
 
+static int vol_u64_cmp(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+void vol_snaps_sort(uint64_t *deltas, size_t n)
+{
+	if (n)
+		qsort(deltas, n, sizeof(*deltas), vol_u64_cmp);
+}
+
 int vol_u64vec_push(struct vol_u64vec *uv, uint64_t x)
 {
 	if (uv->uv_n == uv->uv_cap) {

@@ -904,6 +904,27 @@ static inline bool vol_seg_snap(const uint64_t *bits, uint64_t seg)
 	return __atomic_load_n(&bits[seg / 64], __ATOMIC_RELAXED) >> (seg % 64) & 1;
 }
 
+/* Sort @n snapshots' deltas, for vol_snaps_keep. */
+void vol_snaps_sort(uint64_t *deltas, size_t n);
+/*
+ * Does one of the @n sorted snapshots' @deltas lie in [@birth, @death)?
+ * The liveness rule of a dead translation entry (clean.c, check.c).
+ */
+static inline bool vol_snaps_keep(const uint64_t *deltas, size_t n, uint64_t birth, uint64_t death)
+{
+	size_t lo = 0, hi = n;
+
+	while (lo < hi) { /* the oldest snapshot at or after the birth */
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (deltas[mid] < birth)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < n && deltas[lo] < death;
+}
+
 /* ---- ckpt.c: the checkpoint file -------------------------------------------- */
 
 /* What one commit wrote of the file. */
