@@ -64,10 +64,17 @@ struct vol_checker {
 	uint64_t ck_blocks;
 	/* snapshots: the walk of the state marks its blocks in ck_state;
 	 * then each snapshot's walk marks its own in ck_snap_seen (a block
-	 * met again is a subtree met before: skipped), counts in ck_pinned
-	 * those not in ck_state, and sets each one's segment in ck_snap_segs */
+	 * met again is a subtree met before: skipped), and the first time any
+	 * walk meets a block (ck_snap_counted) counts it in ck_pinned if it is
+	 * not in ck_state and sets its segment in ck_snap_segs. A subtree is
+	 * the same only through the same translation: the snapshots are walked
+	 * in groups by the translation they read through, ck_snap_seen
+	 * emptied between groups (the cleaner moves a block by its entry
+	 * alone, so a map block two translations share may have its children
+	 * in different places for each) */
 	uint64_t *ck_state;		/* bitmap of blocks from lg_seg_start; NULL: none */
 	uint64_t *ck_snap_seen;		/* the same, for the snapshots' walks */
+	uint64_t *ck_snap_counted;	/* and for their counts */
 	bool ck_in_snap;		/* walking a snapshot */
 	uint32_t *ck_pinned;		/* per segment */
 	uint64_t *ck_snap_segs;		/* bitmap of segments */
@@ -110,6 +117,17 @@ static void ck_problem(struct vol_checker *ck, const char *fmt, ...)
 		log_warn("vol: %s", msg);
 }
 
+/* A snapshot's block @rel (from lg_seg_start) in segment @seg, counted once. */
+static void ck_snap_count(struct vol_checker *ck, uint64_t rel, uint64_t seg)
+{
+	if (ck_bit(ck->ck_snap_counted, rel))
+		return;
+	ck_bit_set(ck->ck_snap_counted, rel);
+	ck_bit_set(ck->ck_snap_segs, seg);
+	if (!ck_bit(ck->ck_state, rel))
+		ck->ck_pinned[seg]++;
+}
+
 /* Count block @pblk named by (owner, index); false if it is not usable. */
 static bool ck_claim(struct vol_checker *ck, uint64_t owner, uint64_t index, uint64_t pblk)
 {
@@ -135,9 +153,7 @@ static bool ck_claim(struct vol_checker *ck, uint64_t owner, uint64_t index, uin
 			return true;
 		}
 		ck_bit_set(ck->ck_snap_seen, rel);
-		ck_bit_set(ck->ck_snap_segs, seg);
-		if (!ck_bit(ck->ck_state, rel))
-			ck->ck_pinned[seg]++;
+		ck_snap_count(ck, rel, seg);
 		return true;
 	}
 	if (ck->ck_state)
@@ -568,6 +584,47 @@ static int ck_snap_live_entries(struct vol_checker *ck, const struct vol_sroot *
 	return err;
 }
 
+struct ck_snap_walk {
+	size_t sw_i;		/* in ck_snaps */
+	struct vol_sroot sw_sr; /* its state, with the translation it reads through */
+};
+
+static int ck_snap_walk_cmp(const void *a, const void *b)
+{
+	const struct ck_snap_walk *x = a, *y = b;
+
+	if (x->sw_sr.sr_dat_root != y->sw_sr.sr_dat_root)
+		return x->sw_sr.sr_dat_root < y->sw_sr.sr_dat_root ? -1 : 1;
+	return x->sw_i < y->sw_i ? -1 : x->sw_i > y->sw_i;
+}
+
+/* The snapshots' walks (ck_in_snap), grouped by translation: ck_state's comment. */
+static int ck_walk_snaps(struct vol_checker *ck, struct ck_snap_walk *sw, size_t n)
+{
+	const struct log_geometry *g = &ck->ck_vol->v_geo;
+	size_t bytes = (size_t)((g->lg_nsegments * g->lg_seg_blocks + 63) / 64) * sizeof(uint64_t);
+	int err = 0;
+
+	qsort(sw, n, sizeof(*sw), ck_snap_walk_cmp);
+	for (size_t k = 0; k < n && !err; k++) {
+		const struct vol_snap_info *si = &ck->ck_snaps[sw[k].sw_i];
+
+		if (k && sw[k].sw_sr.sr_dat_root != sw[k - 1].sw_sr.sr_dat_root)
+			memset(ck->ck_snap_seen, 0, bytes); /* another translation */
+		/* the translation super root is the snapshot's block too (its
+		 * translation's tree is walked with the rest); counted, not
+		 * seen: a snapshot whose own super root it is walks its state */
+		if (si->vsi_xlate)
+			ck_snap_count(ck, si->vsi_xlate - g->lg_seg_start,
+				      vol_seg_of(ck->ck_vol, si->vsi_xlate));
+		err = ck_walk_state(ck, si->vsi_sroot, &sw[k].sw_sr);
+	}
+	/* every snapshot's block is seen by what walks after (recent
+	 * checkpoints, the liveness rule's entries) */
+	memcpy(ck->ck_snap_seen, ck->ck_snap_counted, bytes);
+	return err;
+}
+
 /*
  * The walk: the state (@sr at @sr_blk), then, when ck_state is set, each
  * snapshot its table names. A snapshot whose super root is bad is a
@@ -576,6 +633,7 @@ static int ck_snap_live_entries(struct vol_checker *ck, const struct vol_sroot *
 static int ck_walk(struct vol_checker *ck, uint64_t sr_blk, const struct vol_sroot *sr)
 {
 	int err = ck_walk_state(ck, sr_blk, sr);
+	struct ck_snap_walk *sw;
 	size_t kept = 0;
 
 	vol_table_clear(&ck->ck_seen, NULL);
@@ -583,26 +641,28 @@ static int ck_walk(struct vol_checker *ck, uint64_t sr_blk, const struct vol_sro
 		return err;
 	if (!ck->ck_snap_seen) /* only now: most volumes have no snapshot */
 		ck->ck_snap_seen = ck_bitmap_new(ck);
-	if (!ck->ck_snap_seen)
+	if (!ck->ck_snap_counted)
+		ck->ck_snap_counted = ck_bitmap_new(ck);
+	sw = malloc(ck->ck_nsnaps * sizeof(*sw));
+	if (!ck->ck_snap_seen || !ck->ck_snap_counted || !sw) {
+		free(sw);
 		return -ENOMEM;
+	}
 	ck->ck_in_snap = true;
 	for (size_t i = 0; i < ck->ck_nsnaps && !err; i++) {
-		struct vol_sroot ssr;
-
-		err = ck_snap_sroot(ck, &ck->ck_snaps[i], &ssr);
+		err = ck_snap_sroot(ck, &ck->ck_snaps[i], &sw[kept].sw_sr);
 		if (err == -EUCLEAN) {
 			err = 0;
 			continue;
 		}
-		/* the translation super root is the snapshot's block too (its
-		 * translation's tree is walked with the rest) */
-		if (!err && ck->ck_snaps[i].vsi_xlate)
-			(void)ck_claim(ck, VOL_SROOT_OWNER, 0, ck->ck_snaps[i].vsi_xlate);
-		if (!err)
-			err = ck_walk_state(ck, ck->ck_snaps[i].vsi_sroot, &ssr);
-		ck->ck_snaps[kept++] = ck->ck_snaps[i];
+		ck->ck_snaps[kept] = ck->ck_snaps[i];
+		sw[kept].sw_i = kept;
+		kept++;
 	}
 	ck->ck_nsnaps = kept;
+	if (!err)
+		err = ck_walk_snaps(ck, sw, kept);
+	free(sw);
 	if (!err && kept)
 		err = ck_snap_live_entries(ck, sr);
 	ck->ck_in_snap = false;
@@ -621,6 +681,7 @@ static void ck_free(struct vol_checker *ck)
 	free(ck->ck_dat_blocks);
 	free(ck->ck_state);
 	free(ck->ck_snap_seen);
+	free(ck->ck_snap_counted);
 	free(ck->ck_snaps);
 }
 

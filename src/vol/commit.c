@@ -389,6 +389,8 @@ static int vol_commit_raw_carried(struct vol_commit *vc)
 	int err = 0;
 
 	vc->vc_vol->v_raw_moves = (struct vol_raw_moves){0};
+	if (carried.rms_n)
+		SYNC_POINT("vol.commit.raw_carried");
 	for (size_t i = 0; i < carried.rms_n && !err; i++)
 		err = vol_commit_raw(vc, &carried.rms_v[i]);
 	/* not written: still to write (vc_raw has those that were) */

@@ -796,8 +796,12 @@ int vol_open(struct bdev *d, const struct vol_open_opts *o, struct vol **out)
 		delta_sys_destroy(v->v_ds);
 		goto out_usage;
 	}
-	if (!v->v_read_only && v->v_sr.sr_unrooted)
-		vol_reroot_ask(v); /* a crash came before a re-root: snap.c */
+	if (!v->v_read_only && v->v_sr.sr_unrooted) {
+		/* a crash came before a re-root (snap.c): the moved blocks are
+		 * kept twice until it is done, so it is done before any write */
+		vol_reroot_ask(v);
+		vol_reroot_wait(v);
+	}
 	*out = v;
 	return 0;
 out_usage:
