@@ -67,11 +67,13 @@ struct vol_checker {
 	 * met again is a subtree met before: skipped), and the first time any
 	 * walk meets a block (ck_snap_counted) counts it in ck_pinned if it is
 	 * not in ck_state and sets its segment in ck_snap_segs. A subtree is
-	 * the same only through the same translation: the snapshots are walked
-	 * in groups by the translation they read through, ck_snap_seen
-	 * emptied between groups (the cleaner moves a block by its entry
-	 * alone, so a map block two translations share may have its children
-	 * in different places for each) */
+	 * the same only where the translations agree: the cleaner moves a
+	 * block by its entry alone, so a map block two translations share
+	 * may have its children in different places for each. Two agree on
+	 * every number both states name when no commit between them moved a
+	 * block (the same sr_moved): the snapshots are walked in groups by the
+	 * sr_moved of the translation they read through, ck_snap_seen emptied
+	 * between groups */
 	uint64_t *ck_state;		/* bitmap of blocks from lg_seg_start; NULL: none */
 	uint64_t *ck_snap_seen;		/* the same, for the snapshots' walks */
 	uint64_t *ck_snap_counted;	/* and for their counts */
@@ -538,12 +540,15 @@ static uint64_t *ck_bitmap_new(const struct vol_checker *ck)
 }
 
 /*
- * After the snapshots' walks (ck_in_snap): every dead entry of the state's
- * translation (@sr) whose [birth, death) holds a snapshot's delta names a
- * block that snapshot keeps, wherever it lies now: the cleaner may have
- * moved it after the translation the snapshot reads through was written
- * (docs/DESIGN.md, Snapshots). It is counted as the snapshots' (a block
- * their walks met is not counted twice). The liveness rule read off the
+ * After the snapshots' walks (ck_in_snap): every entry of the state's
+ * translation (@sr) whose life, [birth, death) or from birth on if it is
+ * current, holds a snapshot's delta names a block that snapshot keeps,
+ * wherever it lies now: the cleaner may have moved it after the
+ * translation the snapshot reads through was written, and a re-root will
+ * name it there (docs/DESIGN.md, Snapshots). A dead one is counted as the
+ * snapshots' (a block their walks met is not counted twice); a current
+ * one is the state's, and its segment is marked, so that when it dies
+ * there it is pinned, not released. The liveness rule read off the
  * translation: what keeps a moved copy until its snapshot is re-rooted.
  */
 static int ck_snap_live_entries(struct vol_checker *ck, const struct vol_sroot *sr)
@@ -575,8 +580,9 @@ static int ck_snap_live_entries(struct vol_checker *ck, const struct vol_sroot *
 			struct vol_dat_entry e;
 
 			vol_dat_decode(data, s, &e);
-			if (e.de_death && e.de_pblk && vol_pblk_valid(v, e.de_pblk) &&
-			    vol_snaps_keep(deltas, ck->ck_nsnaps, e.de_birth, e.de_death))
+			if (e.de_pblk && vol_pblk_valid(v, e.de_pblk) &&
+			    vol_snaps_keep(deltas, ck->ck_nsnaps, e.de_birth,
+					   e.de_death ? e.de_death : UINT64_MAX))
 				(void)ck_claim(ck, VOL_DAT_OWNER, dblk * per + s, e.de_pblk);
 		}
 	}
@@ -593,12 +599,13 @@ static int ck_snap_walk_cmp(const void *a, const void *b)
 {
 	const struct ck_snap_walk *x = a, *y = b;
 
-	if (x->sw_sr.sr_dat_root != y->sw_sr.sr_dat_root)
-		return x->sw_sr.sr_dat_root < y->sw_sr.sr_dat_root ? -1 : 1;
+	if (x->sw_sr.sr_moved != y->sw_sr.sr_moved)
+		return x->sw_sr.sr_moved < y->sw_sr.sr_moved ? -1 : 1;
 	return x->sw_i < y->sw_i ? -1 : x->sw_i > y->sw_i;
 }
 
-/* The snapshots' walks (ck_in_snap), grouped by translation: ck_state's comment. */
+/* The snapshots' walks (ck_in_snap), grouped by the moves their translations
+ * have (sr_moved): ck_state's comment. */
 static int ck_walk_snaps(struct vol_checker *ck, struct ck_snap_walk *sw, size_t n)
 {
 	const struct log_geometry *g = &ck->ck_vol->v_geo;
@@ -609,8 +616,8 @@ static int ck_walk_snaps(struct vol_checker *ck, struct ck_snap_walk *sw, size_t
 	for (size_t k = 0; k < n && !err; k++) {
 		const struct vol_snap_info *si = &ck->ck_snaps[sw[k].sw_i];
 
-		if (k && sw[k].sw_sr.sr_dat_root != sw[k - 1].sw_sr.sr_dat_root)
-			memset(ck->ck_snap_seen, 0, bytes); /* another translation */
+		if (k && sw[k].sw_sr.sr_moved != sw[k - 1].sw_sr.sr_moved)
+			memset(ck->ck_snap_seen, 0, bytes); /* moves between the translations */
 		/* the translation super root is the snapshot's block too (its
 		 * translation's tree is walked with the rest); counted, not
 		 * seen: a snapshot whose own super root it is walks its state */

@@ -129,6 +129,7 @@ struct vol_commit {
 	void *vc_scratch;	   /* a block: the content a carried move leaves, a raw move's */
 	struct vol_raw_moves vc_raw;	/* raw moves it made: carried should it fail */
 	bool vc_rooted;			/* every snapshot was re-rooted since the last raw moves */
+	bool vc_moved;			/* it moved a block by its entry (sr_moved) */
 	uint64_t vc_payload;		/* blocks added to the log */
 	uint64_t vc_consumed;		/* log blocks, headers and summaries included */
 	struct vol_suf_commit vc_suf;	/* the segment usage entries it writes (suf.c) */
@@ -369,6 +370,7 @@ static int vol_commit_raw(struct vol_commit *vc, const struct vol_raw_move *m)
 	if (!err)
 		err = dat_move(v, &vc->vc_change, m->rm_vblk, pblk, &old);
 	vc->vc_payload += !err;
+	vc->vc_moved = true; /* tried, at least: a failure fails the commit anyway */
 	return err;
 }
 
@@ -514,6 +516,7 @@ static int vol_commit_moved(struct vol_commit *vc, struct buf *b, uint32_t flags
 		return vol_table_set(&vc->vc_moves, buf_owner(b), buf_index(b), m);
 	if (!err)
 		err = dat_move(vc->vc_vol, &vc->vc_change, m->vm_vblk, pblk, &old);
+	vc->vc_moved = true;
 	/* a snapshot may name it (usage.c (4)): once it dies, the copy it
 	 * would be re-rooted to must stay (the liveness rule, check.c) */
 	if (!err && vol_pblk_valid(vc->vc_vol, m->vm_pblk) &&
@@ -798,6 +801,7 @@ static int vol_commit_sroot(struct vol_commit *vc, struct vol_sroot *sr)
 	/* raw moves whose copies a snapshot may not be re-rooted to: the
 	 * open asks for a re-root if a crash comes first (snap.c) */
 	sr->sr_unrooted = (v->v_sr.sr_unrooted && !vc->vc_rooted) || vc->vc_raw.rms_n;
+	sr->sr_moved = vc->vc_moved ? vc->vc_delta : v->v_sr.sr_moved;
 	sr->sr_blocks_written += vc->vc_payload + 1;
 	sr->sr_prev = v->v_sr_blk; /* the checkpoint chain (sroot.c) */
 	sr->sr_time_ns = util_realtime_ns();

@@ -755,6 +755,7 @@ int vol_snap_state(struct vol *v, const struct vol_snap_info *si, struct vol_sro
 	sr->sr_dat_root = xr.sr_dat_root;
 	sr->sr_dat_height = xr.sr_dat_height;
 	sr->sr_dat_next = xr.sr_dat_next;
+	sr->sr_moved = xr.sr_moved;
 	return 0;
 }
 

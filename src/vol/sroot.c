@@ -22,6 +22,10 @@
  *   104 checkpoint file root u64 (a physical block; version 5 on, else 0)
  *   112 checkpoint file from u64   120 checkpoint file next u64
  *   128 checkpoint file height u8
+ *   136 moved u64: the newest delta, this one or before, whose commit
+ *       moved a block by its translation entry (the cleaner's moves);
+ *       two translations whose super roots say the same resolve every
+ *       number both states name alike (check.c walks snapshots so)
  *
  * The previous super root links the checkpoints into a chain, newest
  * first (vol_checkpoints); "readable from" says where the chain stops
@@ -72,7 +76,8 @@
 #define SR_CKPT_FROM_OFF   112
 #define SR_CKPT_NEXT_OFF   120
 #define SR_CKPT_HEIGHT_OFF 128
-#define SR_END		   129
+#define SR_MOVED_OFF	   136
+#define SR_END		   144
 
 #define SR_FLAG_SUF_CURRENT 1u
 #define SR_FLAG_UNROOTED    2u
@@ -112,6 +117,7 @@ void vol_sroot_encode(const struct vol_sroot *sr, void *buf, uint32_t bs)
 	util_put_le64(p + SR_CKPT_FROM_OFF, sr->sr_ckpt_from);
 	util_put_le64(p + SR_CKPT_NEXT_OFF, sr->sr_ckpt_next);
 	p[SR_CKPT_HEIGHT_OFF] = sr->sr_ckpt_height;
+	util_put_le64(p + SR_MOVED_OFF, sr->sr_moved);
 	util_put_le64(p + SR_CSUM_OFF, sr_csum(p, bs)); /* the field was zero */
 }
 
@@ -185,6 +191,7 @@ int vol_sroot_decode(const void *buf, uint32_t bs, uint64_t blk, struct vol_sroo
 	sr->sr_ckpt_from = util_get_le64(p + SR_CKPT_FROM_OFF);
 	sr->sr_ckpt_next = util_get_le64(p + SR_CKPT_NEXT_OFF);
 	sr->sr_ckpt_height = p[SR_CKPT_HEIGHT_OFF];
+	sr->sr_moved = util_get_le64(p + SR_MOVED_OFF);
 	return 0;
 }
 

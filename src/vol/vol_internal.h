@@ -438,6 +438,7 @@ struct vol_sroot {
 	uint8_t sr_ckpt_height;
 	uint64_t sr_ckpt_from; /* the file lists the readable checkpoints from this delta */
 	uint64_t sr_ckpt_next; /* up to below this one (ckpt.c) */
+	uint64_t sr_moved;     /* the newest delta up to this one that moved a block (sroot.c) */
 };
 
 /* Encode @sr into the block @buf of @bs bytes (zeroed, checksummed). */
