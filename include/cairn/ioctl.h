@@ -47,7 +47,8 @@ struct cairn_ioc_snap {
 	uint64_t cis_sroot;			/* GET: where its state starts (cs_sroot) */
 	uint64_t cis_dev;			/* FIND: the image's st_dev; out: the daemon's */
 	uint64_t cis_ino;			/* FIND: the image's st_ino; out: the daemon's */
-	uint64_t cis_xlate; /* GET: the super root whose translation it reads through (0: its own) */
+	uint64_t
+	    cis_xlate; /* GET: the super root whose translation it reads through (0: its own) */
 };
 
 #define CAIRN_IOC_CKPTS 64

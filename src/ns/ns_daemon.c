@@ -103,8 +103,8 @@ struct ns_daemon_query {
 static int ns_daemon_query_one(void *arg, const char *dir)
 {
 	struct ns_daemon_query *q = arg;
-	int r = ns_daemon_ask(dir, &q->q_image->di_id, q->q_name, q->q_sroot, q->q_delta,
-			      q->q_xlate);
+	int r =
+	    ns_daemon_ask(dir, &q->q_image->di_id, q->q_name, q->q_sroot, q->q_delta, q->q_xlate);
 
 	if (r == -ESTALE)
 		return 0; /* not the daemon of our file */
