@@ -411,20 +411,29 @@ static int ck_data(struct vol_checker *ck, uint64_t owner, uint64_t index, uint6
 	return ck_otab_block(ck, index, data, data + v->v_block_size);
 }
 
-/*
- * After the walk of the state (@sr): every entry of its translation.
- * An entry the state names is current (ck_resolve checked it); one it
- * does not name is free or dead; every one past sr_dat_next is free; a
- * birth or death is no later than the state, a death after the birth.
- */
-static int ck_dat_entries(struct vol_checker *ck, const struct vol_sroot *sr)
+/* Walk through the translation of @sr from now on (ck_dat_block). */
+static void ck_dat_use(struct vol_checker *ck, const struct vol_sroot *sr)
 {
-	struct vol *v = ck->ck_vol;
-	uint32_t per = vol_dat_per_block(v->v_block_size);
-	uint64_t nblocks = (sr->sr_dat_next + per - 1) / per;
+	ck->ck_dat_root = sr->sr_dat_root;
+	ck->ck_dat_height = sr->sr_dat_height;
+	ck->ck_dat_next = sr->sr_dat_next;
+	memset(ck->ck_dat_tags, 0, sizeof(ck->ck_dat_tags));
+}
+
+/*
+ * Call @fn on every entry of the translation in use (ck_dat_use) in its
+ * first @nblocks blocks, holes skipped; a block that does not read is
+ * reported by ck_dat_block and skipped. Stops at @fn's error.
+ */
+static int ck_dat_each(struct vol_checker *ck, uint64_t nblocks,
+		       int (*fn)(struct vol_checker *ck, uint64_t vblk,
+				 const struct vol_dat_entry *e, void *arg),
+		       void *arg)
+{
+	uint32_t per = vol_dat_per_block(ck->ck_vol->v_block_size);
 	int err = 0;
 
-	for (uint64_t dblk = 0; dblk < nblocks + 1 && !err; dblk++) {
+	for (uint64_t dblk = 0; dblk < nblocks && !err; dblk++) {
 		const unsigned char *data;
 
 		err = ck_dat_block(ck, dblk, &data);
@@ -432,37 +441,57 @@ static int ck_dat_entries(struct vol_checker *ck, const struct vol_sroot *sr)
 			err = err > 0 ? 0 : err;
 			continue;
 		}
-		for (uint32_t s = 0; s < per; s++) {
-			uint64_t vblk = dblk * per + s;
+		for (uint32_t s = 0; s < per && !err; s++) {
 			struct vol_dat_entry e;
 
 			vol_dat_decode(data, s, &e);
-			if (!e.de_pblk && !e.de_birth && !e.de_death)
-				continue;
-			if (vblk >= sr->sr_dat_next || !vblk)
-				ck_problem(ck,
-					   "translation entry %" PRIu64 " is used, past %" PRIu64,
-					   vblk, sr->sr_dat_next);
-			else if (!e.de_pblk || !vol_pblk_valid(v, e.de_pblk))
-				ck_problem(ck,
-					   "translation entry %" PRIu64 " names block %" PRIu64
-					   ", outside the segments",
-					   vblk, e.de_pblk);
-			else if (!e.de_birth || e.de_birth > sr->sr_delta ||
-				 e.de_death > sr->sr_delta ||
-				 (e.de_death && e.de_death < e.de_birth))
-				ck_problem(ck,
-					   "translation entry %" PRIu64 ": born in delta %" PRIu32
-					   ", dead in %" PRIu32 " (state %" PRIu64 ")",
-					   vblk, e.de_birth, e.de_death, sr->sr_delta);
-			else if (!e.de_death && !ck_bit(ck->ck_named, vblk))
-				ck_problem(ck,
-					   "virtual block %" PRIu64 " at %" PRIu64
-					   " is current, but nothing names it",
-					   vblk, e.de_pblk);
+			err = fn(ck, dblk * per + s, &e, arg);
 		}
 	}
 	return err;
+}
+
+/* ck_dat_each: one entry of the state @arg's translation (ck_dat_entries). */
+static int ck_dat_entry(struct vol_checker *ck, uint64_t vblk, const struct vol_dat_entry *e,
+			void *arg)
+{
+	const struct vol_sroot *sr = arg;
+
+	if (!e->de_pblk && !e->de_birth && !e->de_death)
+		return 0;
+	if (vblk >= sr->sr_dat_next || !vblk)
+		ck_problem(ck, "translation entry %" PRIu64 " is used, past %" PRIu64, vblk,
+			   sr->sr_dat_next);
+	else if (!e->de_pblk || !vol_pblk_valid(ck->ck_vol, e->de_pblk))
+		ck_problem(ck,
+			   "translation entry %" PRIu64 " names block %" PRIu64
+			   ", outside the segments",
+			   vblk, e->de_pblk);
+	else if (!e->de_birth || e->de_birth > sr->sr_delta || e->de_death > sr->sr_delta ||
+		 (e->de_death && e->de_death < e->de_birth))
+		ck_problem(ck,
+			   "translation entry %" PRIu64 ": born in delta %" PRIu32
+			   ", dead in %" PRIu32 " (state %" PRIu64 ")",
+			   vblk, e->de_birth, e->de_death, sr->sr_delta);
+	else if (!e->de_death && !ck_bit(ck->ck_named, vblk))
+		ck_problem(
+		    ck, "virtual block %" PRIu64 " at %" PRIu64 " is current, but nothing names it",
+		    vblk, e->de_pblk);
+	return 0;
+}
+
+/*
+ * After the walk of the state (@sr): every entry of its translation, and
+ * one block past its end. An entry the state names is current (ck_resolve
+ * checked it); one it does not name is free or dead; every one past
+ * sr_dat_next is free; a birth or death is no later than the state, a
+ * death after the birth.
+ */
+static int ck_dat_entries(struct vol_checker *ck, const struct vol_sroot *sr)
+{
+	uint32_t per = vol_dat_per_block(ck->ck_vol->v_block_size);
+
+	return ck_dat_each(ck, (sr->sr_dat_next + per - 1) / per + 1, ck_dat_entry, (void *)sr);
 }
 
 /*
@@ -492,10 +521,7 @@ static int ck_walk_state(struct vol_checker *ck, uint64_t sr_blk, const struct v
 		err = -ENOMEM;
 		goto out;
 	}
-	ck->ck_dat_root = sr->sr_dat_root;
-	ck->ck_dat_height = sr->sr_dat_height;
-	ck->ck_dat_next = sr->sr_dat_next;
-	memset(ck->ck_dat_tags, 0, sizeof(ck->ck_dat_tags));
+	ck_dat_use(ck, sr);
 	if (sr_blk && !ck_claim(ck, VOL_SROOT_OWNER, 0, sr_blk) && ck->ck_in_snap)
 		goto out; /* a snapshot of a state met before, or a bad one */
 	if (sr->sr_dat_height)
@@ -551,41 +577,31 @@ static uint64_t *ck_bitmap_new(const struct vol_checker *ck)
  * there it is pinned, not released. The liveness rule read off the
  * translation: what keeps a moved copy until its snapshot is re-rooted.
  */
+static int ck_snap_live_entry(struct vol_checker *ck, uint64_t vblk, const struct vol_dat_entry *e,
+			      void *arg)
+{
+	const uint64_t *deltas = arg;
+
+	if (e->de_pblk && vol_pblk_valid(ck->ck_vol, e->de_pblk) &&
+	    vol_snaps_keep(deltas, ck->ck_nsnaps, e->de_birth,
+			   e->de_death ? e->de_death : UINT64_MAX))
+		(void)ck_claim(ck, VOL_DAT_OWNER, vblk, e->de_pblk);
+	return 0;
+}
+
 static int ck_snap_live_entries(struct vol_checker *ck, const struct vol_sroot *sr)
 {
-	struct vol *v = ck->ck_vol;
-	uint32_t per = vol_dat_per_block(v->v_block_size);
-	uint64_t nblocks = (sr->sr_dat_next + per - 1) / per;
+	uint32_t per = vol_dat_per_block(ck->ck_vol->v_block_size);
 	uint64_t *deltas = malloc(ck->ck_nsnaps * sizeof(*deltas));
-	int err = 0;
+	int err;
 
 	if (!deltas)
 		return -ENOMEM;
 	for (size_t i = 0; i < ck->ck_nsnaps; i++)
 		deltas[i] = ck->ck_snaps[i].vsi_delta;
 	vol_snaps_sort(deltas, ck->ck_nsnaps);
-	ck->ck_dat_root = sr->sr_dat_root;
-	ck->ck_dat_height = sr->sr_dat_height;
-	ck->ck_dat_next = sr->sr_dat_next;
-	memset(ck->ck_dat_tags, 0, sizeof(ck->ck_dat_tags));
-	for (uint64_t dblk = 0; dblk < nblocks && !err; dblk++) {
-		const unsigned char *data;
-
-		err = ck_dat_block(ck, dblk, &data);
-		if (err || !data) {
-			err = err > 0 ? 0 : err;
-			continue;
-		}
-		for (uint32_t s = 0; s < per; s++) {
-			struct vol_dat_entry e;
-
-			vol_dat_decode(data, s, &e);
-			if (e.de_pblk && vol_pblk_valid(v, e.de_pblk) &&
-			    vol_snaps_keep(deltas, ck->ck_nsnaps, e.de_birth,
-					   e.de_death ? e.de_death : UINT64_MAX))
-				(void)ck_claim(ck, VOL_DAT_OWNER, dblk * per + s, e.de_pblk);
-		}
-	}
+	ck_dat_use(ck, sr);
+	err = ck_dat_each(ck, (sr->sr_dat_next + per - 1) / per, ck_snap_live_entry, deltas);
 	free(deltas);
 	return err;
 }
