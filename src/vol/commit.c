@@ -254,12 +254,12 @@ static int vol_commit_note(void *arg, struct buf *b)
 static int vol_commit_gone(void *arg, uint64_t owner, uint64_t entry)
 {
 	struct vol_commit *vc = arg;
-	uint64_t pblk = entry;
+	uint64_t pblk = entry, birth = 0; /* a block of a tree named by address: not known */
 	int err = 0;
 
 	SYNC_POINT("vol.commit.gone");
 	if (bmap_virtual(owner))
-		err = dat_kill(vc->vc_vol, &vc->vc_change, entry, &pblk);
+		err = dat_kill(vc->vc_vol, &vc->vc_change, entry, &pblk, &birth);
 	if (err == -EUCLEAN) {
 		/* a damaged entry (logged): what it named stays counted until a
 		 * recount, asked for at this commit's settle (no super root
@@ -271,7 +271,7 @@ static int vol_commit_gone(void *arg, uint64_t owner, uint64_t entry)
 	}
 	if (!err && pblk)
 		err = owner == VOL_SUF_OWNER ? vol_usage_gone_suf(vc->vc_vol, pblk)
-					     : vol_usage_gone(vc->vc_vol, pblk);
+					     : vol_usage_gone(vc->vc_vol, pblk, birth);
 	return err;
 }
 
@@ -353,7 +353,7 @@ static int vol_raw_push(struct vol_raw_moves *r, const struct vol_raw_move *m)
 static int vol_commit_raw(struct vol_commit *vc, const struct vol_raw_move *m)
 {
 	struct vol *v = vc->vc_vol;
-	uint64_t pblk, old;
+	uint64_t pblk, old, birth;
 	int err = vol_raw_push(&vc->vc_raw, m);
 
 	if (err)
@@ -368,7 +368,7 @@ static int vol_commit_raw(struct vol_commit *vc, const struct vol_raw_move *m)
 	if (!err)
 		err = vol_usage_born_pinned(v, pblk);
 	if (!err)
-		err = dat_move(v, &vc->vc_change, m->rm_vblk, pblk, &old);
+		err = dat_move(v, &vc->vc_change, m->rm_vblk, pblk, &old, &birth);
 	vc->vc_payload += !err;
 	vc->vc_moved = true; /* tried, at least: a failure fails the commit anyway */
 	return err;
@@ -499,7 +499,7 @@ static int vol_commit_moved(struct vol_commit *vc, struct buf *b, uint32_t flags
 			    struct vol_move *m)
 {
 	const void *same;
-	uint64_t pblk, old;
+	uint64_t pblk, old, birth;
 	bool mine;
 	int err;
 
@@ -515,15 +515,14 @@ static int vol_commit_moved(struct vol_commit *vc, struct buf *b, uint32_t flags
 	if (!err && !mine) /* forked: its shadow, taken later, is the move */
 		return vol_table_set(&vc->vc_moves, buf_owner(b), buf_index(b), m);
 	if (!err)
-		err = dat_move(vc->vc_vol, &vc->vc_change, m->vm_vblk, pblk, &old);
+		err = dat_move(vc->vc_vol, &vc->vc_change, m->vm_vblk, pblk, &old, &birth);
 	vc->vc_moved = true;
 	/* a snapshot may name it (usage.c (4)): once it dies, the copy it
 	 * would be re-rooted to must stay (the liveness rule, check.c) */
-	if (!err && vol_pblk_valid(vc->vc_vol, m->vm_pblk) &&
-	    vol_seg_snap(vc->vc_vol->v_usage.vu_snap, vol_seg_of(vc->vc_vol, m->vm_pblk)))
-		vol_usage_mark(vc->vc_vol, pblk);
+	if (!err)
+		err = vol_usage_moved(vc->vc_vol, pblk, birth);
 	if (!err && old)
-		err = vol_usage_gone(vc->vc_vol, old);
+		err = vol_usage_gone(vc->vc_vol, old, birth);
 	if (err) {
 		free(m);
 		return err;
@@ -844,7 +843,7 @@ static void vol_commit_settle(struct vol_commit *vc, const struct vol_sroot *sr)
 	atomic_store(&v->v_ckpt_next, sr->sr_ckpt_next);
 	vol_table_clear(&v->v_trees, free);
 	/* the old super root goes with the commit that replaced it */
-	err = old_blk ? vol_usage_gone(v, old_blk) : 0;
+	err = old_blk ? vol_usage_gone(v, old_blk, 0) : 0;
 	if (err)
 		log_warn("vol: super root %" PRIu64 " not counted as left behind: %d", old_blk,
 			 err);

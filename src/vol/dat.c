@@ -344,26 +344,30 @@ int dat_set_new(struct vol *v, const struct bmap_change *ch, uint64_t vblk, uint
 }
 
 int dat_move(struct vol *v, const struct bmap_change *ch, uint64_t vblk, uint64_t pblk,
-	     uint64_t *old)
+	     uint64_t *old, uint64_t *birth)
 {
 	struct vol_dat_entry e;
 	int err;
 
 	*old = 0;
+	*birth = 0;
 	err = dat_load(v, vblk, &e);
 	if (err)
 		return err;
 	*old = e.de_pblk;
+	*birth = e.de_birth;
 	e.de_pblk = pblk;
 	return dat_store(v, ch, vblk, &e);
 }
 
-int dat_kill(struct vol *v, const struct bmap_change *ch, uint64_t vblk, uint64_t *pblk)
+int dat_kill(struct vol *v, const struct bmap_change *ch, uint64_t vblk, uint64_t *pblk,
+	     uint64_t *birth)
 {
 	struct vol_dat_entry e;
 	int err;
 
 	*pblk = 0;
+	*birth = 0;
 	if (dat_held(&v->v_dat_alloc, vblk)) {
 		/* linked by a failed commit: if its entry was never set (free,
 		 * or the dead one it was reused from), there is nothing to kill */
@@ -385,6 +389,7 @@ int dat_kill(struct vol *v, const struct bmap_change *ch, uint64_t vblk, uint64_
 	err = dat_store(v, ch, vblk, &e);
 	if (!err) {
 		*pblk = e.de_pblk;
+		*birth = e.de_birth;
 		v->v_dat_alloc.vd_killed++;
 	}
 	return err;

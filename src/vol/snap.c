@@ -392,8 +392,8 @@ int vol_snap_create_at(struct vol *v, const char *name, uint64_t delta)
 		goto out;
 	SYNC_POINT("vol.snap.create.begun");
 	if (!delta) {
-		vol_usage_snap_taken(v, &si.vsi_sroot, &si.vsi_delta); /* 2 */
-	} else {						       /* (b), or gone meanwhile */
+		vol_usage_snap_taken(v, false, &si.vsi_sroot, &si.vsi_delta); /* 2 */
+	} else { /* (b), or gone meanwhile */
 		err = vol_usage_snap_taken_at(v, delta, t.vt_op.dop_delta);
 		si.vsi_sroot = cp.vcp_sroot;
 		si.vsi_delta = delta;
@@ -524,7 +524,7 @@ static int snap_reroot(struct vol *v, const char *name, size_t *done, bool *all)
 		err = vol_txn_begin(v, npinned, VOL_TXN_FREEING, &t);
 	if (err)
 		goto out;
-	vol_usage_snap_taken(v, &xlate, &(uint64_t){0});
+	vol_usage_snap_taken(v, true, &xlate, &(uint64_t){0});
 	for (size_t i = 0; !err && i < n; i++) {
 		if (!pinned[i])
 			continue;

@@ -30,9 +30,11 @@
  * The commit computes each changed segment's entry as the settle will
  * leave its counts (suf_commit, "the projection"): the counts of the
  * durable state, plus the blocks the commit wrote, less those its
- * changes left behind, so an entry never waits for the commit to be
- * durable. A segment whose counts change otherwise (a snapshot marks
- * it, a recount after a deletion, a commit that wrote no entry) is
+ * changes left behind (pinned, in a marked segment, if a snapshot may
+ * keep them: vol_usage_may_keep), so an entry never waits for the
+ * commit to be durable. A segment whose counts change otherwise (a
+ * snapshot marks it, or is taken between the projection and the
+ * settle, a recount after a deletion, a commit that wrote no entry) is
  * noted in vu_suf_dirty, and the next commit that writes entries
  * writes its entry too.
  *
@@ -213,13 +215,14 @@ static struct vol_suf_entry suf_project(struct vol *v, uint64_t seg, uint64_t sr
 {
 	struct vol_usage *u = &v->v_usage;
 	int64_t born = u->vu_suf_born_n[seg], gone = u->vu_suf_gone_n[seg];
+	int64_t kept = u->vu_suf_kept_n[seg];
 	int64_t live = (int64_t)u->vu_live[seg] - u->vu_suf_here[seg] - (seg == sr_seg);
 	bool marked = vol_seg_snap(u->vu_snap, seg);
 	struct vol_suf_entry e = {0};
 
 	live += born - gone;
 	e.se_live = (uint32_t)MAX(live, 0);
-	e.se_pinned = u->vu_pinned[seg] + (marked ? (uint32_t)(gone + (seg == sr_seg)) : 0);
+	e.se_pinned = u->vu_pinned[seg] + (marked ? (uint32_t)(kept + (seg == sr_seg)) : 0);
 	e.se_flags = marked ? VOL_SUF_SNAP : 0;
 	if (e.se_live || e.se_pinned)
 		e.se_delta = born ? delta : u->vu_age[seg];
@@ -292,8 +295,15 @@ static int suf_collect(struct vol *v, struct vol_suf_commit *sc, uint64_t sr_seg
 		u->vu_suf_dirty[s / 64] &= stop - s >= 64 ? 0 : ~((1ull << (stop - s)) - 1);
 	for (size_t i = 0; i < u->vu_born.uv_n && !err; i++)
 		err = suf_touch_pblk(v, sc, u->vu_born.uv_v[i], u->vu_suf_born_n);
-	for (size_t i = 0; i < u->vu_gone.uv_n && !err; i++)
-		err = suf_touch_pblk(v, sc, u->vu_gone.uv_v[i], u->vu_suf_gone_n);
+	u->vu_proj_newest = u->vu_snap_newest; /* a later creation: vol_usage_settle */
+	for (size_t i = 0; i < u->vu_gone.uv_n && !err; i++) {
+		uint64_t pblk = u->vu_gone.uv_v[i];
+
+		err = suf_touch_pblk(v, sc, pblk, u->vu_suf_gone_n);
+		if (!err && vol_pblk_valid(v, pblk) &&
+		    vol_usage_may_keep(u, u->vu_gone_birth.uv_v[i]))
+			u->vu_suf_kept_n[vol_seg_of(v, pblk)]++;
+	}
 	/* the super root left behind: pinned if its segment is marked, and
 	 * the segment emptied if it held nothing else */
 	if (!err && sr_seg < nseg &&
@@ -319,6 +329,7 @@ static void suf_scratch_clear(struct vol *v, const struct vol_suf_commit *sc)
 	for (size_t i = 0; i < sc->sc_touched.uv_n; i++) {
 		v->v_usage.vu_suf_born_n[sc->sc_touched.uv_v[i]] = 0;
 		v->v_usage.vu_suf_gone_n[sc->sc_touched.uv_v[i]] = 0;
+		v->v_usage.vu_suf_kept_n[sc->sc_touched.uv_v[i]] = 0;
 	}
 }
 

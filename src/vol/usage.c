@@ -38,14 +38,21 @@
  * Snapshots (snap.c) keep blocks the state has left. vu_snap marks the
  * segments that may hold a block a snapshot names; a block left behind
  * in such a segment moves from vu_live to vu_pinned instead of going
- * (it may be a snapshot's), and a segment is a candidate only when both
- * counts are 0. Creating a snapshot marks every segment holding a block
- * of the state it pins (vol_usage_snap_taken: a pass over the segments,
- * whatever the volume holds). The open counts both exactly (a walk of
- * the state and of each snapshot, vol_count_durable); so does the
- * commit after a snapshot is deleted (vol_usage_recount_at). In between,
- * vu_pinned may count too much (a block written after the snapshot into
- * a segment it marked, then left behind), never too little. The cleaner
+ * if it may be a snapshot's, and a segment is a candidate only when both
+ * counts are 0. Which blocks may be is the liveness rule read at death:
+ * a block's life [birth, death) must hold a snapshot's delta, and it
+ * dies after every snapshot taken so far, so one written after the
+ * newest (vu_snap_newest; the birth is its translation entry's) goes as
+ * in any segment; one whose birth is not known (a block of the
+ * translation's own tree, a super root) stays. Creating a snapshot marks
+ * every segment holding a block of the state it pins
+ * (vol_usage_snap_taken: a pass over the segments, whatever the volume
+ * holds) and raises vu_snap_newest, both under vu_lock, so a settle sees
+ * both or neither. The open counts both exactly (a walk of the state and
+ * of each snapshot, vol_count_durable); so does the commit after a
+ * snapshot is deleted (vol_usage_recount_at). In between, vu_pinned may
+ * count too much (a block of a deleted snapshot, a block of the
+ * translation's tree), never too little. The cleaner
  * moves a snapshot's blocks out of a marked segment too (clean.c (5)):
  * each copy is born pinned in a segment marked at once
  * (vol_usage_born_pinned), and the old one stays counted until the
@@ -362,9 +369,12 @@ static void vol_usage_take(struct vol_usage *u, uint64_t nseg, struct vol_count 
 	cn->vcn_snaps = NULL;
 	u->vu_snap_deltas.uv_n = 0;
 	u->vu_snap_keys.uv_n = 0;
-	for (size_t i = 0; i < u->vu_nsnaps; i++)
+	u->vu_snap_newest = 0;
+	for (size_t i = 0; i < u->vu_nsnaps; i++) {
 		vol_usage_snap_list_locked(u, u->vu_snaps[i].vsi_delta,
 					   vol_snap_reroot_key(u->vu_snaps[i].vsi_name));
+		u->vu_snap_newest = MAX(u->vu_snap_newest, u->vu_snaps[i].vsi_delta);
+	}
 }
 
 static void vol_count_free(struct vol_count *cn)
@@ -553,8 +563,12 @@ static void vol_usage_free(struct vol_usage *u)
 	free(u->vu_suf_dirty);
 	free(u->vu_suf_born_n);
 	free(u->vu_suf_gone_n);
+	free(u->vu_suf_kept_n);
 	free(u->vu_born.uv_v);
 	free(u->vu_gone.uv_v);
+	free(u->vu_gone_birth.uv_v);
+	free(u->vu_moved_to.uv_v);
+	free(u->vu_moved_birth.uv_v);
 	free(u->vu_suf_born.uv_v);
 	free(u->vu_suf_gone.uv_v);
 	free(u->vu_failed_segs.uv_v);
@@ -583,9 +597,12 @@ int vol_usage_open(struct vol *v, bool writable)
 	u->vu_suf_dirty = calloc((n + 63) / 64, sizeof(*u->vu_suf_dirty));
 	u->vu_suf_born_n = calloc(n, sizeof(*u->vu_suf_born_n));
 	u->vu_suf_gone_n = calloc(n, sizeof(*u->vu_suf_gone_n));
+	u->vu_suf_kept_n = calloc(n, sizeof(*u->vu_suf_kept_n));
+	u->vu_snap_newest = UINT64_MAX; /* till a count or the table says */
+	u->vu_proj_newest = UINT64_MAX;
 	err = u->vu_live && u->vu_pinned && u->vu_snap && u->vu_stuck && u->vu_age && u->vu_cand &&
 		      u->vu_emptied && u->vu_emptied_ms && u->vu_suf_here && u->vu_suf_dirty &&
-		      u->vu_suf_born_n && u->vu_suf_gone_n
+		      u->vu_suf_born_n && u->vu_suf_gone_n && u->vu_suf_kept_n
 		  ? cmutex_init(&u->vu_lock)
 		  : -ENOMEM;
 	if (err)
@@ -642,11 +659,13 @@ void vol_usage_close(struct vol *v)
 	vol_usage_free(u);
 }
 
-void vol_usage_snap_taken(struct vol *v, uint64_t *sr_blk, uint64_t *sr_delta)
+void vol_usage_snap_taken(struct vol *v, bool reroot, uint64_t *sr_blk, uint64_t *sr_delta)
 {
 	struct vol_usage *u = &v->v_usage;
 
 	cmutex_lock(&u->vu_lock);
+	if (!reroot) /* a snapshot of that state: what it holds may be kept from now on */
+		u->vu_snap_newest = MAX(u->vu_snap_newest, u->vu_sr_delta);
 	u->vu_mark_gen++;		     /* a recount walking now keeps these marks */
 	atomic_fetch_add(&u->vu_marking, 1); /* and one after, till the record is durable */
 	for (uint64_t s = 0; s < v->v_geo.lg_nsegments; s++)
@@ -672,6 +691,7 @@ int vol_usage_snap_taken_at(struct vol *v, uint64_t delta, uint64_t txn_delta)
 		 * (after this lock) sees the recount pending too. The
 		 * transaction holds txn_delta open: not too late. */
 		vol_usage_recount_at(v, txn_delta);
+		u->vu_snap_newest = MAX(u->vu_snap_newest, delta);
 		u->vu_mark_gen++;
 		atomic_fetch_add(&u->vu_marking, 1);
 		/* its blocks are in segments holding live blocks, or emptied
@@ -696,6 +716,19 @@ void vol_usage_snap_listed(struct vol *v, uint64_t delta, const char *name)
 
 	cmutex_lock(&u->vu_lock);
 	vol_usage_snap_list_locked(u, delta, vol_snap_reroot_key(name));
+	cmutex_unlock(&u->vu_lock);
+}
+
+void vol_usage_snaps_read(struct vol *v, const struct vol_snap_info *si, size_t n)
+{
+	struct vol_usage *u = &v->v_usage;
+
+	cmutex_lock(&u->vu_lock);
+	u->vu_snap_newest = 0;
+	for (size_t i = 0; i < n; i++) {
+		vol_usage_snap_list_locked(u, si[i].vsi_delta, vol_snap_reroot_key(si[i].vsi_name));
+		u->vu_snap_newest = MAX(u->vu_snap_newest, si[i].vsi_delta);
+	}
 	cmutex_unlock(&u->vu_lock);
 }
 
@@ -731,8 +764,9 @@ void vol_usage_recount_at(struct vol *v, uint64_t delta)
 static void vol_usage_recount(struct vol *v)
 {
 	struct vol_usage *u = &v->v_usage;
-	uint64_t n = v->v_geo.lg_nsegments, gen;
+	uint64_t n = v->v_geo.lg_nsegments, gen, newest;
 	struct vol_count cn;
+	bool keep;
 	int err;
 
 	cmutex_lock(&u->vu_lock);
@@ -755,7 +789,8 @@ static void vol_usage_recount(struct vol *v)
 	/* a snapshot marked segments during the walk, or before it for a
 	 * record the walk may not have found durable: its marks stay, and so
 	 * do the blocks they pinned (the walk counts none of that record's) */
-	if (u->vu_mark_gen != gen || atomic_load(&u->vu_marking)) {
+	keep = u->vu_mark_gen != gen || atomic_load(&u->vu_marking);
+	if (keep) {
 		for (uint64_t w = 0; w < (n + 63) / 64; w++)
 			cn.vcn_snap[w] |= __atomic_load_n(&u->vu_snap[w], __ATOMIC_RELAXED);
 		for (uint64_t s = 0; s < n; s++)
@@ -765,7 +800,10 @@ static void vol_usage_recount(struct vol *v)
 		if (cn.vcn_live[s] != u->vu_live[s] || cn.vcn_pinned[s] != u->vu_pinned[s] ||
 		    vol_seg_snap(cn.vcn_snap, s) != vol_seg_snap(u->vu_snap, s))
 			vol_suf_dirty(u, s);
+	newest = u->vu_snap_newest;
 	vol_usage_take(u, n, &cn);
+	if (keep) /* and so does what it pins: (4) */
+		u->vu_snap_newest = MAX(u->vu_snap_newest, newest);
 	u->vu_suf_stale = false; /* the counts are the walk's */
 	for (uint64_t s = 0, now_ms = util_monotonic_ms(); s < n; s++)
 		vol_cand_mark(v, s, now_ms); /* vu_emptied: under vu_lock */
@@ -778,17 +816,39 @@ int vol_usage_born(struct vol *v, uint64_t pblk)
 	return vol_u64vec_push(&v->v_usage.vu_born, pblk);
 }
 
-void vol_usage_mark(struct vol *v, uint64_t pblk)
+/* Mark segment @seg as one that may hold a snapshot's block (vu_lock). */
+static void vol_usage_mark_locked(struct vol_usage *u, uint64_t seg)
 {
-	struct vol_usage *u = &v->v_usage;
-	uint64_t seg = vol_seg_of(v, pblk);
-
-	cmutex_lock(&u->vu_lock);
 	if (!vol_seg_snap(u->vu_snap, seg)) {
 		__atomic_fetch_or(&u->vu_snap[seg / 64], 1ull << (seg % 64), __ATOMIC_RELAXED);
 		vol_suf_dirty(u, seg);
 	}
+}
+
+int vol_usage_moved(struct vol *v, uint64_t pblk, uint64_t birth)
+{
+	struct vol_usage *u = &v->v_usage;
+	int err = 0;
+
+	cmutex_lock(&u->vu_lock);
+	if (vol_usage_may_keep(u, birth)) {
+		vol_usage_mark_locked(u, vol_seg_of(v, pblk));
+	} else if (!(err = vol_u64vec_push(&u->vu_moved_to, pblk)) &&
+		   (err = vol_u64vec_push(&u->vu_moved_birth, birth))) {
+		u->vu_moved_to.uv_n--;
+	}
 	cmutex_unlock(&u->vu_lock);
+	return err;
+}
+
+/* Note block @pblk, written in delta @birth, left behind by the commit. */
+static int vol_usage_note_gone(struct vol_usage *u, uint64_t pblk, uint64_t birth)
+{
+	int err = vol_u64vec_push(&u->vu_gone, pblk);
+
+	if (!err && (err = vol_u64vec_push(&u->vu_gone_birth, birth)))
+		u->vu_gone.uv_n--;
+	return err;
 }
 
 int vol_usage_born_pinned(struct vol *v, uint64_t pblk)
@@ -798,28 +858,35 @@ int vol_usage_born_pinned(struct vol *v, uint64_t pblk)
 
 	/* marked at once: the translation sweep of this very commit must not
 	 * take its entry for reusable (dat.c), nor may an offer release it */
-	vol_usage_mark(v, pblk);
+	cmutex_lock(&u->vu_lock);
+	vol_usage_mark_locked(u, vol_seg_of(v, pblk));
+	cmutex_unlock(&u->vu_lock);
 	/* born and left behind: counted at the settle, then pinned (its
-	 * segment is marked), which the usage file's entry projects too */
+	 * segment is marked, its birth taken for unknown), which the usage
+	 * file's entry projects too */
 	err = vol_u64vec_push(&u->vu_born, pblk);
-	if (!err && (err = vol_u64vec_push(&u->vu_gone, pblk)))
+	if (!err && (err = vol_usage_note_gone(u, pblk, 0)))
 		u->vu_born.uv_n--;
 	return err;
 }
 
-/* Note block @pblk left behind in @gone, unless it was never counted. */
-static int vol_usage_gone_to(struct vol *v, uint64_t pblk, struct vol_u64vec *gone)
+/* A block at @pblk the commit left behind was never counted: forget it. */
+static bool vol_usage_forgotten(struct vol_usage *u, uint64_t pblk, int *err)
 {
-	struct vol_usage *u = &v->v_usage;
-
-	if (vol_table_get(&u->vu_unborn, pblk, 0) == VU_UNBORN) /* forget it, do not subtract */
-		return vol_table_set(&u->vu_unborn, pblk, 0, VU_FORGOTTEN);
-	return vol_u64vec_push(gone, pblk);
+	if (vol_table_get(&u->vu_unborn, pblk, 0) != VU_UNBORN)
+		return false;
+	*err = vol_table_set(&u->vu_unborn, pblk, 0, VU_FORGOTTEN); /* not subtracted */
+	return true;
 }
 
-int vol_usage_gone(struct vol *v, uint64_t pblk)
+int vol_usage_gone(struct vol *v, uint64_t pblk, uint64_t birth)
 {
-	return vol_usage_gone_to(v, pblk, &v->v_usage.vu_gone);
+	struct vol_usage *u = &v->v_usage;
+	int err;
+
+	if (vol_usage_forgotten(u, pblk, &err))
+		return err;
+	return vol_usage_note_gone(u, pblk, birth);
 }
 
 int vol_usage_born_suf(struct vol *v, uint64_t pblk)
@@ -829,7 +896,12 @@ int vol_usage_born_suf(struct vol *v, uint64_t pblk)
 
 int vol_usage_gone_suf(struct vol *v, uint64_t pblk)
 {
-	return vol_usage_gone_to(v, pblk, &v->v_usage.vu_suf_gone);
+	struct vol_usage *u = &v->v_usage;
+	int err;
+
+	if (vol_usage_forgotten(u, pblk, &err))
+		return err;
+	return vol_u64vec_push(&u->vu_suf_gone, pblk);
 }
 
 /* A block the commit wrote at @pblk, now durable: counted (vu_lock). Its segment. */
@@ -886,6 +958,7 @@ void vol_usage_settle(struct vol *v)
 		u->vu_age[vol_usage_count_born(v, u->vu_born.uv_v[i])] = (uint32_t)v->v_sr.sr_delta;
 	for (size_t i = 0; i < u->vu_gone.uv_n; i++) {
 		uint64_t pblk = u->vu_gone.uv_v[i], seg = vol_seg_of(v, pblk);
+		uint64_t birth = u->vu_gone_birth.uv_v[i];
 
 		if (pblk < v->v_geo.lg_seg_start || seg >= v->v_geo.lg_nsegments) {
 			log_warn("vol: a map named block %" PRIu64 ", outside the segments", pblk);
@@ -899,13 +972,20 @@ void vol_usage_settle(struct vol *v)
 		}
 		u->vu_total--;
 		u->vu_live[seg]--;
-		if (vol_seg_snap(u->vu_snap, seg)) { /* maybe a snapshot's: (4) */
+		if (vol_seg_snap(u->vu_snap, seg) && vol_usage_may_keep(u, birth)) {
+			/* maybe a snapshot's: (4) */
 			u->vu_pinned[seg]++;
 			u->vu_pinned_total++;
+			if (birth > u->vu_proj_newest) /* one taken since the projection */
+				vol_suf_dirty(u, seg);
 		} else if (vol_seg_empty(u, seg)) {
 			vol_cand_mark(v, seg, now_ms);
 		}
 	}
+	/* moves a snapshot taken since may read once re-rooted */
+	for (size_t i = 0; i < u->vu_moved_to.uv_n; i++)
+		if (vol_usage_may_keep(u, u->vu_moved_birth.uv_v[i]))
+			vol_usage_mark_locked(u, vol_seg_of(v, u->vu_moved_to.uv_v[i]));
 	vol_usage_settle_suf(v, now_ms);
 	/* the kept trees are durable now, at new addresses: what a failed
 	 * commit wrote is named by nothing */
@@ -925,7 +1005,9 @@ void vol_usage_settle(struct vol *v)
 	u->vu_ckpt_height = v->v_sr.sr_ckpt_height;
 	cmutex_unlock(&u->vu_lock);
 	u->vu_born.uv_n = 0;
-	u->vu_gone.uv_n = 0;
+	u->vu_gone.uv_n = u->vu_gone_birth.uv_n = 0;
+	u->vu_moved_to.uv_n = u->vu_moved_birth.uv_n = 0;
+	u->vu_proj_newest = UINT64_MAX;
 	at = atomic_load(&u->vu_recount_at);
 	if (at && v->v_sr.sr_delta >= at) {
 		atomic_compare_exchange_strong(&u->vu_recount_at, &at, 0);
@@ -967,12 +1049,17 @@ void vol_usage_fail(struct vol *v)
 	for (size_t i = 0; i < u->vu_gone.uv_n; i++) {
 		uint64_t pblk = u->vu_gone.uv_v[i];
 
-		if (vol_table_get(&u->vu_unborn, pblk, 0) == VU_UNBORN)
+		if (vol_table_get(&u->vu_unborn, pblk, 0) == VU_UNBORN) {
 			(void)vol_table_set(&u->vu_unborn, pblk, 0, VU_FORGOTTEN);
-		else
+		} else {
+			u->vu_gone_birth.uv_v[kept] = u->vu_gone_birth.uv_v[i];
 			u->vu_gone.uv_v[kept++] = pblk;
+		}
 	}
-	u->vu_gone.uv_n = kept;
+	u->vu_gone.uv_n = u->vu_gone_birth.uv_n = kept;
+	/* its moves come again with the next commit */
+	u->vu_moved_to.uv_n = u->vu_moved_birth.uv_n = 0;
+	u->vu_proj_newest = UINT64_MAX;
 }
 
 int vol_usage_kept(struct vol *v, struct vol_count *kept, uint64_t *sr_blk)

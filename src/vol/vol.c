@@ -710,8 +710,10 @@ static void vol_booked_destroy(struct vol *v)
 /*
  * The snapshots' deltas, for the cleaner's raw moves (usage.c,
  * vu_snap_deltas), when the open read the counts from the usage file
- * instead of walking the snapshots. Without them the cleaner leaves the
- * snapshots' blocks where they are, which is never wrong: a table that
+ * instead of walking the snapshots, and the newest of them
+ * (vu_snap_newest). Without them the cleaner leaves the snapshots'
+ * blocks where they are, and every block left behind in a marked
+ * segment is taken for a snapshot's, which is never wrong: a table that
  * cannot be read does not stop the open.
  */
 static void vol_open_snap_deltas(struct vol *v)
@@ -729,8 +731,7 @@ static void vol_open_snap_deltas(struct vol *v)
 			 err);
 		return;
 	}
-	for (size_t i = 0; i < n; i++)
-		vol_usage_snap_listed(v, si[i].vsi_delta, si[i].vsi_name);
+	vol_usage_snaps_read(v, si, n);
 	free(si);
 }
 

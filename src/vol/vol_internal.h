@@ -384,15 +384,18 @@ int dat_alloc(struct vol *v, uint64_t *vblk);
 int dat_set_new(struct vol *v, const struct bmap_change *ch, uint64_t vblk, uint64_t pblk);
 /*
  * The commit moved block @vblk, current, to @pblk: its entry says so
- * (the trees naming it do not change); *old where it was.
+ * (the trees naming it do not change); *old where it was, *birth the
+ * delta that wrote it (for the usage counts: vol_usage_gone).
  */
 int dat_move(struct vol *v, const struct bmap_change *ch, uint64_t vblk, uint64_t pblk,
-	     uint64_t *old);
+	     uint64_t *old, uint64_t *birth);
 /*
  * The commit: block @vblk is no longer part of the state from
- * @ch->bc_delta on (its death); *pblk where it lies, for the usage counts.
+ * @ch->bc_delta on (its death); *pblk where it lies and *birth the delta
+ * that wrote it, for the usage counts (0, 0: nothing to leave behind).
  */
-int dat_kill(struct vol *v, const struct bmap_change *ch, uint64_t vblk, uint64_t *pblk);
+int dat_kill(struct vol *v, const struct bmap_change *ch, uint64_t vblk, uint64_t *pblk,
+	     uint64_t *birth);
 /*
  * The commit failed between dat_alloc's @vblk and its dat_set_new (from
  * linking on): the map, kept for the next commit, may name it with no
@@ -571,6 +574,13 @@ struct vol_usage {
 	 * moves blocks for (clean.c) */
 	struct vol_u64vec vu_snap_deltas;
 	struct vol_u64vec vu_snap_keys; /* and their re-root keys (snap.c), the same order */
+	/* no snapshot's delta is later than this (UINT64_MAX: not known): a
+	 * block written after it is no snapshot's, and leaving it behind
+	 * pins nothing (vol_usage_may_keep); raised by every creation,
+	 * lowered only by a count; vu_lock */
+	uint64_t vu_snap_newest;
+	uint64_t vu_proj_newest; /* vu_snap_newest when the commit projected the usage
+				    file's entries (UINT64_MAX: not yet); commit thread */
 	/* recent checkpoints: what a segment's release costs them */
 	uint64_t *vu_emptied;	   /* per candidate: the delta that emptied it; written by
 				      the commit thread under vu_lock */
@@ -596,6 +606,13 @@ struct vol_usage {
 				   entry met): no super root calls the file current; commit thread */
 	int32_t *vu_suf_born_n; /* per segment, scratch of the projection: */
 	int32_t *vu_suf_gone_n; /* zero between commits; commit thread */
+	int32_t *vu_suf_kept_n; /* (of vu_suf_gone_n, those a snapshot may keep) */
+	struct vol_u64vec vu_gone_birth; /* per vu_gone entry: the delta that wrote it
+					    (0: not known); commit thread */
+	/* where the commit moved blocks a snapshot may read once re-rooted
+	 * though none seemed to when it moved them, and their births: looked
+	 * at again as it settles (vol_usage_moved); commit thread */
+	struct vol_u64vec vu_moved_to, vu_moved_birth;
 };
 
 /* A snapshot's block the cleaner wrote again by address (commit.c). */
@@ -807,11 +824,31 @@ int vol_usage_born(struct vol *v, uint64_t pblk);
  * but a snapshot keeps; its segment is marked at once, and it counts as
  * pinned once the commit is durable. */
 int vol_usage_born_pinned(struct vol *v, uint64_t pblk);
-/* Mark the segment of block @pblk as one that may hold a snapshot's block
- * (vu_snap): where the commit moves a block from a marked segment. */
-void vol_usage_mark(struct vol *v, uint64_t pblk);
-/* A change of the commit left the block at @pblk behind (bc_gone). */
-int vol_usage_gone(struct vol *v, uint64_t pblk);
+/*
+ * The cleaner moved a current block written in delta @birth to @pblk
+ * (commit.c). If a snapshot's delta may be @birth or later, a re-root
+ * would have that snapshot read it there once it dies, so its segment
+ * is marked (vu_snap), at once and, for a snapshot taken before the
+ * commit settles, then. -ENOMEM.
+ */
+int vol_usage_moved(struct vol *v, uint64_t pblk, uint64_t birth);
+/*
+ * May a block written in delta @birth, left behind now, be a snapshot's?
+ * Only if a snapshot's delta is @birth or later: its life must hold one
+ * (the liveness rule), and it ends after every snapshot taken so far.
+ * vu_lock.
+ */
+static inline bool vol_usage_may_keep(const struct vol_usage *u, uint64_t birth)
+{
+	return birth <= u->vu_snap_newest;
+}
+/*
+ * A change of the commit left the block at @pblk behind (bc_gone), a
+ * block written in delta @birth (0: not known, as for a block no
+ * translation entry names): in a marked segment it stays, pinned, if a
+ * snapshot's delta may be @birth or later (usage.c, vu_snap_newest).
+ */
+int vol_usage_gone(struct vol *v, uint64_t pblk, uint64_t birth);
 /* The same for a block of the segment usage file's own tree (suf.c). */
 int vol_usage_born_suf(struct vol *v, uint64_t pblk);
 int vol_usage_gone_suf(struct vol *v, uint64_t pblk);
@@ -877,10 +914,11 @@ struct vol_count {
 #define VOL_OPEN_CHECKPOINTS 1024
 int vol_count_durable(struct vol *v, uint64_t sr_blk, const struct vol_sroot *sr,
 		      struct vol_count *cn);
-/* usage.c: after vol_snap_create read the durable super root under
- * vu_lock, every segment holding a block of it may hold one a snapshot
- * names. Returns that super root's block and delta. */
-void vol_usage_snap_taken(struct vol *v, uint64_t *sr_blk, uint64_t *sr_delta);
+/* usage.c: after vol_snap_create (or a re-root: @reroot) read the
+ * durable super root under vu_lock, every segment holding a block of it
+ * may hold one a snapshot names. Returns that super root's block and
+ * delta. */
+void vol_usage_snap_taken(struct vol *v, bool reroot, uint64_t *sr_blk, uint64_t *sr_delta);
 /* usage.c: for a snapshot of recent checkpoint @delta, in a transaction
  * of @txn_delta: mark every segment in use, and recount at the settle of
  * @txn_delta; -ENOENT if the checkpoint is no longer readable. */
@@ -888,6 +926,10 @@ int vol_usage_snap_taken_at(struct vol *v, uint64_t delta, uint64_t txn_delta);
 /* usage.c: snapshot @name of @delta was written: the cleaner moves its
  * blocks too from now on (vu_snap_deltas), unless an open reads it. */
 void vol_usage_snap_listed(struct vol *v, uint64_t delta, const char *name);
+/* usage.c: the open read the counts from the usage file, and the
+ * snapshot table says which snapshots there are (@si, @n): listed, and
+ * what they may keep known (vu_snap_newest). */
+void vol_usage_snaps_read(struct vol *v, const struct vol_snap_info *si, size_t n);
 /* usage.c: the snapshot vol_usage_snap_taken(_at) marked for is durable
  * now (its creation returned 0), or will never be (its record was not
  * written): a recount may drop marks again. */

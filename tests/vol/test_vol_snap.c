@@ -461,6 +461,138 @@ static void test_create_races_a_commit(void **state)
 	test_watchdog_cancel();
 }
 
+/* The segment of block @index of @owner, which must be marked (vu_snap). */
+static uint64_t marked_segment_of(struct vol *v, uint64_t owner, uint64_t index)
+{
+	uint64_t entry, pblk, path, seg;
+
+	assert_int_equal(vol_resolve_entry(v, owner, index, &entry, &pblk, &path), 0);
+	seg = vol_seg_of(v, pblk);
+	assert_true(vol_seg_snap(v->v_usage.vu_snap, seg));
+	return seg;
+}
+
+/*
+ * A block written after every snapshot is no snapshot's, whatever
+ * segment it lies in: left behind in a segment a snapshot marked (here
+ * the log's head when it was taken), it goes as it would anywhere else,
+ * instead of counting as pinned until a recount (the liveness rule read
+ * at its death: its life holds no snapshot's delta). Only blocks named
+ * by address (the translation's and owner table's trees, the super
+ * roots), whose birth the counts do not know, stay pinned.
+ */
+#define BORN_AFTER 16
+static void test_blocks_born_after_the_snapshots_go(void **state)
+{
+	/* no cleaning: only what the punches leave behind changes the counts */
+	struct vol_open_opts oo = {.voo_clean_low = 1, .voo_clean_high = 2};
+	struct bdev *d = vf_mkfs(16 * VF_SEG);
+	struct vol *v = vf_open_opts(d, &oo), *w;
+	struct vol_usage_stats before, after;
+	struct model m = {0};
+
+	(void)state;
+	test_watchdog("test_blocks_born_after_the_snapshots_go", 60);
+	vf_write(v, OWNER0, 0, 1);
+	assert_int_equal(vol_sync(v), 0);
+	assert_int_equal(vol_snap_create(v, "s"), 0);
+	m.m_ver[0][0] = 1;
+	for (unsigned i = 0; i < BORN_AFTER; i++)
+		vf_write(v, OWNER0 + 1, i, 1);
+	assert_int_equal(vol_sync(v), 0);
+	(void)marked_segment_of(v, OWNER0 + 1, 0); /* where the snapshot marked */
+	vol_usage(v, &before);
+	for (unsigned i = 0; i < BORN_AFTER; i++)
+		punch_freeing(v, OWNER0 + 1, i);
+	assert_int_equal(vol_sync(v), 0);
+	vol_usage(v, &after);
+	print_message("# %u blocks born after the snapshot left behind: %" PRIu64 " more pinned\n",
+		      BORN_AFTER, after.vus_pinned_blocks - before.vus_pinned_blocks);
+	assert_true(after.vus_pinned_blocks - before.vus_pinned_blocks < BORN_AFTER / 2);
+	vf_check(v);
+	expect_snapshot(d, "s", &m);
+	w = vf_reopen_copy(d, 0); /* the usage file's counts are the same */
+	vf_check(w);
+	assert_int_equal(vol_close(w), 0);
+	assert_int_equal(vol_close(v), 0);
+	test_watchdog_cancel();
+}
+
+/*
+ * A creation between a commit's projection of the usage file's entries
+ * and its settle: the commit leaves behind a block written after the
+ * older snapshot, in a segment that snapshot marked, and projects its
+ * entry without it; the new snapshot is of the state before that
+ * commit, so its settle pins the block. The entry must be written again
+ * (vu_proj_newest): an open that reads the file must count it, or the
+ * segment could go while the new snapshot reads it.
+ */
+static void test_create_after_a_projection(void **state)
+{
+	struct vol_open_opts oo = {.voo_clean_low = 1, .voo_clean_high = 2};
+	struct bdev *d;
+	struct vol *v, *w;
+	struct creator a, b;
+	struct model m = {0};
+	pthread_t ta, tb;
+	uint64_t finishes, seg, pinned;
+
+	(void)state;
+	if (!SYNCPOINTS_BUILT)
+		skip();
+	test_watchdog("test_create_after_a_projection", 60);
+	d = vf_mkfs(16 * VF_SEG);
+	v = vf_open_opts(d, &oo); /* the cleaner must not move the block */
+	a = b = (struct creator){.c_vol = v};
+	vf_write(v, OWNER0 + 1, 0, 1);
+	assert_int_equal(vol_sync(v), 0);
+	assert_int_equal(vol_snap_create(v, "old"), 0);
+	vf_write(v, OWNER0, 0, 1); /* after "old", in a segment it marked */
+	assert_int_equal(vol_sync(v), 0);
+	seg = marked_segment_of(v, OWNER0, 0);
+	/* the log's head moves on, and so does the snapshot table's block
+	 * (a creation and a deletion): no later commit changes the segment */
+	for (unsigned i = 0; i < 2 * VF_SEG; i++)
+		vf_write(v, OWNER0 + 2, i, 1);
+	assert_int_equal(vol_snap_create(v, "moves the table"), 0);
+	assert_int_equal(vol_snap_delete(v, "moves the table"), 0);
+	(void)marked_segment_of(v, OWNER0, 0);
+	pinned = v->v_usage.vu_pinned[seg];
+
+	syncpoint_reset();
+	syncpoint_enable();
+	syncpoint_order("test.release", "vol.snap.create.synced@A");
+	test_thread_start(&ta, create_main, &a);
+	syncpoint_wait_arrived("vol.snap.create.synced@A", 1);
+	/* the commit that overwrites the block waits, projected, till A took */
+	syncpoint_order("vol.snap.create.taken@A", "vol.commit.finish");
+	finishes = syncpoint_arrived("vol.commit.finish");
+	vf_write(v, OWNER0, 0, 2);
+	test_thread_start(&tb, sync_main, &b);
+	syncpoint_wait_arrived("vol.commit.finish", finishes + 1);
+	syncpoint_hit("test.release");
+	test_thread_join(ta);
+	test_thread_join(tb);
+	syncpoint_reset();
+	assert_int_equal(a.c_err, 0);
+	assert_int_equal(b.c_err, 0);
+	assert_int_equal(vol_sync(v), 0);
+	/* version 1, and the map block above it */
+	assert_true(v->v_usage.vu_pinned[seg] > pinned);
+
+	w = vf_reopen_copy(d, 0);
+	assert_int_equal(w->v_usage.vu_open_walked, 0); /* counts from the file */
+	vf_check(w);
+	assert_int_equal(vol_close(w), 0);
+	m.m_ver[0][0] = 1;
+	m.m_ver[1][0] = 1;
+	for (unsigned i = 0; i < 2 * VF_SEG && i < NINDEX; i++)
+		m.m_ver[2][i] = 1;
+	expect_snapshot(d, "raced", &m);
+	assert_int_equal(vol_close(v), 0);
+	test_watchdog_cancel();
+}
+
 /*
  * Power cuts: a workload of writes, punches, snapshot creations and a
  * deletion, cut at every device write (unflushed writes all lost, or
@@ -2429,6 +2561,8 @@ int main(void)
 	    cmocka_unit_test(test_dead_beside_a_snapshot_are_not_free),
 	    cmocka_unit_test(test_deletions_beside_a_snapshot_make_room),
 	    cmocka_unit_test(test_create_races_a_commit),
+	    cmocka_unit_test(test_blocks_born_after_the_snapshots_go),
+	    cmocka_unit_test(test_create_after_a_projection),
 	    cmocka_unit_test(test_power_cuts),
 	    cmocka_unit_test(test_damaged_snapshots),
 	    cmocka_unit_test(test_failed_create_lets_its_marks_go),
