@@ -82,6 +82,8 @@ struct vol_checker {
 	uint64_t *ck_snap_segs;		/* bitmap of segments */
 	uint64_t *ck_recent_segs;	/* walking recent checkpoints (vol_count.vcn_recent):
 					   their segments, ck_in_snap set too */
+	uint64_t *ck_recent_dat;	/* their translations' blocks read (ck_claim_recent) */
+	uint64_t ck_recent_delta;	/* the checkpoint being walked */
 	struct vol_snap_info *ck_snaps; /* the state's snapshot table */
 	size_t ck_nsnaps, ck_snaps_cap;
 	/* the translation of the state being walked (dat.c): its root, and a
@@ -130,6 +132,33 @@ static void ck_snap_count(struct vol_checker *ck, uint64_t rel, uint64_t seg)
 		ck->ck_pinned[seg]++;
 }
 
+/*
+ * A recent checkpoint's block @rel (from lg_seg_start) in segment @seg,
+ * of @owner's tree: false if the state names it (live already) or a
+ * walk met it before (a subtree met before), else its segment is the
+ * checkpoint's. That skips subtrees across translations: a map block the
+ * state and the checkpoint share may have its children elsewhere for
+ * the checkpoint, which reads through its own translation, since the
+ * cleaner moved them by their entries (and the same for a snapshot's
+ * translation, or a newer checkpoint's). Every such move changed an
+ * entry, so the block of the checkpoint's translation holding it is not
+ * the state's: those blocks are read, whoever met them, and each entry
+ * alive at the checkpoint gives its segment (ck_data,
+ * ck_recent_entries). A block of the translation another checkpoint's
+ * walk read already is skipped: that one is newer, and the same block
+ * holds no entry alive at this checkpoint that was not alive at it.
+ */
+static bool ck_claim_recent(struct vol_checker *ck, uint64_t owner, uint64_t rel, uint64_t seg)
+{
+	uint64_t *met = owner == VOL_DAT_OWNER ? ck->ck_recent_dat : ck->ck_snap_seen;
+
+	if (ck_bit(ck->ck_state, rel) || ck_bit(met, rel))
+		return false;
+	ck_bit_set(met, rel);
+	ck_bit_set(ck->ck_recent_segs, seg);
+	return true;
+}
+
 /* Count block @pblk named by (owner, index); false if it is not usable. */
 static bool ck_claim(struct vol_checker *ck, uint64_t owner, uint64_t index, uint64_t pblk)
 {
@@ -145,15 +174,10 @@ static bool ck_claim(struct vol_checker *ck, uint64_t owner, uint64_t index, uin
 	if (ck->ck_in_snap) { /* a snapshot's block: false if met before */
 		uint64_t rel = pblk - g->lg_seg_start, seg = vol_seg_of(ck->ck_vol, pblk);
 
+		if (ck->ck_recent_segs)
+			return ck_claim_recent(ck, owner, rel, seg);
 		if (ck_bit(ck->ck_snap_seen, rel))
 			return false;
-		if (ck->ck_recent_segs) { /* the state's own subtree: live already */
-			if (ck_bit(ck->ck_state, rel))
-				return false;
-			ck_bit_set(ck->ck_snap_seen, rel);
-			ck_bit_set(ck->ck_recent_segs, seg);
-			return true;
-		}
 		ck_bit_set(ck->ck_snap_seen, rel);
 		ck_snap_count(ck, rel, seg);
 		return true;
@@ -285,6 +309,24 @@ static int ck_tree(struct vol_checker *ck, uint64_t owner, uint64_t pblk, unsign
 static int ck_data(struct vol_checker *ck, uint64_t owner, uint64_t index, uint64_t pblk,
 		   void *bufs);
 
+/* A block of a recent checkpoint's translation (@data): the segment of
+ * every entry alive at that checkpoint is the checkpoint's (ck_claim_recent). */
+static int ck_recent_entries(struct vol_checker *ck, const unsigned char *data)
+{
+	uint32_t per = vol_dat_per_block(ck->ck_vol->v_block_size);
+
+	for (uint32_t s = 0; s < per; s++) {
+		struct vol_dat_entry e;
+
+		vol_dat_decode(data, s, &e);
+		if (e.de_pblk && vol_pblk_valid(ck->ck_vol, e.de_pblk) &&
+		    e.de_birth <= ck->ck_recent_delta &&
+		    (!e.de_death || e.de_death > ck->ck_recent_delta))
+			ck_bit_set(ck->ck_recent_segs, vol_seg_of(ck->ck_vol, e.de_pblk));
+	}
+	return 0;
+}
+
 /* Block @index of the snapshot table (@data): keep its valid records. */
 static int ck_snap_block(struct vol_checker *ck, uint64_t index, const unsigned char *data)
 {
@@ -401,11 +443,14 @@ static int ck_data(struct vol_checker *ck, uint64_t owner, uint64_t index, uint6
 		return err > 0 ? 0 : err;
 	if (!ck_claim(ck, owner, index, pblk))
 		return 0;
-	if (owner != VOL_OTAB_OWNER && (owner != VOL_SNAP_OWNER || ck->ck_in_snap))
+	if (owner != VOL_OTAB_OWNER && (owner != VOL_SNAP_OWNER || ck->ck_in_snap) &&
+	    (owner != VOL_DAT_OWNER || !ck->ck_recent_segs))
 		return 0;
 	err = bdev_read(v->v_bdev, pblk, 1, data);
 	if (err)
 		return err;
+	if (owner == VOL_DAT_OWNER)
+		return ck_recent_entries(ck, data);
 	if (owner == VOL_SNAP_OWNER)
 		return ck_snap_block(ck, index, data);
 	return ck_otab_block(ck, index, data, data + v->v_block_size);
@@ -522,8 +567,11 @@ static int ck_walk_state(struct vol_checker *ck, uint64_t sr_blk, const struct v
 		goto out;
 	}
 	ck_dat_use(ck, sr);
-	if (sr_blk && !ck_claim(ck, VOL_SROOT_OWNER, 0, sr_blk) && ck->ck_in_snap)
-		goto out; /* a snapshot of a state met before, or a bad one */
+	/* a snapshot of a state met before, or a bad one (a recent checkpoint
+	 * a snapshot's walk met read through another translation) */
+	if (sr_blk && !ck_claim(ck, VOL_SROOT_OWNER, 0, sr_blk) && ck->ck_in_snap &&
+	    !ck->ck_recent_segs)
+		goto out;
 	if (sr->sr_dat_height)
 		err = ck_tree(ck, VOL_DAT_OWNER, sr->sr_dat_root, sr->sr_dat_height, 0, bufs);
 	/* the state's usage and checkpoint files: no snapshot reads its own */
@@ -705,6 +753,7 @@ static void ck_free(struct vol_checker *ck)
 	free(ck->ck_state);
 	free(ck->ck_snap_seen);
 	free(ck->ck_snap_counted);
+	free(ck->ck_recent_dat);
 	free(ck->ck_snaps);
 }
 
@@ -722,6 +771,7 @@ static int ck_recent_one(void *arg, const struct vol_checkpoint *cp, const struc
 
 	if (cp->vcp_delta == cr->cr_state)
 		return 0;
+	cr->cr_ck->ck_recent_delta = cp->vcp_delta;
 	if (cr->cr_walked++ == VOL_OPEN_CHECKPOINTS ||
 	    ck_walk_state(cr->cr_ck, cp->vcp_sroot, sr) || cr->cr_ck->ck_problems != problems)
 		return 1; /* this checkpoint is not counted whole */
@@ -733,9 +783,11 @@ static int ck_recent_one(void *arg, const struct vol_checkpoint *cp, const struc
  * After ck_walk: the checkpoints below @sr, newest first, while readable
  * (sr_readable_from) and VOL_OPEN_CHECKPOINTS at most, into vcn_recent.
  * A subtree of the state, or met in a snapshot's or a newer checkpoint's
- * walk, is skipped: the cost is what the checkpoints changed, not their
- * size. vcn_recent_from: the oldest walked whole. A bad or unreadable
- * block ends the walk there (the checkpoint it was in is not counted).
+ * walk, is skipped, and what the cleaner moved since is found in the
+ * blocks of the checkpoint's translation (ck_claim_recent): the cost is
+ * what the checkpoints changed, not their size. vcn_recent_from: the
+ * oldest walked whole. A bad or unreadable block ends the walk there
+ * (the checkpoint it was in is not counted).
  */
 static void ck_walk_recent(struct vol_checker *ck, uint64_t sr_blk, const struct vol_sroot *sr,
 			   struct vol_count *cn)
@@ -745,7 +797,8 @@ static void ck_walk_recent(struct vol_checker *ck, uint64_t sr_blk, const struct
 	cn->vcn_recent_from = sr->sr_delta;
 	if (!ck->ck_snap_seen)
 		ck->ck_snap_seen = ck_bitmap_new(ck);
-	if (!ck->ck_snap_seen)
+	ck->ck_recent_dat = ck_bitmap_new(ck);
+	if (!ck->ck_snap_seen || !ck->ck_recent_dat)
 		return;
 	ck->ck_in_snap = true;
 	ck->ck_recent_segs = cn->vcn_recent;

@@ -43,10 +43,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define NBLOCKS (64 * VF_SEG + 64) /* a little over 64 segments: 16 MiB */
-#define OWNER	20		   /* its blocks are the ones moved */
-#define OTHER	21		   /* a punch of a hole here: the cleaning delta's change */
-#define GARBAGE 22		   /* fills the rest of the first segment, then goes */
+#define NBLOCKS	 (64 * VF_SEG + 64) /* a little over 64 segments: 16 MiB */
+#define OWNER	 20		    /* its blocks are the ones moved */
+#define OTHER	 21		    /* a punch of a hole here: the cleaning delta's change */
+#define GARBAGE	 22		    /* fills the rest of the first segment, then goes */
+#define GARBAGE2 23		    /* fills segments of their own, then goes */
 
 /* Where block (owner, index) is now: its number and its address. */
 struct mv_where {
@@ -72,17 +73,17 @@ static uint64_t mv_map_block(struct vol *v)
 
 /*
  * A volume whose first segment holds only OWNER's blocks 0..@n-1 (@n: 1
- * or 2; with 2, its map block too), version 1, all cached and clean.
+ * or 2; with 2, its map block too), version 1, all cached and clean,
+ * opened with @oo (greedy cleaning).
  */
-static struct vol *mv_setup(struct bdev **d, unsigned n)
+static struct vol *mv_setup_opts(struct bdev **d, unsigned n, const struct vol_open_opts *oo)
 {
-	struct vol_open_opts oo = {.voo_clean_policy = VOL_CLEAN_GREEDY};
 	struct vol *v;
 	uint64_t seg;
 	uint32_t live;
 
 	*d = vf_mkfs(NBLOCKS);
-	v = vf_open_opts(*d, &oo);
+	v = vf_open_opts(*d, oo);
 	for (uint64_t i = 0; i < n; i++)
 		vf_write(v, OWNER, i, 1);
 	assert_int_equal(vol_sync(v), 0);
@@ -105,6 +106,13 @@ static struct vol *mv_setup(struct bdev **d, unsigned n)
 	if (n > 1)
 		assert_int_equal(vol_seg_of(v, mv_where(v, OWNER, mv_map_block(v)).w_pblk), seg);
 	return v;
+}
+
+static struct vol *mv_setup(struct bdev **d, unsigned n)
+{
+	struct vol_open_opts oo = {.voo_clean_policy = VOL_CLEAN_GREEDY};
+
+	return mv_setup_opts(d, n, &oo);
 }
 
 /*
@@ -144,6 +152,80 @@ static void mv_log_watch(void)
 static void mv_log_unwatch(void)
 {
 	cairn_log_set_sink(NULL, NULL);
+}
+
+/* ---- a recent checkpoint across a move ------------------------------------- */
+
+/*
+ * A recent checkpoint reads through its own translation. Once the
+ * cleaner moved OWNER's blocks and map block by their entries, the
+ * owner table block above them is the state's still, at the same
+ * address, while for the checkpoint before the move they lie in the
+ * first segment. The count of the recent checkpoints (the open's walk,
+ * vol_count_durable with vcn_recent) skips that subtree, the state's,
+ * and must still find the first segment the checkpoint's: else that
+ * segment could go back to the log while the checkpoint is called
+ * readable. The setup's checkpoints, whose owner tables differ, are
+ * no longer readable (no protection period then): the one before the
+ * move is the only one walked.
+ */
+static void test_recent_checkpoint_across_a_move(void **state)
+{
+	/* then the protection period holds the emptied segment: the
+	 * checkpoint before the move stays readable */
+	struct vol_open_opts oo = {.voo_clean_policy = VOL_CLEAN_GREEDY, .voo_protect_s = 3600};
+	struct bdev *d, *copy;
+	struct vol *v = mv_setup(&d, 2);
+	uint64_t nseg = v->v_geo.lg_nsegments, words = (nseg + 63) / 64;
+	uint64_t seg = vol_seg_of(v, mv_where(v, OWNER, 0).w_pblk), sr_blk;
+	struct vol_count cn = {.vcn_live = calloc(nseg, sizeof(uint32_t)),
+			       .vcn_pinned = calloc(nseg, sizeof(uint32_t)),
+			       .vcn_snap = calloc(words, sizeof(uint64_t)),
+			       .vcn_recent = calloc(words, sizeof(uint64_t))};
+	uint64_t garbage = 2 * VF_SEG;
+	struct log_space sp;
+	struct vol_sroot sr;
+
+	(void)state;
+	assert_true(cn.vcn_live && cn.vcn_pinned && cn.vcn_snap && cn.vcn_recent);
+	/* segments emptied in delta P go back to the log: from P on, the
+	 * checkpoints are readable, and their owner tables are the state's,
+	 * written (with P's) in the segment the log writes until the move,
+	 * which is no victim then */
+	for (uint64_t i = 0; i < 2 * VF_SEG; i++)
+		vf_write(v, GARBAGE2, i, 1);
+	assert_int_equal(vol_sync(v), 0);
+	for (log_space(v->v_log, &sp); sp.sp_head_room < VF_SEG / 2; log_space(v->v_log, &sp)) {
+		vf_write(v, GARBAGE2, garbage++, 1);
+		assert_int_equal(vol_sync(v), 0);
+	}
+	for (uint64_t i = 0; i < garbage; i++)
+		vf_punch(v, GARBAGE2, i);
+	assert_int_equal(vol_sync(v), 0);
+	for (unsigned k = 0; k < 2; k++) { /* the two steps of a release */
+		vf_punch(v, OTHER, 0);
+		assert_int_equal(vol_sync(v), 0);
+	}
+	assert_int_equal(bdev_emu_open_copy(d, &copy), 0);
+	assert_int_equal(vol_close(v), 0);
+	v = vf_open_opts(copy, &oo);
+	mv_clean_next(v);
+	assert_int_equal(vol_sync(v), 0);
+	assert_true(vol_seg_of(v, mv_where(v, OWNER, 0).w_pblk) != seg);
+	assert_true(vol_seg_of(v, mv_where(v, OWNER, mv_map_block(v)).w_pblk) != seg);
+	vol_sr_get(v, &sr, &sr_blk);
+	assert_true(sr.sr_readable_from < sr.sr_delta); /* the one before is readable */
+	assert_int_equal(vol_count_durable(v, sr_blk, &sr, &cn), 0);
+	assert_true(cn.vcn_recent_from < sr.sr_delta);
+	assert_true(cn.vcn_recent[seg / 64] >> (seg % 64) & 1);
+	assert_int_equal(cn.vcn_live[seg], 0); /* the state has nothing there */
+	free(cn.vcn_live);
+	free(cn.vcn_pinned);
+	free(cn.vcn_snap);
+	free(cn.vcn_recent);
+	free(cn.vcn_snaps);
+	vf_check(v);
+	assert_int_equal(vol_close(v), 0);
 }
 
 /* ---- a punch between the cleaner's look and its read ---------------------- */
@@ -596,6 +678,7 @@ int main(void)
 	    cmocka_unit_test(test_carried_move_then_truncate_and_write),
 	    cmocka_unit_test(test_carried_move_forked_before_the_failure),
 	    cmocka_unit_test(test_changed_map_block_is_not_moved),
+	    cmocka_unit_test(test_recent_checkpoint_across_a_move),
 	};
 
 	vf_filter_from_env();
