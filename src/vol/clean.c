@@ -67,7 +67,9 @@
  *       it is kept twice until the re-rooter (snap.c) points the
  *       snapshots at the translation that has the move, and no raw move
  *       is made while that is pending (vol_reroot_pending). A marked
- *       victim that gave nothing is stuck (vu_stuck) until a recount.
+ *       victim that gave nothing is stuck (vu_stuck) until a recount,
+ *       unless a snapshot's block there waited for room (it moves once
+ *       space comes back: before, such segments stayed for good).
  *
  * The commit writes a moved block under the same number and changes its
  * translation entry alone: no map block above it is rewritten (a map
@@ -80,7 +82,8 @@
  *
  * Interleaving points: vol.clean.start, .done (the watermarks'
  * hysteresis), .victims (chosen, the base reserved), .read (a block
- * found current, before it is read).
+ * found current, before it is read), .raw (a snapshot's block to move
+ * by address, before its room is reserved).
  *
  * Commit thread only (its state: usage.c (3)).
  */
@@ -154,17 +157,22 @@ static int clean_reserve(struct clean_run *cr, uint64_t cost)
 }
 
 /*
- * Reserve what a raw move costs (clean_kept_block) from what writers may
- * use, if a segment's worth is left over: a raw move frees nothing until
- * the snapshots are re-rooted. False: no room for it.
+ * Whether what writers may use holds @cost blocks for raw moves
+ * (clean_kept_block) with a segment's worth left over: a raw move frees
+ * nothing until the snapshots are re-rooted.
  */
-static bool clean_reserve_raw(struct clean_run *cr, uint64_t cost)
+static bool clean_raw_room(struct vol *v, uint64_t cost)
 {
 	struct log_space sp;
 
-	log_space(cr->cr_vol->v_log, &sp);
-	if (sp.sp_free < cost + cr->cr_vol->v_geo.lg_seg_blocks ||
-	    log_space_reserve(cr->cr_vol->v_log, cost, 0))
+	log_space(v->v_log, &sp);
+	return sp.sp_free >= cost + v->v_geo.lg_seg_blocks;
+}
+
+/* Reserve what a raw move costs, if there is room for it. False: no room. */
+static bool clean_reserve_raw(struct clean_run *cr, uint64_t cost)
+{
+	if (!clean_raw_room(cr->cr_vol, cost) || log_space_reserve(cr->cr_vol->v_log, cost, 0))
 		return false;
 	cr->cr_reserved += cost;
 	return true;
@@ -210,6 +218,7 @@ static int clean_kept_block(struct clean_run *cr, uint64_t owner, uint64_t index
 	}
 	/* the copy is kept twice until the re-root: from what writers may
 	 * use, a segment's worth left over, never from the kept reserve */
+	SYNC_POINT("vol.clean.raw");
 	if (cr->cr_raw_full || !clean_reserve_raw(cr, cost)) {
 		cr->cr_raw_full = true;
 		return 0;
@@ -423,7 +432,8 @@ bool vol_clean_worthwhile(void *ctx)
 		return false;
 	free_segs = clean_free_segments(v, NULL, NULL);
 	util_max = clean_util_max(free_segs);
-	raw = free_segs >= 2 && !vol_reroot_pending(v); /* as vol_clean would */
+	/* as vol_clean would */
+	raw = free_segs >= 2 && clean_raw_room(v, vol_move_worst(v)) && !vol_reroot_pending(v);
 	cmutex_lock(&u->vu_lock);
 	for (uint64_t s = 0; s < nseg && !some; s++) {
 		uint64_t movable = clean_movable(u, s, raw);
@@ -583,7 +593,7 @@ int vol_clean(struct vol *v, uint32_t delta, const struct vol_clean_ops *ops, ui
 	util_max = clean_util_max(free_segs);
 	/* snapshots' blocks move only with room to spare: they free nothing
 	 * until the re-root */
-	raw = free_segs >= 2 && clean_snaps(&cr);
+	raw = free_segs >= 2 && clean_raw_room(v, vol_move_worst(v)) && clean_snaps(&cr);
 	live = clean_choose(v, delta, greedy, raw, util_max, recent, budget, victims, &n, &held);
 	if (!n && held) {
 		/* victims held only for recovery: move the checkpoint slots on */
@@ -612,9 +622,12 @@ int vol_clean(struct vol *v, uint32_t delta, const struct vol_clean_ops *ops, ui
 	SYNC_POINT("vol.clean.victims");
 	for (; scanned < n && !err && !cr.cr_full; scanned++) {
 		uint64_t before = cr.cr_moved;
+		bool room = !cr.cr_raw_full;
 
 		err = log_seg_scan(v->v_log, victims[scanned], clean_block, &cr);
-		stuck[scanned] = cr.cr_moved == before;
+		/* nothing to move there, not a snapshot's block passed over
+		 * for want of room (that one moves once space comes back) */
+		stuck[scanned] = cr.cr_moved == before && room && !cr.cr_raw_full;
 	}
 	*reserved = cr.cr_reserved;
 	whole = scanned && (cr.cr_full || err) ? scanned - 1 : scanned; /* the last cut short */

@@ -1120,6 +1120,95 @@ static void rewrite_same(struct vol *v, const struct model *live, unsigned round
 	}
 }
 
+/* syncpoint callback: at the first raw move, what writers may use is taken
+ * (another transaction's reservation, as it were), but half a segment. */
+struct room_taker {
+	struct vol *rt_vol;
+	_Atomic uint64_t rt_taken;
+};
+
+static void take_raw_room(const char *point, void *arg)
+{
+	struct room_taker *rt = arg;
+	struct log_space sp;
+	uint64_t take;
+
+	(void)point;
+	if (atomic_load(&rt->rt_taken))
+		return;
+	log_space(rt->rt_vol->v_log, &sp);
+	take = sp.sp_free - rt->rt_vol->v_geo.lg_seg_blocks / 2;
+	if (!log_space_reserve(rt->rt_vol->v_log, take, 0))
+		atomic_store(&rt->rt_taken, take);
+}
+
+/*
+ * Raw moves wait for room, and so do the segments they would empty. The
+ * cleaner takes the snapshot's segments as victims; as it reaches the
+ * first block only the snapshot keeps, what writers may use runs short
+ * (vol.clean.raw), so it moves none. Those victims are not stuck: once
+ * the room comes back they are victims again, their blocks move, and
+ * they empty. Before, every one scanned without room was kept out of
+ * cleaning until a recount, which nothing brought: under ThreadSanitizer
+ * a volume filled that way, and test_snapshot_moves_survive_cuts failed
+ * with -ENOSPC rewriting the same data.
+ */
+static void test_raw_moves_wait_for_room(void **state)
+{
+	struct vol_open_opts oo = {.voo_clean_low = 1, .voo_clean_high = 2};
+	struct bdev *d;
+	struct vol *v;
+	struct model live = {0}, snap;
+	struct room_taker rt = {0};
+	struct vol_usage_stats us;
+	unsigned stuck = 0;
+
+	(void)state;
+	if (!SYNCPOINTS_BUILT)
+		skip();
+	test_watchdog("test_raw_moves_wait_for_room", 240);
+	d = vf_mkfs(48 * VF_SEG);
+	v = vf_open_opts(d, &oo);
+	rt.rt_vol = v;
+	sparse_snapshot(v, &live);
+	snap = live;
+	rewrite_same(v, &live, 1); /* only the snapshot keeps its blocks now */
+
+	syncpoint_reset();
+	syncpoint_enable();
+	syncpoint_callback("vol.clean.raw", take_raw_room, &rt);
+	vol_clean_watermarks(v, 36, 40);
+	vf_write(v, OWNER0, 0, live.m_ver[0][0]); /* a commit that cleans */
+	assert_int_equal(vol_sync(v), 0);
+	vol_clean_watermarks(v, 1, 2);
+	assert_int_equal(vol_sync(v), 0);
+	syncpoint_reset();
+	assert_true(atomic_load(&rt.rt_taken) > 0);
+	vol_usage(v, &us);
+	assert_int_equal(us.vus_raw_moved, 0);
+	for (uint64_t s = 0; s < v->v_geo.lg_nsegments; s++)
+		stuck +=
+		    __atomic_load_n(&v->v_usage.vu_stuck[s / 64], __ATOMIC_RELAXED) >> (s % 64) & 1;
+	assert_int_equal(stuck, 0);
+
+	log_space_release(v->v_log, atomic_load(&rt.rt_taken));
+	vol_clean_watermarks(v, 36, 40);
+	rewrite_same(v, &live, 2);
+	vol_reroot_wait(v);
+	vol_clean_watermarks(v, 1, 2);
+	assert_int_equal(vol_sync(v), 0);
+	vol_usage(v, &us);
+	print_message("# with room back: %" PRIu64 " of the snapshot's blocks moved, %" PRIu64
+		      " segments left to it\n",
+		      us.vus_raw_moved, us.vus_snap_segments);
+	assert_true(us.vus_raw_moved > 0);
+	vf_check(v);
+	expect_snapshot(d, "s", &snap);
+	model_expect(v, &live);
+	assert_int_equal(vol_close(v), 0);
+	test_watchdog_cancel();
+}
+
 /*
  * A crash while the cleaner moves a snapshot's blocks, at every cut (or
  * CAIRN_SNAP_CUTS evenly spread ones; 0: all): the live state is rewritten
@@ -2568,6 +2657,7 @@ int main(void)
 	    cmocka_unit_test(test_failed_create_lets_its_marks_go),
 	    cmocka_unit_test(test_reroot_reads_through_a_later_translation),
 	    cmocka_unit_test(test_cleaner_moves_snapshot_blocks),
+	    cmocka_unit_test(test_raw_moves_wait_for_room),
 	    cmocka_unit_test(test_snapshot_moves_survive_cuts),
 	    cmocka_unit_test(test_snapshots_on_two_translations),
 	    cmocka_unit_test(test_failed_raw_moves_are_carried),
