@@ -1120,6 +1120,70 @@ static void rewrite_same(struct vol *v, const struct model *live, unsigned round
 	}
 }
 
+/* Where block @index of @owner lies now. */
+static uint64_t block_at(struct vol *v, uint64_t owner, uint64_t index)
+{
+	uint64_t entry, pblk, path;
+
+	assert_int_equal(vol_resolve_entry(v, owner, index, &entry, &pblk, &path), 0);
+	return pblk;
+}
+
+/*
+ * A recount marks where a snapshot's blocks are now, not only where its
+ * translation puts them. The cleaner moves the snapshot's blocks while
+ * they are still the state's too, by their entries: the snapshot reads
+ * them where they were, but once they die, a re-root would have it read
+ * them where they are now. The recount after a deletion must leave those
+ * segments marked (the liveness rule: a current entry whose life holds a
+ * snapshot's delta), so that a block dying there is pinned, not
+ * released.
+ */
+static void test_recount_marks_moved_current_blocks(void **state)
+{
+	struct vol_open_opts oo = {.voo_clean_low = 1, .voo_clean_high = 2};
+	struct bdev *d = vf_mkfs(48 * VF_SEG);
+	struct vol *v = vf_open_opts(d, &oo);
+	static uint64_t before[NOWNERS][NINDEX];
+	struct model live = {0};
+	unsigned moved = 0, unmarked = 0;
+
+	(void)state;
+	test_watchdog("test_recount_marks_moved_current_blocks", 240);
+	sparse_snapshot(v, &live); /* "s": a quarter of each of its segments */
+	assert_int_equal(vol_snap_create(v, "t"), 0);
+	for (unsigned o = 0; o < NOWNERS; o++)
+		for (unsigned i = 0; i < NINDEX; i++)
+			before[o][i] = block_at(v, OWNER0 + o, i);
+	vol_clean_watermarks(v, 36, 40);
+	for (unsigned k = 0; k < 8; k++) { /* commits that clean */
+		vf_write(v, OWNER0 + NOWNERS + 1, k, 1);
+		assert_int_equal(vol_sync(v), 0);
+	}
+	vol_clean_watermarks(v, 1, 2);
+	assert_int_equal(vol_sync(v), 0);
+	assert_int_equal(vol_snap_delete(v, "t"), 0); /* a recount */
+	assert_int_equal(vol_sync(v), 0);
+	for (unsigned o = 0; o < NOWNERS; o++)
+		for (unsigned i = 0; i < NINDEX; i++) {
+			uint64_t now = block_at(v, OWNER0 + o, i);
+
+			if (now == before[o][i])
+				continue;
+			moved++;
+			unmarked += !vol_seg_snap(v->v_usage.vu_snap, vol_seg_of(v, now));
+		}
+	print_message("# %u of the snapshot's blocks moved while current, %u in unmarked "
+		      "segments after the recount\n",
+		      moved, unmarked);
+	assert_true(moved > 0);
+	assert_int_equal(unmarked, 0);
+	vf_check(v);
+	model_expect(v, &live);
+	assert_int_equal(vol_close(v), 0);
+	test_watchdog_cancel();
+}
+
 /* syncpoint callback: at the first raw move, what writers may use is taken
  * (another transaction's reservation, as it were), but half a segment. */
 struct room_taker {
@@ -2658,6 +2722,7 @@ int main(void)
 	    cmocka_unit_test(test_reroot_reads_through_a_later_translation),
 	    cmocka_unit_test(test_cleaner_moves_snapshot_blocks),
 	    cmocka_unit_test(test_raw_moves_wait_for_room),
+	    cmocka_unit_test(test_recount_marks_moved_current_blocks),
 	    cmocka_unit_test(test_snapshot_moves_survive_cuts),
 	    cmocka_unit_test(test_snapshots_on_two_translations),
 	    cmocka_unit_test(test_failed_raw_moves_are_carried),
