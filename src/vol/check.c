@@ -320,8 +320,8 @@ static int ck_recent_entries(struct vol_checker *ck, const unsigned char *data)
 
 		vol_dat_decode(data, s, &e);
 		if (e.de_pblk && vol_pblk_valid(ck->ck_vol, e.de_pblk) &&
-		    e.de_birth <= ck->ck_recent_delta &&
-		    (!e.de_death || e.de_death > ck->ck_recent_delta))
+		    vol_snaps_keep(&ck->ck_recent_delta, 1, e.de_birth,
+				   e.de_death ? e.de_death : UINT64_MAX))
 			ck_bit_set(ck->ck_recent_segs, vol_seg_of(ck->ck_vol, e.de_pblk));
 	}
 	return 0;

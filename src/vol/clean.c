@@ -169,6 +169,16 @@ static bool clean_raw_room(struct vol *v, uint64_t cost)
 	return sp.sp_free >= cost + v->v_geo.lg_seg_blocks;
 }
 
+/*
+ * Whether a run with @free_segs free segments may make raw moves at all:
+ * two segments free, room for one move, and no re-root pending (the
+ * copies would be kept three times). vol_clean asks clean_snaps too.
+ */
+static bool clean_raw_allowed(struct vol *v, uint64_t free_segs)
+{
+	return free_segs >= 2 && clean_raw_room(v, vol_move_worst(v)) && !vol_reroot_pending(v);
+}
+
 /* Reserve what a raw move costs, if there is room for it. False: no room. */
 static bool clean_reserve_raw(struct clean_run *cr, uint64_t cost)
 {
@@ -432,8 +442,7 @@ bool vol_clean_worthwhile(void *ctx)
 		return false;
 	free_segs = clean_free_segments(v, NULL, NULL);
 	util_max = clean_util_max(free_segs);
-	/* as vol_clean would */
-	raw = free_segs >= 2 && clean_raw_room(v, vol_move_worst(v)) && !vol_reroot_pending(v);
+	raw = clean_raw_allowed(v, free_segs); /* as vol_clean would */
 	cmutex_lock(&u->vu_lock);
 	for (uint64_t s = 0; s < nseg && !some; s++) {
 		uint64_t movable = clean_movable(u, s, raw);
@@ -519,12 +528,11 @@ bool vol_clean_again(void *ctx)
 }
 
 /*
- * The snapshots whose blocks this run may move by address, sorted into
- * @cr: none while the re-root of the last raw moves is pending (the
- * copies would be kept three times), none while an open elsewhere reads
- * one of them (it could not be re-rooted: the copies would stay twice,
- * and what they left would not empty), none if the list cannot be had.
- * Whether there are any.
+ * The snapshots whose blocks this run may move by address (once
+ * clean_raw_allowed), sorted into @cr: none while an open elsewhere
+ * reads one of them (it could not be re-rooted: the copies would stay
+ * twice, and what they left would not empty), none if the list cannot
+ * be had. Whether there are any.
  */
 static bool clean_snaps(struct clean_run *cr)
 {
@@ -532,8 +540,6 @@ static bool clean_snaps(struct clean_run *cr)
 	struct vol_usage *u = &v->v_usage;
 	bool busy = false;
 
-	if (vol_reroot_pending(v))
-		return false;
 	cmutex_lock(&u->vu_lock);
 	cr->cr_nsnaps = u->vu_snap_deltas.uv_n;
 	cr->cr_snaps = cr->cr_nsnaps ? malloc(cr->cr_nsnaps * sizeof(uint64_t)) : NULL;
@@ -593,7 +599,7 @@ int vol_clean(struct vol *v, uint32_t delta, const struct vol_clean_ops *ops, ui
 	util_max = clean_util_max(free_segs);
 	/* snapshots' blocks move only with room to spare: they free nothing
 	 * until the re-root */
-	raw = free_segs >= 2 && clean_raw_room(v, vol_move_worst(v)) && clean_snaps(&cr);
+	raw = clean_raw_allowed(v, free_segs) && clean_snaps(&cr);
 	live = clean_choose(v, delta, greedy, raw, util_max, recent, budget, victims, &n, &held);
 	if (!n && held) {
 		/* victims held only for recovery: move the checkpoint slots on */

@@ -144,6 +144,16 @@ int vol_u64vec_push(struct vol_u64vec *uv, uint64_t x)
 	return 0;
 }
 
+/* Push @x onto @a and @y onto @b, both or neither. */
+static int vol_u64vec_push2(struct vol_u64vec *a, uint64_t x, struct vol_u64vec *b, uint64_t y)
+{
+	int err = vol_u64vec_push(a, x);
+
+	if (!err && (err = vol_u64vec_push(b, y)))
+		a->uv_n--;
+	return err;
+}
+
 /* Does segment @seg hold no block the state or a snapshot names? (vu_lock) */
 static bool vol_seg_empty(const struct vol_usage *u, uint64_t seg)
 {
@@ -334,17 +344,25 @@ void vol_usage_release(struct vol *v)
 /* List a snapshot for the cleaner (vu_snap_deltas, vu_snap_keys); vu_lock. */
 static void vol_usage_snap_list_locked(struct vol_usage *u, uint64_t delta, uint64_t key)
 {
-	if (vol_u64vec_push(&u->vu_snap_deltas, delta)) {
+	if (vol_u64vec_push2(&u->vu_snap_deltas, delta, &u->vu_snap_keys, key))
 		log_warn("vol: out of memory listing snapshot of delta %" PRIu64
 			 ": the cleaner leaves its blocks where they are",
 			 delta);
-		return;
-	}
-	if (vol_u64vec_push(&u->vu_snap_keys, key)) {
-		u->vu_snap_deltas.uv_n--;
-		log_warn("vol: out of memory listing snapshot of delta %" PRIu64
-			 ": the cleaner leaves its blocks where they are",
-			 delta);
+}
+
+/*
+ * The snapshots @si (@n) are all there are: listed for the cleaner, and
+ * the newest of their deltas is what a block may be kept for
+ * (vu_snap_newest); vu_lock.
+ */
+static void vol_usage_snaps_locked(struct vol_usage *u, const struct vol_snap_info *si, size_t n)
+{
+	u->vu_snap_deltas.uv_n = 0;
+	u->vu_snap_keys.uv_n = 0;
+	u->vu_snap_newest = 0;
+	for (size_t i = 0; i < n; i++) {
+		vol_usage_snap_list_locked(u, si[i].vsi_delta, vol_snap_reroot_key(si[i].vsi_name));
+		u->vu_snap_newest = MAX(u->vu_snap_newest, si[i].vsi_delta);
 	}
 }
 
@@ -367,14 +385,7 @@ static void vol_usage_take(struct vol_usage *u, uint64_t nseg, struct vol_count 
 	u->vu_snaps = cn->vcn_snaps;
 	u->vu_nsnaps = cn->vcn_nsnaps;
 	cn->vcn_snaps = NULL;
-	u->vu_snap_deltas.uv_n = 0;
-	u->vu_snap_keys.uv_n = 0;
-	u->vu_snap_newest = 0;
-	for (size_t i = 0; i < u->vu_nsnaps; i++) {
-		vol_usage_snap_list_locked(u, u->vu_snaps[i].vsi_delta,
-					   vol_snap_reroot_key(u->vu_snaps[i].vsi_name));
-		u->vu_snap_newest = MAX(u->vu_snap_newest, u->vu_snaps[i].vsi_delta);
-	}
+	vol_usage_snaps_locked(u, u->vu_snaps, u->vu_nsnaps);
 }
 
 static void vol_count_free(struct vol_count *cn)
@@ -724,11 +735,7 @@ void vol_usage_snaps_read(struct vol *v, const struct vol_snap_info *si, size_t 
 	struct vol_usage *u = &v->v_usage;
 
 	cmutex_lock(&u->vu_lock);
-	u->vu_snap_newest = 0;
-	for (size_t i = 0; i < n; i++) {
-		vol_usage_snap_list_locked(u, si[i].vsi_delta, vol_snap_reroot_key(si[i].vsi_name));
-		u->vu_snap_newest = MAX(u->vu_snap_newest, si[i].vsi_delta);
-	}
+	vol_usage_snaps_locked(u, si, n);
 	cmutex_unlock(&u->vu_lock);
 }
 
@@ -831,23 +838,11 @@ int vol_usage_moved(struct vol *v, uint64_t pblk, uint64_t birth)
 	int err = 0;
 
 	cmutex_lock(&u->vu_lock);
-	if (vol_usage_may_keep(u, birth)) {
+	if (vol_usage_may_keep(u, birth))
 		vol_usage_mark_locked(u, vol_seg_of(v, pblk));
-	} else if (!(err = vol_u64vec_push(&u->vu_moved_to, pblk)) &&
-		   (err = vol_u64vec_push(&u->vu_moved_birth, birth))) {
-		u->vu_moved_to.uv_n--;
-	}
+	else
+		err = vol_u64vec_push2(&u->vu_moved_to, pblk, &u->vu_moved_birth, birth);
 	cmutex_unlock(&u->vu_lock);
-	return err;
-}
-
-/* Note block @pblk, written in delta @birth, left behind by the commit. */
-static int vol_usage_note_gone(struct vol_usage *u, uint64_t pblk, uint64_t birth)
-{
-	int err = vol_u64vec_push(&u->vu_gone, pblk);
-
-	if (!err && (err = vol_u64vec_push(&u->vu_gone_birth, birth)))
-		u->vu_gone.uv_n--;
 	return err;
 }
 
@@ -865,7 +860,7 @@ int vol_usage_born_pinned(struct vol *v, uint64_t pblk)
 	 * segment is marked, its birth taken for unknown), which the usage
 	 * file's entry projects too */
 	err = vol_u64vec_push(&u->vu_born, pblk);
-	if (!err && (err = vol_usage_note_gone(u, pblk, 0)))
+	if (!err && (err = vol_u64vec_push2(&u->vu_gone, pblk, &u->vu_gone_birth, 0)))
 		u->vu_born.uv_n--;
 	return err;
 }
@@ -886,7 +881,7 @@ int vol_usage_gone(struct vol *v, uint64_t pblk, uint64_t birth)
 
 	if (vol_usage_forgotten(u, pblk, &err))
 		return err;
-	return vol_usage_note_gone(u, pblk, birth);
+	return vol_u64vec_push2(&u->vu_gone, pblk, &u->vu_gone_birth, birth);
 }
 
 int vol_usage_born_suf(struct vol *v, uint64_t pblk)
