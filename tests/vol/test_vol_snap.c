@@ -471,13 +471,20 @@ static void test_create_races_a_commit(void **state)
 	test_watchdog_cancel();
 }
 
+/* Where block @index of @owner lies now. */
+static uint64_t block_at(struct vol *v, uint64_t owner, uint64_t index)
+{
+	uint64_t entry, pblk, path;
+
+	assert_int_equal(vol_resolve_entry(v, owner, index, &entry, &pblk, &path), 0);
+	return pblk;
+}
+
 /* The segment of block @index of @owner, which must be marked (vu_snap). */
 static uint64_t marked_segment_of(struct vol *v, uint64_t owner, uint64_t index)
 {
-	uint64_t entry, pblk, path, seg;
+	uint64_t seg = vol_seg_of(v, block_at(v, owner, index));
 
-	assert_int_equal(vol_resolve_entry(v, owner, index, &entry, &pblk, &path), 0);
-	seg = vol_seg_of(v, pblk);
 	assert_true(vol_seg_snap(v->v_usage.vu_snap, seg));
 	return seg;
 }
@@ -991,7 +998,7 @@ static void test_reroot_reads_through_a_later_translation(void **state)
 }
 
 /* Every block of the model reads its version in @v. */
-static bool model_all_match(struct vol *v, const struct model *m)
+static bool model_is(struct vol *v, const struct model *m)
 {
 	for (unsigned o = 0; o < NOWNERS; o++)
 		for (unsigned i = 0; i < NINDEX; i++)
@@ -1109,15 +1116,6 @@ static void rewrite_same(struct vol *v, const struct model *live, unsigned round
 				vf_write(v, OWNER0 + o, i, live->m_ver[o][i]);
 		assert_int_equal(vol_sync(v), 0);
 	}
-}
-
-/* Where block @index of @owner lies now. */
-static uint64_t block_at(struct vol *v, uint64_t owner, uint64_t index)
-{
-	uint64_t entry, pblk, path;
-
-	assert_int_equal(vol_resolve_entry(v, owner, index, &entry, &pblk, &path), 0);
-	return pblk;
 }
 
 /*
@@ -1321,12 +1319,12 @@ static void test_snapshot_moves_survive_cuts(void **state)
 			if (vol_check(cv, cut_report, &cut, NULL))
 				fail_msg("cut %" PRIu64 " (%s): vol_check finds problems", cut,
 					 h ? "reorder, tear" : "drop");
-			if (!model_all_match(cv, &live))
+			if (!model_is(cv, &live))
 				fail_msg("cut %" PRIu64 ": the live state reads otherwise", cut);
 			assert_int_equal(vol_close(cv), 0);
 			assert_int_equal(bdev_emu_open_copy(img, &copy), 0);
 			sv = vf_open_opts(copy, &so);
-			if (!model_all_match(sv, &snap))
+			if (!model_is(sv, &snap))
 				fail_msg("cut %" PRIu64 " (%s): the snapshot reads otherwise", cut,
 					 h ? "reorder, tear" : "drop");
 			assert_int_equal(vol_close(sv), 0);
@@ -1340,7 +1338,7 @@ static void test_snapshot_moves_survive_cuts(void **state)
 			vf_check(cv);
 			assert_int_equal(bdev_emu_open_copy(img, &copy), 0);
 			sv = vf_open_opts(copy, &so);
-			if (!model_all_match(sv, &snap))
+			if (!model_is(sv, &snap))
 				fail_msg("cut %" PRIu64
 					 " (%s), then on: the snapshot reads otherwise",
 					 cut, h ? "reorder, tear" : "drop");
@@ -2046,15 +2044,6 @@ struct ckpt_round {
 	uint64_t cr_delta; /* the newest checkpoint once the round's sync returned */
 	struct model cr_m; /* the state after the round */
 };
-
-static bool model_is(struct vol *v, const struct model *m)
-{
-	for (unsigned o = 0; o < NOWNERS; o++)
-		for (unsigned i = 0; i < NINDEX; i++)
-			if (!vf_has(v, OWNER0 + o, i, m->m_ver[o][i]))
-				return false;
-	return true;
-}
 
 /* The newest checkpoint's delta. */
 static uint64_t ckpt_newest(struct vol *v)
